@@ -1,0 +1,253 @@
+// Package config defines the edgeproxy configuration file, decodes it
+// strictly (unknown keys, wrong types and missing fields are errors that
+// name the file, line and key) and validates it.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Modes of a virtual server.
+const (
+	ModeFastL4 = "fastl4" // pass-through in XDP: DNAT + SNAT between the NICs
+	ModeHTTPS  = "https"  // TLS terminated by the L7 proxy
+	ModeHTTP   = "http"   // plain HTTP handled by the L7 proxy
+)
+
+// Monitor types.
+const (
+	MonitorTCP   = "tcp"
+	MonitorTLS   = "tls"
+	MonitorHTTPS = "https"
+	MonitorHTTP  = "http"
+)
+
+// SNATAutomap selects the internal NIC's first address of the right family.
+const SNATAutomap = "automap"
+
+// Config is the whole file.
+type Config struct {
+	Admin    Admin            `yaml:"admin"`
+	Log      Log              `yaml:"log"`
+	Network  Network          `yaml:"network"`
+	FastPath FastPath         `yaml:"fastpath"`
+	Pools    map[string]*Pool `yaml:"pools"`
+	Virtuals []*Virtual       `yaml:"virtuals"`
+
+	// File is the path the configuration was read from ("" when parsed
+	// from memory). Not part of the YAML.
+	File string `yaml:"-"`
+	// Pos maps a key path ("virtuals[0].pool") to its position in the
+	// file, for messages that name a line. Not part of the YAML.
+	Pos Positions `yaml:"-"`
+}
+
+// Admin is the management endpoint: /metrics, /healthz, /status.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9469. Set to "" (explicit null) to
+	// disable; a non-loopback address must be asked for.
+	Listen string `yaml:"listen"`
+}
+
+// Log selects the daemon's log format and level.
+type Log struct {
+	Format string `yaml:"format"` // text (default) | json
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Access string `yaml:"access"` // access log: "" (stderr with the daemon log) | "off" | a file path
+}
+
+// Network is the dual-NIC DMZ host, managed by netcfg.
+type Network struct {
+	External NIC `yaml:"external"`
+	Internal NIC `yaml:"internal"`
+	// Hosts resolves backend names without the internal DNS.
+	Hosts map[string]netip.Addr `yaml:"hosts"`
+	// Resolver is an optional DMZ DNS server (host:port) asked for names
+	// missing from Hosts. Empty: only Hosts is used.
+	Resolver string `yaml:"resolver"`
+	// Manage: when false, netcfg only checks and reports (default true).
+	Manage *bool `yaml:"manage"`
+}
+
+// NIC is one of the two interfaces.
+type NIC struct {
+	Interface string         `yaml:"interface"`
+	Addresses []netip.Prefix `yaml:"addresses"`
+	// Gateway is the default route's next hop; only allowed on the
+	// external NIC. Gateway6 is the IPv6 one.
+	Gateway  netip.Addr `yaml:"gateway"`
+	Gateway6 netip.Addr `yaml:"gateway6"`
+	Routes   []Route    `yaml:"routes"`
+	// XDPMode: native (default; falls back to generic with a warning when
+	// the driver has no native XDP), generic, or off (no XDP on this NIC).
+	XDPMode string `yaml:"xdp_mode"`
+}
+
+// Route is a persistent static route.
+type Route struct {
+	To  netip.Prefix `yaml:"to"`
+	Via netip.Addr   `yaml:"via"`
+}
+
+// FastPath tunes the XDP data path shared by all fastl4 virtuals.
+type FastPath struct {
+	PinPath  string `yaml:"pin_path"`  // default /sys/fs/bpf/edgeproxy
+	MaxFlows int    `yaml:"max_flows"` // flow pairs; default 262144
+	// SNATPorts is the port range SNAT allocates from, reserved from the
+	// host with net.ipv4.ip_local_reserved_ports. Default 40000-59999.
+	SNATPorts PortRange `yaml:"snat_ports"`
+	// GCInterval is how often the flow table is reaped. Default 1s.
+	GCInterval Duration `yaml:"gc_interval"`
+}
+
+// PortRange is "first-last" in YAML.
+type PortRange struct {
+	First uint16
+	Last  uint16
+}
+
+// Pool is a set of members with a health monitor.
+type Pool struct {
+	Members []Member `yaml:"members"`
+	Monitor Monitor  `yaml:"monitor"`
+	// LB: round_robin (default) | least_conn, for L7; fastl4 uses Maglev.
+	LB string `yaml:"lb"`
+
+	Name string `yaml:"-"`
+}
+
+// Member is a pool member: a name from network.hosts or an address.
+// In YAML either a plain string or {address: , disabled: , weight: }.
+type Member struct {
+	Address  string `yaml:"address"`
+	Disabled bool   `yaml:"disabled"`
+	Weight   int    `yaml:"weight"`
+}
+
+// Monitor is a pool's health check.
+type Monitor struct {
+	Type     string   `yaml:"type"` // tcp | tls | https | http
+	Port     uint16   `yaml:"port"`
+	Interval Duration `yaml:"interval"` // default 5s
+	Timeout  Duration `yaml:"timeout"`  // default 2s
+	Rise     int      `yaml:"rise"`     // default 2
+	Fall     int      `yaml:"fall"`     // default 3
+	Path     string   `yaml:"path"`     // https/http: default /
+	Host     string   `yaml:"host"`     // https/http Host and SNI; default the member name
+	Expect   []int    `yaml:"expect"`   // default [200]
+	// AuthAlive counts a 401 as alive (what a Skype front end answers).
+	AuthAlive bool `yaml:"auth_alive"`
+	// CA verifies the member's certificate (tls/https). Empty: not verified.
+	CA string `yaml:"ca"`
+}
+
+// Virtual is a published address:port.
+type Virtual struct {
+	Name   string         `yaml:"name"`
+	Mode   string         `yaml:"mode"`
+	Listen netip.AddrPort `yaml:"listen"`
+
+	// fastl4
+	Pool   string `yaml:"pool"`
+	Port   uint16 `yaml:"port"`
+	SNAT   SNAT   `yaml:"snat"`
+	Proto  string `yaml:"protocol"` // tcp (default) | udp
+	FastL4 `yaml:",inline"`
+
+	// https / http
+	Certificates []Certificate `yaml:"certificates"`
+	Sites        []*Site       `yaml:"sites"`
+	TLS          TLSOptions    `yaml:"tls"`
+	// TrustedProxies: clients whose X-Forwarded-* headers are kept.
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+	// DrainTimeout on shutdown (default 30s).
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// FastL4 holds the F5 FastL4 profile knobs, with F5's defaults.
+type FastL4 struct {
+	IdleTimeout      Duration `yaml:"idle_timeout"`      // 300s
+	HandshakeTimeout Duration `yaml:"handshake_timeout"` // 5s
+	CloseTimeout     Duration `yaml:"close_timeout"`     // 5s
+	ResetOnTimeout   *bool    `yaml:"reset_on_timeout"`  // true
+	LooseInit        bool     `yaml:"loose_init"`        // false
+	LooseClose       bool     `yaml:"loose_close"`       // false
+	MSSOverride      uint16   `yaml:"mss_override"`      // 0: off
+}
+
+// SNAT is "automap" or a list of addresses (a SNAT pool).
+type SNAT struct {
+	Automap   bool
+	Addresses []netip.Addr
+}
+
+// Certificate is a PEM leaf+chain and its key.
+type Certificate struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// TLSOptions for an https virtual.
+type TLSOptions struct {
+	MinVersion string `yaml:"min_version"` // "1.2" (default) | "1.3"; "1.0"/"1.1" only with allow_legacy
+	// AllowLegacy permits TLS 1.0/1.1 min_version.
+	AllowLegacy bool `yaml:"allow_legacy"`
+	// HSTS max-age; 0 = off.
+	HSTS Duration `yaml:"hsts"`
+}
+
+// Site is a set of host names routed to a pool.
+type Site struct {
+	Hosts      []string    `yaml:"hosts"`
+	Pool       string      `yaml:"pool"`
+	Port       uint16      `yaml:"port"`
+	Redirect   string      `yaml:"redirect"` // "https": redirect instead of forwarding
+	BackendTLS *BackendTLS `yaml:"backend_tls"`
+	Profile    string      `yaml:"profile"` // "" | skype
+	Deny       []string    `yaml:"deny"`    // extra denied path prefixes
+	// WindowsAuth forces connection pinning and http/1.1 only (implied by
+	// the skype profile).
+	WindowsAuth *bool `yaml:"windows_auth"`
+	// Affinity: "" | ms-wsman (cookie affinity for Lync 2010 coexistence).
+	Affinity string `yaml:"affinity"`
+	// LB: round_robin | least_conn (default: the pool's).
+	LB     string `yaml:"lb"`
+	Limits `yaml:",inline"`
+}
+
+// Limits and timeouts of a site; zero means the profile's default.
+type Limits struct {
+	HeaderTimeout   Duration `yaml:"header_timeout"`   // 20s
+	MaxHeaderBytes  int      `yaml:"max_header_bytes"` // 64 KiB (skype) / 32 KiB
+	MaxBodyBytes    int64    `yaml:"max_body_bytes"`   // 1 GiB (skype) / 100 MiB
+	ResponseTimeout Duration `yaml:"response_timeout"` // 960s (skype) / 60s
+	IdleTimeout     Duration `yaml:"idle_timeout"`     // 1800s (skype) / 120s
+	StallTimeout    Duration `yaml:"stall_timeout"`    // per read/write: 120s
+	DialTimeout     Duration `yaml:"dial_timeout"`     // 5s
+	PoolIdleTimeout Duration `yaml:"pool_idle_timeout"`
+}
+
+// BackendTLS configures re-encryption to members.
+type BackendTLS struct {
+	CA string `yaml:"ca"` // PEM bundle; empty uses the system roots
+	// ServerName overrides SNI and verification name (default: the
+	// client's Host).
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify disables verification (reported by check).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Duration is a time.Duration written as a Go duration ("300s", "16m").
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Position is a place in the configuration file.
+type Position struct {
+	Line, Column int
+}
+
+// Positions maps key paths to positions.
+type Positions map[string]Position
