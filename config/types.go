@@ -41,6 +41,9 @@ type Config struct {
 	// Pos maps a key path ("virtuals[0].pool") to its position in the
 	// file, for messages that name a line. Not part of the YAML.
 	Pos Positions `yaml:"-"`
+	// Warnings are findings that do not stop the configuration from
+	// running (an expiring certificate, a non-loopback admin endpoint).
+	Warnings []*Error `yaml:"-"`
 }
 
 // Admin is the management endpoint: /metrics, /healthz, /status.
