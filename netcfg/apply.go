@@ -1,0 +1,281 @@
+package netcfg
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"golang.org/x/sys/unix"
+)
+
+// Apply makes the changes Plan lists, in order. If one fails, the ones
+// made before it are undone and the error is an *ApplyError naming the
+// change. On success the changes are added to the journal and the whole
+// plan is returned (reports included); a second Apply finds nothing to
+// do.
+func (h *Host) Apply(cfg *config.Config) ([]Change, error) {
+	st, err := Desired(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Managed {
+		return nil, ErrNotManaged
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j, err := h.loadJournal()
+	if err != nil {
+		return nil, err
+	}
+	plan, err := h.plan(st, j)
+	if err != nil {
+		return nil, err
+	}
+	todo := Changes(plan)
+	if len(todo) == 0 {
+		return plan, nil
+	}
+	if err := h.checkJournal(); err != nil {
+		return nil, err
+	}
+	if err := h.execute(todo); err != nil {
+		return nil, err
+	}
+	for _, c := range todo {
+		j.record(time.Now(), c.act.entries()...)
+	}
+	if err := h.saveJournal(j); err != nil {
+		rb := rollback(h, todo)
+		return nil, errors.Join(err, rb, errors.New("apply: the changes were rolled back because they could not be recorded"))
+	}
+	for _, c := range todo {
+		h.log.Info("netcfg: changed", "change", c.String())
+	}
+	return plan, nil
+}
+
+// execute makes the changes; on a failure it undoes the ones made.
+func (h *Host) execute(todo []Change) error {
+	for i, c := range todo {
+		if err := c.act.do(h); err != nil {
+			ae := &ApplyError{Change: c, Err: err, RolledBack: todo[:i]}
+			ae.RollbackErr = rollback(h, todo[:i])
+			return ae
+		}
+	}
+	return nil
+}
+
+func rollback(h *Host, done []Change) error {
+	var errs []error
+	for i := len(done) - 1; i >= 0; i-- {
+		if err := done[i].act.undo(h); err != nil {
+			errs = append(errs, fmt.Errorf("undo %q: %w", done[i].String(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repair makes each change of the plan on its own (no rollback: a partial
+// repair beats none) and records the ones that worked.
+func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j, err := h.loadJournal()
+	if err != nil {
+		return nil, nil, []failure{{"journal", err}}
+	}
+	plan, err = h.plan(st, j)
+	if err != nil {
+		return nil, nil, []failure{{"plan", err}}
+	}
+	if !st.Managed {
+		return plan, nil, nil
+	}
+	for _, c := range Changes(plan) {
+		if err := c.act.do(h); err != nil {
+			failed = append(failed, failure{c.Kind, fmt.Errorf("repair %q: %w", c.String(), err)})
+			continue
+		}
+		made = append(made, c)
+		j.record(time.Now(), c.act.entries()...)
+	}
+	if len(made) > 0 {
+		if err := h.saveJournal(j); err != nil {
+			failed = append(failed, failure{"journal", err})
+		}
+	}
+	return plan, made, failed
+}
+
+type failure struct {
+	kind Kind
+	err  error
+}
+
+// Revert undoes what the journal records, newest first, and returns what
+// it did. Objects already gone are skipped; a sysctl changed by someone
+// else since is left as it is and reported. Entries that cannot be undone
+// stay in the journal.
+func (h *Host) Revert() ([]Change, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j, err := h.loadJournal()
+	if err != nil {
+		return nil, err
+	}
+	var out []Change
+	var errs []error
+	var keep []Entry
+	for i := len(j.Entries) - 1; i >= 0; i-- {
+		e := j.Entries[i]
+		c, err := h.revertEntry(e)
+		if err != nil {
+			errs = append(errs, err)
+			keep = append([]Entry{e}, keep...)
+			continue
+		}
+		if c != nil {
+			out = append(out, *c)
+			if !c.IsReport() {
+				h.log.Info("netcfg: reverted", "change", c.String())
+			}
+		}
+	}
+	j.Entries = keep
+	if err := h.saveJournal(j); err != nil {
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
+
+func (h *Host) revertEntry(e Entry) (*Change, error) {
+	gone := func(err error) bool { return errors.Is(err, ErrNoLink) }
+	switch e.Kind {
+	case KindLink:
+		lk, err := h.link(e.Link)
+		if gone(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := h.nl.LinkSetDown(lk); err != nil {
+			return nil, fmt.Errorf("revert: set link %s down: %w", e.Link, err)
+		}
+		return &Change{Op: OpModify, Kind: KindLink, Subject: "link " + e.Link, From: "up", To: "down", act: linkUp{e.Link}}, nil
+
+	case KindAddress:
+		p, err := netip.ParsePrefix(e.Address)
+		if err != nil {
+			return nil, fmt.Errorf("revert: journal address %q: %w", e.Address, err)
+		}
+		lk, err := h.link(e.Link)
+		if gone(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		a := addrAdd{link: e.Link, prefix: p, nodad: e.NoDAD}
+		subject := fmt.Sprintf("address %s dev %s", p, e.Link)
+		if e.Op == "add" {
+			if err := h.nl.AddrDel(lk, a.nl()); err != nil {
+				if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH) {
+					return nil, nil
+				}
+				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+			}
+			return &Change{Op: OpRemove, Kind: KindAddress, Subject: subject, act: addrDel(a)}, nil
+		}
+		if err := h.nl.AddrAdd(lk, a.nl()); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("revert: add %s: %w", subject, err)
+		}
+		return &Change{Op: OpAdd, Kind: KindAddress, Subject: subject, act: a}, nil
+
+	case KindRoute:
+		if e.Route == nil {
+			return nil, nil
+		}
+		r, err := h.nlRoute(*e.Route)
+		if gone(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		subject := "route " + e.Route.text()
+		if e.Op == "add" {
+			if err := h.nl.RouteDel(r); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					return nil, nil
+				}
+				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+			}
+			return &Change{Op: OpRemove, Kind: KindRoute, Subject: subject, act: routeDel{*e.Route}}, nil
+		}
+		if err := h.nl.RouteAdd(r); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("revert: restore %s: %w", subject, err)
+		}
+		return &Change{Op: OpAdd, Kind: KindRoute, Subject: subject, act: routeSet{want: *e.Route}}, nil
+
+	case KindSysctl:
+		cur, err := h.readSysctls([]string{e.Key})
+		if err != nil {
+			return nil, err
+		}
+		v, ok := cur[e.Key]
+		if !ok {
+			return nil, nil
+		}
+		name := Sysctl{Key: e.Key}.Name()
+		if v != e.New {
+			return &Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + name,
+				Reason: fmt.Sprintf("changed since apply (%s, apply set %s): left as it is, it was %s before", show(v), show(e.New), show(e.Old))}, nil
+		}
+		if err := h.writeSysctl(e.Key, e.Old); err != nil {
+			return nil, fmt.Errorf("revert: %w", err)
+		}
+		return &Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + name, From: show(e.New), To: show(e.Old),
+			act: sysctlSet{key: e.Key, old: e.New, new: e.Old}}, nil
+
+	case KindNeighbour:
+		a, err := netip.ParseAddr(e.Address)
+		if err != nil {
+			return nil, fmt.Errorf("revert: journal neighbour %q: %w", e.Address, err)
+		}
+		n := neighManage{link: e.Link, addr: a}
+		nn, err := n.nl(h)
+		if gone(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		subject := n.String()
+		if e.Op == "add" {
+			if err := h.nl.NeighDel(nn); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					return nil, nil
+				}
+				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+			}
+			return &Change{Op: OpRemove, Kind: KindNeighbour, Subject: subject, act: neighDel(n)}, nil
+		}
+		if err := n.do(h); err != nil {
+			return nil, fmt.Errorf("revert: %w", err)
+		}
+		return &Change{Op: OpAdd, Kind: KindNeighbour, Subject: subject, act: n}, nil
+	}
+	return nil, fmt.Errorf("revert: journal entry of unknown kind %q", e.Kind)
+}
+
+func (n neighManage) String() string { return Neighbour{Link: n.link, Addr: n.addr}.String() }

@@ -1,0 +1,326 @@
+package netcfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ReconcilerOptions tune a Reconciler.
+type ReconcilerOptions struct {
+	// Settle is how long events are collected before the host is checked
+	// (default 50ms): a burst of changes costs one check.
+	Settle time.Duration
+	// Resync is the interval of a full check without events; sysctls
+	// change without netlink events (default 10s).
+	Resync time.Duration
+	// Retry is the delay before checking again after a failed repair
+	// (default 1s).
+	Retry time.Duration
+}
+
+// Reconciler keeps the host as the file says: it listens to netlink link,
+// address, route and neighbour events in the Host's namespace and
+// restores whatever contradicts the file, logging each repair and
+// counting it in edgeproxy_netcfg_repairs_total{kind}. With
+// network.manage false it logs the drift and changes nothing.
+//
+// A Reconciler is a prometheus.Collector.
+type Reconciler struct {
+	h    *Host
+	opts ReconcilerOptions
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	st  *State
+	cfg *config.Config
+
+	kick     chan struct{}
+	count    map[Kind]int
+	repairs  *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	checks   prometheus.Counter
+}
+
+// NewReconciler returns a Reconciler for cfg on h.
+func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconciler, error) {
+	st, err := Desired(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Settle <= 0 {
+		opts.Settle = 50 * time.Millisecond
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 10 * time.Second
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = time.Second
+	}
+	r := &Reconciler{
+		h: h, opts: opts, log: h.log, st: st, cfg: cfg,
+		kick: make(chan struct{}, 1), count: map[Kind]int{},
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_netcfg_repairs_total",
+			Help: "Host network changes that contradicted the configuration and were restored, by kind (link, address, route, sysctl, neighbour).",
+		}, []string{"kind"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_netcfg_repair_failures_total",
+			Help: "Repairs of the host network that failed (retried), by kind.",
+		}, []string{"kind"}),
+		checks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_netcfg_checks_total",
+			Help: "Comparisons of the host network with the configuration.",
+		}),
+	}
+	for _, k := range []Kind{KindLink, KindAddress, KindRoute, KindSysctl, KindNeighbour} {
+		r.repairs.WithLabelValues(string(k))
+		r.failures.WithLabelValues(string(k))
+	}
+	return r, nil
+}
+
+// SetConfig switches to a new configuration (a reload) and checks the
+// host against it.
+func (r *Reconciler) SetConfig(cfg *config.Config) error {
+	st, err := Desired(cfg)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.st, r.cfg = st, cfg
+	r.mu.Unlock()
+	r.Trigger()
+	return nil
+}
+
+// Trigger asks for a check of the host soon.
+func (r *Reconciler) Trigger() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (r *Reconciler) Describe(ch chan<- *prometheus.Desc) {
+	r.repairs.Describe(ch)
+	r.failures.Describe(ch)
+	r.checks.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (r *Reconciler) Collect(ch chan<- prometheus.Metric) {
+	r.repairs.Collect(ch)
+	r.failures.Collect(ch)
+	r.checks.Collect(ch)
+}
+
+// Repairs returns the number of repairs of a kind so far.
+func (r *Reconciler) Repairs(k Kind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count[k]
+}
+
+// Run watches the host until ctx is done. It checks the host once at
+// start, then on every relevant netlink event (after Settle), every
+// Resync, and Retry after a failed repair.
+func (r *Reconciler) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan struct{}, 1)
+	subErr := make(chan error, 1)
+	go r.watch(ctx, events, subErr)
+
+	settle := time.NewTimer(0) // first check at once
+	defer settle.Stop()
+	resync := time.NewTicker(r.opts.Resync)
+	defer resync.Stop()
+	pending := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-subErr:
+			return err
+		case <-events:
+			if !pending {
+				pending = true
+				settle.Reset(r.opts.Settle)
+			}
+		case <-r.kick:
+			if !pending {
+				pending = true
+				settle.Reset(r.opts.Settle)
+			}
+		case <-resync.C:
+			if !pending {
+				pending = true
+				settle.Reset(0)
+			}
+		case <-settle.C:
+			pending = false
+			if !r.check() {
+				pending = true
+				settle.Reset(r.opts.Retry)
+			}
+		}
+	}
+}
+
+// check compares the host with the file and repairs it; false means
+// something failed and a retry is due.
+func (r *Reconciler) check() bool {
+	r.mu.Lock()
+	st := r.st
+	r.mu.Unlock()
+	r.checks.Inc()
+	plan, made, failed := r.h.repair(st)
+	for _, c := range made {
+		r.repairs.WithLabelValues(string(c.Kind)).Inc()
+		r.mu.Lock()
+		r.count[c.Kind]++
+		r.mu.Unlock()
+		r.log.Warn("netcfg: restored the host network", "change", c.String(), "kind", string(c.Kind))
+	}
+	if !st.Managed {
+		for _, c := range Changes(plan) {
+			r.log.Warn("netcfg: host network differs from the file (network.manage is false)", "change", c.String())
+		}
+	}
+	for _, f := range failed {
+		r.failures.WithLabelValues(string(f.kind)).Inc()
+		r.log.Error("netcfg: repair failed", "err", f.err)
+	}
+	return len(failed) == 0
+}
+
+// watch subscribes to netlink events and signals relevant ones; it
+// resubscribes when a subscription breaks.
+func (r *Reconciler) watch(ctx context.Context, events chan<- struct{}, fatal chan<- error) {
+	signal := func() {
+		select {
+		case events <- struct{}{}:
+		default:
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.subscribe(ctx, signal)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errSubscribe) && backoff >= 30*time.Second {
+			fatal <- err
+			return
+		}
+		r.log.Warn("netcfg: netlink subscription ended, resubscribing", "err", err)
+		signal() // something may have been missed
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+var errSubscribe = errors.New("subscribe to netlink events")
+
+// subscribe runs one set of subscriptions until one of them breaks or ctx
+// is done.
+func (r *Reconciler) subscribe(ctx context.Context, signal func()) error {
+	done := make(chan struct{})
+	defer close(done)
+	broken := make(chan error, 4)
+	onErr := func(err error) {
+		select {
+		case broken <- err:
+		default:
+		}
+	}
+	ns := r.h.nsHandle()
+	links := make(chan netlink.LinkUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	routes := make(chan netlink.RouteUpdate, 64)
+	neighs := make(chan netlink.NeighUpdate, 64)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ListExisting: true}); err != nil {
+		return fmt.Errorf("%w (links): %v", errSubscribe, err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("%w (addresses): %v", errSubscribe, err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("%w (routes): %v", errSubscribe, err)
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: ns, ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("%w (neighbours): %v", errSubscribe, err)
+	}
+	// names maps the indexes of links to their names, from the link
+	// updates (the first ones list the existing links).
+	names := map[int32]string{}
+	mine := func(index int) bool {
+		name, ok := names[int32(index)]
+		if !ok {
+			return false
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, l := range r.st.Links {
+			if l == name {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-broken:
+			return err
+		case u, ok := <-links:
+			if !ok {
+				return errors.New("link updates closed")
+			}
+			if u.Header.Type == unix.RTM_DELLINK {
+				delete(names, u.Index)
+			} else if u.Link != nil {
+				names[u.Index] = u.Link.Attrs().Name
+			}
+			if mine(int(u.Index)) || u.Header.Type == unix.RTM_DELLINK {
+				signal()
+			}
+		case u, ok := <-addrs:
+			if !ok {
+				return errors.New("address updates closed")
+			}
+			if mine(u.LinkIndex) {
+				signal()
+			}
+		case u, ok := <-routes:
+			if !ok {
+				return errors.New("route updates closed")
+			}
+			if u.Table == unix.RT_TABLE_MAIN || u.Table == 0 {
+				signal()
+			}
+		case u, ok := <-neighs:
+			if !ok {
+				return errors.New("neighbour updates closed")
+			}
+			if u.Type == unix.RTM_DELNEIGH && mine(u.LinkIndex) {
+				signal()
+			}
+		}
+	}
+}
