@@ -49,12 +49,10 @@ type Change struct {
 	act action
 }
 
-// String renders the change as plan prints it:
-//
-//	+ address 198.19.0.2/24 dev int0
-//	- route default via 10.0.0.1 dev int0 (default route on the internal NIC)
-//	~ sysctl net.ipv4.conf.int0.arp_ignore: 0 → 1
-//	! sysctl net.ipv4.ip_forward: is 1; the host is not a router ...
+// String renders the change as plan prints it: "+ address 198.19.0.2/24
+// dev int0", "- route default via 10.0.0.1 dev int0 (default route on the
+// internal NIC)", "~ sysctl net.ipv4.conf.int0.arp_ignore: 0 → 1",
+// "! sysctl net.ipv4.ip_forward: is 1; ...".
 func (c Change) String() string {
 	var b strings.Builder
 	b.WriteByte(byte(c.Op))
