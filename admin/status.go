@@ -1,0 +1,234 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/health"
+)
+
+// Status is the daemon's state as served on /status and shown by
+// `edgeproxy status`.
+type Status struct {
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	// Time is when the status was taken.
+	Time time.Time `json:"time"`
+	// Config is the configuration file, Loaded when it was last applied.
+	Config string    `json:"config,omitempty"`
+	Loaded time.Time `json:"loaded,omitzero"`
+	// Ready is what /healthz says; Reason tells why not.
+	Ready    bool      `json:"ready"`
+	Reason   string    `json:"reason,omitempty"`
+	Virtuals []Virtual `json:"virtuals"`
+	Members  []Member  `json:"members"`
+	FastPath *FastPath `json:"fastpath,omitempty"`
+}
+
+// Virtual is one published address:port.
+type Virtual struct {
+	Name   string `json:"name"`
+	Mode   string `json:"mode"` // fastl4 | https | http
+	Listen string `json:"listen"`
+	// Pools are the pools it forwards to: one for fastl4, one per site
+	// for https/http.
+	Pools []string `json:"pools,omitempty"`
+	Port  uint16   `json:"port,omitempty"` // member port (fastl4)
+	// MembersUp of Members (all pools of the virtual) take new traffic.
+	MembersUp int `json:"members_up"`
+	Members   int `json:"members"`
+	// Flows are the active L4 flows (fastl4).
+	Flows uint64 `json:"flows"`
+	// Connections are the open client connections and Requests the
+	// requests served since start (https/http).
+	Connections uint64 `json:"connections"`
+	Requests    uint64 `json:"requests"`
+	// Errors counts failed requests (https/http) or dropped packets
+	// (fastl4) since start.
+	Errors uint64 `json:"errors"`
+}
+
+// Member is a pool member and its health.
+type Member struct {
+	Pool          string    `json:"pool"`
+	Member        string    `json:"member"`
+	Address       string    `json:"address"`
+	State         string    `json:"state"` // unknown | up | down | disabled
+	Monitor       string    `json:"monitor"`
+	Reason        string    `json:"reason,omitempty"`
+	LastChange    time.Time `json:"last_change"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	Checks        uint64    `json:"checks"`
+	Failures      uint64    `json:"failures"`
+	// Flows are the active L4 flows to the member.
+	Flows uint64 `json:"flows"`
+}
+
+// FastPath is the XDP data path's state.
+type FastPath struct {
+	Interfaces []string `json:"interfaces"` // attached NICs with their XDP mode, e.g. "ext0 (native)"
+	Flows      uint64   `json:"flows"`
+	MaxFlows   uint64   `json:"max_flows"`
+	// Counters are packet counters by name (forwarded, passed, dropped
+	// reasons, SNAT exhaustion...).
+	Counters map[string]uint64 `json:"counters,omitempty"`
+}
+
+// MembersFromHealth converts a health snapshot for Status.Members.
+func MembersFromHealth(snap []health.MemberStatus) []Member {
+	out := make([]Member, 0, len(snap))
+	for _, s := range snap {
+		out = append(out, Member{
+			Pool: s.Pool, Member: s.Member, Address: s.Addr.String(),
+			State: string(s.State), Monitor: s.Monitor, Reason: s.Reason,
+			LastChange: s.LastChange, LastError: s.LastError, LastErrorTime: s.LastErrorTime,
+			Checks: s.Checks, Failures: s.Failures,
+		})
+	}
+	return out
+}
+
+// ErrStatus is returned when the admin endpoint answers /status with an
+// error.
+var ErrStatus = errors.New("admin endpoint refused status")
+
+// StatusURL turns an admin address ("127.0.0.1:9469", "[::1]:9469" or
+// an http:// URL) into the URL of its /status.
+func StatusURL(admin string) string {
+	if strings.HasPrefix(admin, "http://") || strings.HasPrefix(admin, "https://") {
+		return strings.TrimSuffix(admin, "/") + "/status"
+	}
+	return "http://" + admin + "/status"
+}
+
+// FetchStatus gets /status from the admin endpoint at admin and returns
+// it decoded and as received.
+func FetchStatus(ctx context.Context, admin string) (*Status, []byte, error) {
+	url := StatusURL(admin)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch status: bad admin address %q: %w", admin, err)
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch status: %w (is edgeproxy running, with admin.listen at %s?)", err, admin)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch status from %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, body, fmt.Errorf("fetch status from %s: %w: %s: %s", url, ErrStatus, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var s Status
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, body, fmt.Errorf("decode status from %s: %w", url, err)
+	}
+	return &s, body, nil
+}
+
+// WriteText renders s as tables for a terminal; relative times are
+// computed from s.Time.
+func (s *Status) WriteText(w io.Writer) error {
+	now := s.Time
+	if now.IsZero() {
+		now = time.Now()
+	}
+	ready := "ready"
+	if !s.Ready {
+		ready = "NOT READY"
+		if s.Reason != "" {
+			ready += ": " + s.Reason
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "edgeproxy %s, up %s, %s\n", s.Version, ago(now, s.Started, false), ready)
+	if s.Config != "" {
+		fmt.Fprintf(&b, "config %s, loaded %s\n", s.Config, ago(now, s.Loaded, true))
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nVIRTUAL\tMODE\tLISTEN\tPOOL\tUP\tFLOWS\tCONNS\tREQUESTS\tERRORS")
+	for _, v := range s.Virtuals {
+		pool := strings.Join(v.Pools, ",")
+		if v.Port != 0 && len(v.Pools) == 1 {
+			pool += ":" + strconv.Itoa(int(v.Port))
+		}
+		flows, conns, reqs := "-", "-", "-"
+		if v.Mode == "fastl4" {
+			flows = strconv.FormatUint(v.Flows, 10)
+		} else {
+			conns = strconv.FormatUint(v.Connections, 10)
+			reqs = strconv.FormatUint(v.Requests, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%d\n",
+			v.Name, v.Mode, v.Listen, dash(pool), v.MembersUp, v.Members, flows, conns, reqs, v.Errors)
+	}
+	fmt.Fprintln(tw, "\nPOOL\tMEMBER\tADDRESS\tSTATE\tMONITOR\tSINCE\tCHECKS\tFAILED\tLAST ERROR")
+	for _, m := range s.Members {
+		lastErr := "-"
+		if m.LastError != "" {
+			lastErr = ago(now, m.LastErrorTime, true) + ": " + m.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
+			m.Pool, m.Member, m.Address, strings.ToUpper(m.State), dash(m.Monitor),
+			ago(now, m.LastChange, true), m.Checks, m.Failures, lastErr)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	if fp := s.FastPath; fp != nil {
+		b.Reset()
+		fmt.Fprintf(&b, "\nfast path on %s: %d of %d flows\n", dash(strings.Join(fp.Interfaces, ", ")), fp.Flows, fp.MaxFlows)
+		names := make([]string, 0, len(fp.Counters))
+		for n := range fp.Counters {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			fmt.Fprintf(&b, "  %-24s %d\n", n, fp.Counters[n])
+		}
+		if _, err := io.WriteString(w, b.String()); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago renders the time from t to now, rounded to the second, with " ago"
+// when suffix is set; "-" for a zero t.
+func ago(now, t time.Time, suffix bool) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	if suffix {
+		return d.String() + " ago"
+	}
+	return d.String()
+}
