@@ -18,6 +18,7 @@ import (
 
 func main() {
 	dir := flag.String("dir", "/etc/edgeproxy/tls", "directory to write the certificates and keys to")
+	flag.StringVar(dir, "out", "/etc/edgeproxy/tls", "same as -dir")
 	force := flag.Bool("force", false, "replace existing files")
 	flag.Parse()
 	if flag.NArg() > 0 {
