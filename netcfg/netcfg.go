@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"sync"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -115,6 +117,47 @@ func (h *Host) Close() error {
 		return err
 	}
 	return nil
+}
+
+// Plan is Host.Plan in the caller's namespace with the default journal.
+func Plan(cfg *config.Config) ([]Change, error) {
+	h, err := Open(Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return h.Plan(cfg)
+}
+
+// Apply is Host.Apply in the caller's namespace with the default journal.
+func Apply(cfg *config.Config) ([]Change, error) {
+	h, err := Open(Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return h.Apply(cfg)
+}
+
+// Revert is Host.Revert in the caller's namespace with the default
+// journal.
+func Revert() ([]Change, error) {
+	h, err := Open(Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return h.Revert()
+}
+
+// KeepResolved asks the kernel to keep a next hop on link resolved (a
+// managed neighbour entry), for next hops learned at run time, such as
+// pool members on a NIC's own subnet resolved through the DMZ resolver.
+// It is idempotent and not journaled.
+func (h *Host) KeepResolved(link string, addr netip.Addr) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return neighManage{link: link, addr: addr.Unmap()}.do(h)
 }
 
 // StatePath returns the journal's path ("" when disabled).

@@ -310,6 +310,14 @@ func TestPrivilegedApplyRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// network.manage: false only reports.
+	manage := false
+	cfg.Network.Manage = &manage
+	if _, err := h.Apply(cfg); !errors.Is(err, ErrNotManaged) {
+		t.Fatalf("apply with manage false: %v", err)
+	}
+	cfg.Network.Manage = nil
+
 	_, err = h.Apply(cfg)
 	var ae *ApplyError
 	if !errors.As(err, &ae) {
@@ -436,4 +444,21 @@ func TestPrivilegedReconciler(t *testing.T) {
 	if rec.Repairs(KindRoute) == 0 {
 		t.Errorf("Repairs(route) = 0")
 	}
+}
+
+func TestPrivilegedKeepResolved(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	l.Proxy.Run(t, "ip", "addr", "add", "198.19.0.2/24", "dev", "int0")
+	if err := h.KeepResolved("int0", l.RouterAddr4); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.KeepResolved("int0", l.RouterAddr4); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	// The kernel resolves it without any traffic.
+	eventually(t, "next hop resolved", func() bool {
+		out := l.Proxy.Run(t, "ip", "neigh", "show", "dev", "int0", l.RouterAddr4.String())
+		return strings.Contains(out, "managed") && strings.Contains(out, "lladdr")
+	})
 }

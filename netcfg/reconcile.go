@@ -214,12 +214,12 @@ func (r *Reconciler) watch(ctx context.Context, events chan<- struct{}, fatal ch
 		}
 	}
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		err := r.subscribe(ctx, signal)
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, errSubscribe) && backoff >= 30*time.Second {
+		if errors.Is(err, errSubscribe) && (first || backoff >= 30*time.Second) {
 			fatal <- err
 			return
 		}
