@@ -1,0 +1,224 @@
+package diagnose
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/edgeproxy/edgeproxy/config"
+)
+
+// Certificates: the public chains are complete up to a trusted root, not
+// expired or expiring, not self-signed, their keys match, no intermediate
+// stands in as a root; the members' certificates on 4443 carry the
+// published names and chain to the internal CA (seeds 000 and 003).
+var Certificates = Check{
+	Name: "certificates",
+	Doc:  "public chains complete, trusted, valid, keys matching; members' certificates carry the published names and chain to the internal CA",
+	Run:  checkCertificates,
+}
+
+func checkCertificates(ctx context.Context, e *Env) []Finding {
+	var f findings
+	c := e.Config
+	now := e.now()
+	for _, v := range c.Virtuals {
+		if v.Mode != config.ModeHTTPS {
+			continue
+		}
+		hosts := publishedHosts(v)
+		for _, vc := range v.Certificates {
+			f = append(f, e.publicCert(ctx, v, vc, hosts)...)
+		}
+	}
+
+	// Members' certificates.
+	type key struct {
+		member netip.AddrPort
+		sni    string
+		ca     string
+	}
+	done := map[key]bool{}
+	pools := map[string]*x509.CertPool{}
+	for _, t := range targets(c) {
+		if !t.BackendTLS {
+			continue
+		}
+		p := c.Pools[t.Pool]
+		if p == nil {
+			continue
+		}
+		var names []string
+		var roots *x509.CertPool
+		rootsName := e.rootsName()
+		public := false
+		caPath := ""
+		if t.Site != nil {
+			bt := t.Site.BackendTLS
+			if bt.InsecureSkipVerify {
+				f.add(Warn, t.Via+" backend TLS", "backend_tls.insecure_skip_verify: the members' certificates are not verified; anyone on the internal path can impersonate them",
+					"set backend_tls.ca to the internal CA bundle and remove insecure_skip_verify")
+			}
+			names = slices.Clone(t.Site.Hosts)
+			if bt.ServerName != "" {
+				names = []string{bt.ServerName}
+			}
+			caPath = bt.CA
+			if caPath != "" {
+				if pools[caPath] == nil {
+					pool, _, err := loadPool(caPath)
+					if err != nil {
+						f.add(Fail, "backend_tls.ca "+caPath, errText(err), "point backend_tls.ca at the internal CA's PEM bundle")
+						continue
+					}
+					pools[caPath] = pool
+				}
+				roots, rootsName = pools[caPath], "backend_tls.ca "+caPath
+			} else {
+				roots, rootsName = nil, "the system's trusted roots (backend_tls.ca is not set)"
+			}
+		} else {
+			// fastl4: the member's certificate is the one Internet clients
+			// get; it must be public and carry the names published for the
+			// same pool.
+			public = true
+			roots = e.Roots
+			for _, w := range c.Virtuals {
+				for _, s := range w.Sites {
+					if s.Pool == t.Pool {
+						names = append(names, s.Hosts...)
+					}
+				}
+			}
+		}
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, m := range p.Members {
+			if m.Disabled {
+				continue
+			}
+			a, _, err := e.resolveMember(ctx, m.Address)
+			if err != nil {
+				continue // reported by names and ports
+			}
+			ap := netip.AddrPortFrom(a, t.Port)
+			src := e.sourceFor(t, a)
+			for _, sni := range names {
+				k := key{ap, sni, caPath}
+				if done[k] {
+					continue
+				}
+				done[k] = true
+				f = append(f, e.memberCert(ctx, m.Address, ap, src, sni, chainCheck{
+					Roots: roots, RootsName: rootsName, Now: now, Warn: e.expiryWarning(), Public: public,
+					What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
+				}))
+			}
+		}
+	}
+	return f
+}
+
+// publicCert checks one certificate file of an https virtual.
+func (e *Env) publicCert(ctx context.Context, v *config.Virtual, vc config.Certificate, hosts []string) []Finding {
+	var f findings
+	subj := "certificate " + vc.Cert
+	chain, err := loadChain(vc.Cert)
+	if err != nil {
+		f.add(Fail, subj, errText(err), "point the virtual's cert at a PEM file holding the leaf followed by its intermediates")
+		return f
+	}
+	if _, err := tls.LoadX509KeyPair(vc.Cert, vc.Key); err != nil {
+		ev := fmt.Sprintf("key %s: %v", vc.Key, err)
+		if strings.Contains(err.Error(), "does not match") {
+			ev = fmt.Sprintf("the private key %s does not match the certificate %s (%s)", vc.Key, vc.Cert, describeCert(chain[0]))
+		}
+		f.add(Fail, subj, ev, "install the key the certificate was issued for (the CSR's key)")
+	}
+	cc := chainCheck{Roots: e.Roots, RootsName: e.rootsName(), Now: e.now(), Warn: e.expiryWarning(), Public: true,
+		What: "the certificate " + vc.Cert}
+	ps, verified := analyzeChain(chain, cc)
+	for _, p := range ps {
+		f.add(p.Verdict, subj, p.Evidence, p.Fix)
+	}
+
+	// Live: the listener serves this file's chain.
+	sni := ""
+	for _, h := range hosts {
+		if cov, _ := covers(chain[0], h); cov == covSAN {
+			sni = h
+			break
+		}
+	}
+	live := ""
+	if st, err := e.handshake(ctx, netip.Addr{}, e.dialAddr(v), sni); err == nil {
+		served := st.PeerCertificates
+		switch {
+		case sameChain(served, chain):
+			live = fmt.Sprintf("; %s serves it with its %d-certificate chain", e.dialAddr(v), len(chain))
+		case served[0].Equal(chain[0]):
+			f.add(Warn, subj, fmt.Sprintf("%s serves the leaf with a different chain (%d certificates, file has %d)", e.dialAddr(v), len(served), len(chain)),
+				"restart or reload edgeproxy so that it serves the file's chain")
+		case sni != "":
+			f.add(Warn, subj, fmt.Sprintf("%s serves %s for SNI %s, not this file's certificate", e.dialAddr(v), describeCert(served[0]), sni),
+				"restart or reload edgeproxy after changing certificates")
+		}
+	}
+	if len(f) == 0 {
+		ev := describeCert(chain[0]) + ", key matches"
+		if verified != nil {
+			ev += fmt.Sprintf(", chains to %q", subjectName(verified[len(verified)-1]))
+		}
+		f.pass(subj, "%s%s", ev, live)
+	}
+	return f
+}
+
+// memberCert checks the certificate a member presents for one SNI name.
+func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, src netip.Addr, sni string, cc chainCheck) Finding {
+	subj := fmt.Sprintf("member %s:%d", member, ap.Port())
+	if sni != "" {
+		subj += " SNI " + sni
+	}
+	st, err := e.handshake(ctx, src, ap.String(), sni)
+	if err != nil {
+		return Finding{Subject: subj, Verdict: Fail, Evidence: fmt.Sprintf("no TLS from %s: %v", ap, unwrapOp(err)),
+			Fix: "check that the External Web Site answers TLS on this port (see the ports check)"}
+	}
+	chain := st.PeerCertificates
+	leaf := chain[0]
+	verdict := Pass
+	var ev, fixes []string
+	if sni != "" {
+		if cov, _ := covers(leaf, sni); cov != covSAN {
+			verdict = Fail
+			ev = append(ev, fmt.Sprintf("the member presents %s, which does not carry %s: the proxy's verification fails, and a wrong certificate on the External Web Site breaks web tickets (X-Ms-diagnostics 28032)",
+				describeCert(leaf), sni))
+			fixes = append(fixes, "assign the External Web Site the certificate with the pool's FQDN and the published names (Skype deployment wizard, certificate wizard)")
+		}
+	}
+	ps, verified := analyzeChain(chain, cc)
+	for _, p := range ps {
+		verdict = max(verdict, p.Verdict)
+		ev = append(ev, p.Evidence)
+		if p.Fix != "" {
+			fixes = append(fixes, p.Fix)
+		}
+	}
+	if verdict == Pass {
+		s := describeCert(leaf)
+		if verified != nil {
+			s += fmt.Sprintf(", chains to %q (%s)", subjectName(verified[len(verified)-1]), cc.RootsName)
+		}
+		if cov, _ := covers(leaf, member); cov == covSAN {
+			s += ", carries the member's name"
+		}
+		ev = append(ev, s)
+	}
+	return Finding{Subject: subj, Verdict: verdict, Evidence: strings.Join(ev, "\n"), Fix: strings.Join(fixes, "; ")}
+}
