@@ -1,0 +1,235 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// connState is what the proxy knows about one client connection. It is
+// created when the connection is accepted, reaches handlers through
+// http.Server.ConnContext, and ends when the connection closes, taking
+// its pinned upstream connections with it.
+type connState struct {
+	id      uint64
+	p       *Proxy
+	virtual string
+	remote  netip.AddrPort
+	tls     bool
+	sni     string
+	alpn    string
+	guard   *h1guard
+
+	requests atomic.Int64 // HTTP/1 requests served, for the guard
+
+	mu        sync.Mutex
+	counted   bool // in the active connections gauge
+	closed    bool
+	pinWanted map[string]bool
+	pins      map[string]*pin
+}
+
+type connKey struct{}
+
+func withConnState(ctx context.Context, c net.Conn) context.Context {
+	if cs := connStateOf(c); cs != nil {
+		return context.WithValue(ctx, connKey{}, cs)
+	}
+	return ctx
+}
+
+func connStateOf(c net.Conn) *connState {
+	switch c := c.(type) {
+	case *guardConn:
+		return c.cs
+	case *clientConn:
+		return c.cs
+	case *tls.Conn:
+		if cc, ok := c.NetConn().(*clientConn); ok {
+			return cc.cs
+		}
+	}
+	return nil
+}
+
+func connStateFrom(ctx context.Context) *connState {
+	cs, _ := ctx.Value(connKey{}).(*connState)
+	return cs
+}
+
+// clientConn is the accepted TCP connection; closing it ends the
+// connection's state exactly once, however the server lets go of it
+// (close, hijack then close, TLS close).
+type clientConn struct {
+	net.Conn
+	cs   *connState
+	once sync.Once
+}
+
+func (c *clientConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.cs.close)
+	return err
+}
+
+// count adds the connection to the active gauge once it is handed to the
+// HTTP server.
+func (cs *connState) count() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if !cs.closed && !cs.counted {
+		cs.counted = true
+		cs.p.metrics.active.WithLabelValues(cs.virtual).Inc()
+	}
+}
+
+// close releases everything bound to the client connection: its pinned
+// upstream connections are closed, never pooled.
+func (cs *connState) close() {
+	cs.mu.Lock()
+	cs.closed = true
+	pins := cs.pins
+	cs.pins = nil
+	counted := cs.counted
+	cs.counted = false
+	cs.mu.Unlock()
+	for _, p := range pins {
+		p.close()
+		cs.p.metrics.pinned.WithLabelValues(cs.virtual).Dec()
+	}
+	if counted {
+		cs.p.metrics.active.WithLabelValues(cs.virtual).Dec()
+	}
+}
+
+// wantPin records that requests of this connection to the site's
+// upstream must from now on go over a pinned connection.
+func (cs *connState) wantPin(key string) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.pinWanted == nil {
+		cs.pinWanted = map[string]bool{}
+	}
+	cs.pinWanted[key] = true
+}
+
+func (cs *connState) pinned(key string) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.pinWanted[key] || cs.pins[key] != nil
+}
+
+// pin returns the connection's pinned upstream for the site, choosing a
+// member and building it on first use.
+func (cs *connState) pin(s *site, r *http.Request) (*pin, error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		return nil, fmt.Errorf("pin upstream: %w", net.ErrClosed)
+	}
+	if p := cs.pins[s.pinKey]; p != nil {
+		return p, nil
+	}
+	sm, _ := s.choose(r, nil)
+	if sm == nil {
+		return nil, fmt.Errorf("pin upstream of pool %s: %w", s.poolName, ErrNoMember)
+	}
+	m := sm.m
+	p := &pin{member: m, conns: map[net.Conn]struct{}{}}
+	d := s.dialer(m)
+	d.onConn, d.onClose = p.add, p.remove
+	p.addr = d.addr
+	p.rt = newTransport(d, true)
+	if cs.pins == nil {
+		cs.pins = map[string]*pin{}
+	}
+	cs.pins[s.pinKey] = p
+	if cs.pinWanted == nil {
+		cs.pinWanted = map[string]bool{}
+	}
+	cs.pinWanted[s.pinKey] = true
+	m.active.Add(1)
+	cs.p.metrics.pinned.WithLabelValues(cs.virtual).Inc()
+	return p, nil
+}
+
+// pin is one client connection's own upstream: a transport that holds at
+// most one connection per Host to one member, used by nobody else.
+type pin struct {
+	member *memberState
+	addr   string
+	rt     *http.Transport
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (p *pin) add(c net.Conn) {
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.conns[c] = struct{}{}
+	}
+	p.mu.Unlock()
+	if closed {
+		c.Close()
+	}
+}
+
+func (p *pin) remove(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *pin) close() {
+	p.mu.Lock()
+	p.closed = true
+	conns := make([]net.Conn, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	p.rt.CloseIdleConnections()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.member.active.Add(-1)
+}
+
+// connAuthSchemes are the authentication schemes that authenticate the
+// connection rather than the request.
+var connAuthSchemes = []string{"ntlm", "negotiate", "nego2", "kerberos"}
+
+// isConnAuth reports whether an Authorization or WWW-Authenticate value
+// uses a connection-based scheme.
+func isConnAuth(v string) bool {
+	v = strings.TrimSpace(v)
+	scheme, _, _ := strings.Cut(v, " ")
+	scheme, _, _ = strings.Cut(scheme, ",")
+	for _, s := range connAuthSchemes {
+		if strings.EqualFold(scheme, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasConnAuth(h http.Header, name string) bool {
+	for _, v := range h.Values(name) {
+		// A WWW-Authenticate line may list several challenges.
+		for part := range strings.SplitSeq(v, ",") {
+			if isConnAuth(part) {
+				return true
+			}
+		}
+	}
+	return false
+}

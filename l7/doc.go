@@ -1,0 +1,24 @@
+// Package l7 is edgeproxy's HTTP(S) proxy: the listeners of the "https"
+// and "http" virtuals, TLS termination with a certificate store chosen by
+// SNI, routing of requests to sites by Host, and the upstream side with
+// load balancing, health, and connection pinning for NTLM/Negotiate.
+//
+// Connection-based authentication (NTLM, Negotiate, Kerberos) binds the
+// authenticated identity to the TCP connection between the client and the
+// server. A proxy that shares upstream connections between clients either
+// breaks the handshake or hands one user's authenticated connection to
+// another. A client connection that authenticates this way therefore gets
+// its own upstream connection: dialled for that client connection only,
+// HTTP/1.1, never returned to a pool, never retried on another member,
+// and closed with the client connection (or after pinnedIdleTimeout idle).
+//
+// Every request goes through the same steps: CONNECT/TRACE refused, the
+// site found by Host (404 when unknown, 421 when the TLS SNI names another
+// site), per-site header size checked, denied paths refused after path
+// normalisation, the body limited, X-Forwarded-* set, a member picked
+// (round robin or least connections over healthy members, with an
+// optional MS-WSMAN cookie affinity), and the response streamed back.
+// Timeouts are per read and per write (stall timeouts) plus a response
+// header timeout; no request has a whole-request deadline, so uploads of
+// hundreds of megabytes and long polls of many minutes pass.
+package l7

@@ -1,0 +1,220 @@
+package l7
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"sync/atomic"
+)
+
+// h1guard follows the HTTP/1.1 framing of a client connection's byte
+// stream, as net/http reads it, to find request heads that carry both
+// Content-Length and Transfer-Encoding. net/http resolves such a request
+// by the Transfer-Encoding and drops the Content-Length before a handler
+// can see it; RFC 9112 §6.1 asks a server to reject it or to close the
+// connection after it, because a front end that frames by Content-Length
+// would see a different next request (request smuggling). The handler
+// asks conflictAt for the index of the request it serves and refuses it.
+//
+// Its state is touched only by the connection's reader (net/http reads a
+// connection from one goroutine at a time); the handler reads the atomic
+// fields only.
+type h1guard struct {
+	st      guardState
+	buf     []byte // the head or line being accumulated
+	remain  int64  // body or chunk bytes left
+	maxHead int
+
+	heads    atomic.Int64 // complete request heads seen
+	conflict atomic.Int64 // 1-based index of the first conflicting head; 0: none
+	off      atomic.Bool  // framing no longer followed (upgrade, or the connection is ending)
+}
+
+type guardState uint8
+
+const (
+	gHead guardState = iota
+	gBody
+	gChunkLine
+	gChunkData
+	gChunkCRLF
+	gTrailer
+)
+
+// maxChunkLine bounds a chunk-size or trailer line; net/http refuses
+// longer ones too.
+const maxChunkLine = 4096
+
+func newH1Guard(maxHeaderBytes int) *h1guard {
+	// net/http allows MaxHeaderBytes plus 4096 bytes of slack.
+	return &h1guard{maxHead: maxHeaderBytes + 4096 + 1024}
+}
+
+// conflictAt reports whether request number idx (1-based) or one before
+// it on the connection had both Content-Length and Transfer-Encoding.
+func (g *h1guard) conflictAt(idx int64) bool {
+	c := g.conflict.Load()
+	return c != 0 && c <= idx
+}
+
+// stop gives up following the framing (the connection switches protocol).
+func (g *h1guard) stop() { g.off.Store(true) }
+
+// feed follows the framing over b.
+func (g *h1guard) feed(b []byte) {
+	for len(b) > 0 && !g.off.Load() {
+		switch g.st {
+		case gHead:
+			if len(g.buf) == 0 {
+				// Empty lines before a request line are ignored.
+				for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+					b = b[1:]
+				}
+				if len(b) == 0 {
+					return
+				}
+			}
+			from := max(len(g.buf)-3, 0)
+			g.buf = append(g.buf, b...)
+			end := headEnd(g.buf, from)
+			if end < 0 {
+				if len(g.buf) > g.maxHead {
+					g.stop()
+				}
+				return
+			}
+			rest := len(g.buf) - end
+			b = b[len(b)-rest:]
+			g.head(g.buf[:end])
+			g.buf = g.buf[:0]
+		case gBody, gChunkData:
+			n := min(int64(len(b)), g.remain)
+			g.remain -= n
+			b = b[n:]
+			if g.remain == 0 {
+				if g.st == gBody {
+					g.st = gHead
+				} else {
+					g.st, g.remain = gChunkCRLF, 2
+				}
+			}
+		case gChunkCRLF:
+			n := min(int64(len(b)), g.remain)
+			g.remain -= n
+			b = b[n:]
+			if g.remain == 0 {
+				g.st = gChunkLine
+			}
+		case gChunkLine, gTrailer:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				g.buf = append(g.buf, b...)
+				if len(g.buf) > maxChunkLine {
+					g.stop()
+				}
+				return
+			}
+			g.buf = append(g.buf, b[:i]...)
+			b = b[i+1:]
+			line := bytes.TrimRight(g.buf, "\r")
+			if g.st == gTrailer {
+				if len(line) == 0 {
+					g.st = gHead
+				}
+			} else {
+				g.chunkLine(line)
+			}
+			g.buf = g.buf[:0]
+		}
+	}
+}
+
+// headEnd returns the length of the head (through the empty line) if buf
+// holds a complete one, searching from from; else -1.
+func headEnd(buf []byte, from int) int {
+	for i := from; i < len(buf); i++ {
+		if buf[i] != '\n' {
+			continue
+		}
+		if i >= 1 && buf[i-1] == '\n' {
+			return i + 1
+		}
+		if i >= 2 && buf[i-1] == '\r' && buf[i-2] == '\n' {
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// head inspects a complete request head and sets the body framing.
+func (g *h1guard) head(h []byte) {
+	idx := g.heads.Add(1)
+	var cl, te [][]byte
+	lines := bytes.Split(h, []byte("\n"))
+	for _, l := range lines[1:] {
+		l = bytes.TrimRight(l, "\r")
+		name, val, ok := bytes.Cut(l, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch {
+		case bytes.EqualFold(bytes.TrimSpace(name), []byte("content-length")):
+			cl = append(cl, bytes.TrimSpace(val))
+		case bytes.EqualFold(bytes.TrimSpace(name), []byte("transfer-encoding")):
+			te = append(te, bytes.TrimSpace(val))
+		}
+	}
+	switch {
+	case len(cl) > 0 && len(te) > 0:
+		g.conflict.CompareAndSwap(0, idx)
+		g.stop() // the handler closes the connection
+	case len(te) > 0:
+		if len(te) != 1 || !bytes.EqualFold(te[0], []byte("chunked")) {
+			g.stop() // net/http refuses it and closes
+			return
+		}
+		g.st = gChunkLine
+	case len(cl) > 0:
+		n, err := strconv.ParseInt(string(cl[0]), 10, 64)
+		if err != nil || n < 0 {
+			g.stop()
+			return
+		}
+		if n > 0 {
+			g.st, g.remain = gBody, n
+		}
+	}
+}
+
+func (g *h1guard) chunkLine(line []byte) {
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimSpace(line)
+	n, err := strconv.ParseUint(string(line), 16, 63)
+	if err != nil || len(line) > 16 {
+		g.stop()
+		return
+	}
+	if n == 0 {
+		g.st = gTrailer
+		return
+	}
+	g.st, g.remain = gChunkData, int64(n)
+}
+
+// guardConn feeds what the HTTP server reads from a client connection
+// (plaintext, above TLS) to the connection's h1guard.
+type guardConn struct {
+	net.Conn
+	g  *h1guard
+	cs *connState
+}
+
+func (c *guardConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.g.feed(b[:n])
+	}
+	return n, err
+}

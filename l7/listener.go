@@ -1,0 +1,342 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// maxHandshakes bounds the TLS handshakes in progress per listener; the
+// accept loop waits beyond it.
+const maxHandshakes = 1024
+
+// listener is one listening socket of an https/http virtual. It survives
+// reloads: the virtual (sites, certificates) and, when its settings
+// change, the HTTP server are swapped under it.
+type listener struct {
+	p    *Proxy
+	addr netip.AddrPort
+	mode string
+	ln   net.Listener
+	tls  *tls.Config // GetConfigForClient: the current virtual's
+
+	vh  atomic.Pointer[vhost]
+	srv atomic.Pointer[server]
+
+	sem  chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup // the accept loop and handshakes
+	mu   sync.Mutex
+	old  []*server // replaced servers still draining
+}
+
+// server is an http.Server fed by a listener.
+type server struct {
+	hs     *http.Server
+	cl     *chanListener
+	params serverParams
+}
+
+func (p *Proxy) newListener(vh *vhost) (*listener, error) {
+	listen := p.opts.ListenConfig
+	if listen == nil {
+		listen = defaultListen
+	}
+	ln, err := listen("tcp", vh.listen.String())
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln,
+		sem: make(chan struct{}, maxHandshakes), done: make(chan struct{})}
+	l.tls = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			return l.vh.Load().configForClient(hello), nil
+		},
+	}
+	l.vh.Store(vh)
+	l.srv.Store(l.newServer(vh.params))
+	return l, nil
+}
+
+func defaultListen(network, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	return lc.Listen(context.Background(), network, addr)
+}
+
+func (l *listener) newServer(sp serverParams) *server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	if l.mode == modeHTTPS {
+		protos.SetHTTP2(true)
+	}
+	s := &server{cl: newChanListener(l.ln.Addr()), params: sp}
+	s.hs = &http.Server{
+		Handler:           l,
+		ReadHeaderTimeout: sp.headerTimeout,
+		IdleTimeout:       sp.idle,
+		MaxHeaderBytes:    sp.maxHeader,
+		ConnContext:       withConnState,
+		ErrorLog:          slog.NewLogLogger(l.p.log.Handler(), slog.LevelDebug),
+		Protocols:         &protos,
+	}
+	return s
+}
+
+// start runs the accept loop and the current server.
+func (l *listener) start() {
+	s := l.srv.Load()
+	go s.hs.Serve(s.cl)
+	l.wg.Add(1)
+	go l.acceptLoop()
+}
+
+// ServeHTTP hands the request to the current virtual.
+func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.vh.Load().ServeHTTP(w, r)
+}
+
+// update installs a new compiled virtual; when the server settings
+// changed, a new server takes the new connections and the old one
+// drains.
+func (l *listener) update(vh *vhost) {
+	l.vh.Store(vh)
+	cur := l.srv.Load()
+	if cur.params == vh.params {
+		return
+	}
+	ns := l.newServer(vh.params)
+	go ns.hs.Serve(ns.cl)
+	l.srv.Store(ns)
+	l.mu.Lock()
+	l.old = append(l.old, cur)
+	l.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), vh.drain)
+		defer cancel()
+		if err := cur.hs.Shutdown(ctx); err != nil {
+			cur.hs.Close()
+		}
+		l.mu.Lock()
+		for i, o := range l.old {
+			if o == cur {
+				l.old = append(l.old[:i], l.old[i+1:]...)
+				break
+			}
+		}
+		l.mu.Unlock()
+	}()
+}
+
+func (l *listener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		c, err := l.ln.Accept()
+		if err != nil {
+			<-l.sem
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: wait and try again.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.p.log.Warn("accept failed", "listen", l.addr.String(), "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer func() { <-l.sem }()
+			l.setup(c)
+		}()
+	}
+}
+
+// setup completes a new connection (TLS handshake within the header
+// timeout) and hands it to the current server. HTTP/1 connections are
+// handed over as a plaintext guardConn, so that request framing can be
+// checked; HTTP/2 ones as the *tls.Conn net/http needs to speak h2.
+func (l *listener) setup(c net.Conn) {
+	vh := l.vh.Load()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(keepAlive)
+	}
+	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		cs.remote = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	cc := &clientConn{Conn: c, cs: cs}
+	var out net.Conn
+	if l.mode == modeHTTPS {
+		deadline := time.Now().Add(vh.params.headerTimeout)
+		c.SetDeadline(deadline)
+		tc := tls.Server(cc, l.tls)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			reason := handshakeReason(err)
+			l.p.metrics.tlsErrors.WithLabelValues(reason).Inc()
+			l.p.log.Debug("tls handshake failed", "virtual", vh.name, "client", cs.remote.String(),
+				"reason", reason, "error", err)
+			var rhe tls.RecordHeaderError
+			if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
+				io.WriteString(c, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			}
+			cc.Close()
+			return
+		}
+		c.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		cs.tls, cs.sni, cs.alpn = true, st.ServerName, st.NegotiatedProtocol
+		if cs.alpn == "h2" {
+			out = tc
+		} else {
+			cs.guard = newH1Guard(vh.params.maxHeader)
+			out = &guardConn{Conn: tc, g: cs.guard, cs: cs}
+		}
+	} else {
+		cs.guard = newH1Guard(vh.params.maxHeader)
+		out = &guardConn{Conn: cc, g: cs.guard, cs: cs}
+	}
+	for {
+		s := l.srv.Load()
+		if s.cl.deliver(out) {
+			cs.count()
+			return
+		}
+		select {
+		case <-l.done:
+			out.Close()
+			return
+		default:
+		}
+		if l.srv.Load() == s {
+			// The server is closing and no other took its place.
+			out.Close()
+			return
+		}
+	}
+}
+
+func looksLikeHTTP(h []byte) bool {
+	switch string(h) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// handshakeReason classifies a failed handshake for the metric's label.
+func handshakeReason(err error) string {
+	var (
+		rhe tls.RecordHeaderError
+		ae  tls.AlertError
+	)
+	msg := err.Error()
+	switch {
+	case isTimeout(err):
+		return "timeout"
+	case errors.As(err, &rhe):
+		return "not_tls"
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		return "client_closed"
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return "protocol_version"
+	case strings.Contains(msg, "no cipher suite"), strings.Contains(msg, "no ECDHE curve"), strings.Contains(msg, "no mutually supported"):
+		return "no_shared_cipher"
+	case strings.Contains(msg, "application protocol"):
+		return "alpn"
+	case errors.As(err, &ae):
+		return "client_alert"
+	}
+	return "other"
+}
+
+// close stops accepting, then drains the servers until ctx ends and
+// closes what is left.
+func (l *listener) close(ctx context.Context) error {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	l.ln.Close()
+	l.mu.Lock()
+	servers := append([]*server{l.srv.Load()}, l.old...)
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.hs.Shutdown(ctx); err != nil {
+				s.hs.Close()
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	l.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// chanListener is the net.Listener an http.Server serves: connections are
+// accepted and set up by the listener's loop and delivered here.
+type chanListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (c *chanListener) deliver(conn net.Conn) bool {
+	select {
+	case c.ch <- conn:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func (c *chanListener) Accept() (net.Conn, error) {
+	select {
+	case conn := <-c.ch:
+		return conn, nil
+	case <-c.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (c *chanListener) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}
+
+func (c *chanListener) Addr() net.Addr { return c.addr }

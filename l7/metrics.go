@@ -1,0 +1,87 @@
+package l7
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// durationBuckets reach past the 1800 s of the longest UCWA long poll.
+var durationBuckets = []float64{
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+	120, 300, 600, 960, 1800, 3600,
+}
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	active    *prometheus.GaugeVec
+	pinned    *prometheus.GaugeVec
+	tlsErrors *prometheus.CounterVec
+	denied    *prometheus.CounterVec
+	certs     *certCollector
+}
+
+func newMetrics(p *Proxy) *metrics {
+	return &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_http_requests_total",
+			Help: "HTTP requests answered, by virtual, site (its first host) and status code.",
+		}, []string{"virtual", "site", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "edgeproxy_http_request_duration_seconds",
+			Help:    "Time from the request head to the end of the response, by virtual and site.",
+			Buckets: durationBuckets,
+		}, []string{"virtual", "site"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgeproxy_http_active_connections",
+			Help: "Client connections open, by virtual.",
+		}, []string{"virtual"}),
+		pinned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgeproxy_http_pinned_connections",
+			Help: "Client connections with their own pinned upstream (NTLM/Negotiate), by virtual.",
+		}, []string{"virtual"}),
+		tlsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_tls_handshake_errors_total",
+			Help: "Failed TLS handshakes with clients, by reason.",
+		}, []string{"reason"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_http_denied_requests_total",
+			Help: "Requests refused because their path is denied, by virtual and site.",
+		}, []string{"virtual", "site"}),
+		certs: &certCollector{p: p, desc: prometheus.NewDesc(
+			"edgeproxy_certificate_expiry_seconds",
+			"Seconds until the certificate expires (negative: expired), by certificate file.",
+			[]string{"cert"}, nil)},
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.duration, m.active, m.pinned, m.tlsErrors, m.denied, m.certs}
+}
+
+// certCollector reports the expiry of the certificates in service, read
+// at scrape time.
+type certCollector struct {
+	p    *Proxy
+	desc *prometheus.Desc
+}
+
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, vh := range c.p.vhosts() {
+		if vh.certs == nil {
+			continue
+		}
+		for path, na := range vh.certs.expiry() {
+			if seen[path] {
+				continue
+			}
+			seen[path] = true
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, na.Sub(now).Seconds(), path)
+		}
+	}
+}

@@ -1,0 +1,518 @@
+package l7
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	modeHTTPS = config.ModeHTTPS
+	modeHTTP  = config.ModeHTTP
+)
+
+// resolveTimeout bounds the resolution of one member name.
+const resolveTimeout = 5 * time.Second
+
+// Options configure a Proxy.
+type Options struct {
+	// Logger receives the proxy's own log (reloads, denied paths,
+	// upstream failures). Default: discard.
+	Logger *slog.Logger
+	// AccessLog receives one line per request (use a JSON handler).
+	// Default: discard.
+	AccessLog *slog.Logger
+	// Registry receives the metrics. Default: not registered.
+	Registry prometheus.Registerer
+	// Resolve turns a member name into an address. Default: the
+	// configuration's network.hosts table only.
+	Resolve func(ctx context.Context, name string) (netip.Addr, error)
+	// ListenConfig opens a listening socket. Default: net.ListenConfig
+	// with TCP keepalive (tests pass one that listens in a namespace).
+	ListenConfig func(network, addr string) (net.Listener, error)
+}
+
+// Proxy runs the https and http virtuals of a configuration.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	access  *slog.Logger
+	metrics *metrics
+	connID  atomic.Uint64
+	ticket  [32]byte
+
+	applyMu   sync.Mutex
+	mu        sync.Mutex
+	listeners map[netip.AddrPort]*listener
+	members   map[memberKey]*memberState
+	gen       []*vhost
+	closed    bool
+}
+
+// New returns a Proxy that serves nothing until Apply.
+func New(opts Options) *Proxy {
+	discard := slog.New(slog.DiscardHandler)
+	p := &Proxy{opts: opts, log: opts.Logger, access: opts.AccessLog,
+		listeners: map[netip.AddrPort]*listener{}, members: map[memberKey]*memberState{}}
+	if p.log == nil {
+		p.log = discard
+	}
+	if p.access == nil {
+		p.access = discard
+	}
+	rand.Read(p.ticket[:])
+	p.metrics = newMetrics(p)
+	if opts.Registry != nil {
+		for _, c := range p.metrics.collectors() {
+			if err := opts.Registry.Register(c); err != nil {
+				p.log.Error("register l7 metrics", "error", err)
+			}
+		}
+	}
+	return p
+}
+
+// vhosts returns the virtuals in service.
+func (p *Proxy) vhosts() []*vhost {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.gen)
+}
+
+// Apply starts serving cfg's https and http virtuals. Everything is built
+// and checked first (certificates, CAs, names, listening sockets); on any
+// error nothing changes and the previous configuration keeps serving.
+// Listeners on addresses that stay keep their sockets and connections and
+// swap sites and certificates atomically; new addresses are opened before
+// removed ones are closed (those drain for their drain_timeout).
+func (p *Proxy) Apply(cfg *config.Config) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+
+	states := map[memberKey]*memberState{}
+	gen, err := p.build(cfg, states)
+	if err != nil {
+		return err
+	}
+
+	// Open the new sockets first; a mode change on an address needs the
+	// old socket closed first.
+	p.mu.Lock()
+	old := p.listeners
+	p.mu.Unlock()
+	var (
+		opened  []*listener
+		reuse   = map[*listener]*vhost{}
+		replace []*listener
+		next    = map[netip.AddrPort]*listener{}
+	)
+	for _, vh := range gen {
+		if l := old[vh.listen]; l != nil {
+			if l.mode == vh.mode {
+				reuse[l] = vh
+				next[vh.listen] = l
+				continue
+			}
+			replace = append(replace, l)
+		}
+	}
+	for _, l := range replace {
+		ctx, cancel := context.WithTimeout(context.Background(), l.vh.Load().drain)
+		l.close(ctx)
+		cancel()
+		delete(old, l.addr)
+	}
+	for _, vh := range gen {
+		if next[vh.listen] != nil {
+			continue
+		}
+		l, err := p.newListener(vh)
+		if err != nil {
+			for _, o := range opened {
+				o.close(context.Background())
+			}
+			return fmt.Errorf("listen on %s for virtual %s: %w", vh.listen, vh.name, err)
+		}
+		opened = append(opened, l)
+		next[vh.listen] = l
+	}
+
+	// Commit.
+	p.mu.Lock()
+	p.members = states
+	prev := p.gen
+	p.gen = gen
+	p.listeners = next
+	p.mu.Unlock()
+	for l, vh := range reuse {
+		l.update(vh)
+	}
+	for _, l := range opened {
+		l.start()
+	}
+	for addr, l := range old {
+		if next[addr] == l {
+			continue
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), l.vh.Load().drain)
+			defer cancel()
+			l.close(ctx)
+		}()
+	}
+	// Idle pooled connections of the previous generation go now; busy
+	// ones finish their requests.
+	for _, vh := range prev {
+		for _, s := range vh.sites {
+			s.closeIdle()
+		}
+	}
+	for _, vh := range gen {
+		for _, s := range vh.sites {
+			if s.redirect {
+				continue
+			}
+			for _, h := range s.hosts {
+				if vh.certs != nil && !strings.HasPrefix(h, "*.") && !vh.certs.defaultCovers(h) {
+					p.log.Warn("the default certificate does not cover a published name: clients without SNI will fail",
+						"virtual", vh.name, "host", h, "cert", vh.certs.entries[0].path)
+				}
+			}
+		}
+	}
+	p.log.Info("l7 configuration applied", "virtuals", len(gen), "listeners", len(next))
+	return nil
+}
+
+// build compiles the configuration's https/http virtuals.
+func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]*vhost, error) {
+	var gen []*vhost
+	seen := map[netip.AddrPort]string{}
+	for _, v := range cfg.Virtuals {
+		if v == nil || (v.Mode != modeHTTPS && v.Mode != modeHTTP) {
+			continue
+		}
+		if !v.Listen.IsValid() {
+			return nil, fmt.Errorf("virtual %s: listen: %w (write address:port, e.g. 203.0.113.10:443)", v.Name, ErrBadValue)
+		}
+		if other, dup := seen[v.Listen]; dup {
+			return nil, fmt.Errorf("virtual %s: listen %s: %w (%s)", v.Name, v.Listen, ErrDuplicateListen, other)
+		}
+		seen[v.Listen] = v.Name
+		vh, err := p.buildVirtual(cfg, v, states)
+		if err != nil {
+			return nil, fmt.Errorf("virtual %s: %w", v.Name, err)
+		}
+		gen = append(gen, vh)
+	}
+	return gen, nil
+}
+
+func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[memberKey]*memberState) (*vhost, error) {
+	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == modeHTTPS, listen: v.Listen,
+		trustedP: v.TrustedProxies, drain: v.DrainTimeout.D(),
+		hosts: hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
+	if vh.drain <= 0 {
+		vh.drain = config.DefaultDrainTimeout.D()
+	}
+	for i, pr := range vh.trustedP {
+		vh.trustedP[i] = netip.PrefixFrom(pr.Addr().Unmap(), pr.Bits()).Masked()
+	}
+	if vh.https {
+		certs, err := loadCertStore(v.Certificates)
+		if err != nil {
+			return nil, err
+		}
+		vh.certs = certs
+		minV, err := tlsVersion(v.TLS)
+		if err != nil {
+			return nil, err
+		}
+		mk := func(protos ...string) *tls.Config {
+			c := &tls.Config{
+				MinVersion:     minV,
+				GetCertificate: certs.getCertificate,
+				NextProtos:     protos,
+			}
+			c.SetSessionTicketKeys([][32]byte{p.ticket})
+			return c
+		}
+		vh.tlsH2 = mk("h2", "http/1.1")
+		vh.tlsH1 = mk("http/1.1")
+		vh.hsts = hstsValue(v.TLS.HSTS.D())
+	}
+	if len(v.Sites) == 0 {
+		return nil, fmt.Errorf("sites: %w: none (add sites: [{hosts: [...], pool: ..., port: ...}])", ErrBadValue)
+	}
+	first := true
+	for i, cs := range v.Sites {
+		if cs == nil {
+			continue
+		}
+		s, err := p.buildSite(cfg, vh, cs, states)
+		if err != nil {
+			return nil, fmt.Errorf("sites[%d]: %w", i, err)
+		}
+		vh.sites = append(vh.sites, s)
+		for _, h := range s.hosts {
+			table := vh.hosts.exact
+			key := h
+			if parent, ok := strings.CutPrefix(h, "*."); ok {
+				table, key = vh.hosts.wild, parent
+			}
+			if table[key] != nil {
+				return nil, fmt.Errorf("sites[%d]: host %s: %w (keep each host in one site)", i, h, ErrDuplicateHost)
+			}
+			table[key] = s
+		}
+		sp := serverParams{headerTimeout: s.limits.headerTimeout, maxHeader: s.limits.maxHeader, idle: s.limits.idle}
+		if first {
+			vh.params, first = sp, false
+		} else {
+			vh.params.headerTimeout = min(vh.params.headerTimeout, sp.headerTimeout)
+			vh.params.maxHeader = max(vh.params.maxHeader, sp.maxHeader)
+			vh.params.idle = max(vh.params.idle, sp.idle)
+		}
+	}
+	return vh, nil
+}
+
+func tlsVersion(o config.TLSOptions) (uint16, error) {
+	switch o.MinVersion {
+	case "", "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	case "1.0", "1.1":
+		if !o.AllowLegacy {
+			return 0, fmt.Errorf("tls.min_version %s: %w: TLS 1.0/1.1 need tls.allow_legacy: true", o.MinVersion, ErrBadValue)
+		}
+		if o.MinVersion == "1.0" {
+			return tls.VersionTLS10, nil
+		}
+		return tls.VersionTLS11, nil
+	}
+	return 0, fmt.Errorf("tls.min_version %q: %w (use 1.2 or 1.3)", o.MinVersion, ErrBadValue)
+}
+
+func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states map[memberKey]*memberState) (*site, error) {
+	if len(cs.Hosts) == 0 {
+		return nil, fmt.Errorf("hosts: %w: empty (list the names this site answers for)", ErrBadValue)
+	}
+	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs)}
+	for _, h := range cs.Hosts {
+		h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
+		if h == "" {
+			return nil, fmt.Errorf("hosts: %w: empty name", ErrBadValue)
+		}
+		s.hosts = append(s.hosts, h)
+	}
+	s.name = s.hosts[0]
+	switch cs.Redirect {
+	case "":
+	case config.RedirectHTTPS:
+		s.redirect = true
+		return s, nil
+	default:
+		return nil, fmt.Errorf("redirect %q: %w (use https, or leave it out)", cs.Redirect, ErrBadValue)
+	}
+	switch cs.Profile {
+	case config.ProfileNone, config.ProfileSkype:
+	default:
+		return nil, fmt.Errorf("profile %q: %w (use skype, or leave it out)", cs.Profile, ErrBadValue)
+	}
+	switch cs.Affinity {
+	case "":
+	case config.AffinityMSWSMan:
+		s.affinity = true
+	default:
+		return nil, fmt.Errorf("affinity %q: %w (use ms-wsman, or leave it out)", cs.Affinity, ErrBadValue)
+	}
+	pool := cfg.Pools[cs.Pool]
+	if pool == nil {
+		return nil, fmt.Errorf("pool %q: %w (define it under pools:)", cs.Pool, ErrUnknownPool)
+	}
+	lb := cs.LB
+	if lb == "" {
+		lb = pool.LB
+	}
+	switch lb {
+	case "", config.LBRoundRobin:
+	case config.LBLeastConn:
+		s.leastConn = true
+	default:
+		return nil, fmt.Errorf("lb %q: %w (use round_robin or least_conn)", lb, ErrBadValue)
+	}
+	if cs.Port == 0 {
+		return nil, fmt.Errorf("port: %w: missing (the members' port, e.g. 4443)", ErrBadValue)
+	}
+	s.poolName, s.port = cs.Pool, cs.Port
+	s.scheme = "http"
+	if bt := cs.BackendTLS; bt != nil {
+		s.scheme = "https"
+		c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bt.ServerName,
+			InsecureSkipVerify: bt.InsecureSkipVerify, NextProtos: []string{"http/1.1"},
+			ClientSessionCache: tls.NewLRUClientSessionCache(256)}
+		if bt.CA != "" {
+			pem, err := os.ReadFile(bt.CA)
+			if err != nil {
+				return nil, fmt.Errorf("backend_tls.ca: read CA bundle: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("backend_tls.ca %s: %w: no PEM certificate in it", bt.CA, ErrBadValue)
+			}
+			c.RootCAs = pool
+		}
+		s.tls = c
+	}
+	for _, d := range cs.DeniedPaths() {
+		s.deny = append(s.deny, normalizeDenyPrefix(d))
+	}
+	s.pinKey = s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
+
+	for _, m := range pool.Members {
+		addr, err := p.resolve(cfg, m)
+		if err != nil {
+			return nil, fmt.Errorf("pool %s: %w", cs.Pool, err)
+		}
+		key := memberKey{pool: cs.Pool, addr: addr}
+		st := states[key]
+		if st == nil {
+			p.mu.Lock()
+			st = p.members[key]
+			p.mu.Unlock()
+			if st == nil {
+				st = &memberState{key: key, name: m.Address}
+			}
+			st.disabled.Store(m.Disabled)
+			states[key] = st
+		}
+		sm := &siteMember{m: st, cookie: affinityValue(cs.Pool, addr)}
+		d := s.dialer(st)
+		sm.addr = d.addr
+		sm.rt = newTransport(d, false)
+		s.members = append(s.members, sm)
+	}
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      s,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.errorHandler,
+		BufferPool:     &bufferPool{},
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// resolve returns a member's address: a literal, else Options.Resolve,
+// else the configuration's hosts table.
+func (p *Proxy) resolve(cfg *config.Config, m config.Member) (netip.Addr, error) {
+	if a, ok := m.Addr(); ok {
+		return a, nil
+	}
+	if p.opts.Resolve != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		defer cancel()
+		a, err := p.opts.Resolve(ctx, m.Address)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("resolve member %s: %w", m.Address, err)
+		}
+		return a.Unmap(), nil
+	}
+	if a, ok := cfg.MemberAddr(m); ok {
+		return a.Unmap(), nil
+	}
+	return netip.Addr{}, fmt.Errorf("member %s: %w (add it to network.hosts or write its address)", m.Address, ErrUnresolved)
+}
+
+// SetMemberUp records the health monitor's verdict on a member. Members
+// count as up until a monitor says otherwise; a down member gets no new
+// requests (pinned connections already on it stay until they close).
+func (p *Proxy) SetMemberUp(pool string, addr netip.Addr, up bool) {
+	p.mu.Lock()
+	m := p.members[memberKey{pool: pool, addr: addr.Unmap()}]
+	p.mu.Unlock()
+	if m == nil {
+		return
+	}
+	if m.down.Swap(!up) == up {
+		p.log.Info("member health changed", "pool", pool, "member", addr.String(), "up", up)
+	}
+	if up {
+		m.failedTill.Store(0)
+	}
+}
+
+// Shutdown stops accepting connections and waits for requests in flight
+// until ctx ends, then closes what is left.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.mu.Lock()
+	p.closed = true
+	ls := p.listeners
+	p.listeners = map[netip.AddrPort]*listener{}
+	gen := p.gen
+	p.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.close(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("drain %s: %w", l.addr, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, vh := range gen {
+		for _, s := range vh.sites {
+			s.closeIdle()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Addrs returns the addresses the proxy listens on (useful with port 0).
+func (p *Proxy) Addrs() map[string]net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]net.Addr{}
+	for _, l := range p.listeners {
+		out[l.vh.Load().name] = l.ln.Addr()
+	}
+	return out
+}
+
+var _ http.RoundTripper = (*site)(nil)

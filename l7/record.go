@@ -1,0 +1,222 @@
+package l7
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// reqRecord collects what the access log says about one request. The
+// handler, the round tripper and the transport's goroutines all write to
+// it, so it is locked.
+type reqRecord struct {
+	mu          sync.Mutex
+	member      string
+	pinned      bool
+	attempts    int
+	cause       string
+	status      int // set when the handler writes no response itself (499)
+	setCk       string
+	conn        readExtender
+	reused      bool
+	connectTime time.Duration // dial + TLS to the member (0 when reused)
+	upStart     time.Time
+	headersAt   time.Time
+	reqBytes    atomic.Int64
+}
+
+type recordKey struct{}
+
+func withRecord(ctx context.Context, r *reqRecord) context.Context {
+	return context.WithValue(ctx, recordKey{}, r)
+}
+
+// recordFrom returns the request's record, or a throwaway one.
+func recordFrom(ctx context.Context) *reqRecord {
+	if r, ok := ctx.Value(recordKey{}).(*reqRecord); ok {
+		return r
+	}
+	return &reqRecord{}
+}
+
+func (r *reqRecord) setMember(m string, pinned bool) {
+	r.mu.Lock()
+	r.member, r.pinned = m, pinned
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) getMember() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.member
+}
+
+func (r *reqRecord) isPinned() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pinned
+}
+
+func (r *reqRecord) setAttempts(n int) {
+	r.mu.Lock()
+	r.attempts = n
+	r.mu.Unlock()
+}
+
+// setCause records why the request ended abnormally; the first cause
+// wins.
+func (r *reqRecord) setCause(c string) {
+	r.mu.Lock()
+	if r.cause == "" {
+		r.cause = c
+	}
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) getCause() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cause
+}
+
+func (r *reqRecord) setStatus(code int) {
+	r.mu.Lock()
+	r.status = code
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) setCookie(v string) {
+	r.mu.Lock()
+	r.setCk = v
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) cookie() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.setCk
+}
+
+func (r *reqRecord) gotConn(info httptrace.GotConnInfo, start time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if x, ok := info.Conn.(readExtender); ok {
+		r.conn = x
+	}
+	r.reused = info.Reused
+	r.upStart = start
+	if !info.Reused && !start.IsZero() {
+		r.connectTime = time.Since(start)
+	}
+}
+
+func (r *reqRecord) upConn() readExtender {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conn
+}
+
+func (r *reqRecord) gotHeaders() {
+	r.mu.Lock()
+	r.headersAt = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) bodyRead() int64 { return r.reqBytes.Load() }
+
+// respWriter records the status and size of the response, and puts a
+// write deadline one stall period ahead before every write, so a client
+// that stops reading is cut off without bounding the whole response.
+type respWriter struct {
+	http.ResponseWriter
+	ctl         *http.ResponseController
+	stall       time.Duration
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func newRespWriter(w http.ResponseWriter) *respWriter {
+	return &respWriter{ResponseWriter: w, ctl: http.NewResponseController(w)}
+}
+
+func (w *respWriter) deadline() {
+	if w.stall > 0 {
+		w.ctl.SetWriteDeadline(time.Now().Add(w.stall))
+	}
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if code >= 200 && !w.wroteHeader {
+		w.wroteHeader = true
+		w.status = code
+	}
+	w.deadline()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.wroteHeader, w.status = true, http.StatusOK
+	}
+	w.deadline()
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// FlushError is found by http.ResponseController (ReverseProxy flushes
+// through one).
+func (w *respWriter) FlushError() error {
+	w.deadline()
+	return w.ctl.Flush()
+}
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// reqBody is the client's request body as the upstream side reads it: a
+// read deadline one stall period ahead before every read (cleared at the
+// end, so the server's own reads between requests are not affected), and
+// a byte count.
+type reqBody struct {
+	io.ReadCloser
+	ctl   *http.ResponseController
+	stall time.Duration
+	rec   *reqRecord
+	done  atomic.Bool
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, io.EOF
+	}
+	if b.stall > 0 {
+		b.ctl.SetReadDeadline(time.Now().Add(b.stall))
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.rec.reqBytes.Add(int64(n))
+	if err != nil {
+		if err != io.EOF && isTimeout(err) {
+			b.rec.setCause("client_stall")
+		}
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *reqBody) finish() {
+	if b.done.CompareAndSwap(false, true) {
+		if b.stall > 0 {
+			b.ctl.SetReadDeadline(time.Time{})
+		}
+	}
+}
+
+func (b *reqBody) Close() error {
+	b.finish()
+	return b.ReadCloser.Close()
+}

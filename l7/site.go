@@ -1,0 +1,429 @@
+package l7
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"crypto/tls"
+
+	"github.com/edgeproxy/edgeproxy/config"
+)
+
+// affinityCookie is the cookie Lync Server 2010 load balancers keep
+// clients on one front end with.
+const affinityCookie = "MS-WSMAN"
+
+// siteLimits are a site's effective limits as durations.
+type siteLimits struct {
+	headerTimeout time.Duration
+	response      time.Duration
+	idle          time.Duration
+	stall         time.Duration
+	dial          time.Duration
+	poolIdle      time.Duration
+	maxHeader     int
+	maxBody       int64 // <0: unlimited
+}
+
+func limitsOf(s *config.Site) siteLimits {
+	l := s.Effective()
+	return siteLimits{
+		headerTimeout: l.HeaderTimeout.D(),
+		response:      l.ResponseTimeout.D(),
+		idle:          l.IdleTimeout.D(),
+		stall:         l.StallTimeout.D(),
+		dial:          l.DialTimeout.D(),
+		poolIdle:      l.PoolIdleTimeout.D(),
+		maxHeader:     l.MaxHeaderBytes,
+		maxBody:       l.MaxBodyBytes,
+	}
+}
+
+// site is a compiled config.Site: the hosts it answers for and how it
+// reaches its pool.
+type site struct {
+	vh          *vhost
+	name        string // the first host, for logs and metrics
+	hosts       []string
+	poolName    string
+	port        uint16
+	redirect    bool
+	scheme      string      // upstream: "https" or "http"
+	tls         *tls.Config // upstream TLS; nil for http
+	deny        []string
+	windowsAuth bool
+	affinity    bool
+	leastConn   bool
+	limits      siteLimits
+	pinKey      string
+
+	members []*siteMember
+	rr      atomic.Uint64
+	proxy   *httputil.ReverseProxy
+}
+
+// siteMember is one member as a site reaches it: its pooled transport.
+type siteMember struct {
+	m      *memberState
+	addr   string // addr:port
+	rt     *http.Transport
+	cookie string // MS-WSMAN value
+}
+
+func (s *site) dialer(m *memberState) *dialer {
+	return &dialer{
+		addr:   netip.AddrPortFrom(m.key.addr, s.port).String(),
+		tls:    s.tls,
+		limits: s.limits,
+	}
+}
+
+// affinityValue is the opaque MS-WSMAN cookie value of a member.
+func affinityValue(pool string, addr netip.Addr) string {
+	h := sha256.Sum256([]byte("edgeproxy-affinity|" + pool + "|" + addr.String()))
+	return hex.EncodeToString(h[:12])
+}
+
+// choose picks a member: the affinity cookie's member when it is healthy,
+// else by round robin or least connections over the healthy members not
+// yet tried, ignoring passive failures only when every member has one.
+// hit reports that the affinity cookie chose the member.
+func (s *site) choose(r *http.Request, tried map[*siteMember]bool) (sm *siteMember, hit bool) {
+	now := time.Now()
+	if s.affinity && r != nil {
+		if c, err := r.Cookie(affinityCookie); err == nil {
+			for _, sm := range s.members {
+				if sm.cookie == c.Value && !tried[sm] && sm.m.healthy(now, true) {
+					return sm, true
+				}
+			}
+		}
+	}
+	n := len(s.members)
+	if n == 0 {
+		return nil, false
+	}
+	for _, passive := range [...]bool{true, false} {
+		var best *siteMember
+		start := int(s.rr.Add(1) % uint64(n))
+		for i := range n {
+			c := s.members[(start+i)%n]
+			if tried[c] || !c.m.healthy(now, passive) {
+				continue
+			}
+			if !s.leastConn {
+				return c, false
+			}
+			if best == nil || c.m.active.Load() < best.m.active.Load() {
+				best = c
+			}
+		}
+		if best != nil {
+			return best, false
+		}
+	}
+	return nil, false
+}
+
+// RoundTrip sends the request to a member: over the client connection's
+// pinned upstream when the connection authenticates with NTLM/Negotiate
+// (or the site uses Windows authentication), else over the member's
+// pooled transport, trying another member when one cannot be reached.
+func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := recordFrom(req.Context())
+	cs := connStateFrom(req.Context())
+	var upStart time.Time
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			rec.gotConn(info, upStart)
+		},
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+
+	if cs != nil && (s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey)) {
+		p, err := cs.pin(s, req)
+		if err != nil {
+			return nil, err
+		}
+		rec.setMember(p.addr, true)
+		upStart = time.Now()
+		res, err := p.rt.RoundTrip(req)
+		if err != nil {
+			if ue := asUpstreamError(err); ue != nil && ue.op == "dial" {
+				p.member.markFailed()
+			}
+			return nil, wrapUpstream(err, p.addr)
+		}
+		s.wrapBody(res, rec, nil)
+		return res, nil
+	}
+
+	var (
+		tried   map[*siteMember]bool
+		lastErr error
+	)
+	for attempt := range maxDialAttempts {
+		sm, hit := s.choose(req, tried)
+		if sm == nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, &noMemberError{pool: s.poolName}
+		}
+		rec.setMember(sm.addr, false)
+		rec.setAttempts(attempt + 1)
+		if s.affinity && !hit {
+			rec.setCookie(sm.cookie)
+		}
+		sm.m.active.Add(1)
+		upStart = time.Now()
+		res, err := sm.rt.RoundTrip(req)
+		if err == nil {
+			s.wrapBody(res, rec, func() { sm.m.active.Add(-1) })
+			return res, nil
+		}
+		sm.m.active.Add(-1)
+		ue := asUpstreamError(err)
+		if ue == nil || (ue.op != "dial" && ue.op != "tls") || req.Context().Err() != nil {
+			return nil, wrapUpstream(err, sm.addr)
+		}
+		sm.m.markFailed()
+		lastErr = err
+		if rec.bodyRead() > 0 {
+			break
+		}
+		if tried == nil {
+			tried = map[*siteMember]bool{}
+		}
+		tried[sm] = true
+	}
+	return nil, lastErr
+}
+
+// wrapBody puts the stall-timed reader around a response body and runs
+// done when the body is finished.
+func (s *site) wrapBody(res *http.Response, rec *reqRecord, done func()) {
+	rec.gotHeaders()
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// The body is the upgraded connection itself.
+		if done != nil {
+			done()
+		}
+		return
+	}
+	res.Body = &bodyReader{ReadCloser: res.Body, conn: rec.upConn(), rec: rec, onDone: done}
+}
+
+func asUpstreamError(err error) *upstreamError {
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		return ue
+	}
+	return nil
+}
+
+// wrapUpstream names the member in errors that do not already.
+func wrapUpstream(err error, member string) error {
+	if asUpstreamError(err) != nil {
+		return err
+	}
+	var nm *noMemberError
+	if errors.As(err, &nm) || errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return &upstreamError{op: "response", member: member, cause: shortCause(err), err: err}
+}
+
+// noMemberError: the pool has no member to send to.
+type noMemberError struct{ pool string }
+
+func (e *noMemberError) Error() string { return "pool " + e.pool + ": no healthy member" }
+func (e *noMemberError) Unwrap() error { return ErrNoMember }
+
+// rewrite builds the upstream request: the member's port and scheme, the
+// client's Host kept (and used for SNI and certificate verification by
+// the dialer), the query as the client sent it, and X-Forwarded-* set.
+// Inbound forwarding headers are kept only from trusted proxies.
+func (s *site) rewrite(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out
+	out.URL.Scheme = s.scheme
+	out.URL.Host = net.JoinHostPort(hostOnly(in.Host), strconv.Itoa(int(s.port)))
+	out.URL.RawQuery = in.URL.RawQuery
+	out.Host = in.Host
+
+	client := remoteAddr(in)
+	trusted := s.vh.trusted(client.Addr())
+	xff := client.Addr().String()
+	proto := "http"
+	if s.vh.https {
+		proto = "https"
+	}
+	host := in.Host
+	if trusted {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + xff
+		}
+		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+			proto = v
+		}
+		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+			host = v
+		}
+		if v := in.Header.Values("Forwarded"); len(v) > 0 {
+			out.Header["Forwarded"] = v
+		}
+	}
+	out.Header.Set("X-Forwarded-For", xff)
+	out.Header.Set("X-Forwarded-Proto", proto)
+	out.Header.Set("X-Forwarded-Host", host)
+}
+
+// modifyResponse notes NTLM/Negotiate challenges (the connection is
+// pinned from the next request on), and adds the affinity cookie and the
+// proxy's HSTS policy. WWW-Authenticate headers are left as they are.
+func (s *site) modifyResponse(res *http.Response) error {
+	rec := recordFrom(res.Request.Context())
+	if cs := connStateFrom(res.Request.Context()); cs != nil && !rec.isPinned() &&
+		hasConnAuth(res.Header, "Www-Authenticate") {
+		cs.wantPin(s.pinKey)
+	}
+	if s.vh.hsts != "" {
+		res.Header.Del("Strict-Transport-Security")
+	}
+	if c := rec.cookie(); c != "" {
+		ck := &http.Cookie{Name: affinityCookie, Value: c, Path: "/", HttpOnly: true, Secure: s.vh.https}
+		res.Header.Add("Set-Cookie", ck.String())
+	}
+	return nil
+}
+
+// errorHandler answers a request the upstream side failed: 502 (or 504 on
+// a timeout) naming the member in the Edgeproxy-Error header, 503 when
+// the pool has no healthy member, 413 over the body limit.
+func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	rec := recordFrom(r.Context())
+	var (
+		mbe  *http.MaxBytesError
+		nm   *noMemberError
+		code int
+		diag string
+	)
+	switch {
+	case errors.As(err, &mbe):
+		rec.setCause("body_limit")
+		code = http.StatusRequestEntityTooLarge
+	case rec.getCause() == "client_stall":
+		code = http.StatusRequestTimeout
+	case r.Context().Err() != nil:
+		rec.setCause("client_closed")
+		rec.setStatus(499)
+		return
+	case errors.As(err, &nm):
+		rec.setCause("no_member")
+		code, diag = http.StatusServiceUnavailable, nm.Error()
+	default:
+		ue := asUpstreamError(err)
+		if ue == nil {
+			ue = &upstreamError{op: "response", member: rec.getMember(), cause: shortCause(err), err: err}
+		}
+		code, diag = http.StatusBadGateway, ue.Error()
+		rec.setCause("upstream_error")
+		if ue.timeout() {
+			code = http.StatusGatewayTimeout
+			rec.setCause("upstream_timeout")
+		}
+	}
+	if diag != "" {
+		w.Header().Set("Edgeproxy-Error", diag)
+	}
+	s.vh.p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed",
+		slog.String("virtual", s.vh.name), slog.String("site", s.name),
+		slog.String("member", rec.getMember()), slog.Int("status", code), slog.String("error", err.Error()))
+	plainError(w, code)
+}
+
+// plainError writes a short text error.
+func plainError(w http.ResponseWriter, code int) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write([]byte(strconv.Itoa(code) + " " + http.StatusText(code) + "\n"))
+}
+
+// hostOnly strips the port, brackets and a trailing dot from a Host
+// header value and lower-cases it.
+func hostOnly(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	} else {
+		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+func remoteAddr(r *http.Request) netip.AddrPort {
+	if cs := connStateFrom(r.Context()); cs != nil && cs.remote.IsValid() {
+		return cs.remote
+	}
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// hostTable maps host names to sites: exact names, then "*.parent".
+type hostTable struct {
+	exact map[string]*site
+	wild  map[string]*site
+}
+
+func (t *hostTable) lookup(host string) *site {
+	host = hostOnly(host)
+	if s := t.exact[host]; s != nil {
+		return s
+	}
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		return t.wild[host[i+1:]]
+	}
+	return nil
+}
+
+// closeIdle closes the idle pooled connections of every member.
+func (s *site) closeIdle() {
+	for _, sm := range s.members {
+		sm.rt.CloseIdleConnections()
+	}
+}
+
+// sync.Pool of copy buffers for the reverse proxies.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, ioBufferSize)
+}
+
+func (b *bufferPool) Put(v []byte) {
+	if cap(v) == ioBufferSize {
+		v = v[:ioBufferSize]
+		b.p.Put(&v)
+	}
+}
