@@ -39,7 +39,6 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 	// Members' certificates.
 	type key struct {
 		member netip.AddrPort
-		sni    string
 		ca     string
 	}
 	done := map[key]bool{}
@@ -90,13 +89,14 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 			for _, w := range c.Virtuals {
 				for _, s := range w.Sites {
 					if s.Pool == t.Pool {
-						names = append(names, s.Hosts...)
+						for _, h := range s.Hosts {
+							if !slices.Contains(names, h) {
+								names = append(names, h)
+							}
+						}
 					}
 				}
 			}
-		}
-		if len(names) == 0 {
-			names = []string{""}
 		}
 		for _, m := range p.Members {
 			if m.Disabled {
@@ -107,18 +107,15 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 				continue // reported by names and ports
 			}
 			ap := netip.AddrPortFrom(a, t.Port)
-			src := e.sourceFor(t, a)
-			for _, sni := range names {
-				k := key{ap, sni, caPath}
-				if done[k] {
-					continue
-				}
-				done[k] = true
-				f = append(f, e.memberCert(ctx, m.Address, ap, src, sni, chainCheck{
-					Roots: roots, RootsName: rootsName, Now: now, Warn: e.expiryWarning(), Public: public,
-					What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
-				}))
+			k := key{ap, caPath}
+			if done[k] {
+				continue
 			}
+			done[k] = true
+			f = append(f, e.memberCert(ctx, m.Address, ap, e.sourceFor(t, a), names, chainCheck{
+				Roots: roots, RootsName: rootsName, Now: now, Warn: e.expiryWarning(), Public: public,
+				What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
+			}))
 		}
 	}
 	return f
@@ -179,46 +176,69 @@ func (e *Env) publicCert(ctx context.Context, v *config.Virtual, vc config.Certi
 	return f
 }
 
-// memberCert checks the certificate a member presents for one SNI name.
-func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, src netip.Addr, sni string, cc chainCheck) Finding {
+// memberCert checks the certificates a member presents for the SNI
+// names the proxy sends it (none: one handshake without SNI).
+func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, src netip.Addr, names []string, cc chainCheck) Finding {
 	subj := fmt.Sprintf("member %s:%d", member, ap.Port())
-	if sni != "" {
-		subj += " SNI " + sni
+	if len(names) == 0 {
+		names = []string{""}
 	}
-	st, err := e.handshake(ctx, src, ap.String(), sni)
-	if err != nil {
-		return Finding{Subject: subj, Verdict: Fail, Evidence: fmt.Sprintf("no TLS from %s: %v", ap, unwrapOp(err)),
-			Fix: "check that the External Web Site answers TLS on this port (see the ports check)"}
+	type seen struct {
+		chain   []*x509.Certificate
+		sni     []string
+		missing []string
 	}
-	chain := st.PeerCertificates
-	leaf := chain[0]
+	var leaves []*seen
+	for _, sni := range names {
+		st, err := e.handshake(ctx, src, ap.String(), sni)
+		if err != nil {
+			return Finding{Subject: subj, Verdict: Fail, Evidence: fmt.Sprintf("no TLS from %s for SNI %q: %v", ap, sni, unwrapOp(err)),
+				Fix: "check that the External Web Site answers TLS on this port (see the ports check)"}
+		}
+		i := slices.IndexFunc(leaves, func(s *seen) bool { return s.chain[0].Equal(st.PeerCertificates[0]) })
+		if i < 0 {
+			leaves = append(leaves, &seen{chain: st.PeerCertificates})
+			i = len(leaves) - 1
+		}
+		l := leaves[i]
+		if sni != "" {
+			l.sni = append(l.sni, sni)
+			if cov, _ := covers(l.chain[0], sni); cov != covSAN {
+				l.missing = append(l.missing, sni)
+			}
+		}
+	}
 	verdict := Pass
 	var ev, fixes []string
-	if sni != "" {
-		if cov, _ := covers(leaf, sni); cov != covSAN {
+	for _, l := range leaves {
+		leaf := l.chain[0]
+		if len(l.missing) > 0 {
 			verdict = Fail
 			ev = append(ev, fmt.Sprintf("the member presents %s, which does not carry %s: the proxy's verification fails, and a wrong certificate on the External Web Site breaks web tickets (X-Ms-diagnostics 28032)",
-				describeCert(leaf), sni))
-			fixes = append(fixes, "assign the External Web Site the certificate with the pool's FQDN and the published names (Skype deployment wizard, certificate wizard)")
+				describeCert(leaf), strings.Join(l.missing, ", ")))
+			fixes = append(fixes, "assign the External Web Site the certificate with the pool's FQDN and the published names (deployment wizard, certificate step)")
 		}
-	}
-	ps, verified := analyzeChain(chain, cc)
-	for _, p := range ps {
-		verdict = max(verdict, p.Verdict)
-		ev = append(ev, p.Evidence)
-		if p.Fix != "" {
-			fixes = append(fixes, p.Fix)
+		ps, verified := analyzeChain(l.chain, cc)
+		for _, p := range ps {
+			verdict = max(verdict, p.Verdict)
+			ev = append(ev, p.Evidence)
+			if p.Fix != "" && !slices.Contains(fixes, p.Fix) {
+				fixes = append(fixes, p.Fix)
+			}
 		}
-	}
-	if verdict == Pass {
-		s := describeCert(leaf)
-		if verified != nil {
-			s += fmt.Sprintf(", chains to %q (%s)", subjectName(verified[len(verified)-1]), cc.RootsName)
+		if len(ps) == 0 && len(l.missing) == 0 {
+			s := describeCert(leaf)
+			if len(l.sni) > 0 {
+				s += " for SNI " + strings.Join(l.sni, ", ")
+			}
+			if verified != nil {
+				s += fmt.Sprintf(", chains to %q (%s)", subjectName(verified[len(verified)-1]), cc.RootsName)
+			}
+			if cov, _ := covers(leaf, member); cov == covSAN {
+				s += ", carries the member's name"
+			}
+			ev = append(ev, s)
 		}
-		if cov, _ := covers(leaf, member); cov == covSAN {
-			s += ", carries the member's name"
-		}
-		ev = append(ev, s)
 	}
 	return Finding{Subject: subj, Verdict: verdict, Evidence: strings.Join(ev, "\n"), Fix: strings.Join(fixes, "; ")}
 }

@@ -150,7 +150,8 @@ func subjectName(c *x509.Certificate) string {
 
 // selfSigned reports whether c is issued by itself.
 func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // problem is one defect of a chain.
@@ -244,7 +245,7 @@ func analyzeChain(chain []*x509.Certificate, cc chainCheck) ([]problem, []*x509.
 	anchor := best[len(best)-1]
 	if !bytes.Equal(anchor.RawIssuer, anchor.RawSubject) {
 		ps = append(ps, problem{Warn,
-			fmt.Sprintf("%s chains to %q, which %s holds as a root although it is an intermediate CA issued by %q: "+
+			fmt.Sprintf("%s chains to %q, trusted as a root by %s although it is an intermediate CA issued by %q: "+
 				"clients that trust only the real root need the intermediate in the chain, and a Lync/Skype server with an intermediate in its Trusted Root store misbehaves",
 				cc.What, subjectName(anchor), cc.RootsName, issuerName(anchor)),
 			fmt.Sprintf("keep only self-signed roots in the trust store; serve %q in the chain after the leaf", subjectName(anchor))})
@@ -270,7 +271,8 @@ func explainVerify(err error, chain []*x509.Certificate, cc chainCheck) problem 
 			where = fmt.Sprintf("%q", subjectName(top))
 		}
 		return problem{Fail,
-			fmt.Sprintf("%s is incomplete: %s is issued by %q, which is neither in the presented chain nor trusted by %s (missing intermediate %q)",
+			fmt.Sprintf("the chain of %s is incomplete: %s is issued by %q, which is neither in the presented chain nor trusted by %s "+
+				"(missing intermediate %q, or an untrusted CA)",
 				cc.What, where, issuerName(top), cc.RootsName, issuerName(top)),
 			fmt.Sprintf("append the intermediate certificate %q (from the CA's chain file) after the leaf in the PEM file", issuerName(top))}
 	case errors.As(err, &ci):
