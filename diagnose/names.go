@@ -180,11 +180,11 @@ func (e *Env) certNames(ctx context.Context, v *config.Virtual, hosts []string) 
 				break
 			}
 			leaf := st.PeerCertificates[0]
-			if cov, _ := covers(leaf, h); cov != covSAN {
+			if cov, how := covers(leaf, h); cov != covSAN {
 				flag(Fail, fmt.Sprintf("%s presents for SNI %s %s, which does not cover it", addr, h, describeCert(leaf)),
 					"restart or reload edgeproxy after fixing the certificates")
 			} else {
-				ev = append(ev, fmt.Sprintf("%s presents %s for SNI %s", addr, subjectName(leaf), h))
+				ev = append(ev, fmt.Sprintf("%s presents CN=%s for SNI %s (%s)", addr, subjectName(leaf), h, how))
 			}
 		}
 		evidence := strings.Join(append(bad, ev...), "\n")
