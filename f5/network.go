@@ -62,7 +62,7 @@ func (t *tr) network() {
 		if !hasWord(vlans, s.vlan) {
 			vlans = append(vlans, s.vlan)
 		}
-		handled := map[string]bool{"address": true, "vlan": true, "traffic-group": true, "floating": true, "allow-service": true, "unit": true}
+		handled := map[string]bool{"address": true, "vlan": true, "traffic-group": true, "floating": true, "allow-service": true, "unit": true, "address-source": true}
 		t.leftovers(o, st, handled, nil)
 		selfs = append(selfs, s)
 	}

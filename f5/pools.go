@@ -103,17 +103,15 @@ func (t *tr) pool(ref string) *poolOut {
 	}
 
 	comment := fmt.Sprintf("from %s, line %d", lbl, st.Line)
-	if mon := st.Get("monitor"); mon != nil {
+	if mon := st.Get("monitor"); mon != nil && len(monitorRefs(mon)) > 0 {
 		refs := monitorRefs(mon)
 		if len(refs) > 1 {
 			t.rep.add(Changed, mon, lbl, "several monitors (%s): only the first is used", strings.Join(refs, ", "))
 		}
-		if len(refs) > 0 {
-			m, from := t.monitor(fullPath(o.folder(), refs[0]), p.port)
-			out.Monitor = m
-			if from != "" {
-				comment += "; monitor " + from
-			}
+		m, from := t.monitor(fullPath(o.folder(), refs[0]), p.port)
+		out.Monitor = m
+		if from != "" {
+			comment += "; monitor " + from
 		}
 	} else {
 		out.Monitor = config.Monitor{Type: config.MonitorTCP, Port: p.port}

@@ -528,3 +528,65 @@ func TestReportText(t *testing.T) {
 		last = i
 	}
 }
+
+// TestImportAllProperties reads objects listed with all-properties, the
+// BIG-IP defaults spelled out: none of it is worth a report entry.
+func TestImportAllProperties(t *testing.T) {
+	res, c, _ := importAndCheck(t, "list.txt", load(t, "all-properties.conf"), Options{})
+	if n := res.Report.Count(Unsupported) + res.Report.Count(Changed); n != 0 {
+		t.Errorf("%d entries for default settings:\n%s", n, res.Report)
+	}
+	v := virtualNamed(t, c, "sfb_webext_443")
+	if v.Port != 4443 || !v.SNAT.Automap || v.IdleTimeout.D() != 300*time.Second {
+		t.Errorf("virtual: %+v", v)
+	}
+	if m := c.Pools["sfb_fe_4443"].Monitor; m.Type != config.MonitorTCP || m.Port != 4443 {
+		t.Errorf("monitor: %+v", m)
+	}
+	entry(t, res.Report, Ignored, "ltm profile tcp", "not used")
+}
+
+// TestImportSNI: several client-ssl profiles on one virtual, each with its
+// server name; the SNI default's certificate comes first.
+func TestImportSNI(t *testing.T) {
+	src := `net self /Common/e { address 203.0.113.10/24 vlan /Common/external }
+net self /Common/i { address 10.20.0.10/24 vlan /Common/internal }
+net route /Common/fe { gw 10.20.0.1 network 10.10.0.0/16 }
+ltm pool /Common/p { members { /Common/10.10.0.11:4443 { address 10.10.0.11 } } monitor /Common/https }
+ltm profile client-ssl /Common/cs_webext { cert-key-chain { webext { cert /Common/webext.crt key /Common/webext.key } } defaults-from /Common/clientssl server-name webext.example.com }
+ltm profile client-ssl /Common/cs_meet { cert /Common/meet.crt key /Common/meet.key defaults-from /Common/clientssl server-name meet.example.com sni-default true }
+ltm virtual /Common/vs { destination /Common/203.0.113.30:443 pool /Common/p profiles { /Common/cs_webext { context clientside } /Common/cs_meet { context clientside } /Common/http { } /Common/serverssl-insecure-compatible { context serverside } } source-address-translation { type automap } }
+`
+	dir := t.TempDir()
+	if _, err := certgen.Write(dir, certgen.Options{PublicNames: certgen.SkypeNames}); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := os.ReadFile(filepath.Join(dir, certgen.PublicCertFile))
+	key, _ := os.ReadFile(filepath.Join(dir, certgen.PublicKeyFile))
+	for _, n := range []string{"webext", "meet"} {
+		if err := os.WriteFile(filepath.Join(dir, n+".pem"), pub, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n+".key"), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, c, _ := importAndCheck(t, "sni.conf", []byte(src), Options{CertDir: dir})
+	v := virtualNamed(t, c, "vs")
+	var certs []string
+	for _, x := range v.Certificates {
+		certs = append(certs, filepath.Base(x.Cert)+"+"+filepath.Base(x.Key))
+	}
+	if !slices.Equal(certs, []string{"meet.pem+meet.key", "webext.pem+webext.key"}) {
+		t.Errorf("certificates: %v", certs)
+	}
+	if s := v.Sites[0]; !slices.Equal(s.Hosts, []string{"webext.example.com", "meet.example.com"}) || s.Port != 4443 || s.BackendTLS == nil {
+		t.Errorf("site: %+v", s)
+	}
+	if m := c.Pools["p"].Monitor; m.Type != config.MonitorHTTPS || m.Port != 4443 || m.Path != "/" {
+		t.Errorf("built-in https monitor: %+v", m)
+	}
+	entry(t, res.Report, Changed, "ltm virtual /Common/vs", "allowed TLS 1.0/1.1")
+	entry(t, res.Report, Supply, "ltm virtual /Common/vs", "does not verify the members")
+	entry(t, res.Report, Changed, "monitor /Common/https", "no receive string")
+}
