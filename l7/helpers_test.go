@@ -214,24 +214,24 @@ func (s *syncBuffer) String() string {
 // env is a proxy with an https and an http virtual in front of fake front
 // ends, on loopback.
 type env struct {
-	t          *testing.T
-	public     *testCA
-	internal   *testCA
-	defCert    string // the default certificate's file
-	owasCert   string
-	wildCert   string
-	members    []*member
-	tlsPort    uint16
-	plainPort  uint16
-	proxy      *Proxy
-	reg        *prometheus.Registry
-	access     *syncBuffer
-	log        *syncBuffer
-	cfg        *config.Config
-	httpsAddr  string
-	httpAddr   string
-	users      map[string]string
-	files      [3][2]string // cert, key of the default, owas and wildcard certificates
+	t         *testing.T
+	public    *testCA
+	internal  *testCA
+	defCert   string // the default certificate's file
+	owasCert  string
+	wildCert  string
+	members   []*member
+	tlsPort   uint16
+	plainPort uint16
+	proxy     *Proxy
+	reg       *prometheus.Registry
+	access    *syncBuffer
+	log       *syncBuffer
+	cfg       *config.Config
+	httpsAddr string
+	httpAddr  string
+	users     map[string]string
+	files     [3][2]string // cert, key of the default, owas and wildcard certificates
 }
 
 type envOptions struct {

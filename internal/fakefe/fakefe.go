@@ -69,6 +69,7 @@ type Server struct {
 	connID atomic.Uint64
 
 	requests   atomic.Int64
+	open       atomic.Int64
 	management atomic.Int64
 	authOK     atomic.Int64
 	authFailed atomic.Int64
@@ -112,6 +113,20 @@ func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, &conn{id: s.connID.Add(1)})
 }
 
+// ConnState is http.Server.ConnState: it counts open connections.
+func (s *Server) ConnState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.open.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.open.Add(-1)
+	}
+}
+
+// OpenConnections is the number of client connections open now (with
+// HTTPServer or ConnState installed).
+func (s *Server) OpenConnections() int64 { return s.open.Load() }
+
 // HTTPServer returns an http.Server running the front end (TLS when
 // tlsConfig is set; serve it with ServeTLS("", "") or a TLS listener),
 // HTTP/1.1 only like IIS with Windows authentication.
@@ -121,6 +136,7 @@ func (s *Server) HTTPServer(tlsConfig *tls.Config) *http.Server {
 	return &http.Server{
 		Handler:           s,
 		ConnContext:       s.ConnContext,
+		ConnState:         s.ConnState,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       120 * time.Second, // IIS's connection timeout
