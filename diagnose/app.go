@@ -407,7 +407,11 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 			}
 			tried++
 			a.saw(resp, "GET "+q)
-			if resp.StatusCode != http.StatusForbidden {
+			switch {
+			case resp.StatusCode == http.StatusForbidden:
+			case resp.StatusCode == http.StatusNotFound:
+				open = append(open, fmt.Sprintf("GET %s → 404 (forwarded to a member instead of denied)", q))
+			default:
 				open = append(open, fmt.Sprintf("GET %s → %d", q, resp.StatusCode))
 			}
 		}
