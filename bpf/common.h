@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Types, limits and the reason codes shared by the fast path and its
+ * control plane (the Go side gets them through bpf2go -type). */
+#ifndef EDGEPROXY_COMMON_H
+#define EDGEPROXY_COMMON_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* linux/icmp.h drags in libc headers: the few ICMP definitions used. */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest;
+};
+
+/* Limits. Each can be overridden at build time with -D. The control plane
+ * reads the map sizes from the object, so it follows any override. */
+#ifndef MAX_VIRTUALS
+#define MAX_VIRTUALS 64 /* fastl4 virtuals, id 0 is "no virtual" */
+#endif
+#ifndef MAX_POOLS
+#define MAX_POOLS 64 /* pools; each has a v4 and a v6 Maglev slot */
+#endif
+#ifndef MAX_SNAT
+#define MAX_SNAT 16 /* SNAT addresses per virtual */
+#endif
+#ifndef MAX_FLOWS
+#define MAX_FLOWS 524288 /* flow entries (two per connection); Go resizes */
+#endif
+#ifndef MAGLEV_SIZE
+#define MAGLEV_SIZE 65537 /* Maglev table size (prime); Go resizes */
+#endif
+#ifndef SNAT_PROBES
+#define SNAT_PROBES 32 /* SNAT (address, port) candidates tried per new flow */
+#endif
+#ifndef IPV6_MAX_EXT
+#define IPV6_MAX_EXT 6 /* IPv6 extension headers skipped before giving up */
+#endif
+#ifndef TS_GRANULARITY_NS
+#define TS_GRANULARITY_NS 100000000ULL /* last-seen is written at most every 100ms */
+#endif
+#ifndef FIB_CACHE_NS
+#define FIB_CACHE_NS 1000000000ULL /* a flow reuses its next hop for 1s */
+#endif
+
+/* Why a packet got its verdict (or an event on the way), counted per CPU
+ * and per virtual in the stats map. The names are part of the metrics:
+ * edgeproxy_xdp_packets_total{reason="..."}. Keep REASON_MAX last. */
+enum reason {
+	REASON_PASS_NOT_IP = 0,    /* ARP, LLDP, anything not IPv4/IPv6 */
+	REASON_PASS_VLAN,          /* VLAN-tagged frame: left to the stack */
+	REASON_PASS_MALFORMED,     /* truncated or invalid headers */
+	REASON_PASS_NO_SERVICE,    /* not a fastl4 VIP:port and no flow */
+	REASON_PASS_PROTO,         /* neither TCP, UDP nor a handled ICMP error */
+	REASON_PASS_FRAGMENT,      /* non-first fragment (carries no ports) */
+	REASON_PASS_ICMP,          /* ICMP not about a tracked flow */
+	REASON_PASS_IPV6_ROUTING,  /* IPv6 routing header with segments left */
+	REASON_FWD_NEW,            /* first packet of a new flow, forwarded */
+	REASON_FWD_CLIENT,         /* client to member, forwarded */
+	REASON_FWD_SERVER,         /* member to client, forwarded */
+	REASON_FWD_ICMP,           /* ICMP error translated and forwarded */
+	REASON_DROP_FRAGMENT,      /* first fragment to a fastl4 virtual */
+	REASON_DROP_NO_FLOW,       /* TCP non-SYN without a flow (loose_init off) */
+	REASON_DROP_NO_MEMBER,     /* the pool has no member up */
+	REASON_DROP_SNAT_EXHAUSTED, /* no free SNAT (address, port) */
+	REASON_DROP_TABLE_FULL,    /* flow table full */
+	REASON_DROP_NO_NEIGH,      /* next hop not resolved yet */
+	REASON_DROP_FIB,           /* no route (blackhole, unreachable, ...) */
+	REASON_DROP_FRAG_NEEDED,   /* larger than the egress MTU */
+	REASON_DROP_NO_TX_PORT,    /* egress device not in the tx_ports devmap */
+	REASON_DROP_ICMP,          /* ICMP error for a flow, not translatable */
+	REASON_EVENT_REPAIRED,     /* event: a missing half of a pair re-inserted */
+	REASON_EVENT_RESTARTED,    /* event: SYN on a closing flow re-balanced */
+	REASON_EVENT_MSS_CLAMPED,  /* event: MSS option lowered */
+	REASON_MAX,
+};
+
+/* An address; IPv4 uses w[0] and leaves the rest zero. */
+struct addr {
+	__be32 w[4];
+};
+
+/* One direction of a connection as seen on the wire. */
+struct flow_key {
+	struct addr saddr;
+	struct addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u16 pad;
+};
+
+enum flow_dir {
+	DIR_CLIENT = 0, /* key is client -> VIP */
+	DIR_SERVER = 1, /* key is member -> SNAT address */
+};
+
+/* seen: what this direction has sent (written by the CPU of that direction) */
+enum flow_seen {
+	SEEN_SYN = 1 << 0,    /* SYN without ACK */
+	SEEN_SYNACK = 1 << 1, /* SYN with ACK */
+	SEEN_ACK = 1 << 2,    /* ACK without SYN: handshake done on this side */
+	SEEN_FIN = 1 << 3,
+	SEEN_RST = 1 << 4,
+	SEEN_ANY = 1 << 5, /* any packet (UDP, loose_init) */
+};
+
+/* closing: shared by both halves, set atomically by either direction */
+enum flow_close {
+	CLOSE_FIN_CLIENT = 1 << 0,
+	CLOSE_FIN_SERVER = 1 << 1,
+	CLOSE_RST = 1 << 2,
+};
+
+/* The value stored under each of the two keys of a connection. The other
+ * half is found at peer; the rewrite of a packet of this direction is
+ * source = peer.daddr:peer.dport, destination = peer.saddr:peer.sport. */
+struct flow_val {
+	struct flow_key peer;
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) */
+	__u64 last_ns;    /* last packet of this direction, TS_GRANULARITY_NS */
+	__u64 fib_ns;     /* when the cached next hop was looked up, 0: none */
+	__u32 vid;        /* virtual id */
+	__u32 closing;    /* enum flow_close, atomic */
+	__u32 seq_next;   /* host order: next sequence number this side sends */
+	__u32 ack;        /* host order: last ack this side sent */
+	__u32 oif;        /* cached egress ifindex */
+	__u16 mss;        /* mss_override of the virtual, 0: off */
+	__u8 dir;         /* enum flow_dir */
+	__u8 seen;        /* enum flow_seen */
+	__u8 smac[6];     /* cached next hop MACs */
+	__u8 dmac[6];
+};
+
+/* A fastl4 virtual: VIP, port and protocol. */
+struct svc_key {
+	struct addr vip;
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+enum svc_flags {
+	SVC_LOOSE_INIT = 1 << 0,  /* any TCP packet may open a flow */
+	SVC_LOOSE_CLOSE = 1 << 1, /* first FIN starts the close timer */
+	SVC_RESET_ON_TIMEOUT = 1 << 2,
+};
+
+struct svc_val {
+	__u32 vid;         /* virtual id, index of counters and names */
+	__u32 pool_slot;   /* index in the maglev outer map */
+	__u32 snat_base;   /* first index in snat_addrs */
+	__u16 snat_count;  /* SNAT addresses from snat_base */
+	__be16 member_port;
+	__u16 flags;       /* enum svc_flags */
+	__u16 mss;         /* 0: off */
+	__u32 idle_s;      /* timeouts, seconds */
+	__u32 handshake_s;
+	__u32 close_s;
+};
+
+/* Global settings, one entry. */
+struct config {
+	__u32 maglev_size; /* entries used in each Maglev table */
+	__u32 hash_seed;
+	__u16 snat_port_min; /* host order, inclusive */
+	__u16 snat_port_max;
+	__u32 fib_ifindex; /* device given to bpf_fib_lookup, 0: ingress */
+};
+
+/* Per CPU counter. */
+struct stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Key of an unresolved next hop, for the control plane to resolve. */
+struct neigh_key {
+	struct addr addr;
+	__u32 ifindex;
+	__u32 family;
+};
+
+#endif

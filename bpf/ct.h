@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking: opening a pair, following TCP flags, sequence and
+ * acknowledgement numbers (for resets sent by the control plane on
+ * timeout), and repairing a pair whose other half went missing. Timeouts
+ * are applied by the control plane's GC from these fields. */
+#ifndef EDGEPROXY_CT_H
+#define EDGEPROXY_CT_H
+
+#include "common.h"
+#include "maps.h"
+#include "nat.h"
+#include "parse.h"
+
+/* Re-inserts the other half of f when it is missing. p is a packet of
+ * f's direction, so p->key is f's own key. */
+static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
+{
+	struct scratch *sc;
+	struct flow_val *v;
+
+	if (bpf_map_lookup_elem(&flows, &f->peer))
+		return;
+	sc = scratch_get();
+	if (!sc)
+		return;
+	v = &sc->val;
+	__builtin_memset(v, 0, sizeof(*v));
+	v->peer = p->key;
+	v->created_ns = f->created_ns;
+	v->last_ns = now;
+	v->vid = f->vid;
+	v->closing = f->closing;
+	v->mss = f->mss;
+	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
+	/* Only an established connection gets this far without its pair. */
+	v->seen = SEEN_ANY | SEEN_ACK;
+	if (bpf_map_update_elem(&flows, &f->peer, v, BPF_NOEXIST) == 0)
+		count(f->vid, REASON_EVENT_REPAIRED, 0);
+}
+
+/* Marks FIN or RST in both halves. */
+static __always_inline void ct_close(struct flow_val *f, __u32 bit)
+{
+	struct flow_val *o;
+
+	if (f->closing & bit)
+		return;
+	__sync_fetch_and_or(&f->closing, bit);
+	o = bpf_map_lookup_elem(&flows, &f->peer);
+	if (o)
+		__sync_fetch_and_or(&o->closing, bit);
+}
+
+/* Follows one packet of f's direction. Fields are written only when they
+ * change, to keep the entry's cache line clean on the common path. */
+static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __u64 now)
+{
+	struct tcphdr *th;
+	__u32 seq, end, ack;
+	__u8 fl, bits;
+
+	if (now - f->last_ns >= TS_GRANULARITY_NS) {
+		f->last_ns = now;
+		ct_repair(f, &p->m, now);
+	}
+	if (p->m.key.proto != IPPROTO_TCP) {
+		if (!(f->seen & SEEN_ANY))
+			f->seen |= SEEN_ANY;
+		return;
+	}
+
+	th = pkt_l4(p, sizeof(*th));
+	if (!th)
+		return;
+	fl = p->m.tcp_flags;
+	bits = SEEN_ANY;
+	if (fl & TCP_FLAG_SYN)
+		bits |= (fl & TCP_FLAG_ACK) ? SEEN_SYNACK : SEEN_SYN;
+	else if (fl & TCP_FLAG_ACK)
+		bits |= SEEN_ACK;
+	if (fl & TCP_FLAG_FIN)
+		bits |= SEEN_FIN;
+	if (fl & TCP_FLAG_RST)
+		bits |= SEEN_RST;
+	if ((f->seen & bits) != bits)
+		f->seen |= bits;
+
+	seq = bpf_ntohl(th->seq);
+	end = seq + p->m.l4_len - (__u32)th->doff * 4 + !!(fl & TCP_FLAG_SYN) + !!(fl & TCP_FLAG_FIN);
+	/* Sequence space wraps: compare as signed differences. */
+	if (f->seq_next == 0 || (__s32)(end - f->seq_next) > 0)
+		f->seq_next = end;
+	if (fl & TCP_FLAG_ACK) {
+		ack = bpf_ntohl(th->ack_seq);
+		if (f->ack == 0 || (__s32)(ack - f->ack) > 0)
+			f->ack = ack;
+	}
+
+	if (fl & TCP_FLAG_RST)
+		ct_close(f, CLOSE_RST);
+	else if (fl & TCP_FLAG_FIN)
+		ct_close(f, f->dir == DIR_CLIENT ? CLOSE_FIN_CLIENT : CLOSE_FIN_SERVER);
+}
+
+/* Deletes both halves of a pair (a SYN on a closing connection). */
+static __always_inline void ct_delete(struct flow_val *f, const struct flow_key *key)
+{
+	struct flow_key peer = f->peer;
+
+	bpf_map_delete_elem(&flows, &peer);
+	bpf_map_delete_elem(&flows, key);
+}
+
+/* Opens a flow for the client packet p to the virtual svc: picks the
+ * member, allocates SNAT and inserts both halves. Returns -1 when the
+ * client half is in place, else a drop reason. A global function: checked
+ * once by the verifier, with a stack frame of its own. */
+__noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
+		       const struct config *cfg, __u64 now)
+{
+	struct flow_key skey = {};
+	struct scratch *sc;
+	struct flow_val *v;
+	struct addr *m;
+	__u32 h;
+	long err;
+	int r;
+
+	if (!p || !svc || !cfg)
+		return REASON_DROP_TABLE_FULL;
+	h = flow_hash(&p->key, cfg->hash_seed);
+	m = maglev_pick(svc, cfg, h);
+	if (!m)
+		return REASON_DROP_NO_MEMBER;
+
+	skey.saddr = *m;
+	skey.sport = svc->member_port;
+	skey.proto = p->key.proto;
+	skey.family = p->key.family;
+
+	sc = scratch_get();
+	if (!sc)
+		return REASON_DROP_TABLE_FULL;
+	v = &sc->val;
+	__builtin_memset(v, 0, sizeof(*v));
+	v->peer = p->key;
+	v->created_ns = now;
+	v->last_ns = now;
+	v->vid = svc->vid;
+	v->mss = svc->mss;
+	v->dir = DIR_SERVER;
+	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
+	if (r >= 0)
+		return r;
+
+	v->peer = skey;
+	v->dir = DIR_CLIENT;
+	err = bpf_map_update_elem(&flows, &p->key, v, BPF_NOEXIST);
+	if (err) {
+		bpf_map_delete_elem(&flows, &skey);
+		if (err != -EEXIST)
+			return REASON_DROP_TABLE_FULL;
+		/* Another CPU opened this flow at the same moment: use it. */
+	}
+	return -1;
+}
+
+#endif

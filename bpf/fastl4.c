@@ -1,0 +1,160 @@
+//go:build ignore
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* edgeproxy fast path: FastL4 virtuals in XDP, attached to the external
+ * and the internal NIC.
+ *
+ * Client -> VIP:port of a fastl4 virtual: the flow is looked up by the
+ * client tuple; on a miss a SYN (or any packet with loose_init, or any UDP
+ * datagram) opens one: Maglev picks the member, SNAT allocates the source,
+ * both halves are inserted. The packet is rewritten to SNAT -> member:port
+ * and redirected to the egress NIC found by bpf_fib_lookup. Replies are
+ * found by their own tuple (member -> SNAT) and rewritten back.
+ *
+ * Everything else is XDP_PASS and untouched: ARP, host traffic, the L7
+ * proxy's listeners and its connections to the members.
+ *
+ * Fragments: fastl4 virtuals do not carry IP fragments. A first fragment
+ * that matches a fastl4 virtual or flow is dropped and counted
+ * (drop_fragment); later fragments carry no ports and are passed, and the
+ * stack discards them when reassembly times out. TCP avoids fragments
+ * (DF and path MTU discovery; mss_override where ICMP is filtered). */
+
+#include "common.h"
+#include "csum.h"
+#include "parse.h"
+#include "maps.h"
+#include "nat.h"
+#include "ct.h"
+#include "fib.h"
+#include "icmp.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Forwards a packet of an open flow: tracks it, rewrites it, sends it.
+ * A global function, checked once for the three ways into it. */
+__noinline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m, struct flow_val *f,
+			    const struct config *cfg, __u32 reason)
+{
+	__u64 bytes = bpf_xdp_get_buff_len(ctx);
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct pkt pk, *p = &pk;
+	struct nexthop nh;
+	int r;
+
+	if (!m || !f || !cfg || pkt_load(ctx, m, p) < 0)
+		return XDP_PASS;
+	ct_track(f, p, now);
+	if (f->mss && p->m.key.proto == IPPROTO_TCP && (p->m.tcp_flags & TCP_FLAG_SYN) &&
+	    mss_clamp(ctx, p->m.l4_off, f->mss))
+		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
+	nat_rewrite(p, &f->peer);
+
+	if (f->oif && now - f->fib_ns < FIB_CACHE_NS) {
+		nh.oif = f->oif;
+		__builtin_memcpy(nh.smac, f->smac, ETH_ALEN);
+		__builtin_memcpy(nh.dmac, f->dmac, ETH_ALEN);
+	} else {
+		r = fib_resolve(ctx, cfg, p, &f->peer, &nh);
+		if (r >= 0) {
+			count(f->vid, r, bytes);
+			return XDP_DROP;
+		}
+		f->oif = nh.oif;
+		__builtin_memcpy(f->smac, nh.smac, ETH_ALEN);
+		__builtin_memcpy(f->dmac, nh.dmac, ETH_ALEN);
+		f->fib_ns = now;
+	}
+	return nexthop_redirect(p->eth, &nh, f->vid, reason, bytes);
+}
+
+/* Everything after parsing. A global function: the verifier checks it
+ * once, from a state that does not depend on which headers the parser
+ * met, instead of once per parse outcome. */
+__noinline int fastl4_handle(struct xdp_md *ctx, const struct pkt_meta *m)
+{
+	__u64 bytes = bpf_xdp_get_buff_len(ctx);
+	struct svc_key sk = {};
+	struct config *cfg;
+	struct svc_val *svc;
+	struct flow_val *f;
+	int r;
+
+	if (!m)
+		return XDP_PASS;
+	cfg = settings_get();
+	if (!cfg) /* cannot happen: an array always has its entries */
+		return XDP_PASS;
+	if (m->key.proto == IPPROTO_ICMP || m->key.proto == IPPROTO_ICMPV6)
+		return icmp_translate(ctx, m, cfg, bytes);
+
+	f = bpf_map_lookup_elem(&flows, &m->key);
+	if (f) {
+		if (m->frag != FRAG_NONE) {
+			count(f->vid, REASON_DROP_FRAGMENT, bytes);
+			return XDP_DROP;
+		}
+		if (f->dir == DIR_SERVER)
+			return flow_forward(ctx, m, f, cfg, REASON_FWD_SERVER);
+		/* A new SYN on a closing connection starts a new one, which
+		 * may go to another member. */
+		if (!(f->closing && m->key.proto == IPPROTO_TCP &&
+		      (m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN))
+			return flow_forward(ctx, m, f, cfg, REASON_FWD_CLIENT);
+		count(f->vid, REASON_EVENT_RESTARTED, 0);
+		ct_delete(f, &m->key);
+	}
+
+	sk.vip = m->key.daddr;
+	sk.port = m->key.dport;
+	sk.proto = m->key.proto;
+	sk.family = m->key.family;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc) {
+		count(0, REASON_PASS_NO_SERVICE, bytes);
+		return XDP_PASS;
+	}
+	if (m->frag != FRAG_NONE) {
+		count(svc->vid, REASON_DROP_FRAGMENT, bytes);
+		return XDP_DROP;
+	}
+	if (m->key.proto == IPPROTO_TCP) {
+		__u8 fl = m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN);
+
+		/* A connection opens with a bare SYN; loose_init also picks
+		 * up connections in the middle, but never on a RST or FIN. */
+		if (fl != TCP_FLAG_SYN &&
+		    (!(svc->flags & SVC_LOOSE_INIT) || (fl & (TCP_FLAG_RST | TCP_FLAG_FIN | TCP_FLAG_SYN)))) {
+			count(svc->vid, REASON_DROP_NO_FLOW, bytes);
+			return XDP_DROP;
+		}
+	}
+	r = ct_open(m, svc, cfg, bpf_ktime_get_coarse_ns());
+	if (r >= 0) {
+		count(svc->vid, r, bytes);
+		return XDP_DROP;
+	}
+	f = bpf_map_lookup_elem(&flows, &m->key);
+	if (!f) {
+		count(svc->vid, REASON_DROP_TABLE_FULL, bytes);
+		return XDP_DROP;
+	}
+	return flow_forward(ctx, m, f, cfg, REASON_FWD_NEW);
+}
+
+SEC("xdp")
+int edgeproxy_fastl4(struct xdp_md *ctx)
+{
+	struct pkt_meta m = {};
+	int r;
+
+	r = parse_packet(ctx, &m);
+	if (r >= 0) {
+		count(0, r, bpf_xdp_get_buff_len(ctx));
+		return XDP_PASS;
+	}
+	if (m.frag == FRAG_LATER) {
+		count(0, REASON_PASS_FRAGMENT, bpf_xdp_get_buff_len(ctx));
+		return XDP_PASS;
+	}
+	return fastl4_handle(ctx, &m);
+}

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Next hop: bpf_fib_lookup after the rewrite, MACs set, redirect through
+ * the tx_ports devmap. A rewritten packet is never passed to the stack:
+ * when the next hop cannot be used it is dropped with a reason, and an
+ * unresolved neighbour is reported to the control plane. */
+#ifndef EDGEPROXY_FIB_H
+#define EDGEPROXY_FIB_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* Where to send a packet. */
+struct nexthop {
+	__u32 oif;
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+
+static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family, __u64 now)
+{
+	struct neigh_key k = {};
+
+	k.family = family;
+	k.ifindex = fib->ifindex;
+	if (family == 4)
+		k.addr.w[0] = fib->ipv4_dst;
+	else
+		__builtin_memcpy(&k.addr, fib->ipv6_dst, sizeof(k.addr));
+	bpf_map_update_elem(&neigh_miss, &k, &now, BPF_ANY);
+}
+
+/* Looks up the next hop for a packet p that is rewritten to come from
+ * peer->daddr:dport and go to peer->saddr:sport. Returns -1 with nh
+ * filled, or a drop reason. Not inlined: flows cache the result, so this
+ * runs about once a second per flow, and its frame stays off the main
+ * program's stack. (BPF calls take five arguments at most.) */
+static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
+				  const struct pkt *p, const struct flow_key *peer,
+				  struct nexthop *nh)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.l4_protocol = p->m.key.proto;
+	fib.sport = peer->dport;
+	fib.dport = peer->sport;
+	fib.tot_len = p->m.l3_len;
+	/* The lookup runs against fib_ifindex (the loopback device by
+	 * default, see the control plane): the kernel insists that
+	 * forwarding is enabled on the device it is given, and only
+	 * loopback can have it without making the host a router. */
+	fib.ifindex = cfg->fib_ifindex ? cfg->fib_ifindex : ctx->ingress_ifindex;
+	if (p->m.key.family == 4) {
+		fib.family = AF_INET;
+		fib.tos = p->m.tos;
+		fib.ipv4_src = peer->daddr.w[0];
+		fib.ipv4_dst = peer->saddr.w[0];
+	} else {
+		fib.family = AF_INET6;
+		fib.flowinfo = bpf_htonl((__u32)p->m.tos << 20);
+		__builtin_memcpy(fib.ipv6_src, &peer->daddr, sizeof(fib.ipv6_src));
+		__builtin_memcpy(fib.ipv6_dst, &peer->saddr, sizeof(fib.ipv6_dst));
+	}
+
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		nh->oif = fib.ifindex;
+		__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+		__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+		return -1;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		neigh_report(&fib, p->m.key.family, bpf_ktime_get_coarse_ns());
+		return REASON_DROP_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return REASON_DROP_FRAG_NEEDED;
+	default:
+		return REASON_DROP_FIB;
+	}
+}
+
+/* Sets the MACs and redirects. Returns the XDP action. */
+static __always_inline int nexthop_redirect(struct ethhdr *eth, const struct nexthop *nh,
+					    __u32 vid, __u32 reason, __u64 bytes)
+{
+	long act;
+
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+	act = bpf_redirect_map(&tx_ports, nh->oif, 0);
+	if (act != XDP_REDIRECT) {
+		count(vid, REASON_DROP_NO_TX_PORT, bytes);
+		return XDP_DROP;
+	}
+	count(vid, reason, bytes);
+	return XDP_REDIRECT;
+}
+
+#endif

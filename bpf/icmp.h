@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* ICMP errors about tracked flows (fragmentation needed / packet too big,
+ * unreachable, time exceeded) are translated for the other side: the
+ * embedded packet is rewritten to what that side sent and the outer
+ * header to come from the address that side talks to. The message is cut
+ * to the embedded IP header plus 8 bytes (all that RFC 792 promises and
+ * all that TCP and UDP need), so that its checksums are rebuilt over a
+ * fixed size. */
+#ifndef EDGEPROXY_ICMP_H
+#define EDGEPROXY_ICMP_H
+
+#include "common.h"
+#include "csum.h"
+#include "fib.h"
+#include "maps.h"
+#include "parse.h"
+
+#define ICMP4_LEN (8 + sizeof(struct iphdr) + 8)
+#define ICMP6_LEN (8 + sizeof(struct ipv6hdr) + 8)
+#define ICMP4_FRAME (ETH_HLEN + sizeof(struct iphdr) + ICMP4_LEN)
+#define ICMP6_FRAME (ETH_HLEN + sizeof(struct ipv6hdr) + ICMP6_LEN)
+
+static __always_inline int icmp_is_error(__u8 family, __u8 type)
+{
+	if (family == 4)
+		return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED;
+	return type == ICMPV6_DEST_UNREACH || type == ICMPV6_PKT_TOOBIG ||
+	       type == ICMPV6_TIME_EXCEED;
+}
+
+/* Reads the embedded packet's tuple, reversed: the key of the flow half
+ * whose packets answer it. Returns 0 when it is TCP or UDP. */
+static __always_inline int icmp_inner_key(struct pkt *p, void *data_end, struct flow_key *k)
+{
+	void *inner = p->l4 + 8;
+	__be16 *ports;
+
+	k->family = p->m.key.family;
+	if (p->m.key.family == 4) {
+		struct iphdr *iph = inner;
+
+		if ((void *)(iph + 1) > data_end || iph->ihl != 5)
+			return -1;
+		k->proto = iph->protocol;
+		k->saddr.w[0] = iph->daddr;
+		k->daddr.w[0] = iph->saddr;
+		ports = (void *)(iph + 1);
+	} else {
+		struct ipv6hdr *ip6 = inner;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		k->proto = ip6->nexthdr;
+		__builtin_memcpy(&k->saddr, &ip6->daddr, sizeof(k->saddr));
+		__builtin_memcpy(&k->daddr, &ip6->saddr, sizeof(k->daddr));
+		ports = (void *)(ip6 + 1);
+	}
+	if (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP)
+		return -1;
+	if ((void *)(ports + 4) > data_end)
+		return -1;
+	k->sport = ports[1];
+	k->dport = ports[0];
+	return 0;
+}
+
+/* A global function: a rare path, checked once, with a stack frame of
+ * its own. */
+__noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
+			      const struct config *cfg, __u64 bytes)
+{
+	struct pkt pk, *p = &pk;
+	struct flow_key *peer;
+	__u8 *ih;
+	struct flow_key k = {};
+	struct flow_val *f;
+	struct nexthop nh;
+	void *data, *data_end;
+	__u32 want, vid = 0;
+	__u64 cur;
+	int r;
+
+	if (!m || !cfg || pkt_load(ctx, m, p) < 0)
+		return XDP_PASS;
+	ih = p->l4;
+	if (!icmp_is_error(p->m.key.family, ih[0]) || p->m.frag != FRAG_NONE) {
+		count(0, REASON_PASS_ICMP, bytes);
+		return XDP_PASS;
+	}
+	if (icmp_inner_key(p, (void *)(long)ctx->data_end, &k) < 0) {
+		count(0, REASON_PASS_ICMP, bytes);
+		return XDP_PASS;
+	}
+	f = bpf_map_lookup_elem(&flows, &k);
+	if (!f) {
+		count(0, REASON_PASS_ICMP, bytes);
+		return XDP_PASS;
+	}
+	/* The entry stays readable after adjust_tail (map values are not
+	 * packet data), even if the GC deletes it meanwhile (RCU). */
+	peer = &f->peer;
+	vid = f->vid;
+
+	/* Only a plain outer header is handled (the message is rebuilt at
+	 * fixed offsets). */
+	if (p->m.key.family == 4 && ((struct iphdr *)p->l3)->ihl != 5)
+		goto drop;
+	if (p->m.key.family == 6 && p->l4 != p->l3 + sizeof(struct ipv6hdr))
+		goto drop;
+
+	want = p->m.key.family == 4 ? ICMP4_FRAME : ICMP6_FRAME;
+	/* The length comes from a helper, not from data_end - data: clang
+	 * narrows that difference to 32-bit pointer arithmetic, which the
+	 * verifier refuses. */
+	cur = bpf_xdp_get_buff_len(ctx);
+	if (cur < want)
+		goto drop;
+	if (cur > want && bpf_xdp_adjust_tail(ctx, -(int)(cur - want)))
+		goto drop;
+	/* adjust_tail invalidated every packet pointer: start over at fixed
+	 * offsets, checked against the new end. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	if (p->m.key.family == 4) {
+		struct iphdr *oh = data + ETH_HLEN;
+		struct icmphdr *icmp = (void *)(oh + 1);
+		struct iphdr *in = (void *)(icmp + 1);
+		__be16 *ports = (void *)(in + 1);
+
+		if ((void *)(ports + 4) > data_end)
+			goto drop;
+		/* Outer: from the address the receiver talks to. */
+		oh->saddr = peer->daddr.w[0];
+		oh->daddr = peer->saddr.w[0];
+		oh->tot_len = bpf_htons(sizeof(*oh) + ICMP4_LEN);
+		oh->check = 0;
+		oh->check = ~csum_fold64(csum_words((void *)oh, sizeof(*oh) / 2));
+		/* Embedded: what the receiver sent. */
+		if (in->protocol == IPPROTO_UDP && ports[3]) {
+			__u64 d = csum_delta32(in->saddr, peer->saddr.w[0]) +
+				  csum_delta32(in->daddr, peer->daddr.w[0]) +
+				  csum_delta16(ports[0], peer->sport) +
+				  csum_delta16(ports[1], peer->dport);
+			__u16 c = csum_apply(ports[3], d);
+
+			ports[3] = c ? c : 0xffff;
+		}
+		in->saddr = peer->saddr.w[0];
+		in->daddr = peer->daddr.w[0];
+		in->check = 0;
+		in->check = ~csum_fold64(csum_words((void *)in, sizeof(*in) / 2));
+		ports[0] = peer->sport;
+		ports[1] = peer->dport;
+		icmp->checksum = 0;
+		icmp->checksum = ~csum_fold64(csum_words((void *)icmp, ICMP4_LEN / 2));
+	} else {
+		struct ipv6hdr *oh = data + ETH_HLEN;
+		struct icmp6hdr *icmp = (void *)(oh + 1);
+		struct ipv6hdr *in = (void *)(icmp + 1);
+		__be16 *ports = (void *)(in + 1);
+		__u64 s;
+
+		if ((void *)(ports + 4) > data_end)
+			goto drop;
+		__builtin_memcpy(&oh->saddr, &peer->daddr, 16);
+		__builtin_memcpy(&oh->daddr, &peer->saddr, 16);
+		oh->payload_len = bpf_htons(ICMP6_LEN);
+		if (in->nexthdr == IPPROTO_UDP) {
+			__u64 d = csum_delta_addr((struct addr *)&in->saddr, &peer->saddr, 6) +
+				  csum_delta_addr((struct addr *)&in->daddr, &peer->daddr, 6) +
+				  csum_delta16(ports[0], peer->sport) +
+				  csum_delta16(ports[1], peer->dport);
+			__u16 c = csum_apply(ports[3], d);
+
+			ports[3] = c ? c : 0xffff;
+		}
+		__builtin_memcpy(&in->saddr, &peer->saddr, 16);
+		__builtin_memcpy(&in->daddr, &peer->daddr, 16);
+		ports[0] = peer->sport;
+		ports[1] = peer->dport;
+		icmp->icmp6_cksum = 0;
+		/* Pseudo header: addresses, length, next header. */
+		s = csum_words((void *)&oh->saddr, 16) + bpf_htons(ICMP6_LEN) +
+		    bpf_htons(IPPROTO_ICMPV6) + csum_words((void *)icmp, ICMP6_LEN / 2);
+		icmp->icmp6_cksum = ~csum_fold64(s);
+	}
+
+	/* The next hop of the rewritten outer header. */
+	p->m.l3_len = want - ETH_HLEN;
+	r = fib_resolve(ctx, cfg, p, peer, &nh);
+	if (r >= 0) {
+		count(vid, r, bytes);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + ETH_HLEN > data_end)
+		goto drop;
+	return nexthop_redirect(data, &nh, vid, REASON_FWD_ICMP, bytes);
+
+drop:
+	count(vid, REASON_DROP_ICMP, bytes);
+	return XDP_DROP;
+}
+
+#endif

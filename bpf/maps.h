@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maps of the fast path. All are pinned by name under the control plane's
+ * pin path, so a restart or an upgrade of the control plane keeps them. */
+#ifndef EDGEPROXY_MAPS_H
+#define EDGEPROXY_MAPS_H
+
+#include "common.h"
+
+/* Both halves of every connection, keyed by the tuple each side sends.
+ * A plain hash (not LRU): a full table refuses new flows instead of
+ * evicting established ones; the control plane reaps expired entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
+/* fastl4 virtuals by VIP, port and protocol. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIRTUALS * 4);
+	__type(key, struct svc_key);
+	__type(value, struct svc_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+/* One Maglev table: slot -> member address. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_SIZE);
+	__type(key, __u32);
+	__type(value, struct addr);
+};
+
+/* Maglev tables by pool slot (pool index * 2 + 0 for IPv4, + 1 for IPv6).
+ * The control plane fills a new inner map and swaps it in: a lookup sees
+ * either the old or the new table, never a mix. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_POOLS * 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_table); /* must be the last member */
+} maglev SEC(".maps");
+
+/* SNAT addresses: virtual id * MAX_SNAT * 2 + generation * MAX_SNAT + i.
+ * Two generations per virtual so a change is written aside and switched
+ * by one update of the service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VIRTUALS * MAX_SNAT * 2);
+	__type(key, __u32);
+	__type(value, struct addr);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} snat_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} settings SEC(".maps");
+
+/* Counters: virtual id * REASON_MAX + reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VIRTUALS * REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+/* Egress devices a flow may be redirected to (ifindex -> ifindex). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+/* Next hops without a resolved neighbour (value: when last missed). The
+ * control plane resolves them and deletes the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct neigh_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} neigh_miss SEC(".maps");
+
+/* Names and knobs of the virtuals by id, written by the control plane so
+ * the pinned state describes itself (flows listing, GC after a restart). */
+struct vinfo {
+	char name[64];
+	__u32 idle_s;
+	__u32 handshake_s;
+	__u32 close_s;
+	__u32 flags; /* enum svc_flags */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VIRTUALS);
+	__type(key, __u32);
+	__type(value, struct vinfo);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} virtuals SEC(".maps");
+
+/* Pool names by pool index, so pool slots survive a control plane restart. */
+struct pinfo {
+	char name[64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_POOLS);
+	__type(key, __u32);
+	__type(value, struct pinfo);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pools SEC(".maps");
+
+/* Per CPU scratch space for values too large for the 512-byte stack.
+ * The enum members are never used: they put the enums shared with the
+ * control plane into the object's BTF, where bpf2go -type finds them. */
+struct scratch {
+	struct flow_val val;
+	enum reason reason;
+	enum flow_dir dir;
+	enum flow_seen seen;
+	enum flow_close closing;
+	enum svc_flags svc_flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+static __always_inline struct scratch *scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline void count(__u32 vid, __u32 reason, __u64 bytes)
+{
+	__u32 k = vid * REASON_MAX + reason;
+	struct stat *s = bpf_map_lookup_elem(&stats, &k);
+
+	if (s) {
+		s->packets++;
+		s->bytes += bytes;
+	}
+}
+
+static __always_inline struct config *settings_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
+#endif

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Address and port rewriting, SNAT allocation, member selection and MSS
+ * clamping. */
+#ifndef EDGEPROXY_NAT_H
+#define EDGEPROXY_NAT_H
+
+#include "common.h"
+#include "csum.h"
+#include "maps.h"
+#include "parse.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_MSS 2
+#define TCPOLEN_MSS 4
+
+/* Rewrites a packet of the direction whose other half is peer: the new
+ * source is peer->daddr:dport, the new destination peer->saddr:sport.
+ * Fixes the IPv4 header checksum and the TCP/UDP checksum (pseudo header
+ * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
+static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
+{
+	__u8 fam = p->m.key.family;
+	__u64 d = csum_delta_addr(&p->m.key.saddr, &peer->daddr, fam) +
+		  csum_delta_addr(&p->m.key.daddr, &peer->saddr, fam);
+
+	if (fam == 4) {
+		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
+
+		if (!iph)
+			return;
+		iph->check = csum_apply(iph->check, d);
+		iph->saddr = peer->daddr.w[0];
+		iph->daddr = peer->saddr.w[0];
+	} else {
+		struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
+
+		if (!ip6)
+			return;
+		__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
+		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
+	}
+
+	d += csum_delta16(p->m.key.sport, peer->dport) + csum_delta16(p->m.key.dport, peer->sport);
+	if (p->m.key.proto == IPPROTO_TCP) {
+		struct tcphdr *th = pkt_l4(p, sizeof(*th));
+
+		if (!th)
+			return;
+		th->check = csum_apply(th->check, d);
+		th->source = peer->dport;
+		th->dest = peer->sport;
+	} else {
+		struct udphdr *uh = pkt_l4(p, sizeof(*uh));
+
+		if (!uh)
+			return;
+		if (uh->check || fam == 6) {
+			__u16 c = csum_apply(uh->check, d);
+
+			/* 0 would read as "no checksum": send its other form. */
+			uh->check = c ? c : 0xffff;
+		}
+		uh->source = peer->dport;
+		uh->dest = peer->sport;
+	}
+}
+
+/* Lowers the MSS option of a SYN or SYN-ACK whose TCP header is at l4_off
+ * to mss. Returns 1 when the option was rewritten. A global function, so
+ * that its loop is checked once. The options are scanned in a copy on the
+ * stack: walking them with packet pointers makes every NOP-or-option
+ * choice a new verifier state (2^40 paths); indexes into a stack buffer
+ * only need their bounds, so iterations fold together. */
+__noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *th;
+	__u8 opt[64] = {};
+	__u32 optlen, off = 0, at = 0;
+	__be16 old, new;
+	__u8 *o;
+
+	l4_off &= 0x3fff;
+	th = data + l4_off;
+	if ((void *)(th + 1) > data_end || th->doff < 5)
+		return 0;
+	optlen = (__u32)th->doff * 4 - sizeof(*th);
+	if (optlen == 0 || optlen > 40)
+		return 0;
+	if (bpf_xdp_load_bytes(ctx, l4_off + sizeof(*th), opt, optlen))
+		return 0;
+
+	/* Each option takes at least one byte: 40 steps cover 40 bytes. */
+	for (int i = 0; i < 40; i++) {
+		__u8 kind, len;
+
+		if (off >= optlen)
+			return 0;
+		kind = opt[off & 63];
+		if (kind == TCPOPT_EOL)
+			return 0;
+		if (kind == TCPOPT_NOP) {
+			off++;
+			continue;
+		}
+		len = opt[(off + 1) & 63];
+		if (len < 2)
+			return 0;
+		if (kind == TCPOPT_MSS) {
+			if (len != TCPOLEN_MSS)
+				return 0;
+			at = off + 2;
+			break;
+		}
+		off += len;
+	}
+	if (at == 0)
+		return 0;
+
+	o = (__u8 *)(th + 1) + (at & 63);
+	if ((void *)(o + 2) > data_end)
+		return 0;
+	__builtin_memcpy(&old, o, 2);
+	if (bpf_ntohs(old) <= mss)
+		return 0;
+	new = bpf_htons(mss);
+	/* The value sits at an odd offset when an odd number of NOPs precede
+	 * it: its bytes then straddle two checksum words, which adds up as
+	 * the byte-swapped word. */
+	if (at & 1)
+		th->check = csum_apply(th->check,
+				       csum_delta16(__builtin_bswap16(old), __builtin_bswap16(new)));
+	else
+		th->check = csum_apply(th->check, csum_delta16(old, new));
+	__builtin_memcpy(o, &new, 2);
+	return 1;
+}
+
+static __always_inline __u32 mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Hash of a client tuple, seeded so that clients cannot aim at ports. */
+static __always_inline __u32 flow_hash(const struct flow_key *k, __u32 seed)
+{
+	__u32 h = seed;
+
+	h = mix32(h ^ k->saddr.w[0]);
+	h = mix32(h ^ k->saddr.w[1]);
+	h = mix32(h ^ k->saddr.w[2]);
+	h = mix32(h ^ k->saddr.w[3]);
+	h = mix32(h ^ k->daddr.w[0] ^ k->daddr.w[3]);
+	h = mix32(h ^ (((__u32)k->sport << 16) | k->dport) ^ k->proto);
+	return h;
+}
+
+/* Picks the member from the pool's Maglev table. NULL: no member up. */
+static __always_inline struct addr *maglev_pick(const struct svc_val *svc,
+						const struct config *cfg, __u32 h)
+{
+	__u32 slot = svc->pool_slot;
+	void *table = bpf_map_lookup_elem(&maglev, &slot);
+	struct addr *m;
+	__u32 idx;
+
+	if (!table || cfg->maglev_size == 0)
+		return NULL;
+	idx = h % cfg->maglev_size;
+	m = bpf_map_lookup_elem(table, &idx);
+	if (!m || (m->w[0] | m->w[1] | m->w[2] | m->w[3]) == 0)
+		return NULL;
+	return m;
+}
+
+/* Allocates the SNAT (address, port) of a new flow by inserting its server
+ * side half: the insert with BPF_NOEXIST is the allocation, so two flows
+ * can never share a server side tuple. The client port is kept when it is
+ * in the SNAT range and free; then (address, port) pairs are probed from a
+ * hash of the client tuple. skey comes with saddr, sport, proto and family
+ * set; on success its daddr and dport hold the allocation. Returns -1 on
+ * success, else a drop reason. */
+static __always_inline int snat_alloc(const struct svc_val *svc, const struct config *cfg,
+				      __u16 cport, __u32 h, struct flow_key *skey,
+				      struct flow_val *sval)
+{
+	__u32 n = svc->snat_count;
+	__u32 min = cfg->snat_port_min;
+	__u32 max = cfg->snat_port_max;
+	__u32 range, hp = mix32(h ^ 0x9e3779b9);
+	int keep = cport >= min && cport <= max;
+
+	if (n == 0 || n > MAX_SNAT || max < min)
+		return REASON_DROP_SNAT_EXHAUSTED;
+	range = max - min + 1;
+
+	for (__u32 i = 0; i < SNAT_PROBES; i++) {
+		__u32 ai = svc->snat_base + (h + i) % n;
+		struct addr *a = bpf_map_lookup_elem(&snat_addrs, &ai);
+		__u16 port;
+		long err;
+
+		if (!a)
+			return REASON_DROP_SNAT_EXHAUSTED;
+		/* The first round (one probe per address) tries the client
+		 * port, later rounds walk the range from a hashed start. */
+		if (keep && i < n)
+			port = cport;
+		else
+			port = min + (hp + i / n) % range;
+		skey->daddr = *a;
+		skey->dport = bpf_htons(port);
+		err = bpf_map_update_elem(&flows, skey, sval, BPF_NOEXIST);
+		if (err == 0)
+			return -1;
+		if (err != -EEXIST)
+			return REASON_DROP_TABLE_FULL;
+	}
+	return REASON_DROP_SNAT_EXHAUSTED;
+}
+
+#endif
