@@ -51,14 +51,14 @@ func (d *decoder) decodeFile(data []byte, c *Config) {
 		return
 	}
 	if err != nil {
-		d.syntaxError(err)
+		d.syntaxError(err, data)
 		return
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		d.errorAt(nodePos(&extra), "", "a second YAML document (after ---) is not allowed: keep the whole configuration in one document")
 	} else if !errors.Is(err, io.EOF) {
-		d.syntaxError(err)
+		d.syntaxError(err, data)
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
@@ -76,20 +76,54 @@ func (d *decoder) decodeFile(data []byte, c *Config) {
 	d.decode(root, reflect.ValueOf(c).Elem(), "")
 }
 
-// syntaxError turns a YAML parser error into an Error with the line the
-// parser names.
-func (d *decoder) syntaxError(err error) {
+// syntaxError turns a YAML parser error into an Error. The parser names
+// the line where the enclosing block starts, not always the line at fault,
+// so the line is found by parsing growing prefixes of the file until one
+// fails the same way.
+func (d *decoder) syntaxError(err error, data []byte) {
+	line, msg := splitYAMLError(err)
+	if exact := faultyLine(data, line, msg); exact > 0 {
+		line = exact
+	}
+	d.errorAt(Position{Line: line}, "", "YAML syntax: %s (check the indentation and the quoting on this line and the one before)", msg)
+}
+
+// splitYAMLError separates "yaml: line N: message".
+func splitYAMLError(err error) (int, string) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	var p Position
+	line := 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		p.Line, _ = strconv.Atoi(m[1])
-		if m[2] != "" {
-			p.Column, _ = strconv.Atoi(m[2])
-		}
+		line, _ = strconv.Atoi(m[1])
 		msg = strings.TrimSpace(yamlLineRE.ReplaceAllString(msg, ""))
 		msg = strings.TrimPrefix(msg, ": ")
 	}
-	d.errorAt(p, "", "YAML syntax: %s%s", msg, " (check the indentation and the quoting on this line and the one before)")
+	return line, msg
+}
+
+// faultyLine returns the first line whose addition to the document makes
+// the parser fail with the same message and reported line, or 0.
+func faultyLine(data []byte, line int, msg string) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > 2000 {
+		return 0
+	}
+	var prefix []byte
+	for k, l := range lines {
+		prefix = append(prefix, l...)
+		var n yaml.Node
+		dec := yaml.NewDecoder(bytes.NewReader(prefix))
+		err := dec.Decode(&n)
+		for err == nil {
+			err = dec.Decode(&n)
+		}
+		if errors.Is(err, io.EOF) {
+			continue
+		}
+		if pl, pm := splitYAMLError(err); pm == msg && pl == line {
+			return k + 1
+		}
+	}
+	return 0
 }
 
 func (d *decoder) errorAt(p Position, path, format string, args ...any) {

@@ -16,6 +16,9 @@ type validator struct {
 	now   time.Time
 	errs  []*Error
 	warns []*Error
+	// decoded marks the paths the decoder already reported, so that a
+	// value that did not decode is not reported again as missing.
+	decoded map[string]bool
 }
 
 func (v *validator) finding(path, format string, args ...any) *Error {
@@ -24,6 +27,9 @@ func (v *validator) finding(path, format string, args ...any) *Error {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
+	if v.decoded[path] {
+		return
+	}
 	v.errs = append(v.errs, v.finding(path, format, args...))
 }
 
@@ -63,6 +69,10 @@ func quoteAll(s []string) []string {
 }
 
 func (v *validator) validate() {
+	v.decoded = map[string]bool{}
+	for _, e := range v.errs {
+		v.decoded[e.Path] = true
+	}
 	v.admin()
 	v.log()
 	v.network()
@@ -112,6 +122,10 @@ func validIfName(s string) bool {
 
 func (v *validator) network() {
 	n := &v.c.Network
+	if !v.c.Pos.Has("network") {
+		v.errorf("network", "network is required: the external NIC (interface, addresses, gateway) and the internal NIC (interface, addresses, routes), e.g. network: {external: {interface: ext0, addresses: [203.0.113.10/24], gateway: 203.0.113.1}, internal: {interface: int0, addresses: [10.20.0.10/24], routes: [{to: 10.10.0.0/16, via: 10.20.0.1}]}}")
+		return
+	}
 	for _, ext := range []bool{true, false} {
 		nic := &n.Internal
 		if ext {
@@ -177,6 +191,14 @@ func (v *validator) nic(nic *NIC, ext bool) {
 	example := "int0"
 	if ext {
 		which, example = "external", "ext0"
+	}
+	if !v.c.Pos.Has(base) {
+		if ext {
+			v.errorf(base, "network.external is required: the NIC facing the Internet, e.g. external: {interface: ext0, addresses: [203.0.113.10/24], gateway: 203.0.113.1}")
+		} else {
+			v.errorf(base, "network.internal is required: the NIC facing the servers, e.g. internal: {interface: int0, addresses: [10.20.0.10/24], routes: [{to: 10.10.0.0/16, via: 10.20.0.1}]}")
+		}
+		return
 	}
 	if nic.Interface == "" {
 		v.errorf(base+".interface", "the %s NIC's interface is required, e.g. interface: %s", which, example)
@@ -443,7 +465,7 @@ func (v *validator) pools() {
 			if a.IsUnspecified() || a.IsMulticast() {
 				v.errorf(path, "member address %s is not a host address", a)
 			} else if !a.IsLoopback() && !v.c.reachableInternally(a) {
-				v.errorf(path, "member %s (%s) is not reachable through the internal NIC: no internal subnet or route covers it, so its traffic would leave by the external default route; add a route under network.internal.routes, e.g. {to: %s, via: <internal router>}", m.Address, a, coverExample(a))
+				v.errorf(path, "member %s is not reachable through the internal NIC: no internal subnet or route covers it, so its traffic would leave by the external default route; add a route under network.internal.routes, e.g. {to: %s, via: <internal router>}", memberName(m, a), coverExample(a))
 			}
 		}
 		if len(p.Members) > 0 && enabled == 0 {
@@ -452,6 +474,14 @@ func (v *validator) pools() {
 		v.choice(base+".lb", "lb", p.LB, false, LBRoundRobin, LBLeastConn)
 		v.monitor(p, base+".monitor")
 	}
+}
+
+// memberName is "name (address)" for named members, else the address.
+func memberName(m Member, a netip.Addr) string {
+	if _, literal := m.Addr(); literal {
+		return a.String()
+	}
+	return m.Address + " (" + a.String() + ")"
 }
 
 func coverExample(a netip.Addr) string {
