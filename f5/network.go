@@ -245,10 +245,10 @@ func (t *tr) network() {
 			continue
 		}
 		desc := "BIG-IP VLAN " + side.vlan
-		line := 0
+		var at *Stmt
 		if vo := t.ix.get("net vlan", side.vlan); vo != nil {
 			vo.used = true
-			line = vo.st.Line
+			at = vo.st
 			var ifs []string
 			for _, it := range vo.st.Items("interfaces") {
 				ifs = append(ifs, it.Key())
@@ -261,21 +261,14 @@ func (t *tr) network() {
 			if tag != "" {
 				extra += " tag " + tag
 			}
-			desc += fmt.Sprintf(" (%s, line %d)", strings.TrimSpace(extra), line)
+			desc += fmt.Sprintf(" (%s, %s)", strings.TrimSpace(extra), pos(vo.st))
 			if mtu, ok := vo.st.Attr("mtu"); ok && mtu != "1500" {
 				t.rep.add(Supply, vo.st, vo.label(), "MTU %s: set it on %s", mtu, side.nic)
 			}
 		}
 		t.comments[side.key] = desc
-		t.rep.add(Supply, t.stmtAt(line), "net vlan "+side.vlan, "is %s now: name the NIC %s or change %s.interface", side.nic, side.nic, side.key)
+		t.rep.add(Supply, at, "net vlan "+side.vlan, "is %s now: name the NIC %s or change %s.interface", side.nic, side.nic, side.key)
 	}
-}
-
-func (t *tr) stmtAt(line int) *Stmt {
-	if line == 0 {
-		return nil
-	}
-	return &Stmt{Line: line}
 }
 
 // pick returns the VLAN with the highest score, not exclude; ties go to a

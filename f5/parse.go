@@ -35,7 +35,8 @@ type Stmt struct {
 	// not tmsh statements. IsRaw is set for those.
 	Raw   string
 	IsRaw bool
-	// Line and Col locate the first word (1-based).
+	// File, Line and Col locate the first word (1-based).
+	File      string
 	Line, Col int
 }
 
@@ -113,7 +114,7 @@ func (s *Stmt) Items(key string) []*Stmt {
 			continue
 		}
 		for i, w := range it.Words {
-			out = append(out, &Stmt{Words: []string{w}, Quoted: []bool{it.Quoted[i]}, Line: it.Line, Col: it.Col})
+			out = append(out, &Stmt{Words: []string{w}, Quoted: []bool{it.Quoted[i]}, File: it.File, Line: it.Line, Col: it.Col})
 		}
 	}
 	return out
@@ -186,6 +187,19 @@ func Parse(name string, data []byte) (*File, error) {
 	return f, nil
 }
 
+// Merge joins parsed files into one, as the BIG-IP reads bigip_base.conf
+// and bigip.conf together; each statement keeps its own file and line.
+func Merge(files ...*File) *File {
+	out := &File{}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		out.Objects = append(out.Objects, f.Objects...)
+	}
+	out.Name = strings.Join(names, ", ")
+	return out
+}
+
 type parser struct {
 	file      string
 	src       string
@@ -252,7 +266,7 @@ const maxDepth = 64
 // statement reads words up to the end of the line, a '}' or a block; then
 // the block if there is one.
 func (p *parser) statement(depth int, top bool) (*Stmt, error) {
-	st := &Stmt{Line: p.line, Col: p.col}
+	st := &Stmt{File: p.file, Line: p.line, Col: p.col}
 	for {
 		p.skipSpace(false)
 		if p.eof() {
@@ -353,14 +367,14 @@ func splitPairs(list []*Stmt) []*Stmt {
 				out = append(out, &last)
 				i++
 			case flags[s.Words[i]] && !s.Quoted[i]:
-				out = append(out, &Stmt{Words: s.Words[i : i+1 : i+1], Quoted: s.Quoted[i : i+1 : i+1], Line: s.Line, Col: s.Col})
+				out = append(out, &Stmt{Words: s.Words[i : i+1 : i+1], Quoted: s.Quoted[i : i+1 : i+1], File: s.File, Line: s.Line, Col: s.Col})
 				i++
 			case i+1 == n-1 && s.HasBlock:
 				// "key name { ... }": the block is the last word's.
-				out = append(out, &Stmt{Words: s.Words[i : i+1 : i+1], Quoted: s.Quoted[i : i+1 : i+1], Line: s.Line, Col: s.Col})
+				out = append(out, &Stmt{Words: s.Words[i : i+1 : i+1], Quoted: s.Quoted[i : i+1 : i+1], File: s.File, Line: s.Line, Col: s.Col})
 				i++
 			default:
-				out = append(out, &Stmt{Words: s.Words[i : i+2 : i+2], Quoted: s.Quoted[i : i+2 : i+2], Line: s.Line, Col: s.Col})
+				out = append(out, &Stmt{Words: s.Words[i : i+2 : i+2], Quoted: s.Quoted[i : i+2 : i+2], File: s.File, Line: s.Line, Col: s.Col})
 				i += 2
 			}
 		}

@@ -102,7 +102,7 @@ func (t *tr) pool(ref string) *poolOut {
 		t.rep.add(Changed, st.Get("members"), lbl, "members listen on different ports (%s): edgeproxy sends to one port per virtual; %d is used", strings.Join(list, ", "), p.port)
 	}
 
-	comment := fmt.Sprintf("from %s, line %d", lbl, st.Line)
+	comment := fmt.Sprintf("from %s (%s)", lbl, pos(st))
 	if mon := st.Get("monitor"); mon != nil && len(monitorRefs(mon)) > 0 {
 		refs := monitorRefs(mon)
 		if len(refs) > 1 {
@@ -378,7 +378,7 @@ func (t *tr) resolveMonitor(ref string) *monitorOut {
 	} else {
 		lbl = o.label()
 		at = o.st
-		mo.from = fmt.Sprintf("%s, line %d", lbl, o.st.Line)
+		mo.from = fmt.Sprintf("%s (%s)", lbl, pos(o.st))
 		typ := strings.TrimPrefix(o.kind, "ltm monitor ")
 		chain := t.chain(o, o.kind)
 		root := chain[0]

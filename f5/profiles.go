@@ -347,13 +347,13 @@ func (t *tr) pemName(obj, ext string) string {
 }
 
 // certFile marks a sys file ssl-cert/ssl-key object as used and returns
-// its line, 0 when it is not in the input.
-func (t *tr) certFile(kind, ref string) int {
+// it, nil when it is not in the input.
+func (t *tr) certFile(kind, ref string) *Stmt {
 	if o := t.ix.get(kind, ref); o != nil {
 		o.used = true
-		return o.st.Line
+		return o.st
 	}
-	return 0
+	return nil
 }
 
 // certificates lists the certificates of an https virtual, the SNI
@@ -381,8 +381,8 @@ func (t *tr) certificates(v *vsInfo) ([]config.Certificate, config.TLSOptions) {
 			t.addFile(c.Cert)
 			t.addFile(c.Key)
 			what := "certificate " + ck.cert
-			if l := t.certFile("sys file ssl-cert", ck.cert); l > 0 {
-				what += fmt.Sprintf(" (line %d)", l)
+			if s := t.certFile("sys file ssl-cert", ck.cert); s != nil {
+				what += fmt.Sprintf(" (%s)", pos(s))
 			}
 			if ck.chain != "" {
 				what += " with chain " + ck.chain

@@ -41,6 +41,7 @@ func (k Kind) String() string {
 // Entry is one thing the report tells.
 type Entry struct {
 	Kind   Kind
+	File   string // the input file ("" for the report's)
 	Line   int    // line in the input, 0 when not tied to one
 	Object string // the object header, e.g. "ltm rule /Common/redirect"
 	Msg    string
@@ -53,11 +54,10 @@ type Report struct {
 }
 
 func (r *Report) add(k Kind, s *Stmt, obj string, format string, args ...any) {
-	line := 0
+	e := Entry{Kind: k, Object: obj, Msg: fmt.Sprintf(format, args...)}
 	if s != nil {
-		line = s.Line
+		e.File, e.Line = s.File, s.Line
 	}
-	e := Entry{Kind: k, Line: line, Object: obj, Msg: fmt.Sprintf(format, args...)}
 	for _, x := range r.Entries {
 		if x == e {
 			return
@@ -97,6 +97,9 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 		if entries[i].Kind != entries[j].Kind {
 			return entries[i].Kind < entries[j].Kind
 		}
+		if entries[i].File != entries[j].File {
+			return entries[i].File < entries[j].File
+		}
 		return entries[i].Line < entries[j].Line
 	})
 	if len(entries) == 0 {
@@ -112,8 +115,11 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 			last = e.Kind
 		}
 		loc := r.File
+		if e.File != "" {
+			loc = e.File
+		}
 		if e.Line > 0 {
-			loc = fmt.Sprintf("%s:%d", r.File, e.Line)
+			loc = fmt.Sprintf("%s:%d", loc, e.Line)
 		}
 		if e.Object != "" {
 			fmt.Fprintf(&b, "%s: %s: %s\n", loc, e.Object, e.Msg)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -148,7 +149,15 @@ func (t *tr) addFile(p string) {
 func secs(n int) config.Duration { return config.Duration(time.Duration(n) * time.Second) }
 
 func where(o *object) string {
-	return fmt.Sprintf("%s (line %d)", o.label(), o.st.Line)
+	return fmt.Sprintf("%s (%s)", o.label(), pos(o.st))
+}
+
+// pos is "file:line" of a statement, with the file's base name.
+func pos(s *Stmt) string {
+	if s.File == "" {
+		return fmt.Sprintf("line %d", s.Line)
+	}
+	return fmt.Sprintf("%s:%d", filepath.Base(s.File), s.Line)
 }
 
 // benignKeys are attributes that never carry behaviour.
@@ -395,7 +404,7 @@ func (t *tr) virtual(o *object) {
 		}
 		if r := t.ix.get("ltm rule", ref); r != nil {
 			r.used = true
-			t.rep.add(Unsupported, it, lbl, "iRule %s (line %d) not carried over: iRules have no equivalent; check what it does", ref, r.st.Line)
+			t.rep.add(Unsupported, it, lbl, "iRule %s (%s) not carried over: iRules have no equivalent; check what it does", ref, pos(r.st))
 		} else {
 			t.rep.add(Unsupported, it, lbl, "iRule %s not carried over: iRules have no equivalent", ref)
 		}
@@ -494,7 +503,7 @@ func (t *tr) emitVirtual(v *vsInfo) {
 	st := o.st
 	lbl := o.label()
 	out := &config.Virtual{Name: t.outName("virtual", o.path), Listen: v.listen}
-	comment := fmt.Sprintf("from %s, line %d", lbl, st.Line)
+	comment := fmt.Sprintf("from %s (%s)", lbl, pos(st))
 
 	switch {
 	case v.fastl4 != nil || (len(v.clientSS) == 0 && v.http == nil && !v.redirect):
@@ -597,6 +606,9 @@ func (t *tr) siteHosts(v *vsInfo, certs []config.Certificate) []string {
 				hosts = append(hosts, n)
 			}
 		}
+	}
+	if len(hosts) > 0 {
+		t.rep.add(Changed, v.o.st, v.o.label(), "the BIG-IP virtual answered every host name; edgeproxy serves the names of its certificate: %s", strings.Join(hosts, ", "))
 	}
 	return hosts
 }

@@ -200,9 +200,9 @@ func TestImportSkypeFastL4(t *testing.T) {
 
 	// The YAML says where each part came from, in the documented order.
 	for _, s := range []string{
-		fmt.Sprintf("# from ltm virtual /Common/sfb_webext_443, line %d; FastL4 profile /Common/sfb_fastl4\n  - name: sfb_webext_443\n    mode: fastl4\n    listen: 203.0.113.20:443\n    pool: sfb_fe_4443\n    port: 4443\n    snat: automap\n    idle_timeout: 1800s\n", lineOf(t, data, "ltm virtual /Common/sfb_webext_443 {")),
+		fmt.Sprintf("# from ltm virtual /Common/sfb_webext_443 (bigip.conf:%d); FastL4 profile /Common/sfb_fastl4\n  - name: sfb_webext_443\n    mode: fastl4\n    listen: 203.0.113.20:443\n    pool: sfb_fe_4443\n    port: 4443\n    snat: automap\n    idle_timeout: 1800s\n", lineOf(t, data, "ltm virtual /Common/sfb_webext_443 {")),
 		"monitor: {type: tcp, port: 4443, interval: 5s, timeout: 4s, rise: 1, fall: 3}",
-		"# BIG-IP VLAN /Common/internal (interface 1.2 tag 4093",
+		"# BIG-IP VLAN /Common/internal (interface 1.2 tag 4093, bigip.conf:",
 	} {
 		if !strings.Contains(y, s) {
 			t.Errorf("YAML lacks %q:\n%s", s, y)
@@ -324,7 +324,7 @@ func TestImportClientSSL(t *testing.T) {
 
 	r := res.Report
 	e := entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "iRule /Common/sfb_block_paths")
-	if !strings.Contains(e.Msg, fmt.Sprintf("line %d", lineOf(t, data, "ltm rule /Common/sfb_block_paths {"))) {
+	if !strings.Contains(e.Msg, fmt.Sprintf("(bigip.conf:%d)", lineOf(t, data, "ltm rule /Common/sfb_block_paths {"))) {
 		t.Errorf("the iRule entry does not give the rule's line: %q", e.Msg)
 	}
 	entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "persistence profile /Common/sfb_cookie")
@@ -337,6 +337,7 @@ func TestImportClientSSL(t *testing.T) {
 	entry(t, r, Unsupported, "ltm profile http /Common/sfb_http", "server-agent-name Microsoft-IIS/10.0")
 	entry(t, r, Supply, "ltm virtual /Common/sfb_web_https", "certificate /Common/public.example.com.crt")
 	entry(t, r, Ignored, "ltm data-group internal", "sfb_blocked_paths")
+	entry(t, r, Changed, "ltm virtual /Common/sfb_web_https", "serves the names of its certificate: webext.example.com, meet.example.com")
 	// TLS 1.0 and 1.1 were already off.
 	noEntry(t, r, "sfb_web_https", "TLS 1.0/1.1")
 	if len(res.Files) != 3 {
@@ -513,7 +514,7 @@ func TestReportText(t *testing.T) {
 	if !strings.HasPrefix(text, fmt.Sprintf("# not carried over (%d)\n", res.Report.Count(Unsupported))) {
 		t.Errorf("report does not start with the not-carried-over group:\n%s", text)
 	}
-	rule := fmt.Sprintf("bigip.conf:%d: ltm virtual /Common/sfb_web_https: iRule /Common/sfb_block_paths (line %d) not carried over",
+	rule := fmt.Sprintf("bigip.conf:%d: ltm virtual /Common/sfb_web_https: iRule /Common/sfb_block_paths (bigip.conf:%d) not carried over",
 		lineOf(t, data, "        /Common/sfb_block_paths"), lineOf(t, data, "ltm rule /Common/sfb_block_paths {"))
 	if !strings.Contains(text, rule) {
 		t.Errorf("report lacks %q:\n%s", rule, text)
@@ -589,4 +590,46 @@ ltm virtual /Common/vs { destination /Common/203.0.113.30:443 pool /Common/p pro
 	entry(t, res.Report, Changed, "ltm virtual /Common/vs", "allowed TLS 1.0/1.1")
 	entry(t, res.Report, Supply, "ltm virtual /Common/vs", "does not verify the members")
 	entry(t, res.Report, Changed, "monitor /Common/https", "no receive string")
+}
+
+// TestImportSeveralFiles: the network lives in bigip_base.conf, the
+// virtuals in bigip.conf; the report names the file of each entry.
+func TestImportSeveralFiles(t *testing.T) {
+	data := load(t, "sfb-fastl4.conf")
+	split := bytes.Index(data, []byte("ltm node "))
+	base, err := Parse("bigip_base.conf", data[:split])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := Parse("bigip.conf", data[split:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Translate(Merge(base, conf), Options{})
+	y, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse("", y)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	if len(c.Virtuals) != 2 || !slices.Equal(c.Network.External.Addresses, mustPrefixes("203.0.113.10/24")) {
+		t.Errorf("virtuals %d, external %v", len(c.Virtuals), c.Network.External.Addresses)
+	}
+	e := entry(t, res.Report, Unsupported, "sfb_webext_443_v6", "address families")
+	if e.File != "bigip.conf" || e.Line != lineOf(t, data[split:], "ltm virtual /Common/sfb_webext_443_v6 {") {
+		t.Errorf("entry at %s:%d", e.File, e.Line)
+	}
+	e = entry(t, res.Report, Ignored, "net self /Common/self_ha", "neither")
+	if e.File != "bigip_base.conf" {
+		t.Errorf("entry in %s", e.File)
+	}
+	text := res.Report.String()
+	if !strings.Contains(text, "bigip_base.conf:45: net self /Common/self_ha:") {
+		t.Errorf("report:\n%s", text)
+	}
+	if !strings.Contains(string(y), "imported from bigip_base.conf, bigip.conf by") {
+		t.Errorf("YAML head:\n%s", y)
+	}
 }

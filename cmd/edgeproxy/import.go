@@ -21,7 +21,7 @@ var errSameFile = errors.New("the output would overwrite the input")
 func runImport(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "f5" {
 		w := os.Stderr
-		fmt.Fprintln(w, "usage: edgeproxy import f5 FILE [-o out.yaml] [-report FILE] [-cert-dir DIR] [-external IF] [-internal IF]")
+		fmt.Fprintln(w, "usage: edgeproxy import f5 FILE... [-o out.yaml] [-report FILE] [-cert-dir DIR] [-external IF] [-internal IF]")
 		fmt.Fprintln(w, "\nsources:\n  f5    a BIG-IP configuration: bigip.conf (with bigip_base.conf for the network) or `tmsh list` output")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 			return nil
@@ -35,9 +35,9 @@ func runImport(ctx context.Context, args []string) error {
 }
 
 func runImportF5(args []string) error {
-	fs := newFlagSet("import f5", "FILE [-o out.yaml] [-report FILE] [-cert-dir DIR] [-external IF] [-internal IF]\n\n"+
-		"Reads a BIG-IP configuration in tmsh form (bigip.conf, bigip_base.conf, `tmsh list` output; several\n"+
-		"files may be concatenated, - reads stdin) and writes the edgeproxy configuration doing the same job.\n"+
+	fs := newFlagSet("import f5", "FILE... [-o out.yaml] [-report FILE] [-cert-dir DIR] [-external IF] [-internal IF]\n\n"+
+		"Reads a BIG-IP configuration in tmsh form (bigip_base.conf and bigip.conf together, or `tmsh list`\n"+
+		"output; - reads stdin) and writes the edgeproxy configuration doing the same job.\n"+
 		"What could not be carried over, or only approximately, goes to the report (stderr by default),\n"+
 		"each entry with the line of the BIG-IP object, followed by what `edgeproxy check` says of the output.")
 	out := fs.String("o", "", "write the configuration to this file (default: stdout)")
@@ -59,27 +59,38 @@ func runImportF5(args []string) error {
 		files = append(files, fs.Arg(0))
 		rest = fs.Args()[1:]
 	}
-	if len(files) != 1 {
-		fmt.Fprintln(fs.Output(), "name one BIG-IP configuration file (or - for stdin)")
+	if len(files) == 0 {
+		fmt.Fprintln(fs.Output(), "name the BIG-IP configuration files (bigip_base.conf bigip.conf), or - for stdin")
 		fs.Usage()
 		return errUsage
 	}
-	src := files[0]
-	var data []byte
-	var err error
-	if src == "-" {
-		data, err = io.ReadAll(io.LimitReader(os.Stdin, 256<<20))
-		src = "stdin"
-	} else {
-		data, err = os.ReadFile(src)
+	var parsed []*f5.File
+	for _, src := range files {
+		var data []byte
+		var err error
+		if src == "-" {
+			data, err = io.ReadAll(io.LimitReader(os.Stdin, 256<<20))
+			src = "stdin"
+		} else {
+			data, err = os.ReadFile(src)
+		}
+		if err != nil {
+			return fmt.Errorf("read BIG-IP configuration: %w", err)
+		}
+		f, err := f5.Parse(src, data)
+		if err != nil {
+			return fmt.Errorf("import f5: %w", err)
+		}
+		if *out != "" && sameFile(src, *out) {
+			return fmt.Errorf("write %s: %w", *out, errSameFile)
+		}
+		parsed = append(parsed, f)
 	}
+	dir, err := filepath.Abs(*certDir)
 	if err != nil {
-		return fmt.Errorf("read BIG-IP configuration: %w", err)
+		return fmt.Errorf("import f5: certificate directory: %w", err)
 	}
-	res, err := f5.Import(src, data, f5.Options{ExternalInterface: *ext, InternalInterface: *in, CertDir: *certDir})
-	if err != nil {
-		return fmt.Errorf("import f5: %w", err)
-	}
+	res := f5.Translate(f5.Merge(parsed...), f5.Options{ExternalInterface: *ext, InternalInterface: *in, CertDir: dir})
 	y, err := res.YAML()
 	if err != nil {
 		return fmt.Errorf("import f5: %w", err)
@@ -114,9 +125,6 @@ func runImportF5(args []string) error {
 	if *out == "" {
 		_, err := os.Stdout.Write(y)
 		return err
-	}
-	if src != "stdin" && sameFile(src, *out) {
-		return fmt.Errorf("write %s: %w", *out, errSameFile)
 	}
 	return writeFileAtomic(*out, y)
 }

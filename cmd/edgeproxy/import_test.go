@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,8 +18,21 @@ func TestImportF5Command(t *testing.T) {
 	out := filepath.Join(dir, "edgeproxy.yaml")
 	rep := filepath.Join(dir, "report.txt")
 	src := filepath.Join("..", "..", "f5", "testdata", "sfb-fastl4.conf")
-	// Flags after the file name work too.
-	if err := run([]string{"import", "f5", src, "-o", out, "-report", rep, "-external", "eth1"}, io.Discard); err != nil {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bigip_base.conf holds the network, bigip.conf the rest.
+	split := strings.Index(string(data), "ltm node ")
+	base, conf := filepath.Join(dir, "bigip_base.conf"), filepath.Join(dir, "bigip.conf")
+	if err := os.WriteFile(base, data[:split], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, data[split:], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Flags after the file names work too.
+	if err := run([]string{"import", "f5", base, conf, "-o", out, "-report", rep, "-external", "eth1"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	c, err := config.Load(out)
@@ -34,13 +48,19 @@ func TestImportF5Command(t *testing.T) {
 	}
 	for _, s := range []string{
 		"# not carried over (1)\n",
-		"sfb-fastl4.conf:174: ltm virtual /Common/sfb_webext_443_v6:",
+		conf + ":" + strconv.Itoa(lineIn(string(data[split:]), "ltm virtual /Common/sfb_webext_443_v6 {")) + ": ltm virtual /Common/sfb_webext_443_v6:",
+		base + ":45: net self /Common/self_ha:",
 		"# edgeproxy check of " + out + ": 0 error(s), 0 warning(s)",
 	} {
 		if !strings.Contains(string(text), s) {
 			t.Errorf("report lacks %q:\n%s", s, text)
 		}
 	}
+}
+
+// lineIn is the line where text starts in s.
+func lineIn(s, text string) int {
+	return strings.Count(s[:strings.Index(s, text)], "\n") + 1
 }
 
 func TestImportF5CommandErrors(t *testing.T) {
