@@ -106,7 +106,11 @@ func (t *tr) chain(o *object, kind string) []*object {
 		if !ok || df == "none" {
 			break
 		}
-		parent := t.ix.get(kind, fullPath(cur.folder(), df))
+		ref := fullPath(cur.folder(), df)
+		parent := t.ix.get(kind, ref)
+		if parent == nil && !isBuiltin(kind, ref) {
+			t.rep.add(Changed, cur.st.Get("defaults-from"), cur.label(), "defaults-from %s is not in the input: the BIG-IP defaults are assumed for what it would set", ref)
+		}
 		if parent == nil || seen[parent] {
 			break
 		}
@@ -115,6 +119,23 @@ func (t *tr) chain(o *object, kind string) []*object {
 		cur = parent
 	}
 	return out
+}
+
+// isBuiltin tells whether ref names a profile or monitor the BIG-IP ships.
+func isBuiltin(kind, ref string) bool {
+	if folderOf(ref) != "/Common" {
+		return false
+	}
+	name := baseName(ref)
+	if strings.HasPrefix(kind, "ltm monitor ") {
+		_, ok := builtinMonitor(name)
+		return ok || name == strings.TrimPrefix(kind, "ltm monitor ")
+	}
+	if strings.HasPrefix(kind, "ltm profile ") {
+		typ := strings.TrimPrefix(kind, "ltm profile ")
+		return builtinProfileType(name) == typ || name == typ
+	}
+	return true
 }
 
 // fastl4Defaults are ltm profile fastl4 values edgeproxy needs no

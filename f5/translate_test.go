@@ -557,6 +557,10 @@ ltm pool /Common/p { members { /Common/10.10.0.11:4443 { address 10.10.0.11 } } 
 ltm profile client-ssl /Common/cs_webext { cert-key-chain { webext { cert /Common/webext.crt key /Common/webext.key } } defaults-from /Common/clientssl server-name webext.example.com }
 ltm profile client-ssl /Common/cs_meet { cert /Common/meet.crt key /Common/meet.key defaults-from /Common/clientssl server-name meet.example.com sni-default true }
 ltm virtual /Common/vs { destination /Common/203.0.113.30:443 pool /Common/p profiles { /Common/cs_webext { context clientside } /Common/cs_meet { context clientside } /Common/http { } /Common/serverssl-insecure-compatible { context serverside } } source-address-translation { type automap } }
+ltm pool /Common/p80 { members { /Common/10.10.0.11:8080 { address 10.10.0.11 } } monitor /Common/mon80 }
+ltm monitor http /Common/mon80 { defaults-from /Common/corp_http_base destination *:8080 }
+ltm profile http /Common/http_xff { defaults-from /Common/http insert-xforwarded-for enabled }
+ltm virtual /Common/vs80 { destination /Common/203.0.113.30:80 pool /Common/p80 profiles { /Common/http_xff { } } }
 `
 	dir := t.TempDir()
 	if _, err := certgen.Write(dir, certgen.Options{PublicNames: certgen.SkypeNames}); err != nil {
@@ -587,6 +591,12 @@ ltm virtual /Common/vs { destination /Common/203.0.113.30:443 pool /Common/p pro
 	if m := c.Pools["p"].Monitor; m.Type != config.MonitorHTTPS || m.Port != 4443 || m.Path != "/" {
 		t.Errorf("built-in https monitor: %+v", m)
 	}
+	// The http virtual on the same address serves the same names.
+	v80 := virtualNamed(t, c, "vs80")
+	if s := v80.Sites[0]; v80.Mode != config.ModeHTTP || !slices.Equal(s.Hosts, []string{"webext.example.com", "meet.example.com"}) || s.Pool != "p80" || s.Port != 8080 || s.BackendTLS != nil {
+		t.Errorf("http virtual: %+v %+v", v80, s)
+	}
+	entry(t, res.Report, Changed, "ltm monitor http /Common/mon80", "defaults-from /Common/corp_http_base is not in the input")
 	entry(t, res.Report, Changed, "ltm virtual /Common/vs", "allowed TLS 1.0/1.1")
 	entry(t, res.Report, Supply, "ltm virtual /Common/vs", "does not verify the members")
 	entry(t, res.Report, Changed, "monitor /Common/https", "no receive string")
