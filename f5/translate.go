@@ -226,15 +226,15 @@ var virtualDefaults = map[string]string{
 
 // virtualTypes are bare words that make a virtual something other than a
 // standard (load-balancing) one.
-var virtualTypes = map[string]string{
-	"ip-forward":      "forwarding (IP) virtual",
-	"l2-forward":      "forwarding (layer 2) virtual",
-	"reject":          "reject virtual",
-	"dhcp":            "DHCP relay virtual",
-	"internal":        "internal virtual",
-	"stateless":       "stateless virtual",
-	"perf-http":       "performance (HTTP) virtual",
-	"message-routing": "message routing virtual",
+var virtualTypes = [][2]string{
+	{"ip-forward", "forwarding (IP) virtual"},
+	{"l2-forward", "forwarding (layer 2) virtual"},
+	{"reject", "reject virtual"},
+	{"dhcp", "DHCP relay virtual"},
+	{"internal", "internal virtual"},
+	{"stateless", "stateless virtual"},
+	{"perf-http", "performance (HTTP) virtual"},
+	{"message-routing", "message routing virtual"},
 }
 
 // vsInfo collects what a virtual says, before choosing its mode.
@@ -271,9 +271,9 @@ func (t *tr) virtual(o *object) {
 		t.rep.add(Unsupported, st, lbl, "disabled on the BIG-IP: not carried over (it would start serving)")
 		return
 	}
-	for w, what := range virtualTypes {
-		if st.Has(w) {
-			t.rep.add(Unsupported, st, lbl, "%s: no equivalent, not carried over", what)
+	for _, vt := range virtualTypes {
+		if st.Has(vt[0]) {
+			t.rep.add(Unsupported, st, lbl, "%s: no equivalent, not carried over", vt[1])
 			return
 		}
 	}
