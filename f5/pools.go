@@ -209,7 +209,7 @@ func (t *tr) member(pool *object, it *Stmt, ratio bool) (config.Member, uint16, 
 	handled := map[string]bool{"address": true, "fqdn": true}
 	if s, _ := it.Attr("session"); s == "user-disabled" {
 		m.Disabled = true
-		t.rep.add(Changed, it, lbl, "member %s is disabled on the BIG-IP (existing connections only there): carried over as disabled (no traffic)", it.Key())
+		t.rep.add(Changed, it, lbl, "member %s is disabled on the BIG-IP (no new connections): carried over as disabled", it.Key())
 	}
 	if s, _ := it.Attr("state"); s == "user-down" {
 		m.Disabled = true
