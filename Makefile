@@ -41,8 +41,8 @@ bench: deps build ## benchmark edgeproxy against nftables NAT, HAProxy and nginx
 	$(GO) run ./bench -out bench/results
 
 .PHONY: certs
-certs: ## write the example certificates to examples/tls (public CA + SAN leaf, internal CA)
-	$(GO) run ./internal/certgen -out examples/tls
+certs: ## write examples/skype.yaml's certificates to /etc/edgeproxy/tls (public CA + SAN leaf, internal CA)
+	./examples/gen-certs.sh /etc/edgeproxy/tls
 
 .PHONY: clean
 clean: ## remove build output
