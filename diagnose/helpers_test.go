@@ -181,15 +181,6 @@ func listen(t testing.TB, addr string) net.Listener {
 	return ln
 }
 
-type connKey struct{}
-
-// connState is per-connection state of a test server (NTLM).
-type connState struct {
-	challenge  [8]byte
-	challenged bool
-	authed     bool
-}
-
 // serve runs an HTTP(S) server on ln until the end of the test. With
 // certs it is HTTPS; the first certificate is the default.
 func serve(t testing.TB, ln net.Listener, h http.Handler, certs ...tls.Certificate) netip.AddrPort {
@@ -197,10 +188,6 @@ func serve(t testing.TB, ln net.Listener, h http.Handler, certs ...tls.Certifica
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, &connState{})
-		},
-		ErrorLog: nil,
 	}
 	if len(certs) > 0 {
 		srv.TLSConfig = &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}

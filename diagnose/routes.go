@@ -96,7 +96,7 @@ func checkRoutes(ctx context.Context, e *Env) []Finding {
 		{true, netlink.FAMILY_V4, "IPv4", c.Network.External.Gateway, "gateway"},
 		{false, netlink.FAMILY_V6, "IPv6", c.Network.External.Gateway6, "gateway6"},
 	} {
-		rs, err := h.RouteListFiltered(fam.nl, nil, 0)
+		rs, err := h.RouteList(nil, fam.nl)
 		if err != nil {
 			f.add(Fail, "routes "+fam.name, fmt.Sprintf("list routes: %v", err), "")
 			continue
