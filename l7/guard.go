@@ -8,13 +8,18 @@ import (
 )
 
 // h1guard follows the HTTP/1.1 framing of a client connection's byte
-// stream, as net/http reads it, to find request heads that carry both
-// Content-Length and Transfer-Encoding. net/http resolves such a request
-// by the Transfer-Encoding and drops the Content-Length before a handler
-// can see it; RFC 9112 §6.1 asks a server to reject it or to close the
-// connection after it, because a front end that frames by Content-Length
-// would see a different next request (request smuggling). The handler
-// asks conflictAt for the index of the request it serves and refuses it.
+// stream, as net/http reads it, to find request heads that net/http
+// accepts but a server in front of or behind the proxy may frame
+// differently (request smuggling):
+//   - both Content-Length and Transfer-Encoding: net/http goes by the
+//     Transfer-Encoding and drops the Content-Length before a handler can
+//     see it; RFC 9112 §6.1 asks a server to reject such a request or to
+//     close the connection after it;
+//   - obsolete line folding (a header line starting with a space or tab),
+//     which net/http joins to the previous line and others do not.
+//
+// The handler asks rejectAt for the index of the request it serves and
+// refuses it with 400, closing the connection.
 //
 // Its state is touched only by the connection's reader (net/http reads a
 // connection from one goroutine at a time); the handler reads the atomic
@@ -25,10 +30,17 @@ type h1guard struct {
 	remain  int64  // body or chunk bytes left
 	maxHead int
 
-	heads    atomic.Int64 // complete request heads seen
-	conflict atomic.Int64 // 1-based index of the first conflicting head; 0: none
-	off      atomic.Bool  // framing no longer followed (upgrade, or the connection is ending)
+	heads  atomic.Int64 // complete request heads seen
+	reject atomic.Int64 // 1-based index of the first refused head; 0: none
+	reason string       // why; written before reject is set
+	off    atomic.Bool  // framing no longer followed (upgrade, or the connection is ending)
 }
+
+// Reasons a head is refused.
+const (
+	rejectCLTE = "both Content-Length and Transfer-Encoding"
+	rejectFold = "obsolete header line folding"
+)
 
 type guardState uint8
 
@@ -50,11 +62,22 @@ func newH1Guard(maxHeaderBytes int) *h1guard {
 	return &h1guard{maxHead: maxHeaderBytes + 4096 + 1024}
 }
 
-// conflictAt reports whether request number idx (1-based) or one before
-// it on the connection had both Content-Length and Transfer-Encoding.
-func (g *h1guard) conflictAt(idx int64) bool {
-	c := g.conflict.Load()
-	return c != 0 && c <= idx
+// rejectAt reports why request number idx (1-based) on the connection
+// must be refused (it, or one before it, has an ambiguous head); "" when
+// it need not.
+func (g *h1guard) rejectAt(idx int64) string {
+	if c := g.reject.Load(); c != 0 && c <= idx {
+		return g.reason
+	}
+	return ""
+}
+
+func (g *h1guard) refuse(idx int64, why string) {
+	if g.reject.Load() == 0 {
+		g.reason = why
+		g.reject.Store(idx)
+	}
+	g.stop() // the handler closes the connection
 }
 
 // stop gives up following the framing (the connection switches protocol).
@@ -153,6 +176,10 @@ func (g *h1guard) head(h []byte) {
 	lines := bytes.Split(h, []byte("\n"))
 	for _, l := range lines[1:] {
 		l = bytes.TrimRight(l, "\r")
+		if len(l) > 0 && (l[0] == ' ' || l[0] == '\t') {
+			g.refuse(idx, rejectFold)
+			return
+		}
 		name, val, ok := bytes.Cut(l, []byte(":"))
 		if !ok {
 			continue
@@ -166,8 +193,7 @@ func (g *h1guard) head(h []byte) {
 	}
 	switch {
 	case len(cl) > 0 && len(te) > 0:
-		g.conflict.CompareAndSwap(0, idx)
-		g.stop() // the handler closes the connection
+		g.refuse(idx, rejectCLTE)
 	case len(te) > 0:
 		if len(te) != 1 || !bytes.EqualFold(te[0], []byte("chunked")) {
 			g.stop() // net/http refuses it and closes

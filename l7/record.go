@@ -2,6 +2,7 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -179,20 +180,30 @@ func (w *respWriter) FlushError() error {
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // reqBody is the client's request body as the upstream side reads it: a
-// read deadline one stall period ahead before every read (cleared at the
-// end, so the server's own reads between requests are not affected), and
-// a byte count.
+// read deadline one stall period ahead before every read, and a byte
+// count. At EOF the deadline is cleared, so that net/http's own read
+// between requests (it watches for the client going away during a long
+// poll) is not cut.
 type reqBody struct {
 	io.ReadCloser
 	ctl   *http.ResponseController
 	stall time.Duration
 	rec   *reqRecord
-	done  atomic.Bool
+	done  atomic.Bool // read to the end, or abandoned
+	eof   atomic.Bool
 }
+
+// errBodyAbandoned ends the upstream request when the handler is done
+// before the client's body was fully read: the member sees an error, never
+// a body that looks complete.
+var errBodyAbandoned = errors.New("request body abandoned")
 
 func (b *reqBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
-		return 0, io.EOF
+		if b.eof.Load() {
+			return 0, io.EOF
+		}
+		return 0, errBodyAbandoned
 	}
 	if b.stall > 0 {
 		b.ctl.SetReadDeadline(time.Now().Add(b.stall))
@@ -203,20 +214,23 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		if err != io.EOF && isTimeout(err) {
 			b.rec.setCause("client_stall")
 		}
-		b.finish()
+		if err == io.EOF {
+			b.eof.Store(true)
+		}
+		if b.done.CompareAndSwap(false, true) && err == io.EOF && b.stall > 0 {
+			b.ctl.SetReadDeadline(time.Time{})
+		}
 	}
 	return n, err
 }
 
-func (b *reqBody) finish() {
-	if b.done.CompareAndSwap(false, true) {
-		if b.stall > 0 {
-			b.ctl.SetReadDeadline(time.Time{})
-		}
+// abandon is called when the handler returns. A body not read to its end
+// keeps a read deadline, so that net/http's discarding of the rest is
+// bounded too.
+func (b *reqBody) abandon() {
+	if b.done.CompareAndSwap(false, true) && b.stall > 0 {
+		b.ctl.SetReadDeadline(time.Now().Add(b.stall))
 	}
 }
 
-func (b *reqBody) Close() error {
-	b.finish()
-	return b.ReadCloser.Close()
-}
+func (b *reqBody) Close() error { return nil }

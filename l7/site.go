@@ -352,9 +352,16 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	if diag != "" {
 		w.Header().Set("Edgeproxy-Error", diag)
 	}
-	s.vh.p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed",
-		slog.String("virtual", s.vh.name), slog.String("site", s.name),
-		slog.String("member", rec.getMember()), slog.Int("status", code), slog.String("error", err.Error()))
+	if r.ContentLength != 0 && r.Body != nil {
+		// The client's body may be unread: do not wait for the rest.
+		w.Header().Set("Connection", "close")
+	}
+	attrs := []slog.Attr{slog.String("virtual", s.vh.name), slog.String("site", s.name),
+		slog.String("member", rec.getMember()), slog.Int("status", code), slog.String("error", err.Error())}
+	if inner := errors.Unwrap(err); inner != nil {
+		attrs = append(attrs, slog.String("detail", inner.Error()))
+	}
+	s.vh.p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed", attrs...)
 	plainError(w, code)
 }
 

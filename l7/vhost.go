@@ -80,13 +80,15 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// not cut this one while it waits for its member.
 	rw.ctl.SetWriteDeadline(time.Time{})
 
-	if r.ProtoMajor == 1 && cs != nil && cs.guard != nil && cs.guard.conflictAt(cs.requests.Add(1)) {
-		rec.setCause("smuggling")
-		vh.p.log.Warn("request refused: both Content-Length and Transfer-Encoding",
-			"virtual", vh.name, "client", remoteAddr(r).String())
-		rw.Header().Set("Connection", "close")
-		plainError(rw, http.StatusBadRequest)
-		return
+	if r.ProtoMajor == 1 && cs != nil && cs.guard != nil {
+		if why := cs.guard.rejectAt(cs.requests.Add(1)); why != "" {
+			rec.setCause("smuggling")
+			vh.p.log.Warn("request refused: ambiguous framing", "reason", why,
+				"virtual", vh.name, "client", remoteAddr(r).String())
+			rw.Header().Set("Connection", "close")
+			plainError(rw, http.StatusBadRequest)
+			return
+		}
 	}
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
@@ -165,7 +167,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.proxy.ServeHTTP(rw, r2)
 	if body != nil {
-		body.finish()
+		body.abandon()
 	}
 }
 

@@ -1,0 +1,136 @@
+package l7
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func (e *env) backendRequests() int64 {
+	var n int64
+	for _, m := range e.members {
+		n += m.fe.Requests()
+	}
+	return n
+}
+
+// closedAfter reports whether the server closed the connection (EOF or
+// reset) rather than leaving it open until the client's read deadline.
+func closedAfter(c net.Conn, r io.Reader) bool {
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, err := io.Copy(io.Discard, r)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func TestSmugglingRejected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	const smuggled = "GET /cscp HTTP/1.1\r\nHost: lyncdiscover.example.com\r\n\r\n"
+	for _, tc := range []struct {
+		name, req string
+		want      int
+	}{
+		{"CL then TE", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, 400},
+		{"TE then CL", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled, 400},
+		{"TE with CL 0", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\ntransfer-encoding: chunked\r\ncontent-length: 0\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+		{"two different CL", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc" + smuggled, 400},
+		{"TE list", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+		{"TE not chunked", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501},
+		{"space before colon", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400},
+		{"folded TE", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 400},
+		{"CL with sign", "POST /echo HTTP/1.1\r\nHost: lyncdiscover.example.com\r\nContent-Length: +3\r\n\r\nabc", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.backendRequests()
+			c := e.dialPlain()
+			res, _, err := c.raw(tc.req)
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
+			}
+			if !closedAfter(c.c, c.r) {
+				t.Fatal("connection left open after a rejected request")
+			}
+			if n := e.backendRequests() - before; n != 0 {
+				t.Fatalf("%d requests reached the members", n)
+			}
+		})
+	}
+	// Over TLS too, and on the second request of a connection.
+	c := e.dialTLS("webext.example.com")
+	res, _, err := c.raw("POST /upload HTTP/1.1\r\nHost: webext.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("chunked upload: %v %v", res, err)
+	}
+	res, _, err = c.raw("POST /upload HTTP/1.1\r\nHost: webext.example.com\r\nContent-Length: 6\r\n\r\nhello!")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("upload after a chunked one: %v %v", res, err)
+	}
+	res, _, err = c.raw("POST /echo HTTP/1.1\r\nHost: webext.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled)
+	if err != nil || res.StatusCode != 400 {
+		t.Fatalf("smuggling on the third request: %v %v", res, err)
+	}
+	for _, m := range e.members {
+		if m.fe.ManagementHits() != 0 {
+			t.Fatal("smuggled request reached the member")
+		}
+	}
+}
+
+func TestSlowClientsCutOff(t *testing.T) {
+	e := newEnv(t, envOptions{site: func(s *config.Site) {
+		s.HeaderTimeout = config.Duration(time.Second)
+		s.StallTimeout = config.Duration(time.Second)
+	}})
+	// Headers that never end.
+	c := e.dialTLS("webext.example.com")
+	c.c.Write([]byte("GET /whoami HTTP/1.1\r\nHost: webext.example.com\r\nX-Slow: "))
+	if !closedAfter(c.c, c.r) {
+		t.Fatal("a client that never finishes its headers was not cut off")
+	}
+	// A TLS handshake that never starts.
+	raw, err := net.Dial("tcp", e.httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if !closedAfter(raw, raw) {
+		t.Fatal("a client that never sends its ClientHello was not cut off")
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(e.proxy.metrics.tlsErrors.WithLabelValues("timeout")) >= 1 })
+
+	// A body that stops in the middle: 408, connection closed.
+	c = e.dialTLS("webext.example.com")
+	c.c.Write([]byte("POST /upload HTTP/1.1\r\nHost: webext.example.com\r\nContent-Length: 1000\r\n\r\n0123456789"))
+	c.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	buf, _ := io.ReadAll(c.r)
+	if !strings.HasPrefix(string(buf), "HTTP/1.1 408") {
+		t.Fatalf("stalled upload: %q, want 408", buf)
+	}
+	if !strings.Contains(e.access.String(), `"termination":"client_stall"`) {
+		t.Fatalf("access log does not say the client stalled:\n%s", e.access.String())
+	}
+
+	// A client that reads nothing of a large download is cut off
+	// without the proxy holding the body.
+	c = e.dialTLS("webext.example.com")
+	c.c.Write([]byte("GET /download?size=268435456 HTTP/1.1\r\nHost: webext.example.com\r\n\r\n"))
+	time.Sleep(4 * time.Second) // three stall periods without reading
+	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	n, err := io.Copy(io.Discard, c.r)
+	if err == nil && n > 256<<20 {
+		t.Fatalf("a client that stopped reading got the whole body (%d bytes)", n)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after %d bytes", n)
+	}
+}
