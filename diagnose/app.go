@@ -12,9 +12,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,14 +56,23 @@ type httpConn struct {
 }
 
 func (e *Env) openHTTP(ctx context.Context, v *config.Virtual, host string) (*httpConn, error) {
-	conn, err := e.dial(ctx, "tcp", e.dialAddr(v))
+	if e.ClientDial == nil {
+		if err := e.localVIP(v); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := e.clientDial(ctx, "tcp", e.dialAddr(v))
 	if err != nil {
 		return nil, err
 	}
 	hc := &httpConn{conn: conn, host: host}
-	if v.Mode == config.ModeHTTPS {
+	if clientTLS(v) {
+		sni := host
+		if _, err := netip.ParseAddr(host); err == nil {
+			sni = ""
+		}
 		tc := tls.Client(conn, &tls.Config{
-			ServerName:         host,
+			ServerName:         sni,
 			InsecureSkipVerify: true, //nolint:gosec // certificates are judged by their own check
 			MinVersion:         tls.VersionTLS12,
 			NextProtos:         []string{"http/1.1"},
@@ -70,7 +81,7 @@ func (e *Env) openHTTP(ctx context.Context, v *config.Virtual, host string) (*ht
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("TLS handshake with %s (SNI %s): %w", e.dialAddr(v), host, err)
+			return nil, fmt.Errorf("TLS handshake with %s (SNI %q): %w", e.dialAddr(v), sni, err)
 		}
 		hc.conn = tc
 		hc.leaf = tc.ConnectionState().PeerCertificates[0]
@@ -152,17 +163,37 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 	var out []Finding
 	c := e.Config
 	skype := skypePools(c)
-	published := map[string]bool{}
+	names := appNames{published: map[string]bool{}, internal: map[string]bool{}}
 	for _, v := range c.Virtuals {
 		for _, h := range publishedHosts(v) {
-			published[h] = true
+			names.published[h] = true
+		}
+	}
+	for h := range c.Network.Hosts {
+		names.internal[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+	}
+	for _, p := range c.Pools {
+		if p == nil {
+			continue
+		}
+		for _, m := range p.Members {
+			names.internal[strings.ToLower(m.Address)] = true
 		}
 	}
 	for _, v := range c.Virtuals {
-		if v.Mode != config.ModeHTTPS && v.Mode != config.ModeHTTP {
+		sites := v.Sites
+		if v.Mode == config.ModeFastL4 {
+			if e.ClientDial == nil {
+				out = append(out, Finding{Check: "", Subject: "virtual " + v.Name, Verdict: Warn,
+					Evidence: "the application behind a fastl4 virtual is not checked from the proxy host: XDP translates only packets arriving on the external NIC",
+					Fix:      "run the application check as a client: edgeproxy diagnose -checks application -client-netns NAME, or from a host outside"})
+				continue
+			}
+			sites = []*config.Site{fastl4Site(c, v, skype)}
+		} else if v.Mode != config.ModeHTTPS && v.Mode != config.ModeHTTP {
 			continue
 		}
-		for _, s := range v.Sites {
+		for _, s := range sites {
 			if len(s.Hosts) == 0 {
 				continue
 			}
@@ -172,12 +203,12 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 			case s.Redirect != "":
 				e.appRedirect(ctx, a, v, s)
 			case isSkype:
-				if !e.appAutodiscover(ctx, a, v, s, published) {
+				if !e.appAutodiscover(ctx, a, v, s, names) {
 					// The listener does not answer: one finding is enough.
 					out = append(out, a.findings...)
 					continue
 				}
-				if v.Mode == config.ModeHTTPS {
+				if clientTLS(v) {
 					e.appCertProv(ctx, a, v, s)
 				}
 			}
@@ -185,16 +216,71 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 				e.appDenied(ctx, a, v, s)
 			}
 			out = append(out, a.findings...)
-			out = append(out, a.diagFindings(siteHost(s))...)
+			out = append(out, a.diagFindings(appLabel(v, siteHost(s)))...)
 		}
 	}
 	return out
 }
 
+// appNames tells published names from internal ones in links.
+type appNames struct {
+	published map[string]bool
+	internal  map[string]bool // network.hosts and member names
+}
+
+// internalName reports whether a host in a link is not for outside
+// clients: a backend name, or (when names are published) any other.
+func (n appNames) internalName(h string) bool {
+	if n.published[h] {
+		return false
+	}
+	return n.internal[h] || len(n.published) > 0
+}
+
+// fastl4Site is the site a fastl4 virtual publishes: the names of the
+// sites forwarding to the same pool, else its address.
+func fastl4Site(c *config.Config, v *config.Virtual, skype map[string]bool) *config.Site {
+	s := &config.Site{Pool: v.Pool, Port: v.Port}
+	if skype[v.Pool] {
+		s.Profile = config.ProfileSkype
+	}
+	for _, w := range c.Virtuals {
+		for _, ws := range w.Sites {
+			if ws.Pool == v.Pool {
+				for _, h := range ws.Hosts {
+					if !slices.Contains(s.Hosts, h) {
+						s.Hosts = append(s.Hosts, h)
+					}
+				}
+			}
+		}
+	}
+	if len(s.Hosts) == 0 {
+		s.Hosts = []string{v.Listen.Addr().String()}
+	}
+	return s
+}
+
+// appLabel names what a client asks: scheme and host.
+func appLabel(v *config.Virtual, host string) string {
+	if clientTLS(v) {
+		return "https://" + host
+	}
+	return "http://" + host
+}
+
+// clientTLS reports whether clients speak TLS to the virtual.
+func clientTLS(v *config.Virtual) bool {
+	if v.Mode == config.ModeFastL4 {
+		return v.Listen.Port() != 80 && v.Port != 8080 && v.Port != 80
+	}
+	return v.Mode == config.ModeHTTPS
+}
+
 // appRedirect: a site that redirects to https answers 3xx to https.
 func (e *Env) appRedirect(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site) {
 	host := siteHost(s)
-	subj := host + " redirect"
+	subj := appLabel(v, host) + " redirect"
 	resp, _, err := e.get(ctx, v, host, "/", nil)
 	if err != nil {
 		a.add(Fail, subj, fmt.Sprintf("GET http://%s/ through %s: %v", host, e.dialAddr(v), unwrapOp(err)), "see the listeners check")
@@ -210,12 +296,12 @@ func (e *Env) appRedirect(ctx context.Context, a *appRun, v *config.Virtual, s *
 }
 
 // appAutodiscover reports whether the listener answered at all.
-func (e *Env) appAutodiscover(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site, published map[string]bool) bool {
+func (e *Env) appAutodiscover(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site, names appNames) bool {
 	host := siteHost(s)
-	subj := host + " autodiscover"
-	scheme := "https"
-	if v.Mode == config.ModeHTTP {
-		scheme = "http"
+	subj := appLabel(v, host) + " autodiscover"
+	scheme := "http"
+	if clientTLS(v) {
+		scheme = "https"
 	}
 	resp, body, err := e.get(ctx, v, host, autodiscoverPath, http.Header{"Accept": {"application/json"}})
 	if err != nil {
@@ -248,7 +334,7 @@ func (e *Env) appAutodiscover(ctx context.Context, a *appRun, v *config.Virtual,
 			continue
 		}
 		hn := strings.ToLower(u.Hostname())
-		if published[hn] {
+		if !names.internalName(hn) {
 			if !slices.Contains(external, hn) {
 				external = append(external, hn)
 			}
@@ -275,7 +361,7 @@ var linkRe = regexp.MustCompile(`https?://[^"'<>\s\\]+`)
 // authentication, and an NTLM handshake survives the proxy.
 func (e *Env) appCertProv(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site) {
 	host := siteHost(s)
-	subj := host + " CertProv"
+	subj := appLabel(v, host) + " CertProv"
 	resp, _, err := e.get(ctx, v, host, certProvPath, nil)
 	if err != nil {
 		a.add(Fail, subj, fmt.Sprintf("GET %s: %v", certProvPath, unwrapOp(err)), "see the listeners check")
@@ -309,7 +395,7 @@ func (e *Env) appCertProv(ctx context.Context, a *appRun, v *config.Virtual, s *
 
 // appNTLM walks the NTLM handshake on one connection.
 func (e *Env) appNTLM(ctx context.Context, a *appRun, v *config.Virtual, host string) {
-	subj := host + " NTLM"
+	subj := appLabel(v, host) + " NTLM"
 	hc, err := e.openHTTP(ctx, v, host)
 	if err != nil {
 		a.add(Fail, subj, err.Error(), "see the listeners check")
@@ -394,8 +480,9 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 		return
 	}
 	host := siteHost(s)
-	subj := host + " denied paths"
-	var open []string
+	subj := appLabel(v, host) + " denied paths"
+	byStatus := map[string][]string{} // verdict text -> paths
+	var order []string
 	var errs []string
 	tried := 0
 	for _, p := range paths {
@@ -407,21 +494,37 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 			}
 			tried++
 			a.saw(resp, "GET "+q)
+			var k string
 			switch {
 			case resp.StatusCode == http.StatusForbidden:
+			case resp.StatusCode == http.StatusNotFound && v.Mode == config.ModeFastL4:
+				// The proxy cannot filter paths in pass-through: the External
+				// Web Site must not have them.
 			case resp.StatusCode == http.StatusNotFound:
-				open = append(open, fmt.Sprintf("GET %s → 404 (forwarded to a member instead of denied)", q))
+				k = "404 (forwarded to a member instead of denied)"
 			default:
-				open = append(open, fmt.Sprintf("GET %s → %d", q, resp.StatusCode))
+				k = strconv.Itoa(resp.StatusCode)
+			}
+			if k != "" {
+				if byStatus[k] == nil {
+					order = append(order, k)
+				}
+				byStatus[k] = append(byStatus[k], q)
 			}
 		}
 	}
 	switch {
-	case len(open) > 0:
-		a.add(Fail, subj, "management paths answer from outside: "+strings.Join(open, "; "),
+	case len(order) > 0:
+		var parts []string
+		for _, k := range order {
+			parts = append(parts, fmt.Sprintf("→ %s: GET %s", k, strings.Join(byStatus[k], ", ")))
+		}
+		a.add(Fail, subj, "management paths are not denied from outside:\n"+strings.Join(parts, "\n"),
 			"deny them at the proxy (the skype profile does) and restart edgeproxy; they are not part of the External Web Site")
 	case tried == 0:
 		a.add(Fail, subj, "no answer: "+strings.Join(errs, "; "), "see the listeners check")
+	case v.Mode == config.ModeFastL4:
+		a.pass(subj, "%d requests to %s (and variants) → 403/404: not served by the External Web Site (fastl4 passes paths through)", tried, strings.Join(paths, ", "))
 	default:
 		a.pass(subj, "%d requests to %s (and variants) → 403", tried, strings.Join(paths, ", "))
 	}

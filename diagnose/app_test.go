@@ -201,14 +201,14 @@ func TestApplication(t *testing.T) {
 			front:    front{},
 			subj:     "denied paths",
 			verdict:  Fail,
-			evidence: []string{"GET /cscp → 200", "GET /OcsPowerShell → 200", "GET /RgsConfig → 200"},
+			evidence: []string{"→ 200: GET /cscp, /CSCP", "/OcsPowerShell", "/RgsConfig"},
 		},
 		{
 			name:     "deny that misses other spellings",
 			front:    front{denyExactCase: true},
 			subj:     "denied paths",
 			verdict:  Fail,
-			evidence: []string{"GET /CSCP → 200", "GET /./cscp → 200", "GET /%63scp → 200"},
+			evidence: []string{"→ 200: GET /CSCP, /./cscp, /edgeproxy-diagnose/../cscp, /%63scp, /OCSPOWERSHELL"},
 		},
 		{
 			name:     "X-Ms-diagnostics",
@@ -328,4 +328,32 @@ func TestParseMsDiagnostics(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestApplicationFastL4(t *testing.T) {
+	users := map[string]string{"alice": alice.Password}
+	cfg := appLab(t, fakefe.Options{Users: users}, front{denyManagement: true})
+	// The member itself stands behind the fastl4 virtual: pass-through.
+	https := cfg.Virtuals[0]
+	cfg.Pools["sfb-fe"].Monitor.Port = 4443
+	cfg.Virtuals = []*config.Virtual{{Name: "sfb-web-l4", Mode: config.ModeFastL4, Listen: https.Listen, Pool: "sfb-fe", Port: 4443,
+		SNAT: config.SNAT{Automap: true}}}
+
+	fs := runCheck(t, &Env{Config: cfg}, Application)
+	expect(t, fs, "virtual sfb-web-l4", Warn, "not checked from the proxy host", "-client-netns")
+
+	var d net.Dialer
+	fs = runCheck(t, &Env{Config: cfg, ClientDial: d.DialContext, Credentials: alice}, Application)
+	expectAtMost(t, fs, Pass)
+	// Without sites, the virtual is asked by its address.
+	expect(t, fs, https.Listen.Addr().String()+" autodiscover", Pass, "links on webext.example.com")
+	expect(t, fs, "NTLM", Pass, "handshake completed")
+	expect(t, fs, "denied paths", Pass, "fastl4 passes paths through")
+
+	// A front end whose External Web Site serves the management paths.
+	cfg2 := appLab(t, fakefe.Options{}, front{})
+	cfg2.Pools["sfb-fe"].Monitor.Port = 4443
+	cfg2.Virtuals = []*config.Virtual{{Name: "sfb-web-l4", Mode: config.ModeFastL4, Listen: cfg2.Virtuals[0].Listen, Pool: "sfb-fe", Port: 4443}}
+	fs = runCheck(t, &Env{Config: cfg2, ClientDial: d.DialContext}, Application)
+	expect(t, fs, "denied paths", Fail, "→ 200: GET /cscp")
 }

@@ -153,7 +153,7 @@ func (e *Env) publicCert(ctx context.Context, v *config.Virtual, vc config.Certi
 		}
 	}
 	live := ""
-	if st, err := e.handshake(ctx, netip.Addr{}, e.dialAddr(v), sni); err == nil {
+	if st := e.liveState(ctx, v, sni); st != nil {
 		served := st.PeerCertificates
 		switch {
 		case sameChain(served, chain):
@@ -174,6 +174,19 @@ func (e *Env) publicCert(ctx context.Context, v *config.Virtual, vc config.Certi
 		f.pass(subj, "%s%s", ev, live)
 	}
 	return f
+}
+
+// liveState is the TLS state of a handshake with a local virtual, nil
+// when it is not reachable (the listeners check says why).
+func (e *Env) liveState(ctx context.Context, v *config.Virtual, sni string) *tls.ConnectionState {
+	if e.localVIP(v) != nil {
+		return nil
+	}
+	st, err := e.handshake(ctx, netip.Addr{}, e.dialAddr(v), sni)
+	if err != nil {
+		return nil
+	}
+	return st
 }
 
 // memberCert checks the certificates a member presents for the SNI

@@ -3,6 +3,7 @@ package diagnose
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,6 +44,11 @@ type Env struct {
 	// DialFrom connects from a local address of the proxy host (the
 	// internal NIC's). Default: net.Dialer with LocalAddr inside NS.
 	DialFrom DialFromFunc
+	// ClientDial connects as an Internet client would (from another host
+	// or namespace). When set, the application check goes through it,
+	// and also through fastl4 virtuals, which the proxy host cannot reach
+	// itself (XDP sees only packets arriving on the external NIC).
+	ClientDial DialFunc
 	// Netlink is a handle in the proxy host's namespace. Default: one
 	// opened inside NS for the run and closed after it.
 	Netlink *netlink.Handle
@@ -71,6 +77,7 @@ type Env struct {
 	ExpiryWarning time.Duration
 
 	mu       sync.Mutex
+	local    map[netip.Addr]bool
 	nl       *netlink.Handle
 	nlErr    error
 	ownedNL  bool
@@ -86,6 +93,45 @@ func (e *Env) close() {
 	}
 	e.nl, e.nlErr, e.ownedNL = nil, nil, false
 	e.owners, e.ownersOK = nil, false
+	e.local = nil
+}
+
+// ErrNotLocal: a virtual's address is not on the proxy host, so dialing
+// it from there would reach some other host.
+var ErrNotLocal = errors.New("not an address of this host: not dialed (see the listeners check)")
+
+// localVIP returns an error unless the virtual's address is an address of
+// the proxy host (or a wildcard).
+func (e *Env) localVIP(v *config.Virtual) error {
+	a := v.Listen.Addr().Unmap()
+	if a.IsUnspecified() || a.IsLoopback() {
+		return nil
+	}
+	e.mu.Lock()
+	if e.local == nil {
+		e.local = map[netip.Addr]bool{}
+		e.mu.Unlock()
+		h, err := e.netlink()
+		if err != nil {
+			return nil // cannot tell: let the dial decide
+		}
+		as, err := h.AddrList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil
+		}
+		e.mu.Lock()
+		for _, x := range as {
+			if p, ok := prefixOf(x.IPNet); ok {
+				e.local[p.Addr()] = true
+			}
+		}
+	}
+	ok := e.local[a]
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%s: %w", a, ErrNotLocal)
+	}
+	return nil
 }
 
 func (e *Env) timeout() time.Duration {
@@ -140,6 +186,16 @@ func (e *Env) dial(ctx context.Context, network, addr string) (net.Conn, error) 
 		return err
 	})
 	return c, err
+}
+
+// clientDial connects as a client for the application check.
+func (e *Env) clientDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if e.ClientDial == nil {
+		return e.dial(ctx, network, addr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.timeout())
+	defer cancel()
+	return e.ClientDial(ctx, network, addr)
 }
 
 func (e *Env) dialFrom(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error) {

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/netip"
@@ -120,7 +121,11 @@ func (e *Env) certNames(ctx context.Context, v *config.Virtual, hosts []string) 
 	}
 	def := certs[0].Chain[0]
 	addr := e.dialAddr(v)
-	noSNI, liveErr := e.handshake(ctx, netip.Addr{}, addr, "")
+	var noSNI *tls.ConnectionState
+	liveErr := e.localVIP(v)
+	if liveErr == nil {
+		noSNI, liveErr = e.handshake(ctx, netip.Addr{}, addr, "")
+	}
 	for _, h := range hosts {
 		subj := h + " certificate"
 		var bad []string

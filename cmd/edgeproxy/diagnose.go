@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ func init() {
 const diagnosePasswordEnv = "EDGEPROXY_DIAGNOSE_PASSWORD"
 
 func runDiagnose(ctx context.Context, args []string) error {
-	fs := newFlagSet("diagnose", "-config FILE [-json] [-v] [-resolver HOST:PORT] [-ca-bundle FILE] [-checks LIST] [-user DOMAIN\\USER] [-netns NAME]")
+	fs := newFlagSet("diagnose", "-config FILE [-json] [-v] [-resolver HOST:PORT] [-ca-bundle FILE] [-checks LIST] [-user DOMAIN\\USER] [-netns NAME] [-client-netns NAME]")
 	cfgPath := fs.String("config", "", "the configuration file (required)")
 	asJSON := fs.Bool("json", false, "print the findings as JSON")
 	verbose := fs.Bool("v", false, "show the evidence of passing findings in full")
@@ -30,6 +31,7 @@ func runDiagnose(ctx context.Context, args []string) error {
 	checks := fs.String("checks", "all", "comma-separated checks to run: "+checkList())
 	user := fs.String("user", "", "a test account, DOMAIN\\user, to complete the NTLM handshake through the proxy (password in $"+diagnosePasswordEnv+")")
 	nsName := fs.String("netns", "", "diagnose the proxy host that is this network namespace (ip netns name)")
+	clientNS := fs.String("client-netns", "", "run the application requests from this network namespace, as an Internet client (also reaches fastl4 virtuals)")
 	timeout := fs.Duration("timeout", 3*time.Second, "bound on each connection, handshake and request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,6 +90,22 @@ func runDiagnose(ctx context.Context, args []string) error {
 		}
 		defer release()
 		env.NS = run
+	}
+
+	if *clientNS != "" {
+		run, release, err := diagnose.NamedNS(*clientNS)
+		if err != nil {
+			return err
+		}
+		defer release()
+		env.ClientDial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = run(func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}
 	}
 
 	found, err := diagnose.Run(ctx, env, sel...)
