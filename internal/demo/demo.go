@@ -321,7 +321,12 @@ func (s *session) startDaemon(ctx context.Context) error {
 		return fmt.Errorf("open daemon log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", s.lab.Proxy.Name, s.opts.Executable, "run",
+	// `ip netns exec` gives the daemon its own mount namespace with a
+	// fresh /sys, which has no BPF file system: mount one there for the
+	// fast path's pins. It lives as long as the daemon, so its pins go
+	// with it.
+	cmd := exec.Command("ip", "netns", "exec", s.lab.Proxy.Name, "sh", "-c", mountBPFFS, "sh",
+		s.opts.Executable, "run",
 		"-config", s.cfgPath,
 		"-pid-file", filepath.Join(s.dir, "edgeproxy.pid"),
 		"-netcfg-state", filepath.Join(s.dir, "netcfg.json"))
@@ -366,6 +371,10 @@ func (s *session) startDaemon(ctx context.Context) error {
 	}
 	return nil
 }
+
+// mountBPFFS mounts the BPF file system on /sys/fs/bpf unless there is
+// one, then runs its arguments in place of the shell.
+const mountBPFFS = `mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || exit 1; exec "$@"`
 
 // healthz asks the admin endpoint whether the daemon serves.
 func (s *session) healthz(ctx context.Context) error {

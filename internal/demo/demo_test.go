@@ -217,9 +217,9 @@ func TestPrivilegedMembers(t *testing.T) {
 	}
 }
 
-// TestPrivilegedDemo runs `edgeproxy demo` end to end, as `make demo`
-// does, and expects every step to pass.
-func TestPrivilegedDemo(t *testing.T) {
+// buildEdgeproxy builds the binary the demo re-executes as the daemon.
+func buildEdgeproxy(t *testing.T) string {
+	t.Helper()
 	testnet.RequireRoot(t, "curl", "openssl")
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("needs the go tool to build edgeproxy")
@@ -229,17 +229,34 @@ func TestPrivilegedDemo(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build edgeproxy: %v\n%s", err, out)
 	}
+	return exe
+}
+
+// runDemo runs `edgeproxy demo args...` and returns its output and the
+// lab id from its first line.
+func runDemo(t *testing.T, exe string, args ...string) (string, string) {
+	t.Helper()
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "demo")
+	cmd := exec.CommandContext(ctx, exe, append([]string{"demo"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// On timeout, stop it as Ctrl-C would, so that it tears its lab down.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = time.Minute
 	err := cmd.Run()
-	t.Logf("edgeproxy demo:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("edgeproxy demo: %v", err)
-	}
+	t.Logf("edgeproxy demo %s:\n%s", strings.Join(args, " "), out.String())
 	text := out.String()
+	id := ""
+	if first, _, _ := strings.Cut(text, "\n"); strings.HasPrefix(first, "edgeproxy demo: lab ") {
+		id = strings.TrimPrefix(first, "edgeproxy demo: lab ")
+	}
+	if err != nil {
+		t.Fatalf("edgeproxy demo %s: %v", strings.Join(args, " "), err)
+	}
+	if id == "" {
+		t.Fatalf("no lab id in the first line of the report")
+	}
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	want := strconv.Itoa(len(StepNames())) + " passed, 0 failed"
 	if last := lines[len(lines)-1]; last != want {
@@ -250,14 +267,11 @@ func TestPrivilegedDemo(t *testing.T) {
 			t.Errorf("step %q did not pass", n)
 		}
 	}
-	// Everything is gone afterwards.
-	id := ""
-	if _, after, ok := strings.Cut(lines[0], "lab "); ok {
-		id = strings.TrimSpace(after)
-	}
-	if id == "" {
-		t.Fatalf("no lab id in %q", lines[0])
-	}
+	return text, id
+}
+
+func labGone(t *testing.T, id string) {
+	t.Helper()
 	nsList, _ := exec.Command("ip", "netns", "list").CombinedOutput()
 	if strings.Contains(string(nsList), id) {
 		t.Errorf("namespaces of %s left behind:\n%s", id, nsList)
@@ -265,4 +279,41 @@ func TestPrivilegedDemo(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(StateBase, id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state directory of %s left behind: %v", id, err)
 	}
+}
+
+// TestPrivilegedDemo runs `edgeproxy demo` end to end, as `make demo`
+// does: every step passes and nothing is left behind.
+func TestPrivilegedDemo(t *testing.T) {
+	exe := buildEdgeproxy(t)
+	_, id := runDemo(t, exe)
+	labGone(t, id)
+}
+
+// TestPrivilegedDemoKeep leaves the lab running, uses it as the printed
+// instructions say, then tears it down by id.
+func TestPrivilegedDemoKeep(t *testing.T) {
+	exe := buildEdgeproxy(t)
+	text, id := runDemo(t, exe, "-keep")
+	t.Cleanup(func() { _ = Teardown(id, &bytes.Buffer{}) })
+	if !strings.Contains(text, exe+" demo -teardown "+id) {
+		t.Errorf("the report does not say how to tear the lab down")
+	}
+	dir := filepath.Join(StateBase, id)
+	out, err := exec.Command("ip", "netns", "exec", id+"-client", "curl", "-sS", "-i", "--max-time", "10",
+		"--resolve", "webext.example.com:443:198.18.0.10", "--cacert", filepath.Join(dir, "tls", "public-root-ca.pem"),
+		"https://webext.example.com/Autodiscover/AutodiscoverService.svc/root").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "200") || !strings.Contains(string(out), hdrMember) {
+		t.Errorf("curl through the kept lab: %v\n%s", err, out)
+	}
+	var td bytes.Buffer
+	if err := Teardown(id, &td); err != nil {
+		t.Fatalf("teardown: %v\n%s", err, td.String())
+	}
+	t.Logf("teardown:\n%s", td.String())
+	for _, w := range []string{"stopped daemon", "stopped members", "lab " + id + " torn down"} {
+		if !strings.Contains(td.String(), w) {
+			t.Errorf("teardown output lacks %q", w)
+		}
+	}
+	labGone(t, id)
 }
