@@ -126,8 +126,8 @@ func (cs *connState) pinned(key string) bool {
 }
 
 // pin returns the connection's pinned upstream for the site, choosing a
-// member and building it on first use.
-func (cs *connState) pin(s *site, r *http.Request) (*pin, error) {
+// member (not one of tried) and building it on first use.
+func (cs *connState) pin(s *site, r *http.Request, tried map[*siteMember]bool) (*pin, error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.closed {
@@ -136,12 +136,12 @@ func (cs *connState) pin(s *site, r *http.Request) (*pin, error) {
 	if p := cs.pins[s.pinKey]; p != nil {
 		return p, nil
 	}
-	sm, _ := s.choose(r, nil)
+	sm, _ := s.choose(r, tried)
 	if sm == nil {
 		return nil, fmt.Errorf("pin upstream of pool %s: %w", s.poolName, ErrNoMember)
 	}
 	m := sm.m
-	p := &pin{member: m, conns: map[net.Conn]struct{}{}}
+	p := &pin{sm: sm, member: m, conns: map[net.Conn]struct{}{}}
 	d := s.dialer(m)
 	d.onConn, d.onClose = p.add, p.remove
 	p.addr = d.addr
@@ -159,9 +159,27 @@ func (cs *connState) pin(s *site, r *http.Request) (*pin, error) {
 	return p, nil
 }
 
+// unpin drops a pinned upstream that could not connect, so the next
+// attempt picks another member. Nothing was sent: no request is replayed,
+// and whatever authentication the client had on that member ended with
+// the connection that carried it.
+func (cs *connState) unpin(key string, p *pin) {
+	cs.mu.Lock()
+	found := cs.pins[key] == p
+	if found {
+		delete(cs.pins, key)
+	}
+	cs.mu.Unlock()
+	if found {
+		p.close()
+		cs.p.metrics.pinned.WithLabelValues(cs.virtual).Dec()
+	}
+}
+
 // pin is one client connection's own upstream: a transport that holds at
 // most one connection per Host to one member, used by nobody else.
 type pin struct {
+	sm     *siteMember
 	member *memberState
 	addr   string
 	rt     *http.Transport

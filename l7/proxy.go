@@ -48,6 +48,9 @@ type Options struct {
 	// ListenConfig opens a listening socket. Default: net.ListenConfig
 	// with TCP keepalive (tests pass one that listens in a namespace).
 	ListenConfig func(network, addr string) (net.Listener, error)
+	// Dial connects to a member. Default: net.Dialer with TCP
+	// keepalive; the dial timeout is in ctx.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Proxy runs the https and http virtuals of a configuration.

@@ -87,6 +87,7 @@ func (s *site) dialer(m *memberState) *dialer {
 		addr:   netip.AddrPortFrom(m.key.addr, s.port).String(),
 		tls:    s.tls,
 		limits: s.limits,
+		dial:   s.vh.p.opts.Dial,
 	}
 }
 
@@ -153,21 +154,7 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 
 	if cs != nil && (s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey)) {
-		p, err := cs.pin(s, req)
-		if err != nil {
-			return nil, err
-		}
-		rec.setMember(p.addr, true)
-		upStart = time.Now()
-		res, err := p.rt.RoundTrip(req)
-		if err != nil {
-			if ue := asUpstreamError(err); ue != nil && ue.op == "dial" {
-				p.member.markFailed()
-			}
-			return nil, wrapUpstream(err, p.addr)
-		}
-		s.wrapBody(res, rec, nil)
-		return res, nil
+		return s.roundTripPinned(req, cs, rec, &upStart)
 	}
 
 	var (
@@ -208,6 +195,49 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 			tried = map[*siteMember]bool{}
 		}
 		tried[sm] = true
+	}
+	return nil, lastErr
+}
+
+// roundTripPinned sends the request over the client connection's own
+// upstream. A member that cannot be reached is replaced by another
+// (nothing was sent); a request that went out is never sent again,
+// whatever happens to it.
+func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord, upStart *time.Time) (*http.Response, error) {
+	var (
+		tried   map[*siteMember]bool
+		lastErr error
+	)
+	for attempt := range maxDialAttempts {
+		p, err := cs.pin(s, req, tried)
+		if err != nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		rec.setMember(p.addr, true)
+		rec.setAttempts(attempt + 1)
+		*upStart = time.Now()
+		res, err := p.rt.RoundTrip(req)
+		if err == nil {
+			s.wrapBody(res, rec, nil)
+			return res, nil
+		}
+		ue := asUpstreamError(err)
+		if ue == nil || (ue.op != "dial" && ue.op != "tls") || req.Context().Err() != nil {
+			return nil, wrapUpstream(err, p.addr)
+		}
+		p.member.markFailed()
+		cs.unpin(s.pinKey, p)
+		lastErr = err
+		if rec.bodyRead() > 0 {
+			break
+		}
+		if tried == nil {
+			tried = map[*siteMember]bool{}
+		}
+		tried[p.sm] = true
 	}
 	return nil, lastErr
 }

@@ -191,13 +191,27 @@ type dialer struct {
 	addr    string // member addr:port
 	tls     *tls.Config
 	limits  siteLimits
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	onConn  func(net.Conn) // pinned connections register themselves
 	onClose func(net.Conn)
 }
 
 func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
-	nd := net.Dialer{Timeout: d.limits.dial, KeepAliveConfig: keepAlive}
-	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	var (
+		c   net.Conn
+		err error
+	)
+	if d.dial != nil {
+		ctx, cancel := context.WithTimeout(ctx, d.limits.dial)
+		c, err = d.dial(ctx, "tcp", d.addr)
+		cancel()
+		if tc, ok := c.(*net.TCPConn); ok && err == nil {
+			tc.SetKeepAliveConfig(keepAlive)
+		}
+	} else {
+		nd := net.Dialer{Timeout: d.limits.dial, KeepAliveConfig: keepAlive}
+		c, err = nd.DialContext(ctx, "tcp", d.addr)
+	}
 	if err != nil {
 		return nil, &upstreamError{op: "dial", member: d.addr, cause: shortCause(err), err: err}
 	}
