@@ -213,7 +213,7 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 				}
 			}
 			if s.Redirect == "" {
-				e.appDenied(ctx, a, v, s)
+				e.appDenied(ctx, a, v, s, isSkype)
 			}
 			out = append(out, a.findings...)
 			out = append(out, a.diagFindings(appLabel(v, siteHost(s)))...)
@@ -473,20 +473,41 @@ func deniedVariants(p string) []string {
 	return out
 }
 
-// appDenied: the management paths answer 403 from outside.
-func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site) {
-	paths := s.DeniedPaths()
+// appDenied: the paths a site denies answer 403 from outside; a Skype
+// pool's management paths that the site does not deny (no skype profile,
+// or fastl4 pass-through) must at least not be served (403 or 404).
+func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site, skype bool) {
+	type target struct {
+		path   string
+		strict bool // denied by the configuration: 403 expected
+	}
+	var paths []target
+	has := func(p string) bool {
+		return slices.ContainsFunc(paths, func(x target) bool { return strings.EqualFold(x.path, p) })
+	}
+	if v.Mode != config.ModeFastL4 {
+		for _, p := range s.DeniedPaths() {
+			paths = append(paths, target{p, true})
+		}
+	}
+	if skype {
+		for _, p := range config.SkypeDeniedPaths() {
+			if !has(p) {
+				paths = append(paths, target{p, false})
+			}
+		}
+	}
 	if len(paths) == 0 {
 		return
 	}
 	host := siteHost(s)
 	subj := appLabel(v, host) + " denied paths"
-	byStatus := map[string][]string{} // verdict text -> paths
-	var order []string
-	var errs []string
-	tried := 0
+	byStatus := map[string][]string{} // what went wrong -> paths
+	var order, names, errs []string
+	tried, notDenied := 0, 0
 	for _, p := range paths {
-		for _, q := range deniedVariants(p) {
+		names = append(names, p.path)
+		for _, q := range deniedVariants(p.path) {
 			resp, _, err := e.get(ctx, v, host, q, nil)
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: %v", q, unwrapOp(err)))
@@ -497,9 +518,8 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 			var k string
 			switch {
 			case resp.StatusCode == http.StatusForbidden:
-			case resp.StatusCode == http.StatusNotFound && v.Mode == config.ModeFastL4:
-				// The proxy cannot filter paths in pass-through: the External
-				// Web Site must not have them.
+			case resp.StatusCode == http.StatusNotFound && !p.strict:
+				notDenied++ // not part of the External Web Site
 			case resp.StatusCode == http.StatusNotFound:
 				k = "404 (forwarded to a member instead of denied)"
 			default:
@@ -513,20 +533,26 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 			}
 		}
 	}
+	list := strings.Join(names, ", ")
 	switch {
 	case len(order) > 0:
 		var parts []string
 		for _, k := range order {
 			parts = append(parts, fmt.Sprintf("→ %s: GET %s", k, strings.Join(byStatus[k], ", ")))
 		}
-		a.add(Fail, subj, "management paths are not denied from outside:\n"+strings.Join(parts, "\n"),
-			"deny them at the proxy (the skype profile does) and restart edgeproxy; they are not part of the External Web Site")
+		fix := "deny them at the proxy (the skype profile does) and restart edgeproxy; they are not part of the External Web Site"
+		if v.Mode == config.ModeFastL4 {
+			fix = "a fastl4 virtual cannot filter paths: publish the site in https mode with the skype profile, and make sure the pool's External Web Site (4443) is the one answering"
+		}
+		a.add(Fail, subj, "management paths are reachable from outside:\n"+strings.Join(parts, "\n"), fix)
 	case tried == 0:
 		a.add(Fail, subj, "no answer: "+strings.Join(errs, "; "), "see the listeners check")
 	case v.Mode == config.ModeFastL4:
-		a.pass(subj, "%d requests to %s (and variants) → 403/404: not served by the External Web Site (fastl4 passes paths through)", tried, strings.Join(paths, ", "))
+		a.pass(subj, "%d requests to %s (and variants) → 403/404: not served by the External Web Site (fastl4 passes paths through)", tried, list)
+	case notDenied > 0:
+		a.pass(subj, "%d requests to %s (and variants) → 403/404: the site does not deny them (no skype profile) but the External Web Site does not serve them", tried, list)
 	default:
-		a.pass(subj, "%d requests to %s (and variants) → 403", tried, strings.Join(paths, ", "))
+		a.pass(subj, "%d requests to %s (and variants) → 403", tried, list)
 	}
 }
 

@@ -355,5 +355,15 @@ func TestApplicationFastL4(t *testing.T) {
 	cfg2.Pools["sfb-fe"].Monitor.Port = 4443
 	cfg2.Virtuals = []*config.Virtual{{Name: "sfb-web-l4", Mode: config.ModeFastL4, Listen: cfg2.Virtuals[0].Listen, Pool: "sfb-fe", Port: 4443}}
 	fs = runCheck(t, &Env{Config: cfg2, ClientDial: d.DialContext}, Application)
-	expect(t, fs, "denied paths", Fail, "→ 200: GET /cscp")
+	expect(t, fs, "denied paths", Fail, "→ 200: GET /cscp", "cannot filter paths")
+}
+
+func TestApplicationSkypePoolWithoutProfile(t *testing.T) {
+	// A site sending to a Skype pool without the skype profile: the
+	// management paths are still checked, and found open.
+	cfg := appLab(t, fakefe.Options{}, front{})
+	cfg.Virtuals[0].Sites[0].Profile = ""
+	cfg.Pools["sfb-fe"].Monitor.Port = 4443
+	fs := runCheck(t, &Env{Config: cfg}, Application)
+	expect(t, fs, "denied paths", Fail, "→ 200: GET /cscp", "/OcsPowerShell", "/RgsConfig")
 }
