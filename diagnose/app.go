@@ -264,9 +264,9 @@ func fastl4Site(c *config.Config, v *config.Virtual, skype map[string]bool) *con
 // appLabel names what a client asks: scheme and host.
 func appLabel(v *config.Virtual, host string) string {
 	if clientTLS(v) {
-		return "https://" + host
+		return v.Name + " https://" + host
 	}
-	return "http://" + host
+	return v.Name + " http://" + host
 }
 
 // clientTLS reports whether clients speak TLS to the virtual.
