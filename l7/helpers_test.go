@@ -241,6 +241,8 @@ type envOptions struct {
 	site func(*config.Site)
 	// virtual changes the https virtual.
 	virtual func(*config.Virtual)
+	// cfg changes the whole configuration last.
+	cfg func(*config.Config)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -320,7 +322,7 @@ func (e *env) config(o envOptions) *config.Config {
 	if o.virtual != nil {
 		o.virtual(https)
 	}
-	return &config.Config{
+	cfg := &config.Config{
 		Pools: map[string]*config.Pool{
 			"sfb-fe": {Name: "sfb-fe", Members: members, LB: config.LBRoundRobin},
 			"owas":   {Name: "owas", Members: members[:1], LB: config.LBRoundRobin},
@@ -334,6 +336,10 @@ func (e *env) config(o envOptions) *config.Config {
 				}},
 		},
 	}
+	if o.cfg != nil {
+		o.cfg(cfg)
+	}
+	return cfg
 }
 
 // tlsClient returns a client that trusts the public CA and dials the

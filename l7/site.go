@@ -218,6 +218,11 @@ func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord,
 		}
 		rec.setMember(p.addr, true)
 		rec.setAttempts(attempt + 1)
+		if s.affinity {
+			if c, err := req.Cookie(affinityCookie); err != nil || c.Value != p.sm.cookie {
+				rec.setCookie(p.sm.cookie)
+			}
+		}
 		*upStart = time.Now()
 		res, err := p.rt.RoundTrip(req)
 		if err == nil {
