@@ -1,0 +1,254 @@
+package l4
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+)
+
+// env is a fast path opened in the proxy namespace of a lab.
+type env struct {
+	t    testing.TB
+	lab  *testnet.Lab
+	fp   *FastPath
+	opts Options
+	cfg  *config.Config
+}
+
+// testPinPath is a fresh directory of the BPF file system, removed (with
+// whatever is pinned there) when the test ends.
+func testPinPath(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	p := filepath.Join("/sys/fs/bpf", "edgeproxy-test-"+hex.EncodeToString(b[:]))
+	t.Cleanup(func() {
+		if err := Cleanup(p); err != nil {
+			t.Errorf("clean up pins: %v", err)
+		}
+	})
+	return p
+}
+
+// virtualSpec is one fastl4 virtual of a test configuration (YAML flow
+// mapping fields after name/mode).
+type virtualSpec string
+
+// testConfig writes a configuration for the lab: pools fe4 and fe6 of
+// the lab's members, and the given virtuals.
+func testConfig(t testing.TB, lab *testnet.Lab, fastpath string, virtuals ...virtualSpec) *config.Config {
+	t.Helper()
+	var m4, m6 []string
+	for _, a := range lab.Members4 {
+		m4 = append(m4, `"`+a.String()+`"`)
+	}
+	for _, a := range lab.Members6 {
+		m6 = append(m6, `"`+a.String()+`"`)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `network:
+  external: {interface: ext0, addresses: ["%s/24", "%s/64"], gateway: %s}
+  internal:
+    interface: int0
+    addresses: ["%s/24", "%s/64"]
+    routes: [{to: "%s", via: "%s"}, {to: "%s", via: "%s"}]
+`, lab.ExtAddr4, lab.ExtAddr6, lab.ClientAddr4, lab.IntAddr4, lab.IntAddr6,
+		lab.MemberNet4, lab.RouterAddr4, lab.MemberNet6, lab.RouterAddr6)
+	if fastpath != "" {
+		fmt.Fprintf(&b, "fastpath: {%s}\n", fastpath)
+	}
+	fmt.Fprintf(&b, "pools:\n  fe4: {members: [%s]}\n  fe6: {members: [%s]}\nvirtuals:\n", strings.Join(m4, ", "), strings.Join(m6, ", "))
+	for _, v := range virtuals {
+		fmt.Fprintf(&b, "  - {%s}\n", v)
+	}
+	c, err := config.Parse("test.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatalf("test configuration: %v\n%s", err, b.String())
+	}
+	return c
+}
+
+// newEnv builds a lab, opens the fast path in its proxy namespace on ext0
+// and int0 and applies cfg (built by mk for the lab).
+func newEnv(t testing.TB, mk func(*testnet.Lab) *config.Config, tune func(*Options)) *env {
+	t.Helper()
+	testnet.RequireRoot(t)
+	lab := testnet.New(t, testnet.Options{Members: 2})
+	e := &env{t: t, lab: lab}
+	e.cfg = mk(lab)
+	e.opts = Options{
+		PinPath:    testPinPath(t),
+		ExtIf:      testnet.ExtIf,
+		IntIf:      testnet.IntIf,
+		MaxFlows:   1024,
+		MaglevSize: 251,
+		SNATPorts:  e.cfg.FastPath.SNATPorts,
+		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if tune != nil {
+		tune(&e.opts)
+	}
+	e.open()
+	t.Cleanup(func() { e.fp.Close() })
+	return e
+}
+
+// open opens (or re-opens) the fast path and applies the configuration.
+func (e *env) open() {
+	e.t.Helper()
+	e.do(func() {
+		fp, err := Open(e.opts)
+		if err != nil {
+			e.t.Fatalf("open fast path: %v", err)
+		}
+		e.fp = fp
+		if err := fp.Apply(e.cfg, nil); err != nil {
+			e.t.Fatalf("apply: %v", err)
+		}
+	})
+}
+
+// do runs fn in the proxy namespace.
+func (e *env) do(fn func()) {
+	e.t.Helper()
+	if err := e.lab.Proxy.Do(func() error { fn(); return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// run runs the program on a frame in the proxy namespace.
+func (e *env) run(in []byte) (uint32, []byte) {
+	e.t.Helper()
+	var ret uint32
+	var out []byte
+	e.do(func() {
+		buf := make([]byte, len(in)+256)
+		opts := ebpf.RunOptions{Data: in, DataOut: buf}
+		r, err := e.fp.objs.EdgeproxyFastl4.Run(&opts)
+		if err != nil {
+			e.t.Fatalf("run program: %v", err)
+		}
+		ret, out = r, opts.DataOut
+	})
+	return ret, out
+}
+
+// resolve makes the next hops of the lab resolved in the proxy namespace.
+func (e *env) resolve() {
+	e.t.Helper()
+	lab := e.lab
+	for _, a := range []netip.Addr{lab.ClientAddr4, lab.ClientAddr6, lab.RouterAddr4, lab.RouterAddr6} {
+		lab.Proxy.Run(e.t, "ping", "-c1", "-W2", a.String())
+	}
+}
+
+// counter returns a counter of the program, summed over CPUs.
+func (e *env) counter(virtual string, r bpf.FastL4Reason) uint64 {
+	e.t.Helper()
+	c, err := e.fp.readCounters()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	vid := 0
+	if virtual != "" {
+		names := e.fp.virtualNames()
+		for i, n := range names {
+			if n == virtual {
+				vid = i
+			}
+		}
+		if vid == 0 {
+			e.t.Fatalf("no virtual %s", virtual)
+		}
+	}
+	return c[vid*reasonMax+int(r)].Packets
+}
+
+// flowCount counts the entries of the flow table.
+func (e *env) flowEntries() int {
+	e.t.Helper()
+	n := 0
+	var k bpf.FastL4FlowKey
+	var v bpf.FastL4FlowVal
+	it := e.fp.objs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// lookupFlow reads a flow entry by its tuple.
+func (e *env) lookupFlow(src, dst netip.AddrPort, proto uint8) (bpf.FastL4FlowVal, bool) {
+	k := flowKey(src, dst, proto)
+	var v bpf.FastL4FlowVal
+	err := e.fp.objs.Flows.Lookup(&k, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return v, false
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v, true
+}
+
+func flowKey(src, dst netip.AddrPort, proto uint8) bpf.FastL4FlowKey {
+	return bpf.FastL4FlowKey{
+		Saddr: addrToBPF(src.Addr()), Daddr: addrToBPF(dst.Addr()),
+		Sport: htons(src.Port()), Dport: htons(dst.Port()),
+		Proto: proto, Family: family(src.Addr()),
+	}
+}
+
+// linkMAC is the MAC address of an interface in a namespace.
+func linkMAC(t testing.TB, ns *testnet.NS, name string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	if err := ns.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		mac = l.Attrs().HardwareAddr
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+

@@ -1,0 +1,273 @@
+package l4
+
+import (
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+)
+
+// reasonNames are the label values of the program's reasons (enum reason
+// in bpf/common.h), without their REASON_ prefix, lower case.
+var reasonNames = map[bpf.FastL4Reason]string{
+	bpf.FastL4ReasonREASON_PASS_NOT_IP:         "pass_not_ip",
+	bpf.FastL4ReasonREASON_PASS_VLAN:           "pass_vlan",
+	bpf.FastL4ReasonREASON_PASS_MALFORMED:      "pass_malformed",
+	bpf.FastL4ReasonREASON_PASS_NO_SERVICE:     "pass_no_service",
+	bpf.FastL4ReasonREASON_PASS_PROTO:          "pass_proto",
+	bpf.FastL4ReasonREASON_PASS_FRAGMENT:       "pass_fragment",
+	bpf.FastL4ReasonREASON_PASS_ICMP:           "pass_icmp",
+	bpf.FastL4ReasonREASON_PASS_IPV6ROUTING:    "pass_ipv6_routing",
+	bpf.FastL4ReasonREASON_FWD_NEW:             "fwd_new",
+	bpf.FastL4ReasonREASON_FWD_CLIENT:          "fwd_client",
+	bpf.FastL4ReasonREASON_FWD_SERVER:          "fwd_server",
+	bpf.FastL4ReasonREASON_FWD_ICMP:            "fwd_icmp",
+	bpf.FastL4ReasonREASON_DROP_FRAGMENT:       "drop_fragment",
+	bpf.FastL4ReasonREASON_DROP_NO_FLOW:        "drop_no_flow",
+	bpf.FastL4ReasonREASON_DROP_NO_MEMBER:      "drop_no_member",
+	bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED: "drop_snat_exhausted",
+	bpf.FastL4ReasonREASON_DROP_TABLE_FULL:     "drop_table_full",
+	bpf.FastL4ReasonREASON_DROP_NO_NEIGH:       "drop_no_neigh",
+	bpf.FastL4ReasonREASON_DROP_FIB:            "drop_fib",
+	bpf.FastL4ReasonREASON_DROP_FRAG_NEEDED:    "drop_frag_needed",
+	bpf.FastL4ReasonREASON_DROP_NO_TX_PORT:     "drop_no_tx_port",
+	bpf.FastL4ReasonREASON_DROP_ICMP:           "drop_icmp",
+	bpf.FastL4ReasonREASON_EVENT_REPAIRED:      "repaired",
+	bpf.FastL4ReasonREASON_EVENT_RESTARTED:     "restarted",
+	bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED:   "mss_clamped",
+}
+
+// isEvent tells reasons that count events on the way, not verdicts.
+func isEvent(r bpf.FastL4Reason) bool { return r >= bpf.FastL4ReasonREASON_EVENT_REPAIRED }
+
+// ReasonName is the label value of a reason code.
+func ReasonName(r bpf.FastL4Reason) string { return reasonNames[r] }
+
+// readCounters sums the per-CPU counters (index: virtual id * reasons +
+// reason).
+func (f *FastPath) readCounters() ([]bpf.FastL4Stat, error) {
+	return sumStats(f.objs.Stats)
+}
+
+func sumStats(m *ebpf.Map) ([]bpf.FastL4Stat, error) {
+	n := int(m.MaxEntries())
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bpf.FastL4Stat, n)
+	keys := make([]uint32, n)
+	vals := make([]bpf.FastL4Stat, n*cpus)
+	var cursor ebpf.MapBatchCursor
+	got, err := m.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && got == 0 {
+		// No batch support: one lookup per key.
+		per := make([]bpf.FastL4Stat, cpus)
+		for k := range n {
+			if err := m.Lookup(uint32(k), per); err != nil {
+				return nil, err
+			}
+			for _, v := range per {
+				out[k].Packets += v.Packets
+				out[k].Bytes += v.Bytes
+			}
+		}
+		return out, nil
+	}
+	for i := range got {
+		for c := range cpus {
+			v := vals[i*cpus+c]
+			out[keys[i]].Packets += v.Packets
+			out[keys[i]].Bytes += v.Bytes
+		}
+	}
+	return out, nil
+}
+
+// flowCounts are the flows counted by a GC pass.
+type flowCounts struct {
+	total     int
+	byVirtual map[string]int
+	byState   map[[2]string]int // virtual, state
+	byMember  map[netip.Addr]int
+}
+
+func newFlowCounts() *flowCounts {
+	return &flowCounts{byVirtual: map[string]int{}, byState: map[[2]string]int{}, byMember: map[netip.Addr]int{}}
+}
+
+func (c *flowCounts) add(virtual, state string, p *pair) {
+	c.total++
+	c.byVirtual[virtual]++
+	c.byState[[2]string{virtual, state}]++
+	_, sk := p.keys()
+	c.byMember[addrFromBPF(sk.Saddr, sk.Family)]++
+}
+
+// gcStats are what the GC counted, for the collector.
+type gcStats struct {
+	mu       sync.Mutex
+	counts   *flowCounts
+	reapedBy map[[2]string]uint64 // virtual, state
+	resets   map[string]uint64
+	resetErr map[string]uint64
+	repairs  uint64
+}
+
+func newGCStats() *gcStats {
+	return &gcStats{counts: newFlowCounts(), reapedBy: map[[2]string]uint64{}, resets: map[string]uint64{}, resetErr: map[string]uint64{}}
+}
+
+func (s *gcStats) setCounts(c *flowCounts) {
+	s.mu.Lock()
+	s.counts = c
+	s.mu.Unlock()
+}
+
+func (s *gcStats) reaped(virtual, state string) {
+	s.mu.Lock()
+	s.reapedBy[[2]string{virtual, state}]++
+	s.mu.Unlock()
+}
+
+func (s *gcStats) reset(virtual string, err error) {
+	s.mu.Lock()
+	if err != nil {
+		s.resetErr[virtual]++
+	} else {
+		s.resets[virtual]++
+	}
+	s.mu.Unlock()
+}
+
+func (s *gcStats) repaired() {
+	s.mu.Lock()
+	s.repairs++
+	s.mu.Unlock()
+}
+
+// Status is a summary of the fast path for the admin endpoint.
+type Status struct {
+	Interfaces []string
+	Flows      int                // connections (pairs) at the last GC pass
+	Capacity   int                // connections the table holds
+	ByVirtual  map[string]int     // connections per virtual
+	ByMember   map[netip.Addr]int // connections per member
+	// Drops counts dropped packets per virtual since the maps were
+	// created.
+	Drops map[string]uint64
+}
+
+// Status reports the flow counts of the last GC pass and the drop
+// counters.
+func (f *FastPath) Status() Status {
+	st := Status{Interfaces: f.Interfaces(), Capacity: f.opts.MaxFlows, ByVirtual: map[string]int{}, ByMember: map[netip.Addr]int{}, Drops: map[string]uint64{}}
+	f.stats.mu.Lock()
+	st.Flows = f.stats.counts.total
+	for k, v := range f.stats.counts.byVirtual {
+		st.ByVirtual[k] = v
+	}
+	for k, v := range f.stats.counts.byMember {
+		st.ByMember[k] = v
+	}
+	f.stats.mu.Unlock()
+	c, err := f.readCounters()
+	if err != nil {
+		return st
+	}
+	names := f.virtualNames()
+	for vid := 1; vid < maxVirtuals; vid++ {
+		for r := range reasonMax {
+			reason := bpf.FastL4Reason(r)
+			if n := c[vid*reasonMax+r].Packets; n > 0 && !isEvent(reason) && reasonNames[reason][:4] == "drop" {
+				st.Drops[names[vid]] += n
+			}
+		}
+	}
+	return st
+}
+
+func (f *FastPath) virtualNames() [maxVirtuals]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.vnames
+}
+
+// Collector exports the fast path's counters, read from the per-CPU maps
+// at scrape time, and the GC's flow counts.
+func (f *FastPath) Collector() prometheus.Collector { return (*collector)(f) }
+
+type collector FastPath
+
+var (
+	descPackets = prometheus.NewDesc("edgeproxy_xdp_packets_total",
+		"Packets seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
+		[]string{"reason", "virtual"}, nil)
+	descBytes = prometheus.NewDesc("edgeproxy_xdp_bytes_total",
+		"Bytes seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
+		[]string{"reason", "virtual"}, nil)
+	descEvents = prometheus.NewDesc("edgeproxy_xdp_events_total",
+		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options.",
+		[]string{"event", "virtual"}, nil)
+	descFlows = prometheus.NewDesc("edgeproxy_flows",
+		"Connections in the fast path's flow table at the last GC pass, by fastl4 virtual and state.",
+		[]string{"virtual", "state"}, nil)
+	descCapacity = prometheus.NewDesc("edgeproxy_flows_capacity",
+		"Connections the fast path's flow table holds.", nil, nil)
+	descReaped = prometheus.NewDesc("edgeproxy_flows_reaped_total",
+		"Connections removed by the GC after their timeout, by fastl4 virtual and state.",
+		[]string{"virtual", "state"}, nil)
+	descResets = prometheus.NewDesc("edgeproxy_flow_resets_total",
+		"TCP resets sent for connections that timed out (reset_on_timeout), by fastl4 virtual and result.",
+		[]string{"virtual", "result"}, nil)
+	descRepairs = prometheus.NewDesc("edgeproxy_flows_repaired_total",
+		"Flow pairs whose missing half the GC re-inserted.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	f := (*FastPath)(c)
+	names := f.virtualNames()
+	if counters, err := f.readCounters(); err == nil {
+		for vid := range maxVirtuals {
+			for r := range reasonMax {
+				s := counters[vid*reasonMax+r]
+				if s.Packets == 0 {
+					continue
+				}
+				reason := bpf.FastL4Reason(r)
+				if isEvent(reason) {
+					ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(s.Packets), reasonNames[reason], names[vid])
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(s.Packets), reasonNames[reason], names[vid])
+				ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), reasonNames[reason], names[vid])
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
+	s := f.stats
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, n := range s.counts.byState {
+		ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	for k, n := range s.reapedBy {
+		ch <- prometheus.MustNewConstMetric(descReaped, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	for v, n := range s.resets {
+		ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(n), v, "sent")
+	}
+	for v, n := range s.resetErr {
+		ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(n), v, "error")
+	}
+	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(s.repairs))
+}
