@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -132,5 +133,54 @@ func TestSlowClientsCutOff(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection still open after %d bytes", n)
+	}
+}
+
+// Kerberos tokens need large headers on the skype site; other sites keep
+// the smaller default.
+func TestHeaderSizeLimits(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	token := strings.Repeat("A", 60<<10)
+	req := get("webext.example.com", "/echo")
+	req.Header.Set("X-Big", token)
+	if res, body := e.dialTLS("webext.example.com").do(req); res.StatusCode != 200 || !strings.Contains(body, token) {
+		t.Fatalf("60 KiB header on the skype site: %d", res.StatusCode)
+	}
+	req = get(owasHost, "/echo")
+	req.Header.Set("X-Big", strings.Repeat("A", 40<<10))
+	if res, _ := e.dialTLS(owasHost).do(req); res.StatusCode != 431 {
+		t.Fatalf("40 KiB header on a site with the 32 KiB default: %d, want 431", res.StatusCode)
+	}
+	req = get("webext.example.com", "/echo")
+	req.Header.Set("X-Big", strings.Repeat("A", 80<<10))
+	c := e.dialTLS("webext.example.com")
+	if res, _ := c.do(req); res.StatusCode != 431 {
+		t.Fatalf("80 KiB header: %d, want 431", res.StatusCode)
+	}
+}
+
+// Shutdown lets a request in flight finish, then closes.
+func TestShutdownDrains(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1})
+	c := e.dialTLS("webext.example.com")
+	done := make(chan int)
+	go func() {
+		res, _ := c.do(get("webext.example.com", "/longpoll?wait=1s"))
+		done <- res.StatusCode
+	}()
+	waitFor(t, func() bool { return e.backendRequests() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.proxy.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if code := <-done; code != 200 {
+		t.Fatalf("request in flight at shutdown: %d", code)
+	}
+	if _, err := net.DialTimeout("tcp", e.httpsAddr, time.Second); err == nil {
+		t.Fatal("still accepting after shutdown")
+	}
+	if err := e.proxy.Apply(e.cfg); !errors.Is(err, ErrClosed) {
+		t.Fatalf("apply after shutdown: %v", err)
 	}
 }
