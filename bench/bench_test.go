@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+)
+
+// TestMain lets the test binary stand in for the harness's own binary
+// when the harness re-executes it as a load generator or backend.
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(runRole(role, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 5s test @ https://webext.example.com/small.txt
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us  10.00ms   89.00%
+    Req/Sec    25.00k     1.00k   27.00k    80.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.30ms
+     90%    1.60ms
+     99%    1.20s
+  125000 requests in 5.00s, 50.00MB read
+  Socket errors: connect 1, read 2, write 3, timeout 4
+  Non-2xx or 3xx responses: 10
+Requests/sec:  25000.50
+Transfer/sec:     10.00MB
+`
+	w, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.rps != 25000.5 || w.requests != 125000 || w.p50ms != 0.85 || w.p99ms != 1200 || w.errors != 20 {
+		t.Errorf("parseWrk = %+v", w)
+	}
+	if _, err := parseWrk("unable to connect to webext.example.com:https Connection refused\n"); err == nil {
+		t.Error("parseWrk accepted a failed run")
+	}
+}
+
+func TestParseIperf(t *testing.T) {
+	tcp := `{"start":{},"end":{"sum_sent":{"bytes":2000000000,"bits_per_second":3.2e9,"retransmits":7},
+		"sum_received":{"seconds":5.0,"bytes":1990000000,"bits_per_second":3.184e9}}}`
+	r, err := parseIperf(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.bitsPerSecond != 3.184e9 || r.bytes != 1990000000 || r.retransmits != 7 {
+		t.Errorf("TCP: %+v", r)
+	}
+	udp := `{"end":{"sum":{"seconds":1.0,"packets":462560,"lost_packets":71565,"lost_percent":15.47}}}`
+	if r, err = parseIperf(udp); err != nil || r.packets-r.lost != 390995 || r.lostPercent != 15.47 {
+		t.Errorf("UDP: %+v, %v", r, err)
+	}
+	if _, err := parseIperf(`{"error":"unable to connect to server: Connection refused"}`); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("iperf3 error not reported: %v", err)
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := "goos: linux\npkg: github.com/edgeproxy/edgeproxy/l4\n" +
+		"BenchmarkXDPEstablished-2   	 1000000	        85.3 ns/op	        84.9 ns/packet\n" +
+		"BenchmarkXDPPass   	 5000000	        20.1 ns/op\nPASS\n"
+	b := parseGoBench(out)
+	if len(b) != 2 || b[0].name != "XDPEstablished" || b[0].metrics["ns/packet"] != 84.9 || b[1].metrics["ns/op"] != 20.1 {
+		t.Errorf("parseGoBench = %+v", b)
+	}
+	if xdpPath(b[0].name) != "established flow" || xdpPath(b[1].name) != "pass" || xdpPath("NewFlowSYN") != "new flow" {
+		t.Error("xdpPath misclassifies")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	in := []byte("cpu  100 5 50 1000 20 3 40 7 0 0\ncpu0 50 2 25 500 10 1 20 3 0 0\nintr 1\n")
+	soft, busy, err := parseProcStat(in)
+	if err != nil || soft != 0.40 || busy != 1.98 {
+		t.Errorf("parseProcStat = %v %v %v", soft, busy, err)
+	}
+	if _, _, err := parseProcStat([]byte("intr 1\n")); err == nil {
+		t.Error("parseProcStat accepted a file without the cpu line")
+	}
+}
+
+func TestParseCPUSet(t *testing.T) {
+	s, err := parseCPUSet("0,2-3")
+	if err != nil || s.Count() != 3 || !s.IsSet(0) || s.IsSet(1) || !s.IsSet(3) {
+		t.Errorf("parseCPUSet = %v, %v", s, err)
+	}
+	for _, bad := range []string{"", "x", "3-1"} {
+		if _, err := parseCPUSet(bad); err == nil {
+			t.Errorf("parseCPUSet(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStats(t *testing.T) {
+	s, ok := stats([]float64{5, 1, 3})
+	if !ok || s.median != 3 || s.min != 1 || s.max != 5 {
+		t.Errorf("stats = %+v", s)
+	}
+	if s, _ := stats([]float64{4, 1, 3, 2}); s.median != 2.5 {
+		t.Errorf("even median = %v", s.median)
+	}
+	if _, ok := stats(nil); ok {
+		t.Error("stats of nothing")
+	}
+}
+
+// TestEdgeproxyConfigs checks that the configurations the harness gives
+// edgeproxy are accepted by edgeproxy's own configuration parser.
+func TestEdgeproxyConfigs(t *testing.T) {
+	dir := t.TempDir()
+	certs, err := writeCerts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{certs: certs, cpus: cpuPlan{proxyN: 1}}
+	lab := &testnet.Lab{
+		ClientAddr4: netip.MustParseAddr("198.18.0.1"), ClientAddr6: netip.MustParseAddr("2001:db8:1::1"),
+		ExtAddr4: netip.MustParseAddr("198.18.0.2"), ExtAddr6: netip.MustParseAddr("2001:db8:1::2"),
+		VIP4: netip.MustParseAddr("198.18.0.10"), IntAddr4: netip.MustParseAddr("198.19.0.2"), IntAddr6: netip.MustParseAddr("2001:db8:2::2"),
+		RouterAddr4: netip.MustParseAddr("198.19.0.1"), RouterAddr6: netip.MustParseAddr("2001:db8:2::1"),
+		MemberNet4: netip.MustParsePrefix("198.19.1.0/24"), MemberNet6: netip.MustParsePrefix("2001:db8:3::/64"),
+		Members4: []netip.Addr{netip.MustParseAddr("198.19.1.11"), netip.MustParseAddr("198.19.1.12")},
+	}
+	tr := &trial{env: e, lab: lab, dir: dir}
+	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb} {
+		path, text, err := edgeproxyConfig(tr, phase)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Load(path)
+		if err != nil {
+			t.Fatalf("%s: edgeproxy rejects the configuration: %v\n%s", phase, err, text)
+		}
+		want := map[string]int{phaseTCP: 1, phaseUDP: 2, phaseConn: 1, phaseWeb: 1}[phase]
+		if len(c.Virtuals) != want {
+			t.Errorf("%s: %d virtuals, want %d", phase, len(c.Virtuals), want)
+		}
+	}
+}
+
+// TestPrivilegedBenchQuick runs the whole harness in -quick mode and checks
+// that the report has a row with numbers for every peer installed on the
+// machine, a row for edgeproxy (numbers or the reason it is missing), and
+// a readable chart.
+func TestPrivilegedBenchQuick(t *testing.T) {
+	testnet.RequireRoot(t, "iperf3", "wrk", "nft", "taskset", haproxyBin, nginxBin)
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	res, err := run(ctx, options{Out: out, Quick: true, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(res.MarkdownPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(md)
+	streamModule := true
+	if _, err := os.Stat(filepath.Join(nginxMods, "ngx_stream_module.so")); err != nil {
+		streamModule = false
+	}
+	number := regexp.MustCompile(`^[0-9][0-9,]*(\.[0-9]+)?$`)
+	check := func(title string, rows map[string]bool) {
+		t.Helper()
+		table := tableAfter(report, "### "+title+" —")
+		if table == nil {
+			t.Errorf("no table %q in the report:\n%s", title, report)
+			return
+		}
+		for cand, wantNumber := range rows {
+			cells, ok := table[cand]
+			if !ok {
+				t.Errorf("table %q has no row for %s", title, cand)
+				continue
+			}
+			switch {
+			case wantNumber && !number.MatchString(cells[0]):
+				t.Errorf("table %q: %s has no number: %q", title, cand, strings.Join(cells, " | "))
+			case cand == "edgeproxy fastl4" || cand == "edgeproxy https":
+				if !number.MatchString(cells[0]) && !strings.Contains(cells[0], "not available") {
+					t.Errorf("table %q: edgeproxy row neither measured nor explained: %q", title, cells[0])
+				}
+			}
+		}
+	}
+	l4 := map[string]bool{"edgeproxy fastl4": false, "nftables DNAT+SNAT": true, "haproxy tcp": true, "nginx stream": streamModule}
+	for _, title := range []string{"L4 bulk throughput, 1 TCP stream", "L4 bulk throughput, 4 TCP streams", "Proxy CPU per GB, 1 TCP stream", "L4 new connections per second", "Proxy CPU per 1k connections"} {
+		check(title, l4)
+	}
+	check("L4 small packets: UDP 64-byte payload received", map[string]bool{"edgeproxy fastl4": false, "nftables DNAT+SNAT": true, "nginx stream": streamModule})
+	if tb := tableAfter(report, "### L4 small packets: UDP 64-byte payload received —"); tb != nil && !strings.Contains(tb["haproxy tcp"][0], "not supported") {
+		t.Errorf("UDP table: haproxy row should say it does not proxy UDP: %q", tb["haproxy tcp"])
+	}
+	l7 := map[string]bool{"edgeproxy https": false, "haproxy tls": true, "nginx tls": true}
+	for _, title := range []string{"L7 keep-alive HTTPS requests per second", "L7 keep-alive latency p99", "L7 new TLS handshakes per second", "Proxy CPU per 1k TLS handshakes"} {
+		check(title, l7)
+	}
+	if !strings.Contains(report, "## The XDP program alone") || !strings.Contains(report, "Load: `ip netns exec $CLIENT_NS") {
+		t.Error("report lacks the XDP section or the load commands")
+	}
+	img, err := os.ReadFile(res.ChartPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := png.DecodeConfig(bytes.NewReader(img))
+	if err != nil || cfg.Width < 400 || cfg.Height < 200 {
+		t.Errorf("chart: %dx%d, %v", cfg.Width, cfg.Height, err)
+	}
+	// No namespace of the harness is left behind.
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil && strings.Contains(string(out), "epb-") {
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "epb-") {
+				t.Errorf("namespace left behind: %s", l)
+			}
+		}
+	}
+}
+
+// tableAfter parses the first Markdown table after the heading that starts
+// with prefix: first cell → the other cells.
+func tableAfter(md, prefix string) map[string][]string {
+	i := strings.Index(md, "\n"+prefix)
+	if i < 0 {
+		return nil
+	}
+	rows := map[string][]string{}
+	inTable := false
+	for _, line := range strings.Split(md[i+1:], "\n")[1:] {
+		if !strings.HasPrefix(line, "|") {
+			if inTable {
+				break
+			}
+			continue
+		}
+		inTable = true
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for j := range cells {
+			cells[j] = strings.TrimSpace(cells[j])
+		}
+		if len(cells) < 2 || strings.HasPrefix(cells[0], "---") || cells[0] == "candidate" {
+			continue
+		}
+		rows[cells[0]] = cells[1:]
+	}
+	return rows
+}

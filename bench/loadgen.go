@@ -1,0 +1,262 @@
+package main
+
+// The harness re-executes its own binary, inside a namespace and pinned to
+// CPUs, to run the Go load generators and the short-connection backend:
+// the environment variable roleEnv names the role and the arguments are
+// the role's flags.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// roleEnv selects a role of the binary instead of the harness.
+const roleEnv = "EDGEPROXY_BENCH_ROLE"
+
+// Roles.
+const (
+	roleEcho    = "echo"    // short-connection backend: read 1 byte, answer 1 byte
+	roleConnect = "connect" // new TCP connections per second
+	roleTLS     = "tls"     // full TLS handshakes per second, one request each
+)
+
+// loadResult is what a load generator prints (JSON) on stdout.
+type loadResult struct {
+	OK      int64    `json:"ok"`
+	Errors  int64    `json:"errors"`
+	Seconds float64  `json:"seconds"`
+	P50us   float64  `json:"p50_us"`
+	P99us   float64  `json:"p99_us"`
+	Samples []string `json:"error_samples,omitempty"`
+	TLS     string   `json:"tls,omitempty"`
+}
+
+func runRole(role string, args []string) int {
+	var err error
+	switch role {
+	case roleEcho:
+		err = echoServer(args)
+	case roleConnect, roleTLS:
+		err = loadGen(role, args)
+	default:
+		err = fmt.Errorf("run role: unknown role %q: use %s, %s or %s", role, roleEcho, roleConnect, roleTLS)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", role, err)
+		return 1
+	}
+	return 0
+}
+
+// echoServer accepts on every -listen address; per connection it reads one
+// byte, writes one byte, waits for the client to close and closes.
+func echoServer(args []string) error {
+	fs := flag.NewFlagSet(roleEcho, flag.ContinueOnError)
+	listen := fs.String("listen", "0.0.0.0:4443", "address to accept on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			// EMFILE and friends: back off, keep serving.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			var b [1]byte
+			if _, err := io.ReadFull(c, b[:]); err != nil {
+				return
+			}
+			if _, err := c.Write(b[:]); err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, c)
+		}()
+	}
+}
+
+// loadGen runs workers at a fixed concurrency until the duration or the
+// count is reached, whichever first, and prints a loadResult.
+func loadGen(role string, args []string) error {
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
+	addr := fs.String("addr", "", "host:port to connect to")
+	conc := fs.Int("c", 16, "concurrent workers")
+	dur := fs.Duration("d", 5*time.Second, "duration")
+	count := fs.Int64("n", 1_000_000, "at most this many operations")
+	timeout := fs.Duration("timeout", 5*time.Second, "per-operation timeout")
+	sni := fs.String("sni", "", "TLS server name and Host header ("+roleTLS+")")
+	caFile := fs.String("ca", "", "CA bundle to verify the server with ("+roleTLS+")")
+	path := fs.String("path", "/", "request path ("+roleTLS+")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *addr == "" || *conc < 1 || *dur <= 0 || *count < 1 {
+		return errors.New("parse flags: -addr, -c >= 1, -d > 0 and -n >= 1 are required")
+	}
+	var op func() error
+	var tlsVersion atomic.Value
+	switch role {
+	case roleConnect:
+		op = func() error { return shortConn(*addr, *timeout) }
+	case roleTLS:
+		if *sni == "" || *caFile == "" {
+			return errors.New("parse flags: -sni and -ca are required for TLS handshakes")
+		}
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("read CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("read CA %s: no certificate found", *caFile)
+		}
+		// No ClientSessionCache: every connection is a full handshake.
+		cfg := &tls.Config{ServerName: *sni, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *sni + "\r\nConnection: close\r\n\r\n")
+		op = func() error {
+			v, err := tlsRequest(*addr, cfg, req, *timeout)
+			if err == nil && tlsVersion.Load() == nil {
+				tlsVersion.Store(v)
+			}
+			return err
+		}
+	}
+
+	var (
+		claimed, ok, failed atomic.Int64
+		mu                  sync.Mutex
+		samples             []string
+		lats                = make([][]time.Duration, *conc)
+		wg                  sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(*dur)
+	for w := range *conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && claimed.Add(1) <= *count {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if len(samples) < 5 && !slices.Contains(samples, err.Error()) {
+						samples = append(samples, err.Error())
+					}
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+				if len(lats[w]) < 200_000 {
+					lats[w] = append(lats[w], time.Since(t0))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res := loadResult{OK: ok.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Samples: samples}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res.P50us = percentile(all, 0.50)
+	res.P99us = percentile(all, 0.99)
+	if v, _ := tlsVersion.Load().(string); v != "" {
+		res.TLS = v
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Microsecond)
+}
+
+// shortConn connects, sends one byte, reads the one-byte answer and closes.
+func shortConn(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	b := [1]byte{'x'}
+	if _, err := c.Write(b[:]); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	return nil
+}
+
+// tlsRequest does a full TLS handshake, one HTTP/1.1 request with
+// Connection: close, reads the whole answer and closes.
+func tlsRequest(addr string, cfg *tls.Config, req []byte, timeout time.Duration) (string, error) {
+	raw, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	c := tls.Client(raw, cfg)
+	if err := c.Handshake(); err != nil {
+		return "", fmt.Errorf("tls handshake: %w", err)
+	}
+	if _, err := c.Write(req); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", fmt.Errorf("read response: %w", err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return "", fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %s", resp.Status)
+	}
+	st := c.ConnectionState()
+	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite), nil
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Phases: each has its backend, its candidates and its scenarios.
+const (
+	phaseTCP  = "tcp"  // iperf3 TCP through L4 candidates
+	phaseUDP  = "udp"  // iperf3 UDP small packets through L4 candidates
+	phaseConn = "conn" // short TCP connections through L4 candidates
+	phaseWeb  = "web"  // HTTPS through L7 candidates
+	phaseXDP  = "xdp"  // the XDP program alone, BPF_PROG_TEST_RUN
+)
+
+var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseXDP}
+
+// phase is a set of scenarios that share a backend.
+type phase struct {
+	name      string
+	layer     string
+	backend   func(t *trial) error
+	probe     func(ctx context.Context, t *trial) error
+	scenarios []*scenario
+}
+
+// scenario is one measurement of one candidate.
+type scenario struct {
+	id    string
+	title string
+	// cmd is the load command as printed in the report.
+	cmd func(e *env) string
+	// run drives the load and returns the scenario's own metrics, the
+	// amount of work done (for CPU per unit) and the load generator's CPU.
+	run func(ctx context.Context, t *trial) (outcome, error)
+	// perUnit names the unit of work CPU is divided by ("GB", "1k connections").
+	perUnit string
+}
+
+// outcome is what one run of a scenario produced.
+type outcome struct {
+	metrics map[string]float64
+	work    float64 // in perUnit
+	loadCPU float64 // seconds
+	note    string
+}
+
+// metricDef describes one reported number.
+type metricDef struct {
+	id           string
+	scenario     string
+	title        string
+	unit         string
+	higherBetter bool
+	chart        string // label in the chart; "" to leave it out
+	cunit        string // unit in the chart label
+	prec         int
+}
+
+func (e *env) phases() []*phase {
+	d := e.dur
+	secs := strconv.Itoa(int(max(d.Round(time.Second), time.Second) / time.Second))
+	vip := "198.18.0.10"
+	pin := func(cpus string) string {
+		if cpus == "" {
+			return ""
+		}
+		return "taskset -c " + cpus + " "
+	}
+	iperfArgs := func(extra ...string) []string {
+		return append([]string{"-c", vip, "-p", "443", "-t", secs, "-J"}, extra...)
+	}
+	bulk := func(streams int) *scenario {
+		args := iperfArgs("-P", strconv.Itoa(streams))
+		id := fmt.Sprintf("bulk%d", streams)
+		return &scenario{
+			id: id, perUnit: "GB",
+			title: fmt.Sprintf("L4 bulk throughput, %d TCP stream%s", streams, plural(streams)),
+			cmd: func(e *env) string {
+				return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "iperf3 " + joinArgs(args)
+			},
+			run: func(ctx context.Context, t *trial) (outcome, error) {
+				r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "iperf3", args...)
+				if err != nil {
+					return outcome{}, err
+				}
+				ip, err := parseIperf(r.stdout)
+				if err != nil {
+					return outcome{}, err
+				}
+				return outcome{
+					metrics: map[string]float64{id + ".gbps": ip.bitsPerSecond / 1e9, id + ".retr": ip.retransmits},
+					work:    ip.bytes / 1e9, loadCPU: r.cpu,
+				}, nil
+			},
+		}
+	}
+	udpArgs := iperfArgs("-u", "-l", "64", "-b", "1G")
+	udp := &scenario{
+		id: "udp", perUnit: "1M packets",
+		title: "L4 small packets, UDP 64-byte payload",
+		cmd: func(e *env) string {
+			return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "iperf3 " + joinArgs(udpArgs)
+		},
+		run: func(ctx context.Context, t *trial) (outcome, error) {
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "iperf3", udpArgs...)
+			if err != nil {
+				return outcome{}, err
+			}
+			ip, err := parseIperf(r.stdout)
+			if err != nil {
+				return outcome{}, err
+			}
+			recv := ip.packets - ip.lost
+			return outcome{
+				metrics: map[string]float64{"udp.kpps": recv / ip.seconds / 1e3, "udp.loss": ip.lostPercent},
+				work:    recv / 1e6, loadCPU: r.cpu,
+			}, nil
+		},
+	}
+	connArgs := []string{"-addr", vip + ":443", "-c", strconv.Itoa(e.connConc), "-d", d.String(), "-n", "5000000", "-timeout", "3s"}
+	conn := &scenario{
+		id: "conn", perUnit: "1k connections",
+		title: "L4 new connections per second",
+		cmd: func(e *env) string {
+			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleConnect + " " + pin(e.cpus.client) + "BENCH " + joinArgs(connArgs) +
+				"   # per connection: connect, write 1 byte, read 1 byte, close"
+		},
+		run: func(ctx context.Context, t *trial) (outcome, error) {
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, []string{roleEnv + "=" + roleConnect}, e.self, connArgs...)
+			if err != nil {
+				return outcome{}, err
+			}
+			lr, err := parseLoad(r.stdout)
+			if err != nil {
+				return outcome{}, err
+			}
+			return outcome{
+				metrics: map[string]float64{
+					"conn.rate": float64(lr.OK) / lr.Seconds, "conn.errors": float64(lr.Errors),
+					"conn.p99": lr.P99us / 1e3,
+				},
+				work: float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
+			}, nil
+		},
+	}
+	url := "https://" + benchHost + "/small.txt"
+	wrkArgs := []string{"-t1", "-c" + strconv.Itoa(e.webConc), "-d" + secs + "s", "--timeout", "3s", "--latency", url}
+	ka := &scenario{
+		id: "ka", perUnit: "1k requests",
+		title: "L7 keep-alive HTTPS requests",
+		cmd: func(e *env) string {
+			return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "wrk " + joinArgs(wrkArgs)
+		},
+		run: func(ctx context.Context, t *trial) (outcome, error) {
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "wrk", wrkArgs...)
+			if err != nil {
+				return outcome{}, err
+			}
+			w, err := parseWrk(r.stdout)
+			if err != nil {
+				return outcome{}, err
+			}
+			note := ""
+			if w.errors > 0 {
+				note = fmt.Sprintf("%d errors or non-2xx answers", int64(w.errors))
+			}
+			return outcome{
+				metrics: map[string]float64{"ka.rps": w.rps, "ka.p50": w.p50ms, "ka.p99": w.p99ms, "ka.errors": w.errors},
+				work:    w.requests / 1e3, loadCPU: r.cpu, note: note,
+			}, nil
+		},
+	}
+	hsArgs := []string{"-addr", vip + ":443", "-sni", benchHost, "-ca", e.certs.PublicCA, "-path", "/small.txt",
+		"-c", strconv.Itoa(e.hsConc), "-d", d.String(), "-n", "5000000", "-timeout", "3s"}
+	hs := &scenario{
+		id: "hs", perUnit: "1k handshakes",
+		title: "L7 new TLS handshakes (one request each, no resumption)",
+		cmd: func(e *env) string {
+			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleTLS + " " + pin(e.cpus.client) + "BENCH " + joinArgs(hsArgs)
+		},
+		run: func(ctx context.Context, t *trial) (outcome, error) {
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, []string{roleEnv + "=" + roleTLS}, e.self, hsArgs...)
+			if err != nil {
+				return outcome{}, err
+			}
+			lr, err := parseLoad(r.stdout)
+			if err != nil {
+				return outcome{}, err
+			}
+			if lr.TLS != "" {
+				e.tlsSeen.Store(lr.TLS)
+			}
+			return outcome{
+				metrics: map[string]float64{"hs.rate": float64(lr.OK) / lr.Seconds, "hs.errors": float64(lr.Errors)},
+				work:    float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
+			}, nil
+		},
+	}
+
+	iperfBackend := func(t *trial) error {
+		return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443")
+	}
+	return []*phase{
+		{name: phaseTCP, layer: layerL4, backend: iperfBackend, probe: probeTCP, scenarios: []*scenario{bulk(1), bulk(4)}},
+		{name: phaseUDP, layer: layerL4, backend: func(t *trial) error {
+			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
+		}, probe: probeTCP, scenarios: []*scenario{udp}},
+		{name: phaseConn, layer: layerL4, backend: func(t *trial) error {
+			return t.startBackend([]string{roleEnv + "=" + roleEcho}, []uint16{4443}, e.self, "-listen", "0.0.0.0:4443")
+		}, probe: probeEcho, scenarios: []*scenario{conn}},
+		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend() }, probe: probeHTTPS, scenarios: []*scenario{ka, hs}},
+	}
+}
+
+// metricDefs lists the reported numbers in report order.
+var metricDefs = []metricDef{
+	{id: "bulk1.gbps", scenario: "bulk1", title: "L4 bulk throughput, 1 TCP stream", unit: "Gbit/s", higherBetter: true, chart: "bulk, 1 stream", cunit: "Gbit/s", prec: 2},
+	{id: "bulk4.gbps", scenario: "bulk4", title: "L4 bulk throughput, 4 TCP streams", unit: "Gbit/s", higherBetter: true, chart: "bulk, 4 streams", cunit: "Gbit/s", prec: 2},
+	{id: "bulk1.cpu", scenario: "bulk1", title: "Proxy CPU per GB, 1 TCP stream", unit: "CPU-s/GB", chart: "CPU per GB", cunit: "CPU-s/GB", prec: 3},
+	{id: "bulk4.cpu", scenario: "bulk4", title: "Proxy CPU per GB, 4 TCP streams", unit: "CPU-s/GB", prec: 3},
+	{id: "bulk1.retr", scenario: "bulk1", title: "TCP retransmissions, 1 stream", unit: "segments", prec: 0},
+	{id: "udp.kpps", scenario: "udp", title: "L4 small packets: UDP 64-byte payload received", unit: "kpps", higherBetter: true, chart: "UDP 64 B pps", cunit: "kpps", prec: 1},
+	{id: "udp.loss", scenario: "udp", title: "L4 small packets: UDP loss", unit: "%", prec: 1},
+	{id: "udp.cpu", scenario: "udp", title: "Proxy CPU per million UDP packets", unit: "CPU-s/Mpkt", prec: 3},
+	{id: "conn.rate", scenario: "conn", title: "L4 new connections per second", unit: "conn/s", higherBetter: true, chart: "new conn/s", cunit: "conn/s", prec: 0},
+	{id: "conn.cpu", scenario: "conn", title: "Proxy CPU per 1k connections", unit: "CPU-s/1k conn", chart: "CPU per 1k conn", cunit: "CPU-s", prec: 4},
+	{id: "conn.p99", scenario: "conn", title: "L4 short connection p99 time", unit: "ms", prec: 2},
+	{id: "ka.rps", scenario: "ka", title: "L7 keep-alive HTTPS requests per second", unit: "req/s", higherBetter: true, chart: "HTTPS req/s", cunit: "req/s", prec: 0},
+	{id: "ka.p50", scenario: "ka", title: "L7 keep-alive latency p50", unit: "ms", chart: "HTTPS p50", cunit: "ms", prec: 3},
+	{id: "ka.p99", scenario: "ka", title: "L7 keep-alive latency p99", unit: "ms", chart: "HTTPS p99", cunit: "ms", prec: 3},
+	{id: "ka.cpu", scenario: "ka", title: "Proxy CPU per 1k keep-alive requests", unit: "CPU-s/1k req", prec: 4},
+	{id: "hs.rate", scenario: "hs", title: "L7 new TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS handshakes/s", cunit: "hs/s", prec: 0},
+	{id: "hs.cpu", scenario: "hs", title: "Proxy CPU per 1k TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k hs", cunit: "CPU-s", prec: 3},
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func loadNote(lr loadResult) string {
+	if lr.Errors == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("%d errors", lr.Errors)
+	if len(lr.Samples) > 0 {
+		s += " (" + lr.Samples[0] + ")"
+	}
+	return s
+}
+
+func parseLoad(out string) (loadResult, error) {
+	var lr loadResult
+	if err := json.Unmarshal([]byte(out), &lr); err != nil {
+		return lr, fmt.Errorf("parse load generator output: %w: %q", err, lastLines(out, 3))
+	}
+	if lr.Seconds <= 0 {
+		return lr, fmt.Errorf("parse load generator output: no duration")
+	}
+	if lr.OK == 0 {
+		return lr, fmt.Errorf("no successful operation: %s", loadNote(lr))
+	}
+	return lr, nil
+}
+
+// --- readiness probes: the path through the candidate works end to end ---
+
+func probeTCP(ctx context.Context, t *trial) error {
+	c, err := t.lab.Client.DialContext(ctx, "tcp", t.vip().String())
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func probeEcho(ctx context.Context, t *trial) error {
+	c, err := t.lab.Client.DialContext(ctx, "tcp", t.vip().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	b := [1]byte{'p'}
+	if _, err := c.Write(b[:]); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(c, b[:])
+	return err
+}
+
+func probeHTTPS(ctx context.Context, t *trial) error {
+	pem, err := os.ReadFile(t.env.certs.PublicCA)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	raw, err := t.lab.Client.DialContext(ctx, "tcp", t.vip().String())
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(2 * time.Second))
+	c := tls.Client(raw, &tls.Config{ServerName: benchHost, RootCAs: pool, MinVersion: tls.VersionTLS12})
+	req, _ := http.NewRequest(http.MethodGet, "https://"+benchHost+"/small.txt", nil)
+	req.Close = true
+	if err := req.Write(c); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /small.txt through the VIP: %s", resp.Status)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
