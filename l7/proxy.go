@@ -237,13 +237,17 @@ func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]
 
 func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[memberKey]*memberState) (*vhost, error) {
 	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == modeHTTPS, listen: v.Listen,
-		trustedP: v.TrustedProxies, drain: v.DrainTimeout.D(),
+		drain: v.DrainTimeout.D(),
 		hosts: hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
 	if vh.drain <= 0 {
 		vh.drain = config.DefaultDrainTimeout.D()
 	}
-	for i, pr := range vh.trustedP {
-		vh.trustedP[i] = netip.PrefixFrom(pr.Addr().Unmap(), pr.Bits()).Masked()
+	for _, pr := range v.TrustedProxies {
+		bits := pr.Bits()
+		if pr.Addr().Is4In6() {
+			bits -= 96
+		}
+		vh.trustedP = append(vh.trustedP, netip.PrefixFrom(pr.Addr().Unmap(), max(bits, 0)).Masked())
 	}
 	if vh.https {
 		certs, err := loadCertStore(v.Certificates)
