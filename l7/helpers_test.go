@@ -48,7 +48,7 @@ type testCA struct {
 	withInter bool
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	dir := t.TempDir()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -82,7 +82,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 	return ca
 }
 
-func writeFile(t *testing.T, path string, b []byte) {
+func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func writeFile(t *testing.T, path string, b []byte) {
 
 // issue writes a leaf (followed by the intermediate) and its key, and
 // returns their paths and the leaf.
-func (ca *testCA) issue(t *testing.T, cn string, names []string, ips ...netip.Addr) (certPath, keyPath string, leaf *x509.Certificate) {
+func (ca *testCA) issue(t testing.TB, cn string, names []string, ips ...netip.Addr) (certPath, keyPath string, leaf *x509.Certificate) {
 	t.Helper()
 	ca.serial++
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -141,7 +141,7 @@ type member struct {
 
 // startMembers starts n front ends on 127.0.0.(10+i), all on the same
 // two ports.
-func startMembers(t *testing.T, n int, internal *testCA, users map[string]string) ([]*member, uint16, uint16) {
+func startMembers(t testing.TB, n int, internal *testCA, users map[string]string) ([]*member, uint16, uint16) {
 	t.Helper()
 	certPath, keyPath, _ := internal.issue(t, "fe.corp.example.com", append([]string{owasHost}, skypeHosts...))
 	kp, err := tls.LoadX509KeyPair(certPath, keyPath)
@@ -214,7 +214,7 @@ func (s *syncBuffer) String() string {
 // env is a proxy with an https and an http virtual in front of fake front
 // ends, on loopback.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	public    *testCA
 	internal  *testCA
 	defCert   string // the default certificate's file
@@ -245,7 +245,7 @@ type envOptions struct {
 	cfg func(*config.Config)
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	if o.members == 0 {
 		o.members = 2
@@ -367,7 +367,7 @@ func (e *env) tlsClient(h2 bool) *http.Client {
 // rawTLS is one TLS connection to the proxy where the test writes
 // requests byte for byte.
 type rawTLS struct {
-	t *testing.T
+	t testing.TB
 	c net.Conn
 	r *bufio.Reader
 }
@@ -435,7 +435,7 @@ func get(host, path string) *http.Request {
 }
 
 // needTool skips (or fails in CI) when a command is missing.
-func needTool(t *testing.T, name string) {
+func needTool(t testing.TB, name string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
 		if os.Getenv("CI") != "" {
@@ -446,7 +446,7 @@ func needTool(t *testing.T, name string) {
 }
 
 // curl runs curl with a bounded time and returns its stdout.
-func curl(t *testing.T, args ...string) (string, error) {
+func curl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	needTool(t, "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)

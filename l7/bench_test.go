@@ -1,0 +1,62 @@
+package l7
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"testing"
+)
+
+func benchRequests(b *testing.B, host string) {
+	e := newEnv(b, envOptions{members: 2})
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := e.tlsClient(false)
+		for pb.Next() {
+			res, err := c.Get("https://" + host + "/healthz")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	})
+}
+
+// BenchmarkKeepAlivePooled: requests over kept-alive client connections
+// to a site with pooled upstream connections (TLS on both legs).
+func BenchmarkKeepAlivePooled(b *testing.B) { benchRequests(b, owasHost) }
+
+// BenchmarkKeepAlivePinned: the same on a Windows-auth site, where each
+// client connection has its own upstream connection.
+func BenchmarkKeepAlivePinned(b *testing.B) { benchRequests(b, "webext.example.com") }
+
+// BenchmarkNewTLSConnections: a full TLS handshake and one request per
+// operation.
+func BenchmarkNewTLSConnections(b *testing.B) {
+	e := newEnv(b, envOptions{members: 2})
+	cfg := &tls.Config{ServerName: owasHost, RootCAs: e.public.pool(), NextProtos: []string{"http/1.1"}}
+	req, _ := http.NewRequest("GET", "https://"+owasHost+"/healthz", nil)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := tls.Dial("tcp", e.httpsAddr, cfg)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			req.Write(c)
+			res, err := http.ReadResponse(bufio.NewReader(c), req)
+			if err != nil {
+				b.Error(err)
+				c.Close()
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			c.Close()
+		}
+	})
+}
