@@ -449,7 +449,7 @@ func (f *FastPath) setPorts(r config.PortRange) error {
 	if r.First == 0 || r.First > r.Last {
 		return fmt.Errorf("%w: SNAT ports %s: write a range such as 40000-59999", ErrBadOptions, r)
 	}
-	if err := reservePorts(r); err != nil {
+	if err := f.inNS(func() error { return reservePorts(r) }); err != nil {
 		return err
 	}
 	var s bpf.FastL4Config

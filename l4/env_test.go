@@ -49,7 +49,8 @@ func testPinPath(t testing.TB) string {
 type virtualSpec string
 
 // testConfig writes a configuration for the lab: pools fe4 and fe6 of
-// the lab's members, and the given virtuals.
+// the lab's members, one4 of the first IPv4 member, and the given
+// virtuals.
 func testConfig(t testing.TB, lab *testnet.Lab, fastpath string, virtuals ...virtualSpec) *config.Config {
 	t.Helper()
 	var m4, m6 []string
@@ -71,7 +72,8 @@ func testConfig(t testing.TB, lab *testnet.Lab, fastpath string, virtuals ...vir
 	if fastpath != "" {
 		fmt.Fprintf(&b, "fastpath: {%s}\n", fastpath)
 	}
-	fmt.Fprintf(&b, "pools:\n  fe4: {members: [%s]}\n  fe6: {members: [%s]}\nvirtuals:\n", strings.Join(m4, ", "), strings.Join(m6, ", "))
+	fmt.Fprintf(&b, "pools:\n  fe4: {members: [%s]}\n  fe6: {members: [%s]}\n  one4: {members: [%s]}\nvirtuals:\n",
+		strings.Join(m4, ", "), strings.Join(m6, ", "), m4[0])
 	for _, v := range virtuals {
 		fmt.Fprintf(&b, "  - {%s}\n", v)
 	}

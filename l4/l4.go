@@ -23,12 +23,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/config"
@@ -187,6 +189,7 @@ type FastPath struct {
 	knobs    [maxVirtuals]knobs   // per virtual id, for the GC
 	ports    config.PortRange     // SNAT ports in force
 
+	ns      netns.NsHandle // the namespace Open ran in
 	nl      *netlink.Handle
 	resets  *resetter
 	neigh   *neighbours
@@ -211,6 +214,7 @@ func Open(opts Options) (_ *FastPath, err error) {
 	}
 	f := &FastPath{
 		opts:     opts,
+		ns:       netns.None(),
 		log:      opts.Logger.With("component", "fastpath"),
 		links:    map[string]link.Link{},
 		modes:    map[string]string{},
@@ -229,6 +233,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 	}
 	if err := f.adopt(); err != nil {
 		return nil, err
+	}
+	if f.ns, err = netns.Get(); err != nil {
+		return nil, fmt.Errorf("get network namespace: %w", err)
 	}
 	if f.nl, err = netlink.NewHandle(); err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
@@ -377,7 +384,7 @@ func (f *FastPath) upkeep() {
 	if closed {
 		return
 	}
-	if err := enableFIBLookups(); err != nil {
+	if err := f.inNS(enableFIBLookups); err != nil {
 		f.limiter.log(f.log, "fib", slog.LevelWarn, "keep FIB lookups enabled", "err", err)
 	}
 	f.neigh.poll(f.objs.NeighMiss)
@@ -409,6 +416,36 @@ func (f *FastPath) release() {
 	if f.nl != nil {
 		f.nl.Close()
 	}
+	if f.ns.IsOpen() {
+		f.ns.Close()
+	}
+}
+
+// inNS runs fn in the fast path's network namespace, on a locked thread:
+// Run and the methods may be called from any goroutine, and sysctls are
+// read and written in the namespace of the calling thread.
+func (f *FastPath) inNS(fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get network namespace: %w", err)
+	}
+	defer cur.Close()
+	if cur.Equal(f.ns) {
+		return fn()
+	}
+	if err := netns.Set(f.ns); err != nil {
+		return fmt.Errorf("enter network namespace: %w", err)
+	}
+	defer func() {
+		if err := netns.Set(cur); err != nil {
+			// Never hand a thread in the wrong namespace back to the
+			// scheduler: a locked thread that is not unlocked exits.
+			runtime.LockOSThread()
+		}
+	}()
+	return fn()
 }
 
 // Cleanup detaches the program from every NIC it is pinned to and removes
