@@ -66,6 +66,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*listener
 	members   map[memberKey]*memberState
+	reported  map[memberKey]bool // last SetMemberUp verdict per member, known or not yet
 	gen       []*vhost
 	closed    bool
 }
@@ -74,7 +75,8 @@ type Proxy struct {
 func New(opts Options) *Proxy {
 	discard := slog.New(slog.DiscardHandler)
 	p := &Proxy{opts: opts, log: opts.Logger, access: opts.AccessLog,
-		listeners: map[netip.AddrPort]*listener{}, members: map[memberKey]*memberState{}}
+		listeners: map[netip.AddrPort]*listener{}, members: map[memberKey]*memberState{},
+		reported: map[memberKey]bool{}}
 	if p.log == nil {
 		p.log = discard
 	}
@@ -167,6 +169,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	// Commit.
 	p.mu.Lock()
 	p.members = states
+	for k := range p.reported {
+		if states[k] == nil {
+			delete(p.reported, k)
+		}
+	}
 	prev := p.gen
 	p.gen = gen
 	p.listeners = next
@@ -412,10 +419,13 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		if st == nil {
 			p.mu.Lock()
 			st = p.members[key]
-			p.mu.Unlock()
 			if st == nil {
 				st = &memberState{key: key, name: m.Address}
+				if up, ok := p.reported[key]; ok {
+					st.down.Store(!up)
+				}
 			}
+			p.mu.Unlock()
 			st.disabled.Store(m.Disabled)
 			states[key] = st
 		}
@@ -461,8 +471,10 @@ func (p *Proxy) resolve(cfg *config.Config, m config.Member) (netip.Addr, error)
 // count as up until a monitor says otherwise; a down member gets no new
 // requests (pinned connections already on it stay until they close).
 func (p *Proxy) SetMemberUp(pool string, addr netip.Addr, up bool) {
+	key := memberKey{pool: pool, addr: addr.Unmap()}
 	p.mu.Lock()
-	m := p.members[memberKey{pool: pool, addr: addr.Unmap()}]
+	m := p.members[key]
+	p.reported[key] = up
 	p.mu.Unlock()
 	if m == nil {
 		return

@@ -153,7 +153,12 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 
-	if cs != nil && (s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey)) {
+	if cs == nil {
+		if s.windowsAuth || hasConnAuth(req.Header, "Authorization") {
+			// Never share an upstream connection for these.
+			return nil, errNoConnState
+		}
+	} else if s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey) {
 		return s.roundTripPinned(req, cs, rec, &upStart)
 	}
 
@@ -284,6 +289,10 @@ func wrapUpstream(err error, member string) error {
 	}
 	return &upstreamError{op: "response", member: member, cause: shortCause(err), err: err}
 }
+
+// errNoConnState: a request arrived without the state of its client
+// connection, so it cannot be pinned.
+var errNoConnState = errors.New("client connection state missing")
 
 // noMemberError: the pool has no member to send to.
 type noMemberError struct{ pool string }
