@@ -2,6 +2,7 @@ package l7
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -178,5 +179,24 @@ func TestHeadersAndMethods(t *testing.T) {
 	res, _ = e.dialTLS("webext.example.com").do(get("webext.example.com", "/CertProv/CertProvisioningService.svc"))
 	if got := res.Header.Values("WWW-Authenticate"); res.StatusCode != 401 || len(got) != 2 || got[0] != "Negotiate" || got[1] != "NTLM" {
 		t.Errorf("challenge: %d %q", res.StatusCode, got)
+	}
+}
+
+// A protocol upgrade passes through, pooled and pinned.
+func TestUpgradePassesThrough(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, host := range []string{owasHost, "webext.example.com"} {
+		c := e.dialTLS(host)
+		res, _, err := c.raw("GET /upgrade HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		if err != nil || res.StatusCode != 101 {
+			t.Fatalf("%s: %v %v, want 101", host, res, err)
+		}
+		for _, msg := range []string{"hello", "GET /cscp HTTP/1.1\r\n\r\n"} {
+			c.c.Write([]byte(msg))
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(c.r, buf); err != nil || string(buf) != msg {
+				t.Fatalf("%s: echoed %q %v", host, buf, err)
+			}
+		}
 	}
 }

@@ -12,7 +12,8 @@
 //     401 with both "WWW-Authenticate: NTLM" and "Negotiate" until the
 //     connection authenticates;
 //   - a long poll (/longpoll?wait=65s), streaming upload and download
-//     endpoints, an echo of the request as received;
+//     endpoints, an echo of the request as received, and a protocol
+//     upgrade (/upgrade with "Upgrade: echo") that echoes bytes;
 //   - the management paths (/cscp, /OcsPowerShell, /RgsConfig), which a
 //     correct proxy never lets through: every hit is counted.
 //
@@ -225,6 +226,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.download(w, r)
 	case p == "/echo":
 		s.echo(w, r, c)
+	case p == "/upgrade":
+		s.upgrade(w, r)
 	case p == "/whoami":
 		c.mu.Lock()
 		u := c.user
@@ -404,6 +407,23 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	}
 	io.CopyBuffer(w, &patternReader{size: size}, make([]byte, 64<<10))
+}
+
+// upgrade switches to the "echo" protocol: every byte sent comes back.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "echo") {
+		http.Error(w, "Upgrade: echo required", http.StatusUpgradeRequired)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "hijack: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	brw.Flush()
+	io.Copy(conn, brw)
 }
 
 // Echo is what /echo answers: the request as the front end received it.
