@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,5 +184,58 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	if err := e.proxy.Apply(e.cfg); !errors.Is(err, ErrClosed) {
 		t.Fatalf("apply after shutdown: %v", err)
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1, site: func(s *config.Site) { s.MaxBodyBytes = 1 << 20 }})
+	big := strings.Repeat("x", 2<<20)
+	// Declared too large: refused before anything is sent upstream.
+	req, _ := http.NewRequest("POST", "https://webext.example.com/upload", strings.NewReader(big))
+	before := e.backendRequests()
+	if res, _ := e.dialTLS("webext.example.com").do(req); res.StatusCode != 413 {
+		t.Fatalf("2 MiB with a 1 MiB limit: %d, want 413", res.StatusCode)
+	}
+	if e.backendRequests() != before {
+		t.Fatal("a body declared over the limit reached the member")
+	}
+	// Chunked: cut at the limit.
+	req, _ = http.NewRequest("POST", "https://webext.example.com/upload", io.MultiReader(strings.NewReader(big)))
+	req.ContentLength = -1
+	if res, _ := e.dialTLS("webext.example.com").do(req); res.StatusCode != 413 {
+		t.Fatalf("chunked 2 MiB with a 1 MiB limit: %d, want 413", res.StatusCode)
+	}
+	// Under the limit: passes.
+	req, _ = http.NewRequest("POST", "https://webext.example.com/upload", strings.NewReader(big[:1<<20]))
+	if res, body := e.dialTLS("webext.example.com").do(req); res.StatusCode != 200 || !strings.Contains(body, `"bytes":1048576`) {
+		t.Fatalf("1 MiB: %d %s", res.StatusCode, body)
+	}
+}
+
+// Both legs have TCP keepalive.
+func TestKeepAliveBothLegs(t *testing.T) {
+	ln, err := defaultListen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := &dialer{addr: ln.Addr().String(), limits: siteLimits{dial: time.Second}}
+	up, err := d.dialTCP(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	for name, c := range map[string]net.Conn{"upstream": up.Conn, "client": down} {
+		raw, _ := c.(*net.TCPConn).SyscallConn()
+		var on int
+		raw.Control(func(fd uintptr) { on, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+		if on != 1 {
+			t.Errorf("%s leg: SO_KEEPALIVE off", name)
+		}
 	}
 }
