@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,7 +100,7 @@ func newEnv(t testing.TB, mk func(*testnet.Lab) *config.Config, tune func(*Optio
 		MaxFlows:   1024,
 		MaglevSize: 251,
 		SNATPorts:  e.cfg.FastPath.SNATPorts,
-		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:     newEnvLogger(t),
 	}
 	if tune != nil {
 		tune(&e.opts)
@@ -234,6 +235,12 @@ func linkMAC(t testing.TB, ns *testnet.NS, name string) net.HardwareAddr {
 	}
 	return mac
 }
+
+func newEnvLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func mkdirAll(p string) error { return os.MkdirAll(p, 0o700) }
 
 type testWriter struct{ t testing.TB }
 
