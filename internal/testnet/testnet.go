@@ -25,6 +25,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -35,6 +36,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Interface names inside the namespaces.
@@ -470,4 +472,45 @@ func RequireRoot(t testing.TB, cmds ...string) {
 func (*NS) listNetns() (string, error) {
 	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
 	return string(out), err
+}
+
+// BPFFSRoot is a BPF file system mounted outside /sys: `ip netns exec`
+// mounts a fresh /sys for the command it runs, which hides
+// /sys/fs/bpf, so pins shared between a process in a lab namespace and
+// the rest of the host live here.
+const BPFFSRoot = "/run/edgeproxy-bpffs"
+
+// PinDir returns a new directory on a BPF file system that processes
+// started with NS.Command see too, and mounts that file system first
+// when needed. The caller removes the directory (RemovePinDir).
+func PinDir(name string) (string, error) {
+	if err := os.MkdirAll(BPFFSRoot, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", BPFFSRoot, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(BPFFSRoot, &st); err != nil {
+		return "", fmt.Errorf("stat %s: %w", BPFFSRoot, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", BPFFSRoot, "bpf", 0, "mode=0700"); err != nil {
+			return "", fmt.Errorf("mount bpffs on %s: %w", BPFFSRoot, err)
+		}
+	}
+	dir := filepath.Join(BPFFSRoot, name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create pin directory: %w", err)
+	}
+	return dir, nil
+}
+
+// TestPinDir is PinDir for a test: the directory is removed, with
+// everything pinned in it, at cleanup.
+func TestPinDir(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := PinDir(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/daemon"
+)
+
+const defaultPIDFile = "/run/edgeproxy.pid"
+
+func init() {
+	register(command{name: "run", summary: "run the proxy daemon (SIGHUP reloads, SIGTERM drains)", run: runDaemon})
+	register(command{name: "reload", summary: "validate the file and make the running daemon reload it", run: runReload})
+}
+
+func runDaemon(ctx context.Context, args []string) error {
+	fs := newFlagSet("run", "-config FILE [flags]")
+	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "configuration `file`")
+	logFormat := fs.String("log-format", "", "log format: text or json (default: the file's log.format)")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default: the file's log.level)")
+	cleanup := fs.Bool("cleanup", false, "remove the pinned XDP programs and flow tables on exit (default: keep them so a restart drops no flow)")
+	pidFile := fs.String("pid-file", defaultPIDFile, "write the daemon's pid here for 'edgeproxy reload' (\"\" for none)")
+	state := fs.String("netcfg-state", "", "journal of the network changes made (default /var/lib/edgeproxy/netcfg.json; - for none)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	format, level := cfg.Log.Format, cfg.Log.Level
+	if *logFormat != "" {
+		format = *logFormat
+	}
+	if *logLevel != "" {
+		level = *logLevel
+	}
+	logger, err := newLogger(os.Stderr, format, level)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+	access, closeAccess, err := accessLogger(cfg.Log.Access, format, logger)
+	if err != nil {
+		return err
+	}
+	defer closeAccess()
+	removePID, err := daemon.WritePIDFile(*pidFile)
+	if err != nil {
+		return err
+	}
+	defer removePID()
+
+	// SIGTERM and SIGINT arrive through ctx; SIGHUP reloads.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return daemon.Run(ctx, daemon.Options{
+		ConfigPath:  *cfgPath,
+		Version:     version,
+		Logger:      logger,
+		AccessLog:   access,
+		Cleanup:     *cleanup,
+		NetcfgState: *state,
+		Reload:      reload,
+	})
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if level != "" {
+		if err := lv.UnmarshalText([]byte(level)); err != nil {
+			return nil, fmt.Errorf("parse log level %q: use debug, info, warn or error", level)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("parse log format %q: use text or json", format)
+}
+
+func accessLogger(dest, format string, def *slog.Logger) (*slog.Logger, func(), error) {
+	switch dest {
+	case "":
+		return def, func() {}, nil
+	case "off":
+		return slog.New(slog.DiscardHandler), func() {}, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open access log: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
+}
+
+func runReload(_ context.Context, args []string) error {
+	fs := newFlagSet("reload", "[-config FILE] [-pid-file FILE]")
+	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "the configuration `file` the daemon runs; validated before the daemon is signalled")
+	pidFile := fs.String("pid-file", defaultPIDFile, "the daemon's pid file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := config.Load(*cfgPath); err != nil {
+		return fmt.Errorf("%w\nreload not sent: the daemon keeps its running configuration", err)
+	}
+	b, err := os.ReadFile(*pidFile)
+	if err != nil {
+		return fmt.Errorf("read pid file: %w (is 'edgeproxy run' running with -pid-file %s?)", err, *pidFile)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("read pid file %s: %q is not a pid", *pidFile, strings.TrimSpace(string(b)))
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("signal daemon: no process %d (stale pid file %s)", pid, *pidFile)
+		}
+		return fmt.Errorf("signal daemon %d: %w", pid, err)
+	}
+	fmt.Printf("reload sent to pid %d at %s; its log says whether it applied\n", pid, time.Now().Format(time.TimeOnly))
+	return nil
+}

@@ -1,0 +1,464 @@
+// Package daemon is `edgeproxy run`: it joins the host network
+// configuration, the XDP fast path, the L7 proxy, the health monitors and
+// the admin endpoint, reloads them atomically on SIGHUP and drains them on
+// SIGTERM.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
+	"github.com/edgeproxy/edgeproxy/l7"
+	"github.com/edgeproxy/edgeproxy/netcfg"
+)
+
+// Sentinel errors.
+var (
+	// ErrHost: the host lacks a kernel feature or privilege run needs.
+	ErrHost = errors.New("host cannot run edgeproxy")
+	// ErrReload: the new configuration was rejected; the old one serves.
+	ErrReload = errors.New("reload rejected")
+)
+
+// Options configure a Daemon.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Logger     *slog.Logger
+	// AccessLog receives the L7 access log (nil: Logger).
+	AccessLog *slog.Logger
+	// Cleanup removes the pinned XDP state on exit instead of leaving it
+	// for the next start.
+	Cleanup bool
+	// NetcfgState is the netcfg journal path ("" default, "-" none).
+	NetcfgState string
+	// Reload receives a value for every reload request (SIGHUP).
+	Reload <-chan struct{}
+	// Ready, when set, is closed once everything serves.
+	Ready chan<- struct{}
+}
+
+// Daemon is a running edgeproxy.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+
+	mu     sync.Mutex
+	cfg    *config.Config
+	loaded time.Time
+
+	host     *netcfg.Host
+	recon    *netcfg.Reconciler
+	resolver *netcfg.Resolver
+	checker  *health.Checker
+	adm      *admin.Server
+	l4       *fastPath
+	l7       *l7.Proxy
+	members  []health.Target
+}
+
+// Run runs the daemon until ctx is done, then drains and returns.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.AccessLog == nil {
+		opts.AccessLog = opts.Logger
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now()}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("load configuration: %w", err)
+	}
+	if err := probeHost(cfg); err != nil {
+		return err
+	}
+	return d.run(ctx, cfg)
+}
+
+// probeHost says exactly what the host lacks for the configuration.
+func probeHost(cfg *config.Config) error {
+	var missing []string
+	k, err := hostprobe.KernelVersion()
+	if err != nil {
+		missing = append(missing, err.Error())
+	} else {
+		for _, f := range k.Missing() {
+			missing = append(missing, fmt.Sprintf("kernel %s lacks %s (needs %s)", k, f.Name, f.Version()))
+		}
+	}
+	caps, err := hostprobe.EffectiveCaps()
+	if err == nil && !caps.CanLoadBPF() && hasFastL4(cfg) {
+		missing = append(missing, "no CAP_BPF/CAP_SYS_ADMIN: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see examples/edgeproxy.service)")
+	}
+	if hasFastL4(cfg) {
+		if err := hostprobe.CheckBTF(hostprobe.BTFPath); err != nil {
+			missing = append(missing, err.Error())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrHost, joinLines(missing))
+	}
+	return nil
+}
+
+func hasFastL4(cfg *config.Config) bool {
+	for _, v := range cfg.Virtuals {
+		if v.Mode == config.ModeFastL4 {
+			return true
+		}
+	}
+	return false
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for i, l := range s {
+		if i > 0 {
+			out += "; "
+		}
+		out += l
+	}
+	return out
+}
+
+func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
+	defer func() {
+		if cerr := d.close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	if err := d.startNetwork(cfg); err != nil {
+		return err
+	}
+	members, err := resolveMembers(ctx, cfg, d.resolver)
+	if err != nil {
+		return err
+	}
+	d.adm = admin.New(admin.Options{
+		Listen:  cfg.Admin.Listen,
+		Version: d.opts.Version,
+		Ready:   d.ready,
+		Status:  d.status,
+		Logger:  d.log,
+	})
+	reg := d.adm.Registry()
+	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
+	reg.MustRegister(d.checker)
+	if d.recon != nil {
+		reg.MustRegister(d.recon)
+	}
+
+	if d.l4, err = openFastPath(cfg, d.log, reg); err != nil {
+		return err
+	}
+	d.l7 = l7.New(l7.Options{
+		Logger:    d.log,
+		AccessLog: d.opts.AccessLog,
+		Registry:  reg,
+		Resolve:   d.resolve1,
+	})
+	if err := d.apply(ctx, cfg, members); err != nil {
+		return err
+	}
+	if cfg.Admin.Listen != "" {
+		if _, err := d.adm.Listen(); err != nil {
+			return fmt.Errorf("open admin endpoint: %w", err)
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	spawn := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	spawn("health", d.checker.Run)
+	if d.recon != nil {
+		spawn("netcfg", d.recon.Run)
+	}
+	if d.l4 != nil {
+		spawn("fast path", d.l4.run)
+	}
+	if cfg.Admin.Listen != "" {
+		spawn("admin", d.adm.Serve)
+	}
+	d.log.Info("edgeproxy running", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals), "version", d.opts.Version)
+	if d.opts.Ready != nil {
+		close(d.opts.Ready)
+	}
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-d.opts.Reload:
+			if err := d.Reload(ctx); err != nil {
+				d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
+			}
+		case runErr = <-errc:
+			d.log.Error("component failed", "err", runErr)
+			break loop
+		}
+	}
+	d.drain()
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// startNetwork applies the network section and starts its reconciler.
+func (d *Daemon) startNetwork(cfg *config.Config) error {
+	r, err := netcfg.NewResolver(cfg.Network)
+	if err != nil {
+		return fmt.Errorf("build hosts table: %w", err)
+	}
+	d.resolver = r
+	if cfg.Network.External.Interface == "" && cfg.Network.Internal.Interface == "" {
+		return nil
+	}
+	h, err := netcfg.Open(netcfg.Options{StatePath: d.opts.NetcfgState, Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("open host network: %w", err)
+	}
+	d.host = h
+	if cfg.Network.Managed() {
+		if _, err := h.Apply(cfg); err != nil {
+			return fmt.Errorf("apply network section: %w", err)
+		}
+	}
+	d.recon, err = netcfg.NewReconciler(h, cfg, netcfg.ReconcilerOptions{})
+	if err != nil {
+		return fmt.Errorf("start network reconciler: %w", err)
+	}
+	return nil
+}
+
+// resolve1 resolves one member name with the current hosts table.
+func (d *Daemon) resolve1(ctx context.Context, name string) (netip.Addr, error) {
+	d.mu.Lock()
+	r := d.resolver
+	d.mu.Unlock()
+	return r.Resolve(ctx, name)
+}
+
+// resolve turns every pool member into an address through the hosts
+// table (and the DMZ resolver when configured).
+func resolveMembers(ctx context.Context, cfg *config.Config, r *netcfg.Resolver) ([]health.Target, error) {
+	var out []health.Target
+	var errs []error
+	for name, p := range cfg.Pools {
+		for _, m := range p.Members {
+			a, err := r.Resolve(ctx, m.Address)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("resolve member %q of pool %q: %w", m.Address, name, err))
+				continue
+			}
+			out = append(out, health.Target{Pool: name, Member: m.Address, Addr: a, Disabled: m.Disabled})
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// apply makes cfg the running configuration: listeners first (the step
+// most likely to fail, for example an address in use), then the fast
+// path, then the monitors. A failure leaves the previous configuration in
+// place.
+func (d *Daemon) apply(_ context.Context, cfg *config.Config, members []health.Target) error {
+	d.mu.Lock()
+	prev := d.cfg
+	d.mu.Unlock()
+
+	up := d.upState(members)
+	if err := d.l7.Apply(cfg); err != nil {
+		return fmt.Errorf("apply L7 virtuals: %w", err)
+	}
+	for k, u := range up {
+		d.l7.SetMemberUp(k.pool, k.addr, u)
+	}
+	if d.l4 != nil {
+		if err := d.l4.apply(cfg, members, up); err != nil {
+			if prev != nil {
+				if rerr := d.l7.Apply(prev); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("restore L7 virtuals: %w", rerr))
+				}
+			}
+			return fmt.Errorf("apply fastl4 virtuals: %w", err)
+		}
+	}
+	monitors := map[string]config.Monitor{}
+	for name, p := range cfg.Pools {
+		monitors[name] = p.Monitor
+	}
+	if err := d.checker.Update(members, monitors); err != nil {
+		return fmt.Errorf("apply monitors: %w", err)
+	}
+	if d.recon != nil && prev != nil {
+		if err := d.recon.SetConfig(cfg); err != nil {
+			return fmt.Errorf("apply network section: %w", err)
+		}
+	}
+	d.mu.Lock()
+	d.cfg, d.members, d.loaded = cfg, members, time.Now()
+	d.mu.Unlock()
+	return nil
+}
+
+// upState says which members take traffic now: a member not yet checked
+// does (as a new proxy should serve at once); one known down or disabled
+// does not.
+func (d *Daemon) upState(members []health.Target) map[memberKey]bool {
+	up := map[memberKey]bool{}
+	state := map[memberKey]health.State{}
+	if d.checker != nil {
+		for _, s := range d.checker.Snapshot() {
+			state[memberKey{s.Pool, s.Addr}] = s.State
+		}
+	}
+	for _, m := range members {
+		k := memberKey{m.Pool, m.Addr}
+		st := state[k]
+		up[k] = !m.Disabled && st != health.StateDown && st != health.StateDisabled
+	}
+	return up
+}
+
+type memberKey struct {
+	pool string
+	addr netip.Addr
+}
+
+// onHealth fans a member's change out to both data planes.
+func (d *Daemon) onHealth(ev health.Event) {
+	if ev.State == health.StateRemoved {
+		return
+	}
+	if d.l4 != nil {
+		if err := d.l4.setUp(ev.Pool, ev.Addr, ev.Up); err != nil {
+			d.log.Error("update fast path member", "pool", ev.Pool, "member", ev.Member, "err", err)
+		}
+	}
+	if d.l7 != nil {
+		d.l7.SetMemberUp(ev.Pool, ev.Addr, ev.Up)
+	}
+}
+
+// Reload reads the configuration file again and applies it atomically;
+// on any error the running configuration keeps serving.
+func (d *Daemon) Reload(ctx context.Context) error {
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	r, err := netcfg.NewResolver(cfg.Network)
+	if err != nil {
+		return fmt.Errorf("%w: build hosts table: %w", ErrReload, err)
+	}
+	members, err := resolveMembers(ctx, cfg, r)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	if d.host != nil && cfg.Network.Managed() {
+		if _, err := d.host.Apply(cfg); err != nil {
+			return fmt.Errorf("%w: apply network section: %w", ErrReload, err)
+		}
+	}
+	d.mu.Lock()
+	old := d.resolver
+	d.resolver = r
+	d.mu.Unlock()
+	if err := d.apply(ctx, cfg, members); err != nil {
+		d.mu.Lock()
+		d.resolver = old
+		d.mu.Unlock()
+		if d.host != nil && d.cfg.Network.Managed() {
+			if _, nerr := d.host.Apply(d.cfg); nerr != nil {
+				err = errors.Join(err, fmt.Errorf("restore network section: %w", nerr))
+			}
+		}
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals))
+	return nil
+}
+
+func (d *Daemon) ready() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg == nil {
+		return errors.New("starting")
+	}
+	return nil
+}
+
+// drain stops accepting, lets L7 connections finish for the configured
+// drain time and leaves the XDP state pinned (unless Cleanup).
+func (d *Daemon) drain() {
+	d.log.Info("draining")
+	if d.l7 != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
+		defer cancel()
+		if err := d.l7.Shutdown(ctx); err != nil {
+			d.log.Warn("drain: connections cut at the drain timeout", "err", err)
+		}
+	}
+}
+
+func (d *Daemon) drainTimeout() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := 30 * time.Second
+	if d.cfg != nil {
+		for _, v := range d.cfg.Virtuals {
+			if v.IsL7() && v.DrainTimeout.D() > 0 {
+				t = v.DrainTimeout.D()
+			}
+		}
+	}
+	return t
+}
+
+func (d *Daemon) close() error {
+	var errs []error
+	if d.adm != nil {
+		errs = append(errs, d.adm.Close())
+	}
+	if d.l4 != nil {
+		errs = append(errs, d.l4.close(d.opts.Cleanup))
+	}
+	if d.host != nil {
+		errs = append(errs, d.host.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// pidFile writes the daemon's pid for `edgeproxy reload`.
+func WritePIDFile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	if err := os.WriteFile(path, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+		return nil, fmt.Errorf("write pid file: %w", err)
+	}
+	return func() { _ = os.Remove(path) }, nil
+}

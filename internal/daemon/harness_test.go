@@ -1,0 +1,395 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/internal/certgen"
+	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+)
+
+// binary is edgeproxy built once for the package's tests.
+var (
+	binaryOnce sync.Once
+	binary     string
+	binaryErr  error
+)
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edgeproxy-bin-")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		binary = filepath.Join(dir, "edgeproxy")
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy").CombinedOutput()
+		if err != nil {
+			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return binary
+}
+
+// member is one fake front end in the backend namespace.
+type member struct {
+	name string
+	addr netip.Addr
+	fe   *fakefe.Server
+	tls  *tls.Config
+	lns  []net.Listener
+}
+
+func (m *member) start(t *testing.T, lab *testnet.Lab) {
+	t.Helper()
+	for _, p := range []struct {
+		port int
+		tls  *tls.Config
+	}{{4443, m.tls}, {8080, nil}} {
+		ln, err := lab.Backend.Listen("tcp", netip.AddrPortFrom(m.addr, uint16(p.port)).String())
+		if err != nil {
+			t.Fatalf("member %s: %v", m.name, err)
+		}
+		m.lns = append(m.lns, ln)
+		go m.fe.Serve(ln, p.tls)
+	}
+}
+
+func (m *member) stop() {
+	for _, ln := range m.lns {
+		ln.Close()
+	}
+	m.lns = nil
+}
+
+// deployment is a lab with two members, certificates and a running daemon.
+type deployment struct {
+	lab     *testnet.Lab
+	dir     string
+	certs   *certgen.Set
+	members []*member
+	cfgPath string
+	pin     string
+	params  params
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	log     *syncBuffer
+}
+
+// wait waits for the daemon to exit and returns its exit error.
+func (d *deployment) wait() error {
+	<-d.done
+	return d.waitErr
+}
+
+// syncBuffer is the daemon's output, read while it is written.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type params struct {
+	Lab       *testnet.Lab
+	Dir       string
+	FastL4VIP netip.Addr
+	Pin       string
+	Interval  string
+	ExtraHost string
+}
+
+const labConfig = `
+admin:
+  listen: 127.0.0.1:9469
+network:
+  external:
+    interface: ext0
+    addresses: [{{.Lab.ExtAddr4}}/24, {{.Lab.ExtAddr6}}/64]
+    gateway: {{.Lab.ClientAddr4}}
+  internal:
+    interface: int0
+    addresses: [{{.Lab.IntAddr4}}/24, {{.Lab.IntAddr6}}/64]
+    routes:
+      - {to: {{.Lab.MemberNet4}}, via: {{.Lab.RouterAddr4}}}
+      - {to: {{.Lab.MemberNet6}}, via: {{.Lab.RouterAddr6}}}
+  hosts:
+    fe01.corp.example.com: {{index .Lab.Members4 0}}
+    fe02.corp.example.com: {{index .Lab.Members4 1}}
+fastpath:
+  pin_path: {{.Pin}}
+pools:
+  sfb-fe:
+    members: [fe01.corp.example.com, fe02.corp.example.com]
+    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 1, ca: {{.Dir}}/internal-ca.pem}
+  bulk:
+    members: [fe01.corp.example.com]
+    monitor: {type: tcp, port: 5201, interval: 1s, timeout: 500ms}
+virtuals:
+  - name: sfb-web-l4
+    mode: fastl4
+    listen: {{.FastL4VIP}}:443
+    pool: sfb-fe
+    port: 4443
+    snat: automap
+  - name: bulk
+    mode: fastl4
+    listen: {{.FastL4VIP}}:5201
+    pool: bulk
+    port: 5201
+    snat: automap
+  - name: sfb-web
+    mode: https
+    listen: {{.Lab.VIP4}}:443
+    certificates:
+      - {cert: {{.Dir}}/public.pem, key: {{.Dir}}/public.key}
+    sites:
+      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com{{.ExtraHost}}]
+        pool: sfb-fe
+        port: 4443
+        backend_tls: {ca: {{.Dir}}/internal-ca.pem}
+        profile: skype
+    drain_timeout: 10s
+  - name: sfb-web-http
+    mode: http
+    listen: {{.Lab.VIP4}}:80
+    sites:
+      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
+        pool: sfb-fe
+        port: 8080
+`
+
+func newDeployment(t *testing.T) *deployment {
+	t.Helper()
+	testnet.RequireRoot(t, "curl", "iperf3")
+	lab := testnet.New(t, testnet.Options{Members: 2})
+	dir := t.TempDir()
+	names := append(slices.Clone(certgen.SkypeNames), "new.example.com")
+	certs, err := certgen.Write(dir, certgen.Options{PublicNames: names, Members: map[string][]string{
+		"fe01.corp.example.com": names, "fe02.corp.example.com": names,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deployment{lab: lab, dir: dir, certs: certs}
+	d.pin = testnet.TestPinDir(t, lab.Proxy.Name)
+	for i, name := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+		leaf := certs.Members[name]
+		cert, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &member{name: name, addr: lab.Members4[i],
+			fe:  fakefe.New(fakefe.Options{Name: name}),
+			tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+		m.start(t, lab)
+		t.Cleanup(m.stop)
+		d.members = append(d.members, m)
+	}
+	d.params = params{Lab: lab, Dir: dir, FastL4VIP: netip.MustParseAddr("198.18.0.20"), Pin: d.pin, Interval: "500ms"}
+	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
+	d.writeConfig(t, d.params)
+	return d
+}
+
+func (d *deployment) writeConfig(t *testing.T, p params) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := template.Must(template.New("cfg").Parse(labConfig)).Execute(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.cfgPath, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs the daemon in the proxy namespace and waits until it is ready.
+func (d *deployment) start(t *testing.T) {
+	t.Helper()
+	bin := buildBinary(t)
+	if d.log == nil {
+		d.log = &syncBuffer{}
+	}
+	d.cmd = d.lab.Proxy.Command(context.Background(), bin, "run", "-config", d.cfgPath,
+		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"))
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := d.cmd
+	done := make(chan struct{})
+	d.done = done
+	go func() { d.waitErr = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := d.status()
+		if err == nil && st.Ready && d.allUp(st) {
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("daemon exited before it was ready: %v\n%s", d.waitErr, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready in 30s (last: %v)\n%s", err, d.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *deployment) allUp(st *admin.Status) bool {
+	n := 0
+	for _, m := range st.Members {
+		if m.Pool == "sfb-fe" && m.State == "up" {
+			n++
+		}
+	}
+	return n == len(d.members)
+}
+
+// kill ends the daemon with SIGKILL (no cleanup at all).
+func (d *deployment) kill(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Kill()
+	<-d.done
+}
+
+func (d *deployment) signal(t *testing.T, s os.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *deployment) adminClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.lab.Proxy.DialContext}}
+}
+
+func (d *deployment) status() (*admin.Status, error) {
+	resp, err := d.adminClient().Get("http://127.0.0.1:9469/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st admin.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func (d *deployment) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := d.adminClient().Get("http://127.0.0.1:9469/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// waitMember waits until the daemon reports the member in state.
+func (d *deployment) waitMember(t *testing.T, name, state string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := d.status(); err == nil {
+			for _, m := range st.Members {
+				if m.Member == name && m.State == state {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("member %s not %s within 20s", name, state)
+}
+
+// client returns an HTTPS client in the client namespace that trusts the
+// public root and connects every name to addr. Keep-alives are off so
+// every request is a new connection (and a new L4 flow).
+func (d *deployment) client(addr netip.AddrPort, keepAlive bool) *http.Client {
+	// fastl4 hands the TLS session to the member, whose certificate comes
+	// from the internal CA; the L7 proxy serves the public one.
+	roots := d.certs.PublicRoot.Pool()
+	roots.AddCert(d.certs.Internal.Cert)
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.lab.Client.DialContext(ctx, "tcp", addr.String())
+	}
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext:       dial,
+			DisableKeepAlives: !keepAlive,
+			TLSClientConfig:   &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		},
+	}
+}
+
+// echo makes one request and returns what the member saw.
+func echo(c *http.Client, url string) (*fakefe.Echo, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var e fakefe.Echo
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		return nil, fmt.Errorf("GET %s: decode echo: %w", url, err)
+	}
+	return &e, nil
+}
+
+func (d *deployment) logText() string { return d.log.String() }

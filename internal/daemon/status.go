@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/config"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// status answers /status: the running configuration's virtuals with their
+// members' health, L7 request counts and L4 flow counts.
+func (d *Daemon) status(context.Context) (*admin.Status, error) {
+	d.mu.Lock()
+	cfg, loaded := d.cfg, d.loaded
+	d.mu.Unlock()
+	st := &admin.Status{
+		Version: d.opts.Version,
+		Started: d.started,
+		Time:    time.Now(),
+		Config:  d.opts.ConfigPath,
+		Loaded:  loaded,
+	}
+	if err := d.ready(); err != nil {
+		st.Reason = err.Error()
+	} else {
+		st.Ready = true
+	}
+	if cfg == nil {
+		return st, nil
+	}
+	snap := d.checker.Snapshot()
+	st.Members = admin.MembersFromHealth(snap)
+	up := map[string]int{}
+	total := map[string]int{}
+	for _, m := range snap {
+		total[m.Pool]++
+		if m.State == "up" {
+			up[m.Pool]++
+		}
+	}
+	l7 := d.l7Counts()
+	var fp *fastPathStatus
+	if d.l4 != nil {
+		fp = d.l4.status()
+		st.FastPath = fp.FastPath
+		for i := range st.Members {
+			st.Members[i].Flows = fp.byMember[st.Members[i].Address]
+		}
+	}
+	for _, v := range cfg.Virtuals {
+		av := admin.Virtual{Name: v.Name, Mode: v.Mode, Listen: v.Listen.String(), Port: v.Port}
+		pools := map[string]bool{}
+		if v.Pool != "" {
+			pools[v.Pool] = true
+		}
+		for _, s := range v.Sites {
+			if s.Pool != "" {
+				pools[s.Pool] = true
+			}
+		}
+		for p := range pools {
+			av.Pools = append(av.Pools, p)
+			av.MembersUp += up[p]
+			av.Members += total[p]
+		}
+		if v.Mode == config.ModeFastL4 && fp != nil {
+			av.Flows = fp.byVirtual[v.Name]
+			av.Errors = fp.dropsByVirtual[v.Name]
+		}
+		if c, ok := l7[v.Name]; ok {
+			av.Requests, av.Errors, av.Connections = c.requests, c.errors, c.active
+		}
+		st.Virtuals = append(st.Virtuals, av)
+	}
+	return st, nil
+}
+
+type l7Count struct{ requests, errors, active uint64 }
+
+// l7Counts reads the L7 counters from the daemon's registry.
+func (d *Daemon) l7Counts() map[string]l7Count {
+	out := map[string]l7Count{}
+	mfs, err := d.adm.Registry().Gather()
+	if err != nil {
+		return out
+	}
+	label := func(m *dto.Metric, name string) string {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "edgeproxy_http_requests_total":
+			for _, m := range mf.GetMetric() {
+				v := label(m, "virtual")
+				c := out[v]
+				n := uint64(m.GetCounter().GetValue())
+				c.requests += n
+				if code, _ := strconv.Atoi(label(m, "code")); code >= 500 {
+					c.errors += n
+				}
+				out[v] = c
+			}
+		case "edgeproxy_http_active_connections":
+			for _, m := range mf.GetMetric() {
+				v := label(m, "virtual")
+				c := out[v]
+				c.active += uint64(m.GetGauge().GetValue())
+				out[v] = c
+			}
+		}
+	}
+	return out
+}
