@@ -77,6 +77,7 @@ virtuals:
       - hosts: [{{.Hosts}}]
         pool: sfb-fe
         port: 8080
+        profile: skype              # the management paths are closed on port 80 too
 `
 
 // memberEntry is one pool member in the configuration.

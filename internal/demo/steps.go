@@ -100,7 +100,7 @@ func (s *session) stepReady(ctx context.Context, r *Result) error {
 	}
 	r.Got = fmt.Sprintf("/healthz 200; members %s; %s on ext0: %v; XDP on %s; net.ipv4.ip_forward=%s",
 		strings.Join(states, ", "), FastVIP, hasVIP, xdp, strings.TrimSpace(string(fwd)))
-	r.Try = "ip netns exec " + s.lab.Proxy.Name + " edgeproxy status"
+	r.Try = "ip netns exec " + s.lab.Proxy.Name + " " + s.opts.Executable + " status"
 	switch {
 	case !hasVIP:
 		return unexpected("%s missing from ext0", FastVIP)
@@ -376,10 +376,9 @@ func (s *session) stepDenied(ctx context.Context, r *Result) error {
 	var seen []string
 	var bad []string
 	for _, p := range deniedProbes {
-		target, scheme := ap(s.lab.VIP4, 443), "https"
-		tc := s.publicTLS("webext.example.com")
+		target, tc := ap(s.lab.VIP4, 443), s.publicTLS("webext.example.com")
 		if !p.https {
-			target, scheme, tc = ap(s.lab.VIP4, 80), "http", nil
+			target, tc = ap(s.lab.VIP4, 80), nil
 		}
 		c, err := s.dialRaw(ctx, target, "webext.example.com", tc)
 		if err != nil {
@@ -392,7 +391,7 @@ func (s *session) stepDenied(ctx context.Context, r *Result) error {
 		}
 		label := p.uri
 		if !p.https {
-			label = scheme + ":" + p.uri
+			label = "port 80 " + p.uri
 		}
 		seen = append(seen, fmt.Sprintf("%s %d", label, h.status))
 		if h.status != http.StatusForbidden || h.member != "" {
