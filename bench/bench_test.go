@@ -143,7 +143,7 @@ func TestEdgeproxyConfigs(t *testing.T) {
 	}
 	tr := &trial{env: e, lab: lab, dir: dir}
 	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb} {
-		path, text, err := edgeproxyConfig(tr, phase)
+		path, text, err := edgeproxyConfig(tr, phase, "/sys/fs/bpf/edgeproxy-bench-test")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 // Layers.
@@ -138,6 +140,18 @@ func edgeproxyAvailable(e *env) error {
 	if strings.Contains(string(out), "unknown command") {
 		return fmt.Errorf("%w: %s has no run command yet (the daemon is not built in)", errNotAvailable, e.edgeproxy)
 	}
+	// Flags that keep a benchmark daemon from leaving state on the host
+	// or meeting another daemon's files, when this build has them.
+	e.edgeproxyFlags = nil
+	for _, f := range [][]string{
+		{"-cleanup"},           // remove pinned programs and maps on exit
+		{"-netcfg-state", "-"}, // no journal of network changes
+		{"-pid-file", ""},      // no pid file
+	} {
+		if strings.Contains(string(out), "\n  "+f[0]+" ") || strings.Contains(string(out), "\n  "+f[0]+"\n") {
+			e.edgeproxyFlags = append(e.edgeproxyFlags, f...)
+		}
+	}
 	return nil
 }
 
@@ -170,7 +184,6 @@ type tmplData struct {
 	UDP                                    bool
 	Certs                                  *certFiles
 	Host                                   string
-	PinPath                                string
 }
 
 func (t *trial) data(phase string) tmplData {
@@ -192,7 +205,6 @@ func (t *trial) data(phase string) tmplData {
 		MemberNet: l.MemberNet4.String(), MemberNet6: l.MemberNet6.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
 		UDP: phase == phaseUDP, Certs: t.env.certs, Host: benchHost,
-		PinPath: "/sys/fs/bpf/edgeproxy-bench-" + filepath.Base(t.dir),
 	}
 }
 
@@ -498,26 +510,39 @@ virtuals:
 
 type edgeproxyData struct {
 	tmplData
-	L7 bool
+	L7      bool
+	PinPath string
 }
 
-func edgeproxyConfig(t *trial, phase string) (string, string, error) {
-	return t.render("edgeproxy.yaml", edgeproxyTmpl, edgeproxyData{tmplData: t.data(phase), L7: phase == phaseWeb})
+func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
+	d := edgeproxyData{tmplData: t.data(phase), L7: phase == phaseWeb}
+	d.PinPath = pinPath
+	return t.render("edgeproxy.yaml", edgeproxyTmpl, d)
 }
 
 func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installation, error) {
-	path, text, err := edgeproxyConfig(t, phase)
+	// `ip netns exec` hides /sys/fs/bpf: pin on a BPF file system the
+	// daemon sees from inside the namespace.
+	pins, err := testnet.PinDir("bench-" + filepath.Base(t.dir))
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProcess(t.lab.Proxy, t.env.cpus.proxy, nil, t.env.edgeproxy, "run", "-config", path)
+	path, text, err := edgeproxyConfig(t, phase, pins)
 	if err != nil {
+		os.RemoveAll(pins)
 		return nil, err
 	}
+	args := append([]string{"run", "-config", path}, t.env.edgeproxyFlags...)
+	p, err := startProcess(t.lab.Proxy, t.env.cpus.proxy, nil, t.env.edgeproxy, args...)
+	if err != nil {
+		os.RemoveAll(pins)
+		return nil, err
+	}
+	args[2] = "edgeproxy.yaml"
 	in := &installation{procs: []*process{p}, config: text, cmds: []string{
-		fmt.Sprintf("ip netns exec $PROXY_NS taskset -c %s bin/edgeproxy run -config edgeproxy.yaml", t.env.cpus.proxy),
+		fmt.Sprintf("ip netns exec $PROXY_NS taskset -c %s bin/edgeproxy %s", t.env.cpus.proxy, joinArgs(args)),
 	}}
-	in.stops = append(in.stops, func() { _ = os.RemoveAll(t.data(phase).PinPath) })
+	in.stops = append(in.stops, func() { _ = os.RemoveAll(pins) })
 	return in, nil
 }
 

@@ -47,15 +47,17 @@ type env struct {
 	self      string
 	root      string
 	edgeproxy string
-	certs     *certFiles
-	www       string
-	cpus      cpuPlan
-	dur       time.Duration
-	reps      int
-	connConc  int
-	webConc   int
-	hsConc    int
-	tlsSeen   atomic.Value
+	// edgeproxyFlags are added to `edgeproxy run`.
+	edgeproxyFlags []string
+	certs          *certFiles
+	www            string
+	cpus           cpuPlan
+	dur            time.Duration
+	reps           int
+	connConc       int
+	webConc        int
+	hsConc         int
+	tlsSeen        atomic.Value
 }
 
 // results is everything a run measured.
@@ -375,6 +377,17 @@ func (e *env) runTrial(ctx context.Context, res *results, ph *phase, c *candidat
 			return ctx.Err()
 		}
 		oc, err := e.measure(ctx, t, in, sc)
+		if err != nil && ctx.Err() == nil && in.alive() == nil {
+			// One retry, in the same installation; the failure stays in
+			// the notes.
+			e.log.Warn("measurement failed, retrying once", "scenario", sc.id, "candidate", c.name, "err", err)
+			var retryErr error
+			oc, retryErr = e.measure(ctx, t, in, sc)
+			if retryErr == nil {
+				oc.note = strings.TrimPrefix(oc.note+"; retried once after: "+err.Error(), "; ")
+			}
+			err = retryErr
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

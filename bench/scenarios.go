@@ -212,10 +212,10 @@ func (e *env) phases() []*phase {
 		return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443")
 	}
 	return []*phase{
-		{name: phaseTCP, layer: layerL4, backend: iperfBackend, probe: probeTCP, scenarios: []*scenario{bulk(1), bulk(4)}},
+		{name: phaseTCP, layer: layerL4, backend: iperfBackend, probe: probeIperf, scenarios: []*scenario{bulk(1), bulk(4)}},
 		{name: phaseUDP, layer: layerL4, backend: func(t *trial) error {
 			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
-		}, probe: probeTCP, scenarios: []*scenario{udp}},
+		}, probe: probeIperf, scenarios: []*scenario{udp}},
 		{name: phaseConn, layer: layerL4, backend: func(t *trial) error {
 			return t.startBackend([]string{roleEnv + "=" + roleEcho}, []uint16{4443}, e.self, "-listen", "0.0.0.0:4443")
 		}, probe: probeEcho, scenarios: []*scenario{conn}},
@@ -278,12 +278,18 @@ func parseLoad(out string) (loadResult, error) {
 
 // --- readiness probes: the path through the candidate works end to end ---
 
-func probeTCP(ctx context.Context, t *trial) error {
+// probeIperf runs a minimal iperf3 test: a bare connection would leave
+// the one-test-at-a-time server busy or erroring when the real test starts.
+func probeIperf(ctx context.Context, t *trial) error {
 	c, err := t.lab.Client.DialContext(ctx, "tcp", t.vip().String())
 	if err != nil {
 		return err
 	}
-	return c.Close()
+	c.Close()
+	// Let the server finish with the bare connection before a real test.
+	time.Sleep(300 * time.Millisecond)
+	_, err = runIn(ctx, t.lab.Client, "", nil, "iperf3", "-c", t.lab.VIP4.String(), "-p", "443", "-n", "64K", "-J")
+	return err
 }
 
 func probeEcho(ctx context.Context, t *trial) error {
