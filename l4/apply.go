@@ -80,6 +80,7 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 	}
 
 	want := map[string]*virtual{}
+	var order []string // configuration order: ids are handed out in it
 	usedPools := map[string]bool{}
 	for _, v := range cfg.Virtuals {
 		if v == nil || v.Mode != config.ModeFastL4 {
@@ -90,6 +91,7 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 			return err
 		}
 		want[v.Name] = nv
+		order = append(order, v.Name)
 		usedPools[v.Pool] = true
 	}
 
@@ -110,14 +112,15 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 	}
 
 	ids := map[string]int{}
-	for name := range want {
+	for _, name := range order {
 		id, err := f.virtualID(name)
 		if err != nil {
 			return err
 		}
 		ids[name] = id
 	}
-	for name, nv := range want {
+	for _, name := range order {
+		nv := want[name]
 		nv.id = ids[name]
 		nv.val.Vid = uint32(nv.id)
 		nv.val.PoolSlot = uint32(f.pools[poolOf(cfg, name)].index * 2)
