@@ -120,6 +120,8 @@ type session struct {
 	// ntlmConn is the first user's authenticated connection, kept open
 	// from the NTLM step to the next.
 	ntlmConn *rawConn
+	// interrupted is set when ctx ended the run early.
+	interrupted bool
 }
 
 // Run runs the demo. The returned report lists every step; the error is
@@ -168,14 +170,17 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	rep.ID, rep.Dir = s.id, s.dir
 	for _, st := range s.steps() {
 		if ctx.Err() != nil {
+			s.interrupted = true
 			return rep, ErrInterrupted
 		}
 		r := s.runStep(ctx, st)
+		if ctx.Err() != nil {
+			// Stopped by the user, not a failure of the step.
+			s.interrupted = true
+			return rep, ErrInterrupted
+		}
 		rep.Results = append(rep.Results, r)
 		printResult(s.out, len(rep.Results), r)
-	}
-	if ctx.Err() != nil {
-		return rep, ErrInterrupted
 	}
 	if rep.Failed() > 0 {
 		s.printLogTail(20)
@@ -223,6 +228,7 @@ func (s *session) setUp(ctx context.Context) error {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
+		s.interrupted = true
 		return ErrInterrupted
 	}
 	return s.startDaemon(ctx)
@@ -358,15 +364,18 @@ func (s *session) startDaemon(ctx context.Context) error {
 		}
 		select {
 		case <-s.daemonDone:
-			s.printLogTail(30)
-			return fmt.Errorf("%w: it exited (%v) before it was ready; its log: %s", ErrDaemon, s.daemonErr, s.logPath)
+			status := "exit status 0"
+			if s.daemonErr != nil {
+				status = s.daemonErr.Error()
+			}
+			return fmt.Errorf("%w: it exited (%s) before it was ready; %s", ErrDaemon, status, s.printLogTail(30))
 		case <-ctx.Done():
+			s.interrupted = true
 			return ErrInterrupted
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.printLogTail(30)
-			return fmt.Errorf("%w: not ready after %s (last: %v); its log: %s", ErrDaemon, s.opts.StartTimeout, err, s.logPath)
+			return fmt.Errorf("%w: not ready after %s (last: %v); %s", ErrDaemon, s.opts.StartTimeout, err, s.printLogTail(30))
 		}
 	}
 	return nil
@@ -438,11 +447,11 @@ func removePinDir(p string) {
 	_ = os.RemoveAll(p)
 }
 
-// printLogTail shows the end of the daemon's log.
-func (s *session) printLogTail(n int) {
+// printLogTail shows the end of the daemon's log and says so.
+func (s *session) printLogTail(n int) string {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil || len(b) == 0 {
-		return
+		return "its log is empty"
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
@@ -453,4 +462,5 @@ func (s *session) printLogTail(n int) {
 		fmt.Fprintln(s.out, l)
 	}
 	fmt.Fprintln(s.out, "---")
+	return "the end of its log is shown above"
 }

@@ -85,6 +85,9 @@ func (s *session) printSummary(rep *Report, kept bool) {
 	} else if s.lab != nil {
 		fmt.Fprintf(s.out, "lab %s torn down (daemon stopped, namespaces and files removed)\n", s.id)
 	}
+	if s.interrupted {
+		fmt.Fprintf(s.out, "interrupted after %d of %d steps\n", len(rep.Results), len(StepNames()))
+	}
 	fmt.Fprintf(s.out, "ran in %s\n", rep.Elapsed.Round(100*time.Millisecond))
 	fmt.Fprintf(s.out, "%d passed, %d failed\n", rep.Passed(), rep.Failed())
 }

@@ -119,7 +119,7 @@ func (s *session) stepFastTLS(ctx context.Context, r *Result) error {
 	}
 	r.Got = h.where()
 	if h.tls != nil {
-		r.Got += "; " + certLine(h.tls.PeerCertificates)
+		r.Got += "; " + certLine(h.tls.PeerCertificates) + ": the member's own, TLS passed through"
 	}
 	r.Try = fmt.Sprintf("ip netns exec %s curl -i --resolve webext.example.com:443:%s --cacert %s https://webext.example.com/",
 		s.lab.Client.Name, FastVIP, s.tlsFile(certgen.InternalCAFile))
