@@ -478,6 +478,10 @@ func countLine(counts map[string]int, sent int) string {
 	return fmt.Sprintf("%s of %d", strings.Join(parts, ", "), sent)
 }
 
+// dataPlaneSettle is the time given to the data planes to apply a
+// member's change after /status shows it.
+const dataPlaneSettle = 500 * time.Millisecond
+
 func (s *session) stepDown(ctx context.Context, r *Result) error {
 	m, other := s.members[0], s.members[1]
 	t0 := time.Now()
@@ -487,6 +491,13 @@ func (s *session) stepDown(ctx context.Context, r *Result) error {
 		return err
 	}
 	took := time.Since(t0).Round(100 * time.Millisecond)
+	// /status shows the monitor's verdict as soon as it is taken; the
+	// XDP tables and the L7 balancer receive it right after.
+	select {
+	case <-time.After(dataPlaneSettle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	reason := st.LastError
 	if reason == "" {
 		reason = st.Reason
