@@ -78,9 +78,13 @@ func TestParseIperf(t *testing.T) {
 func TestParseGoBench(t *testing.T) {
 	out := "goos: linux\npkg: github.com/edgeproxy/edgeproxy/l4\n" +
 		"BenchmarkXDPEstablished-2   	 1000000	        85.3 ns/op	        84.9 ns/packet\n" +
-		"BenchmarkXDPPass   	 5000000	        20.1 ns/op\nPASS\n"
+		"BenchmarkXDPPass   	 5000000	        20.1 ns/op\n" +
+		"BenchmarkProgramNewFlow-2                  	2026/11/22 19:42:09 INFO pool members taking new flows\n" +
+		"2026/11/22 19:42:09 INFO pool members taking new flows pool=fe6\n" +
+		"   20000	      1007 ns/packet\nPASS\n"
 	b := parseGoBench(out)
-	if len(b) != 2 || b[0].name != "XDPEstablished" || b[0].metrics["ns/packet"] != 84.9 || b[1].metrics["ns/op"] != 20.1 {
+	if len(b) != 3 || b[0].name != "XDPEstablished" || b[0].metrics["ns/packet"] != 84.9 || b[1].metrics["ns/op"] != 20.1 ||
+		b[2].name != "ProgramNewFlow" || b[2].metrics["ns/packet"] != 1007 || b[2].pkg != "github.com/edgeproxy/edgeproxy/l4" {
 		t.Errorf("parseGoBench = %+v", b)
 	}
 	if xdpPath(b[0].name) != "established flow" || xdpPath(b[1].name) != "pass" || xdpPath("NewFlowSYN") != "new flow" {

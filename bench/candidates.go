@@ -540,7 +540,7 @@ func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installatio
 	}
 	args[2] = "edgeproxy.yaml"
 	in := &installation{procs: []*process{p}, config: text, cmds: []string{
-		fmt.Sprintf("ip netns exec $PROXY_NS taskset -c %s bin/edgeproxy %s", t.env.cpus.proxy, joinArgs(args)),
+		fmt.Sprintf("ip netns exec $PROXY_NS taskset -c %s %s %s", t.env.cpus.proxy, t.env.edgeproxyShown(), joinArgs(args)),
 	}}
 	in.stops = append(in.stops, func() { _ = os.RemoveAll(pins) })
 	return in, nil
@@ -548,3 +548,26 @@ func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installatio
 
 // vipAddr is the published address the clients connect to.
 func (t *trial) vip() netip.AddrPort { return netip.AddrPortFrom(t.lab.VIP4, 443) }
+
+// edgeproxyShown is the binary's path as the report prints it: relative
+// to the module root when it is inside.
+func (e *env) edgeproxyShown() string {
+	if rel, err := filepath.Rel(e.root, e.edgeproxy); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return e.edgeproxy
+}
+
+// edgeproxyVersion describes the measured build: its version output when
+// it has one, the source revision and the binary's time.
+func (e *env) edgeproxyVersion() string {
+	st, err := os.Stat(e.edgeproxy)
+	if err != nil {
+		return "not built"
+	}
+	v := e.edgeproxyShown() + " built " + st.ModTime().UTC().Format(time.RFC3339)
+	if out, err := commandOutput("git", "-C", e.root, "describe", "--always", "--dirty"); err == nil {
+		v += ", source " + strings.TrimSpace(out)
+	}
+	return v
+}

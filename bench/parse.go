@@ -120,21 +120,42 @@ func parseWrk(out string) (wrkResult, error) {
 
 // goBench is one line of `go test -bench` output.
 type goBench struct {
+	pkg     string             // from the preceding "pkg:" line
 	name    string             // without the Benchmark prefix and -N suffix
 	metrics map[string]float64 // unit → value ("ns/op", "ns/packet", ...)
 }
 
-var goBenchLine = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
+var (
+	goBenchLine = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+(\d+)\s+([0-9.]+ \S+.*)$`)
+	goBenchName = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?(?:\s|$)`)
+	goBenchTail = regexp.MustCompile(`^\s*(\d+)\s+([0-9.]+ \S+.*)$`)
+)
 
+// parseGoBench reads `go test -bench` output. A benchmark's name and its
+// numbers can be split by log lines the benchmark printed in between.
 func parseGoBench(out string) []goBench {
 	var res []goBench
+	pending, pkg := "", ""
 	for line := range strings.SplitSeq(out, "\n") {
-		m := goBenchLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil {
+		line = strings.TrimRight(line, " \t\r")
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = strings.TrimSpace(p)
 			continue
 		}
-		f := strings.Fields(m[3])
-		b := goBench{name: m[1], metrics: map[string]float64{}}
+		name, rest := "", ""
+		if m := goBenchLine.FindStringSubmatch(line); m != nil {
+			name, rest = m[1], m[3]
+		} else if m := goBenchName.FindStringSubmatch(line); m != nil {
+			pending = m[1]
+			continue
+		} else if m := goBenchTail.FindStringSubmatch(line); m != nil && pending != "" {
+			name, rest = pending, m[2]
+		} else {
+			continue
+		}
+		pending = ""
+		f := strings.Fields(rest)
+		b := goBench{pkg: pkg, name: name, metrics: map[string]float64{}}
 		for i := 0; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {

@@ -147,6 +147,7 @@ func (r *results) markdown(chartErr error) string {
 			vs = append(vs, v)
 		}
 	}
+	w("- edgeproxy: %s.\n", e.edgeproxyVersion())
 	w("- Peers and tools: %s.\n", strings.Join(vs, "; "))
 	if r.interrupt != nil {
 		w("- **Interrupted** (%v): the tables hold what was measured before.\n", r.interrupt)
@@ -339,7 +340,8 @@ func (r *results) writeXDP(w func(string, ...any)) {
 	w("| path | benchmark | median | min | max | unit | ÷ 67 ns budget |\n|---|---|---:|---:|---:|---|---:|\n")
 	for _, bch := range x.benches {
 		s, _ := stats(bch.values)
-		w("| %s | %s (%s) | %.1f | %.1f | %.1f | %s | %s |\n", bch.path, bch.name, bch.pkg, s.median, s.min, s.max, bch.unit, ratio(s.median, lineRateBudget))
+		pkg := strings.TrimPrefix(bch.pkg, "github.com/edgeproxy/edgeproxy/")
+		w("| %s | %s (%s) | %.1f | %.1f | %.1f | %s | %s |\n", bch.path, bch.name, pkg, s.median, s.min, s.max, bch.unit, ratio(s.median, lineRateBudget))
 	}
 	var missing []string
 	for _, p := range []string{"established flow", "new flow", "pass"} {
@@ -349,6 +351,10 @@ func (r *results) writeXDP(w func(string, ...any)) {
 	}
 	if len(missing) > 0 {
 		w("\nNo benchmark for: %s.\n", strings.Join(missing, ", "))
+	}
+	w("\nBenchmarks that need a fresh packet per run (a new flow needs a new tuple) make one BPF_PROG_TEST_RUN call per packet, so their time includes the call's own overhead; a pass-path benchmark measured the same way (one call per packet), when there is one, shows how much.\n")
+	if x.failed != "" {
+		w("\nThe benchmark run failed after these results: %s\n", cell(x.failed))
 	}
 	w("\nCommand: `%s`\n\n", x.cmd)
 }

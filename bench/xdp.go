@@ -24,6 +24,7 @@ var xdpDirs = []string{"l4", "bpf"}
 // xdpResult is the XDP program alone, from BPF_PROG_TEST_RUN benchmarks.
 type xdpResult struct {
 	unavailable string
+	failed      string // go test failed after some benchmarks ran
 	cmd         string
 	benches     []xdpBench
 	output      string
@@ -80,28 +81,26 @@ func (e *env) runXDP(ctx context.Context) *xdpResult {
 	cmd.Dir = e.root
 	out, err := cmd.CombinedOutput()
 	r.output = string(out)
-	pkg := ""
-	for line := range strings.SplitSeq(r.output, "\n") {
-		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
-			pkg = strings.TrimSpace(p)
-		}
-		for _, b := range parseGoBench(line) {
-			unit := "ns/op"
-			for u := range b.metrics {
-				if strings.HasPrefix(u, "ns/") && u != "ns/op" {
-					unit = u // the benchmark reports time per packet itself
-				}
+	for _, b := range parseGoBench(r.output) {
+		unit := "ns/op"
+		for u := range b.metrics {
+			if strings.HasPrefix(u, "ns/") && u != "ns/op" {
+				unit = u // the benchmark reports time per packet itself
 			}
-			i := slices.IndexFunc(r.benches, func(x xdpBench) bool { return x.pkg == pkg && x.name == b.name })
-			if i < 0 {
-				r.benches = append(r.benches, xdpBench{pkg: pkg, name: b.name, path: xdpPath(b.name), unit: unit})
-				i = len(r.benches) - 1
-			}
-			r.benches[i].values = append(r.benches[i].values, b.metrics[unit])
 		}
+		i := slices.IndexFunc(r.benches, func(x xdpBench) bool { return x.pkg == b.pkg && x.name == b.name })
+		if i < 0 {
+			r.benches = append(r.benches, xdpBench{pkg: b.pkg, name: b.name, path: xdpPath(b.name), unit: unit})
+			i = len(r.benches) - 1
+		}
+		r.benches[i].values = append(r.benches[i].values, b.metrics[unit])
 	}
-	if err != nil && len(r.benches) == 0 {
-		r.unavailable = fmt.Sprintf("failed: %v: %s", err, lastLines(r.output, 5))
+	if err != nil {
+		if len(r.benches) == 0 {
+			r.unavailable = fmt.Sprintf("failed: %v: %s", err, lastLines(r.output, 5))
+		} else {
+			r.failed = fmt.Sprintf("%v: %s", err, lastLines(r.output, 5))
+		}
 	}
 	return r
 }
