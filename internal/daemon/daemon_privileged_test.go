@@ -61,6 +61,13 @@ func TestPrivilegedDaemonFailover(t *testing.T) {
 
 	d.members[0].stop()
 	d.waitMember(t, fe1, "down")
+	// What an operator sees: `edgeproxy status` on the proxy host.
+	out := d.lab.Proxy.Run(t, buildBinary(t), "status")
+	for _, want := range []string{"sfb-web-l4", "sfb-web", fe1, "down", fe2, "up"} {
+		if !strings.Contains(strings.ToLower(out), want) {
+			t.Fatalf("edgeproxy status lacks %q:\n%s", want, out)
+		}
+	}
 	for name, c := range map[string]*http.Client{"L7": l7, "fastl4": l4} {
 		if seen := spread(t, c, url, 16, netip.Addr{}); seen[fe1] != 0 || seen[fe2] != 16 {
 			t.Fatalf("%s: %s down, yet new requests went to %v", name, fe1, seen)
