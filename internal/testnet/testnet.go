@@ -87,13 +87,6 @@ type NS struct {
 	handle netns.NsHandle
 }
 
-var (
-	ext4 = netip.MustParsePrefix("198.18.0.0/24")
-	ext6 = netip.MustParsePrefix("2001:db8:1::/64")
-	int4 = netip.MustParsePrefix("198.19.0.0/24")
-	int6 = netip.MustParsePrefix("2001:db8:2::/64")
-)
-
 // New builds a lab and registers its teardown with t.Cleanup.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
