@@ -137,7 +137,7 @@ struct flow_val {
 	__u64 fib_ns;     /* when the cached next hop was looked up, 0: none */
 	__u32 vid;        /* virtual id */
 	__u32 closing;    /* enum flow_close, atomic */
-	__u32 seq_next;   /* host order: next sequence number this side sends */
+	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
 	__u32 ack;        /* host order: last ack this side sent */
 	__u32 oif;        /* cached egress ifindex */
 	__u16 mss;        /* mss_override of the virtual, 0: off */

@@ -56,14 +56,14 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __u64 now)
 {
 	struct tcphdr *th;
-	__u32 seq, end, ack;
+	__u32 seq, ack;
 	__u8 fl, bits;
 
 	if (now - f->last_ns >= TS_GRANULARITY_NS) {
 		f->last_ns = now;
-		ct_repair(f, &p->m, now);
+		ct_repair(f, p->m, now);
 	}
-	if (p->m.key.proto != IPPROTO_TCP) {
+	if (p->m->key.proto != IPPROTO_TCP) {
 		if (!(f->seen & SEEN_ANY))
 			f->seen |= SEEN_ANY;
 		return;
@@ -72,7 +72,7 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 	th = pkt_l4(p, sizeof(*th));
 	if (!th)
 		return;
-	fl = p->m.tcp_flags;
+	fl = p->m->tcp_flags;
 	bits = SEEN_ANY;
 	if (fl & TCP_FLAG_SYN)
 		bits |= (fl & TCP_FLAG_ACK) ? SEEN_SYNACK : SEEN_SYN;
@@ -85,14 +85,19 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 	if ((f->seen & bits) != bits)
 		f->seen |= bits;
 
-	seq = bpf_ntohl(th->seq);
-	end = seq + p->m.l4_len - (__u32)th->doff * 4 + !!(fl & TCP_FLAG_SYN) + !!(fl & TCP_FLAG_FIN);
-	/* Sequence space wraps: compare as signed differences. */
-	if (f->seq_next == 0 || (__s32)(end - f->seq_next) > 0)
-		f->seq_next = end;
+	/* What a reset sent on timeout needs (see the control plane): the
+	 * last ack of each side (the other side's next sequence number, the
+	 * only one a reset is accepted at) and the ISN of each SYN (a reset
+	 * to a side still in SYN-SENT must acknowledge it). */
+	if (fl & TCP_FLAG_SYN) {
+		seq = bpf_ntohl(th->seq) + 1;
+		if (f->seq_next != seq)
+			f->seq_next = seq;
+	}
 	if (fl & TCP_FLAG_ACK) {
 		ack = bpf_ntohl(th->ack_seq);
-		if (f->ack == 0 || (__s32)(ack - f->ack) > 0)
+		/* Sequence space wraps: compare as a signed difference. */
+		if ((__s32)(ack - f->ack) > 0 || f->ack == 0)
 			f->ack = ack;
 	}
 

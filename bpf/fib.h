@@ -49,23 +49,23 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.l4_protocol = p->m.key.proto;
+	fib.l4_protocol = p->m->key.proto;
 	fib.sport = peer->dport;
 	fib.dport = peer->sport;
-	fib.tot_len = p->m.l3_len;
+	fib.tot_len = p->l3_len;
 	/* The lookup runs against fib_ifindex (the loopback device by
 	 * default, see the control plane): the kernel insists that
 	 * forwarding is enabled on the device it is given, and only
 	 * loopback can have it without making the host a router. */
 	fib.ifindex = cfg->fib_ifindex ? cfg->fib_ifindex : ctx->ingress_ifindex;
-	if (p->m.key.family == 4) {
+	if (p->m->key.family == 4) {
 		fib.family = AF_INET;
-		fib.tos = p->m.tos;
+		fib.tos = p->m->tos;
 		fib.ipv4_src = peer->daddr.w[0];
 		fib.ipv4_dst = peer->saddr.w[0];
 	} else {
 		fib.family = AF_INET6;
-		fib.flowinfo = bpf_htonl((__u32)p->m.tos << 20);
+		fib.flowinfo = bpf_htonl((__u32)p->m->tos << 20);
 		__builtin_memcpy(fib.ipv6_src, &peer->daddr, sizeof(fib.ipv6_src));
 		__builtin_memcpy(fib.ipv6_dst, &peer->saddr, sizeof(fib.ipv6_dst));
 	}
@@ -78,7 +78,7 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
 		__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
 		return -1;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		neigh_report(&fib, p->m.key.family, bpf_ktime_get_coarse_ns());
+		neigh_report(&fib, p->m->key.family, bpf_ktime_get_coarse_ns());
 		return REASON_DROP_NO_NEIGH;
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
 		return REASON_DROP_FRAG_NEEDED;

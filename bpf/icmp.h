@@ -35,8 +35,8 @@ static __always_inline int icmp_inner_key(struct pkt *p, void *data_end, struct 
 	void *inner = p->l4 + 8;
 	__be16 *ports;
 
-	k->family = p->m.key.family;
-	if (p->m.key.family == 4) {
+	k->family = p->m->key.family;
+	if (p->m->key.family == 4) {
 		struct iphdr *iph = inner;
 
 		if ((void *)(iph + 1) > data_end || iph->ihl != 5)
@@ -83,7 +83,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	if (!m || !cfg || pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
 	ih = p->l4;
-	if (!icmp_is_error(p->m.key.family, ih[0]) || p->m.frag != FRAG_NONE) {
+	if (!icmp_is_error(p->m->key.family, ih[0]) || p->m->frag != FRAG_NONE) {
 		count(0, REASON_PASS_ICMP, bytes);
 		return XDP_PASS;
 	}
@@ -103,12 +103,12 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 
 	/* Only a plain outer header is handled (the message is rebuilt at
 	 * fixed offsets). */
-	if (p->m.key.family == 4 && ((struct iphdr *)p->l3)->ihl != 5)
+	if (p->m->key.family == 4 && ((struct iphdr *)p->l3)->ihl != 5)
 		goto drop;
-	if (p->m.key.family == 6 && p->l4 != p->l3 + sizeof(struct ipv6hdr))
+	if (p->m->key.family == 6 && p->l4 != p->l3 + sizeof(struct ipv6hdr))
 		goto drop;
 
-	want = p->m.key.family == 4 ? ICMP4_FRAME : ICMP6_FRAME;
+	want = p->m->key.family == 4 ? ICMP4_FRAME : ICMP6_FRAME;
 	/* The length comes from a helper, not from data_end - data: clang
 	 * narrows that difference to 32-bit pointer arithmetic, which the
 	 * verifier refuses. */
@@ -122,7 +122,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
-	if (p->m.key.family == 4) {
+	if (p->m->key.family == 4) {
 		struct iphdr *oh = data + ETH_HLEN;
 		struct icmphdr *icmp = (void *)(oh + 1);
 		struct iphdr *in = (void *)(icmp + 1);
@@ -187,7 +187,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	}
 
 	/* The next hop of the rewritten outer header. */
-	p->m.l3_len = want - ETH_HLEN;
+	p->l3_len = want - ETH_HLEN;
 	r = fib_resolve(ctx, cfg, p, peer, &nh);
 	if (r >= 0) {
 		count(vid, r, bytes);

@@ -24,9 +24,9 @@
  * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
 static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
 {
-	__u8 fam = p->m.key.family;
-	__u64 d = csum_delta_addr(&p->m.key.saddr, &peer->daddr, fam) +
-		  csum_delta_addr(&p->m.key.daddr, &peer->saddr, fam);
+	__u8 fam = p->m->key.family;
+	__u64 d = csum_delta_addr(&p->m->key.saddr, &peer->daddr, fam) +
+		  csum_delta_addr(&p->m->key.daddr, &peer->saddr, fam);
 
 	if (fam == 4) {
 		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
@@ -45,8 +45,8 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
 	}
 
-	d += csum_delta16(p->m.key.sport, peer->dport) + csum_delta16(p->m.key.dport, peer->sport);
-	if (p->m.key.proto == IPPROTO_TCP) {
+	d += csum_delta16(p->m->key.sport, peer->dport) + csum_delta16(p->m->key.dport, peer->sport);
+	if (p->m->key.proto == IPPROTO_TCP) {
 		struct tcphdr *th = pkt_l4(p, sizeof(*th));
 
 		if (!th)

@@ -55,6 +55,7 @@ struct pkt_meta {
 	__u32 l3_len;   /* IP datagram length per the header */
 	__u32 l4_len;   /* L4 bytes per the IP header */
 	__u32 l4_off;   /* L4 header offset from the start of the frame */
+	__u32 bytes;    /* frame length, for the counters */
 	__u8 frag;      /* enum frag_kind */
 	__u8 tcp_flags;
 	__u8 tos;       /* IPv4 TOS / IPv6 traffic class, for the FIB */
@@ -65,7 +66,8 @@ struct pkt_meta {
  * it and checked again (eth and l3 cover the fixed headers, l4 the fixed
  * TCP (20), UDP (8) or ICMP (8) header). */
 struct pkt {
-	struct pkt_meta m;
+	const struct pkt_meta *m;
+	__u32 l3_len; /* m->l3_len, or the length after a rewrite that changed it */
 	void *end;
 	struct ethhdr *eth;
 	void *l3;
@@ -273,7 +275,8 @@ static __always_inline int pkt_load(struct xdp_md *ctx, const struct pkt_meta *m
 	 * (IPv6) bytes; the mask states a bound the verifier can use. */
 	__u32 off = m->l4_off & 0x3fff;
 
-	p->m = *m;
+	p->m = m;
+	p->l3_len = m->l3_len;
 	p->end = end;
 	p->eth = data;
 	p->l3 = data + ETH_HLEN;
@@ -285,7 +288,7 @@ static __always_inline int pkt_load(struct xdp_md *ctx, const struct pkt_meta *m
 	return 0;
 }
 
-/* The verifier does not connect p->m.key.family or p->m.key.proto
+/* The verifier does not connect p->m->key.family or p->m->key.proto
  * (scalars on the stack) with the range proved for p->l3 and p->l4, so
  * code that picks the header layout from those fields proves the size
  * again. These return NULL only if the parser is wrong. */

@@ -19,6 +19,13 @@ import (
 //
 //	sudo go test ./l4 -run '^$' -bench Program -benchtime 2000000x
 
+func init() {
+	// A/B comparisons of builds: EDGEPROXY_BENCH_OBJECT=/path/to/fastl4.o
+	if p := os.Getenv("EDGEPROXY_BENCH_OBJECT"); p != "" {
+		loadSpec = func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(p) }
+	}
+}
+
 func benchEnv(b *testing.B) *env {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")

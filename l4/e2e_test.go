@@ -195,7 +195,7 @@ func (x *e2eEnv) whoami(ctx context.Context, vip netip.AddrPort) (client, member
 }
 
 func TestPrivilegedEndToEnd(t *testing.T) {
-	testnet.RequireRoot(t, "curl", "iperf3")
+	testnet.RequireRoot(t, "curl", "iperf3", "ss")
 	x := newE2E(t)
 	lab := x.lab
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -226,15 +226,11 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-		var out []byte
-		var err error
-		for range 50 { // the server may not listen yet
-			out, err = lab.Client.Command(ctx, "iperf3", "-c", "198.18.0.10", "-p", "5201", "-t", "3", "-J").CombinedOutput()
-			if err == nil || !strings.Contains(string(out), "connect") {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		eventually(t, 5*time.Second, "iperf3 server listening", func() bool {
+			out, _ := lab.Backend.Command(ctx, "ss", "-Hltn", "sport = :5201").CombinedOutput()
+			return strings.Contains(string(out), "5201")
+		})
+		out, err := lab.Client.Command(ctx, "iperf3", "-c", "198.18.0.10", "-p", "5201", "-t", "3", "-J").CombinedOutput()
 		if err != nil {
 			t.Fatalf("iperf3: %v: %s", err, out)
 		}

@@ -261,9 +261,13 @@ func Open(opts Options) (_ *FastPath, err error) {
 	return f, nil
 }
 
+// loadSpec returns the program's collection spec (benchmarks compare
+// other builds through it).
+var loadSpec = bpf.LoadFastL4
+
 // load loads the collection with its maps pinned under PinPath.
 func (f *FastPath) load() error {
-	spec, err := bpf.LoadFastL4()
+	spec, err := loadSpec()
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
