@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -655,5 +656,29 @@ func TestAnchorsAndMerge(t *testing.T) {
 	b := c.Virtuals[1]
 	if b.Name != "l4b" || b.Listen.Port() != 443 || b.Listen.Addr() != netip.MustParseAddr("198.18.0.11") || b.IdleTimeout.D() != time.Minute || b.Pool != "web" {
 		t.Errorf("merged virtual = %+v", b)
+	}
+}
+
+// A site that forwards to front ends published with the skype profile
+// elsewhere never publishes their management applications, profile or
+// not: the example's port-80 site without its profile line.
+func TestSkypePoolDeniedOnEverySite(t *testing.T) {
+	text := strings.Replace(example(t), "        profile: skype              # port 80 must not publish /cscp either\n", "", 1)
+	c, err := config.Parse("skype.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	http := c.Virtuals[3].Sites[0]
+	for _, p := range config.SkypeDeniedPaths() {
+		if !slices.Contains(http.DeniedPaths(), p) {
+			t.Errorf("port-80 site of pool sfb-fe does not deny %s: %v", p, http.DeniedPaths())
+		}
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Error(), "virtuals[3].sites[0]") || !strings.Contains(c.Warnings[0].Error(), "profile: skype") {
+		t.Errorf("want one warning naming the site and the fix, got %v", c.Warnings)
+	}
+	// The owas site forwards to another pool: nothing is added.
+	if len(c.Virtuals[2].Sites[1].DeniedPaths()) != 0 {
+		t.Errorf("owas site denies %v", c.Virtuals[2].Sites[1].DeniedPaths())
 	}
 }

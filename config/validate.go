@@ -857,6 +857,16 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 		v.errorf(path, "the site needs pool: <pool name> (or redirect: https)")
 	}
 	v.knownPool(path+".pool", s.Pool)
+	if s.Profile == "" && s.Pool != "" && v.poolHasSkypeSite(s.Pool) {
+		// The same front ends published without the profile would expose
+		// their management applications: deny them here too.
+		for _, p := range skypeDenied {
+			if !slices.Contains(s.Deny, p) {
+				s.Deny = append(s.Deny, p)
+			}
+		}
+		v.warnf(path, "pool %s is published with profile skype elsewhere; its management paths (%s) are denied on this site too: set profile: skype here to say so", s.Pool, strings.Join(skypeDenied, ", "))
+	}
 	if s.Port == 0 {
 		if v.c.Pos.Has(path + ".port") {
 			v.errorf(path+".port", "port 0: name the members' port, e.g. 4443")

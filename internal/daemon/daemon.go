@@ -54,6 +54,10 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
+	// planeMu orders health changes and configuration changes to the
+	// data planes.
+	planeMu sync.Mutex
+
 	mu     sync.Mutex
 	cfg    *config.Config
 	loaded time.Time
@@ -66,6 +70,10 @@ type Daemon struct {
 	l4       *fastPath
 	l7       *l7.Proxy
 	members  []health.Target
+	// inPlanes is whether each member takes new traffic in the data
+	// planes, updated after both applied a health change, so /status
+	// never runs ahead of what the packets see.
+	inPlanes map[memberKey]bool
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -286,9 +294,43 @@ func resolveMembers(ctx context.Context, cfg *config.Config, r *netcfg.Resolver)
 // place.
 func (d *Daemon) apply(_ context.Context, cfg *config.Config, members []health.Target) error {
 	d.mu.Lock()
-	prev := d.cfg
+	prev, prevMembers := d.cfg, d.members
 	d.mu.Unlock()
 
+	if err := d.applyPlanes(cfg, members, prev); err != nil {
+		return err
+	}
+	monitors := map[string]config.Monitor{}
+	for name, p := range cfg.Pools {
+		monitors[name] = p.Monitor
+	}
+	if err := d.checker.Update(members, monitors); err != nil {
+		err = fmt.Errorf("apply monitors: %w", err)
+		if prev != nil {
+			if rerr := d.applyPlanes(prev, prevMembers, nil); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restore the previous configuration: %w", rerr))
+			}
+		}
+		return err
+	}
+	if d.recon != nil && prev != nil {
+		if err := d.recon.SetConfig(cfg); err != nil {
+			return fmt.Errorf("apply network section: %w", err)
+		}
+	}
+	d.mu.Lock()
+	d.cfg, d.members, d.loaded = cfg, members, time.Now()
+	d.mu.Unlock()
+	return nil
+}
+
+// applyPlanes gives cfg to the L7 proxy and the fast path, with the
+// members' current health; when the fast path refuses it, the L7 proxy
+// goes back to prev. Health changes wait meanwhile, so none is lost
+// between reading the health and the planes taking it.
+func (d *Daemon) applyPlanes(cfg *config.Config, members []health.Target, prev *config.Config) error {
+	d.planeMu.Lock()
+	defer d.planeMu.Unlock()
 	up := d.upState(members)
 	if err := d.l7.Apply(cfg); err != nil {
 		return fmt.Errorf("apply L7 virtuals: %w", err)
@@ -298,28 +340,17 @@ func (d *Daemon) apply(_ context.Context, cfg *config.Config, members []health.T
 	}
 	if d.l4 != nil {
 		if err := d.l4.apply(cfg, members, up); err != nil {
+			err = fmt.Errorf("apply fastl4 virtuals: %w", err)
 			if prev != nil {
 				if rerr := d.l7.Apply(prev); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("restore L7 virtuals: %w", rerr))
 				}
 			}
-			return fmt.Errorf("apply fastl4 virtuals: %w", err)
-		}
-	}
-	monitors := map[string]config.Monitor{}
-	for name, p := range cfg.Pools {
-		monitors[name] = p.Monitor
-	}
-	if err := d.checker.Update(members, monitors); err != nil {
-		return fmt.Errorf("apply monitors: %w", err)
-	}
-	if d.recon != nil && prev != nil {
-		if err := d.recon.SetConfig(cfg); err != nil {
-			return fmt.Errorf("apply network section: %w", err)
+			return err
 		}
 	}
 	d.mu.Lock()
-	d.cfg, d.members, d.loaded = cfg, members, time.Now()
+	d.inPlanes = up
 	d.mu.Unlock()
 	return nil
 }
@@ -353,6 +384,8 @@ func (d *Daemon) onHealth(ev health.Event) {
 	if ev.State == health.StateRemoved {
 		return
 	}
+	d.planeMu.Lock()
+	defer d.planeMu.Unlock()
 	if d.l4 != nil {
 		if err := d.l4.setUp(ev.Pool, ev.Addr, ev.Up); err != nil {
 			d.log.Error("update fast path member", "pool", ev.Pool, "member", ev.Member, "err", err)
@@ -361,6 +394,9 @@ func (d *Daemon) onHealth(ev health.Event) {
 	if d.l7 != nil {
 		d.l7.SetMemberUp(ev.Pool, ev.Addr, ev.Up)
 	}
+	d.mu.Lock()
+	d.inPlanes[memberKey{ev.Pool, ev.Addr}] = ev.Up
+	d.mu.Unlock()
 }
 
 // Reload reads the configuration file again and applies it atomically;

@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/health"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -15,6 +17,7 @@ import (
 func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	d.mu.Lock()
 	cfg, loaded := d.cfg, d.loaded
+	inPlanes := maps.Clone(d.inPlanes)
 	d.mu.Unlock()
 	st := &admin.Status{
 		Version: d.opts.Version,
@@ -32,6 +35,17 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 		return st, nil
 	}
 	snap := d.checker.Snapshot()
+	for i, m := range snap {
+		// A change the data planes have not applied yet is not reported.
+		in, ok := inPlanes[memberKey{m.Pool, m.Addr}]
+		switch {
+		case !ok:
+		case in && m.State == health.StateDown:
+			snap[i].State = health.StateUp
+		case !in && m.State == health.StateUp:
+			snap[i].State = health.StateDown
+		}
+	}
 	st.Members = admin.MembersFromHealth(snap)
 	up := map[string]int{}
 	total := map[string]int{}
