@@ -1,9 +1,12 @@
 package l4
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
 )
@@ -120,5 +123,40 @@ func TestPairState(t *testing.T) {
 	udp.c.key.Proto = 17
 	if st, to := udp.state(k); st != StateUDP || to != k.idle {
 		t.Errorf("udp: %s %v", st, to)
+	}
+}
+
+// countHandler counts log records.
+type countHandler struct{ n *int }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h countHandler) Handle(context.Context, slog.Record) error { *h.n++; return nil }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h countHandler) WithGroup(string) slog.Handler             { return h }
+
+func TestLogLimiter(t *testing.T) {
+	var n int
+	log := slog.New(countHandler{&n})
+	l := newLogLimiter(time.Hour)
+	// The first reading is the baseline; growth is reported once per
+	// interval, the rest accumulates.
+	if d := l.delta("table_full", 10); d != 0 {
+		t.Errorf("baseline reported %d", d)
+	}
+	if d := l.delta("table_full", 15); d != 5 {
+		t.Errorf("first growth: %d, want 5", d)
+	}
+	l.log(log, "table_full", slog.LevelWarn, "flow table full")
+	if d := l.delta("table_full", 20); d != 0 {
+		t.Errorf("growth within the interval reported: %d", d)
+	}
+	l.log(log, "table_full", slog.LevelWarn, "flow table full")
+	l.log(log, "other", slog.LevelWarn, "another condition")
+	if n != 2 {
+		t.Errorf("%d records, want 2 (one per kind within the interval)", n)
+	}
+	l.last["table_full"] = time.Now().Add(-2 * time.Hour)
+	if d := l.delta("table_full", 21); d != 6 {
+		t.Errorf("after the interval: %d, want the accumulated 6", d)
 	}
 }

@@ -784,7 +784,28 @@ func TestPrivilegedProgramICMPErrors(t *testing.T) {
 			expectPassUntouched(t, e, frame{src: ap(router, 0), dst: ap(snat.Addr(), 0), proto: proto, rawL4: m2}.bytes())
 		})
 	}
-	_ = toMember
+
+	// An error from the Internet about a reply the client could not take
+	// goes to the member, as about what the member sent.
+	t.Run("from the client side", func(t *testing.T) {
+		client, vip := ap(client4, 50200), ap(vip4, 443)
+		member, snat := establish(t, e, client, vip)
+		reply := frame{src: vip, dst: client, proto: protoTCP, flags: flagACK, seq: 901, ack: 101, payload: make([]byte, 100)}.bytes()[14:]
+		msg := append([]byte{3, 4, 0, 0, 0, 0, 0x04, 0x00}, reply...)
+		binary.BigEndian.PutUint16(msg[2:], ^foldSum(sum16(msg)))
+		in := frame{src: ap(netip.MustParseAddr("198.18.0.254"), 0), dst: ap(vip4, 0), proto: protoICMP, rawL4: msg}.bytes()
+		p := expectRedirect(t, e, in, toMember)
+		if p.src.Addr() != snat.Addr() || p.dst.Addr() != member.Addr() {
+			t.Errorf("outer %s -> %s, want %s -> %s", p.src.Addr(), p.dst.Addr(), snat.Addr(), member.Addr())
+		}
+		emb := p.l4[8:]
+		if s, d := netip.AddrFrom4([4]byte(emb[12:16])), netip.AddrFrom4([4]byte(emb[16:20])); s != member.Addr() || d != snat.Addr() {
+			t.Errorf("embedded %s -> %s, want %s -> %s", s, d, member.Addr(), snat.Addr())
+		}
+		if sp, dp := binary.BigEndian.Uint16(emb[20:]), binary.BigEndian.Uint16(emb[22:]); sp != member.Port() || dp != snat.Port() {
+			t.Errorf("embedded ports %d -> %d", sp, dp)
+		}
+	})
 }
 
 // The program's counters key is virtual id * reasons + reason: the map
