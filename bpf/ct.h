@@ -18,7 +18,7 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	struct scratch *sc;
 	struct flow_val *v;
 
-	if (bpf_map_lookup_elem(&flows, &f->peer))
+	if (flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
 	if (!sc)
@@ -34,7 +34,7 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
-	if (bpf_map_update_elem(&flows, &f->peer, v, BPF_NOEXIST) == 0)
+	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
 		count(f->vid, REASON_EVENT_REPAIRED, 0);
 }
 
@@ -46,7 +46,7 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 	if (f->closing & bit)
 		return;
 	__sync_fetch_and_or(&f->closing, bit);
-	o = bpf_map_lookup_elem(&flows, &f->peer);
+	o = flow_lookup(&f->peer);
 	if (o)
 		__sync_fetch_and_or(&o->closing, bit);
 }
@@ -112,8 +112,8 @@ static __always_inline void ct_delete(struct flow_val *f, const struct flow_key 
 {
 	struct flow_key peer = f->peer;
 
-	bpf_map_delete_elem(&flows, &peer);
-	bpf_map_delete_elem(&flows, key);
+	flow_delete(&peer);
+	flow_delete(key);
 }
 
 /* Opens a flow for the client packet p to the virtual svc: picks the
@@ -160,9 +160,9 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 
 	v->peer = skey;
 	v->dir = DIR_CLIENT;
-	err = bpf_map_update_elem(&flows, &p->key, v, BPF_NOEXIST);
+	err = flow_update(&p->key, v, BPF_NOEXIST);
 	if (err) {
-		bpf_map_delete_elem(&flows, &skey);
+		flow_delete(&skey);
 		if (err != -EEXIST)
 			return REASON_DROP_TABLE_FULL;
 		/* Another CPU opened this flow at the same moment: use it. */

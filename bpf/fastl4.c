@@ -66,22 +66,18 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
 
-	if (f->oif && now - f->fib_ns < FIB_CACHE_NS) {
-		nh.oif = f->oif;
-		__builtin_memcpy(nh.smac, f->smac, ETH_ALEN);
-		__builtin_memcpy(nh.dmac, f->dmac, ETH_ALEN);
-	} else {
-		r = fib_resolve(ctx, cfg, p, &f->peer, &nh);
-		if (r >= 0) {
-			count(f->vid, r, bytes);
-			return XDP_DROP;
-		}
-		f->oif = nh.oif;
-		__builtin_memcpy(f->smac, nh.smac, ETH_ALEN);
-		__builtin_memcpy(f->dmac, nh.dmac, ETH_ALEN);
-		f->fib_ns = now;
+	if (f->oif && now - f->fib_ns < FIB_CACHE_NS)
+		return nexthop_redirect(p->eth, f->oif, f->macs, f->vid, reason, bytes);
+
+	r = fib_resolve(ctx, cfg, p, &f->peer, &nh);
+	if (r >= 0) {
+		count(f->vid, r, bytes);
+		return XDP_DROP;
 	}
-	return nexthop_redirect(p->eth, &nh, f->vid, reason, bytes);
+	f->oif = nh.oif;
+	__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
+	f->fib_ns = now;
+	return nexthop_redirect(p->eth, nh.oif, nh.macs, f->vid, reason, bytes);
 }
 
 /* A packet of an open flow. A global function: the verifier checks it
@@ -156,7 +152,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, r, bytes);
 		return XDP_DROP;
 	}
-	f = bpf_map_lookup_elem(&flows, &m->key);
+	f = flow_lookup(&m->key);
 	if (!f) {
 		count(svc->vid, REASON_DROP_TABLE_FULL, bytes);
 		return XDP_DROP;
@@ -186,7 +182,7 @@ int edgeproxy_fastl4(struct xdp_md *ctx)
 	if (m.key.proto == IPPROTO_ICMP || m.key.proto == IPPROTO_ICMPV6)
 		return icmp_translate(ctx, &m, settings_get(), m.bytes);
 	/* The established path: one lookup, one call. */
-	f = bpf_map_lookup_elem(&flows, &m.key);
+	f = flow_lookup(&m.key);
 	if (f) {
 		r = flow_hit(ctx, &m, f);
 		if (r != FLOW_MISS)

@@ -53,6 +53,16 @@ type FastL4FlowKey struct {
 	Pad    uint16
 }
 
+type FastL4FlowKey4 struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type FastL4FlowSeen uint32
 
 const (
@@ -78,8 +88,7 @@ type FastL4FlowVal struct {
 	Mss       uint16
 	Dir       uint8
 	Seen      uint8
-	Smac      [6]uint8
-	Dmac      [6]uint8
+	Macs      [12]uint8
 	_         [4]byte
 }
 
@@ -186,7 +195,8 @@ type FastL4Vinfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FastL4MapFlows            = "flows"
+	FastL4MapFlows4           = "flows4"
+	FastL4MapFlows6           = "flows6"
 	FastL4MapMaglev           = "maglev"
 	FastL4MapNeighMiss        = "neigh_miss"
 	FastL4MapPools            = "pools"
@@ -249,7 +259,8 @@ type FastL4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4MapSpecs struct {
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	Flows4    *ebpf.MapSpec `ebpf:"flows4"`
+	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
 	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools     *ebpf.MapSpec `ebpf:"pools"`
@@ -288,7 +299,8 @@ func (o *FastL4Objects) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Maps struct {
-	Flows     *ebpf.Map `ebpf:"flows"`
+	Flows4    *ebpf.Map `ebpf:"flows4"`
+	Flows6    *ebpf.Map `ebpf:"flows6"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
 	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
 	Pools     *ebpf.Map `ebpf:"pools"`
@@ -303,7 +315,8 @@ type FastL4Maps struct {
 
 func (m *FastL4Maps) Close() error {
 	return _FastL4Close(
-		m.Flows,
+		m.Flows4,
+		m.Flows6,
 		m.Maglev,
 		m.NeighMiss,
 		m.Pools,

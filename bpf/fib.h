@@ -19,10 +19,19 @@
 
 /* Where to send a packet. */
 struct nexthop {
+	__u8 macs[12]; /* destination then source MAC */
 	__u32 oif;
-	__u8 smac[6];
-	__u8 dmac[6];
-};
+} __attribute__((aligned(8))); /* set_macs reads 8 bytes: the verifier wants
+				 * stack accesses aligned */
+
+/* Writes both MACs with two moves (clang copies byte arrays a byte at a
+ * time). Unaligned accesses are fine: the program is not loaded with
+ * BPF_F_STRICT_ALIGNMENT. */
+static __always_inline void set_macs(struct ethhdr *eth, const __u8 *macs)
+{
+	*(__u64 *)eth = *(const __u64 *)macs;
+	*(__u32 *)((__u8 *)eth + 8) = *(const __u32 *)(macs + 8);
+}
 
 static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family, __u64 now)
 {
@@ -74,8 +83,8 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		nh->oif = fib.ifindex;
-		__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
-		__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(nh->macs, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(nh->macs + ETH_ALEN, fib.smac, ETH_ALEN);
 		return -1;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
 		neigh_report(&fib, p->m->key.family, bpf_ktime_get_coarse_ns());
@@ -87,15 +96,14 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
 	}
 }
 
-/* Sets the MACs and redirects. Returns the XDP action. */
-static __always_inline int nexthop_redirect(struct ethhdr *eth, const struct nexthop *nh,
+/* Sets the MACs and redirects to oif. Returns the XDP action. */
+static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 oif, const __u8 *macs,
 					    __u32 vid, __u32 reason, __u64 bytes)
 {
 	long act;
 
-	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
-	act = bpf_redirect_map(&tx_ports, nh->oif, 0);
+	set_macs(eth, macs);
+	act = bpf_redirect_map(&tx_ports, oif, 0);
 	if (act != XDP_REDIRECT) {
 		count(vid, REASON_DROP_NO_TX_PORT, bytes);
 		return XDP_DROP;

@@ -6,16 +6,28 @@
 
 #include "common.h"
 
-/* Both halves of every connection, keyed by the tuple each side sends.
- * A plain hash (not LRU): a full table refuses new flows instead of
- * evicting established ones; the control plane reaps expired entries. */
+/* Both halves of every connection, keyed by the tuple each side sends:
+ * IPv4 in flows4 (short keys hash faster), IPv6 in flows6. Plain hashes
+ * (not LRU): a full table refuses new flows instead of evicting
+ * established ones; the control plane reaps expired entries. flows4 is
+ * preallocated; flows6 allocates as it fills, so that a mostly IPv4 host
+ * does not reserve memory for both. Use the flow_* accessors below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct flow_key4);
+	__type(value, struct flow_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} flows SEC(".maps");
+} flows6 SEC(".maps");
 
 /* fastl4 virtuals by VIP, port and protocol. */
 struct {
@@ -147,6 +159,55 @@ static __always_inline struct scratch *scratch_get(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline void flow_key4_of(const struct flow_key *k, struct flow_key4 *k4)
+{
+	k4->saddr = k->saddr.w[0];
+	k4->daddr = k->daddr.w[0];
+	k4->sport = k->sport;
+	k4->dport = k->dport;
+	k4->proto = k->proto;
+	k4->pad[0] = k4->pad[1] = k4->pad[2] = 0;
+}
+
+static __always_inline struct flow_val *flow_lookup(const struct flow_key *k)
+{
+	struct flow_key4 k4;
+
+	if (k->family != 4)
+		return bpf_map_lookup_elem(&flows6, k);
+	flow_key4_of(k, &k4);
+	return bpf_map_lookup_elem(&flows4, &k4);
+}
+
+/* is4 is a constant where the caller knows the family (in a loop, say):
+ * once inlined the test folds away instead of doubling the paths the
+ * verifier walks. */
+static __always_inline long flow_update_fam(const struct flow_key *k, const struct flow_val *v,
+					    __u64 flags, int is4)
+{
+	struct flow_key4 k4;
+
+	if (!is4)
+		return bpf_map_update_elem(&flows6, k, v, flags);
+	flow_key4_of(k, &k4);
+	return bpf_map_update_elem(&flows4, &k4, v, flags);
+}
+
+static __always_inline long flow_update(const struct flow_key *k, const struct flow_val *v, __u64 flags)
+{
+	return flow_update_fam(k, v, flags, k->family == 4);
+}
+
+static __always_inline long flow_delete(const struct flow_key *k)
+{
+	struct flow_key4 k4;
+
+	if (k->family != 4)
+		return bpf_map_delete_elem(&flows6, k);
+	flow_key4_of(k, &k4);
+	return bpf_map_delete_elem(&flows4, &k4);
 }
 
 static __always_inline void count(__u32 vid, __u32 reason, __u64 bytes)

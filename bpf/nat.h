@@ -191,9 +191,9 @@ static __always_inline struct addr *maglev_pick(const struct svc_val *svc,
  * hash of the client tuple. skey comes with saddr, sport, proto and family
  * set; on success its daddr and dport hold the allocation. Returns -1 on
  * success, else a drop reason. */
-static __always_inline int snat_alloc(const struct svc_val *svc, const struct config *cfg,
-				      __u16 cport, __u32 h, struct flow_key *skey,
-				      struct flow_val *sval)
+static __always_inline int snat_alloc_fam(const struct svc_val *svc, const struct config *cfg,
+					  __u16 cport, __u32 h, struct flow_key *skey,
+					  struct flow_val *sval, int is4)
 {
 	__u32 n = svc->snat_count;
 	__u32 min = cfg->snat_port_min;
@@ -221,13 +221,23 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 			port = min + (hp + i / n) % range;
 		skey->daddr = *a;
 		skey->dport = bpf_htons(port);
-		err = bpf_map_update_elem(&flows, skey, sval, BPF_NOEXIST);
+		err = flow_update_fam(skey, sval, BPF_NOEXIST, is4);
 		if (err == 0)
 			return -1;
 		if (err != -EEXIST)
 			return REASON_DROP_TABLE_FULL;
 	}
 	return REASON_DROP_SNAT_EXHAUSTED;
+}
+
+/* One copy of the probing loop per family. */
+static __always_inline int snat_alloc(const struct svc_val *svc, const struct config *cfg,
+				      __u16 cport, __u32 h, struct flow_key *skey,
+				      struct flow_val *sval)
+{
+	if (skey->family == 4)
+		return snat_alloc_fam(svc, cfg, cport, h, skey, sval, 1);
+	return snat_alloc_fam(svc, cfg, cport, h, skey, sval, 0);
 }
 
 #endif

@@ -78,7 +78,7 @@ func BenchmarkProgramEstablished(b *testing.B) {
 				if k == toMember {
 					v.Dir = dirServer
 				}
-				if err := e.fp.objs.Flows.Update(&k, &v, ebpf.UpdateAny); err != nil {
+				if err := e.fp.flows.Update(k, &v, ebpf.UpdateAny); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -130,13 +130,10 @@ func BenchmarkProgramNewFlow(b *testing.B) {
 
 func (e *env) clearFlows(b *testing.B) {
 	var keys []bpf.FastL4FlowKey
-	var k bpf.FastL4FlowKey
-	var v bpf.FastL4FlowVal
-	it := e.fp.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		keys = append(keys, k)
+	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, _ *bpf.FastL4FlowVal) { keys = append(keys, k) }); err != nil {
+		b.Fatal(err)
 	}
-	e.fp.deleteKeys(keys)
+	e.fp.flows.deleteKeys(keys)
 }
 
 // BenchmarkProgramPass measures a packet that is not for a fastl4

@@ -185,13 +185,7 @@ func (e *env) counter(virtual string, r bpf.FastL4Reason) uint64 {
 func (e *env) flowEntries() int {
 	e.t.Helper()
 	n := 0
-	var k bpf.FastL4FlowKey
-	var v bpf.FastL4FlowVal
-	it := e.fp.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		n++
-	}
-	if err := it.Err(); err != nil {
+	if err := e.fp.flows.each(func(bpf.FastL4FlowKey, *bpf.FastL4FlowVal) { n++ }); err != nil {
 		e.t.Fatal(err)
 	}
 	return n
@@ -201,7 +195,7 @@ func (e *env) flowEntries() int {
 func (e *env) lookupFlow(src, dst netip.AddrPort, proto uint8) (bpf.FastL4FlowVal, bool) {
 	k := flowKey(src, dst, proto)
 	var v bpf.FastL4FlowVal
-	err := e.fp.objs.Flows.Lookup(&k, &v)
+	err := e.fp.flows.Lookup(k, &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return v, false
 	}

@@ -41,7 +41,7 @@ func (f *FastPath) Flows() ([]Flow, error) {
 	}
 	kn := f.knobs
 	f.mu.Unlock()
-	return listFlows(f.objs.Flows, kn)
+	return listFlows(f.flows, kn)
 }
 
 // ReadFlows lists the flow table from the maps pinned under pinPath: it
@@ -51,14 +51,21 @@ func ReadFlows(pinPath string) ([]Flow, error) {
 		pinPath = defaultPinPath()
 	}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
-	flows, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, bpf.FastL4MapFlows), ro)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w under %s: the fast path has not run (or use -pin-path)", ErrNotPinned, pinPath)
+	var t flowTable
+	for _, m := range []struct {
+		name string
+		dst  **ebpf.Map
+	}{{bpf.FastL4MapFlows4, &t.v4}, {bpf.FastL4MapFlows6, &t.v6}} {
+		fm, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, m.name), ro)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w under %s: the fast path has not run (or use -pin-path)", ErrNotPinned, pinPath)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open flow table: %w", err)
+		}
+		defer fm.Close()
+		*m.dst = fm
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open flow table: %w", err)
-	}
-	defer flows.Close()
 	var kn [maxVirtuals]knobs
 	if vm, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, bpf.FastL4MapVirtuals), ro); err == nil {
 		defer vm.Close()
@@ -71,11 +78,11 @@ func ReadFlows(pinPath string) ([]Flow, error) {
 			}
 		}
 	}
-	return listFlows(flows, kn)
+	return listFlows(t, kn)
 }
 
-func listFlows(m *ebpf.Map, kn [maxVirtuals]knobs) ([]Flow, error) {
-	pairs, err := readPairs(m)
+func listFlows(t flowTable, kn [maxVirtuals]knobs) ([]Flow, error) {
+	pairs, err := t.readPairs()
 	if err != nil {
 		return nil, err
 	}

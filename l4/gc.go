@@ -2,8 +2,6 @@ package l4
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -60,42 +58,6 @@ func monoNow() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts)
 	return uint64(ts.Nano())
-}
-
-// readPairs reads the whole flow table with batch lookups and pairs the
-// halves by their client side key.
-func readPairs(m *ebpf.Map) (map[bpf.FastL4FlowKey]*pair, error) {
-	const batch = 4096
-	keys := make([]bpf.FastL4FlowKey, batch)
-	vals := make([]bpf.FastL4FlowVal, batch)
-	pairs := map[bpf.FastL4FlowKey]*pair{}
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			h := &half{key: keys[i], val: vals[i]}
-			ck := h.key
-			if h.val.Dir == dirServer {
-				ck = h.val.Peer
-			}
-			p := pairs[ck]
-			if p == nil {
-				p = &pair{}
-				pairs[ck] = p
-			}
-			if h.val.Dir == dirServer {
-				p.s = h
-			} else {
-				p.c = h
-			}
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return pairs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read flow table: %w", err)
-		}
-	}
 }
 
 // state tells a pair's state and the timeout that applies to it.
@@ -180,7 +142,7 @@ func (f *FastPath) collect() error {
 		return defaultKnobs
 	}
 
-	pairs, err := readPairs(f.objs.Flows)
+	pairs, err := f.flows.readPairs()
 	if err != nil {
 		return err
 	}
@@ -213,7 +175,7 @@ func (f *FastPath) collect() error {
 		}
 		counts.add(k.name, st, p)
 	}
-	f.deleteKeys(dead)
+	f.flows.deleteKeys(dead)
 	for _, r := range reaped {
 		f.stats.reaped(r.k.name, r.state)
 		if r.k.flags&svcResetOnTimeout != 0 {
@@ -235,7 +197,7 @@ type reapedFlow struct {
 func (f *FastPath) stillIdle(ck, sk bpf.FastL4FlowKey, last uint64) bool {
 	for _, k := range []bpf.FastL4FlowKey{ck, sk} {
 		var v bpf.FastL4FlowVal
-		if err := f.objs.Flows.Lookup(&k, &v); err == nil && v.LastNs > last {
+		if err := f.flows.Lookup(k, &v); err == nil && v.LastNs > last {
 			return false
 		}
 	}
@@ -259,26 +221,8 @@ func (f *FastPath) repair(p *pair) {
 	if h.val.Dir == dirServer {
 		v.Dir = dirClient
 	}
-	if err := f.objs.Flows.Update(&h.val.Peer, &v, ebpf.UpdateNoExist); err == nil {
+	if err := f.flows.Update(h.val.Peer, &v, ebpf.UpdateNoExist); err == nil {
 		f.stats.repaired()
-	}
-}
-
-// deleteKeys deletes with batch operations, one by one where a batch
-// stops on a key that is already gone.
-func (f *FastPath) deleteKeys(keys []bpf.FastL4FlowKey) {
-	const batch = 4096
-	for len(keys) > 0 {
-		n := min(batch, len(keys))
-		chunk := keys[:n]
-		keys = keys[n:]
-		done, err := f.objs.Flows.BatchDelete(chunk, nil)
-		if err == nil {
-			continue
-		}
-		for _, k := range chunk[done:] {
-			_ = f.objs.Flows.Delete(&k)
-		}
 	}
 }
 

@@ -171,9 +171,10 @@ type Member struct {
 
 // FastPath is the loaded, attached fast path.
 type FastPath struct {
-	opts Options
-	log  *slog.Logger
-	objs bpf.FastL4Objects
+	opts  Options
+	log   *slog.Logger
+	objs  bpf.FastL4Objects
+	flows flowTable
 
 	// maglevSize is the size of the pinned Maglev tables.
 	maglevSize int
@@ -271,7 +272,8 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
-	spec.Maps[bpf.FastL4MapFlows].MaxEntries = uint32(2 * f.opts.MaxFlows)
+	spec.Maps[bpf.FastL4MapFlows4].MaxEntries = uint32(2 * f.opts.MaxFlows)
+	spec.Maps[bpf.FastL4MapFlows6].MaxEntries = uint32(2 * f.opts.MaxFlows)
 	f.maglevSize = f.opts.MaglevSize
 	if size, ok := pinnedMaglevSize(f.opts.PinPath); ok && size != f.maglevSize {
 		f.log.Warn("keeping the Maglev table size of the pinned state", "pinned", size, "asked", f.maglevSize)
@@ -288,6 +290,7 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path: %w", err)
 	}
+	f.flows = flowTable{v4: f.objs.Flows4, v6: f.objs.Flows6}
 	return nil
 }
 

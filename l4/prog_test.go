@@ -636,7 +636,7 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 
 	// The program re-inserts a missing server half from the client side.
 	sk := flowKey(member, snat, protoTCP)
-	if err := e.fp.objs.Flows.Delete(&sk); err != nil {
+	if err := e.fp.flows.Delete(sk); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(150 * time.Millisecond) // past the last-seen granularity
@@ -652,7 +652,7 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 
 	// The GC re-inserts a missing client half from the server side.
 	ck := flowKey(client, vip, protoTCP)
-	if err := e.fp.objs.Flows.Delete(&ck); err != nil {
+	if err := e.fp.flows.Delete(ck); err != nil {
 		t.Fatal(err)
 	}
 	e.do(func() {
