@@ -111,9 +111,19 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 		}
 	}
 
+	// Virtuals that have an id keep it; then new ones get one, so that a
+	// new virtual never takes the id of one further down the list.
 	ids := map[string]int{}
 	for _, name := range order {
-		id, err := f.virtualID(name)
+		if id := slices.Index(f.vnames[1:], name); id >= 0 {
+			ids[name] = id + 1
+		}
+	}
+	for _, name := range order {
+		if _, ok := ids[name]; ok {
+			continue
+		}
+		id, err := f.virtualID(name, want)
 		if err != nil {
 			return err
 		}
@@ -268,16 +278,14 @@ func (f *FastPath) internalAddr(v4 bool) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("%s has no global address of that family: add one to network.internal.addresses", f.opts.IntIf)
 }
 
-// virtualID returns the id of a virtual by name, keeping the pinned one.
-func (f *FastPath) virtualID(name string) (int, error) {
-	for id := 1; id < maxVirtuals; id++ {
-		if f.vnames[id] == name {
-			return id, nil
-		}
-	}
-	// A free id: never used, else one whose virtual is gone.
+// virtualID hands out an id to a new virtual: one never used, else one
+// whose virtual is gone (neither applied nor wanted).
+func (f *FastPath) virtualID(name string, want map[string]*virtual) (int, error) {
 	live := map[string]bool{}
 	for n := range f.virtuals {
+		live[n] = true
+	}
+	for n := range want {
 		live[n] = true
 	}
 	for pass := range 2 {
