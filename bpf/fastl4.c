@@ -11,7 +11,16 @@
  * found by their own tuple (member -> SNAT) and rewritten back.
  *
  * Everything else is XDP_PASS and untouched: ARP, host traffic, the L7
- * proxy's listeners and its connections to the members.
+ * proxy's listeners and its connections to the members (their ports come
+ * from the host's ephemeral range, which the control plane keeps apart
+ * from the SNAT range), VLAN-tagged frames (the two NICs are untagged).
+ *
+ * A rewritten packet is never passed to the stack: when its next hop is
+ * not resolved or not reachable it is dropped and counted, and the next
+ * hop is reported to the control plane (neigh_miss).
+ *
+ * ICMP errors about a flow (fragmentation needed, packet too big,
+ * unreachable, time exceeded) are translated for the other side.
  *
  * Fragments: fastl4 virtuals do not carry IP fragments. A first fragment
  * that matches a fastl4 virtual or flow is dropped and counted
