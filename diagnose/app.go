@@ -376,6 +376,10 @@ func (e *Env) appCertProv(ctx context.Context, a *appRun, v *config.Virtual, s *
 	hasNTLM := hasScheme(schemes, "NTLM")
 	hasNeg := hasScheme(schemes, "Negotiate")
 	switch {
+	case resp.StatusCode >= 500:
+		a.add(Fail, subj, line+": the proxy could not get an answer from the pool (member down, port closed or its certificate rejected)",
+			"see the ports and certificates checks and edgeproxy's log")
+		return
 	case resp.StatusCode != http.StatusUnauthorized:
 		a.add(Fail, subj, line+": the certificate provisioning service must challenge with 401 (clients get their sign-in certificate there)",
 			"publish the path unchanged to the External Web Site; no pre-authentication at the proxy")

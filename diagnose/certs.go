@@ -112,7 +112,7 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 				continue
 			}
 			done[k] = true
-			f = append(f, e.memberCert(ctx, m.Address, ap, e.sourceFor(t, a), names, chainCheck{
+			f = append(f, e.memberCert(ctx, m.Address, ap, e.sourceFor(t, a), names, t.Virtual.Name, chainCheck{
 				Roots: roots, RootsName: rootsName, Now: now, Warn: e.expiryWarning(), Public: public,
 				What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
 			}))
@@ -191,8 +191,8 @@ func (e *Env) liveState(ctx context.Context, v *config.Virtual, sni string) *tls
 
 // memberCert checks the certificates a member presents for the SNI
 // names the proxy sends it (none: one handshake without SNI).
-func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, src netip.Addr, names []string, cc chainCheck) Finding {
-	subj := fmt.Sprintf("member %s:%d", member, ap.Port())
+func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, src netip.Addr, names []string, via string, cc chainCheck) Finding {
+	subj := fmt.Sprintf("member %s:%d for %s", member, ap.Port(), via)
 	if len(names) == 0 {
 		names = []string{""}
 	}

@@ -79,10 +79,27 @@ func checkNames(ctx context.Context, e *Env) []Finding {
 		if v.Mode == config.ModeHTTPS {
 			f = append(f, e.certNames(ctx, v, hosts)...)
 		}
-		if e.Resolver != "" {
-			for _, h := range hosts {
-				f = append(f, e.resolveName(ctx, v, h))
+	}
+	// Each published name once, against the addresses of every virtual
+	// that publishes it.
+	if e.Resolver != "" {
+		var order []string
+		want := map[string][]netip.Addr{}
+		for _, v := range c.Virtuals {
+			if v.Mode != config.ModeHTTPS && v.Mode != config.ModeHTTP {
+				continue
 			}
+			for _, h := range publishedHosts(v) {
+				if _, ok := want[h]; !ok {
+					order = append(order, h)
+				}
+				if a := v.Listen.Addr().Unmap(); !slices.Contains(want[h], a) {
+					want[h] = append(want[h], a)
+				}
+			}
+		}
+		for _, h := range order {
+			f = append(f, e.resolveName(ctx, h, want[h]))
 		}
 	}
 	// Backend names, once each.
@@ -199,41 +216,52 @@ func (e *Env) certNames(ctx context.Context, v *config.Virtual, hosts []string) 
 }
 
 // resolveName resolves a published name through the given resolver and
-// expects a VIP of this host.
-func (e *Env) resolveName(ctx context.Context, v *config.Virtual, h string) Finding {
+// expects the addresses of the virtuals publishing it.
+func (e *Env) resolveName(ctx context.Context, h string, want []netip.Addr) Finding {
 	subj := h + " DNS"
+	wantList := joinAddrs(want)
 	ctx, cancel := context.WithTimeout(ctx, e.timeout())
 	defer cancel()
 	addrs, err := e.resolver(e.Resolver).LookupNetIP(ctx, "ip", h)
 	if err != nil {
 		return Finding{Subject: subj, Verdict: Fail, Evidence: fmt.Sprintf("%s does not resolve through %s: %v", h, e.Resolver, err),
-			Fix: fmt.Sprintf("publish an A record (or a CNAME to the web services name) for %s pointing at %s", h, v.Listen.Addr())}
+			Fix: fmt.Sprintf("publish an A record (or a CNAME to the web services name) for %s pointing at %s", h, wantList)}
 	}
 	vips := map[netip.Addr]bool{}
 	for _, w := range e.Config.Virtuals {
 		vips[w.Listen.Addr().Unmap()] = true
 	}
-	var got []string
+	wildcard := slices.ContainsFunc(want, netip.Addr.IsUnspecified)
+	var got []netip.Addr
 	var hit, other bool
 	for _, a := range addrs {
 		a = a.Unmap()
-		got = append(got, a.String())
-		if a == v.Listen.Addr().Unmap() || (v.Listen.Addr().IsUnspecified() && vips[a]) {
+		got = append(got, a)
+		switch {
+		case slices.Contains(want, a) || (wildcard && vips[a]):
 			hit = true
-		} else if !vips[a] {
+		case !vips[a]:
 			other = true
 		}
 	}
-	list := strings.Join(got, ", ")
+	list := joinAddrs(got)
 	switch {
 	case hit && !other:
-		return Finding{Subject: subj, Verdict: Pass, Evidence: fmt.Sprintf("%s → %s (virtual %s)", h, list, v.Name)}
+		return Finding{Subject: subj, Verdict: Pass, Evidence: fmt.Sprintf("%s → %s", h, list)}
 	case hit:
 		return Finding{Subject: subj, Verdict: Warn, Evidence: fmt.Sprintf("%s → %s: some addresses are not this host's VIPs", h, list),
-			Fix: fmt.Sprintf("remove the records other than %s", v.Listen.Addr())}
+			Fix: fmt.Sprintf("remove the records other than %s", wantList)}
 	default:
 		return Finding{Subject: subj, Verdict: Fail,
-			Evidence: fmt.Sprintf("%s → %s, not %s (virtual %s): clients go elsewhere", h, list, v.Listen.Addr(), v.Name),
-			Fix:      fmt.Sprintf("point the public record for %s at %s", h, v.Listen.Addr())}
+			Evidence: fmt.Sprintf("%s → %s, not %s: clients go elsewhere", h, list, wantList),
+			Fix:      fmt.Sprintf("point the public record for %s at %s", h, wantList)}
 	}
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
 }

@@ -97,6 +97,9 @@ func TestNames(t *testing.T) {
 		fs := runCheck(t, &Env{Config: cfg, Resolver: srv}, Names)
 		expect(t, fs, "webext.example.com DNS", Pass)
 		expect(t, fs, "meet.example.com DNS", Fail, "192.0.2.99, not 127.0.0.1", "point the public record")
+		if n := len(find(fs, "webext.example.com DNS")); n != 1 {
+			t.Errorf("%d findings on webext.example.com DNS, want one", n)
+		}
 		expect(t, fs, "dialin.example.com DNS", Fail, "does not resolve")
 		expect(t, fs, "lyncdiscover.example.com DNS", Warn, "not this host's VIPs")
 	})

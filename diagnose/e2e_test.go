@@ -1,0 +1,481 @@
+package diagnose
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/certgen"
+	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"golang.org/x/sys/unix"
+)
+
+// The end-to-end test runs the real daemon in the lab's proxy namespace
+// in front of fake front ends, then diagnoses the proxy host from inside
+// that namespace: a healthy deployment passes, and each fault of the
+// seeds is found.
+
+const e2eConfig = `
+admin:
+  listen: 127.0.0.1:9469
+network:
+  manage: false
+  external:
+    interface: ext0
+    addresses: [{{.Lab.ExtAddr4}}/24, {{.Lab.ExtAddr6}}/64]
+    gateway: {{.Lab.ClientAddr4}}
+    gateway6: {{.Lab.ClientAddr6}}
+  internal:
+    interface: int0
+    addresses: [{{.Lab.IntAddr4}}/24, {{.Lab.IntAddr6}}/64]
+    routes:
+      - {to: {{.Lab.MemberNet4}}, via: {{.Lab.RouterAddr4}}}
+      - {to: {{.Lab.MemberNet6}}, via: {{.Lab.RouterAddr6}}}
+  hosts:
+    fe01.corp.example.com: {{index .Lab.Members4 0}}
+    fe02.corp.example.com: {{index .Lab.Members4 1}}
+fastpath:
+  pin_path: {{.Pin}}
+pools:
+  sfb-fe:
+    members: [fe01.corp.example.com, fe02.corp.example.com]
+    monitor: {type: https, port: 4443, path: /, host: webext.example.com, interval: 1s, timeout: 500ms, rise: 1, fall: 1, ca: {{.Dir}}/public-root-ca.pem}
+virtuals:
+  - name: sfb-web-l4
+    mode: fastl4
+    listen: {{.FastVIP}}:443
+    pool: sfb-fe
+    port: 4443
+    snat: automap
+  - name: sfb-web
+    mode: https
+    listen: {{.Lab.VIP4}}:443
+    certificates:
+      - {cert: {{.Dir}}/public.pem, key: {{.Dir}}/public.key}
+    sites:
+      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
+        pool: sfb-fe
+        port: {{.SitePort}}
+        backend_tls: {ca: {{.Dir}}/public-root-ca.pem}
+        profile: {{.Profile}}
+  - name: sfb-web-http
+    mode: http
+    listen: {{.Lab.VIP4}}:80
+    sites:
+      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
+        pool: sfb-fe
+        port: 8080
+`
+
+type e2eParams struct {
+	Lab      *testnet.Lab
+	Dir, Pin string
+	FastVIP  netip.Addr
+	SitePort int
+	Profile  string
+}
+
+// externalSite is what a front end's External Web Site serves: the fake
+// front end without the management applications (seed 001: they are
+// missing from the external web site).
+func externalSite(fe *fakefe.Server) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.ToLower(normPath(r.URL.Path))
+		for _, m := range []string{"/cscp", "/ocspowershell", "/rgsconfig"} {
+			if strings.HasPrefix(p, m) {
+				http.NotFound(w, r)
+				return
+			}
+		}
+		fe.ServeHTTP(w, r)
+	})
+}
+
+// e2eMember is a front end in the backend namespace with its External
+// Web Site on 4443/8080 and, when asked, its Internal Web Site on 443.
+type e2eMember struct {
+	name string
+	addr netip.Addr
+	mu   sync.Mutex
+	srvs map[uint16]*http.Server
+}
+
+func (m *e2eMember) serve(t *testing.T, lab *testnet.Lab, port uint16, h http.Handler, fe *fakefe.Server, cert *tls.Certificate) {
+	t.Helper()
+	ln, err := lab.Backend.Listen("tcp", netip.AddrPortFrom(m.addr, port).String())
+	if err != nil {
+		t.Fatalf("member %s port %d: %v", m.name, port, err)
+	}
+	var tc *tls.Config
+	if cert != nil {
+		tc = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, tc)
+	}
+	hs := fe.HTTPServer(tc)
+	hs.Handler = h
+	m.mu.Lock()
+	if m.srvs == nil {
+		m.srvs = map[uint16]*http.Server{}
+	}
+	m.srvs[port] = hs
+	m.mu.Unlock()
+	go func() { _ = hs.Serve(ln) }()
+}
+
+func (m *e2eMember) stopAll() {
+	m.mu.Lock()
+	ports := make([]uint16, 0, len(m.srvs))
+	for p := range m.srvs {
+		ports = append(ports, p)
+	}
+	m.mu.Unlock()
+	for _, p := range ports {
+		m.stop(p)
+	}
+}
+
+func (m *e2eMember) stop(port uint16) {
+	m.mu.Lock()
+	hs := m.srvs[port]
+	delete(m.srvs, port)
+	m.mu.Unlock()
+	if hs != nil {
+		_ = hs.Close()
+	}
+}
+
+type e2eDeployment struct {
+	lab     *testnet.Lab
+	dir     string
+	certs   *certgen.Set
+	params  e2eParams
+	cfgPath string
+	members []*e2eMember
+	fes     []*fakefe.Server
+	pubCert tls.Certificate
+	bin     string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	log     bytes.Buffer
+	logMu   sync.Mutex
+}
+
+func (d *e2eDeployment) logText() string {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	return d.log.String()
+}
+
+func (d *e2eDeployment) Write(p []byte) (int, error) {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	return d.log.Write(p)
+}
+
+// bpffsDir mounts a bpffs for the pinned maps in a directory of the test
+// (/sys/fs/bpf is not visible to a command under ip netns exec, which
+// mounts a fresh sysfs).
+func bpffsDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return filepath.Join(dir, "edgeproxy")
+}
+
+func newE2E(t *testing.T) *e2eDeployment {
+	t.Helper()
+	testnet.RequireRoot(t, "go")
+	lab := testnet.New(t, testnet.Options{Members: 2})
+	dir := t.TempDir()
+	members := map[string][]string{}
+	for _, n := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+		members[n] = certgen.SkypeNames
+	}
+	certs, err := certgen.Write(dir, certgen.Options{PublicNames: certgen.SkypeNames, Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &e2eDeployment{lab: lab, dir: dir, certs: certs}
+	d.pubCert, err = tls.X509KeyPair(certs.Public.CertPEM, certs.Public.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The External Web Sites carry the public certificate (seed 000): the
+	// fastl4 virtual hands it to clients unchanged.
+	for i, name := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+		fe := fakefe.New(fakefe.Options{Name: name, Users: map[string]string{alice.User: alice.Password}, Domain: alice.Domain})
+		m := &e2eMember{name: name, addr: lab.Members4[i]}
+		t.Cleanup(m.stopAll)
+		m.serve(t, lab, 4443, externalSite(fe), fe, &d.pubCert)
+		m.serve(t, lab, 8080, externalSite(fe), fe, nil)
+		d.members = append(d.members, m)
+		d.fes = append(d.fes, fe)
+	}
+	// The Internet's DNS, in the client namespace.
+	pc, err := lab.Client.ListenPacket("udp", netip.AddrPortFrom(lab.ClientAddr4, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	table := map[string][]netip.Addr{}
+	for _, n := range certgen.SkypeNames {
+		table[n] = []netip.Addr{lab.VIP4}
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp, err := dnsAnswer(buf[:n], table); err == nil {
+				_, _ = pc.WriteTo(resp, from)
+			}
+		}
+	}()
+
+	fast := netip.MustParseAddr("198.18.0.20")
+	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
+	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-59999")
+	d.params = e2eParams{Lab: lab, Dir: dir, Pin: bpffsDir(t), FastVIP: fast, SitePort: 4443, Profile: "skype"}
+	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
+	return d
+}
+
+func (d *e2eDeployment) writeConfig(t *testing.T) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := template.Must(template.New("cfg").Parse(e2eConfig)).Execute(&b, d.params); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.cfgPath, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// e2eBinary builds edgeproxy into the test's directory.
+func e2eBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "edgeproxy")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// start runs the daemon on the current configuration until it is ready
+// with every member up.
+func (d *e2eDeployment) start(t *testing.T) {
+	t.Helper()
+	d.writeConfig(t)
+	if d.bin == "" {
+		d.bin = e2eBinary(t)
+	}
+	d.cmd = d.lab.Proxy.Command(context.Background(), d.bin, "run", "-config", d.cfgPath,
+		"-pid-file", "", "-netcfg-state", "-", "-cleanup")
+	d.cmd.Stdout, d.cmd.Stderr = d, d
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, exited := d.cmd, make(chan struct{})
+	d.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { stopDaemon(cmd, exited) })
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: d.lab.Proxy.DialContext}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st struct {
+			Ready   bool
+			Members []struct{ State string }
+		}
+		resp, err := client.Get("http://127.0.0.1:9469/status")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		up := 0
+		for _, m := range st.Members {
+			if m.State == "up" {
+				up++
+			}
+		}
+		if err == nil && st.Ready && up == len(d.members) {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("daemon exited:\n%s", d.logText())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready in 30s (%v, %d members up):\n%s", err, up, d.logText())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func stopDaemon(cmd *exec.Cmd, exited chan struct{}) {
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func (d *e2eDeployment) stop() { stopDaemon(d.cmd, d.exited) }
+
+// diagnose runs every check from inside the proxy namespace.
+func (d *e2eDeployment) diagnose(t *testing.T) []Finding {
+	t.Helper()
+	cfg, err := config.Load(d.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{
+		Config:      cfg,
+		NS:          d.lab.Proxy.Do,
+		ClientDial:  d.lab.Client.DialContext,
+		Resolver:    netip.AddrPortFrom(d.lab.ClientAddr4, 53).String(),
+		Roots:       d.certs.PublicRoot.Pool(),
+		RootsName:   "the example's public root",
+		Credentials: alice,
+		Timeout:     2 * time.Second,
+	}
+	fs, err := Run(context.Background(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	_ = WriteText(&b, fs, true)
+	t.Logf("diagnose:\n%s", b.String())
+	return fs
+}
+
+func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
+	d := newE2E(t)
+	d.start(t)
+
+	fs := d.diagnose(t)
+	expectAtMost(t, fs, Pass)
+	for _, c := range All() {
+		if len(findChecks(fs, c.Name)) == 0 {
+			t.Errorf("check %s found nothing to look at", c.Name)
+		}
+	}
+	expect(t, fs, "sfb-web-l4 198.18.0.20:443", Pass, "handled by XDP program")
+	expect(t, fs, "sfb-web 198.18.0.10:443", Pass, "edgeproxy (pid")
+	expect(t, fs, "sfb-web https://lyncdiscover.example.com NTLM", Pass, "handshake completed")
+	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com autodiscover", Pass) // through XDP, as a client
+	expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Pass, "→ 403")
+
+	t.Run("VIP missing", func(t *testing.T) {
+		d.lab.Proxy.Run(t, "ip", "addr", "del", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
+		defer d.lab.Proxy.Run(t, "ip", "addr", "add", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
+		fs := d.diagnose(t)
+		expect(t, fs, "VIP 198.18.0.10", Fail, "not an address of this host")
+	})
+
+	t.Run("default route on the internal NIC", func(t *testing.T) {
+		d.lab.Proxy.Run(t, "ip", "route", "add", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+		defer d.lab.Proxy.Run(t, "ip", "route", "del", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+		fs := d.diagnose(t)
+		expect(t, fs, "default route IPv4", Fail, "on the internal NIC")
+	})
+
+	t.Run("members not routed through the internal NIC", func(t *testing.T) {
+		d.lab.Proxy.Run(t, "ip", "route", "del", d.lab.MemberNet4.String())
+		defer d.lab.Proxy.Run(t, "ip", "route", "add", d.lab.MemberNet4.String(), "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf)
+		fs := d.diagnose(t)
+		expect(t, fs, "member fe01.corp.example.com", Fail, "not the internal NIC int0")
+		expect(t, fs, "member fe01.corp.example.com:4443", Fail)
+	})
+
+	t.Run("External Web Site down, Internal Web Site up", func(t *testing.T) {
+		m := d.members[1]
+		m.stop(4443)
+		m.serve(t, d.lab, 443, d.fes[1], d.fes[1], &d.pubCert)
+		defer func() {
+			m.stop(443)
+			m.serve(t, d.lab, 4443, externalSite(d.fes[1]), d.fes[1], &d.pubCert)
+		}()
+		fs := d.diagnose(t)
+		expect(t, fs, "member fe02.corp.example.com:4443", Fail, "refuses", "port 443 answers (the Internal Web Site)")
+	})
+
+	t.Run("wrong certificate on the External Web Site", func(t *testing.T) {
+		leaf, err := d.certs.PublicRoot.Issue([]string{"sip.example.com"}, certgen.For(90*24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrong, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := d.members[0]
+		m.stop(4443)
+		m.serve(t, d.lab, 4443, externalSite(d.fes[0]), d.fes[0], &wrong)
+		defer func() {
+			m.stop(4443)
+			m.serve(t, d.lab, 4443, externalSite(d.fes[0]), d.fes[0], &d.pubCert)
+		}()
+		fs := d.diagnose(t)
+		expect(t, fs, "member fe01.corp.example.com:4443", Fail, "CN=sip.example.com", "does not carry webext.example.com")
+	})
+
+	t.Run("sent to the Internal Web Site without the skype profile", func(t *testing.T) {
+		// The members' Internal Web Sites on 443: internal links, the
+		// management applications.
+		for _, m := range d.members {
+			internal := fakefe.New(fakefe.Options{Name: m.name, ExternalName: m.name})
+			m.serve(t, d.lab, 443, internal, internal, &d.pubCert)
+			defer m.stop(443)
+		}
+		d.stop()
+		d.params.SitePort, d.params.Profile = 443, `""`
+		d.start(t)
+		defer func() {
+			d.stop()
+			d.params.SitePort, d.params.Profile = 4443, "skype"
+			d.start(t)
+		}()
+		fs := d.diagnose(t)
+		expect(t, fs, "site webext.example.com → sfb-fe:443", Fail, "Internal Web Site")
+		expect(t, fs, "sfb-web https://lyncdiscover.example.com autodiscover", Fail, "links to fe0")
+		expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Fail, "→ 200: GET /cscp")
+	})
+}
+
+func findChecks(fs []Finding, check string) []Finding {
+	var out []Finding
+	for _, f := range fs {
+		if f.Check == check {
+			out = append(out, f)
+		}
+	}
+	return out
+}
