@@ -393,6 +393,21 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com autodiscover", Pass) // through XDP, as a client
 	expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Pass, "→ 403")
 
+	t.Run("command", func(t *testing.T) {
+		doc, code := d.command(t)
+		if code != 0 || doc.Verdict != Pass || doc.Fail != 0 || len(doc.Findings) != len(fs) {
+			t.Errorf("edgeproxy diagnose: exit %d, verdict %s, %d failed, %d findings (the package found %d)",
+				code, doc.Verdict, doc.Fail, len(doc.Findings), len(fs))
+		}
+		d.lab.Proxy.Run(t, "ip", "route", "add", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+		defer d.lab.Proxy.Run(t, "ip", "route", "del", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+		doc, code = d.command(t)
+		if code != 1 || doc.Verdict != Fail {
+			t.Errorf("with a default route on int0: exit %d, verdict %s, want 1 and FAIL", code, doc.Verdict)
+		}
+		expect(t, doc.Findings, "default route IPv4", Fail, "on the internal NIC")
+	})
+
 	t.Run("VIP missing", func(t *testing.T) {
 		d.lab.Proxy.Run(t, "ip", "addr", "del", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
 		defer d.lab.Proxy.Run(t, "ip", "addr", "add", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
@@ -468,6 +483,40 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 		expect(t, fs, "sfb-web https://lyncdiscover.example.com autodiscover", Fail, "links to fe0")
 		expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Fail, "→ 200: GET /cscp")
 	})
+}
+
+type diagnoseDoc struct {
+	Verdict  Verdict
+	Fail     int
+	Findings []Finding
+}
+
+// command runs `edgeproxy diagnose -json` from the host, pointed at the
+// lab's namespaces, and returns its document and exit status.
+func (d *e2eDeployment) command(t *testing.T) (diagnoseDoc, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, d.bin, "diagnose", "-config", d.cfgPath, "-json", "-timeout", "2s",
+		"-netns", d.lab.Proxy.Name, "-client-netns", d.lab.Client.Name,
+		"-resolver", netip.AddrPortFrom(d.lab.ClientAddr4, 53).String(),
+		"-ca-bundle", filepath.Join(d.dir, certgen.PublicRootFile),
+		"-user", alice.Domain+`\`+alice.User)
+	cmd.Env = append(os.Environ(), "EDGEPROXY_DIAGNOSE_PASSWORD="+alice.Password)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("edgeproxy diagnose: %v\n%s", err, stderr.String())
+	}
+	var doc diagnoseDoc
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("edgeproxy diagnose -json: %v\n%s\n%s", err, out, stderr.String())
+	}
+	return doc, code
 }
 
 func findChecks(fs []Finding, check string) []Finding {
