@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
 	"testing"
@@ -34,7 +35,7 @@ func benchEnv(b *testing.B) *env {
 		return testConfig(b, lab, "",
 			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
 			`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`)
-	}, func(o *Options) { o.MaxFlows = 1 << 16; o.Logger = nil })
+	}, func(o *Options) { o.MaxFlows = 1 << 16; o.Logger = slog.New(slog.DiscardHandler) })
 	e.resolve()
 	return e
 }
