@@ -63,11 +63,12 @@ func ConfigMembers(c *config.Config) map[string][]Member {
 // its new settings, never a mix. Flows of removed virtuals and members
 // drain: they keep going until they close or time out.
 func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	if !f.acquire() {
 		return ErrClosed
 	}
+	defer f.life.RUnlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if members == nil {
 		members = map[string][]Member{}
 	}
@@ -432,11 +433,12 @@ func (f *FastPath) swapTable(slot uint32, up []netip.Addr) error {
 // new flows go to members that are up; flows to a member that went down
 // keep going (they drain).
 func (f *FastPath) SetMemberUp(poolName string, addr netip.Addr, up bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	if !f.acquire() {
 		return ErrClosed
 	}
+	defer f.life.RUnlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	p, ok := f.pools[poolName]
 	if !ok {
 		return fmt.Errorf("%w: pool %s is not used by a fastl4 virtual", ErrUnknownMember, poolName)

@@ -34,11 +34,11 @@ type Flow struct {
 
 // Flows lists the flow table.
 func (f *FastPath) Flows() ([]Flow, error) {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
+	if !f.acquire() {
 		return nil, ErrClosed
 	}
+	defer f.life.RUnlock()
+	f.mu.Lock()
 	kn := f.knobs
 	f.mu.Unlock()
 	return listFlows(f.flows, kn)

@@ -128,11 +128,11 @@ var defaultKnobs = knobs{
 // collect is one GC pass: reap expired pairs (resetting them when the
 // virtual asks), repair pairs missing a half, and refresh the counts.
 func (f *FastPath) collect() error {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
+	if !f.acquire() {
 		return ErrClosed
 	}
+	defer f.life.RUnlock()
+	f.mu.Lock()
 	kn := f.knobs
 	f.mu.Unlock()
 	knobsOf := func(vid uint32) knobs {
@@ -269,6 +269,10 @@ func addrPort(a bpf.FastL4Addr, port uint16, fam uint8) netip.AddrPort {
 // warnDrops logs, at most once per LogInterval, new flows refused because
 // the flow table is full or SNAT ports ran out.
 func (f *FastPath) warnDrops() {
+	if !f.acquire() {
+		return
+	}
+	defer f.life.RUnlock()
 	c, err := f.readCounters()
 	if err != nil {
 		return

@@ -179,8 +179,13 @@ type FastPath struct {
 	// maglevSize is the size of the pinned Maglev tables.
 	maglevSize int
 
-	mu       sync.Mutex
-	closed   bool
+	// life orders the map users (read side) against Close (write side):
+	// Close waits for a GC pass or a scrape in progress, and they see
+	// closed afterwards instead of using closed file descriptors.
+	life   sync.RWMutex
+	closed bool
+
+	mu       sync.Mutex // the desired state below
 	links    map[string]link.Link // by interface name
 	modes    map[string]string    // attach mode by interface name
 	virtuals map[string]*virtual  // by name
@@ -385,12 +390,10 @@ func (f *FastPath) Run(ctx context.Context) error {
 // upkeep resolves reported and wanted next hops and keeps the loopback
 // forwarding flag the FIB lookups need.
 func (f *FastPath) upkeep() {
-	f.mu.Lock()
-	closed := f.closed
-	f.mu.Unlock()
-	if closed {
+	if !f.acquire() {
 		return
 	}
+	defer f.life.RUnlock()
 	if err := f.inNS(enableFIBLookups); err != nil {
 		f.limiter.log(f.log, "fib", slog.LevelWarn, "keep FIB lookups enabled", "err", err)
 	}
@@ -400,15 +403,29 @@ func (f *FastPath) upkeep() {
 // Close detaches nothing: the program stays attached through the pinned
 // links and the maps stay pinned, so flows keep going. It releases the
 // control plane's handles.
+//
+// Call it after Run has returned; calls that race with it wait, and
+// later ones return ErrClosed.
 func (f *FastPath) Close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.life.Lock()
+	defer f.life.Unlock()
 	if f.closed {
 		return nil
 	}
 	f.closed = true
 	f.release()
 	return nil
+}
+
+// acquire takes the read side of life unless the fast path is closed; the
+// caller releases it with f.life.RUnlock.
+func (f *FastPath) acquire() bool {
+	f.life.RLock()
+	if f.closed {
+		f.life.RUnlock()
+		return false
+	}
+	return true
 }
 
 func (f *FastPath) release() {

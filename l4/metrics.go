@@ -165,6 +165,10 @@ type Status struct {
 // counters.
 func (f *FastPath) Status() Status {
 	st := Status{Interfaces: f.Interfaces(), Capacity: f.opts.MaxFlows, ByVirtual: map[string]int{}, ByMember: map[netip.Addr]int{}, Drops: map[string]uint64{}}
+	if !f.acquire() {
+		return st
+	}
+	defer f.life.RUnlock()
 	f.stats.mu.Lock()
 	st.Flows = f.stats.counts.total
 	for k, v := range f.stats.counts.byVirtual {
@@ -235,6 +239,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	f := (*FastPath)(c)
+	if !f.acquire() {
+		return
+	}
+	defer f.life.RUnlock()
 	names := f.virtualNames()
 	if counters, err := f.readCounters(); err == nil {
 		for vid := range maxVirtuals {
