@@ -185,7 +185,7 @@ type FastPath struct {
 	life   sync.RWMutex
 	closed bool
 
-	mu       sync.Mutex // the desired state below
+	mu       sync.Mutex           // the desired state below
 	links    map[string]link.Link // by interface name
 	modes    map[string]string    // attach mode by interface name
 	virtuals map[string]*virtual  // by name
