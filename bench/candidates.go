@@ -566,8 +566,11 @@ func (e *env) edgeproxyVersion() string {
 		return "not built"
 	}
 	v := e.edgeproxyShown() + " built " + st.ModTime().UTC().Format(time.RFC3339)
+	if out, err := commandOutput(e.edgeproxy, "version"); err == nil && strings.HasPrefix(out, "edgeproxy ") {
+		v += ", `" + strings.TrimSpace(out) + "`"
+	}
 	if out, err := commandOutput("git", "-C", e.root, "describe", "--always", "--dirty"); err == nil {
-		v += ", source " + strings.TrimSpace(out)
+		v += ", source tree " + strings.TrimSpace(out)
 	}
 	return v
 }

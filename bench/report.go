@@ -91,7 +91,11 @@ func ratio(a, b float64) string {
 	if b == 0 || a == 0 {
 		return "—"
 	}
-	return strconv.FormatFloat(a/b, 'f', 2, 64) + "×"
+	r := a / b
+	if r < 0.1 {
+		return strconv.FormatFloat(r, 'g', 2, 64) + "×"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + "×"
 }
 
 func better(d metricDef) string {
