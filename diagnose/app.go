@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/ntlm"
 )
 
 // Application: through the proxy's public listener, as an Internet client
@@ -406,18 +407,18 @@ func (e *Env) appNTLM(ctx context.Context, a *appRun, v *config.Virtual, host st
 		return
 	}
 	defer hc.Close()
-	neg := http.Header{"Authorization": {"NTLM " + base64.StdEncoding.EncodeToString(ntlmNegotiate())}}
+	neg := http.Header{"Authorization": {"NTLM " + base64.StdEncoding.EncodeToString(ntlm.NegotiateMessage())}}
 	resp, _, err := hc.do(ctx, e.timeout(), certProvPath, neg)
 	if err != nil {
 		a.add(Fail, subj, fmt.Sprintf("NTLM negotiate: %v", err), "see edgeproxy's log")
 		return
 	}
 	a.saw(resp, "NTLM negotiate")
-	var chal *ntlmChallenge
+	var chal *ntlm.Challenge
 	for _, h := range resp.Header.Values("WWW-Authenticate") {
 		if tok, ok := strings.CutPrefix(h, "NTLM "); ok {
 			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok)); err == nil {
-				chal, _ = parseNTLMChallenge(raw)
+				chal, _ = ntlm.ParseChallenge(raw)
 			}
 		}
 	}
@@ -437,9 +438,10 @@ func (e *Env) appNTLM(ctx context.Context, a *appRun, v *config.Virtual, host st
 	}
 	var cbt []byte
 	if hc.leaf != nil {
-		cbt = channelBindingHash(hc.leaf)
+		cbt = ntlm.ChannelBindingHash(hc.leaf)
 	}
-	auth, err := ntlmAuthenticate(chal, *e.Credentials, cbt, e.now())
+	cr := ntlm.Credentials{Domain: e.Credentials.Domain, User: e.Credentials.User, Password: e.Credentials.Password, Workstation: "EDGEPROXY"}
+	auth, err := ntlm.AuthenticateMessage(chal, cr, cbt, e.now())
 	if err != nil {
 		a.add(Fail, subj, err.Error(), "")
 		return

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/ntlm"
 )
 
 // front is what the test puts between the client and the fake front end,
@@ -61,21 +61,11 @@ func (f front) rejectsBinding(r *http.Request) bool {
 		return false
 	}
 	msg, err := base64.StdEncoding.DecodeString(tok)
-	if err != nil || len(msg) < 64 || binary.LittleEndian.Uint32(msg[8:]) != 3 {
+	if err != nil || ntlm.MessageType(msg) != ntlm.TypeAuthenticate {
 		return false
 	}
-	l, off := int(binary.LittleEndian.Uint16(msg[20:])), int(binary.LittleEndian.Uint32(msg[24:]))
-	if off+l > len(msg) || l < 16+28 {
-		return true
-	}
-	temp := msg[off+16 : off+l]
-	var cbt []byte
-	_ = avPairs(temp[28:], func(id uint16, v []byte) {
-		if id == avChannelBindings {
-			cbt = v
-		}
-	})
-	return !bytes.Equal(cbt, f.epCert)
+	a, err := ntlm.ParseAuthenticate(msg)
+	return err != nil || !bytes.Equal(a.ChannelBindings(), f.epCert)
 }
 
 // hookWriter rewrites the front end's headers for the faults.
@@ -127,7 +117,7 @@ func appLab(t *testing.T, opts fakefe.Options, f front) *config.Config {
 	leaf := issue(t, p.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames})
 	cert := tlsCert(leaf, p.Inter)
 	if f.epOwnCert {
-		f.epCert = channelBindingHash(leaf.Cert)
+		f.epCert = ntlm.ChannelBindingHash(leaf.Cert)
 	}
 	fe := fakefe.New(opts)
 	hs := fe.HTTPServer(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})

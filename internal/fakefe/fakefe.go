@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/ntlm"
 )
 
 // Options shape a front end.
@@ -267,15 +269,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, c *conn) (str
 		s.fail(w, c, "bad base64")
 		return "", false
 	}
-	switch ntlmType(msg) {
-	case 1:
+	switch ntlm.MessageType(msg) {
+	case ntlm.TypeNegotiate:
 		var ch [8]byte
 		rand.Read(ch[:])
 		c.challenge, c.user = &ch, ""
-		w.Header().Set("WWW-Authenticate", scheme+" "+base64.StdEncoding.EncodeToString(challengeMessage(ch, s.opts.Domain, s.opts.Name)))
+		w.Header().Set("WWW-Authenticate", scheme+" "+base64.StdEncoding.EncodeToString(ntlm.ChallengeMessage(ch, s.opts.Domain, s.opts.Name, time.Now())))
 		w.WriteHeader(http.StatusUnauthorized)
 		return "", false
-	case 3:
+	case ntlm.TypeAuthenticate:
 		if c.challenge == nil {
 			// An authenticate message on a connection that was never
 			// challenged: it belongs to another connection.
@@ -284,25 +286,25 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, c *conn) (str
 		}
 		ch := *c.challenge
 		c.challenge = nil
-		a, err := parseAuthenticate(msg)
+		a, err := ntlm.ParseAuthenticate(msg)
 		if err != nil {
 			s.fail(w, c, err.Error())
 			return "", false
 		}
 		if len(s.opts.Users) > 0 {
-			pw, ok := s.opts.Users[a.user]
+			pw, ok := s.opts.Users[a.User]
 			if !ok {
-				s.fail(w, c, ErrNTLMUser.Error()+" "+a.user)
+				s.fail(w, c, ErrNTLMUser.Error()+" "+a.User)
 				return "", false
 			}
-			if err := verifyV2(a, pw, ch); err != nil {
+			if err := a.Verify(pw, ch); err != nil {
 				s.fail(w, c, err.Error())
 				return "", false
 			}
 		}
-		c.user = a.user
+		c.user = a.User
 		s.authOK.Add(1)
-		s.log.Info("connection authenticated", "fe", s.opts.Name, "conn", c.id, "user", a.user)
+		s.log.Info("connection authenticated", "fe", s.opts.Name, "conn", c.id, "user", a.User)
 		return c.user, true
 	}
 	s.fail(w, c, "unexpected NTLM message")
