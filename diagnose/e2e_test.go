@@ -32,23 +32,7 @@ import (
 const e2eConfig = `
 admin:
   listen: 127.0.0.1:9469
-network:
-  manage: false
-  external:
-    interface: ext0
-    addresses: [{{.Lab.ExtAddr4}}/24, {{.Lab.ExtAddr6}}/64]
-    gateway: {{.Lab.ClientAddr4}}
-    gateway6: {{.Lab.ClientAddr6}}
-  internal:
-    interface: int0
-    addresses: [{{.Lab.IntAddr4}}/24, {{.Lab.IntAddr6}}/64]
-    routes:
-      - {to: {{.Lab.MemberNet4}}, via: {{.Lab.RouterAddr4}}}
-      - {to: {{.Lab.MemberNet6}}, via: {{.Lab.RouterAddr6}}}
-  hosts:
-    fe01.corp.example.com: {{index .Lab.Members4 0}}
-    fe02.corp.example.com: {{index .Lab.Members4 1}}
-fastpath:
+{{.Network}}fastpath:
   pin_path: {{.Pin}}
 pools:
   sfb-fe:
@@ -83,6 +67,7 @@ virtuals:
 
 type e2eParams struct {
 	Lab      *testnet.Lab
+	Network  string // the network section
 	Dir, Pin string
 	FastVIP  netip.Addr
 	SitePort int
@@ -199,13 +184,16 @@ func bpffsDir(t *testing.T) string {
 	return filepath.Join(dir, "edgeproxy")
 }
 
+// e2eMembers are the front ends' names, in the order of the lab's Members4.
+var e2eMembers = []string{"fe01.corp.example.com", "fe02.corp.example.com"}
+
 func newE2E(t *testing.T) *e2eDeployment {
 	t.Helper()
 	testnet.RequireRoot(t, "go")
 	lab := testnet.New(t, testnet.Options{Members: 2})
 	dir := t.TempDir()
 	members := map[string][]string{}
-	for _, n := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+	for _, n := range e2eMembers {
 		members[n] = certgen.SkypeNames
 	}
 	certs, err := certgen.Write(dir, certgen.Options{PublicNames: certgen.SkypeNames, Members: members})
@@ -219,7 +207,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 	}
 	// The External Web Sites carry the public certificate (seed 000): the
 	// fastl4 virtual hands it to clients unchanged.
-	for i, name := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+	for i, name := range e2eMembers {
 		fe := fakefe.New(fakefe.Options{Name: name, Users: map[string]string{alice.User: alice.Password}, Domain: alice.Domain})
 		m := &e2eMember{name: name, addr: lab.Members4[i]}
 		t.Cleanup(m.stopAll)
@@ -254,7 +242,8 @@ func newE2E(t *testing.T) *e2eDeployment {
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
 	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-59999")
-	d.params = e2eParams{Lab: lab, Dir: dir, Pin: bpffsDir(t), FastVIP: fast, SitePort: 4443, Profile: "skype"}
+	d.params = e2eParams{Lab: lab, Dir: dir, Pin: bpffsDir(t), FastVIP: fast, SitePort: 4443, Profile: "skype",
+		Network: lab.NetworkYAML(testnet.NetworkOptions{Unmanaged: true, Hosts: lab.MemberHosts(e2eMembers...)})}
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	return d
 }

@@ -21,18 +21,10 @@ import (
 // labConfig publishes the lab: an https virtual on VIP4:443 and a fastl4
 // virtual on VIP6:443, both to the pool of the lab's members.
 func labConfig(lab *testnet.Lab, pinPath string) *config.Config {
-	p := func(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
+	hosts := lab.MemberHosts("fe01.corp.example.com", "fe02.corp.example.com")
+	hosts["fe01v6.corp.example.com"] = lab.Members6[0]
 	return &config.Config{
-		Network: config.Network{
-			External: config.NIC{Interface: testnet.ExtIf, Addresses: []netip.Prefix{p(lab.ExtAddr4, 24), p(lab.ExtAddr6, 64)},
-				Gateway: lab.ClientAddr4, Gateway6: lab.ClientAddr6},
-			Internal: config.NIC{Interface: testnet.IntIf, Addresses: []netip.Prefix{p(lab.IntAddr4, 24), p(lab.IntAddr6, 64)},
-				Routes: []config.Route{{To: lab.MemberNet4, Via: lab.RouterAddr4}, {To: lab.MemberNet6, Via: lab.RouterAddr6}}},
-			Hosts: map[string]netip.Addr{
-				"fe01.corp.example.com": lab.Members4[0], "fe02.corp.example.com": lab.Members4[1],
-				"fe01v6.corp.example.com": lab.Members6[0],
-			},
-		},
+		Network:  lab.Network(testnet.NetworkOptions{Hosts: hosts}),
 		FastPath: config.FastPath{PinPath: pinPath, SNATPorts: config.DefaultSNATPorts},
 		Pools: map[string]*config.Pool{
 			"sfb-fe":  {Members: []config.Member{{Address: "fe01.corp.example.com"}, {Address: "fe02.corp.example.com"}}, Monitor: config.Monitor{Port: 4443}},

@@ -127,6 +127,7 @@ func (s *syncBuffer) String() string {
 
 type params struct {
 	Lab       *testnet.Lab
+	Network   string // the network section
 	Dir       string
 	FastL4VIP netip.Addr
 	Pin       string
@@ -137,21 +138,7 @@ type params struct {
 const labConfig = `
 admin:
   listen: 127.0.0.1:9469
-network:
-  external:
-    interface: ext0
-    addresses: [{{.Lab.ExtAddr4}}/24, {{.Lab.ExtAddr6}}/64]
-    gateway: {{.Lab.ClientAddr4}}
-  internal:
-    interface: int0
-    addresses: [{{.Lab.IntAddr4}}/24, {{.Lab.IntAddr6}}/64]
-    routes:
-      - {to: {{.Lab.MemberNet4}}, via: {{.Lab.RouterAddr4}}}
-      - {to: {{.Lab.MemberNet6}}, via: {{.Lab.RouterAddr6}}}
-  hosts:
-    fe01.corp.example.com: {{index .Lab.Members4 0}}
-    fe02.corp.example.com: {{index .Lab.Members4 1}}
-fastpath:
+{{.Network}}fastpath:
   pin_path: {{.Pin}}
 pools:
   sfb-fe:
@@ -194,6 +181,9 @@ virtuals:
         port: 8080
 `
 
+// memberNames are the members' names, in the order of the lab's Members4.
+var memberNames = []string{"fe01.corp.example.com", "fe02.corp.example.com"}
+
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	testnet.RequireRoot(t, "curl", "iperf3")
@@ -208,7 +198,7 @@ func newDeployment(t *testing.T) *deployment {
 	}
 	d := &deployment{lab: lab, dir: dir, certs: certs}
 	d.pin = testnet.TestPinDir(t, lab.Proxy.Name)
-	for i, name := range []string{"fe01.corp.example.com", "fe02.corp.example.com"} {
+	for i, name := range memberNames {
 		leaf := certs.Members[name]
 		cert, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
 		if err != nil {
@@ -221,7 +211,8 @@ func newDeployment(t *testing.T) *deployment {
 		t.Cleanup(m.stop)
 		d.members = append(d.members, m)
 	}
-	d.params = params{Lab: lab, Dir: dir, FastL4VIP: netip.MustParseAddr("198.18.0.20"), Pin: d.pin, Interval: "500ms"}
+	d.params = params{Lab: lab, Dir: dir, FastL4VIP: netip.MustParseAddr("198.18.0.20"), Pin: d.pin, Interval: "500ms",
+		Network: lab.NetworkYAML(testnet.NetworkOptions{NoGateway6: true, Hosts: lab.MemberHosts(memberNames...)})}
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	d.writeConfig(t, d.params)
 	return d

@@ -18,29 +18,13 @@ admin:
 log:
   level: info
 
-network:
-  external:
-    interface: ext0
-    addresses: [{{.Ext4}}, {{.Ext6}}]
-    gateway: {{.Gateway4}}             # the only default route
-    gateway6: {{.Gateway6}}
-  internal:
-    interface: int0
-    addresses: [{{.Int4}}, {{.Int6}}]
-    routes:                         # static routes to the pool; no default gateway here
-      - {to: {{.MemberNet4}}, via: {{.Router4}}}
-      - {to: {{.MemberNet6}}, via: {{.Router6}}}
-  hosts:                            # backend names, resolved without the internal DNS
-{{- range .Members}}
-    {{.Name}}: {{.Addr}}
-{{- end}}
-
+{{.Network}}
 fastpath:
   pin_path: {{.PinPath}}
 
 pools:
   sfb-fe:
-    members: [{{range $i, $m := .Members}}{{if $i}}, {{end}}{{$m.Name}}{{end}}]
+    members: [{{range $i, $m := .Members}}{{if $i}}, {{end}}{{$m}}{{end}}]
     monitor: {type: tls, port: 4443, interval: 1s, timeout: 500ms, rise: 1, fall: 1, ca: {{.InternalCA}}}
 
 virtuals:
@@ -80,25 +64,16 @@ virtuals:
         profile: skype              # the management paths are closed on port 80 too
 `
 
-// memberEntry is one pool member in the configuration.
-type memberEntry struct {
-	Name string
-	Addr netip.Addr
-}
-
 // configData fills configTemplate.
 type configData struct {
-	Admin                  string
-	Ext4, Ext6, Int4, Int6 netip.Prefix
-	Gateway4, Gateway6     netip.Addr
-	MemberNet4, MemberNet6 netip.Prefix
-	Router4, Router6       netip.Addr
-	Members                []memberEntry
-	PinPath                string
-	FastVIP, L7VIP         netip.Addr
-	PublicCert, PublicKey  string
-	InternalCA             string
-	Hosts                  string
+	Admin                 string
+	Network               string // the network section (testnet.Lab.NetworkYAML)
+	Members               []string
+	PinPath               string
+	FastVIP, L7VIP        netip.Addr
+	PublicCert, PublicKey string
+	InternalCA            string
+	Hosts                 string
 }
 
 var configTmpl = template.Must(template.New("config").Parse(configTemplate))

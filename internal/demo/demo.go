@@ -282,13 +282,10 @@ func (s *session) startMembers(listen listenFunc) error {
 func (s *session) configData() configData {
 	l := s.lab
 	tlsDir := filepath.Join(s.dir, "tls")
-	d := configData{
-		Admin: adminAddr,
-		Ext4:  netip.PrefixFrom(l.ExtAddr4, 24), Ext6: netip.PrefixFrom(l.ExtAddr6, 64),
-		Int4: netip.PrefixFrom(l.IntAddr4, 24), Int6: netip.PrefixFrom(l.IntAddr6, 64),
-		Gateway4: l.ClientAddr4, Gateway6: l.ClientAddr6,
-		MemberNet4: l.MemberNet4, MemberNet6: l.MemberNet6,
-		Router4: l.RouterAddr4, Router6: l.RouterAddr6,
+	return configData{
+		Admin:      adminAddr,
+		Network:    l.NetworkYAML(testnet.NetworkOptions{Hosts: l.MemberHosts(memberNames...)}),
+		Members:    memberNames,
 		PinPath:    s.pinPath,
 		FastVIP:    FastVIP,
 		L7VIP:      l.VIP4,
@@ -297,10 +294,6 @@ func (s *session) configData() configData {
 		InternalCA: filepath.Join(tlsDir, certgen.InternalCAFile),
 		Hosts:      strings.Join(certgen.SkypeNames, ", "),
 	}
-	for i, n := range memberNames {
-		d.Members = append(d.Members, memberEntry{Name: n, Addr: l.Members4[i]})
-	}
-	return d
 }
 
 // writeConfig writes the configuration and checks it the way the daemon

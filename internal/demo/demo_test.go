@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,8 +30,7 @@ func testSession(t *testing.T, lab *testnet.Lab) *session {
 }
 
 func TestConfigAccepted(t *testing.T) {
-	lab := &testnet.Lab{}
-	fillAddresses(lab)
+	lab := testnet.Plan(testnet.Options{Members: len(memberNames)})
 	s := testSession(t, lab)
 	text, err := renderConfig(s.configData())
 	if err != nil {
@@ -73,20 +71,6 @@ func TestConfigAccepted(t *testing.T) {
 	for _, w := range cfg.Warnings {
 		t.Logf("warning: %v", w)
 	}
-}
-
-// fillAddresses gives lab the addresses testnet uses, without building
-// namespaces.
-func fillAddresses(l *testnet.Lab) {
-	mp := netip.MustParseAddr
-	l.ClientAddr4, l.ClientAddr6 = mp("198.18.0.1"), mp("2001:db8:1::1")
-	l.ExtAddr4, l.ExtAddr6 = mp("198.18.0.2"), mp("2001:db8:1::2")
-	l.VIP4, l.VIP6 = mp("198.18.0.10"), mp("2001:db8:1::10")
-	l.IntAddr4, l.IntAddr6 = mp("198.19.0.2"), mp("2001:db8:2::2")
-	l.RouterAddr4, l.RouterAddr6 = mp("198.19.0.1"), mp("2001:db8:2::1")
-	l.Members4 = []netip.Addr{mp("198.19.1.11"), mp("198.19.1.12")}
-	l.Members6 = []netip.Addr{mp("2001:db8:3::11"), mp("2001:db8:3::12")}
-	l.MemberNet4, l.MemberNet6 = netip.MustParsePrefix("198.19.1.0/24"), netip.MustParsePrefix("2001:db8:3::/64")
 }
 
 func TestMetricsForwarded(t *testing.T) {

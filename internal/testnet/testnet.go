@@ -114,20 +114,7 @@ func Build(opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
 	id := opts.Prefix + "-" + hex.EncodeToString(suffix[:])
-	lab := &Lab{
-		ClientAddr4: netip.MustParseAddr("198.18.0.1"), ClientAddr6: netip.MustParseAddr("2001:db8:1::1"),
-		ExtAddr4: netip.MustParseAddr("198.18.0.2"), ExtAddr6: netip.MustParseAddr("2001:db8:1::2"),
-		VIP4: netip.MustParseAddr("198.18.0.10"), VIP6: netip.MustParseAddr("2001:db8:1::10"),
-		IntAddr4: netip.MustParseAddr("198.19.0.2"), IntAddr6: netip.MustParseAddr("2001:db8:2::2"),
-		RouterAddr4: netip.MustParseAddr("198.19.0.1"), RouterAddr6: netip.MustParseAddr("2001:db8:2::1"),
-		MemberNet4: netip.MustParsePrefix("198.19.1.0/24"), MemberNet6: netip.MustParsePrefix("2001:db8:3::/64"),
-	}
-	for i := 0; i < opts.Members; i++ {
-		lab.Members4 = append(lab.Members4, netip.AddrFrom4([4]byte{198, 19, 1, byte(11 + i)}))
-		a6 := netip.MustParseAddr("2001:db8:3::").As16()
-		a6[15] = byte(0x11 + i)
-		lab.Members6 = append(lab.Members6, netip.AddrFrom16(a6))
-	}
+	lab := Plan(opts)
 	defer func() {
 		if err != nil {
 			lab.Close()
@@ -147,6 +134,31 @@ func Build(opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("build lab %s: %w", id, err)
 	}
 	return lab, nil
+}
+
+// Plan returns the addresses of the lab Build makes for opts (at most
+// 200 members), without creating anything: its namespaces are nil. It
+// serves code that only needs the addresses, such as configuration text.
+func Plan(opts Options) *Lab {
+	if opts.Members <= 0 {
+		opts.Members = 2
+	}
+	opts.Members = min(opts.Members, 200)
+	lab := &Lab{
+		ClientAddr4: netip.MustParseAddr("198.18.0.1"), ClientAddr6: netip.MustParseAddr("2001:db8:1::1"),
+		ExtAddr4: netip.MustParseAddr("198.18.0.2"), ExtAddr6: netip.MustParseAddr("2001:db8:1::2"),
+		VIP4: netip.MustParseAddr("198.18.0.10"), VIP6: netip.MustParseAddr("2001:db8:1::10"),
+		IntAddr4: netip.MustParseAddr("198.19.0.2"), IntAddr6: netip.MustParseAddr("2001:db8:2::2"),
+		RouterAddr4: netip.MustParseAddr("198.19.0.1"), RouterAddr6: netip.MustParseAddr("2001:db8:2::1"),
+		MemberNet4: netip.MustParsePrefix("198.19.1.0/24"), MemberNet6: netip.MustParsePrefix("2001:db8:3::/64"),
+	}
+	for i := 0; i < opts.Members; i++ {
+		lab.Members4 = append(lab.Members4, netip.AddrFrom4([4]byte{198, 19, 1, byte(11 + i)}))
+		a6 := netip.MustParseAddr("2001:db8:3::").As16()
+		a6[15] = byte(0x11 + i)
+		lab.Members6 = append(lab.Members6, netip.AddrFrom16(a6))
+	}
+	return lab
 }
 
 // NewNS creates a named network namespace (visible to `ip netns`) with
@@ -321,8 +333,8 @@ func (l *Lab) wire(opts Options) error {
 	}
 	plan = append(plan, addrs{l.Backend, MemberIf, mem})
 	if !opts.NoAddresses {
-		plan[2].addrs = []netip.Prefix{p(l.ExtAddr4, 24), p(l.ExtAddr6, 64), p(l.VIP4, 32), p(l.VIP6, 128)}
-		plan[3].addrs = []netip.Prefix{p(l.IntAddr4, 24), p(l.IntAddr6, 64)}
+		plan[2].addrs = append(l.extPrefixes(), p(l.VIP4, 32), p(l.VIP6, 128))
+		plan[3].addrs = l.intPrefixes()
 	}
 	for _, a := range plan {
 		if err := a.ns.Do(func() error { return setupLink(a.ifc, a.addrs) }); err != nil {
