@@ -153,6 +153,13 @@ func (r *results) markdown(chartErr error) string {
 	}
 	w("- edgeproxy: %s.\n", e.edgeproxyVersion())
 	w("- Peers and tools: %s.\n", strings.Join(vs, "; "))
+	if med, hi, ok := r.otherActivity(); ok {
+		w("- Other activity on the machine during the measurements (all CPU time minus this workload's): median %.2f cores, at most %.2f, out of %d.", med, hi, m.CPUs)
+		if med > 0.25 {
+			w(" **The machine was shared: expect noise**, and note that the NAPI threads (where XDP and nftables work) outrank other users' processes while HAProxy, nginx, edgeproxy's L7 proxy and the load generators compete with them. Re-run on a quiet machine before drawing conclusions.")
+		}
+		w("\n")
+	}
 	if r.interrupt != nil {
 		w("- **Interrupted** (%v): the tables hold what was measured before.\n", r.interrupt)
 	}
@@ -418,4 +425,23 @@ func (r *results) writeNotes(w func(string, ...any)) {
 		w("- %s\n", n)
 	}
 	w("\n")
+}
+
+// otherActivity is the CPU time the machine spent outside the trial's
+// workload during the measurements, in cores: median and maximum.
+func (r *results) otherActivity() (float64, float64, bool) {
+	var others []float64
+	for k, byCand := range r.values {
+		if !strings.HasPrefix(k, "cpu.") || !strings.HasSuffix(k, ".busy") {
+			continue
+		}
+		work := r.values[strings.TrimSuffix(k, ".busy")+".work"]
+		for c, busy := range byCand {
+			for i := range min(len(busy), len(work[c])) {
+				others = append(others, max(busy[i]-work[c][i], 0))
+			}
+		}
+	}
+	s, ok := stats(others)
+	return s.median, s.max, ok
 }
