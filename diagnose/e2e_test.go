@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -20,8 +19,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
-	"golang.org/x/sys/unix"
 )
 
 // The end-to-end test runs the real daemon in the lab's proxy namespace
@@ -144,6 +143,7 @@ func (m *e2eMember) stop(port uint16) {
 }
 
 type e2eDeployment struct {
+	*labtest.Daemon
 	lab     *testnet.Lab
 	dir     string
 	certs   *certgen.Set
@@ -152,36 +152,6 @@ type e2eDeployment struct {
 	members []*e2eMember
 	fes     []*fakefe.Server
 	pubCert tls.Certificate
-	bin     string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	log     bytes.Buffer
-	logMu   sync.Mutex
-}
-
-func (d *e2eDeployment) logText() string {
-	d.logMu.Lock()
-	defer d.logMu.Unlock()
-	return d.log.String()
-}
-
-func (d *e2eDeployment) Write(p []byte) (int, error) {
-	d.logMu.Lock()
-	defer d.logMu.Unlock()
-	return d.log.Write(p)
-}
-
-// bpffsDir mounts a bpffs for the pinned maps in a directory of the test
-// (/sys/fs/bpf is not visible to a command under ip netns exec, which
-// mounts a fresh sysfs).
-func bpffsDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-	return filepath.Join(dir, "edgeproxy")
 }
 
 // e2eMembers are the front ends' names, in the order of the lab's Members4.
@@ -200,7 +170,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &e2eDeployment{lab: lab, dir: dir, certs: certs}
+	d := &e2eDeployment{Daemon: &labtest.Daemon{NS: lab.Proxy}, lab: lab, dir: dir, certs: certs}
 	d.pubCert, err = tls.X509KeyPair(certs.Public.CertPEM, certs.Public.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +212,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
 	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-59999")
-	d.params = e2eParams{Lab: lab, Dir: dir, Pin: bpffsDir(t), FastVIP: fast, SitePort: 4443, Profile: "skype",
+	d.params = e2eParams{Lab: lab, Dir: dir, Pin: testnet.TestPinDir(t, lab.Proxy.Name), FastVIP: fast, SitePort: 4443, Profile: "skype",
 		Network: lab.NetworkYAML(testnet.NetworkOptions{Unmanaged: true, Hosts: lab.MemberHosts(e2eMembers...)})}
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	return d
@@ -259,84 +229,14 @@ func (d *e2eDeployment) writeConfig(t *testing.T) {
 	}
 }
 
-// e2eBinary builds edgeproxy into the test's directory.
-func e2eBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "edgeproxy")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // start runs the daemon on the current configuration until it is ready
 // with every member up.
 func (d *e2eDeployment) start(t *testing.T) {
 	t.Helper()
 	d.writeConfig(t)
-	if d.bin == "" {
-		d.bin = e2eBinary(t)
-	}
-	d.cmd = d.lab.Proxy.Command(context.Background(), d.bin, "run", "-config", d.cfgPath,
+	d.Start(t, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
 		"-pid-file", "", "-netcfg-state", "-", "-cleanup")
-	d.cmd.Stdout, d.cmd.Stderr = d, d
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	cmd, exited := d.cmd, make(chan struct{})
-	d.exited = exited
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { stopDaemon(cmd, exited) })
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: d.lab.Proxy.DialContext}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var st struct {
-			Ready   bool
-			Members []struct{ State string }
-		}
-		resp, err := client.Get("http://127.0.0.1:9469/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-		}
-		up := 0
-		for _, m := range st.Members {
-			if m.State == "up" {
-				up++
-			}
-		}
-		if err == nil && st.Ready && up == len(d.members) {
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("daemon exited:\n%s", d.logText())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready in 30s (%v, %d members up):\n%s", err, up, d.logText())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
-
-func stopDaemon(cmd *exec.Cmd, exited chan struct{}) {
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-}
-
-func (d *e2eDeployment) stop() { stopDaemon(d.cmd, d.exited) }
 
 // diagnose runs every check from inside the proxy namespace.
 func (d *e2eDeployment) diagnose(t *testing.T) []Finding {
@@ -459,11 +359,11 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 			m.serve(t, d.lab, 443, internal, internal, &d.pubCert)
 			defer m.stop(443)
 		}
-		d.stop()
+		d.Stop()
 		d.params.SitePort, d.params.Profile = 443, `""`
 		d.start(t)
 		defer func() {
-			d.stop()
+			d.Stop()
 			d.params.SitePort, d.params.Profile = 4443, "skype"
 			d.start(t)
 		}()
@@ -486,7 +386,7 @@ func (d *e2eDeployment) command(t *testing.T) (diagnoseDoc, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, d.bin, "diagnose", "-config", d.cfgPath, "-json", "-timeout", "2s",
+	cmd := exec.CommandContext(ctx, labtest.Binary(t), "diagnose", "-config", d.cfgPath, "-json", "-timeout", "2s",
 		"-netns", d.lab.Proxy.Name, "-client-netns", d.lab.Client.Name,
 		"-resolver", netip.AddrPortFrom(d.lab.ClientAddr4, 53).String(),
 		"-ca-bundle", filepath.Join(d.dir, certgen.PublicRootFile),
@@ -517,3 +417,5 @@ func findChecks(fs []Finding, check string) []Finding {
 	}
 	return out
 }
+
+func TestMain(m *testing.M) { labtest.Main(m) }

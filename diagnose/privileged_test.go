@@ -15,7 +15,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
-	"golang.org/x/sys/unix"
 )
 
 // labConfig publishes the lab: an https virtual on VIP4:443 and a fastl4
@@ -39,18 +38,11 @@ func labConfig(lab *testnet.Lab, pinPath string) *config.Config {
 	}
 }
 
-// pinnedMap pins a map the way the fast path does, in a bpffs of its own.
-func pinnedMap(t *testing.T) string {
+// pinnedMap pins a map the way the fast path does, in a pin directory
+// of the lab's own.
+func pinnedMap(t *testing.T, lab *testnet.Lab) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-	pin := filepath.Join(dir, "edgeproxy")
-	if err := os.Mkdir(pin, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	pin := testnet.TestPinDir(t, lab.Proxy.Name)
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "flows", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
 		t.Fatalf("create map: %v", err)
@@ -95,7 +87,7 @@ func labEnv(lab *testnet.Lab, cfg *config.Config) *Env {
 func TestPrivilegedListeners(t *testing.T) {
 	testnet.RequireRoot(t, "python3")
 	lab := testnet.New(t, testnet.Options{})
-	cfg := labConfig(lab, pinnedMap(t))
+	cfg := labConfig(lab, pinnedMap(t, lab))
 	detach := attachXDP(t, lab)
 	ln, err := lab.Proxy.Listen("tcp", netip.AddrPortFrom(lab.VIP4, 443).String())
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -60,9 +61,9 @@ func TestPrivilegedDaemonFailover(t *testing.T) {
 	}
 
 	d.members[0].stop()
-	d.waitMember(t, fe1, "down")
+	d.waitMember(t, "sfb-fe", fe1, "down")
 	// What an operator sees: `edgeproxy status` on the proxy host.
-	out := d.lab.Proxy.Run(t, buildBinary(t), "status")
+	out := d.lab.Proxy.Run(t, labtest.Binary(t), "status")
 	for _, want := range []string{"sfb-web-l4", "sfb-web", fe1, "down", fe2, "up"} {
 		if !strings.Contains(strings.ToLower(out), want) {
 			t.Fatalf("edgeproxy status lacks %q:\n%s", want, out)
@@ -75,7 +76,7 @@ func TestPrivilegedDaemonFailover(t *testing.T) {
 	}
 
 	d.members[0].start(t, d.lab)
-	d.waitMember(t, fe1, "up")
+	d.waitMember(t, "sfb-fe", fe1, "up")
 	for name, c := range map[string]*http.Client{"L7": l7, "fastl4": l4} {
 		if seen := spread(t, c, url, 24, netip.Addr{}); seen[fe1] == 0 {
 			t.Fatalf("%s: %s recovered but gets no traffic: %v", name, fe1, seen)
@@ -134,7 +135,7 @@ func TestPrivilegedDaemonReloadUnderLoad(t *testing.T) {
 		}()
 	}
 
-	st, err := d.status()
+	st, err := d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestPrivilegedDaemonReloadUnderLoad(t *testing.T) {
 		d.signal(t, syscall.SIGHUP)
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			st, err := d.status()
+			st, err := d.Status()
 			if err == nil && st.Loaded.After(loaded) {
 				loaded = st.Loaded
 				break
@@ -184,7 +185,7 @@ func TestPrivilegedDaemonBadReload(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	d.start(t)
-	before, err := d.status()
+	before, err := d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,20 +197,20 @@ func TestPrivilegedDaemonBadReload(t *testing.T) {
 	if err := os.WriteFile(d.cfgPath, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(buildBinary(t), "reload", "-config", d.cfgPath, "-pid-file", filepath.Join(d.dir, "edgeproxy.pid")).CombinedOutput()
+	out, err := exec.Command(labtest.Binary(t), "reload", "-config", d.cfgPath, "-pid-file", filepath.Join(d.dir, "edgeproxy.pid")).CombinedOutput()
 	line := fmt.Sprintf(".yaml:%d:", strings.Count(bad[:strings.Index(bad, "idle_timout")], "\n")+1)
 	if err == nil || !strings.Contains(string(out), "idle_timout") || !strings.Contains(string(out), line) {
 		t.Fatalf("edgeproxy reload accepted a bad file or did not name the key and line: %v\n%s", err, out)
 	}
 	d.signal(t, syscall.SIGHUP)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.logText(), "reload rejected") {
+	for !strings.Contains(d.Log.String(), "reload rejected") {
 		if time.Now().After(deadline) {
 			t.Fatal("daemon did not report the rejected reload")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	after, err := d.status()
+	after, err := d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestPrivilegedDaemonRestartKeepsFlows(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	d.start(t)
-	d.waitMember(t, d.members[0].name, "up")
+	d.waitMember(t, "bulk", d.members[0].name, "up")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -249,7 +250,7 @@ func TestPrivilegedDaemonRestartKeepsFlows(t *testing.T) {
 		done <- result{out, err}
 	}()
 	time.Sleep(2 * time.Second)
-	d.kill(t)
+	d.Kill()
 	time.Sleep(500 * time.Millisecond)
 	d.start(t)
 	r := <-done
@@ -327,8 +328,8 @@ func TestPrivilegedDaemonDrainAndMetrics(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("in-flight request cut by SIGTERM instead of drained: %v", err)
 	}
-	if err := d.wait(); err != nil {
-		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.logText())
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.Log.String())
 	}
 	if ents, err := os.ReadDir(d.pin); err != nil || len(ents) == 0 {
 		t.Fatalf("pinned XDP state removed by a plain SIGTERM (%v, %d entries)", err, len(ents))

@@ -11,48 +11,18 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
-
-// binary is edgeproxy built once for the package's tests.
-var (
-	binaryOnce sync.Once
-	binary     string
-	binaryErr  error
-)
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	binaryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "edgeproxy-bin-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binary = filepath.Join(dir, "edgeproxy")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy").CombinedOutput()
-		if err != nil {
-			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binaryErr != nil {
-		t.Fatal(binaryErr)
-	}
-	return binary
-}
 
 // member is one fake front end in the backend namespace.
 type member struct {
@@ -87,6 +57,7 @@ func (m *member) stop() {
 
 // deployment is a lab with two members, certificates and a running daemon.
 type deployment struct {
+	*labtest.Daemon
 	lab     *testnet.Lab
 	dir     string
 	certs   *certgen.Set
@@ -94,35 +65,6 @@ type deployment struct {
 	cfgPath string
 	pin     string
 	params  params
-
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	log     *syncBuffer
-}
-
-// wait waits for the daemon to exit and returns its exit error.
-func (d *deployment) wait() error {
-	<-d.done
-	return d.waitErr
-}
-
-// syncBuffer is the daemon's output, read while it is written.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type params struct {
@@ -196,7 +138,7 @@ func newDeployment(t *testing.T) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deployment{lab: lab, dir: dir, certs: certs}
+	d := &deployment{Daemon: &labtest.Daemon{NS: lab.Proxy}, lab: lab, dir: dir, certs: certs}
 	d.pin = testnet.TestPinDir(t, lab.Proxy.Name)
 	for i, name := range memberNames {
 		leaf := certs.Members[name]
@@ -229,96 +171,24 @@ func (d *deployment) writeConfig(t *testing.T, p params) {
 	}
 }
 
-// start runs the daemon in the proxy namespace and waits until it is ready.
+// start runs the daemon in the proxy namespace and waits until it is
+// ready with every member of sfb-fe up.
 func (d *deployment) start(t *testing.T) {
 	t.Helper()
-	bin := buildBinary(t)
-	if d.log == nil {
-		d.log = &syncBuffer{}
-	}
-	d.cmd = d.lab.Proxy.Command(context.Background(), bin, "run", "-config", d.cfgPath,
+	d.Start(t, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
 		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"))
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	cmd := d.cmd
-	done := make(chan struct{})
-	d.done = done
-	go func() { d.waitErr = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.log)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := d.status()
-		if err == nil && st.Ready && d.allUp(st) {
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("daemon exited before it was ready: %v\n%s", d.waitErr, d.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready in 30s (last: %v)\n%s", err, d.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (d *deployment) allUp(st *admin.Status) bool {
-	n := 0
-	for _, m := range st.Members {
-		if m.Pool == "sfb-fe" && m.State == "up" {
-			n++
-		}
-	}
-	return n == len(d.members)
-}
-
-// kill ends the daemon with SIGKILL (no cleanup at all).
-func (d *deployment) kill(t *testing.T) {
-	t.Helper()
-	d.cmd.Process.Kill()
-	<-d.done
 }
 
 func (d *deployment) signal(t *testing.T, s os.Signal) {
 	t.Helper()
-	if err := d.cmd.Process.Signal(s); err != nil {
+	if err := d.Signal(s); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (d *deployment) adminClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.lab.Proxy.DialContext}}
-}
-
-func (d *deployment) status() (*admin.Status, error) {
-	resp, err := d.adminClient().Get("http://127.0.0.1:9469/status")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var st admin.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
 func (d *deployment) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := d.adminClient().Get("http://127.0.0.1:9469/metrics")
+	resp, err := d.AdminClient().Get(d.AdminURL("/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,21 +197,22 @@ func (d *deployment) metrics(t *testing.T) string {
 	return string(b)
 }
 
-// waitMember waits until the daemon reports the member in state.
-func (d *deployment) waitMember(t *testing.T, name, state string) {
+// waitMember waits until the daemon reports the pool's member in state
+// (a member of several pools has a state in each).
+func (d *deployment) waitMember(t *testing.T, pool, name, state string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if st, err := d.status(); err == nil {
+		if st, err := d.Status(); err == nil {
 			for _, m := range st.Members {
-				if m.Member == name && m.State == state {
+				if m.Pool == pool && m.Member == name && m.State == state {
 					return
 				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("member %s not %s within 20s", name, state)
+	t.Fatalf("member %s of %s not %s within 20s", name, pool, state)
 }
 
 // client returns an HTTPS client in the client namespace that trusts the
@@ -383,4 +254,4 @@ func echo(c *http.Client, url string) (*fakefe.Echo, error) {
 	return &e, nil
 }
 
-func (d *deployment) logText() string { return d.log.String() }
+func TestMain(m *testing.M) { labtest.Main(m) }

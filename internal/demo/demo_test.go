@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -205,19 +206,10 @@ func TestPrivilegedMembers(t *testing.T) {
 func buildEdgeproxy(t *testing.T) string {
 	t.Helper()
 	testnet.RequireRoot(t, "curl", "openssl")
-	if _, err := exec.LookPath("go"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs the go tool to build edgeproxy")
-		}
-		t.Skip("needs the go tool to build edgeproxy")
-	}
-	exe := filepath.Join(t.TempDir(), "edgeproxy")
-	build := exec.Command("go", "build", "-o", exe, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build edgeproxy: %v\n%s", err, out)
-	}
-	return exe
+	return labtest.Binary(t)
 }
+
+func TestMain(m *testing.M) { labtest.Main(m) }
 
 // runDemo runs `edgeproxy demo args...` and returns its output and the
 // lab id from its first line.
