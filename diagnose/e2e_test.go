@@ -191,23 +191,11 @@ func newE2E(t *testing.T) *e2eDeployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
 	table := map[string][]netip.Addr{}
 	for _, n := range certgen.SkypeNames {
 		table[n] = []netip.Addr{lab.VIP4}
 	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp, err := dnsAnswer(buf[:n], table); err == nil {
-				_, _ = pc.WriteTo(resp, from)
-			}
-		}
-	}()
+	serveDNS(t, pc, table)
 
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)

@@ -277,6 +277,13 @@ func dnsServer(t testing.TB, table map[string][]netip.Addr) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveDNS(t, pc, table)
+	return pc.LocalAddr().String()
+}
+
+// serveDNS answers the queries reaching pc from the table until the
+// test's cleanup closes it.
+func serveDNS(t testing.TB, pc net.PacketConn, table map[string][]netip.Addr) {
 	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 1500)
@@ -290,7 +297,6 @@ func dnsServer(t testing.TB, table map[string][]netip.Addr) string {
 			}
 		}
 	}()
-	return pc.LocalAddr().String()
 }
 
 var errBadQuery = errors.New("bad DNS query")
