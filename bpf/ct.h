@@ -59,7 +59,7 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 	__u32 seq, ack;
 	__u8 fl, bits;
 
-	if (now - f->last_ns >= TS_GRANULARITY_NS) {
+	if ((__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS) {
 		f->last_ns = now;
 		ct_repair(f, p->m, now);
 	}

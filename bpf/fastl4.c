@@ -60,7 +60,7 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, const struct config *cfg, __u32 reason)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = coarse_now();
 	struct pkt pk, *p = &pk;
 	struct nexthop nh;
 	__u64 bytes;
@@ -75,7 +75,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
 
-	if (f->oif && now - f->fib_ns < FIB_CACHE_NS)
+	if (f->oif && (__s64)(now - f->fib_ns) < (__s64)FIB_CACHE_NS)
 		return nexthop_redirect(p->eth, f->oif, f->macs, f->vid, reason, bytes);
 
 	r = fib_resolve(ctx, cfg, p, &f->peer, &nh);

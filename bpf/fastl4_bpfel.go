@@ -208,6 +208,8 @@ const (
 	FastL4MapTxPorts          = "tx_ports"
 	FastL4MapVirtuals         = "virtuals"
 	FastL4ProgEdgeproxyFastl4 = "edgeproxy_fastl4"
+	FastL4VarClockJiffies     = "clock_jiffies"
+	FastL4VarClockNs          = "clock_ns"
 )
 
 // LoadFastL4 returns the embedded CollectionSpec for FastL4.
@@ -277,6 +279,8 @@ type FastL4MapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4VariableSpecs struct {
+	ClockJiffies *ebpf.VariableSpec `ebpf:"clock_jiffies"`
+	ClockNs      *ebpf.VariableSpec `ebpf:"clock_ns"`
 }
 
 // FastL4Objects contains all objects after they have been loaded into the kernel.
@@ -334,6 +338,8 @@ func (m *FastL4Maps) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Variables struct {
+	ClockJiffies *ebpf.Variable `ebpf:"clock_jiffies"`
+	ClockNs      *ebpf.Variable `ebpf:"clock_ns"`
 }
 
 // FastL4Programs contains all programs after they have been loaded into the kernel.

@@ -161,6 +161,33 @@ static __always_inline struct scratch *scratch_get(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
+/* CLOCK_MONOTONIC_COARSE in nanoseconds, what bpf_ktime_get_coarse_ns
+ * returns, for the per-packet timestamps. That clock moves once a tick,
+ * together with jiffies; the helper is a real call, dearer than the rest
+ * of the timestamping, while the verifier turns bpf_jiffies64 into a
+ * single load. So the last reading is kept with the jiffies it was taken
+ * at, in a global variable (a plain load, no map lookup), and the helper
+ * is called only when jiffies moved: once a tick per CPU at most. CPUs
+ * racing on the update write readings a tick apart at most. A reading
+ * lags the clock by a tick or two (jiffies may move just before the clock
+ * does), well inside TS_GRANULARITY_NS and FIB_CACHE_NS; since readings
+ * may go back by that much, compare them as signed differences. */
+__u64 clock_jiffies;
+__u64 clock_ns;
+
+static __always_inline __u64 coarse_now(void)
+{
+	__u64 j = bpf_jiffies64();
+	__u64 ns;
+
+	if (j == clock_jiffies)
+		return clock_ns;
+	ns = bpf_ktime_get_coarse_ns();
+	clock_ns = ns;
+	clock_jiffies = j;
+	return ns;
+}
+
 static __always_inline void flow_key4_of(const struct flow_key *k, struct flow_key4 *k4)
 {
 	k4->saddr = k->saddr.w[0];
