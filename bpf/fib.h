@@ -50,13 +50,17 @@ static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family
  * peer->daddr:dport and go to peer->saddr:sport. Returns -1 with nh
  * filled, or a drop reason. Not inlined: flows cache the result, so this
  * runs about once a second per flow, and its frame stays off the main
- * program's stack. (BPF calls take five arguments at most.) */
-static __noinline int fib_resolve(struct xdp_md *ctx, const struct config *cfg,
-				  const struct pkt *p, const struct flow_key *peer,
-				  struct nexthop *nh)
+ * program's stack. It reads the settings itself, so that the established
+ * path, which uses the cached next hop, does not look them up. */
+static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
+				  const struct flow_key *peer, struct nexthop *nh)
 {
+	struct config *cfg = settings_get();
 	struct bpf_fib_lookup fib = {};
 	long rc;
+
+	if (!cfg) /* cannot happen: an array always has its entries */
+		return REASON_DROP_FIB;
 
 	fib.l4_protocol = p->m->key.proto;
 	fib.sport = peer->dport;

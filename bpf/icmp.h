@@ -188,7 +188,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 
 	/* The next hop of the rewritten outer header. */
 	p->l3_len = want - ETH_HLEN;
-	r = fib_resolve(ctx, cfg, p, peer, &nh);
+	r = fib_resolve(ctx, p, peer, &nh);
 	if (r >= 0) {
 		count(vid, r, bytes);
 		return XDP_DROP;
