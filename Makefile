@@ -1,4 +1,6 @@
 # edgeproxy — `make help` lists the targets.
+# Go's default install location, for a root shell whose PATH lacks it.
+export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 BIN       ?= bin/edgeproxy
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
