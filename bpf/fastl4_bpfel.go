@@ -59,8 +59,6 @@ type FastL4FlowKey4 struct {
 	Daddr uint32
 	Sport uint16
 	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
 }
 
 type FastL4FlowSeen uint32
@@ -195,7 +193,8 @@ type FastL4Vinfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FastL4MapFlows4           = "flows4"
+	FastL4MapFlows4Tcp        = "flows4_tcp"
+	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
 	FastL4MapMaglev           = "maglev"
 	FastL4MapNeighMiss        = "neigh_miss"
@@ -261,7 +260,8 @@ type FastL4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4MapSpecs struct {
-	Flows4    *ebpf.MapSpec `ebpf:"flows4"`
+	Flows4Tcp *ebpf.MapSpec `ebpf:"flows4_tcp"`
+	Flows4Udp *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
 	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
@@ -303,7 +303,8 @@ func (o *FastL4Objects) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Maps struct {
-	Flows4    *ebpf.Map `ebpf:"flows4"`
+	Flows4Tcp *ebpf.Map `ebpf:"flows4_tcp"`
+	Flows4Udp *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6    *ebpf.Map `ebpf:"flows6"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
 	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
@@ -319,7 +320,8 @@ type FastL4Maps struct {
 
 func (m *FastL4Maps) Close() error {
 	return _FastL4Close(
-		m.Flows4,
+		m.Flows4Tcp,
+		m.Flows4Udp,
 		m.Flows6,
 		m.Maglev,
 		m.NeighMiss,

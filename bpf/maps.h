@@ -7,18 +7,28 @@
 #include "common.h"
 
 /* Both halves of every connection, keyed by the tuple each side sends:
- * IPv4 in flows4 (short keys hash faster), IPv6 in flows6. Plain hashes
- * (not LRU): a full table refuses new flows instead of evicting
- * established ones; the control plane reaps expired entries. flows4 is
- * preallocated; flows6 allocates as it fills, so that a mostly IPv4 host
- * does not reserve memory for both. Use the flow_* accessors below. */
+ * IPv4 TCP in flows4_tcp, IPv4 UDP in flows4_udp (short keys without the
+ * protocol hash faster), IPv6 in flows6. Plain hashes (not LRU): a full
+ * table refuses new flows instead of evicting established ones; the
+ * control plane reaps expired entries. flows4_tcp is preallocated; the
+ * others allocate as they fill, so that a mostly IPv4 TCP host does not
+ * reserve memory for all three. Use the flow_* accessors below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_FLOWS);
 	__type(key, struct flow_key4);
 	__type(value, struct flow_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} flows4 SEC(".maps");
+} flows4_tcp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_key4);
+	__type(value, struct flow_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows4_udp SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -194,10 +204,12 @@ static __always_inline void flow_key4_of(const struct flow_key *k, struct flow_k
 	k4->daddr = k->daddr.w[0];
 	k4->sport = k->sport;
 	k4->dport = k->dport;
-	k4->proto = k->proto;
-	k4->pad[0] = k4->pad[1] = k4->pad[2] = 0;
 }
 
+/* Every flow is TCP or UDP: the parser hands nothing else to the flow
+ * lookups (ICMP goes to icmp_translate, which looks up the TCP or UDP
+ * tuple it quotes), and services are TCP or UDP. So an IPv4 key that is
+ * not UDP is TCP. */
 static __always_inline struct flow_val *flow_lookup(const struct flow_key *k)
 {
 	struct flow_key4 k4;
@@ -205,7 +217,9 @@ static __always_inline struct flow_val *flow_lookup(const struct flow_key *k)
 	if (k->family != 4)
 		return bpf_map_lookup_elem(&flows6, k);
 	flow_key4_of(k, &k4);
-	return bpf_map_lookup_elem(&flows4, &k4);
+	if (k->proto == IPPROTO_UDP)
+		return bpf_map_lookup_elem(&flows4_udp, &k4);
+	return bpf_map_lookup_elem(&flows4_tcp, &k4);
 }
 
 /* is4 is a constant where the caller knows the family (in a loop, say):
@@ -219,7 +233,9 @@ static __always_inline long flow_update_fam(const struct flow_key *k, const stru
 	if (!is4)
 		return bpf_map_update_elem(&flows6, k, v, flags);
 	flow_key4_of(k, &k4);
-	return bpf_map_update_elem(&flows4, &k4, v, flags);
+	if (k->proto == IPPROTO_UDP)
+		return bpf_map_update_elem(&flows4_udp, &k4, v, flags);
+	return bpf_map_update_elem(&flows4_tcp, &k4, v, flags);
 }
 
 static __always_inline long flow_update(const struct flow_key *k, const struct flow_val *v, __u64 flags)
@@ -234,7 +250,9 @@ static __always_inline long flow_delete(const struct flow_key *k)
 	if (k->family != 4)
 		return bpf_map_delete_elem(&flows6, k);
 	flow_key4_of(k, &k4);
-	return bpf_map_delete_elem(&flows4, &k4);
+	if (k->proto == IPPROTO_UDP)
+		return bpf_map_delete_elem(&flows4_udp, &k4);
+	return bpf_map_delete_elem(&flows4_tcp, &k4);
 }
 
 static __always_inline void count(__u32 vid, __u32 reason, __u64 bytes)

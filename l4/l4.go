@@ -277,7 +277,8 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
-	spec.Maps[bpf.FastL4MapFlows4].MaxEntries = uint32(2 * f.opts.MaxFlows)
+	spec.Maps[bpf.FastL4MapFlows4Tcp].MaxEntries = uint32(2 * f.opts.MaxFlows)
+	spec.Maps[bpf.FastL4MapFlows4Udp].MaxEntries = uint32(2 * f.opts.MaxFlows)
 	spec.Maps[bpf.FastL4MapFlows6].MaxEntries = uint32(2 * f.opts.MaxFlows)
 	f.maglevSize = f.opts.MaglevSize
 	if size, ok := pinnedMaglevSize(f.opts.PinPath); ok && size != f.maglevSize {
@@ -295,7 +296,7 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path: %w", err)
 	}
-	f.flows = flowTable{v4: f.objs.Flows4, v6: f.objs.Flows6}
+	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6}
 	return nil
 }
 

@@ -5,32 +5,43 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 )
 
-// flowTable is the program's flow table: IPv4 flows in flows4, whose
-// short keys hash faster on the established path, IPv6 flows in flows6.
+// flowTable is the program's flow table: IPv4 TCP flows in flows4_tcp
+// and IPv4 UDP flows in flows4_udp, whose short keys (without the
+// protocol) hash faster on the established path, IPv6 flows in flows6.
 // Keys are handled in their full form (bpf.FastL4FlowKey) here.
 type flowTable struct {
-	v4, v6 *ebpf.Map
+	v4tcp, v4udp, v6 *ebpf.Map
 }
 
 func key4(k *bpf.FastL4FlowKey) bpf.FastL4FlowKey4 {
-	return bpf.FastL4FlowKey4{Saddr: k.Saddr.W[0], Daddr: k.Daddr.W[0], Sport: k.Sport, Dport: k.Dport, Proto: k.Proto}
+	return bpf.FastL4FlowKey4{Saddr: k.Saddr.W[0], Daddr: k.Daddr.W[0], Sport: k.Sport, Dport: k.Dport}
 }
 
-func keyFrom4(k *bpf.FastL4FlowKey4) bpf.FastL4FlowKey {
+func keyFrom4(k *bpf.FastL4FlowKey4, proto uint8) bpf.FastL4FlowKey {
 	var out bpf.FastL4FlowKey
 	out.Saddr.W[0], out.Daddr.W[0] = k.Saddr, k.Daddr
-	out.Sport, out.Dport, out.Proto, out.Family = k.Sport, k.Dport, k.Proto, 4
+	out.Sport, out.Dport, out.Proto, out.Family = k.Sport, k.Dport, proto, 4
 	return out
+}
+
+// table4 is the IPv4 table of a protocol: every flow is TCP or UDP (the
+// program opens no other), so what is not UDP is TCP, as in the program.
+func (t flowTable) table4(proto uint8) *ebpf.Map {
+	if proto == unix.IPPROTO_UDP {
+		return t.v4udp
+	}
+	return t.v4tcp
 }
 
 func (t flowTable) Lookup(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) error {
 	if k.Family == 4 {
 		k4 := key4(&k)
-		return t.v4.Lookup(&k4, v)
+		return t.table4(k.Proto).Lookup(&k4, v)
 	}
 	return t.v6.Lookup(&k, v)
 }
@@ -38,7 +49,7 @@ func (t flowTable) Lookup(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) error {
 func (t flowTable) Update(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal, flags ebpf.MapUpdateFlags) error {
 	if k.Family == 4 {
 		k4 := key4(&k)
-		return t.v4.Update(&k4, v, flags)
+		return t.table4(k.Proto).Update(&k4, v, flags)
 	}
 	return t.v6.Update(&k, v, flags)
 }
@@ -46,7 +57,7 @@ func (t flowTable) Update(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal, flags ebpf.
 func (t flowTable) Delete(k bpf.FastL4FlowKey) error {
 	if k.Family == 4 {
 		k4 := key4(&k)
-		return t.v4.Delete(&k4)
+		return t.table4(k.Proto).Delete(&k4)
 	}
 	return t.v6.Delete(&k)
 }
@@ -54,16 +65,20 @@ func (t flowTable) Delete(k bpf.FastL4FlowKey) error {
 // deleteKeys deletes with batch operations, one by one where a batch
 // stops on a key that is already gone.
 func (t flowTable) deleteKeys(keys []bpf.FastL4FlowKey) {
-	var k4s []bpf.FastL4FlowKey4
+	var tcp4, udp4 []bpf.FastL4FlowKey4
 	var k6s []bpf.FastL4FlowKey
 	for i := range keys {
-		if keys[i].Family == 4 {
-			k4s = append(k4s, key4(&keys[i]))
-		} else {
+		switch {
+		case keys[i].Family != 4:
 			k6s = append(k6s, keys[i])
+		case keys[i].Proto == unix.IPPROTO_UDP:
+			udp4 = append(udp4, key4(&keys[i]))
+		default:
+			tcp4 = append(tcp4, key4(&keys[i]))
 		}
 	}
-	batchDelete(t.v4, k4s)
+	batchDelete(t.v4tcp, tcp4)
+	batchDelete(t.v4udp, udp4)
 	batchDelete(t.v6, k6s)
 }
 
@@ -87,19 +102,23 @@ func batchDelete[K any](m *ebpf.Map, keys []K) {
 func (t flowTable) each(fn func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal)) error {
 	const batch = 4096
 	vals := make([]bpf.FastL4FlowVal, batch)
-	{
-		keys := make([]bpf.FastL4FlowKey4, batch)
+	keys4 := make([]bpf.FastL4FlowKey4, batch)
+	for _, tb := range []struct {
+		m     *ebpf.Map
+		proto uint8
+		name  string
+	}{{t.v4tcp, unix.IPPROTO_TCP, "TCP"}, {t.v4udp, unix.IPPROTO_UDP, "UDP"}} {
 		var cursor ebpf.MapBatchCursor
 		for {
-			n, err := t.v4.BatchLookup(&cursor, keys, vals, nil)
+			n, err := tb.m.BatchLookup(&cursor, keys4, vals, nil)
 			for i := range n {
-				fn(keyFrom4(&keys[i]), &vals[i])
+				fn(keyFrom4(&keys4[i], tb.proto), &vals[i])
 			}
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("read IPv4 flow table: %w", err)
+				return fmt.Errorf("read IPv4 %s flow table: %w", tb.name, err)
 			}
 		}
 	}
