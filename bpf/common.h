@@ -44,6 +44,9 @@ struct icmphdr {
 #ifndef MAGLEV_SIZE
 #define MAGLEV_SIZE 65537 /* Maglev table size (prime); Go resizes */
 #endif
+#ifndef MAX_TX_PORTS
+#define MAX_TX_PORTS 8 /* egress devices (tx_ports slots, slot 0 unused) */
+#endif
 #ifndef SNAT_PROBES
 #define SNAT_PROBES 32 /* SNAT (address, port) candidates tried per new flow */
 #endif
@@ -150,7 +153,7 @@ struct flow_val {
 	__u32 closing;    /* enum flow_close, atomic */
 	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
 	__u32 ack;        /* host order: last ack this side sent */
-	__u32 oif;        /* cached egress ifindex */
+	__u32 tx_slot;    /* cached egress device: its slot in tx_ports */
 	__u16 mss;        /* mss_override of the virtual, 0: off */
 	__u8 dir;         /* enum flow_dir */
 	__u8 seen;        /* enum flow_seen */

@@ -75,18 +75,18 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
 
-	if (f->oif && (__s64)(now - f->fib_ns) < (__s64)FIB_CACHE_NS)
-		return nexthop_redirect(p->eth, f->oif, f->macs, f->vid, reason, bytes);
+	if (f->tx_slot && (__s64)(now - f->fib_ns) < (__s64)FIB_CACHE_NS)
+		return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
 
 	r = fib_resolve(ctx, p, &f->peer, &nh);
 	if (r >= 0) {
 		count(f->vid, r, bytes);
 		return XDP_DROP;
 	}
-	f->oif = nh.oif;
+	f->tx_slot = nh.tx_slot;
 	__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
 	f->fib_ns = now;
-	return nexthop_redirect(p->eth, nh.oif, nh.macs, f->vid, reason, bytes);
+	return nexthop_redirect(p->eth, nh.tx_slot, nh.macs, f->vid, reason, bytes);
 }
 
 /* A packet of an open flow. Inlined into the program: as a global

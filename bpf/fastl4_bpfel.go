@@ -82,7 +82,7 @@ type FastL4FlowVal struct {
 	Closing   uint32
 	SeqNext   uint32
 	Ack       uint32
-	Oif       uint32
+	TxSlot    uint32
 	Mss       uint16
 	Dir       uint8
 	Seen      uint8
@@ -205,6 +205,7 @@ const (
 	FastL4MapSnatAddrs        = "snat_addrs"
 	FastL4MapStats            = "stats"
 	FastL4MapTxPorts          = "tx_ports"
+	FastL4MapTxSlots          = "tx_slots"
 	FastL4MapVirtuals         = "virtuals"
 	FastL4ProgEdgeproxyFastl4 = "edgeproxy_fastl4"
 	FastL4VarClockJiffies     = "clock_jiffies"
@@ -272,6 +273,7 @@ type FastL4MapSpecs struct {
 	SnatAddrs *ebpf.MapSpec `ebpf:"snat_addrs"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
+	TxSlots   *ebpf.MapSpec `ebpf:"tx_slots"`
 	Virtuals  *ebpf.MapSpec `ebpf:"virtuals"`
 }
 
@@ -315,6 +317,7 @@ type FastL4Maps struct {
 	SnatAddrs *ebpf.Map `ebpf:"snat_addrs"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
+	TxSlots   *ebpf.Map `ebpf:"tx_slots"`
 	Virtuals  *ebpf.Map `ebpf:"virtuals"`
 }
 
@@ -332,6 +335,7 @@ func (m *FastL4Maps) Close() error {
 		m.SnatAddrs,
 		m.Stats,
 		m.TxPorts,
+		m.TxSlots,
 		m.Virtuals,
 	)
 }

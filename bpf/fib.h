@@ -20,7 +20,7 @@
 /* Where to send a packet. */
 struct nexthop {
 	__u8 macs[12]; /* destination then source MAC */
-	__u32 oif;
+	__u32 tx_slot; /* the egress device's slot in tx_ports */
 } __attribute__((aligned(8))); /* set_macs reads 8 bytes: the verifier wants
 				 * stack accesses aligned */
 
@@ -57,6 +57,7 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 {
 	struct config *cfg = settings_get();
 	struct bpf_fib_lookup fib = {};
+	__u32 *slot;
 	long rc;
 
 	if (!cfg) /* cannot happen: an array always has its entries */
@@ -86,7 +87,10 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		nh->oif = fib.ifindex;
+		slot = bpf_map_lookup_elem(&tx_slots, &fib.ifindex);
+		if (!slot || *slot == 0)
+			return REASON_DROP_NO_TX_PORT;
+		nh->tx_slot = *slot;
 		__builtin_memcpy(nh->macs, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(nh->macs + ETH_ALEN, fib.smac, ETH_ALEN);
 		return -1;
@@ -100,14 +104,15 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 	}
 }
 
-/* Sets the MACs and redirects to oif. Returns the XDP action. */
-static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 oif, const __u8 *macs,
+/* Sets the MACs and redirects to the device in slot of tx_ports. Returns
+ * the XDP action. */
+static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 slot, const __u8 *macs,
 					    __u32 vid, __u32 reason, __u64 bytes)
 {
 	long act;
 
 	set_macs(eth, macs);
-	act = bpf_redirect_map(&tx_ports, oif, 0);
+	act = bpf_redirect_map(&tx_ports, slot, 0);
 	if (act != XDP_REDIRECT) {
 		count(vid, REASON_DROP_NO_TX_PORT, bytes);
 		return XDP_DROP;

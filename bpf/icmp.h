@@ -197,7 +197,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	data_end = (void *)(long)ctx->data_end;
 	if (data + ETH_HLEN > data_end)
 		goto drop;
-	return nexthop_redirect(data, nh.oif, nh.macs, vid, REASON_FWD_ICMP, bytes);
+	return nexthop_redirect(data, nh.tx_slot, nh.macs, vid, REASON_FWD_ICMP, bytes);
 
 drop:
 	count(vid, REASON_DROP_ICMP, bytes);

@@ -95,14 +95,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
-/* Egress devices a flow may be redirected to (ifindex -> ifindex). */
+/* Egress devices a flow may be redirected to, by slot (slot -> ifindex;
+ * slot 0 is never used, so that 0 can mean "no next hop cached"). An
+ * array: redirecting by slot is an index, cheaper than the hash walk of
+ * a map keyed by ifindex. tx_slots gives the slot of an ifindex, looked
+ * up only when a next hop is resolved; flows cache the slot. */
 struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, 64);
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, MAX_TX_PORTS);
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TX_PORTS);
+	__type(key, __u32);   /* ifindex */
+	__type(value, __u32); /* slot in tx_ports */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_slots SEC(".maps");
 
 /* Next hops without a resolved neighbour (value: when last missed). The
  * control plane resolves them and deletes the entry. */

@@ -22,8 +22,8 @@ func (f *FastPath) linkPin(ifname string) string {
 
 // attach attaches the program to ifname, or adopts the pinned link and
 // updates it to this build of the program, and lists the interface as an
-// egress port of the fast path.
-func (f *FastPath) attach(ifname, mode string) error {
+// egress port of the fast path in slot of tx_ports.
+func (f *FastPath) attach(ifname, mode string, slot uint32) error {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return fmt.Errorf("%w to %s: %w (check the interface name in network.external/internal)", ErrAttach, ifname, err)
@@ -55,10 +55,37 @@ func (f *FastPath) attach(ifname, mode string) error {
 	}
 	f.links[ifname] = l
 	f.modes[ifname] = attachedMode(ifc.Index, mode)
-	if err := f.objs.TxPorts.Put(uint32(ifc.Index), uint32(ifc.Index)); err != nil {
+	if err := f.setTxPort(slot, uint32(ifc.Index)); err != nil {
 		return fmt.Errorf("%w to %s: add egress port: %w", ErrAttach, ifname, err)
 	}
 	return nil
+}
+
+// setTxPort makes ifindex the egress device of slot: the device in
+// tx_ports, the slot in tx_slots. An interface that had the slot before
+// (another NIC named in an earlier configuration) loses it, so that the
+// program no longer sends its next hops to this one.
+func (f *FastPath) setTxPort(slot, ifindex uint32) error {
+	var stale []uint32
+	var k, v uint32
+	it := f.objs.TxSlots.Iterate()
+	for it.Next(&k, &v) {
+		if v == slot && k != ifindex {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read egress slots: %w", err)
+	}
+	for _, k := range stale {
+		if err := f.objs.TxSlots.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove egress slot of ifindex %d: %w", k, err)
+		}
+	}
+	if err := f.objs.TxPorts.Put(slot, ifindex); err != nil {
+		return err
+	}
+	return f.objs.TxSlots.Put(ifindex, slot)
 }
 
 // adoptLink keeps a pinned link that is attached to ifc, replacing its

@@ -256,11 +256,16 @@ func Open(opts Options) (_ *FastPath, err error) {
 		return nil, err
 	}
 	f.neigh = newNeighbours(f.nl, f.log)
-	for _, nic := range []struct{ name, mode string }{{opts.ExtIf, opts.XDPMode}, {opts.IntIf, opts.IntXDPMode}} {
+	// The egress slots in tx_ports: 1 for the external NIC, 2 for the
+	// internal one (0 means "none" to the program).
+	for _, nic := range []struct {
+		name, mode string
+		slot       uint32
+	}{{opts.ExtIf, opts.XDPMode, 1}, {opts.IntIf, opts.IntXDPMode, 2}} {
 		if nic.name == "" {
 			continue
 		}
-		if err := f.attach(nic.name, nic.mode); err != nil {
+		if err := f.attach(nic.name, nic.mode, nic.slot); err != nil {
 			return nil, err
 		}
 	}

@@ -697,6 +697,33 @@ func TestPrivilegedProgramNoNeighbour(t *testing.T) {
 	}
 }
 
+// TestPrivilegedProgramNoTxPort routes the members through a third NIC
+// the fast path is not attached to: new flows are dropped and counted as
+// drop_no_tx_port, never redirected there; with the route gone they go
+// out of int0 again.
+func TestPrivilegedProgramNoTxPort(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	toMember, _ := e.hops()
+	p := e.lab.Proxy
+	p.Run(t, "ip", "link", "add", "x0", "type", "veth", "peer", "name", "x1")
+	p.Run(t, "ip", "link", "set", "x0", "up")
+	p.Run(t, "ip", "link", "set", "x1", "up")
+	p.Run(t, "ip", "route", "add", "198.19.1.0/25", "dev", "x0")
+	for _, m := range e.lab.Members4 {
+		p.Run(t, "ip", "neigh", "add", m.String(), "lladdr", "02:00:00:00:00:01", "dev", "x0", "nud", "permanent")
+	}
+	noTx := e.delta("web", bpf.FastL4ReasonREASON_DROP_NO_TX_PORT)
+	for i := range 3 {
+		expectVerdict(t, e, frame{src: ap(client4, uint16(49100+i)), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), xdpDrop)
+	}
+	if n := noTx(); n != 3 {
+		t.Fatalf("drop_no_tx_port grew by %d, want 3", n)
+	}
+	p.Run(t, "ip", "route", "del", "198.19.1.0/25", "dev", "x0")
+	expectRedirect(t, e, frame{src: ap(client4, 49200), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
+}
+
 func TestPrivilegedProgramICMPErrors(t *testing.T) {
 	e := progEnv(t, "", nil)
 	e.resolve()
