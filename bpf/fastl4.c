@@ -180,19 +180,22 @@ int edgeproxy_fastl4(struct xdp_md *ctx)
 	int r;
 
 	m.bytes = frame_len(ctx);
-	r = parse_packet(ctx, &m);
-	if (r >= 0) {
-		count(0, r, m.bytes);
-		return XDP_PASS;
+	if (!parse_ipv4_tcp(ctx, &m)) {
+		r = parse_packet(ctx, &m);
+		if (r >= 0) {
+			count(0, r, m.bytes);
+			return XDP_PASS;
+		}
+		if (m.frag == FRAG_LATER) {
+			count(0, REASON_PASS_FRAGMENT, m.bytes);
+			return XDP_PASS;
+		}
+		/* Called from here rather than from fastl4_miss: each call
+		 * level adds its frame to the 512 bytes the whole call chain
+		 * may use. */
+		if (m.key.proto == IPPROTO_ICMP || m.key.proto == IPPROTO_ICMPV6)
+			return icmp_translate(ctx, &m, settings_get(), m.bytes);
 	}
-	if (m.frag == FRAG_LATER) {
-		count(0, REASON_PASS_FRAGMENT, m.bytes);
-		return XDP_PASS;
-	}
-	/* Called from here rather than from fastl4_miss: each call level
-	 * adds its frame to the 512 bytes the whole call chain may use. */
-	if (m.key.proto == IPPROTO_ICMP || m.key.proto == IPPROTO_ICMPV6)
-		return icmp_translate(ctx, &m, settings_get(), m.bytes);
 	/* The established path: one lookup, one call. */
 	f = flow_lookup(&m.key);
 	if (f) {
