@@ -180,7 +180,7 @@ int edgeproxy_fastl4(struct xdp_md *ctx)
 	int r;
 
 	m.bytes = frame_len(ctx);
-	if (!parse_ipv4_tcp(ctx, &m)) {
+	if (!parse_ipv4_tcp(ctx, &m) && !parse_ipv6_tcp(ctx, &m)) {
 		r = parse_packet(ctx, &m);
 		if (r >= 0) {
 			count(0, r, m.bytes);

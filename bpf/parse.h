@@ -263,10 +263,10 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt_meta *p)
 	}
 }
 
-/* The common case in a few instructions: IPv4 without options, not a
- * fragment, carrying TCP. Fills p as parse_packet would and returns 1;
- * returns 0, with p untouched, for anything else, which parse_packet
- * then handles. */
+/* The common cases in a few instructions: TCP over IPv4 without options
+ * and not fragmented, or over IPv6 without extension headers. These fill
+ * p as parse_packet would and return 1; they return 0, with p untouched,
+ * for anything else, which parse_packet then handles. */
 static __always_inline int parse_ipv4_tcp(struct xdp_md *ctx, struct pkt_meta *p)
 {
 	void *data = (void *)(long)ctx->data;
@@ -292,6 +292,36 @@ static __always_inline int parse_ipv4_tcp(struct xdp_md *ctx, struct pkt_meta *p
 	p->key.proto = IPPROTO_TCP;
 	p->key.saddr.w[0] = iph->saddr;
 	p->key.daddr.w[0] = iph->daddr;
+	p->key.sport = th->source;
+	p->key.dport = th->dest;
+	p->tcp_flags = ((__u8 *)th)[13];
+	return 1;
+}
+
+static __always_inline int parse_ipv6_tcp(struct xdp_md *ctx, struct pkt_meta *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	struct tcphdr *th = (void *)(ip6 + 1);
+	__u32 plen;
+
+	if ((void *)(th + 1) > end)
+		return 0;
+	if (eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
+		return 0;
+	plen = bpf_ntohs(ip6->payload_len);
+	if ((void *)th + plen > end || th->doff < 5 || (__u32)th->doff * 4 > plen)
+		return 0;
+	p->l3_len = plen + sizeof(*ip6);
+	p->l4_len = plen;
+	p->l4_off = ETH_HLEN + sizeof(*ip6);
+	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	p->key.family = 6;
+	p->key.proto = IPPROTO_TCP;
+	__builtin_memcpy(&p->key.saddr, &ip6->saddr, sizeof(p->key.saddr));
+	__builtin_memcpy(&p->key.daddr, &ip6->daddr, sizeof(p->key.daddr));
 	p->key.sport = th->source;
 	p->key.dport = th->dest;
 	p->tcp_flags = ((__u8 *)th)[13];
