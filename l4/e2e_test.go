@@ -129,10 +129,10 @@ func (x *e2eEnv) serveHTTPS(t *testing.T, addr netip.Addr, cert tls.Certificate)
 	t.Cleanup(func() { srv.Close() })
 }
 
-// serveWhoami writes "<client> <member>\n" and waits for the client to
-// close.
-func (x *e2eEnv) serveWhoami(t *testing.T, addr netip.Addr) {
-	ln := x.listen(t, addr, 7000)
+// serve accepts connections on addr:port and runs handle on each, with a
+// deadline, until the test ends.
+func (x *e2eEnv) serve(t *testing.T, addr netip.Addr, port uint16, handle func(net.Conn)) {
+	ln := x.listen(t, addr, port)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -142,37 +142,33 @@ func (x *e2eEnv) serveWhoami(t *testing.T, addr netip.Addr) {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-				fmt.Fprintf(c, "%s %s\n", c.RemoteAddr(), c.LocalAddr())
-				_, err := io.Copy(io.Discard, c)
-				if err != nil {
-					select {
-					case x.whoErrs <- err:
-					default:
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
 }
 
+// serveWhoami writes "<client> <member>\n" and waits for the client to
+// close.
+func (x *e2eEnv) serveWhoami(t *testing.T, addr netip.Addr) {
+	x.serve(t, addr, 7000, func(c net.Conn) {
+		fmt.Fprintf(c, "%s %s\n", c.RemoteAddr(), c.LocalAddr())
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			select {
+			case x.whoErrs <- err:
+			default:
+			}
+		}
+	})
+}
+
 // serveSink counts what it receives and answers with the count (8 bytes)
 // when the client half-closes.
 func (x *e2eEnv) serveSink(t *testing.T, addr netip.Addr) {
-	ln := x.listen(t, addr, 5001)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-				n, _ := io.Copy(io.Discard, c)
-				_ = binary.Write(c, binary.BigEndian, uint64(n))
-			}()
-		}
-	}()
+	x.serve(t, addr, 5001, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		_ = binary.Write(c, binary.BigEndian, uint64(n))
+	})
 }
 
 // whoami connects to the virtual and returns what the member saw.
@@ -202,22 +198,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	defer cancel()
 
 	t.Run("curl over IPv4 and IPv6", func(t *testing.T) {
-		for _, tc := range []struct {
-			url  string
-			snat netip.Addr
-		}{
-			{"https://198.18.0.10/", lab.IntAddr4},
-			{"https://[2001:db8:1::10]/", lab.IntAddr6},
-		} {
-			out, err := lab.Client.Command(ctx, "curl", "-sS", "-k", "--max-time", "10", tc.url).CombinedOutput()
-			if err != nil {
-				t.Fatalf("curl %s: %v: %s", tc.url, err, out)
-			}
-			f := strings.Fields(string(out))
-			if len(f) != 2 || f[0] != tc.snat.String() {
-				t.Errorf("curl %s: the member saw %q, want the SNAT address %s as the client", tc.url, out, tc.snat)
-			}
-		}
+		curlSeesSNAT(ctx, t, lab)
 	})
 
 	t.Run("iperf3 bulk", func(t *testing.T) {
@@ -556,4 +537,26 @@ func TestPrivilegedReplaceProgram(t *testing.T) {
 			t.Errorf("pinned link runs another program (%v)", err)
 		}
 	})
+}
+
+// curlSeesSNAT runs curl from the client to the IPv4 and IPv6 VIPs on 443
+// and checks that the member saw the internal NIC's address as the client.
+func curlSeesSNAT(ctx context.Context, t *testing.T, lab *testnet.Lab) {
+	t.Helper()
+	for _, tc := range []struct {
+		url  string
+		snat netip.Addr
+	}{
+		{"https://198.18.0.10/", lab.IntAddr4},
+		{"https://[2001:db8:1::10]/", lab.IntAddr6},
+	} {
+		out, err := lab.Client.Command(ctx, "curl", "-sS", "-k", "--max-time", "10", tc.url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s: %v: %s", tc.url, err, out)
+		}
+		f := strings.Fields(string(out))
+		if len(f) != 2 || f[0] != tc.snat.String() {
+			t.Errorf("curl %s: the member saw %q, want the SNAT address %s as the client", tc.url, out, tc.snat)
+		}
+	}
 }

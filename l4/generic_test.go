@@ -56,22 +56,7 @@ func TestPrivilegedEndToEndGeneric(t *testing.T) {
 		t.Errorf("Interfaces() = %q, want %q", ifaces, want)
 	}
 
-	for _, tc := range []struct {
-		url  string
-		snat netip.Addr
-	}{
-		{"https://198.18.0.10/", lab.IntAddr4},
-		{"https://[2001:db8:1::10]/", lab.IntAddr6},
-	} {
-		out, err := lab.Client.Command(ctx, "curl", "-sS", "-k", "--max-time", "10", tc.url).CombinedOutput()
-		if err != nil {
-			t.Fatalf("curl %s: %v: %s", tc.url, err, out)
-		}
-		f := strings.Fields(string(out))
-		if len(f) != 2 || f[0] != tc.snat.String() {
-			t.Errorf("curl %s: the member saw %q, want the SNAT address %s as the client", tc.url, out, tc.snat)
-		}
-	}
+	curlSeesSNAT(ctx, t, lab)
 	members := map[string]bool{}
 	for i := range 40 {
 		client, member, err := x.whoami(ctx, netip.MustParseAddrPort("198.18.0.10:7000"))
