@@ -202,23 +202,35 @@ type counted struct {
 	ok, bad int
 }
 
+// serve runs the server on addr until the test ends.
+func (m *modalServer) serve(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	ln := listen(t, addr)
+	hs := &http.Server{Handler: m, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return ln
+}
+
+// countingChecker returns a Checker whose changes carry the answers the
+// server had given when each happened: OnChange runs before the next
+// check, so the counts are exactly the answers that led to the change.
+func countingChecker(srv *modalServer) (*Checker, chan counted) {
+	changes := make(chan counted, 16)
+	c := New(Options{OnChange: func(ev Event) {
+		ok, bad := srv.counts()
+		changes <- counted{ev, ok, bad}
+	}})
+	return c, changes
+}
+
 // TestHTTPMonitorRiseFall counts the answers the member gave before each
 // change: up after the first success, down after exactly fall failures,
 // up again after exactly rise successes.
 func TestHTTPMonitorRiseFall(t *testing.T) {
 	srv := &modalServer{status: http.StatusServiceUnavailable, upStatus: http.StatusOK, hosts: map[string]bool{}, paths: map[string]bool{}}
-	ln := listen(t, "127.0.0.3")
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-
-	changes := make(chan counted, 16)
-	c := New(Options{OnChange: func(ev Event) {
-		// OnChange runs before the next check: the server's counts are
-		// exactly the answers that led to this change.
-		ok, bad := srv.counts()
-		changes <- counted{ev, ok, bad}
-	}})
+	ln := srv.serve(t, "127.0.0.3")
+	c, changes := countingChecker(srv)
 	mon := fastMonitor(config.MonitorHTTP, portOf(ln))
 	mon.Path = "/hosting/discovery"
 	if err := c.Update([]Target{{Pool: "fe", Member: "fe01.corp.example.com", Addr: netip.MustParseAddr("127.0.0.3")}},
@@ -269,16 +281,8 @@ func TestHTTPMonitorRiseFall(t *testing.T) {
 // unknown to down after fall failures, never up.
 func TestHTTPMonitorDownFromStart(t *testing.T) {
 	srv := &modalServer{fail: true, status: http.StatusNotFound, upStatus: http.StatusOK, hosts: map[string]bool{}, paths: map[string]bool{}}
-	ln := listen(t, "127.0.0.4")
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-
-	changes := make(chan counted, 16)
-	c := New(Options{OnChange: func(ev Event) {
-		ok, bad := srv.counts()
-		changes <- counted{ev, ok, bad}
-	}})
+	ln := srv.serve(t, "127.0.0.4")
+	c, changes := countingChecker(srv)
 	mon := fastMonitor(config.MonitorHTTP, portOf(ln))
 	mon.Host = "webext.example.com"
 	if err := c.Update([]Target{{Pool: "fe", Member: "fe01", Addr: netip.MustParseAddr("127.0.0.4")}},
