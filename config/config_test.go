@@ -236,6 +236,16 @@ func TestDefaults(t *testing.T) {
 	if generic.UsesWindowsAuth() || !skype.UsesWindowsAuth() {
 		t.Error("windows auth follows the profile")
 	}
+	// The generic site shares its pool with the skype site: it inherits
+	// the denied paths and with them strict paths.
+	if !generic.UsesStrictPaths() || !skype.UsesStrictPaths() || (&config.Site{}).UsesStrictPaths() {
+		t.Error("strict paths follow the profile and the deny list")
+	}
+	for _, s := range []config.Site{{StrictPaths: true}, {Deny: []string{"/x"}}, {Redirect: config.RedirectHTTPS}} {
+		if !s.UsesStrictPaths() {
+			t.Errorf("%+v: strict paths off", s)
+		}
+	}
 
 	// An explicitly empty admin listen disables the endpoint.
 	off, err := config.Parse("min.yaml", []byte("admin: {listen: }\n"+minimal))
@@ -388,6 +398,14 @@ func TestBadConfigs(t *testing.T) {
 			[]edit{{"profile: skype", "profile: skpye"}},
 			"profile: skpye", "virtuals[2].sites[0].profile",
 			[]string{`unknown profile "skpye"`, `did you mean "skype"?`}},
+		{"strict_paths turned off on a skype site",
+			[]edit{{"        profile: skype              # deny management paths", "        strict_paths: false\n        profile: skype              # deny management paths"}},
+			"strict_paths: false", "virtuals[2].sites[0].strict_paths",
+			[]string{"strict_paths: false cannot be set on this site (profile skype implies it)", "remove the key"}},
+		{"denied path not in canonical form",
+			[]edit{{"        pool: owas\n        port: 443\n", "        pool: owas\n        port: 443\n        deny: [/Internal/../Admin]\n"}},
+			"deny: [/Internal/../Admin]", "virtuals[2].sites[1].deny[0]",
+			[]string{`denied path "/Internal/../Admin" is not a plain path (a dot segment)`, "e.g. /Internal/Admin"}},
 		{"bad redirect",
 			[]edit{{"        pool: sfb-fe\n        port: 8080                  # or: redirect: https", "        redirect: htps"}},
 			"redirect: htps", "virtuals[3].sites[0].redirect",

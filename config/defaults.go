@@ -167,6 +167,14 @@ func (s *Site) UsesWindowsAuth() bool {
 	return s.Profile == ProfileSkype
 }
 
+// UsesStrictPaths reports whether request targets not in canonical form
+// are refused before routing: set explicitly, or implied by the skype
+// profile, by denied paths (which only canonical targets can be matched
+// against reliably) and by redirect (which never echoes such a target).
+func (s *Site) UsesStrictPaths() bool {
+	return s.StrictPaths || s.Profile == ProfileSkype || len(s.Deny) > 0 || s.Redirect != ""
+}
+
 // DeniedPaths returns the path prefixes the site refuses: the profile's
 // and the site's own deny list.
 func (s *Site) DeniedPaths() []string {

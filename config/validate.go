@@ -838,6 +838,7 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 			v.errorf(joinIndex(path+".hosts", j), "%q is not a host name (a wildcard is allowed only as the first label, *.example.com)", h)
 		}
 	}
+	v.strictPaths(s, path)
 	if v.c.Pos.Has(path+".redirect") || s.Redirect != "" {
 		if !v.choice(path+".redirect", "redirect", s.Redirect, false, RedirectHTTPS) {
 			return
@@ -880,6 +881,8 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 	for i, d := range s.Deny {
 		if !strings.HasPrefix(d, "/") {
 			v.errorf(joinIndex(path+".deny", i), "denied path %q must start with /", d)
+		} else if why := nonCanonicalPath(d); why != "" {
+			v.errorf(joinIndex(path+".deny", i), "denied path %q is not a plain path (%s): write it as its segments, e.g. /Internal/Admin", d, why)
 		}
 	}
 	if s.Profile == ProfileSkype {
@@ -1000,4 +1003,48 @@ func covers(w, a netip.Addr) bool {
 		return false
 	}
 	return w.Is6() || a.Is4()
+}
+
+// strictPaths refuses strict_paths: false where the site's profile, deny
+// list or redirect implies it.
+func (v *validator) strictPaths(s *Site, path string) {
+	if !v.c.Pos.Has(path+".strict_paths") || s.StrictPaths {
+		return
+	}
+	why := ""
+	switch {
+	case s.Profile == ProfileSkype:
+		why = "profile skype implies it"
+	case len(s.Deny) > 0:
+		why = "denied paths can only be matched on canonical targets"
+	case s.Redirect != "":
+		why = "a redirect never echoes a target that is not canonical"
+	default:
+		return
+	}
+	v.errorf(path+".strict_paths", "strict_paths: false cannot be set on this site (%s): remove the key", why)
+}
+
+// nonCanonicalPath says why a configured path is not a plain sequence of
+// segments (the form a denied prefix is matched in), or "".
+func nonCanonicalPath(p string) string {
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		switch {
+		case seg == "" && i < len(segs)-1:
+			return "an empty segment"
+		case seg == "." || seg == "..":
+			return "a dot segment"
+		case strings.ContainsAny(seg, `\%;:?#`):
+			return `one of \ % ; : ? #`
+		case strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, " "):
+			return "a segment ending in a dot or space"
+		}
+		for _, c := range seg {
+			if c < 0x20 || c == 0x7f {
+				return "a control character"
+			}
+		}
+	}
+	return ""
 }
