@@ -337,7 +337,7 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 	if len(cs.Hosts) == 0 {
 		return nil, fmt.Errorf("hosts: %w: empty (list the names this site answers for)", ErrBadValue)
 	}
-	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs)}
+	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs), strictPaths: cs.UsesStrictPaths()}
 	for _, h := range cs.Hosts {
 		h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
 		if h == "" {
@@ -405,7 +405,7 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		s.tls = c
 	}
 	for _, d := range cs.DeniedPaths() {
-		s.deny = append(s.deny, normalizeDenyPrefix(d))
+		s.deny = append(s.deny, newDenyRule(d))
 	}
 	s.pinKey = s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
 

@@ -62,7 +62,8 @@ type site struct {
 	redirect    bool
 	scheme      string      // upstream: "https" or "http"
 	tls         *tls.Config // upstream TLS; nil for http
-	deny        []string
+	deny        []denyRule
+	strictPaths bool // refuse targets not in canonical form
 	windowsAuth bool
 	affinity    bool
 	leastConn   bool

@@ -117,13 +117,13 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plainError(rw, http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
-	if hasControl(r.URL.Path) {
-		rec.setCause("bad_path")
-		plainError(rw, http.StatusBadRequest)
-		return
-	}
 	if vh.hsts != "" {
 		rw.Header().Set("Strict-Transport-Security", vh.hsts)
+	}
+	if code, cause := vh.checkTarget(s, r); code != 0 {
+		rec.setCause(cause)
+		plainError(rw, code)
+		return
 	}
 	if s.redirect {
 		rec.setCause("redirect")
@@ -133,14 +133,6 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		target := "https://" + hostForURL(r.Host) + r.URL.RequestURI()
 		http.Redirect(rw, r, target, code)
-		return
-	}
-	if rule, denied := deniedPrefix(r, s.deny); denied {
-		rec.setCause("denied")
-		vh.p.metrics.denied.WithLabelValues(vh.name, s.name).Inc()
-		vh.p.log.Warn("request denied", "virtual", vh.name, "site", s.name,
-			"client", remoteAddr(r).String(), "host", r.Host, "path", truncate(r.RequestURI, 256), "rule", rule)
-		plainError(rw, http.StatusForbidden)
 		return
 	}
 	if r.Header.Get("Upgrade") != "" && cs != nil && cs.guard != nil {
