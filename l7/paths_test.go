@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -167,6 +168,7 @@ func TestPathTableAgainstIISModel(t *testing.T) {
 		}
 	}
 	t.Log("\n" + formatPathTable(rows, transports))
+	t.Log("\n" + formatPathSummary(rows, transports))
 
 	management := 0
 	for _, row := range rows {
@@ -317,4 +319,107 @@ func formatPathTable(rows []*pathRow, transports []pathTransport) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// TestStrictPathsOnGenericSite: a generic site forwards targets that are
+// not canonical as they came, unless strict_paths is set.
+func TestStrictPathsOnGenericSite(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: func(c *config.Config) {
+		https := c.Virtuals[0]
+		owas := https.Sites[1]
+		strict := *owas
+		owas.Hosts, strict.Hosts, strict.StrictPaths = []string{owasHost}, []string{"*.apps.example.com"}, true
+		https.Sites = append(https.Sites, &strict)
+	}})
+	for _, target := range []string{"/x/../y", "/a//b", "/x%2fy", "/a;b/c.", "/x/%2e%2e/cscp"} {
+		for host, want := range map[string]string{owasHost: "404*", "a.apps.example.com": "400"} {
+			before := e.members[0].fe.Requests()
+			got, err := rawStatus(e.dialTLS(host), target, host)
+			if err != nil {
+				t.Fatalf("%s %s: %v", host, target, err)
+			}
+			if e.members[0].fe.Requests() > before {
+				got += "*"
+			}
+			if got != want {
+				t.Errorf("%s %s: %s, want %s (* = forwarded)", host, target, got, want)
+			}
+		}
+	}
+}
+
+// TestIISModelReadsTheKnownBypasses: the model routes every spelling
+// known to have reached a front end's management applications into them,
+// and keeps apart what IIS keeps apart.
+func TestIISModelReadsTheKnownBypasses(t *testing.T) {
+	for target, want := range map[string]string{
+		"/cscp/x/..":               "management",
+		"/cscp/;x/../Default.aspx": "management",
+		"/cscp/%20/..":             "management",
+		"/cscp/..;/":               "management",
+		"/OcsPowerShell/;x/..":     "management",
+		"/RgsConfig/:x/..":         "management",
+		"/x%3f/../cscp/":           "management",
+		"/x#/../cscp/":             "management",
+		"/x%5c..%5ccscp":           "management",
+		"/c%C5%BFcp":               "management",
+		"/%u0063scp":               "management",
+		"https://h/x/../cscp":      "management",
+		"/cscp;x":                  "other",
+		"/cscpx":                   "other",
+		"/abc/cscp":                "other",
+		"/%252fcscp":               "other",
+		"/%c0%afcscp":              "other",
+		"/cscp/..":                 "other",
+		"/cscp%00":                 "refused",
+		"/cscp%zz":                 "refused",
+	} {
+		if got := iisVerdict(target); got != want {
+			t.Errorf("%s: %s, want %s", target, got, want)
+		}
+	}
+}
+
+// formatPathSummary lays the results out one spelling a line, as a
+// Markdown table: the first target of the spelling, the model's verdict
+// and each transport's distinct results over the three applications.
+func formatPathSummary(rows []*pathRow, transports []pathTransport) string {
+	var b strings.Builder
+	b.WriteString("| spelling | e.g. | IIS model |")
+	for _, tr := range transports {
+		b.WriteString(" " + tr.name + " |")
+	}
+	b.WriteString("\n|---|---|---|" + strings.Repeat("---|", len(transports)) + "\n")
+	for i := 0; i < len(rows); {
+		j := i
+		for j < len(rows) && rows[j].note == rows[i].note {
+			j++
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s |", rows[i].note, strings.ReplaceAll(rows[i].target, "|", "\\|"), rows[i].model)
+		for _, tr := range transports {
+			var seen []string
+			for _, row := range rows[i:j] {
+				if r := row.results[tr.name]; !slices.Contains(seen, r) {
+					seen = append(seen, r)
+				}
+			}
+			b.WriteString(" " + strings.Join(seen, " ") + " |")
+		}
+		b.WriteString("\n")
+		i = j
+	}
+	b.WriteString("| **management targets that reached a member** | | |")
+	for _, tr := range transports {
+		n, of := 0, 0
+		for _, row := range rows {
+			if row.model == "management" {
+				of++
+				if strings.HasSuffix(row.results[tr.name], "*") {
+					n++
+				}
+			}
+		}
+		fmt.Fprintf(&b, " **%d** of %d |", n, of)
+	}
+	return b.String() + "\n"
 }
