@@ -74,7 +74,8 @@ const (
 var skypeDenied = []string{"/cscp", "/OcsPowerShell", "/RgsConfig"}
 
 // SkypeDeniedPaths returns the path prefixes the skype profile closes
-// (compared case-insensitively after path normalisation).
+// (matched segment by segment with Unicode case folding, on targets in
+// canonical form only).
 func SkypeDeniedPaths() []string { return slices.Clone(skypeDenied) }
 
 // DefaultFastL4 returns F5's FastL4 profile defaults: idle 300s,

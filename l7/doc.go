@@ -14,8 +14,8 @@
 //
 // Every request goes through the same steps: CONNECT/TRACE refused, the
 // site found by Host (404 when unknown, 421 when the TLS SNI names another
-// site), per-site header size checked, denied paths refused after path
-// normalisation, the body limited, X-Forwarded-* set, a member picked
+// site), per-site header size checked, on strict sites a target not in
+// canonical form refused and denied paths matched, the body limited, X-Forwarded-* set, a member picked
 // (round robin or least connections over healthy members, with an
 // optional MS-WSMAN cookie affinity), and the response streamed back.
 // Timeouts are per read and per write (stall timeouts) plus a response
