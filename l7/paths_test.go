@@ -133,11 +133,16 @@ func TestPathTableAgainstIISModel(t *testing.T) {
 		{"abs80", func(p string) (string, error) { return rawStatus(e.dialPlain(), "http://"+host80+p, host80) }},
 	}
 	for _, peer := range []string{"haproxy", "nginx"} {
-		if addr := startPeerProxy(t, peer, e.members[0].plainLn.Addr().String()); addr != "" {
+		if addr, h2c := startPeerProxy(t, peer, e.members[0].plainLn.Addr().String()); addr != "" {
 			transports = append(transports,
 				pathTransport{peer, func(p string) (string, error) { return rawStatus(dialPeer(t, addr), p, host80) }},
 				pathTransport{peer + "-abs", func(p string) (string, error) {
 					return rawStatus(dialPeer(t, addr), "http://"+host80+p, host80)
+				}},
+				pathTransport{peer + "-h2", func(p string) (string, error) {
+					c := dialPeer(t, h2c).c
+					defer c.Close()
+					return h2Exchange(c, "http", host80, p)
 				}})
 		}
 	}
@@ -242,8 +247,7 @@ func rawStatus(c *rawTLS, target, host string) (string, error) {
 }
 
 // h2Status sends one GET with the given :path over a new HTTP/2
-// connection, header block encoded by hand, and returns the status, or
-// the error code of a refused stream or connection.
+// connection to the https virtual.
 func (e *env) h2Status(host, path string) (string, error) {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.httpsAddr,
 		&tls.Config{ServerName: host, RootCAs: e.public.pool(), NextProtos: []string{"h2"}})
@@ -254,6 +258,14 @@ func (e *env) h2Status(host, path string) (string, error) {
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		return "", fmt.Errorf("ALPN %q, want h2", p)
 	}
+	return h2Exchange(c, "https", host, path)
+}
+
+// h2Exchange sends one GET as the first stream of a new HTTP/2
+// connection (the header block encoded by hand, so the :path goes out as
+// it is) and returns the status, or "RST"/"GOAWAY" when the server
+// refused the stream or the connection.
+func h2Exchange(c net.Conn, scheme, host, path string) (string, error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		return "", err
@@ -262,7 +274,7 @@ func (e *env) h2Status(host, path string) (string, error) {
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", path}} {
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", scheme}, {":authority", host}, {":path", path}} {
 		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
 	if err := fr.WriteSettings(); err != nil {
