@@ -209,13 +209,13 @@ type Site struct {
 	BackendTLS *BackendTLS `yaml:"backend_tls"`
 	Profile    string      `yaml:"profile"` // "" | skype
 	Deny       []string    `yaml:"deny"`    // extra denied path prefixes
+	// WindowsAuth forces connection pinning and http/1.1 only (implied by
+	// the skype profile).
+	WindowsAuth *bool `yaml:"windows_auth"`
 	// StrictPaths refuses request targets not in canonical form (400)
 	// before routing (implied by the skype profile, a deny list and
 	// redirect).
 	StrictPaths bool `yaml:"strict_paths"`
-	// WindowsAuth forces connection pinning and http/1.1 only (implied by
-	// the skype profile).
-	WindowsAuth *bool `yaml:"windows_auth"`
 	// Affinity: "" | ms-wsman (cookie affinity for Lync 2010 coexistence).
 	Affinity string `yaml:"affinity"`
 	// LB: round_robin | least_conn (default: the pool's).
