@@ -92,11 +92,38 @@ func canonicalSegment(seg string) (string, error) {
 	if strings.IndexByte(seg, '\\') >= 0 {
 		return "", errors.New("backslash")
 	}
-	var b []byte
-	if strings.IndexByte(seg, '%') >= 0 {
-		b = make([]byte, 0, len(seg))
+	d, err := decodeSegment(seg)
+	if err != nil {
+		return "", err
 	}
-	for i := 0; b != nil && i < len(seg); i++ {
+	if !utf8.ValidString(d) {
+		return "", errors.New("invalid or overlong UTF-8")
+	}
+	for _, r := range d {
+		if unicode.IsControl(r) {
+			return "", errors.New("control character")
+		}
+	}
+	switch {
+	case d == "." || d == "..":
+		return "", errors.New("dot segment")
+	case strings.ContainsAny(d, ";:"):
+		return "", errors.New("';' or ':' in a segment")
+	case strings.HasSuffix(d, ".") || strings.HasSuffix(d, " "):
+		return "", errors.New("segment ending in a dot or space")
+	}
+	return d, nil
+}
+
+// decodeSegment decodes the %XX escapes of a segment once. An escape of
+// a character that would change how the path splits or decodes, or of a
+// control character, is an error, as are %u and malformed escapes.
+func decodeSegment(seg string) (string, error) {
+	if strings.IndexByte(seg, '%') < 0 {
+		return seg, nil
+	}
+	b := make([]byte, 0, len(seg))
+	for i := 0; i < len(seg); i++ {
 		if seg[i] != '%' {
 			b = append(b, seg[i])
 			continue
@@ -122,27 +149,7 @@ func canonicalSegment(seg string) (string, error) {
 		}
 		i += 2
 	}
-	d := seg
-	if b != nil {
-		d = string(b)
-	}
-	if !utf8.ValidString(d) {
-		return "", errors.New("invalid or overlong UTF-8")
-	}
-	for _, r := range d {
-		if unicode.IsControl(r) {
-			return "", errors.New("control character")
-		}
-	}
-	switch {
-	case d == "." || d == "..":
-		return "", errors.New("dot segment")
-	case strings.ContainsAny(d, ";:"):
-		return "", errors.New("';' or ':' in a segment")
-	case strings.HasSuffix(d, ".") || strings.HasSuffix(d, " "):
-		return "", errors.New("segment ending in a dot or space")
-	}
-	return d, nil
+	return string(b), nil
 }
 
 func hexVal(c byte) (byte, bool) {
