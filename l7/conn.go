@@ -68,13 +68,19 @@ func connStateFrom(ctx context.Context) *connState {
 // (close, hijack then close, TLS close).
 type clientConn struct {
 	net.Conn
-	cs   *connState
-	once sync.Once
+	cs      *connState
+	release func() // the listener's admission count
+	once    sync.Once
 }
 
 func (c *clientConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.cs.close)
+	c.once.Do(func() {
+		c.cs.close()
+		if c.release != nil {
+			c.release()
+		}
+	})
 	return err
 }
 

@@ -61,6 +61,8 @@ type Proxy struct {
 	metrics *metrics
 	connID  atomic.Uint64
 	ticket  [32]byte
+	open    atomic.Int64 // client connections of every listener
+	maxOpen int64        // what the descriptor limit allows
 
 	applyMu   sync.Mutex
 	mu        sync.Mutex
@@ -84,6 +86,7 @@ func New(opts Options) *Proxy {
 		p.access = discard
 	}
 	rand.Read(p.ticket[:])
+	p.maxOpen = int64(fdConnBudget())
 	p.metrics = newMetrics(p)
 	if opts.Registry != nil {
 		for _, c := range p.metrics.collectors() {
@@ -244,8 +247,9 @@ func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]
 
 func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[memberKey]*memberState) (*vhost, error) {
 	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == modeHTTPS, listen: v.Listen,
-		drain: v.DrainTimeout.D(),
-		hosts: hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
+		drain: v.DrainTimeout.D(), limits: connLimitsOf(v.ConnLimits),
+		handshakeTimeout: v.TLS.Effective().HandshakeTimeout.D(),
+		hosts:            hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
 	if vh.drain <= 0 {
 		vh.drain = config.DefaultDrainTimeout.D()
 	}

@@ -28,6 +28,9 @@ type vhost struct {
 	hsts     string // Strict-Transport-Security value; "" off
 	params   serverParams
 	drain    time.Duration
+
+	limits           connLimits
+	handshakeTimeout time.Duration
 }
 
 // serverParams are the settings of the http.Server itself, fixed for the
