@@ -2,7 +2,6 @@ package l7
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -60,9 +59,10 @@ type Proxy struct {
 	access  *slog.Logger
 	metrics *metrics
 	connID  atomic.Uint64
-	ticket  [32]byte
-	open    atomic.Int64 // client connections of every listener
-	maxOpen int64        // what the descriptor limit allows
+	tickets map[string]*ticketKeys // by virtual name, across reloads
+	skew    atomic.Int64           // added to the clock (tests)
+	open    atomic.Int64           // client connections of every listener
+	maxOpen int64                  // what the descriptor limit allows
 
 	applyMu   sync.Mutex
 	mu        sync.Mutex
@@ -85,7 +85,7 @@ func New(opts Options) *Proxy {
 	if p.access == nil {
 		p.access = discard
 	}
-	rand.Read(p.ticket[:])
+	p.tickets = map[string]*ticketKeys{}
 	p.maxOpen = int64(fdConnBudget())
 	p.metrics = newMetrics(p)
 	if opts.Registry != nil {
@@ -96,6 +96,11 @@ func New(opts Options) *Proxy {
 		}
 	}
 	return p
+}
+
+// now is the proxy's clock: TLS tickets and their keys follow it.
+func (p *Proxy) now() time.Time {
+	return time.Now().Add(time.Duration(p.skew.Load()))
 }
 
 // vhosts returns the virtuals in service.
@@ -179,6 +184,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	prev := p.gen
 	p.gen = gen
+	for name := range p.tickets {
+		if !slices.ContainsFunc(gen, func(vh *vhost) bool { return vh.name == name }) {
+			delete(p.tickets, name)
+		}
+	}
 	p.listeners = next
 	p.mu.Unlock()
 	for l, vh := range reuse {
@@ -271,17 +281,19 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 			return nil, err
 		}
 		mk := func(protos ...string) *tls.Config {
-			c := &tls.Config{
+			return &tls.Config{
 				MinVersion:     minV,
+				CipherSuites:   cipherSuites(minV),
 				GetCertificate: certs.getCertificate,
 				NextProtos:     protos,
+				Time:           p.now,
 			}
-			c.SetSessionTicketKeys([][32]byte{p.ticket})
-			return c
 		}
 		vh.tlsH2 = mk("h2", "http/1.1")
 		vh.tlsH1 = mk("http/1.1")
 		vh.hsts = hstsValue(v.TLS.HSTS.D())
+		vh.tickets, vh.ticketPeriod = p.ticketKeysFor(v.Name), v.TLS.Effective().TicketRotation.D()
+		vh.syncTickets()
 	}
 	if len(v.Sites) == 0 {
 		return nil, fmt.Errorf("sites: %w: none (add sites: [{hosts: [...], pool: ..., port: ...}])", ErrBadValue)
