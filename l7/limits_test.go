@@ -286,3 +286,23 @@ func (a *admission) handshakes(src string) int {
 	}
 	return 0
 }
+
+// An idle client connection after a response is closed at the site's
+// idle timeout (the skype profile's 1800s otherwise keeps it).
+func TestIdleClientClosedAtIdleTimeout(t *testing.T) {
+	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
+		for _, s := range v.Sites {
+			s.IdleTimeout = config.Duration(time.Second)
+		}
+	}})
+	c := e.dialTLS("webext.example.com")
+	if res, _ := c.do(get("webext.example.com", "/whoami")); res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.Copy(io.Discard, c.r)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("an idle connection outlived a 1s idle timeout by 4s")
+	}
+}

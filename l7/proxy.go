@@ -61,6 +61,7 @@ type Proxy struct {
 	connID  atomic.Uint64
 	tickets map[string]*ticketKeys // by virtual name, across reloads
 	skew    atomic.Int64           // added to the clock (tests)
+	maxPins atomic.Int64           // pinned upstream connections per member
 	open    atomic.Int64           // client connections of every listener
 	maxOpen int64                  // what the descriptor limit allows
 
@@ -86,6 +87,7 @@ func New(opts Options) *Proxy {
 		p.access = discard
 	}
 	p.tickets = map[string]*ticketKeys{}
+	p.maxPins.Store(maxPinsPerMember)
 	p.maxOpen = int64(fdConnBudget())
 	p.metrics = newMetrics(p)
 	if opts.Registry != nil {
@@ -423,7 +425,9 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 	for _, d := range cs.DeniedPaths() {
 		s.deny = append(s.deny, normalizeDenyPrefix(d))
 	}
-	s.pinKey = s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
+	// A pinned upstream is the site's own: another site of the virtual
+	// with the same pool and port has other upstream settings.
+	s.pinKey = s.name + "|" + s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
 
 	for _, m := range pool.Members {
 		addr, err := p.resolve(cfg, m)
