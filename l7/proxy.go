@@ -62,8 +62,11 @@ type Proxy struct {
 	tickets map[string]*ticketKeys // by virtual name, across reloads
 	skew    atomic.Int64           // added to the clock (tests)
 	maxPins atomic.Int64           // pinned upstream connections per member
-	open    atomic.Int64           // client connections of every listener
-	maxOpen int64                  // what the descriptor limit allows
+
+	staplers map[[32]byte]*stapler // OCSP, by certificate chain, in service
+	pending  map[[32]byte]*stapler // those of the configuration being built (applyMu)
+	open     atomic.Int64          // client connections of every listener
+	maxOpen  int64                 // what the descriptor limit allows
 
 	applyMu   sync.Mutex
 	mu        sync.Mutex
@@ -129,8 +132,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 
 	states := map[memberKey]*memberState{}
+	p.pending = map[[32]byte]*stapler{}
 	gen, err := p.build(cfg, states)
 	if err != nil {
+		p.pending = nil
 		return err
 	}
 
@@ -170,6 +175,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			for _, o := range opened {
 				o.close(context.Background())
 			}
+			p.pending = nil
 			return fmt.Errorf("listen on %s for virtual %s: %w", vh.listen, vh.name, err)
 		}
 		opened = append(opened, l)
@@ -193,6 +199,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.listeners = next
 	p.mu.Unlock()
+	p.swapStaplers()
 	for l, vh := range reuse {
 		l.update(vh)
 	}
@@ -278,6 +285,7 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 			return nil, err
 		}
 		vh.certs = certs
+		p.attachStaplers(certs)
 		minV, err := tlsVersion(v.TLS)
 		if err != nil {
 			return nil, err
@@ -539,6 +547,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		for _, s := range vh.sites {
 			s.closeIdle()
 		}
+	}
+	p.mu.Lock()
+	staplers := p.staplers
+	p.staplers = nil
+	p.mu.Unlock()
+	for _, st := range staplers {
+		st.stop()
 	}
 	return errors.Join(errs...)
 }
