@@ -47,7 +47,7 @@ func fdConnBudget() int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
 		return 1 << 20
 	}
-	return max(int(rl.Cur)-fdReserve, 0)/fdPerClientConn + minDerivedMaxConns
+	return max((int(rl.Cur)-fdReserve)/fdPerClientConn, minDerivedMaxConns)
 }
 
 // sourceKey is the address a per-source cap counts by: an IPv4 address,

@@ -131,6 +131,7 @@ func TestNoStarvation(t *testing.T) {
 		}
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
+		tc.SetDeadline(time.Time{})
 		if res.StatusCode != http.StatusOK {
 			return fmt.Errorf("status %d", res.StatusCode)
 		}
@@ -164,11 +165,9 @@ func TestNoStarvation(t *testing.T) {
 		t.Errorf("%v connections refused past max_handshakes_per_source, want most of the 5000", refused)
 	}
 
-	// The idle connections are still open and usable.
-	for _, c := range idle[:3] {
-		if _, err := c.Write([]byte{0}); err != nil {
-			t.Errorf("an idle keep-alive connection was closed: %v", err)
-		}
+	// The idle connections are all still open.
+	if n := e.admissionOf(e.httpsAddr).connsOf("127.0.0.51"); n != len(idle) {
+		t.Errorf("%d of the %d idle keep-alive connections still open", n, len(idle))
 	}
 
 	// The flood ends; its source is served again.
@@ -276,6 +275,16 @@ func (e *env) admissionOf(addr string) *admission {
 	return nil
 }
 
+// connsOf returns how many connections from src are open.
+func (a *admission) connsOf(src string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if sc := a.sources[sourceKey(netip.MustParseAddr(src))]; sc != nil {
+		return sc.conns
+	}
+	return 0
+}
+
 // handshakes returns how many connections from src are in their
 // handshake.
 func (a *admission) handshakes(src string) int {
@@ -304,5 +313,52 @@ func TestIdleClientClosedAtIdleTimeout(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("an idle connection outlived a 1s idle timeout by 4s")
+	}
+}
+
+// The proxy's client connections leave a reserve of descriptors for
+// health checks, the admin endpoint and upstream connections: with the
+// descriptor limit lowered, connections past the budget are closed on
+// accept, the ones within it are served, and the process can still open
+// connections of its own.
+func TestDescriptorReserve(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	const budget = 80
+	low := rl
+	low.Cur = fdReserve + fdPerClientConn*budget
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("lower the descriptor limit: %v", err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl) })
+	e := newEnv(t, envOptions{})
+	if e.proxy.maxOpen != budget {
+		t.Fatalf("connection budget %d with %d descriptors, want %d", e.proxy.maxOpen, low.Cur, budget)
+	}
+	// Connections that send nothing, from many sources (no per-source cap
+	// is reached): the first are held, the rest closed at once.
+	var held []net.Conn
+	for i := range budget + 20 {
+		held = append(held, dialFrom(t, fmt.Sprintf("127.0.1.%d", 1+i), e.httpsAddr, 1, nil)...)
+	}
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(e.proxy.metrics.refused.WithLabelValues("sfb-web", refuseFDLimit)) == 20
+	})
+	// The process still opens connections of its own (what a health
+	// check or an upstream request needs).
+	m, err := net.Dial("tcp", e.members[0].tlsLn.Addr().String())
+	if err != nil {
+		t.Fatalf("a connection of the proxy's own with the client budget used: %v", err)
+	}
+	m.Close()
+	// Once clients leave, new ones are served.
+	for _, c := range held {
+		c.Close()
+	}
+	waitFor(t, func() bool { return e.proxy.open.Load() == 0 })
+	if res, err := e.tlsClient(false).Get("https://" + owasHost + "/whoami"); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("after the flood: %v", err)
 	}
 }
