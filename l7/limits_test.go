@@ -362,3 +362,18 @@ func TestDescriptorReserve(t *testing.T) {
 		t.Fatalf("after the flood: %v", err)
 	}
 }
+
+// Per-source caps count an IPv4 address, or an IPv6 client's /64.
+func TestSourceKey(t *testing.T) {
+	for _, tc := range []struct{ a, want string }{
+		{"198.18.0.7", "198.18.0.7"},
+		{"::ffff:198.18.0.7", "198.18.0.7"},
+		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2::"},
+		{"2001:db8:1:2:bbbb::9", "2001:db8:1:2::"},
+		{"2001:db8:1:3::1", "2001:db8:1:3::"},
+	} {
+		if got := sourceKey(netip.MustParseAddr(tc.a)); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("sourceKey(%s) = %s, want %s", tc.a, got, tc.want)
+		}
+	}
+}
