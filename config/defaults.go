@@ -28,6 +28,25 @@ const (
 	DefaultDrainTimeout = Duration(30 * time.Second)
 	DefaultMinVersion   = "1.2"
 
+	// DefaultTLSHandshakeTimeout bounds a TLS handshake: a client that
+	// opens a connection and sends no ClientHello holds it that long at
+	// most, well below the 20s header timeout.
+	DefaultTLSHandshakeTimeout = Duration(10 * time.Second)
+	// DefaultTicketRotation replaces session-ticket keys twice a day;
+	// a ticket stays usable for at most two periods (24h).
+	DefaultTicketRotation = Duration(12 * time.Hour)
+
+	// DefaultMaxConnsPerSource: HAProxy and nginx set no per-source cap
+	// by default; this one is far above what one client opens (a browser
+	// 6-8 per host, a Skype client a handful) and leaves room for a few
+	// hundred users behind one NAT address, while one source can no
+	// longer hold every descriptor.
+	DefaultMaxConnsPerSource = 1000
+	// DefaultMaxHandshakesPerSource: a handshake takes one or two round
+	// trips, so even a large NAT has few in progress at once; a source
+	// that opens connections and never completes them is held to this.
+	DefaultMaxHandshakesPerSource = 100
+
 	DefaultMonitorType     = MonitorTCP
 	DefaultMonitorInterval = Duration(5 * time.Second)
 	DefaultMonitorTimeout  = Duration(2 * time.Second)
@@ -186,6 +205,32 @@ func (s *Site) DeniedPaths() []string {
 	return append(out, s.Deny...)
 }
 
+// Effective returns the TLS options with defaults for the unset ones.
+func (t TLSOptions) Effective() TLSOptions {
+	if t.MinVersion == "" {
+		t.MinVersion = DefaultMinVersion
+	}
+	if t.HandshakeTimeout == 0 {
+		t.HandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	if t.TicketRotation == 0 {
+		t.TicketRotation = DefaultTicketRotation
+	}
+	return t
+}
+
+// Effective returns the connection limits with defaults for the unset
+// ones. MaxConns stays 0 (derived at run time from the descriptor limit).
+func (l ConnLimits) Effective() ConnLimits {
+	if l.MaxConnsPerSource == 0 {
+		l.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if l.MaxHandshakesPerSource == 0 {
+		l.MaxHandshakesPerSource = min(DefaultMaxHandshakesPerSource, max(l.MaxConnsPerSource, 1))
+	}
+	return l
+}
+
 // Managed reports whether netcfg changes the host (default) rather than
 // only checking it.
 func (n Network) Managed() bool { return n.Manage == nil || *n.Manage }
@@ -294,8 +339,11 @@ func applyDefaults(c *Config) {
 			}
 			usePoolPort(c, v.Pool, v.Port)
 		}
-		if v.Mode == ModeHTTPS && v.TLS.MinVersion == "" {
-			v.TLS.MinVersion = DefaultMinVersion
+		if v.Mode == ModeHTTPS {
+			v.TLS = v.TLS.Effective()
+		}
+		if v.Mode == ModeHTTPS || v.Mode == ModeHTTP {
+			v.ConnLimits = v.ConnLimits.Effective()
 		}
 		for _, s := range v.Sites {
 			if s == nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -139,10 +140,35 @@ func (s *site) choose(r *http.Request, tried map[*siteMember]bool) (sm *siteMemb
 	return nil, false
 }
 
+// choosePin picks a member for a new pinned connection and takes one of
+// its pinned slots (given back by pin.close): a member holding
+// maxPinsPerMember pinned connections takes no more.
+func (s *site) choosePin(r *http.Request, tried map[*siteMember]bool) (*siteMember, error) {
+	skip := maps.Clone(tried)
+	if skip == nil {
+		skip = map[*siteMember]bool{}
+	}
+	limit := s.vh.p.maxPins.Load()
+	full := false
+	for range len(s.members) {
+		sm, _ := s.choose(r, skip)
+		if sm == nil {
+			break
+		}
+		if sm.m.pins.Add(1) <= limit {
+			return sm, nil
+		}
+		sm.m.pins.Add(-1)
+		full = true
+		skip[sm] = true
+	}
+	return nil, &noMemberError{pool: s.poolName, pinsFull: full}
+}
+
 // RoundTrip sends the request to a member: over the client connection's
-// pinned upstream when the connection authenticates with NTLM/Negotiate
-// (or the site uses Windows authentication), else over the member's
-// pooled transport, trying another member when one cannot be reached.
+// pinned upstream once the connection authenticates with NTLM/Negotiate
+// or was challenged to, else over the member's pooled transport, trying
+// another member when one cannot be reached.
 func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := recordFrom(req.Context())
 	cs := connStateFrom(req.Context())
@@ -155,11 +181,14 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 
 	if cs == nil {
-		if s.windowsAuth || hasConnAuth(req.Header, "Authorization") {
+		if hasConnAuth(req.Header, "Authorization") {
 			// Never share an upstream connection for these.
 			return nil, errNoConnState
 		}
-	} else if s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey) {
+	} else if hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey) {
+		// Pinned from the first NTLM/Negotiate credentials, or once a
+		// challenge was answered (modifyResponse); anonymous requests,
+		// Windows-auth site or not, share the pool.
 		return s.roundTripPinned(req, cs, rec, &upStart)
 	}
 
@@ -296,9 +325,17 @@ func wrapUpstream(err error, member string) error {
 var errNoConnState = errors.New("client connection state missing")
 
 // noMemberError: the pool has no member to send to.
-type noMemberError struct{ pool string }
+type noMemberError struct {
+	pool     string
+	pinsFull bool // members are up but hold their limit of pinned connections
+}
 
-func (e *noMemberError) Error() string { return "pool " + e.pool + ": no healthy member" }
+func (e *noMemberError) Error() string {
+	if e.pinsFull {
+		return "pool " + e.pool + ": every member holds its limit of pinned connections"
+	}
+	return "pool " + e.pool + ": no healthy member"
+}
 func (e *noMemberError) Unwrap() error { return ErrNoMember }
 
 // rewrite builds the upstream request: the member's port and scheme, the

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -28,6 +29,14 @@ type vhost struct {
 	hsts     string // Strict-Transport-Security value; "" off
 	params   serverParams
 	drain    time.Duration
+
+	limits           connLimits
+	handshakeTimeout time.Duration
+
+	tickets      *ticketKeys // shared by the virtual's generations
+	ticketPeriod time.Duration
+	ticketMu     sync.Mutex
+	ticketGen    uint64 // generation of the keys installed in tlsH1/tlsH2
 }
 
 // serverParams are the settings of the http.Server itself, fixed for the
@@ -52,6 +61,7 @@ func (vh *vhost) trusted(a netip.Addr) bool {
 // http/1.1 only to clients without SNI and on sites with Windows
 // authentication (IIS refuses it over HTTP/2), h2 and http/1.1 otherwise.
 func (vh *vhost) configForClient(hello *tls.ClientHelloInfo) *tls.Config {
+	vh.syncTickets()
 	if hello.ServerName == "" {
 		return vh.tlsH1
 	}
