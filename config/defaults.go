@@ -89,6 +89,10 @@ const (
 	AffinityMSWSMan = "ms-wsman"
 )
 
+// UpgradeWebSocket is the Upgrade token of WebSocket (RFC 6455), the only
+// protocol switch a site may allow.
+const UpgradeWebSocket = "websocket"
+
 // skypeDenied are the front end's management paths, never published.
 var skypeDenied = []string{"/cscp", "/OcsPowerShell", "/RgsConfig"}
 

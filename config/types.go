@@ -233,6 +233,9 @@ type Site struct {
 	BackendTLS *BackendTLS `yaml:"backend_tls"`
 	Profile    string      `yaml:"profile"` // "" | skype
 	Deny       []string    `yaml:"deny"`    // extra denied path prefixes
+	// Upgrade lists the protocols clients may switch to (Upgrade header
+	// tokens, e.g. websocket); default none: Upgrade is removed.
+	Upgrade []string `yaml:"upgrade"`
 	// WindowsAuth forces connection pinning and http/1.1 only (implied by
 	// the skype profile).
 	WindowsAuth *bool `yaml:"windows_auth"`

@@ -939,6 +939,7 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 			v.errorf(joinIndex(path+".deny", i), "denied path %q is not a plain path (%s): write it as its segments, e.g. /Internal/Admin", d, why)
 		}
 	}
+	v.upgrade(s, path)
 	if s.Profile == ProfileSkype {
 		v.internalSitePort(path+".port", s.Port)
 	}
@@ -982,6 +983,15 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 	}
 	if pit := l.PoolIdleTimeout.D(); pit >= 120*time.Second {
 		v.warnf(path+".pool_idle_timeout", "pool_idle_timeout %s is not shorter than IIS's 120s connection timeout: requests may hit connections the member is closing", pit)
+	}
+}
+
+// upgrade checks the protocols a site lets clients switch to.
+func (v *validator) upgrade(s *Site, path string) {
+	for i, u := range s.Upgrade {
+		if !strings.EqualFold(u, UpgradeWebSocket) {
+			v.errorf(joinIndex(path+".upgrade", i), "unknown upgrade protocol %q: only %q can be allowed (or leave upgrade out to remove Upgrade headers)", u, UpgradeWebSocket)
+		}
 	}
 }
 
