@@ -86,6 +86,9 @@ func (l *listener) newServer(sp serverParams) *server {
 		ConnContext:       withConnState,
 		ErrorLog:          slog.NewLogLogger(l.p.log.Handler(), slog.LevelDebug),
 		Protocols:         &protos,
+		// OPTIONS * reaches the handler too: every request head the
+		// framing guard counts is one request the handler sees.
+		DisableGeneralOptionsHandler: true,
 	}
 	return s
 }

@@ -372,6 +372,7 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		s.hosts = append(s.hosts, h)
 	}
 	s.name = s.hosts[0]
+	s.methods, s.upgrade, s.hideMember = siteMethods(cs), siteUpgrades(cs), cs.Profile == config.ProfileSkype
 	switch cs.Redirect {
 	case "":
 	case config.RedirectHTTPS:

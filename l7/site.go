@@ -70,6 +70,9 @@ type site struct {
 	leastConn   bool
 	limits      siteLimits
 	pinKey      string
+	methods     []string // forwarded methods; nil: all but refusedMethods
+	upgrade     []string // allowed Upgrade tokens, lower-case
+	hideMember  bool     // remove the member's Server, X-Powered-By...
 
 	members []*siteMember
 	rr      atomic.Uint64
@@ -371,6 +374,7 @@ func (s *site) rewrite(pr *httputil.ProxyRequest) {
 			out.Header["Forwarded"] = v
 		}
 	}
+	dropForwarding(out.Header, trusted)
 	out.Header.Set("X-Forwarded-For", xff)
 	out.Header.Set("X-Forwarded-Proto", proto)
 	out.Header.Set("X-Forwarded-Host", host)
@@ -388,6 +392,9 @@ func (s *site) modifyResponse(res *http.Response) error {
 	if s.vh.hsts != "" {
 		res.Header.Del("Strict-Transport-Security")
 	}
+	if s.hideMember {
+		hideMember(res.Header)
+	}
 	if c := rec.cookie(); c != "" {
 		ck := &http.Cookie{Name: affinityCookie, Value: c, Path: "/", HttpOnly: true, Secure: s.vh.https}
 		res.Header.Add("Set-Cookie", ck.String())
@@ -396,22 +403,20 @@ func (s *site) modifyResponse(res *http.Response) error {
 }
 
 // errorHandler answers a request the upstream side failed: 502 (or 504 on
-// a timeout) naming the member in the Edgeproxy-Error header, 503 when
-// the pool has no healthy member, 413 over the body limit.
+// a timeout), 503 when the pool has no healthy member; the client's own
+// faults get their 4xx (clientFault). The Edgeproxy-Error header naming
+// the member goes to trusted proxies only; the log always has it.
 func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	rec := recordFrom(r.Context())
+	if s.clientFault(w, r, rec, err) {
+		return
+	}
 	var (
-		mbe  *http.MaxBytesError
 		nm   *noMemberError
 		code int
 		diag string
 	)
 	switch {
-	case errors.As(err, &mbe):
-		rec.setCause("body_limit")
-		code = http.StatusRequestEntityTooLarge
-	case rec.getCause() == "client_stall":
-		code = http.StatusRequestTimeout
 	case r.Context().Err() != nil:
 		rec.setCause("client_closed")
 		rec.setStatus(499)
@@ -431,7 +436,7 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 			rec.setCause("upstream_timeout")
 		}
 	}
-	if diag != "" {
+	if diag != "" && s.vh.trusted(remoteAddr(r).Addr()) {
 		w.Header().Set("Edgeproxy-Error", diag)
 	}
 	if r.ContentLength != 0 && r.Body != nil {
@@ -445,6 +450,33 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.vh.p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed", attrs...)
 	plainError(w, code)
+}
+
+// clientFault answers a request whose body the client got wrong: 413
+// over the body limit, 408 when it stalled, 400 when it is malformed (a
+// bad chunk). Logged at info: no member is at fault.
+func (s *site) clientFault(w http.ResponseWriter, r *http.Request, rec *reqRecord, err error) bool {
+	var (
+		mbe  *http.MaxBytesError
+		code int
+	)
+	switch cause := rec.getCause(); {
+	case errors.As(err, &mbe):
+		rec.setCause("body_limit")
+		code = http.StatusRequestEntityTooLarge
+	case cause == "client_stall":
+		code = http.StatusRequestTimeout
+	case cause == "client_body" && r.Context().Err() == nil:
+		code = http.StatusBadRequest
+	default:
+		return false
+	}
+	w.Header().Set("Connection", "close")
+	s.vh.p.log.LogAttrs(r.Context(), slog.LevelInfo, "request body refused",
+		slog.String("virtual", s.vh.name), slog.String("site", s.name),
+		slog.String("client", remoteAddr(r).String()), slog.Int("status", code), slog.String("error", err.Error()))
+	plainError(w, code)
+	return true
 }
 
 // plainError writes a short text error.

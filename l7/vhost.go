@@ -100,11 +100,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	switch r.Method {
-	case http.MethodConnect, http.MethodTrace:
-		rec.setCause("method")
-		rw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		plainError(rw, http.StatusMethodNotAllowed)
+	if vh.refuseRequestLine(rw, r, rec) {
 		return
 	}
 	s = vh.hosts.lookup(r.Host)
@@ -121,7 +117,10 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plainError(rw, http.StatusMisdirectedRequest)
 		return
 	}
-	if r.ProtoMajor == 1 && vh.params.maxHeader > s.limits.maxHeader && headerSize(r) > s.limits.maxHeader {
+	if s.refuseMethod(rw, r, rec) {
+		return
+	}
+	if vh.params.maxHeader > s.limits.maxHeader && headerSize(r) > s.limits.maxHeader {
 		rec.setCause("header_limit")
 		rw.Header().Set("Connection", "close")
 		plainError(rw, http.StatusRequestHeaderFieldsTooLarge)
@@ -145,9 +144,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, target, code)
 		return
 	}
-	if r.Header.Get("Upgrade") != "" && cs != nil && cs.guard != nil {
-		cs.guard.stop()
-	}
+	s.filterUpgrade(r, rw, cs)
 	if s.limits.maxBody >= 0 && r.ContentLength > s.limits.maxBody {
 		rec.setCause("body_limit")
 		rw.Header().Set("Connection", "close")
