@@ -48,6 +48,8 @@ func connStateOf(c net.Conn) *connState {
 	switch c := c.(type) {
 	case *guardConn:
 		return c.cs
+	case *h2Conn:
+		return c.cs
 	case *clientConn:
 		return c.cs
 	case *tls.Conn:

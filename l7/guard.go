@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -246,14 +247,32 @@ func (g *h1guard) chunkLine(line []byte) {
 
 // guardConn feeds what the HTTP server reads from a client connection
 // (plaintext, above TLS) to the connection's h1guard.
+//
+// It also keeps the connection HTTP/1: the server speaks HTTP/2 to
+// connections that start with its preface (for h2Conn), so a connection
+// whose first bytes are the preface's request line is closed before the
+// server sees them whole.
 type guardConn struct {
 	net.Conn
-	g  *h1guard
-	cs *connState
+	g     *h1guard
+	cs    *connState
+	first []byte // the first bytes, up to len(h2PrefaceLine)
 }
+
+const h2PrefaceLine = "PRI * HTTP/2.0"
+
+var errH2OnH1 = errors.New("read http/1 connection: http/2 preface")
 
 func (c *guardConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	if n > 0 && len(c.first) < len(h2PrefaceLine) {
+		k := min(n, len(h2PrefaceLine)-len(c.first))
+		c.first = append(c.first, b[:k]...)
+		if string(c.first) == h2PrefaceLine {
+			c.Conn.Close()
+			return 0, errH2OnH1
+		}
+	}
 	if n > 0 {
 		c.g.feed(b[:n])
 	}

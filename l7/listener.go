@@ -75,7 +75,10 @@ func (l *listener) newServer(sp serverParams) *server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	if l.mode == modeHTTPS {
-		protos.SetHTTP2(true)
+		// HTTP/2 connections arrive as h2Conn, the plaintext of a TLS
+		// connection the listener terminated: the server's unencrypted
+		// mode serves them (see h2Conn for why).
+		protos.SetUnencryptedHTTP2(true)
 	}
 	s := &server{cl: newChanListener(l.ln.Addr()), params: sp}
 	s.hs = &http.Server{
@@ -197,7 +200,7 @@ func remoteOf(c net.Conn) netip.AddrPort {
 // setup completes a new connection (TLS handshake within its own
 // deadline) and hands it to the current server. HTTP/1 connections are
 // handed over as a plaintext guardConn, so that request framing can be
-// checked; HTTP/2 ones as the *tls.Conn net/http needs to speak h2.
+// checked; HTTP/2 ones as an h2Conn.
 // release runs once when the connection closes.
 func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release func()) {
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -214,7 +217,7 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 		st := tc.ConnectionState()
 		cs.tls, cs.sni, cs.alpn = true, st.ServerName, st.NegotiatedProtocol
 		if cs.alpn == "h2" {
-			out = tc
+			out = newH2Conn(tc, cs, vh.params.maxHeader)
 		} else {
 			cs.guard = newH1Guard(vh.params.maxHeader)
 			out = &guardConn{Conn: tc, g: cs.guard, cs: cs}

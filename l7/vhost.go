@@ -100,6 +100,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	refuseH2ConnAuth(r, rec)
 	if vh.refuseRequestLine(rw, r, rec) {
 		return
 	}
