@@ -82,8 +82,8 @@ func (m *memberState) markFailed() {
 
 // upstreamError is a failure on the way to or from a member. Its message
 // names the member's address and a short cause, never more (no internal
-// names, no certificate details): it goes to the client in the
-// Edgeproxy-Error header.
+// names, no certificate details): it goes to the log, and to trusted
+// proxies in the Edgeproxy-Error header.
 type upstreamError struct {
 	op     string // dial | tls | read | write | response
 	member string // addr:port
