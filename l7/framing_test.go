@@ -48,7 +48,10 @@ func desyncSequences(host string) []desyncSeq {
 }
 
 // run sends the steps and returns the statuses.
-func (seq desyncSeq) run(c *rawTLS) []int {
+func (seq desyncSeq) run(c *rawTLS) []int { return seq.runFor(c, 10*time.Second) }
+
+// runFor is run with a time limit per step (-1: no response in time).
+func (seq desyncSeq) runFor(c *rawTLS, limit time.Duration) []int {
 	var got []int
 	closed := false
 	for _, step := range seq.steps {
@@ -56,7 +59,7 @@ func (seq desyncSeq) run(c *rawTLS) []int {
 			got = append(got, 0)
 			continue
 		}
-		c.c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.c.SetDeadline(time.Now().Add(limit))
 		if _, err := io.WriteString(c.c, step); err != nil {
 			closed = true
 			got = append(got, 0)
@@ -65,7 +68,11 @@ func (seq desyncSeq) run(c *rawTLS) []int {
 		res, err := http.ReadResponse(c.r, &http.Request{Method: "GET"})
 		if err != nil {
 			closed = true
-			got = append(got, 0)
+			if isTimeout(err) {
+				got = append(got, -1)
+			} else {
+				got = append(got, 0)
+			}
 			continue
 		}
 		io.Copy(io.Discard, res.Body)
