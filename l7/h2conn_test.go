@@ -158,7 +158,8 @@ func TestCurlRetriesNTLMOverHTTP11(t *testing.T) {
 	if !strings.Contains(errb.String(), "HTTP_1_1_REQUIRED") {
 		t.Errorf("curl did not see HTTP_1_1_REQUIRED:\n%s", errb.String())
 	}
-	if !strings.Contains(e.access.String(), `"termination":"http2_windows_auth"`) {
+	if !strings.Contains(e.access.String(), `"status":505,"bytes_in":0,"bytes_out":0`) ||
+		!strings.Contains(e.access.String(), `"termination":"http2_windows_auth"`) {
 		t.Errorf("access log does not record the refusal:\n%s", e.access.String())
 	}
 }
