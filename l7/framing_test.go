@@ -167,3 +167,25 @@ func trustLoopback(v func(*config.Virtual)) func(*config.Virtual) {
 		}
 	}
 }
+
+// When the guard cannot follow the framing (a chunk size it cannot read),
+// it refuses every later request on the connection rather than stopping
+// silently; only a protocol switch stops it without refusing.
+func TestGuardLostFramingRefusesTheRest(t *testing.T) {
+	g := newH1Guard(4096)
+	g.feed([]byte("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
+	g.feed([]byte("GET /b HTTP/1.1\r\nHost: h\r\n\r\n"))
+	if why := g.rejectAt(1); why != "" {
+		t.Errorf("request 1 refused by the guard (%s): net/http answers its bad body", why)
+	}
+	if why := g.rejectAt(2); why != rejectLost {
+		t.Errorf("request 2 after a chunk the guard could not read: %q, want %q", why, rejectLost)
+	}
+	g = newH1Guard(4096)
+	g.feed([]byte("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"))
+	g.stop()
+	g.feed([]byte("zz\r\n\r\n"))
+	if why := g.rejectAt(2); why != "" {
+		t.Errorf("after a protocol switch: %q", why)
+	}
+}

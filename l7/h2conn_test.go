@@ -131,6 +131,11 @@ func TestHTTP2WindowsAuthRefused(t *testing.T) {
 		if status, _ := h.get(9, host, "/echo", "authorization", "Basic eDp5"); status != "200" { // padded too
 			t.Errorf("%s: Basic authorization: %q", host, status)
 		}
+		// A Windows-auth site reached over this connection (it offers
+		// only HTTP/1.1 itself): the reset comes before the 421.
+		if _, code := h.get(11, "webext.example.com", "/echo", "authorization", ntlmNegotiate); code != http2.ErrCodeHTTP11Required {
+			t.Errorf("%s: NTLM for the skype site: code %v", host, code)
+		}
 		if n := e.backendRequests() - before; n != 2 {
 			t.Errorf("%s: %d requests reached the members, want the 2 without NTLM/Negotiate", host, n)
 		}
