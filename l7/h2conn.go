@@ -55,6 +55,7 @@ const (
 	h2FrameHeaders      = 0x1
 	h2FrameRSTStream    = 0x3
 	h2FrameContinuation = 0x9
+	h2FlagEndHeaders    = 0x4
 	h2FlagPadded        = 0x8
 	h2FlagPriority      = 0x20
 	h2ErrHTTP11Required = 0xd
@@ -96,17 +97,21 @@ func (c *h2Conn) Read(b []byte) (int, error) {
 // Write rewrites the code of the resets of noted streams.
 func (c *h2Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
-	out, at := b, 0
+	out, at, copied := b, 0, false
 	c.out.feed(b, func(f *h2Frame, p []byte, off int) {
-		// p is b[at:at+len(p)]: payload bytes off... of frame f.
+		// p is b[at:at+len(p)], payload bytes off and on of frame f.
 		defer func() { at += len(p) }()
-		if f.typ != h2FrameRSTStream || f.length != 4 || (off == 0 && !c.take(f.stream)) || (off > 0 && !c.out.rewrite) {
-			c.out.rewrite = false
+		if f.typ != h2FrameRSTStream || f.length != 4 {
 			return
 		}
-		c.out.rewrite = true
-		if &out[0] == &b[0] {
-			out = bytes.Clone(b)
+		if off == 0 {
+			c.out.rewrite = c.take(f.stream)
+		}
+		if !c.out.rewrite {
+			return
+		}
+		if !copied {
+			out, copied = bytes.Clone(b), true
 		}
 		code := [4]byte{0, 0, 0, h2ErrHTTP11Required}
 		copy(out[at:at+len(p)], code[off:off+len(p)])
@@ -162,7 +167,7 @@ func (c *h2Conn) inFrame(f *h2Frame, p []byte, off int) {
 			return
 		}
 	}
-	if off+len(p) == int(f.length) && f.flags&0x4 != 0 { // END_HEADERS
+	if off+len(p) == int(f.length) && f.flags&h2FlagEndHeaders != 0 {
 		if err := c.dec.Close(); err != nil {
 			c.in.broken = true
 		}

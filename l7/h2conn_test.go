@@ -197,3 +197,53 @@ func TestHTTP2PrefaceOnHTTP1Closed(t *testing.T) {
 		t.Fatalf("HTTP/2 spoken on an HTTP/1.1 connection: % x", b[:9])
 	}
 }
+
+// recordConn records what is written to it.
+type recordConn struct {
+	net.Conn
+	buf bytes.Buffer
+}
+
+func (c *recordConn) Write(b []byte) (int, error) { return c.buf.Write(b) }
+
+// The reset of a noted stream gets HTTP_1_1_REQUIRED however the server's
+// writes cut the frames; other frames pass unchanged.
+func TestH2ConnRewritesResetAcrossWrites(t *testing.T) {
+	var frames bytes.Buffer
+	fr := http2.NewFramer(&frames, nil)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 100})
+	fr.WriteRSTStream(1, http2.ErrCodeInternal)
+	fr.WriteData(3, false, []byte("\x00\x00\x04\x03\x00\x00\x00\x00\x01"))
+	fr.WriteRSTStream(3, http2.ErrCodeInternal)
+	fr.WriteRSTStream(5, http2.ErrCodeInternal)
+	for _, step := range []int{1, 2, 5, 13, 1 << 20} {
+		rc := &recordConn{}
+		c := newH2Conn(rc, nil, 4096)
+		c.note(1)
+		c.note(5)
+		in := frames.Bytes()
+		for i := 0; i < len(in); i += step {
+			c.Write(in[i:min(i+step, len(in))])
+		}
+		got := map[uint32]http2.ErrCode{}
+		r := http2.NewFramer(nil, bytes.NewReader(rc.buf.Bytes()))
+		for {
+			f, err := r.ReadFrame()
+			if err != nil {
+				break
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok {
+				got[rst.StreamID] = rst.ErrCode
+			}
+			if d, ok := f.(*http2.DataFrame); ok && string(d.Data()) != "\x00\x00\x04\x03\x00\x00\x00\x00\x01" {
+				t.Errorf("writes of %d bytes: DATA changed: % x", step, d.Data())
+			}
+		}
+		want := map[uint32]http2.ErrCode{1: http2.ErrCodeHTTP11Required, 3: http2.ErrCodeInternal, 5: http2.ErrCodeHTTP11Required}
+		for id, code := range want {
+			if got[id] != code {
+				t.Errorf("writes of %d bytes: stream %d reset with %v, want %v", step, id, got[id], code)
+			}
+		}
+	}
+}
