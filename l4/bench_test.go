@@ -75,7 +75,7 @@ func BenchmarkProgramEstablished(b *testing.B) {
 			now := monoNow()
 			vid := e.fp.virtuals["web"].id
 			for _, k := range []bpf.FastL4FlowKey{toClient, toMember} {
-				v := bpf.FastL4FlowVal{Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK}
+				v := bpf.FastL4FlowVal{Self: k, Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK}
 				if k == toMember {
 					v.Dir = dirServer
 				}
