@@ -148,3 +148,70 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 	establish(t, e, ap(client4, 9999), vip)
 	_ = toMember
 }
+
+// TestPrivilegedProgramSNATNearExhaustion fills 90 % of a virtual's SNAT
+// tuples (one address, one member, 1,000 ports) with established flows
+// at random ports, then opens 10,000 new flows one at a time (each closed
+// again, so the range stays 90 % used): at least 99.9 % are placed, and
+// each refusal is counted as drop_snat_exhausted.
+func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
+	const (
+		ports  = 1000
+		used   = 900
+		trials = 10000
+	)
+	e := progEnv(t, "snat_ports: 40000-40999", nil,
+		`name: one, mode: fastl4, listen: "198.18.0.10:7443", pool: one4, port: 4443`)
+	e.resolve()
+	vip := ap(vip4, 7443)
+	member := ap(e.lab.Members4[0], 4443)
+	rng := rand.New(rand.NewPCG(14, 2))
+	vid := uint32(e.fp.virtuals["one"].id)
+	for _, i := range rng.Perm(ports)[:used] {
+		snat := ap(snat4, uint16(40000+i))
+		client := ap(netip.AddrFrom4([4]byte{198, 18, 2, byte(i % 250)}), uint16(30000+i))
+		sk, ck := flowKey(member, snat, protoTCP), flowKey(client, vip, protoTCP)
+		for _, h := range []struct {
+			key, peer bpf.FastL4FlowKey
+			dir       uint8
+		}{{sk, ck, dirServer}, {ck, sk, dirClient}} {
+			v := bpf.FastL4FlowVal{Self: h.key, Peer: h.peer, CreatedNs: monoNow(), LastNs: monoNow(), Vid: vid, Dir: h.dir, Seen: seenAny | seenACK}
+			if err := e.fp.flows.Update(h.key, &v, ebpf.UpdateNoExist); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	exhausted := e.delta("one", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED)
+	placed := 0
+	e.do(func() {
+		for i := range trials {
+			// Client ports below the range: never kept, always probed.
+			client := ap(client4, uint16(10000+i))
+			ret, out := e.runRaw(t, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 1}.bytes())
+			if ret != xdpRedirect {
+				continue
+			}
+			placed++
+			p, err := parseFrame(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.src.Port() < 40000 || p.src.Port() > 40999 || p.dst != member {
+				t.Fatalf("new flow %s -> %s", p.src, p.dst)
+			}
+			for _, k := range []bpf.FastL4FlowKey{flowKey(client, vip, protoTCP), flowKey(p.dst, p.src, protoTCP)} {
+				if err := e.fp.objs.HalfOpen.Delete(&k); err != nil {
+					t.Fatalf("close the new flow: %v", err)
+				}
+			}
+		}
+	})
+	t.Logf("%d of %d new flows placed with %d of %d SNAT ports used", placed, trials, used, ports)
+	if placed*1000 < trials*999 {
+		t.Errorf("%d of %d new flows placed, want at least 99.9 %%", placed, trials)
+	}
+	if n := exhausted(); n != uint64(trials-placed) {
+		t.Errorf("drop_snat_exhausted grew by %d, want %d", n, trials-placed)
+	}
+}
