@@ -141,7 +141,7 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 			return XDP_DROP;
 		}
 	}
-	if (!half_open_paired(m, f)) {
+	if (!opened && !half_open_paired(m, f)) {
 		/* Its other half is gone: a client's new SYN (or datagram)
 		 * opens the flow afresh, anything else is lost. */
 		if (f->dir == DIR_CLIENT &&

@@ -226,8 +226,7 @@ static long snat_probe(__u32 i, void *data)
 		port = st->min + mix32(st->hp + i) % st->range;
 	skey->daddr = *a;
 	skey->dport = bpf_htons(port);
-	if (flow_lookup(skey))
-		return 0;
+	/* Half-open holders first: during a flood they hold most ports. */
 	o = bpf_map_lookup_elem(&half_open, skey);
 	if (o) {
 		__u64 c = o->created_ns;
@@ -240,6 +239,8 @@ static long snat_probe(__u32 i, void *data)
 		/* Enough of a sample: reclaim rather than probe on. */
 		return ++st->held >= SNAT_RECLAIM_SAMPLE;
 	}
+	if (flow_lookup(skey))
+		return 0;
 	st->sval->self = *skey;
 	err = bpf_map_update_elem(&half_open, skey, st->sval, BPF_NOEXIST);
 	if (err == 0) {

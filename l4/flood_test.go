@@ -1,14 +1,27 @@
 package l4
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 // lookupHalfOpen reads a half-open entry by its tuple.
@@ -213,5 +226,186 @@ func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
 	}
 	if n := exhausted(); n != uint64(trials-placed) {
 		t.Errorf("drop_snat_exhausted grew by %d, want %d", n, trials-placed)
+	}
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// floodGauge reads edgeproxy_xdp_flood_active from the collector.
+func floodGauge(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 4096)
+	c.Collect(ch)
+	close(ch)
+	for m := range ch {
+		if m.Desc() != descFloodActive {
+			continue
+		}
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		return pb.GetGauge().GetValue()
+	}
+	t.Fatal("no edgeproxy_xdp_flood_active")
+	return 0
+}
+
+// synFlood sends spoofed SYNs to vip from the client namespace through
+// an AF_PACKET socket, from random sources in 198.18.128.0/17 (routed
+// back towards the client, which drops the answers), as fast as it can
+// until ctx is done. It returns the frames sent.
+func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.AddrPort) uint64 {
+	dst := linkMAC(t, lab.Proxy, testnet.ExtIf)
+	src := linkMAC(t, lab.Client, testnet.ClientIf)
+	rng := rand.New(rand.NewPCG(14, 3))
+	frames := make([][]byte, 1<<18)
+	for i := range frames {
+		v := rng.Uint32()
+		a := netip.AddrFrom4([4]byte{198, 18, 128 | byte(v>>24&0x7f), byte(v >> 16)})
+		b := frame{src: ap(a, uint16(1024+v%60000)), dst: vip, proto: protoTCP, flags: flagSYN, seq: rng.Uint32()}.bytes()
+		copy(b[0:6], dst)
+		copy(b[6:12], src)
+		frames[i] = b
+	}
+	var fd int
+	var sa unix.SockaddrLinklayer
+	if err := lab.Client.Do(func() error {
+		lk, err := net.InterfaceByName(testnet.ClientIf)
+		if err != nil {
+			return err
+		}
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		sa = unix.SockaddrLinklayer{Ifindex: lk.Index, Halen: 6}
+		copy(sa.Addr[:], dst)
+		return nil
+	}); err != nil {
+		t.Fatalf("open raw socket: %v", err)
+	}
+	defer unix.Close(fd)
+	var sent uint64
+	for i := 0; ctx.Err() == nil; i++ {
+		for j := range 256 {
+			if unix.Sendto(fd, frames[(i*256+j)%len(frames)], 0, &sa) == nil {
+				sent++
+			}
+		}
+	}
+	return sent
+}
+
+// TestPrivilegedLabSYNFlood floods the VIP with spoofed SYNs in the
+// namespace lab, at the highest rate one sender goroutine reaches, for 5 s
+// and as long as curl takes to open 200 connections through the same VIP
+// (at most a minute): all 200 succeed, a connection established before
+// the flood keeps working, and the flood gauge goes up. The flow table
+// holds 16,384 connections: the flood alone would fill it in a second or
+// two.
+func TestPrivilegedLabSYNFlood(t *testing.T) {
+	testnet.RequireRoot(t, "curl")
+	e := newEnv(t, func(lab *testnet.Lab) *config.Config {
+		return testConfig(t, lab, "", e2eVirtuals...)
+	}, func(o *Options) { o.MaxFlows = 1 << 14 })
+	x := &e2eEnv{env: e, whoErrs: make(chan error, 1024)}
+	cert := selfSigned(t)
+	for _, m := range e.lab.Members4 {
+		x.serveHTTPS(t, m, cert)
+		x.serveSink(t, m)
+	}
+	x.start()
+	lab := x.lab
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A connection through the sink virtual, open across the flood.
+	before, err := lab.Client.DialContext(ctx, "tcp", "198.18.0.10:5001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	_ = before.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := before.Write([]byte("before the flood ")); err != nil {
+		t.Fatal(err)
+	}
+
+	fctx, stopFlood := context.WithCancel(ctx)
+	defer stopFlood()
+	sentc := make(chan uint64, 1)
+	start := time.Now()
+	go func() { sentc <- synFlood(fctx, t, lab, ap(vip4, 443)) }()
+
+	// The curl loop: 4 workers, 200 connections.
+	time.Sleep(500 * time.Millisecond) // the flood under way
+	var ok, duringFlood atomic.Int64
+	var failures sync.Map
+	var wg sync.WaitGroup
+	work := make(chan int, 200)
+	for i := range 200 {
+		work <- i
+	}
+	close(work)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				out, err := lab.Client.Command(ctx, "curl", "-sS", "-k", "--max-time", "10", "https://198.18.0.10/").CombinedOutput()
+				if err != nil || !strings.HasPrefix(string(out), lab.IntAddr4.String()+" ") {
+					failures.Store(i, fmt.Sprintf("%v: %s", err, out))
+					continue
+				}
+				ok.Add(1)
+				if fctx.Err() == nil {
+					duringFlood.Add(1)
+				}
+			}
+		}()
+	}
+	curlsDone := make(chan struct{})
+	go func() { wg.Wait(); close(curlsDone) }()
+	gauge := 0.0
+	for time.Since(start) < 5*time.Second || !closed(curlsDone) {
+		gauge = max(gauge, floodGauge(t, x.fp.Collector()))
+		time.Sleep(200 * time.Millisecond)
+	}
+	stopFlood()
+	sent := <-sentc
+	elapsed := time.Since(start)
+	t.Logf("flood: %d SYNs in %v (%.0f/s); curl: %d of 200 succeeded, %d while the flood ran; half_open %d, promoted %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d",
+		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), ok.Load(), duringFlood.Load(),
+		x.counter("web", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN), x.counter("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED),
+		x.counter("web", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED), x.counter("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST),
+		x.counter("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL))
+	failures.Range(func(k, v any) bool {
+		t.Errorf("curl %d: %s", k, v)
+		return true
+	})
+	if ok.Load() != 200 || duringFlood.Load() != 200 {
+		t.Errorf("%d of 200 connections through the VIP succeeded during the flood", ok.Load())
+	}
+	if gauge != 1 {
+		t.Error("edgeproxy_xdp_flood_active never went to 1 during the flood")
+	}
+
+	// The connection from before the flood still carries data.
+	if _, err := before.Write([]byte("after the flood")); err != nil {
+		t.Fatalf("connection established before the flood: %v", err)
+	}
+	if err := before.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := binary.Read(before, binary.BigEndian, &n); err != nil || n != uint64(len("before the flood after the flood")) {
+		t.Errorf("connection established before the flood: the member counted %d bytes (%v)", n, err)
 	}
 }
