@@ -156,7 +156,7 @@ enum flow_close {
  * half is found at peer; the rewrite of a packet of this direction is
  * source = peer.daddr:peer.dport, destination = peer.saddr:peer.sport. */
 struct flow_val {
-	struct flow_key self; /* the entry's own key: first, see flow_is */
+	struct flow_key self; /* the entry's own key, see flow_is */
 	struct flow_key peer;
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) */
 	__u64 last_ns;    /* last packet of this direction, TS_GRANULARITY_NS */

@@ -6,9 +6,11 @@
  * Client -> VIP:port of a fastl4 virtual: the flow is looked up by the
  * client tuple; on a miss a SYN (or any packet with loose_init, or any UDP
  * datagram) opens one: Maglev picks the member, SNAT allocates the source,
- * both halves are inserted. The packet is rewritten to SNAT -> member:port
- * and redirected to the egress NIC found by bpf_fib_lookup. Replies are
- * found by their own tuple (member -> SNAT) and rewritten back.
+ * both halves are inserted into the half-open table, and move into the
+ * flow tables once both sides have talked (flood.h, bpf/README.md). The
+ * packet is rewritten to SNAT -> member:port and redirected to the egress
+ * NIC found by bpf_fib_lookup. Replies are found by their own tuple
+ * (member -> SNAT) and rewritten back.
  *
  * Everything else is XDP_PASS and untouched: ARP, host traffic, the L7
  * proxy's listeners and its connections to the members (their ports come
@@ -55,8 +57,8 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 #define FLOW_MISS -1
 
 /* Forwards a packet of an open flow: tracks it, rewrites it, sends it.
- * Inlined into flow_hit (the established path) and fastl4_miss (a new
- * flow's first packet). */
+ * Inlined into flow_hit (the established path) and half_open_hit (a
+ * half-open flow's packets, the first one included). */
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, __u32 reason)
 {

@@ -291,10 +291,8 @@ static __always_inline long flow_delete(const struct flow_key *k)
  * map is RCU-protected against freeing, not against reuse). So a packet
  * checks after it has read what it needs, and a write that must not land
  * in another flow (the next-hop cache) is checked after it is made, and
- * undone when the entry changed hands. self is the value's first field:
- * a new value is copied in from its start, so a reader that saw any of a
- * new value's later fields also sees the new self. The barrier keeps the
- * compiler from reading self earlier than where the check stands. */
+ * undone when the entry changed hands. The barrier keeps the compiler
+ * from reading self earlier than where the check stands. */
 static __always_inline int flow_key_eq(const struct flow_key *x, const struct flow_key *y)
 {
 	const __u32 *a = (const __u32 *)x, *b = (const __u32 *)y;

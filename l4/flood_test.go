@@ -409,3 +409,107 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 		t.Errorf("connection established before the flood: the member counted %d bytes (%v)", n, err)
 	}
 }
+
+// TestPrivilegedProgramUDPFlood sends 200,000 datagrams from random
+// sources to a UDP virtual whose flow table holds 16,384 connections: a
+// legitimate exchange every 1,000 datagrams (the member answers 500
+// datagrams later) is established and goes on, and exchanges established
+// before the flood all survive.
+func TestPrivilegedProgramUDPFlood(t *testing.T) {
+	const (
+		flood  = 200_000
+		every  = 1000
+		before = 200
+	)
+	e := progEnv(t, "", func(o *Options) { o.MaxFlows = 1 << 14 })
+	e.resolve()
+	toMember, toClient := e.hops()
+	vip := ap(vip4, 53)
+	q := []byte("query")
+
+	type conn struct{ client, member, snat netip.AddrPort }
+	exchange := func(c netip.AddrPort) conn {
+		p := expectRedirect(t, e, frame{src: c, dst: vip, proto: protoUDP, payload: q}.bytes(), toMember)
+		expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoUDP, payload: q}.bytes(), toClient)
+		return conn{c, p.dst, p.src}
+	}
+	var established []conn
+	for i := range before {
+		established = append(established, exchange(ap(netip.AddrFrom4([4]byte{198, 18, 3, byte(i % 250)}), uint16(20000+i))))
+	}
+
+	rng := rand.New(rand.NewPCG(14, 4))
+	var done, failed int
+	e.do(func() {
+		var legit conn
+		for i := range flood {
+			switch i % every {
+			case 0:
+				legit = conn{client: ap(client4, uint16(10000+i/every))}
+				ret, out := e.runRaw(t, frame{src: legit.client, dst: vip, proto: protoUDP, payload: q}.bytes())
+				p, err := parseFrame(out)
+				if ret != xdpRedirect || err != nil {
+					failed++
+					legit = conn{}
+					continue
+				}
+				legit.member, legit.snat = p.dst, p.src
+			case every / 2:
+				if !legit.member.IsValid() {
+					continue
+				}
+				ret, _ := e.runRaw(t, frame{src: legit.member, dst: legit.snat, proto: protoUDP, payload: q}.bytes())
+				ret2, _ := e.runRaw(t, frame{src: legit.client, dst: vip, proto: protoUDP, payload: q}.bytes())
+				if ret != xdpRedirect || ret2 != xdpRedirect {
+					failed++
+				} else {
+					done++
+				}
+			}
+			e.runRaw(t, frame{src: randomSource(rng), dst: vip, proto: protoUDP, payload: q}.bytes())
+		}
+	})
+	if want := flood / every; done != want || failed != 0 {
+		t.Errorf("%d of %d exchanges went through during the flood (%d failed)", done, want, failed)
+	}
+	lost := 0
+	for _, c := range established {
+		ret, out := e.run(frame{src: c.client, dst: vip, proto: protoUDP, payload: q}.bytes())
+		p, err := parseFrame(out)
+		if ret != xdpRedirect || err != nil || p.src != c.snat || p.dst != c.member {
+			lost++
+		}
+	}
+	if lost != 0 {
+		t.Errorf("%d of %d UDP flows established before the flood lost", lost, len(established))
+	}
+}
+
+// TestPrivilegedProgramEntryReused puts another flow's value under a
+// flow's key, which is what a packet holding a pointer to a deleted and
+// reused entry sees: the packet is dropped and counted, never rewritten
+// into the other flow.
+func TestPrivilegedProgramEntryReused(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	vip := ap(vip4, 443)
+	cx, cy := ap(client4, 51000), ap(client4, 51001)
+	establish(t, e, cx, vip)
+	establish(t, e, cy, vip)
+	y, ok := e.lookupFlow(cy, vip, protoTCP)
+	if !ok {
+		t.Fatal("no flow")
+	}
+	if err := e.fp.flows.Update(flowKey(cx, vip, protoTCP), &y, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	reused := e.delta("", bpf.FastL4ReasonREASON_DROP_FLOW_REUSED)
+	ret, out := e.run(frame{src: cx, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901, payload: []byte("x")}.bytes())
+	if ret != xdpDrop {
+		p, _ := parseFrame(out)
+		t.Fatalf("verdict %d (%s -> %s), want XDP_DROP", ret, p.src, p.dst)
+	}
+	if reused() != 1 {
+		t.Errorf("drop_flow_reused grew by %d, want 1", reused())
+	}
+}
