@@ -309,8 +309,11 @@ static __always_inline int flow_is(const struct flow_val *f, const struct flow_k
 	const __u32 *b = (const __u32 *)k;
 
 	asm volatile("" ::: "memory");
-	if (k->family == 4) /* the rest of an IPv4 key is zero in both */
-		return a[0] == b[0] && a[4] == b[4] && a[8] == b[8] && a[9] == b[9];
+	/* IPv4: the rest of the addresses is zero in both; ports, protocol
+	 * and family in one 64-bit word. */
+	if (k->family == 4)
+		return a[0] == b[0] && a[4] == b[4] &&
+		       *(const volatile __u64 *)&f->self.sport == *(const __u64 *)&k->sport;
 	for (int i = 0; i < sizeof(*k) / 4; i++)
 		if (a[i] != b[i])
 			return 0;
