@@ -285,14 +285,6 @@ static __always_inline long flow_delete(const struct flow_key *k)
 	return bpf_map_delete_elem(&flows4_tcp, &k4);
 }
 
-/* Whether the entry f still belongs to the key k it was found under. A
- * map value is not locked: once deleted (the GC, an eviction, another
- * CPU) it can be reused for another flow while this packet holds f (the
- * map is RCU-protected against freeing, not against reuse). So a packet
- * checks after it has read what it needs, and a write that must not land
- * in another flow (the next-hop cache) is checked after it is made, and
- * undone when the entry changed hands. The barrier keeps the compiler
- * from reading self earlier than where the check stands. */
 static __always_inline int flow_key_eq(const struct flow_key *x, const struct flow_key *y)
 {
 	const __u32 *a = (const __u32 *)x, *b = (const __u32 *)y;
@@ -303,6 +295,14 @@ static __always_inline int flow_key_eq(const struct flow_key *x, const struct fl
 	return 1;
 }
 
+/* Whether the entry f still belongs to the key k it was found under. A
+ * map value is not locked: once deleted (the GC, an eviction, another
+ * CPU) it can be reused for another flow while this packet holds f (the
+ * map is RCU-protected against freeing, not against reuse). So a packet
+ * checks after it has read what it needs, and a write that must not land
+ * in another flow (the next-hop cache) is checked after it is made, and
+ * undone when the entry changed hands. The barrier keeps the compiler
+ * from reading self earlier than where the check stands. */
 static __always_inline int flow_is(const struct flow_val *f, const struct flow_key *k)
 {
 	const volatile __u32 *a = (const volatile __u32 *)&f->self;
