@@ -513,3 +513,28 @@ func TestPrivilegedProgramEntryReused(t *testing.T) {
 		t.Errorf("drop_flow_reused grew by %d, want 1", reused())
 	}
 }
+
+// TestPrivilegedProgramHalfOpenLost evicts the member side of a
+// half-open connection: the client's ACK is dropped and counted, and its
+// next SYN opens the connection afresh.
+func TestPrivilegedProgramHalfOpenLost(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	toMember, _ := e.hops()
+	client, vip := ap(client4, 52000), ap(vip4, 443)
+	syn := frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes()
+	p := expectRedirect(t, e, syn, toMember)
+	sk := flowKey(p.dst, p.src, protoTCP)
+	if err := e.fp.objs.HalfOpen.Delete(&sk); err != nil {
+		t.Fatal(err)
+	}
+	lost := e.delta("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST)
+	expectVerdict(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), xdpDrop)
+	if lost() != 1 {
+		t.Errorf("drop_half_open_lost grew by %d, want 1", lost())
+	}
+	q := expectRedirect(t, e, syn, toMember)
+	if _, ok := e.lookupHalfOpen(q.dst, q.src, protoTCP); !ok {
+		t.Error("the retransmitted SYN did not open the connection again")
+	}
+}
