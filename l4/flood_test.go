@@ -538,3 +538,37 @@ func TestPrivilegedProgramHalfOpenLost(t *testing.T) {
 		t.Error("the retransmitted SYN did not open the connection again")
 	}
 }
+
+// TestPrivilegedGCHalfOpenDuringFlood: the GC reaps a half-open
+// connection on its handshake timeout, but leaves half-open connections
+// alone while a flood is active.
+func TestPrivilegedGCHalfOpenDuringFlood(t *testing.T) {
+	e := progEnv(t, "", nil,
+		`name: short, mode: fastl4, listen: "198.18.0.10:9443", pool: fe4, port: 4443, handshake_timeout: 1s`)
+	e.resolve()
+	toMember, _ := e.hops()
+	client := ap(client4, 53000)
+	expectRedirect(t, e, frame{src: client, dst: ap(vip4, 9443), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
+	time.Sleep(1500 * time.Millisecond) // past the handshake timeout
+	collect := func() {
+		e.do(func() {
+			if err := e.fp.collect(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	e.fp.flood.mu.Lock()
+	e.fp.flood.active = true
+	e.fp.flood.mu.Unlock()
+	collect()
+	if _, ok := e.lookupHalfOpen(client, ap(vip4, 9443), protoTCP); !ok {
+		t.Error("the GC reaped a half-open connection during a flood")
+	}
+	e.fp.flood.mu.Lock()
+	e.fp.flood.active = false
+	e.fp.flood.mu.Unlock()
+	collect()
+	if _, ok := e.lookupHalfOpen(client, ap(vip4, 9443), protoTCP); ok {
+		t.Error("the GC left a half-open connection past its handshake timeout")
+	}
+}

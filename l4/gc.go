@@ -142,7 +142,14 @@ func (f *FastPath) collect() error {
 		return defaultKnobs
 	}
 
-	pairs, err := f.flows.readPairs()
+	t := f.flows
+	if f.flood.isActive() {
+		// During a flood the half-open table is the flood's: the LRU
+		// evicts it, and reaping it would cost a pass over the whole
+		// table and send resets to spoofed sources.
+		t.half = nil
+	}
+	pairs, err := t.readPairs()
 	if err != nil {
 		return err
 	}
