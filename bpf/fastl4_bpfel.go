@@ -74,6 +74,7 @@ const (
 
 type FastL4FlowVal struct {
 	_         structs.HostLayout
+	Self      FastL4FlowKey
 	Peer      FastL4FlowKey
 	CreatedNs uint64
 	LastNs    uint64
@@ -87,7 +88,8 @@ type FastL4FlowVal struct {
 	Dir       uint8
 	Seen      uint8
 	Macs      [12]uint8
-	_         [4]byte
+	HalfOpen  uint8
+	_         [3]byte
 }
 
 type FastL4NeighKey struct {
@@ -105,37 +107,43 @@ type FastL4Pinfo struct {
 type FastL4Reason uint32
 
 const (
-	FastL4ReasonREASON_PASS_NOT_IP         FastL4Reason = 0
-	FastL4ReasonREASON_PASS_VLAN           FastL4Reason = 1
-	FastL4ReasonREASON_PASS_MALFORMED      FastL4Reason = 2
-	FastL4ReasonREASON_PASS_NO_SERVICE     FastL4Reason = 3
-	FastL4ReasonREASON_PASS_PROTO          FastL4Reason = 4
-	FastL4ReasonREASON_PASS_FRAGMENT       FastL4Reason = 5
-	FastL4ReasonREASON_PASS_ICMP           FastL4Reason = 6
-	FastL4ReasonREASON_PASS_IPV6ROUTING    FastL4Reason = 7
-	FastL4ReasonREASON_FWD_NEW             FastL4Reason = 8
-	FastL4ReasonREASON_FWD_CLIENT          FastL4Reason = 9
-	FastL4ReasonREASON_FWD_SERVER          FastL4Reason = 10
-	FastL4ReasonREASON_FWD_ICMP            FastL4Reason = 11
-	FastL4ReasonREASON_DROP_FRAGMENT       FastL4Reason = 12
-	FastL4ReasonREASON_DROP_NO_FLOW        FastL4Reason = 13
-	FastL4ReasonREASON_DROP_NO_MEMBER      FastL4Reason = 14
-	FastL4ReasonREASON_DROP_SNAT_EXHAUSTED FastL4Reason = 15
-	FastL4ReasonREASON_DROP_TABLE_FULL     FastL4Reason = 16
-	FastL4ReasonREASON_DROP_NO_NEIGH       FastL4Reason = 17
-	FastL4ReasonREASON_DROP_FIB            FastL4Reason = 18
-	FastL4ReasonREASON_DROP_FRAG_NEEDED    FastL4Reason = 19
-	FastL4ReasonREASON_DROP_NO_TX_PORT     FastL4Reason = 20
-	FastL4ReasonREASON_DROP_ICMP           FastL4Reason = 21
-	FastL4ReasonREASON_EVENT_REPAIRED      FastL4Reason = 22
-	FastL4ReasonREASON_EVENT_RESTARTED     FastL4Reason = 23
-	FastL4ReasonREASON_EVENT_MSS_CLAMPED   FastL4Reason = 24
-	FastL4ReasonREASON_MAX                 FastL4Reason = 25
+	FastL4ReasonREASON_PASS_NOT_IP          FastL4Reason = 0
+	FastL4ReasonREASON_PASS_VLAN            FastL4Reason = 1
+	FastL4ReasonREASON_PASS_MALFORMED       FastL4Reason = 2
+	FastL4ReasonREASON_PASS_NO_SERVICE      FastL4Reason = 3
+	FastL4ReasonREASON_PASS_PROTO           FastL4Reason = 4
+	FastL4ReasonREASON_PASS_FRAGMENT        FastL4Reason = 5
+	FastL4ReasonREASON_PASS_ICMP            FastL4Reason = 6
+	FastL4ReasonREASON_PASS_IPV6ROUTING     FastL4Reason = 7
+	FastL4ReasonREASON_FWD_NEW              FastL4Reason = 8
+	FastL4ReasonREASON_FWD_CLIENT           FastL4Reason = 9
+	FastL4ReasonREASON_FWD_SERVER           FastL4Reason = 10
+	FastL4ReasonREASON_FWD_ICMP             FastL4Reason = 11
+	FastL4ReasonREASON_DROP_FRAGMENT        FastL4Reason = 12
+	FastL4ReasonREASON_DROP_NO_FLOW         FastL4Reason = 13
+	FastL4ReasonREASON_DROP_NO_MEMBER       FastL4Reason = 14
+	FastL4ReasonREASON_DROP_SNAT_EXHAUSTED  FastL4Reason = 15
+	FastL4ReasonREASON_DROP_TABLE_FULL      FastL4Reason = 16
+	FastL4ReasonREASON_DROP_NO_NEIGH        FastL4Reason = 17
+	FastL4ReasonREASON_DROP_FIB             FastL4Reason = 18
+	FastL4ReasonREASON_DROP_FRAG_NEEDED     FastL4Reason = 19
+	FastL4ReasonREASON_DROP_NO_TX_PORT      FastL4Reason = 20
+	FastL4ReasonREASON_DROP_ICMP            FastL4Reason = 21
+	FastL4ReasonREASON_EVENT_REPAIRED       FastL4Reason = 22
+	FastL4ReasonREASON_EVENT_RESTARTED      FastL4Reason = 23
+	FastL4ReasonREASON_EVENT_MSS_CLAMPED    FastL4Reason = 24
+	FastL4ReasonREASON_DROP_HALF_OPEN_LOST  FastL4Reason = 25
+	FastL4ReasonREASON_DROP_FLOW_REUSED     FastL4Reason = 26
+	FastL4ReasonREASON_EVENT_HALF_OPEN      FastL4Reason = 27
+	FastL4ReasonREASON_EVENT_PROMOTED       FastL4Reason = 28
+	FastL4ReasonREASON_EVENT_SNAT_RECLAIMED FastL4Reason = 29
+	FastL4ReasonREASON_MAX                  FastL4Reason = 30
 )
 
 type FastL4Scratch struct {
 	_        structs.HostLayout
 	Val      FastL4FlowVal
+	Val2     FastL4FlowVal
 	Reason   FastL4Reason
 	Dir      FastL4FlowDir
 	Seen     FastL4FlowSeen
@@ -196,6 +204,7 @@ const (
 	FastL4MapFlows4Tcp        = "flows4_tcp"
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
+	FastL4MapHalfOpen         = "half_open"
 	FastL4MapMaglev           = "maglev"
 	FastL4MapNeighMiss        = "neigh_miss"
 	FastL4MapPools            = "pools"
@@ -264,6 +273,7 @@ type FastL4MapSpecs struct {
 	Flows4Tcp *ebpf.MapSpec `ebpf:"flows4_tcp"`
 	Flows4Udp *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
+	HalfOpen  *ebpf.MapSpec `ebpf:"half_open"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
 	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools     *ebpf.MapSpec `ebpf:"pools"`
@@ -308,6 +318,7 @@ type FastL4Maps struct {
 	Flows4Tcp *ebpf.Map `ebpf:"flows4_tcp"`
 	Flows4Udp *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6    *ebpf.Map `ebpf:"flows6"`
+	HalfOpen  *ebpf.Map `ebpf:"half_open"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
 	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
 	Pools     *ebpf.Map `ebpf:"pools"`
@@ -326,6 +337,7 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Tcp,
 		m.Flows4Udp,
 		m.Flows6,
+		m.HalfOpen,
 		m.Maglev,
 		m.NeighMiss,
 		m.Pools,

@@ -75,7 +75,7 @@ func BenchmarkProgramEstablished(b *testing.B) {
 			now := monoNow()
 			vid := e.fp.virtuals["web"].id
 			for _, k := range []bpf.FastL4FlowKey{toClient, toMember} {
-				v := bpf.FastL4FlowVal{Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK}
+				v := bpf.FastL4FlowVal{Self: k, Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK}
 				if k == toMember {
 					v.Dir = dirServer
 				}
@@ -130,11 +130,18 @@ func BenchmarkProgramNewFlow(b *testing.B) {
 }
 
 func (e *env) clearFlows(b *testing.B) {
-	var keys []bpf.FastL4FlowKey
-	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, _ *bpf.FastL4FlowVal) { keys = append(keys, k) }); err != nil {
+	var keys, half []bpf.FastL4FlowKey
+	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
+		if v.HalfOpen != 0 {
+			half = append(half, k)
+		} else {
+			keys = append(keys, k)
+		}
+	}); err != nil {
 		b.Fatal(err)
 	}
 	e.fp.flows.deleteKeys(keys)
+	e.fp.flows.deleteHalfOpen(half)
 }
 
 // BenchmarkProgramPass measures a packet that is not for a fastl4

@@ -38,10 +38,23 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_EVENT_REPAIRED:      "repaired",
 	bpf.FastL4ReasonREASON_EVENT_RESTARTED:     "restarted",
 	bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED:   "mss_clamped",
+
+	// Floods: half-open flows, SNAT reclaims, entries reused.
+	bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST:  "drop_half_open_lost",
+	bpf.FastL4ReasonREASON_DROP_FLOW_REUSED:     "drop_flow_reused",
+	bpf.FastL4ReasonREASON_EVENT_HALF_OPEN:      "half_open",
+	bpf.FastL4ReasonREASON_EVENT_PROMOTED:       "promoted",
+	bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED: "snat_reclaimed",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
-func isEvent(r bpf.FastL4Reason) bool { return r >= bpf.FastL4ReasonREASON_EVENT_REPAIRED }
+func isEvent(r bpf.FastL4Reason) bool {
+	switch r {
+	case bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED:
+		return true
+	}
+	return r >= bpf.FastL4ReasonREASON_EVENT_REPAIRED && r <= bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED
+}
 
 // ReasonName is the label value of a reason code.
 func ReasonName(r bpf.FastL4Reason) string { return reasonNames[r] }
@@ -214,7 +227,7 @@ var (
 		"Bytes seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
 		[]string{"reason", "virtual"}, nil)
 	descEvents = prometheus.NewDesc("edgeproxy_xdp_events_total",
-		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options.",
+		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options, half-open flows opened and promoted, SNAT ports reclaimed.",
 		[]string{"event", "virtual"}, nil)
 	descFlows = prometheus.NewDesc("edgeproxy_flows",
 		"Connections in the fast path's flow table at the last GC pass, by fastl4 virtual and state.",
@@ -232,7 +245,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive} {
 		ch <- d
 	}
 }
@@ -262,6 +275,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
+	f.flood.collect(ch)
 	s := f.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()
