@@ -64,7 +64,7 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 		}
 	}
 	for _, v := range cfg.Virtuals {
-		av := admin.Virtual{Name: v.Name, Mode: v.Mode, Listen: v.Listen.String(), Port: v.Port}
+		av := admin.Virtual{Name: v.Name, Mode: string(v.Mode), Listen: v.Listen.String(), Port: v.Port}
 		pools := map[string]bool{}
 		if v.Pool != "" {
 			pools[v.Pool] = true
