@@ -46,7 +46,7 @@ func (v *validator) line(path string) string {
 	return ""
 }
 
-// choice checks that val is one of choices; "" is accepted when
+// choice checks that value is one of options; "" is accepted when
 // allowEmpty.
 func choice[T ~string](v *validator, path, what string, value T, allowEmpty bool, options ...T) bool {
 	if value == "" && allowEmpty || slices.Contains(options, value) {
