@@ -9,13 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/l7"
-	"net/netip"
 )
 
 // ErrUnresolved is returned for a member name that neither
@@ -60,15 +60,6 @@ func Compile(ctx context.Context, cfg *config.Config, resolve Resolver) (*Plan, 
 	}
 	p.Health = compileHealth(cfg, members)
 	return p, nil
-}
-
-// MemberIDs returns every member's identity, pools in name order.
-func (p *Plan) MemberIDs() []Member {
-	var out []Member
-	for _, pool := range poolNames(p.Members) {
-		out = append(out, p.Members[pool]...)
-	}
-	return out
 }
 
 // resolveMembers resolves each member of every pool; a name listed in
