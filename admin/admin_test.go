@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -88,10 +87,10 @@ func newDaemon(t *testing.T, opts Options) *daemon {
 		}
 	}()
 	d := &daemon{checker: health.New(health.Options{Logger: quiet})}
-	mon := config.Monitor{Type: config.MonitorTCP, Port: uint16(ln.Addr().(*net.TCPAddr).Port),
-		Interval: config.Duration(20 * time.Millisecond)}
+	mon := health.Monitor{Type: health.MonitorTCP, Port: uint16(ln.Addr().(*net.TCPAddr).Port),
+		Interval: 20 * time.Millisecond}
 	if err := d.checker.Update([]health.Target{{Pool: "sfb-fe", Member: "fe01.corp.example.com", Addr: netip.MustParseAddr("127.0.0.11")}},
-		map[string]config.Monitor{"sfb-fe": mon}); err != nil {
+		map[string]health.Monitor{"sfb-fe": mon}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -71,10 +71,13 @@ const (
 	XDPOff     = "off"
 )
 
+// LB is a load-balancing method of the L7 proxy.
+type LB string
+
 // Load-balancing methods of the L7 proxy.
 const (
-	LBRoundRobin = "round_robin"
-	LBLeastConn  = "least_conn"
+	LBRoundRobin LB = "round_robin"
+	LBLeastConn  LB = "least_conn"
 )
 
 // Site profiles.

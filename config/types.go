@@ -8,19 +8,25 @@ import (
 	"time"
 )
 
+// Mode is how a virtual server handles its traffic.
+type Mode string
+
 // Modes of a virtual server.
 const (
-	ModeFastL4 = "fastl4" // pass-through in XDP: DNAT + SNAT between the NICs
-	ModeHTTPS  = "https"  // TLS terminated by the L7 proxy
-	ModeHTTP   = "http"   // plain HTTP handled by the L7 proxy
+	ModeFastL4 Mode = "fastl4" // pass-through in XDP: DNAT + SNAT between the NICs
+	ModeHTTPS  Mode = "https"  // TLS terminated by the L7 proxy
+	ModeHTTP   Mode = "http"   // plain HTTP handled by the L7 proxy
 )
+
+// MonitorType is the kind of a pool's health check.
+type MonitorType string
 
 // Monitor types.
 const (
-	MonitorTCP   = "tcp"
-	MonitorTLS   = "tls"
-	MonitorHTTPS = "https"
-	MonitorHTTP  = "http"
+	MonitorTCP   MonitorType = "tcp"
+	MonitorTLS   MonitorType = "tls"
+	MonitorHTTPS MonitorType = "https"
+	MonitorHTTP  MonitorType = "http"
 )
 
 // SNATAutomap selects the internal NIC's first address of the right family.
@@ -115,7 +121,7 @@ type Pool struct {
 	Members []Member `yaml:"members"`
 	Monitor Monitor  `yaml:"monitor"`
 	// LB: round_robin (default) | least_conn, for L7; fastl4 uses Maglev.
-	LB string `yaml:"lb"`
+	LB LB `yaml:"lb"`
 
 	Name string `yaml:"-"`
 }
@@ -130,15 +136,15 @@ type Member struct {
 
 // Monitor is a pool's health check.
 type Monitor struct {
-	Type     string   `yaml:"type"` // tcp | tls | https | http
-	Port     uint16   `yaml:"port"`
-	Interval Duration `yaml:"interval"` // default 5s
-	Timeout  Duration `yaml:"timeout"`  // default 2s
-	Rise     int      `yaml:"rise"`     // default 2
-	Fall     int      `yaml:"fall"`     // default 3
-	Path     string   `yaml:"path"`     // https/http: default /
-	Host     string   `yaml:"host"`     // https/http Host and SNI; default the member name
-	Expect   []int    `yaml:"expect"`   // default [200]
+	Type     MonitorType `yaml:"type"` // tcp | tls | https | http
+	Port     uint16      `yaml:"port"`
+	Interval Duration    `yaml:"interval"` // default 5s
+	Timeout  Duration    `yaml:"timeout"`  // default 2s
+	Rise     int         `yaml:"rise"`     // default 2
+	Fall     int         `yaml:"fall"`     // default 3
+	Path     string      `yaml:"path"`     // https/http: default /
+	Host     string      `yaml:"host"`     // https/http Host and SNI; default the member name
+	Expect   []int       `yaml:"expect"`   // default [200]
 	// AuthAlive counts a 401 as alive (what a Skype front end answers).
 	AuthAlive bool `yaml:"auth_alive"`
 	// CA verifies the member's certificate (tls/https). Empty: not verified.
@@ -148,7 +154,7 @@ type Monitor struct {
 // Virtual is a published address:port.
 type Virtual struct {
 	Name   string         `yaml:"name"`
-	Mode   string         `yaml:"mode"`
+	Mode   Mode           `yaml:"mode"`
 	Listen netip.AddrPort `yaml:"listen"`
 
 	// fastl4
@@ -246,7 +252,7 @@ type Site struct {
 	// Affinity: "" | ms-wsman (cookie affinity for Lync 2010 coexistence).
 	Affinity string `yaml:"affinity"`
 	// LB: round_robin | least_conn (default: the pool's).
-	LB     string `yaml:"lb"`
+	LB     LB `yaml:"lb"`
 	Limits `yaml:",inline"`
 }
 

@@ -46,11 +46,15 @@ func (v *validator) line(path string) string {
 	return ""
 }
 
-// choice checks that val is one of choices; "" is accepted when
+// choice checks that value is one of options; "" is accepted when
 // allowEmpty.
-func (v *validator) choice(path, what, val string, allowEmpty bool, choices ...string) bool {
-	if val == "" && allowEmpty || slices.Contains(choices, val) {
+func choice[T ~string](v *validator, path, what string, value T, allowEmpty bool, options ...T) bool {
+	if value == "" && allowEmpty || slices.Contains(options, value) {
 		return true
+	}
+	val, choices := string(value), make([]string, len(options))
+	for i, o := range options {
+		choices[i] = string(o)
 	}
 	if val == "" {
 		v.errorf(path, "%s is required: one of %s", what, oneOf(quoteAll(choices)))
@@ -101,8 +105,8 @@ func (v *validator) admin() {
 }
 
 func (v *validator) log() {
-	v.choice("log.format", "log format", v.c.Log.Format, false, "text", "json")
-	v.choice("log.level", "log level", v.c.Log.Level, false, "debug", "info", "warn", "error")
+	choice(v, "log.format", "log format", v.c.Log.Format, false, "text", "json")
+	choice(v, "log.level", "log level", v.c.Log.Level, false, "debug", "info", "warn", "error")
 }
 
 // nicPath returns "network.external" or "network.internal".
@@ -232,7 +236,7 @@ func (v *validator) nic(nic *NIC, ext bool) {
 		}
 	}
 
-	v.choice(base+".xdp_mode", "xdp_mode", nic.XDPMode, false, XDPNative, XDPGeneric, XDPOff)
+	choice(v, base+".xdp_mode", "xdp_mode", nic.XDPMode, false, XDPNative, XDPGeneric, XDPOff)
 
 	if !ext {
 		if nic.Gateway.IsValid() || nic.Gateway6.IsValid() {
@@ -471,7 +475,7 @@ func (v *validator) pools() {
 		if len(p.Members) > 0 && enabled == 0 {
 			v.warnf(base+".members", "every member of pool %s is disabled: its virtuals will refuse connections", name)
 		}
-		v.choice(base+".lb", "lb", p.LB, false, LBRoundRobin, LBLeastConn)
+		choice(v, base+".lb", "lb", p.LB, false, LBRoundRobin, LBLeastConn)
 		v.monitor(p, base+".monitor")
 	}
 }
@@ -504,7 +508,7 @@ func (v *validator) poolNames() []string {
 
 func (v *validator) monitor(p *Pool, base string) {
 	m := &p.Monitor
-	if !v.choice(base+".type", "monitor type", m.Type, false, MonitorTCP, MonitorTLS, MonitorHTTPS, MonitorHTTP) {
+	if !choice(v, base+".type", "monitor type", m.Type, false, MonitorTCP, MonitorTLS, MonitorHTTPS, MonitorHTTP) {
 		return
 	}
 	if m.Interval.D() < 100*time.Millisecond {
@@ -574,7 +578,7 @@ func (v *validator) virtuals() {
 		} else {
 			names[vs.Name] = i
 		}
-		if !v.choice(base+".mode", "mode", vs.Mode, false, ModeFastL4, ModeHTTPS, ModeHTTP) {
+		if !choice(v, base+".mode", "mode", vs.Mode, false, ModeFastL4, ModeHTTPS, ModeHTTP) {
 			continue
 		}
 		v.listen(vs, base)
@@ -662,7 +666,7 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 			v.errorf(base+"."+k, "%s does not apply to fastl4, which passes TLS through untouched: use mode https to terminate TLS, or remove %s", k, k)
 		}
 	}
-	v.choice(base+".protocol", "protocol", vs.Proto, false, "tcp", "udp")
+	choice(v, base+".protocol", "protocol", vs.Proto, false, "tcp", "udp")
 	if vs.Pool == "" {
 		v.errorf(base, "fastl4 virtual %s needs pool: <pool name>", vs.Name)
 	}
@@ -840,7 +844,7 @@ func (v *validator) l7(vs *Virtual, base string) {
 func (v *validator) tlsOptions(vs *Virtual, path string) {
 	t := &vs.TLS
 	versions := []string{"1.0", "1.1", "1.2", "1.3"}
-	if !v.choice(path+".min_version", "TLS version", t.MinVersion, false, versions...) {
+	if !choice(v, path+".min_version", "TLS version", t.MinVersion, false, versions...) {
 		return
 	}
 	if (t.MinVersion == "1.0" || t.MinVersion == "1.1") && !t.AllowLegacy {
@@ -894,7 +898,7 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 	}
 	v.strictPaths(s, path)
 	if v.c.Pos.Has(path+".redirect") || s.Redirect != "" {
-		if !v.choice(path+".redirect", "redirect", s.Redirect, false, RedirectHTTPS) {
+		if !choice(v, path+".redirect", "redirect", s.Redirect, false, RedirectHTTPS) {
 			return
 		}
 		if vs.Mode == ModeHTTPS {
@@ -929,9 +933,9 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 			v.errorf(path, "the site needs port: the members' port, e.g. 4443 (HTTPS) or 8080 (HTTP) for a front end's external web site")
 		}
 	}
-	v.choice(path+".profile", "profile", s.Profile, true, ProfileSkype)
-	v.choice(path+".affinity", "affinity", s.Affinity, true, AffinityMSWSMan)
-	v.choice(path+".lb", "lb", s.LB, true, LBRoundRobin, LBLeastConn)
+	choice(v, path+".profile", "profile", s.Profile, true, ProfileSkype)
+	choice(v, path+".affinity", "affinity", s.Affinity, true, AffinityMSWSMan)
+	choice(v, path+".lb", "lb", s.LB, true, LBRoundRobin, LBLeastConn)
 	for i, d := range s.Deny {
 		if !strings.HasPrefix(d, "/") {
 			v.errorf(joinIndex(path+".deny", i), "denied path %q must start with /", d)

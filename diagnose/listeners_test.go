@@ -53,7 +53,7 @@ func TestParseProcNetTCP(t *testing.T) {
 }
 
 // listenersConfig publishes addr in mode on the loopback interface.
-func listenersConfig(mode string, addr netip.AddrPort) *config.Config {
+func listenersConfig(mode config.Mode, addr netip.AddrPort) *config.Config {
 	return &config.Config{
 		Network: config.Network{
 			External: config.NIC{Interface: "lo"},

@@ -205,7 +205,7 @@ func (e *emitter) pool(p *config.Pool) *yaml.Node {
 	put(m, "members", members)
 	put(m, "monitor", monitor(&p.Monitor))
 	if p.LB != "" {
-		put(m, "lb", str(p.LB))
+		put(m, "lb", str(string(p.LB)))
 	}
 	return m
 }
@@ -213,7 +213,7 @@ func (e *emitter) pool(p *config.Pool) *yaml.Node {
 func monitor(mo *config.Monitor) *yaml.Node {
 	m := mapping()
 	m.Style = yaml.FlowStyle
-	put(m, "type", str(mo.Type))
+	put(m, "type", str(string(mo.Type)))
 	if mo.Port != 0 {
 		put(m, "port", num(int(mo.Port)))
 	}
@@ -254,7 +254,7 @@ func monitor(mo *config.Monitor) *yaml.Node {
 func (e *emitter) virtual(v *config.Virtual) *yaml.Node {
 	m := mapping()
 	put(m, "name", str(v.Name))
-	put(m, "mode", str(v.Mode))
+	put(m, "mode", str(string(v.Mode)))
 	put(m, "listen", str(v.Listen.String()))
 	if v.Mode == config.ModeFastL4 {
 		if v.Proto != "" {

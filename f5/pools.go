@@ -406,7 +406,7 @@ func (t *tr) resolveMonitor(ref string) *monitorOut {
 		m.Type = config.MonitorTCP
 		t.rep.add(Changed, at, lbl, "half-open (SYN only) check carried over as a full tcp connect")
 	case "http", "https":
-		m.Type = ms.typ
+		m.Type = config.MonitorType(ms.typ)
 		if ms.typ == "https" && (ms.send == "none" || ms.send == "") {
 			m.Type = config.MonitorTLS
 			break

@@ -29,8 +29,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // State of a member.
@@ -173,7 +171,7 @@ func New(opts Options) *Checker {
 // members start unknown, removed ones stop being checked and are reported
 // with an Event in state "removed". Update checks everything first: on
 // error nothing changes.
-func (c *Checker) Update(targets []Target, monitors map[string]config.Monitor) error {
+func (c *Checker) Update(targets []Target, monitors map[string]Monitor) error {
 	mons := map[string]*monitor{}
 	seen := map[memberKey]bool{}
 	names := map[[2]string]bool{}

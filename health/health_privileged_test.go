@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -51,7 +50,7 @@ func TestPrivilegedMonitorsThroughInternalNIC(t *testing.T) {
 	serve(netip.AddrPortFrom(lab.Members6[0], 4443))
 	serve(netip.AddrPortFrom(lab.Members4[1], 443)) // fe02: internal site only
 
-	mon := fastMonitor(config.MonitorHTTPS, 4443)
+	mon := fastMonitor(MonitorHTTPS, 4443)
 	mon.CA = ca.pemFile
 	mon.AuthAlive = true
 	mon.Path = "/"
@@ -60,7 +59,7 @@ func TestPrivilegedMonitorsThroughInternalNIC(t *testing.T) {
 		{Pool: "fe4", Member: "fe01.corp.example.com", Addr: lab.Members4[0]},
 		{Pool: "fe4", Member: "fe02.corp.example.com", Addr: lab.Members4[1]},
 		{Pool: "fe6", Member: "fe01.corp.example.com", Addr: lab.Members6[0]},
-	}, map[string]config.Monitor{"fe4": mon, "fe6": mon}); err != nil {
+	}, map[string]Monitor{"fe4": mon, "fe6": mon}); err != nil {
 		t.Fatal(err)
 	}
 	events := run(t, c)

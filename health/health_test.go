@@ -23,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -31,12 +30,12 @@ import (
 // milliseconds, so reaching it means the event never came.
 const deadline = 20 * time.Second
 
-func fastMonitor(typ string, port uint16) config.Monitor {
-	return config.Monitor{
+func fastMonitor(typ MonitorType, port uint16) Monitor {
+	return Monitor{
 		Type:     typ,
 		Port:     port,
-		Interval: config.Duration(20 * time.Millisecond),
-		Timeout:  config.Duration(2 * time.Second),
+		Interval: 20 * time.Millisecond,
+		Timeout:  2 * time.Second,
 		Rise:     2,
 		Fall:     3,
 	}
@@ -124,9 +123,9 @@ func TestTCPMonitorUpThenDown(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}})
-	mon := fastMonitor(config.MonitorTCP, portOf(ln))
+	mon := fastMonitor(MonitorTCP, portOf(ln))
 	if err := c.Update([]Target{{Pool: "fe", Member: "fe01", Addr: netip.MustParseAddr("127.0.0.2")}},
-		map[string]config.Monitor{"fe": mon}); err != nil {
+		map[string]Monitor{"fe": mon}); err != nil {
 		t.Fatal(err)
 	}
 	if s := status(t, c, "fe01"); s.State != StateUnknown {
@@ -231,10 +230,10 @@ func TestHTTPMonitorRiseFall(t *testing.T) {
 	srv := &modalServer{status: http.StatusServiceUnavailable, upStatus: http.StatusOK, hosts: map[string]bool{}, paths: map[string]bool{}}
 	ln := srv.serve(t, "127.0.0.3")
 	c, changes := countingChecker(srv)
-	mon := fastMonitor(config.MonitorHTTP, portOf(ln))
+	mon := fastMonitor(MonitorHTTP, portOf(ln))
 	mon.Path = "/hosting/discovery"
 	if err := c.Update([]Target{{Pool: "fe", Member: "fe01.corp.example.com", Addr: netip.MustParseAddr("127.0.0.3")}},
-		map[string]config.Monitor{"fe": mon}); err != nil {
+		map[string]Monitor{"fe": mon}); err != nil {
 		t.Fatal(err)
 	}
 	run(t, c)
@@ -283,10 +282,10 @@ func TestHTTPMonitorDownFromStart(t *testing.T) {
 	srv := &modalServer{fail: true, status: http.StatusNotFound, upStatus: http.StatusOK, hosts: map[string]bool{}, paths: map[string]bool{}}
 	ln := srv.serve(t, "127.0.0.4")
 	c, changes := countingChecker(srv)
-	mon := fastMonitor(config.MonitorHTTP, portOf(ln))
+	mon := fastMonitor(MonitorHTTP, portOf(ln))
 	mon.Host = "webext.example.com"
 	if err := c.Update([]Target{{Pool: "fe", Member: "fe01", Addr: netip.MustParseAddr("127.0.0.4")}},
-		map[string]config.Monitor{"fe": mon}); err != nil {
+		map[string]Monitor{"fe": mon}); err != nil {
 		t.Fatal(err)
 	}
 	run(t, c)
@@ -388,13 +387,13 @@ func TestTLSMonitorVerifiesCertificate(t *testing.T) {
 	port := portOf(ln)
 	addr := netip.MustParseAddr("127.0.0.5")
 
-	good := fastMonitor(config.MonitorTLS, port)
+	good := fastMonitor(MonitorTLS, port)
 	good.CA = ca.pemFile
 	wrongCA := good
 	wrongCA.CA = other.pemFile
 	wrongName := good
 	wrongName.Host = "fe99.corp.example.com"
-	noCA := fastMonitor(config.MonitorTLS, port)
+	noCA := fastMonitor(MonitorTLS, port)
 
 	c := New(Options{})
 	err := c.Update([]Target{
@@ -402,7 +401,7 @@ func TestTLSMonitorVerifiesCertificate(t *testing.T) {
 		{Pool: "wrongca", Member: "fe01.corp.example.com", Addr: addr},
 		{Pool: "wrongname", Member: "fe01.corp.example.com", Addr: addr},
 		{Pool: "noca", Member: "fe01.corp.example.com", Addr: addr},
-	}, map[string]config.Monitor{"good": good, "wrongca": wrongCA, "wrongname": wrongName, "noca": noCA})
+	}, map[string]Monitor{"good": good, "wrongca": wrongCA, "wrongname": wrongName, "noca": noCA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +434,7 @@ func TestTLSMonitorVerifiesCertificate(t *testing.T) {
 	// A plain TCP server is not a TLS member.
 	plain := listen(t, "127.0.0.5")
 	serveTCP(plain)
-	err = Probe(context.Background(), nil, Target{Pool: "p", Member: "fe01.corp.example.com", Addr: addr}, fastMonitor(config.MonitorTLS, portOf(plain)))
+	err = Probe(context.Background(), nil, Target{Pool: "p", Member: "fe01.corp.example.com", Addr: addr}, fastMonitor(MonitorTLS, portOf(plain)))
 	if err == nil || !strings.Contains(err.Error(), "tls handshake") {
 		t.Errorf("Probe against a plain TCP server = %v, want a tls handshake error", err)
 	}
@@ -457,7 +456,7 @@ func TestHTTPSMonitorAuthAlive(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 
-	alive := fastMonitor(config.MonitorHTTPS, portOf(ln))
+	alive := fastMonitor(MonitorHTTPS, portOf(ln))
 	alive.CA = ca.pemFile
 	alive.AuthAlive = true
 	strict := alive
@@ -468,7 +467,7 @@ func TestHTTPSMonitorAuthAlive(t *testing.T) {
 	if err := c.Update([]Target{
 		{Pool: "alive", Member: "fe01.corp.example.com", Addr: addr},
 		{Pool: "strict", Member: "fe01.corp.example.com", Addr: addr},
-	}, map[string]config.Monitor{"alive": alive, "strict": strict}); err != nil {
+	}, map[string]Monitor{"alive": alive, "strict": strict}); err != nil {
 		t.Fatal(err)
 	}
 	events := run(t, c)
@@ -502,8 +501,8 @@ func TestUpdateKeepsState(t *testing.T) {
 	serveTCP(a)
 	b := listen(t, "127.0.0.8")
 	serveTCP(b)
-	mons := map[string]config.Monitor{"fe": fastMonitor(config.MonitorTCP, portOf(a))}
-	other := map[string]config.Monitor{"fe": mons["fe"], "be": fastMonitor(config.MonitorTCP, portOf(b))}
+	mons := map[string]Monitor{"fe": fastMonitor(MonitorTCP, portOf(a))}
+	other := map[string]Monitor{"fe": mons["fe"], "be": fastMonitor(MonitorTCP, portOf(b))}
 	fe01 := Target{Pool: "fe", Member: "fe01", Addr: netip.MustParseAddr("127.0.0.7")}
 	// fe03 answers too, but is disabled.
 	fe03 := Target{Pool: "fe", Member: "fe03", Addr: netip.MustParseAddr("127.0.0.7"), Disabled: true}
@@ -527,7 +526,7 @@ func TestUpdateKeepsState(t *testing.T) {
 	before := status(t, c, "fe01")
 
 	// A bad update changes nothing.
-	bad := map[string]config.Monitor{"fe": mons["fe"], "be": {Type: config.MonitorTCP}}
+	bad := map[string]Monitor{"fe": mons["fe"], "be": {Type: MonitorTCP}}
 	if err := c.Update([]Target{fe01, be01}, bad); !errors.Is(err, ErrMonitorPort) {
 		t.Fatalf("update with a monitor without port: %v, want ErrMonitorPort", err)
 	}
@@ -604,16 +603,16 @@ func TestNoMonitorIsUp(t *testing.T) {
 		t.Fatalf("member of a pool without monitor: %+v, want up", s)
 	}
 	if err := c.Update([]Target{{Pool: "p", Member: "x", Addr: netip.MustParseAddr("127.0.0.9")}},
-		map[string]config.Monitor{"p": {Type: "icmp", Port: 1}}); !errors.Is(err, ErrMonitorType) {
+		map[string]Monitor{"p": {Type: "icmp", Port: 1}}); !errors.Is(err, ErrMonitorType) {
 		t.Fatalf("unknown monitor type: %v", err)
 	}
 	if err := c.Update([]Target{{Pool: "p", Member: "x"}}, nil); !errors.Is(err, ErrInvalidAddr) {
 		t.Fatalf("member without address: %v", err)
 	}
-	mon := fastMonitor(config.MonitorTLS, 4443)
+	mon := fastMonitor(MonitorTLS, 4443)
 	mon.CA = filepath.Join(t.TempDir(), "missing.pem")
 	if err := c.Update([]Target{{Pool: "p", Member: "x", Addr: netip.MustParseAddr("127.0.0.9")}},
-		map[string]config.Monitor{"p": mon}); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+		map[string]Monitor{"p": mon}); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("missing CA file: %v, want an error naming the file", err)
 	}
 }
@@ -629,9 +628,9 @@ func TestMetrics(t *testing.T) {
 		{Pool: "fe", Member: "fe01", Addr: netip.MustParseAddr("127.0.0.10")},
 		{Pool: "gone", Member: "fe02", Addr: netip.MustParseAddr("127.0.0.10")},
 		{Pool: "fe", Member: "fe03", Addr: netip.MustParseAddr("127.0.0.10"), Disabled: true},
-	}, map[string]config.Monitor{
-		"fe":   fastMonitor(config.MonitorTCP, portOf(ln)),
-		"gone": fastMonitor(config.MonitorTCP, deadPort),
+	}, map[string]Monitor{
+		"fe":   fastMonitor(MonitorTCP, portOf(ln)),
+		"gone": fastMonitor(MonitorTCP, deadPort),
 	}); err != nil {
 		t.Fatal(err)
 	}

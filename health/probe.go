@@ -14,8 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // Defaults applied to a monitor's zero fields.
@@ -49,9 +47,9 @@ var (
 // DialFunc opens a connection; net.Dialer.DialContext has this signature.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// monitor is a config.Monitor with its defaults applied and its CA loaded.
+// monitor is a Monitor with its defaults applied and its CA loaded.
 type monitor struct {
-	cfg      config.Monitor
+	cfg      Monitor
 	interval time.Duration
 	timeout  time.Duration
 	rise     int
@@ -70,19 +68,19 @@ func (m *monitor) String() string {
 	if m.none() {
 		return "none"
 	}
-	s := m.cfg.Type + ":" + strconv.Itoa(int(m.cfg.Port))
-	if m.cfg.Type == config.MonitorHTTP || m.cfg.Type == config.MonitorHTTPS {
+	s := string(m.cfg.Type) + ":" + strconv.Itoa(int(m.cfg.Port))
+	if m.cfg.Type == MonitorHTTP || m.cfg.Type == MonitorHTTPS {
 		s += m.path
 	}
 	return s
 }
 
 // newMonitor validates mc, applies its defaults and loads its CA.
-func newMonitor(pool string, mc config.Monitor) (*monitor, error) {
+func newMonitor(pool string, mc Monitor) (*monitor, error) {
 	m := &monitor{
 		cfg:      mc,
-		interval: mc.Interval.D(),
-		timeout:  mc.Timeout.D(),
+		interval: mc.Interval,
+		timeout:  mc.Timeout,
 		rise:     mc.Rise,
 		fall:     mc.Fall,
 		expect:   mc.Expect,
@@ -109,14 +107,14 @@ func newMonitor(pool string, mc config.Monitor) (*monitor, error) {
 	switch mc.Type {
 	case "":
 		return m, nil
-	case config.MonitorTCP, config.MonitorTLS, config.MonitorHTTP, config.MonitorHTTPS:
+	case MonitorTCP, MonitorTLS, MonitorHTTP, MonitorHTTPS:
 	default:
 		return nil, fmt.Errorf("check pool %q: %w %q: use tcp, tls, https or http", pool, ErrMonitorType, mc.Type)
 	}
 	if mc.Port == 0 {
 		return nil, fmt.Errorf("check pool %q: %w: set monitor.port to the member's service port (4443 for a Skype front end)", pool, ErrMonitorPort)
 	}
-	if mc.CA != "" && (mc.Type == config.MonitorTLS || mc.Type == config.MonitorHTTPS) {
+	if mc.CA != "" && (mc.Type == MonitorTLS || mc.Type == MonitorHTTPS) {
 		roots, err := loadCA(mc.CA)
 		if err != nil {
 			return nil, fmt.Errorf("check pool %q: %w", pool, err)
@@ -168,13 +166,13 @@ func (m *monitor) check(ctx context.Context, dial DialFunc, t Target) error {
 	defer cancel()
 	addr := netip.AddrPortFrom(t.Addr, m.cfg.Port).String()
 	switch m.cfg.Type {
-	case config.MonitorTCP:
+	case MonitorTCP:
 		conn, err := dial(ctx, "tcp", addr)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", addr, err)
 		}
 		return conn.Close()
-	case config.MonitorTLS:
+	case MonitorTLS:
 		conn, err := dial(ctx, "tcp", addr)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", addr, err)
@@ -186,7 +184,7 @@ func (m *monitor) check(ctx context.Context, dial DialFunc, t Target) error {
 			return fmt.Errorf("tls handshake with %s (server name %q): %w", addr, tc.ServerName, err)
 		}
 		return nil
-	case config.MonitorHTTP, config.MonitorHTTPS:
+	case MonitorHTTP, MonitorHTTPS:
 		return m.checkHTTP(ctx, dial, t, addr)
 	}
 	return nil
@@ -203,7 +201,7 @@ func (m *monitor) checkHTTP(ctx context.Context, dial DialFunc, t Target, addr s
 		MaxResponseHeaderBytes: maxBody,
 		Proxy:                  nil,
 	}
-	if m.cfg.Type == config.MonitorHTTPS {
+	if m.cfg.Type == MonitorHTTPS {
 		scheme = "https"
 		tr.TLSClientConfig = m.tlsConfig(t)
 	}
@@ -238,7 +236,7 @@ func (m *monitor) checkHTTP(ctx context.Context, dial DialFunc, t Target, addr s
 // Probe runs one check of monitor mc against t and returns nil when the
 // member is alive, or the reason it is not. dial nil uses a plain
 // net.Dialer. A monitor without a type always succeeds.
-func Probe(ctx context.Context, dial DialFunc, t Target, mc config.Monitor) error {
+func Probe(ctx context.Context, dial DialFunc, t Target, mc Monitor) error {
 	m, err := newMonitor(t.Pool, mc)
 	if err != nil {
 		return err

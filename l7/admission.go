@@ -5,8 +5,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // Connection admission: caps on open connections and handshakes in
@@ -34,8 +32,7 @@ type connLimits struct {
 	handshakesSrc int
 }
 
-func connLimitsOf(c config.ConnLimits) connLimits {
-	c = c.Effective()
+func connLimitsOf(c ConnLimits) connLimits {
 	return connLimits{maxConns: c.MaxConns, perSource: c.MaxConnsPerSource, handshakesSrc: c.MaxHandshakesPerSource}
 }
 

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // certEntry is one configured certificate: the leaf and its chain exactly
@@ -42,7 +40,7 @@ type certStore struct {
 
 // loadCertStore reads the virtual's certificates. The first one is the
 // default served to clients that send no SNI or an unknown name.
-func loadCertStore(certs []config.Certificate) (*certStore, error) {
+func loadCertStore(certs []Certificate) (*certStore, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("load certificates: %w (add certificates: [{cert: leaf-and-chain.pem, key: key.pem}])", ErrNoCertificate)
 	}

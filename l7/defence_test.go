@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -89,9 +88,9 @@ func TestSmugglingRejected(t *testing.T) {
 }
 
 func TestSlowClientsCutOff(t *testing.T) {
-	e := newEnv(t, envOptions{site: func(s *config.Site) {
-		s.HeaderTimeout = config.Duration(time.Second)
-		s.StallTimeout = config.Duration(time.Second)
+	e := newEnv(t, envOptions{site: func(s *Site) {
+		s.HeaderTimeout = time.Second
+		s.StallTimeout = time.Second
 	}})
 	// Headers that never end.
 	c := e.dialTLS("webext.example.com")
@@ -182,13 +181,13 @@ func TestShutdownDrains(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", e.httpsAddr, time.Second); err == nil {
 		t.Fatal("still accepting after shutdown")
 	}
-	if err := e.proxy.Apply(e.cfg); !errors.Is(err, ErrClosed) {
+	if err := e.proxy.Apply(e.cfg.spec()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("apply after shutdown: %v", err)
 	}
 }
 
 func TestBodyLimit(t *testing.T) {
-	e := newEnv(t, envOptions{members: 1, site: func(s *config.Site) { s.MaxBodyBytes = 1 << 20 }})
+	e := newEnv(t, envOptions{members: 1, site: func(s *Site) { s.MaxBodyBytes = 1 << 20 }})
 	big := strings.Repeat("x", 2<<20)
 	// Declared too large: refused before anything is sent upstream.
 	req, _ := http.NewRequest("POST", "https://webext.example.com/upload", strings.NewReader(big))

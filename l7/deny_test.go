@@ -4,8 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 var deniedSpellings = []string{
@@ -27,7 +25,7 @@ var deniedCanonical = map[string]bool{
 }
 
 func TestDeniedPathsInAllSpellings(t *testing.T) {
-	e := newEnv(t, envOptions{site: func(s *config.Site) { s.Deny = []string{"/Internal/Admin"} }})
+	e := newEnv(t, envOptions{site: func(s *Site) { s.Deny = []string{"/Internal/Admin"} }})
 	spellings := append(deniedSpellings, "/internal/admin", "/INTERNAL//admin/x", "/internal%2fadmin")
 	for _, p := range spellings {
 		c := e.dialTLS("webext.example.com")

@@ -10,16 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // A malformed chunked body is the client's 400, and no response to an
 // untrusted client names a member, its port or its pool: not a body
 // error, not a dead member. The log has the details.
 func TestClientFaultsDiscloseNothing(t *testing.T) {
-	e := newEnv(t, envOptions{members: 1, cfg: func(c *config.Config) {
-		c.Pools["owas"].Members = []config.Member{{Address: deadAddr.String()}}
+	e := newEnv(t, envOptions{members: 1, cfg: func(c *testConfig) {
+		c.Pools["owas"] = []Member{{Name: deadAddr.String(), Addr: deadAddr}}
 	}})
 	secrets := []string{e.members[0].addr.String(), deadAddr.String(), strconv.Itoa(int(e.tlsPort)), "sfb-fe", "owas"}
 	check := func(what string, res *http.Response, body string, want int) {

@@ -5,7 +5,6 @@ import "errors"
 // Errors returned by Apply and the upstream side.
 var (
 	ErrNoCertificate   = errors.New("https virtual has no certificate")
-	ErrUnknownPool     = errors.New("unknown pool")
 	ErrUnresolved      = errors.New("member name not resolvable")
 	ErrBadValue        = errors.New("invalid value")
 	ErrDuplicateHost   = errors.New("host published twice")

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // refusedMethods are never forwarded, whatever their case: TRACE and
@@ -28,15 +26,15 @@ const genericAllow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 // siteMethods returns the methods a site forwards; nil: any method but
 // the refused ones.
-func siteMethods(cs *config.Site) []string {
-	if cs.Profile == config.ProfileSkype {
+func siteMethods(cs *Site) []string {
+	if cs.Skype {
 		return skypeMethods
 	}
 	return nil
 }
 
 // siteUpgrades returns the Upgrade tokens a site forwards, lower-case.
-func siteUpgrades(cs *config.Site) []string {
+func siteUpgrades(cs *Site) []string {
 	var out []string
 	for _, u := range cs.Upgrade {
 		out = append(out, strings.ToLower(u))

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // desyncSeq is a request sequence sent step by step on one connection
@@ -133,7 +131,7 @@ func TestDesyncSequencesRefused(t *testing.T) {
 // and a switch the member accepts works.
 func TestUpgradeOnlyAfter101(t *testing.T) {
 	m := startRawMember(t, false)
-	e := rawEnv(t, m, func(s *config.Site) { s.Upgrade = []string{"websocket"} })
+	e := rawEnv(t, m, func(s *Site) { s.Upgrade = []string{"websocket"} })
 	checkDesync(t, e, m)
 	if h := m.lastHead(); !strings.Contains(h, "Upgrade: websocket") {
 		t.Errorf("Upgrade not forwarded on a site that allows it:\n%s", h)
@@ -159,8 +157,8 @@ func TestUpgradeOnlyAfter101(t *testing.T) {
 
 // trustLoopback makes the test client (127.0.0.1) a trusted proxy, which
 // gets the Edgeproxy-Error diagnostic; then applies v.
-func trustLoopback(v func(*config.Virtual)) func(*config.Virtual) {
-	return func(vs *config.Virtual) {
+func trustLoopback(v func(*Virtual)) func(*Virtual) {
+	return func(vs *Virtual) {
 		vs.TrustedProxies = append(vs.TrustedProxies, netip.MustParsePrefix("127.0.0.1/32"))
 		if v != nil {
 			v(vs)

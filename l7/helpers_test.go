@@ -21,12 +21,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -227,7 +227,7 @@ type env struct {
 	reg       *prometheus.Registry
 	access    *syncBuffer
 	log       *syncBuffer
-	cfg       *config.Config
+	cfg       *testConfig
 	httpsAddr string
 	httpAddr  string
 	users     map[string]string
@@ -238,11 +238,11 @@ type envOptions struct {
 	members int
 	users   map[string]string
 	// site changes the skype site's configuration before Apply.
-	site func(*config.Site)
+	site func(*Site)
 	// virtual changes the https virtual.
-	virtual func(*config.Virtual)
+	virtual func(*Virtual)
 	// cfg changes the whole configuration last.
-	cfg func(*config.Config)
+	cfg func(*testConfig)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -258,13 +258,6 @@ func newEnv(t testing.TB, o envOptions) *env {
 		Logger:    slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AccessLog: slog.New(slog.NewJSONHandler(e.access, nil)),
 		Registry:  e.reg,
-		Resolve: func(_ context.Context, name string) (netip.Addr, error) {
-			var i int
-			if _, err := fmt.Sscanf(name, "fe%02d.corp.example.com", &i); err != nil || i < 1 || i > len(e.members) {
-				return netip.Addr{}, fmt.Errorf("no such host %s", name)
-			}
-			return e.members[i-1].addr, nil
-		},
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -272,7 +265,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		e.proxy.Shutdown(ctx)
 	})
 	e.cfg = e.config(o)
-	if err := e.proxy.Apply(e.cfg); err != nil {
+	if err := e.proxy.Apply(e.cfg.spec()); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	addrs := e.proxy.Addrs()
@@ -291,55 +284,134 @@ func (e *env) issueSet() (string, string, string) {
 	return c1, c2, c3
 }
 
-func (e *env) config(o envOptions) *config.Config {
+func (e *env) config(o envOptions) *testConfig {
 	files := e.files
-	var members []config.Member
-	for i := range e.members {
-		members = append(members, config.Member{Address: fmt.Sprintf("fe%02d.corp.example.com", i+1)})
+	var members []Member
+	for i, m := range e.members {
+		members = append(members, Member{Name: fmt.Sprintf("fe%02d.corp.example.com", i+1), Addr: m.addr})
 	}
-	skype := &config.Site{
-		Hosts: skypeHosts, Pool: "sfb-fe", Port: e.tlsPort,
-		BackendTLS: &config.BackendTLS{CA: e.internal.rootPath},
-		Profile:    config.ProfileSkype,
-	}
+	skype := skypeSite(&Site{Hosts: skypeHosts, Pool: "sfb-fe", Port: e.tlsPort,
+		BackendTLS: &BackendTLS{CA: e.internal.rootPath}})
 	if o.site != nil {
 		o.site(skype)
 	}
-	https := &config.Virtual{
-		Name: "sfb-web", Mode: config.ModeHTTPS, Listen: netip.MustParseAddrPort("127.0.0.1:0"),
-		Certificates: []config.Certificate{
+	https := &Virtual{
+		Name: "sfb-web", Mode: ModeHTTPS, Listen: netip.MustParseAddrPort("127.0.0.1:0"),
+		Certificates: []Certificate{
 			{Cert: files[0][0], Key: files[0][1]},
 			{Cert: files[1][0], Key: files[1][1]},
 			{Cert: files[2][0], Key: files[2][1]},
 		},
-		Sites: []*config.Site{
+		Sites: []*Site{
 			skype,
 			{Hosts: []string{owasHost, "*.apps.example.com"}, Pool: "owas", Port: e.tlsPort,
-				BackendTLS: &config.BackendTLS{CA: e.internal.rootPath, ServerName: owasHost}},
+				BackendTLS: &BackendTLS{CA: e.internal.rootPath, ServerName: owasHost}},
 		},
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.99/32")},
 	}
 	if o.virtual != nil {
 		o.virtual(https)
 	}
-	cfg := &config.Config{
-		Pools: map[string]*config.Pool{
-			"sfb-fe": {Name: "sfb-fe", Members: members, LB: config.LBRoundRobin},
-			"owas":   {Name: "owas", Members: members[:1], LB: config.LBRoundRobin},
-		},
-		Virtuals: []*config.Virtual{
+	cfg := &testConfig{
+		Pools: map[string][]Member{"sfb-fe": members, "owas": members[:1]},
+		Spec: Spec{Virtuals: []*Virtual{
 			https,
-			{Name: "sfb-web-http", Mode: config.ModeHTTP, Listen: netip.MustParseAddrPort("127.0.0.2:0"),
-				Sites: []*config.Site{
+			{Name: "sfb-web-http", Mode: ModeHTTP, Listen: netip.MustParseAddrPort("127.0.0.2:0"),
+				Sites: []*Site{
 					{Hosts: []string{"lyncdiscover.example.com"}, Pool: "sfb-fe", Port: e.plainPort},
-					{Hosts: []string{"webext.example.com", "meet.example.com", "dialin.example.com"}, Redirect: config.RedirectHTTPS},
+					{Hosts: []string{"webext.example.com", "meet.example.com", "dialin.example.com"}, Redirect: true},
 				}},
-		},
+		}},
 	}
 	if o.cfg != nil {
 		o.cfg(cfg)
 	}
 	return cfg
+}
+
+// testConfig is a Spec as a test writes it: members by pool, and sites
+// whose zero limits, TLS settings and connection caps take the defaults
+// the compile step gives them.
+type testConfig struct {
+	Pools map[string][]Member
+	Spec
+}
+
+// skypeDenied are the skype profile's closed path prefixes.
+var skypeDenied = []string{"/cscp", "/OcsPowerShell", "/RgsConfig"}
+
+// skypeSite gives s the skype profile: its methods, Windows
+// authentication and strict paths (the denied paths and limits come with
+// spec).
+func skypeSite(s *Site) *Site {
+	s.Skype, s.WindowsAuth, s.StrictPaths = true, true, true
+	return s
+}
+
+// profileLimits are the limits of a generic or a skype site.
+func profileLimits(skype bool) Limits {
+	l := Limits{HeaderTimeout: 20 * time.Second, MaxHeaderBytes: 32 << 10, MaxBodyBytes: 100 << 20,
+		ResponseTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, StallTimeout: 120 * time.Second,
+		DialTimeout: 5 * time.Second, PoolIdleTimeout: 90 * time.Second}
+	if skype {
+		l.MaxHeaderBytes, l.MaxBodyBytes = 64<<10, 1<<30
+		l.ResponseTimeout, l.IdleTimeout = 960*time.Second, 1800*time.Second
+	}
+	return l
+}
+
+// spec returns the Spec the proxy gets: copies of the virtuals and sites
+// with the defaults filled in and each site's pool members.
+func (c *testConfig) spec() *Spec {
+	out := &Spec{}
+	for _, v := range c.Virtuals {
+		vc := *v
+		if vc.TLS.HandshakeTimeout == 0 {
+			vc.TLS.HandshakeTimeout = 10 * time.Second
+		}
+		if vc.TLS.TicketRotation == 0 {
+			vc.TLS.TicketRotation = 12 * time.Hour
+		}
+		if vc.Limits.MaxConnsPerSource == 0 {
+			vc.Limits.MaxConnsPerSource = 1000
+		}
+		if vc.Limits.MaxHandshakesPerSource == 0 {
+			vc.Limits.MaxHandshakesPerSource = min(100, vc.Limits.MaxConnsPerSource)
+		}
+		vc.Sites = nil
+		for _, s := range v.Sites {
+			vc.Sites = append(vc.Sites, c.site(s))
+		}
+		out.Virtuals = append(out.Virtuals, &vc)
+	}
+	return out
+}
+
+func (c *testConfig) site(s *Site) *Site {
+	sc := *s
+	if sc.Skype {
+		sc.Deny = append(slices.Clone(skypeDenied), s.Deny...)
+	}
+	d := profileLimits(sc.Skype)
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&sc.HeaderTimeout, &d.HeaderTimeout}, {&sc.ResponseTimeout, &d.ResponseTimeout},
+		{&sc.IdleTimeout, &d.IdleTimeout}, {&sc.StallTimeout, &d.StallTimeout},
+		{&sc.DialTimeout, &d.DialTimeout}, {&sc.PoolIdleTimeout, &d.PoolIdleTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if sc.MaxHeaderBytes == 0 {
+		sc.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if sc.MaxBodyBytes == 0 {
+		sc.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if !sc.Redirect {
+		sc.Members = slices.Clone(c.Pools[sc.Pool])
+	}
+	return &sc
 }
 
 // tlsClient returns a client that trusts the public CA and dials the

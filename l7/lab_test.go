@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,39 +60,40 @@ func TestPrivilegedL7Lab(t *testing.T) {
 		Registry:     prometheus.NewRegistry(),
 		ListenConfig: lab.Proxy.Listen,
 		Dial:         lab.Proxy.DialContext,
-		Resolve: func(_ context.Context, name string) (netip.Addr, error) {
-			if a, ok := hosts[name]; ok {
-				return a, nil
-			}
-			return netip.Addr{}, fmt.Errorf("no such host %s", name)
-		},
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	site := func(pool string) *config.Site {
-		return &config.Site{Hosts: skypeHosts, Pool: pool, Port: 4443, Profile: config.ProfileSkype,
-			BackendTLS: &config.BackendTLS{CA: internal.rootPath}}
+	site := func(pool string) *Site {
+		return skypeSite(&Site{Hosts: skypeHosts, Pool: pool, Port: 4443,
+			BackendTLS: &BackendTLS{CA: internal.rootPath}})
 	}
-	certs := []config.Certificate{{Cert: c1, Key: k1}}
-	cfg := &config.Config{
-		Pools: map[string]*config.Pool{
-			"fe4": {Members: []config.Member{{Address: "fe00.corp.example.com"}, {Address: "fe01.corp.example.com"}}},
-			"fe6": {Members: []config.Member{{Address: "fe10.corp.example.com"}, {Address: "fe11.corp.example.com"}}},
-		},
-		Virtuals: []*config.Virtual{
-			{Name: "web4", Mode: config.ModeHTTPS, Listen: netip.AddrPortFrom(lab.VIP4, 443), Certificates: certs,
-				Sites: []*config.Site{site("fe4")}},
-			{Name: "web6", Mode: config.ModeHTTPS, Listen: netip.AddrPortFrom(lab.VIP6, 443), Certificates: certs,
-				Sites: []*config.Site{site("fe6")}},
-			{Name: "web4-http", Mode: config.ModeHTTP, Listen: netip.AddrPortFrom(lab.VIP4, 80),
-				Sites: []*config.Site{{Hosts: []string{"lyncdiscover.example.com"}, Pool: "fe4", Port: 8080},
-					{Hosts: []string{"webext.example.com"}, Redirect: config.RedirectHTTPS}}},
-		},
+	pool := func(names ...string) []Member {
+		var out []Member
+		for _, n := range names {
+			out = append(out, Member{Name: n, Addr: hosts[n]})
+		}
+		return out
 	}
-	if err := p.Apply(cfg); err != nil {
+	certs := []Certificate{{Cert: c1, Key: k1}}
+	cfg := &testConfig{
+		Pools: map[string][]Member{
+			"fe4": pool("fe00.corp.example.com", "fe01.corp.example.com"),
+			"fe6": pool("fe10.corp.example.com", "fe11.corp.example.com"),
+		},
+		Spec: Spec{Virtuals: []*Virtual{
+			{Name: "web4", Mode: ModeHTTPS, Listen: netip.AddrPortFrom(lab.VIP4, 443), Certificates: certs,
+				Sites: []*Site{site("fe4")}},
+			{Name: "web6", Mode: ModeHTTPS, Listen: netip.AddrPortFrom(lab.VIP6, 443), Certificates: certs,
+				Sites: []*Site{site("fe6")}},
+			{Name: "web4-http", Mode: ModeHTTP, Listen: netip.AddrPortFrom(lab.VIP4, 80),
+				Sites: []*Site{{Hosts: []string{"lyncdiscover.example.com"}, Pool: "fe4", Port: 8080},
+					{Hosts: []string{"webext.example.com"}, Redirect: true}}},
+		}},
+	}
+	if err := p.Apply(cfg.spec()); err != nil {
 		t.Fatal(err)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -16,8 +15,8 @@ import (
 var deadAddr = netip.MustParseAddr("127.0.0.9")
 
 // A site without Windows auth on the two-member pool.
-func sharedSite(s func(*config.Site)) func(*config.Virtual) {
-	return func(v *config.Virtual) {
+func sharedSite(s func(*Site)) func(*Virtual) {
+	return func(v *Virtual) {
 		v.Sites[1].Pool = "sfb-fe"
 		if s != nil {
 			s(v.Sites[1])
@@ -62,11 +61,11 @@ func TestDeadMemberRetriedAndReported(t *testing.T) {
 	for _, pinned := range []bool{true, false} {
 		t.Run("pinned="+strconv.FormatBool(pinned), func(t *testing.T) {
 			e := newEnv(t, envOptions{
-				site:    func(s *config.Site) { s.WindowsAuth = &pinned },
+				site:    func(s *Site) { s.WindowsAuth = pinned },
 				virtual: trustLoopback(nil),
-				cfg: func(c *config.Config) {
-					c.Pools["sfb-fe"].Members = append(c.Pools["sfb-fe"].Members, config.Member{Address: deadAddr.String()})
-					c.Pools["owas"].Members = []config.Member{{Address: deadAddr.String()}}
+				cfg: func(c *testConfig) {
+					c.Pools["sfb-fe"] = append(c.Pools["sfb-fe"], Member{Name: deadAddr.String(), Addr: deadAddr})
+					c.Pools["owas"] = []Member{{Name: deadAddr.String(), Addr: deadAddr}}
 				}})
 			// Requests that meet the dead member move to a live one.
 			for range 4 {
@@ -94,7 +93,7 @@ func TestMemberCertificateVerified(t *testing.T) {
 	// The members' certificate is not issued for this name, and
 	// another CA is not trusted: 502, never a silent fallback.
 	other := newTestCA(t, "Other")
-	e := newEnv(t, envOptions{virtual: trustLoopback(func(v *config.Virtual) {
+	e := newEnv(t, envOptions{virtual: trustLoopback(func(v *Virtual) {
 		v.Sites[1].BackendTLS.ServerName = "not-on-the-cert.example.com"
 		v.Sites[0].BackendTLS.CA = other.rootPath
 	})})
@@ -109,7 +108,7 @@ func TestMemberCertificateVerified(t *testing.T) {
 }
 
 func TestLeastConnections(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: sharedSite(func(s *config.Site) { s.LB = config.LBLeastConn })})
+	e := newEnv(t, envOptions{virtual: sharedSite(func(s *Site) { s.LeastConn = true })})
 	// Two long polls hold one member each... then one finishes: hold
 	// one request on whichever member the first goes to.
 	hold := e.dialTLS(owasHost)
@@ -146,7 +145,7 @@ func TestLeastConnections(t *testing.T) {
 }
 
 func TestMSWSManAffinity(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: sharedSite(func(s *config.Site) { s.Affinity = config.AffinityMSWSMan })})
+	e := newEnv(t, envOptions{virtual: sharedSite(func(s *Site) { s.Affinity = true })})
 	res, _ := e.dialTLS(owasHost).do(get(owasHost, "/whoami"))
 	var ck *http.Cookie
 	for _, c := range res.Cookies() {

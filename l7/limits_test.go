@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -201,8 +200,8 @@ func TestNoStarvation(t *testing.T) {
 // A connection past a cap is closed at once, the newest one: the
 // connections a source already has keep working.
 func TestConnLimitsPerSource(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
-		v.ConnLimits = config.ConnLimits{MaxConnsPerSource: 4, MaxHandshakesPerSource: 2}
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) {
+		v.Limits = ConnLimits{MaxConnsPerSource: 4, MaxHandshakesPerSource: 2}
 	}})
 	// Two connections in their handshake: the third is closed.
 	hs := dialFrom(t, "127.0.0.60", e.httpsAddr, 2, nil)
@@ -244,8 +243,8 @@ func TestConnLimitsPerSource(t *testing.T) {
 // Each TLS handshake has its own deadline, shorter than the header
 // timeout: a client that sends no ClientHello is closed after it.
 func TestHandshakeTimeout(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
-		v.TLS.HandshakeTimeout = config.Duration(time.Second)
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) {
+		v.TLS.HandshakeTimeout = time.Second
 	}})
 	c, err := net.Dial("tcp", e.httpsAddr)
 	if err != nil {
@@ -299,9 +298,9 @@ func (a *admission) handshakes(src string) int {
 // An idle client connection after a response is closed at the site's
 // idle timeout (the skype profile's 1800s otherwise keeps it).
 func TestIdleClientClosedAtIdleTimeout(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) {
 		for _, s := range v.Sites {
-			s.IdleTimeout = config.Duration(time.Second)
+			s.IdleTimeout = time.Second
 		}
 	}})
 	c := e.dialTLS("webext.example.com")

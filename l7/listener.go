@@ -22,7 +22,7 @@ import (
 type listener struct {
 	p    *Proxy
 	addr netip.AddrPort
-	mode string
+	mode Mode
 	ln   net.Listener
 	tls  *tls.Config // GetConfigForClient: the current virtual's
 
@@ -74,7 +74,7 @@ func defaultListen(network, addr string) (net.Listener, error) {
 func (l *listener) newServer(sp serverParams) *server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	if l.mode == modeHTTPS {
+	if l.mode == ModeHTTPS {
 		// HTTP/2 connections arrive as h2Conn, the plaintext of a TLS
 		// connection the listener terminated: the server's unencrypted
 		// mode serves them (see h2Conn for why).
@@ -172,7 +172,7 @@ func (l *listener) acceptLoop() {
 			l.refuse(c, vh, remote, refuseFDLimit)
 			continue
 		}
-		if reason := l.adm.admit(src, vh.limits, l.mode == modeHTTPS); reason != "" {
+		if reason := l.adm.admit(src, vh.limits, l.mode == ModeHTTPS); reason != "" {
 			l.p.open.Add(-1)
 			l.refuse(c, vh, remote, reason)
 			continue
@@ -209,7 +209,7 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name, remote: remote}
 	cc := &clientConn{Conn: c, cs: cs, release: release}
 	var out net.Conn
-	if l.mode == modeHTTPS {
+	if l.mode == ModeHTTPS {
 		tc, ok := l.handshake(cc, vh)
 		if !ok {
 			return

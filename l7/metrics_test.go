@@ -47,3 +47,27 @@ func TestMetrics(t *testing.T) {
 	}
 	t.Fatalf("no duration histogram among %d families", len(mfs))
 }
+
+// Stats counts each virtual's requests, its 5xx answers and its open
+// client connections.
+func TestStats(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1, cfg: func(c *testConfig) {
+		c.Pools["owas"] = []Member{{Name: deadAddr.String(), Addr: deadAddr}}
+	}})
+	if got := e.proxy.Stats()["sfb-web"]; got != (VirtualStats{}) {
+		t.Fatalf("before any request: %+v", got)
+	}
+	c := e.dialTLS("webext.example.com")
+	c.do(get("webext.example.com", "/whoami"))
+	c.do(get("webext.example.com", "/cscp"))
+	if res, _ := e.dialTLS(owasHost).do(get(owasHost, "/hosting/discovery")); res.StatusCode < 500 {
+		t.Fatalf("dead member answered %d, want a 5xx", res.StatusCode)
+	}
+	got := e.proxy.Stats()["sfb-web"]
+	if got.Requests != 3 || got.Errors != 1 || got.Connections != 2 {
+		t.Fatalf("stats %+v, want 3 requests, 1 error, 2 connections", got)
+	}
+	if _, ok := e.proxy.Stats()["sfb-web-http"]; ok {
+		t.Fatal("a virtual without traffic has counters")
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -105,7 +104,7 @@ func TestNTLMPinnedOnSkypeSite(t *testing.T) {
 func TestNTLMPinnedAfterChallenge(t *testing.T) {
 	no := false
 	e := newEnv(t, envOptions{users: testUsers, members: 1,
-		virtual: func(v *config.Virtual) { v.Sites[1].WindowsAuth = &no }})
+		virtual: func(v *Virtual) { v.Sites[1].WindowsAuth = no }})
 	const host = owasHost
 	a := e.dialTLS(host)
 	b := e.dialTLS(host)
@@ -257,7 +256,7 @@ func TestPinnedPerMemberCapped(t *testing.T) {
 // its own upstream settings does not use the first site's pinned
 // connection.
 func TestPinnedUpstreamKeyedBySite(t *testing.T) {
-	e := newEnv(t, envOptions{users: testUsers, members: 1, virtual: func(v *config.Virtual) {
+	e := newEnv(t, envOptions{users: testUsers, members: 1, virtual: func(v *Virtual) {
 		v.Sites[1].Pool = "sfb-fe"
 		v.Sites[1].BackendTLS.ServerName = "meet.example.com"
 	}})

@@ -20,8 +20,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // ocspResponder answers OCSP requests on loopback with responses made by
@@ -128,9 +126,9 @@ func TestOCSPStapling(t *testing.T) {
 	dead.Close()
 	owasCert, owasKey, _ := public.issueWithOCSP(t, []string{owasHost}, deadURL)
 
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
-		v.Certificates[0] = config.Certificate{Cert: cert, Key: key}
-		v.Certificates[1] = config.Certificate{Cert: owasCert, Key: owasKey}
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) {
+		v.Certificates[0] = Certificate{Cert: cert, Key: key}
+		v.Certificates[1] = Certificate{Cert: owasCert, Key: owasKey}
 	}})
 	e.public = public
 	status := func(sni string) string {

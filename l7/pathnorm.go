@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Request targets on sites with strict paths (config.Site.UsesStrictPaths)
+// Request targets on sites with strict paths (Site.StrictPaths)
 // are taken as the client sent them and accepted only when they are
 // already in canonical form: then there is exactly one way to read them,
 // and a member (IIS and http.sys on a Skype front end) cannot read them

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -114,10 +113,10 @@ type pathTransport struct {
 func TestPathTableAgainstIISModel(t *testing.T) {
 	e := newEnv(t, envOptions{
 		// HTTP/2 is offered only to sites without Windows authentication.
-		site: func(s *config.Site) { f := false; s.WindowsAuth = &f },
-		cfg: func(c *config.Config) {
+		site: func(s *Site) { s.WindowsAuth = false },
+		cfg: func(c *testConfig) {
 			// Port 80 forwards to the front ends as the example does.
-			c.Virtuals[1].Sites[0].Profile = config.ProfileSkype
+			skypeSite(c.Virtuals[1].Sites[0])
 		},
 	})
 	rows := pathTable()
@@ -336,7 +335,7 @@ func formatPathTable(rows []*pathRow, transports []pathTransport) string {
 // TestStrictPathsOnGenericSite: a generic site forwards targets that are
 // not canonical as they came, unless strict_paths is set.
 func TestStrictPathsOnGenericSite(t *testing.T) {
-	e := newEnv(t, envOptions{cfg: func(c *config.Config) {
+	e := newEnv(t, envOptions{cfg: func(c *testConfig) {
 		https := c.Virtuals[0]
 		owas := https.Sites[1]
 		strict := *owas

@@ -19,17 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-const (
-	modeHTTPS = config.ModeHTTPS
-	modeHTTP  = config.ModeHTTP
-)
-
-// resolveTimeout bounds the resolution of one member name.
-const resolveTimeout = 5 * time.Second
+// defaultDrain is a virtual's drain timeout when its spec gives none.
+const defaultDrain = 30 * time.Second
 
 // Options configure a Proxy.
 type Options struct {
@@ -41,9 +35,6 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Registry receives the metrics. Default: not registered.
 	Registry prometheus.Registerer
-	// Resolve turns a member name into an address. Default: the
-	// configuration's network.hosts table only.
-	Resolve func(ctx context.Context, name string) (netip.Addr, error)
 	// ListenConfig opens a listening socket. Default: net.ListenConfig
 	// with TCP keepalive (tests pass one that listens in a namespace).
 	ListenConfig func(network, addr string) (net.Listener, error)
@@ -52,7 +43,7 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// Proxy runs the https and http virtuals of a configuration.
+// Proxy runs the https and http virtuals of a Spec.
 type Proxy struct {
 	opts    Options
 	log     *slog.Logger
@@ -115,13 +106,13 @@ func (p *Proxy) vhosts() []*vhost {
 	return slices.Clone(p.gen)
 }
 
-// Apply starts serving cfg's https and http virtuals. Everything is built
+// Apply starts serving spec's virtuals. Everything is built
 // and checked first (certificates, CAs, names, listening sockets); on any
 // error nothing changes and the previous configuration keeps serving.
 // Listeners on addresses that stay keep their sockets and connections and
 // swap sites and certificates atomically; new addresses are opened before
 // removed ones are closed (those drain for their drain_timeout).
-func (p *Proxy) Apply(cfg *config.Config) error {
+func (p *Proxy) Apply(spec *Spec) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
@@ -133,7 +124,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 
 	states := map[memberKey]*memberState{}
 	p.pending = map[[32]byte]*stapler{}
-	gen, err := p.build(cfg, states)
+	gen, err := p.build(spec, states)
 	if err != nil {
 		p.pending = nil
 		return err
@@ -240,13 +231,16 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	return nil
 }
 
-// build compiles the configuration's https/http virtuals.
-func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]*vhost, error) {
+// build makes the vhosts of spec's virtuals.
+func (p *Proxy) build(spec *Spec, states map[memberKey]*memberState) ([]*vhost, error) {
 	var gen []*vhost
 	seen := map[netip.AddrPort]string{}
-	for _, v := range cfg.Virtuals {
-		if v == nil || (v.Mode != modeHTTPS && v.Mode != modeHTTP) {
+	for _, v := range spec.Virtuals {
+		if v == nil {
 			continue
+		}
+		if v.Mode != ModeHTTPS && v.Mode != ModeHTTP {
+			return nil, fmt.Errorf("virtual %s: mode %q: %w (use https or http)", v.Name, v.Mode, ErrBadValue)
 		}
 		if !v.Listen.IsValid() {
 			return nil, fmt.Errorf("virtual %s: listen: %w (write address:port, e.g. 203.0.113.10:443)", v.Name, ErrBadValue)
@@ -255,7 +249,7 @@ func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]
 			return nil, fmt.Errorf("virtual %s: listen %s: %w (%s)", v.Name, v.Listen, ErrDuplicateListen, other)
 		}
 		seen[v.Listen] = v.Name
-		vh, err := p.buildVirtual(cfg, v, states)
+		vh, err := p.buildVirtual(v, states)
 		if err != nil {
 			return nil, fmt.Errorf("virtual %s: %w", v.Name, err)
 		}
@@ -264,13 +258,13 @@ func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]
 	return gen, nil
 }
 
-func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[memberKey]*memberState) (*vhost, error) {
-	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == modeHTTPS, listen: v.Listen,
-		drain: v.DrainTimeout.D(), limits: connLimitsOf(v.ConnLimits),
-		handshakeTimeout: v.TLS.Effective().HandshakeTimeout.D(),
+func (p *Proxy) buildVirtual(v *Virtual, states map[memberKey]*memberState) (*vhost, error) {
+	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == ModeHTTPS, listen: v.Listen,
+		drain: v.DrainTimeout, limits: connLimitsOf(v.Limits),
+		handshakeTimeout: v.TLS.HandshakeTimeout,
 		hosts:            hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
 	if vh.drain <= 0 {
-		vh.drain = config.DefaultDrainTimeout.D()
+		vh.drain = defaultDrain
 	}
 	for _, pr := range v.TrustedProxies {
 		bits := pr.Bits()
@@ -280,30 +274,9 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 		vh.trustedP = append(vh.trustedP, netip.PrefixFrom(pr.Addr().Unmap(), max(bits, 0)).Masked())
 	}
 	if vh.https {
-		certs, err := loadCertStore(v.Certificates)
-		if err != nil {
+		if err := p.buildTLS(vh, v); err != nil {
 			return nil, err
 		}
-		vh.certs = certs
-		p.attachStaplers(certs)
-		minV, err := tlsVersion(v.TLS)
-		if err != nil {
-			return nil, err
-		}
-		mk := func(protos ...string) *tls.Config {
-			return &tls.Config{
-				MinVersion:     minV,
-				CipherSuites:   cipherSuites(minV),
-				GetCertificate: certs.getCertificate,
-				NextProtos:     protos,
-				Time:           p.now,
-			}
-		}
-		vh.tlsH2 = mk("h2", "http/1.1")
-		vh.tlsH1 = mk("http/1.1")
-		vh.hsts = hstsValue(v.TLS.HSTS.D())
-		vh.tickets, vh.ticketPeriod = p.ticketKeysFor(v.Name), v.TLS.Effective().TicketRotation.D()
-		vh.syncTickets()
 	}
 	if len(v.Sites) == 0 {
 		return nil, fmt.Errorf("sites: %w: none (add sites: [{hosts: [...], pool: ..., port: ...}])", ErrBadValue)
@@ -313,7 +286,7 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 		if cs == nil {
 			continue
 		}
-		s, err := p.buildSite(cfg, vh, cs, states)
+		s, err := p.buildSite(vh, cs, states)
 		if err != nil {
 			return nil, fmt.Errorf("sites[%d]: %w", i, err)
 		}
@@ -341,29 +314,41 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 	return vh, nil
 }
 
-func tlsVersion(o config.TLSOptions) (uint16, error) {
-	switch o.MinVersion {
-	case "", "1.2":
-		return tls.VersionTLS12, nil
-	case "1.3":
-		return tls.VersionTLS13, nil
-	case "1.0", "1.1":
-		if !o.AllowLegacy {
-			return 0, fmt.Errorf("tls.min_version %s: %w: TLS 1.0/1.1 need tls.allow_legacy: true", o.MinVersion, ErrBadValue)
-		}
-		if o.MinVersion == "1.0" {
-			return tls.VersionTLS10, nil
-		}
-		return tls.VersionTLS11, nil
+// buildTLS loads an https virtual's certificates and makes its TLS
+// configurations and ticket keys.
+func (p *Proxy) buildTLS(vh *vhost, v *Virtual) error {
+	certs, err := loadCertStore(v.Certificates)
+	if err != nil {
+		return err
 	}
-	return 0, fmt.Errorf("tls.min_version %q: %w (use 1.2 or 1.3)", o.MinVersion, ErrBadValue)
+	vh.certs = certs
+	p.attachStaplers(certs)
+	minV := v.TLS.MinVersion
+	if minV == 0 {
+		minV = tls.VersionTLS12
+	}
+	mk := func(protos ...string) *tls.Config {
+		return &tls.Config{
+			MinVersion:     minV,
+			CipherSuites:   cipherSuites(minV),
+			GetCertificate: certs.getCertificate,
+			NextProtos:     protos,
+			Time:           p.now,
+		}
+	}
+	vh.tlsH2 = mk("h2", "http/1.1")
+	vh.tlsH1 = mk("http/1.1")
+	vh.hsts = hstsValue(v.TLS.HSTS)
+	vh.tickets, vh.ticketPeriod = p.ticketKeysFor(v.Name), v.TLS.TicketRotation
+	vh.syncTickets()
+	return nil
 }
 
-func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states map[memberKey]*memberState) (*site, error) {
+func (p *Proxy) buildSite(vh *vhost, cs *Site, states map[memberKey]*memberState) (*site, error) {
 	if len(cs.Hosts) == 0 {
 		return nil, fmt.Errorf("hosts: %w: empty (list the names this site answers for)", ErrBadValue)
 	}
-	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs), strictPaths: cs.UsesStrictPaths()}
+	s := &site{vh: vh, windowsAuth: cs.WindowsAuth, limits: limitsOf(cs.Limits), strictPaths: cs.StrictPaths || cs.Redirect || len(cs.Deny) > 0}
 	for _, h := range cs.Hosts {
 		h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
 		if h == "" {
@@ -372,93 +357,36 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		s.hosts = append(s.hosts, h)
 	}
 	s.name = s.hosts[0]
-	s.methods, s.upgrade, s.hideMember = siteMethods(cs), siteUpgrades(cs), cs.Profile == config.ProfileSkype
-	switch cs.Redirect {
-	case "":
-	case config.RedirectHTTPS:
+	s.methods, s.upgrade, s.hideMember = siteMethods(cs), siteUpgrades(cs), cs.Skype
+	if cs.Redirect {
 		s.redirect = true
 		return s, nil
-	default:
-		return nil, fmt.Errorf("redirect %q: %w (use https, or leave it out)", cs.Redirect, ErrBadValue)
 	}
-	switch cs.Profile {
-	case config.ProfileNone, config.ProfileSkype:
-	default:
-		return nil, fmt.Errorf("profile %q: %w (use skype, or leave it out)", cs.Profile, ErrBadValue)
-	}
-	switch cs.Affinity {
-	case "":
-	case config.AffinityMSWSMan:
-		s.affinity = true
-	default:
-		return nil, fmt.Errorf("affinity %q: %w (use ms-wsman, or leave it out)", cs.Affinity, ErrBadValue)
-	}
-	pool := cfg.Pools[cs.Pool]
-	if pool == nil {
-		return nil, fmt.Errorf("pool %q: %w (define it under pools:)", cs.Pool, ErrUnknownPool)
-	}
-	lb := cs.LB
-	if lb == "" {
-		lb = pool.LB
-	}
-	switch lb {
-	case "", config.LBRoundRobin:
-	case config.LBLeastConn:
-		s.leastConn = true
-	default:
-		return nil, fmt.Errorf("lb %q: %w (use round_robin or least_conn)", lb, ErrBadValue)
-	}
+	s.affinity, s.leastConn = cs.Affinity, cs.LeastConn
 	if cs.Port == 0 {
 		return nil, fmt.Errorf("port: %w: missing (the members' port, e.g. 4443)", ErrBadValue)
 	}
 	s.poolName, s.port = cs.Pool, cs.Port
 	s.scheme = "http"
 	if bt := cs.BackendTLS; bt != nil {
-		s.scheme = "https"
-		c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bt.ServerName,
-			InsecureSkipVerify: bt.InsecureSkipVerify, NextProtos: []string{"http/1.1"},
-			ClientSessionCache: tls.NewLRUClientSessionCache(256)}
-		if bt.CA != "" {
-			pem, err := os.ReadFile(bt.CA)
-			if err != nil {
-				return nil, fmt.Errorf("backend_tls.ca: read CA bundle: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("backend_tls.ca %s: %w: no PEM certificate in it", bt.CA, ErrBadValue)
-			}
-			c.RootCAs = pool
+		c, err := backendTLS(bt)
+		if err != nil {
+			return nil, err
 		}
-		s.tls = c
+		s.scheme, s.tls = "https", c
 	}
-	for _, d := range cs.DeniedPaths() {
+	for _, d := range cs.Deny {
 		s.deny = append(s.deny, newDenyRule(d))
 	}
 	// A pinned upstream is the site's own: another site of the virtual
 	// with the same pool and port has other upstream settings.
 	s.pinKey = s.name + "|" + s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
-
-	for _, m := range pool.Members {
-		addr, err := p.resolve(cfg, m)
-		if err != nil {
-			return nil, fmt.Errorf("pool %s: %w", cs.Pool, err)
+	for _, m := range cs.Members {
+		if !m.Addr.IsValid() {
+			return nil, fmt.Errorf("pool %s: member %s: %w: no address", cs.Pool, m.Name, ErrUnresolved)
 		}
-		key := memberKey{pool: cs.Pool, addr: addr}
-		st := states[key]
-		if st == nil {
-			p.mu.Lock()
-			st = p.members[key]
-			if st == nil {
-				st = &memberState{key: key, name: m.Address}
-				if up, ok := p.reported[key]; ok {
-					st.down.Store(!up)
-				}
-			}
-			p.mu.Unlock()
-			st.disabled.Store(m.Disabled)
-			states[key] = st
-		}
-		sm := &siteMember{m: st, cookie: affinityValue(cs.Pool, addr)}
+		st := p.memberState(states, memberKey{Pool: cs.Pool, Addr: m.Addr.Unmap()}, m)
+		sm := &siteMember{m: st, cookie: affinityValue(cs.Pool, st.key.Addr)}
 		d := s.dialer(st)
 		sm.addr = d.addr
 		sm.rt = newTransport(d, false)
@@ -475,32 +403,53 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 	return s, nil
 }
 
-// resolve returns a member's address: a literal, else Options.Resolve,
-// else the configuration's hosts table.
-func (p *Proxy) resolve(cfg *config.Config, m config.Member) (netip.Addr, error) {
-	if a, ok := m.Addr(); ok {
-		return a, nil
+// backendTLS makes the TLS configuration a site re-encrypts with.
+func backendTLS(bt *BackendTLS) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bt.ServerName,
+		InsecureSkipVerify: bt.InsecureSkipVerify, NextProtos: []string{"http/1.1"},
+		ClientSessionCache: tls.NewLRUClientSessionCache(256)}
+	if bt.CA == "" {
+		return c, nil
 	}
-	if p.opts.Resolve != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
-		defer cancel()
-		a, err := p.opts.Resolve(ctx, m.Address)
-		if err != nil {
-			return netip.Addr{}, fmt.Errorf("resolve member %s: %w", m.Address, err)
+	pem, err := os.ReadFile(bt.CA)
+	if err != nil {
+		return nil, fmt.Errorf("backend_tls.ca: read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("backend_tls.ca %s: %w: no PEM certificate in it", bt.CA, ErrBadValue)
+	}
+	c.RootCAs = pool
+	return c, nil
+}
+
+// memberState returns the state of member key for the configuration
+// being built: shared by the sites that use it, carried over from the
+// running configuration, or new with the last health verdict reported.
+func (p *Proxy) memberState(states map[memberKey]*memberState, key memberKey, m Member) *memberState {
+	st := states[key]
+	if st != nil {
+		return st
+	}
+	p.mu.Lock()
+	st = p.members[key]
+	if st == nil {
+		st = &memberState{key: key, name: m.Name}
+		if up, ok := p.reported[key]; ok {
+			st.down.Store(!up)
 		}
-		return a.Unmap(), nil
 	}
-	if a, ok := cfg.MemberAddr(m); ok {
-		return a.Unmap(), nil
-	}
-	return netip.Addr{}, fmt.Errorf("member %s: %w (add it to network.hosts or write its address)", m.Address, ErrUnresolved)
+	p.mu.Unlock()
+	st.disabled.Store(m.Disabled)
+	states[key] = st
+	return st
 }
 
 // SetMemberUp records the health monitor's verdict on a member. Members
 // count as up until a monitor says otherwise; a down member gets no new
 // requests (pinned connections already on it stay until they close).
 func (p *Proxy) SetMemberUp(pool string, addr netip.Addr, up bool) {
-	key := memberKey{pool: pool, addr: addr.Unmap()}
+	key := memberKey{Pool: pool, Addr: addr.Unmap()}
 	p.mu.Lock()
 	m := p.members[key]
 	p.reported[key] = up

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // rawMember is a plain-HTTP member that records the bytes it receives
@@ -170,11 +168,13 @@ func readRawBody(r *bufio.Reader, cl int64, chunked bool) error {
 // rawEnv is the test deployment with both the skype site of the https
 // virtual and the lyncdiscover site of the http virtual forwarding to a
 // raw member in plain HTTP.
-func rawEnv(t *testing.T, m *rawMember, site func(*config.Site)) *env {
-	return newEnv(t, envOptions{members: 1, cfg: func(c *config.Config) {
-		c.Pools["raw"] = &config.Pool{Name: "raw", Members: []config.Member{{Address: netip.MustParseAddr("127.0.0.40").String()}}, LB: config.LBRoundRobin}
-		for _, s := range []*config.Site{c.Virtuals[0].Sites[0], c.Virtuals[1].Sites[0]} {
-			s.Pool, s.Port, s.BackendTLS, s.Profile = "raw", m.port(), nil, config.ProfileSkype
+func rawEnv(t *testing.T, m *rawMember, site func(*Site)) *env {
+	return newEnv(t, envOptions{members: 1, cfg: func(c *testConfig) {
+		raw := netip.MustParseAddr("127.0.0.40")
+		c.Pools["raw"] = []Member{{Name: raw.String(), Addr: raw}}
+		for _, s := range []*Site{c.Virtuals[0].Sites[0], c.Virtuals[1].Sites[0]} {
+			s.Pool, s.Port, s.BackendTLS = "raw", m.port(), nil
+			skypeSite(s)
 			if site != nil {
 				site(s)
 			}

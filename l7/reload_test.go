@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 func serverCert(t *testing.T, addr, sni string) string {
@@ -33,12 +31,12 @@ func TestReload(t *testing.T) {
 	newCert, newKey, leaf := e.public.issue(t, "webext.example.com", skypeHosts)
 	cfg := e.config(envOptions{})
 	v := cfg.Virtuals[0]
-	v.Certificates[0] = config.Certificate{Cert: newCert, Key: newKey}
+	v.Certificates[0] = Certificate{Cert: newCert, Key: newKey}
 	v.Sites[0].Deny = []string{"/whoami"}
 	extra := *cfg.Virtuals[1]
 	extra.Name, extra.Listen = "extra", netip.MustParseAddrPort("127.0.0.3:0")
 	cfg.Virtuals = append(cfg.Virtuals, &extra)
-	if err := e.proxy.Apply(cfg); err != nil {
+	if err := e.proxy.Apply(cfg.spec()); err != nil {
 		t.Fatal(err)
 	}
 	if got := serverCert(t, e.httpsAddr, "webext.example.com"); got != leaf.SerialNumber.String() || got == serial {
@@ -59,13 +57,13 @@ func TestReload(t *testing.T) {
 	// A bad configuration is refused and the current one keeps serving.
 	bad := e.config(envOptions{})
 	bad.Virtuals[0].Certificates[0].Cert = "/nonexistent/cert.pem"
-	if err := e.proxy.Apply(bad); err == nil || !strings.Contains(err.Error(), "/nonexistent/cert.pem") {
+	if err := e.proxy.Apply(bad.spec()); err == nil || !strings.Contains(err.Error(), "/nonexistent/cert.pem") {
 		t.Fatalf("bad certificate path: %v", err)
 	}
 	bad = e.config(envOptions{})
-	bad.Virtuals[0].Sites[0].Pool = "nope"
-	if err := e.proxy.Apply(bad); err == nil || !strings.Contains(err.Error(), `pool "nope"`) {
-		t.Fatalf("unknown pool: %v", err)
+	bad.Virtuals[0].Sites[0].BackendTLS.CA = "/nonexistent/ca.pem"
+	if err := e.proxy.Apply(bad.spec()); err == nil || !strings.Contains(err.Error(), "/nonexistent/ca.pem") {
+		t.Fatalf("bad backend CA path: %v", err)
 	}
 	if got := serverCert(t, e.httpsAddr, "webext.example.com"); got != leaf.SerialNumber.String() {
 		t.Fatal("a refused configuration changed the certificate")
@@ -80,7 +78,7 @@ func TestReload(t *testing.T) {
 	// Removing the virtual closes its listener; a changed header timeout
 	// replaces the server while a request in flight completes.
 	cfg = e.config(envOptions{})
-	cfg.Virtuals[0].Sites[0].HeaderTimeout = config.Duration(7 * time.Second)
+	cfg.Virtuals[0].Sites[0].HeaderTimeout = 7 * time.Second
 	done := make(chan int)
 	before := e.backendRequests()
 	go func() {
@@ -88,7 +86,7 @@ func TestReload(t *testing.T) {
 		done <- res.StatusCode
 	}()
 	waitFor(t, func() bool { return e.backendRequests() > before })
-	if err := e.proxy.Apply(cfg); err != nil {
+	if err := e.proxy.Apply(cfg.spec()); err != nil {
 		t.Fatal(err)
 	}
 	if code := <-done; code != 200 {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 )
 
@@ -119,7 +118,7 @@ func TestCurlHTTPVirtual(t *testing.T) {
 }
 
 func TestHeadersAndMethods(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) { v.TLS.HSTS = config.Duration(time.Hour) }})
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) { v.TLS.HSTS = time.Hour }})
 
 	// Hop-by-hop headers never reach the member; inbound X-Forwarded-*
 	// from an untrusted client are replaced.
@@ -184,7 +183,7 @@ func TestHeadersAndMethods(t *testing.T) {
 
 // A protocol upgrade the site allows passes through, pooled and pinned.
 func TestUpgradePassesThrough(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
+	e := newEnv(t, envOptions{virtual: func(v *Virtual) {
 		for _, s := range v.Sites {
 			s.Upgrade = []string{"websocket"}
 		}

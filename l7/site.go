@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"crypto/tls"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // affinityCookie is the cookie Lync Server 2010 load balancers keep
@@ -38,21 +36,20 @@ type siteLimits struct {
 	maxBody       int64 // <0: unlimited
 }
 
-func limitsOf(s *config.Site) siteLimits {
-	l := s.Effective()
+func limitsOf(l Limits) siteLimits {
 	return siteLimits{
-		headerTimeout: l.HeaderTimeout.D(),
-		response:      l.ResponseTimeout.D(),
-		idle:          l.IdleTimeout.D(),
-		stall:         l.StallTimeout.D(),
-		dial:          l.DialTimeout.D(),
-		poolIdle:      l.PoolIdleTimeout.D(),
+		headerTimeout: l.HeaderTimeout,
+		response:      l.ResponseTimeout,
+		idle:          l.IdleTimeout,
+		stall:         l.StallTimeout,
+		dial:          l.DialTimeout,
+		poolIdle:      l.PoolIdleTimeout,
 		maxHeader:     l.MaxHeaderBytes,
 		maxBody:       l.MaxBodyBytes,
 	}
 }
 
-// site is a compiled config.Site: the hosts it answers for and how it
+// site is a built Site: the hosts it answers for and how it
 // reaches its pool.
 type site struct {
 	vh          *vhost
@@ -89,7 +86,7 @@ type siteMember struct {
 
 func (s *site) dialer(m *memberState) *dialer {
 	return &dialer{
-		addr:   netip.AddrPortFrom(m.key.addr, s.port).String(),
+		addr:   netip.AddrPortFrom(m.key.Addr, s.port).String(),
 		tls:    s.tls,
 		limits: s.limits,
 		dial:   s.vh.p.opts.Dial,

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 )
 
@@ -157,7 +156,7 @@ func TestLongPollOutlivesSixtySeconds(t *testing.T) {
 func TestResponseTimeout504(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{members: 1, virtual: trustLoopback(nil),
-		site: func(s *config.Site) { s.ResponseTimeout = config.Duration(time.Second) }})
+		site: func(s *Site) { s.ResponseTimeout = time.Second }})
 	res, _ := e.dialTLS("webext.example.com").do(get("webext.example.com", "/longpoll?wait=4s"))
 	want := "response " + e.members[0].addr.String() + ":" + strconv.Itoa(int(e.tlsPort)) + ": timeout"
 	if res.StatusCode != 504 || res.Header.Get("Edgeproxy-Error") != want {

@@ -157,7 +157,7 @@ func TestSessionTicketRotation(t *testing.T) {
 		t.Fatal("a new client resumed")
 	}
 	// A reload keeps the keys.
-	if err := e.proxy.Apply(e.config(envOptions{})); err != nil {
+	if err := e.proxy.Apply(e.config(envOptions{}).spec()); err != nil {
 		t.Fatal(err)
 	}
 	// At 25h the first key is gone, the second still decrypts.

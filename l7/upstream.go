@@ -9,13 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	memberid "github.com/edgeproxy/edgeproxy/internal/member"
 )
 
 // Upstream constants that are not per-site settings.
@@ -51,10 +52,7 @@ type (
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 4}
 
 // memberKey names a member across reloads.
-type memberKey struct {
-	pool string
-	addr netip.Addr
-}
+type memberKey = memberid.ID
 
 // memberState is a pool member's health and load. It outlives
 // configuration generations so that health and counters survive reloads.

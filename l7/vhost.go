@@ -17,7 +17,7 @@ import (
 type vhost struct {
 	p        *Proxy
 	name     string
-	mode     string
+	mode     Mode
 	https    bool
 	listen   netip.AddrPort
 	certs    *certStore

@@ -172,13 +172,13 @@ func Render(w io.Writer, rep *Report) error {
 		prev := ""
 		for _, v := range p.Virtuals {
 			name, mode, listen := v.Name, v.Mode, v.Listen
-			if v.Name == prev && v.Mode != config.ModeFastL4 {
+			if v.Name == prev && v.Mode != string(config.ModeFastL4) {
 				name, mode, listen = "...", " ", " " // another site of the same virtual
 			}
 			prev = v.Name
 			name = "  " + name
 			hosts := strings.Join(v.Hosts, ", ")
-			if v.Mode == config.ModeFastL4 {
+			if v.Mode == string(config.ModeFastL4) {
 				hosts = "*"
 			}
 			t.row(name, mode, listen, v.Pool, port(v.Port), v.SNAT, strings.Join(v.Options, ", "), hosts)

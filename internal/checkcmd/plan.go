@@ -149,17 +149,17 @@ func NewPlan(c *config.Config) *Plan {
 			if v.Proto != "" && v.Proto != "tcp" {
 				opts = append([]string{v.Proto}, opts...)
 			}
-			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: v.Mode, Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts})
+			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts})
 			continue
 		}
 		if len(v.Sites) == 0 {
-			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: v.Mode, Listen: listen})
+			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen})
 		}
 		for _, s := range v.Sites {
 			if s == nil {
 				continue
 			}
-			row := VirtualRow{Name: v.Name, Mode: v.Mode, Listen: listen, Hosts: s.Hosts, Pool: s.Pool, Port: s.Port}
+			row := VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Hosts: s.Hosts, Pool: s.Pool, Port: s.Port}
 			if s.Redirect != "" {
 				row.Pool, row.Port = "", 0
 				row.Options = append(row.Options, "redirect to "+s.Redirect)
@@ -198,7 +198,7 @@ func NewPlan(c *config.Config) *Plan {
 		if pool == nil {
 			continue
 		}
-		row := PoolRow{Name: n, Monitor: monitorString(pool.Monitor), LB: pool.LB}
+		row := PoolRow{Name: n, Monitor: monitorString(pool.Monitor), LB: string(pool.LB)}
 		for _, m := range pool.Members {
 			mr := MemberRow{Name: m.Address, Weight: m.Weight, Disabled: m.Disabled}
 			if a, ok := c.MemberAddr(m); ok {
@@ -258,7 +258,7 @@ func isHostAddr(prefixes []netip.Prefix, a netip.Addr) bool {
 }
 
 func monitorString(m config.Monitor) string {
-	s := m.Type
+	s := string(m.Type)
 	if m.Port != 0 {
 		s += fmt.Sprintf(" :%d", m.Port)
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
+	"github.com/edgeproxy/edgeproxy/internal/member"
+	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 )
@@ -69,7 +70,7 @@ type Daemon struct {
 	adm      *admin.Server
 	l4       *fastPath
 	l7       *l7.Proxy
-	members  []health.Target
+	plan     *plan.Plan
 	// inPlanes is whether each member takes new traffic in the data
 	// planes, updated after both applied a health change, so /status
 	// never runs ahead of what the packets see.
@@ -150,9 +151,9 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	if err := d.startNetwork(cfg); err != nil {
 		return err
 	}
-	members, err := resolveMembers(ctx, cfg, d.resolver)
+	pl, err := plan.Compile(ctx, cfg, d.resolver.Resolve)
 	if err != nil {
-		return err
+		return fmt.Errorf("compile configuration: %w", err)
 	}
 	d.adm = admin.New(admin.Options{
 		Listen:  cfg.Admin.Listen,
@@ -175,9 +176,8 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,
 		Registry:  reg,
-		Resolve:   d.resolve1,
 	})
-	if err := d.apply(ctx, cfg, members); err != nil {
+	if err := d.apply(ctx, cfg, pl); err != nil {
 		return err
 	}
 	if cfg.Admin.Listen != "" {
@@ -262,52 +262,22 @@ func (d *Daemon) startNetwork(cfg *config.Config) error {
 	return nil
 }
 
-// resolve1 resolves one member name with the current hosts table.
-func (d *Daemon) resolve1(ctx context.Context, name string) (netip.Addr, error) {
-	d.mu.Lock()
-	r := d.resolver
-	d.mu.Unlock()
-	return r.Resolve(ctx, name)
-}
-
-// resolve turns every pool member into an address through the hosts
-// table (and the DMZ resolver when configured).
-func resolveMembers(ctx context.Context, cfg *config.Config, r *netcfg.Resolver) ([]health.Target, error) {
-	var out []health.Target
-	var errs []error
-	for name, p := range cfg.Pools {
-		for _, m := range p.Members {
-			a, err := r.Resolve(ctx, m.Address)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("resolve member %q of pool %q: %w", m.Address, name, err))
-				continue
-			}
-			out = append(out, health.Target{Pool: name, Member: m.Address, Addr: a, Disabled: m.Disabled})
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
 // apply makes cfg the running configuration: listeners first (the step
 // most likely to fail, for example an address in use), then the fast
 // path, then the monitors. A failure leaves the previous configuration in
 // place.
-func (d *Daemon) apply(_ context.Context, cfg *config.Config, members []health.Target) error {
+func (d *Daemon) apply(_ context.Context, cfg *config.Config, pl *plan.Plan) error {
 	d.mu.Lock()
-	prev, prevMembers := d.cfg, d.members
+	prev, prevPlan := d.cfg, d.plan
 	d.mu.Unlock()
 
-	if err := d.applyPlanes(cfg, members, prev); err != nil {
+	if err := d.applyPlanes(cfg, pl, prev, prevPlan); err != nil {
 		return err
 	}
-	monitors := map[string]config.Monitor{}
-	for name, p := range cfg.Pools {
-		monitors[name] = p.Monitor
-	}
-	if err := d.checker.Update(members, monitors); err != nil {
+	if err := d.checker.Update(pl.Health.Targets, pl.Health.Monitors); err != nil {
 		err = fmt.Errorf("apply monitors: %w", err)
 		if prev != nil {
-			if rerr := d.applyPlanes(prev, prevMembers, nil); rerr != nil {
+			if rerr := d.applyPlanes(prev, prevPlan, nil, nil); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("restore the previous configuration: %w", rerr))
 			}
 		}
@@ -319,30 +289,30 @@ func (d *Daemon) apply(_ context.Context, cfg *config.Config, members []health.T
 		}
 	}
 	d.mu.Lock()
-	d.cfg, d.members, d.loaded = cfg, members, time.Now()
+	d.cfg, d.plan, d.loaded = cfg, pl, time.Now()
 	d.mu.Unlock()
 	return nil
 }
 
-// applyPlanes gives cfg to the L7 proxy and the fast path, with the
-// members' current health; when the fast path refuses it, the L7 proxy
-// goes back to prev. Health changes wait meanwhile, so none is lost
+// applyPlanes gives pl to the L7 proxy and cfg to the fast path, with
+// the members' current health; when the fast path refuses it, the L7
+// proxy goes back to prev. Health changes wait meanwhile, so none is lost
 // between reading the health and the planes taking it.
-func (d *Daemon) applyPlanes(cfg *config.Config, members []health.Target, prev *config.Config) error {
+func (d *Daemon) applyPlanes(cfg *config.Config, pl *plan.Plan, prev *config.Config, prevPlan *plan.Plan) error {
 	d.planeMu.Lock()
 	defer d.planeMu.Unlock()
-	up := d.upState(members)
-	if err := d.l7.Apply(cfg); err != nil {
+	up := d.upState(pl.Health.Targets)
+	if err := d.l7.Apply(pl.L7); err != nil {
 		return fmt.Errorf("apply L7 virtuals: %w", err)
 	}
 	for k, u := range up {
-		d.l7.SetMemberUp(k.pool, k.addr, u)
+		d.l7.SetMemberUp(k.Pool, k.Addr, u)
 	}
 	if d.l4 != nil {
-		if err := d.l4.apply(cfg, members, up); err != nil {
+		if err := d.l4.apply(cfg, pl.Health.Targets, up); err != nil {
 			err = fmt.Errorf("apply fastl4 virtuals: %w", err)
 			if prev != nil {
-				if rerr := d.l7.Apply(prev); rerr != nil {
+				if rerr := d.l7.Apply(prevPlan.L7); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("restore L7 virtuals: %w", rerr))
 				}
 			}
@@ -363,21 +333,18 @@ func (d *Daemon) upState(members []health.Target) map[memberKey]bool {
 	state := map[memberKey]health.State{}
 	if d.checker != nil {
 		for _, s := range d.checker.Snapshot() {
-			state[memberKey{s.Pool, s.Addr}] = s.State
+			state[member.New(s.Pool, s.Addr)] = s.State
 		}
 	}
 	for _, m := range members {
-		k := memberKey{m.Pool, m.Addr}
+		k := m.ID()
 		st := state[k]
 		up[k] = !m.Disabled && st != health.StateDown && st != health.StateDisabled
 	}
 	return up
 }
 
-type memberKey struct {
-	pool string
-	addr netip.Addr
-}
+type memberKey = member.ID
 
 // onHealth fans a member's change out to both data planes.
 func (d *Daemon) onHealth(ev health.Event) {
@@ -395,7 +362,7 @@ func (d *Daemon) onHealth(ev health.Event) {
 		d.l7.SetMemberUp(ev.Pool, ev.Addr, ev.Up)
 	}
 	d.mu.Lock()
-	d.inPlanes[memberKey{ev.Pool, ev.Addr}] = ev.Up
+	d.inPlanes[member.New(ev.Pool, ev.Addr)] = ev.Up
 	d.mu.Unlock()
 }
 
@@ -410,9 +377,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: build hosts table: %w", ErrReload, err)
 	}
-	members, err := resolveMembers(ctx, cfg, r)
+	pl, err := plan.Compile(ctx, cfg, r.Resolve)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrReload, err)
+		return fmt.Errorf("%w: compile configuration: %w", ErrReload, err)
 	}
 	if d.host != nil && cfg.Network.Managed() {
 		if _, err := d.host.Apply(cfg); err != nil {
@@ -423,7 +390,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	old := d.resolver
 	d.resolver = r
 	d.mu.Unlock()
-	if err := d.apply(ctx, cfg, members); err != nil {
+	if err := d.apply(ctx, cfg, pl); err != nil {
 		d.mu.Lock()
 		d.resolver = old
 		d.mu.Unlock()

@@ -43,7 +43,7 @@ func (f *fastPath) apply(cfg *config.Config, members []health.Target, up map[mem
 	byPool := map[string][]l4.Member{}
 	for _, m := range members {
 		byPool[m.Pool] = append(byPool[m.Pool], l4.Member{
-			Name: m.Member, Addr: m.Addr, Disabled: m.Disabled, Up: up[memberKey{m.Pool, m.Addr}],
+			Name: m.Member, Addr: m.Addr, Disabled: m.Disabled, Up: up[m.ID()],
 		})
 	}
 	return f.fp.Apply(cfg, byPool)

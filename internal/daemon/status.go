@@ -3,13 +3,12 @@ package daemon
 import (
 	"context"
 	"maps"
-	"strconv"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/edgeproxy/edgeproxy/internal/member"
 )
 
 // status answers /status: the running configuration's virtuals with their
@@ -37,7 +36,7 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	snap := d.checker.Snapshot()
 	for i, m := range snap {
 		// A change the data planes have not applied yet is not reported.
-		in, ok := inPlanes[memberKey{m.Pool, m.Addr}]
+		in, ok := inPlanes[member.New(m.Pool, m.Addr)]
 		switch {
 		case !ok:
 		case in && m.State == health.StateDown:
@@ -55,7 +54,7 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 			up[m.Pool]++
 		}
 	}
-	l7 := d.l7Counts()
+	l7 := d.l7.Stats()
 	var fp *fastPathStatus
 	if d.l4 != nil {
 		fp = d.l4.status()
@@ -65,7 +64,7 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 		}
 	}
 	for _, v := range cfg.Virtuals {
-		av := admin.Virtual{Name: v.Name, Mode: v.Mode, Listen: v.Listen.String(), Port: v.Port}
+		av := admin.Virtual{Name: v.Name, Mode: string(v.Mode), Listen: v.Listen.String(), Port: v.Port}
 		pools := map[string]bool{}
 		if v.Pool != "" {
 			pools[v.Pool] = true
@@ -85,51 +84,9 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 			av.Errors = fp.dropsByVirtual[v.Name]
 		}
 		if c, ok := l7[v.Name]; ok {
-			av.Requests, av.Errors, av.Connections = c.requests, c.errors, c.active
+			av.Requests, av.Errors, av.Connections = c.Requests, c.Errors, c.Connections
 		}
 		st.Virtuals = append(st.Virtuals, av)
 	}
 	return st, nil
-}
-
-type l7Count struct{ requests, errors, active uint64 }
-
-// l7Counts reads the L7 counters from the daemon's registry.
-func (d *Daemon) l7Counts() map[string]l7Count {
-	out := map[string]l7Count{}
-	mfs, err := d.adm.Registry().Gather()
-	if err != nil {
-		return out
-	}
-	label := func(m *dto.Metric, name string) string {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == name {
-				return l.GetValue()
-			}
-		}
-		return ""
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "edgeproxy_http_requests_total":
-			for _, m := range mf.GetMetric() {
-				v := label(m, "virtual")
-				c := out[v]
-				n := uint64(m.GetCounter().GetValue())
-				c.requests += n
-				if code, _ := strconv.Atoi(label(m, "code")); code >= 500 {
-					c.errors += n
-				}
-				out[v] = c
-			}
-		case "edgeproxy_http_active_connections":
-			for _, m := range mf.GetMetric() {
-				v := label(m, "virtual")
-				c := out[v]
-				c.active += uint64(m.GetGauge().GetValue())
-				out[v] = c
-			}
-		}
-	}
-	return out
 }

@@ -41,11 +41,11 @@ func TestConfigAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.Parse rejects the demo configuration: %v\n%s", err, text)
 	}
-	modes := map[string]string{}
+	modes := map[string]config.Mode{}
 	for _, v := range cfg.Virtuals {
 		modes[v.Listen.String()] = v.Mode
 	}
-	want := map[string]string{
+	want := map[string]config.Mode{
 		"198.18.0.20:443": config.ModeFastL4, "198.18.0.20:80": config.ModeFastL4,
 		"198.18.0.10:443": config.ModeHTTPS, "198.18.0.10:80": config.ModeHTTP,
 	}
