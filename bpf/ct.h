@@ -10,18 +10,27 @@
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "guard.h"
+
+#ifndef RST_WINDOW
+#define RST_WINDOW (1U << 24) /* a RST this far past the expected sequence
+			       * number is forwarded (the endpoint answers
+			       * it with a challenge ACK), beyond: dropped */
+#endif
 
 /* Re-inserts the other half of f when it is missing. p is a packet of
  * f's direction, so p->key is f's own key. */
 static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
 {
+	struct config *cfg;
 	struct scratch *sc;
 	struct flow_val *v;
 
 	if (flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
-	if (!sc)
+	cfg = settings_get();
+	if (!sc || !cfg)
 		return;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
@@ -32,6 +41,7 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	v->closing = f->closing;
 	v->mss = f->mss;
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
+	flow_set_ingress(v, cfg, v->dir);
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
 	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
@@ -101,10 +111,43 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 			f->ack = ack;
 	}
 
-	if (fl & TCP_FLAG_RST)
-		ct_close(f, CLOSE_RST);
-	else if (fl & TCP_FLAG_FIN)
+	/* A RST closes the flow in ct_rst, when it is exact. */
+	if (!(fl & TCP_FLAG_RST) && (fl & TCP_FLAG_FIN))
 		ct_close(f, f->dir == DIR_CLIENT ? CLOSE_FIN_CLIENT : CLOSE_FIN_SERVER);
+}
+
+/* RFC 5961 §3 for a RST of f's direction, before it is tracked: one at
+ * exactly the sequence number the receiver expects (the last it
+ * acknowledged) closes the flow; one further inside the window is
+ * forwarded without closing it (the receiver answers with a challenge
+ * ACK, and the sender's exact RST follows); any other is dropped. A
+ * receiver that has only sent its SYN takes a RST that acknowledges it
+ * (RFC 793). Returns -1 to forward the RST, else the drop reason. */
+static __always_inline int ct_rst(struct flow_val *f, const struct pkt *p)
+{
+	struct tcphdr *th = pkt_l4(p, sizeof(*th));
+	struct flow_val *o = flow_lookup(&f->peer);
+	__u32 seq;
+
+	if (!th)
+		return REASON_DROP_RST_WINDOW;
+	if (!o) /* nothing to judge it by: the receiver does */
+		return -1;
+	seq = bpf_ntohl(th->seq);
+	if (!(o->seen & (SEEN_SYNACK | SEEN_ACK))) {
+		if ((p->m->tcp_flags & TCP_FLAG_ACK) && bpf_ntohl(th->ack_seq) == o->seq_next) {
+			ct_close(f, CLOSE_RST);
+			return -1;
+		}
+		return REASON_DROP_RST_WINDOW;
+	}
+	if (seq == o->ack) {
+		ct_close(f, CLOSE_RST);
+		return -1;
+	}
+	if (seq - o->ack < RST_WINDOW)
+		return -1;
+	return REASON_DROP_RST_WINDOW;
 }
 
 /* Deletes both halves of a pair (a SYN on a closing connection). */
@@ -154,12 +197,14 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	v->vid = svc->vid;
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
+	flow_set_ingress(v, cfg, DIR_SERVER);
 	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
 	if (r >= 0)
 		return r;
 
 	v->peer = skey;
 	v->dir = DIR_CLIENT;
+	flow_set_ingress(v, cfg, DIR_CLIENT);
 	err = flow_update(&p->key, v, BPF_NOEXIST);
 	if (err) {
 		flow_delete(&skey);

@@ -33,8 +33,10 @@
 #include "parse.h"
 #include "maps.h"
 #include "nat.h"
+#include "guard.h"
 #include "ct.h"
 #include "fib.h"
+#include "router.h"
 #include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -54,9 +56,11 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 /* flow_hit's answer when the packet opens a new flow instead. */
 #define FLOW_MISS -1
 
-/* Forwards a packet of an open flow: tracks it, rewrites it, sends it.
- * Inlined into flow_hit (the established path) and fastl4_miss (a new
- * flow's first packet). */
+/* Forwards a packet of an open flow: checks it came in on the flow's NIC
+ * with TTL to spare and fits the egress MTU, tracks it, rewrites it,
+ * sends it. The next hop is resolved before anything is changed, so that
+ * a packet too big is quoted as it arrived. Inlined into flow_hit (the
+ * established path) and fastl4_miss (a new flow's first packet). */
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, __u32 reason)
 {
@@ -69,24 +73,44 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	if (pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
 	bytes = m->bytes;
+	r = guard_flow(ctx, p->eth, f);
+	if (r >= 0) {
+		count(f->vid, r, bytes);
+		return guard_verdict(r);
+	}
+	if (m->ttl <= 1)
+		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
+
+	if (!f->tx_slot || (__s64)(now - f->fib_ns) >= (__s64)FIB_CACHE_NS) {
+		r = fib_resolve(ctx, p, &f->peer, &nh);
+		if (r == REASON_DROP_FRAG_NEEDED)
+			return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, nh.mtu);
+		if (r >= 0) {
+			count(f->vid, r, bytes);
+			return XDP_DROP;
+		}
+		f->tx_slot = nh.tx_slot;
+		__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
+		f->mtu = nh.mtu;
+		f->fib_ns = now;
+	}
+	if (m->l3_len > f->mtu)
+		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, f->mtu);
+
+	if ((m->tcp_flags & TCP_FLAG_RST) && m->key.proto == IPPROTO_TCP) {
+		r = ct_rst(f, p);
+		if (r >= 0) {
+			count(f->vid, r, bytes);
+			return XDP_DROP;
+		}
+	}
 	ct_track(f, p, now);
 	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
+	ttl_decrement(p);
 	nat_rewrite(p, &f->peer);
-
-	if (f->tx_slot && (__s64)(now - f->fib_ns) < (__s64)FIB_CACHE_NS)
-		return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
-
-	r = fib_resolve(ctx, p, &f->peer, &nh);
-	if (r >= 0) {
-		count(f->vid, r, bytes);
-		return XDP_DROP;
-	}
-	f->tx_slot = nh.tx_slot;
-	__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
-	f->fib_ns = now;
-	return nexthop_redirect(p->eth, nh.tx_slot, nh.macs, f->vid, reason, bytes);
+	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
 }
 
 /* A packet of an open flow. Inlined into the program: as a global
@@ -148,6 +172,13 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, REASON_DROP_FRAGMENT, bytes);
 		return XDP_DROP;
 	}
+	r = guard_new(ctx, m, cfg);
+	if (r >= 0) {
+		count(svc->vid, r, bytes);
+		return guard_verdict(r);
+	}
+	if (m->ttl <= 1)
+		return icmp_reply(ctx, m, svc->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
 	if (m->key.proto == IPPROTO_TCP) {
 		__u8 fl = m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN);
 
@@ -184,7 +215,7 @@ int edgeproxy_fastl4(struct xdp_md *ctx)
 		r = parse_packet(ctx, &m);
 		if (r >= 0) {
 			count(0, r, m.bytes);
-			return XDP_PASS;
+			return r == REASON_DROP_BAD_HEADER ? XDP_DROP : XDP_PASS;
 		}
 		if (m.frag == FRAG_LATER) {
 			count(0, REASON_PASS_FRAGMENT, m.bytes);

@@ -25,6 +25,10 @@ type FastL4Config struct {
 	SnatPortMin uint16
 	SnatPortMax uint16
 	FibIfindex  uint32
+	ExtIfindex  uint32
+	IntIfindex  uint32
+	ExtMac      [6]uint8
+	IntMac      [6]uint8
 }
 
 type FastL4FlowClose uint32
@@ -87,7 +91,21 @@ type FastL4FlowVal struct {
 	Dir       uint8
 	Seen      uint8
 	Macs      [12]uint8
-	_         [4]byte
+	InMac     [6]uint8
+	Mtu       uint16
+	InIfindex uint32
+}
+
+type FastL4Martian4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
+type FastL4Martian6 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      FastL4Addr
 }
 
 type FastL4NeighKey struct {
@@ -130,7 +148,16 @@ const (
 	FastL4ReasonREASON_EVENT_REPAIRED      FastL4Reason = 22
 	FastL4ReasonREASON_EVENT_RESTARTED     FastL4Reason = 23
 	FastL4ReasonREASON_EVENT_MSS_CLAMPED   FastL4Reason = 24
-	FastL4ReasonREASON_MAX                 FastL4Reason = 25
+	FastL4ReasonREASON_DROP_INGRESS        FastL4Reason = 25
+	FastL4ReasonREASON_PASS_FOREIGN_MAC    FastL4Reason = 26
+	FastL4ReasonREASON_DROP_MARTIAN        FastL4Reason = 27
+	FastL4ReasonREASON_DROP_BAD_HEADER     FastL4Reason = 28
+	FastL4ReasonREASON_TX_TIME_EXCEEDED    FastL4Reason = 29
+	FastL4ReasonREASON_TX_TOO_BIG          FastL4Reason = 30
+	FastL4ReasonREASON_DROP_TTL            FastL4Reason = 31
+	FastL4ReasonREASON_DROP_RST_WINDOW     FastL4Reason = 32
+	FastL4ReasonREASON_DROP_ICMP_INVALID   FastL4Reason = 33
+	FastL4ReasonREASON_MAX                 FastL4Reason = 34
 )
 
 type FastL4Scratch struct {
@@ -197,6 +224,8 @@ const (
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
 	FastL4MapMaglev           = "maglev"
+	FastL4MapMartians4        = "martians4"
+	FastL4MapMartians6        = "martians6"
 	FastL4MapNeighMiss        = "neigh_miss"
 	FastL4MapPools            = "pools"
 	FastL4MapScratch          = "scratch"
@@ -265,6 +294,8 @@ type FastL4MapSpecs struct {
 	Flows4Udp *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
+	Martians4 *ebpf.MapSpec `ebpf:"martians4"`
+	Martians6 *ebpf.MapSpec `ebpf:"martians6"`
 	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools     *ebpf.MapSpec `ebpf:"pools"`
 	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
@@ -309,6 +340,8 @@ type FastL4Maps struct {
 	Flows4Udp *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6    *ebpf.Map `ebpf:"flows6"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
+	Martians4 *ebpf.Map `ebpf:"martians4"`
+	Martians6 *ebpf.Map `ebpf:"martians6"`
 	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
 	Pools     *ebpf.Map `ebpf:"pools"`
 	Scratch   *ebpf.Map `ebpf:"scratch"`
@@ -327,6 +360,8 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Udp,
 		m.Flows6,
 		m.Maglev,
+		m.Martians4,
+		m.Martians6,
 		m.NeighMiss,
 		m.Pools,
 		m.Scratch,
