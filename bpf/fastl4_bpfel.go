@@ -96,6 +96,12 @@ type FastL4FlowVal struct {
 	InIfindex uint32
 }
 
+type FastL4IcmpScratch struct {
+	_   structs.HostLayout
+	Key FastL4FlowKey
+	B   [2052]uint8
+}
+
 type FastL4Martian4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -223,6 +229,7 @@ const (
 	FastL4MapFlows4Tcp        = "flows4_tcp"
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
+	FastL4MapIcmpScratch      = "icmp_scratch"
 	FastL4MapMaglev           = "maglev"
 	FastL4MapMartians4        = "martians4"
 	FastL4MapMartians6        = "martians6"
@@ -290,22 +297,23 @@ type FastL4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4MapSpecs struct {
-	Flows4Tcp *ebpf.MapSpec `ebpf:"flows4_tcp"`
-	Flows4Udp *ebpf.MapSpec `ebpf:"flows4_udp"`
-	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
-	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
-	Martians4 *ebpf.MapSpec `ebpf:"martians4"`
-	Martians6 *ebpf.MapSpec `ebpf:"martians6"`
-	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
-	Pools     *ebpf.MapSpec `ebpf:"pools"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
-	Services  *ebpf.MapSpec `ebpf:"services"`
-	Settings  *ebpf.MapSpec `ebpf:"settings"`
-	SnatAddrs *ebpf.MapSpec `ebpf:"snat_addrs"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
-	TxSlots   *ebpf.MapSpec `ebpf:"tx_slots"`
-	Virtuals  *ebpf.MapSpec `ebpf:"virtuals"`
+	Flows4Tcp   *ebpf.MapSpec `ebpf:"flows4_tcp"`
+	Flows4Udp   *ebpf.MapSpec `ebpf:"flows4_udp"`
+	Flows6      *ebpf.MapSpec `ebpf:"flows6"`
+	IcmpScratch *ebpf.MapSpec `ebpf:"icmp_scratch"`
+	Maglev      *ebpf.MapSpec `ebpf:"maglev"`
+	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
+	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
+	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
+	Pools       *ebpf.MapSpec `ebpf:"pools"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Services    *ebpf.MapSpec `ebpf:"services"`
+	Settings    *ebpf.MapSpec `ebpf:"settings"`
+	SnatAddrs   *ebpf.MapSpec `ebpf:"snat_addrs"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
+	TxSlots     *ebpf.MapSpec `ebpf:"tx_slots"`
+	Virtuals    *ebpf.MapSpec `ebpf:"virtuals"`
 }
 
 // FastL4VariableSpecs contains global variables before they are loaded into the kernel.
@@ -336,22 +344,23 @@ func (o *FastL4Objects) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Maps struct {
-	Flows4Tcp *ebpf.Map `ebpf:"flows4_tcp"`
-	Flows4Udp *ebpf.Map `ebpf:"flows4_udp"`
-	Flows6    *ebpf.Map `ebpf:"flows6"`
-	Maglev    *ebpf.Map `ebpf:"maglev"`
-	Martians4 *ebpf.Map `ebpf:"martians4"`
-	Martians6 *ebpf.Map `ebpf:"martians6"`
-	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
-	Pools     *ebpf.Map `ebpf:"pools"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
-	Services  *ebpf.Map `ebpf:"services"`
-	Settings  *ebpf.Map `ebpf:"settings"`
-	SnatAddrs *ebpf.Map `ebpf:"snat_addrs"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
-	TxSlots   *ebpf.Map `ebpf:"tx_slots"`
-	Virtuals  *ebpf.Map `ebpf:"virtuals"`
+	Flows4Tcp   *ebpf.Map `ebpf:"flows4_tcp"`
+	Flows4Udp   *ebpf.Map `ebpf:"flows4_udp"`
+	Flows6      *ebpf.Map `ebpf:"flows6"`
+	IcmpScratch *ebpf.Map `ebpf:"icmp_scratch"`
+	Maglev      *ebpf.Map `ebpf:"maglev"`
+	Martians4   *ebpf.Map `ebpf:"martians4"`
+	Martians6   *ebpf.Map `ebpf:"martians6"`
+	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
+	Pools       *ebpf.Map `ebpf:"pools"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Services    *ebpf.Map `ebpf:"services"`
+	Settings    *ebpf.Map `ebpf:"settings"`
+	SnatAddrs   *ebpf.Map `ebpf:"snat_addrs"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
+	TxSlots     *ebpf.Map `ebpf:"tx_slots"`
+	Virtuals    *ebpf.Map `ebpf:"virtuals"`
 }
 
 func (m *FastL4Maps) Close() error {
@@ -359,6 +368,7 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Tcp,
 		m.Flows4Udp,
 		m.Flows6,
+		m.IcmpScratch,
 		m.Maglev,
 		m.Martians4,
 		m.Martians6,
