@@ -135,7 +135,13 @@ func (f *FastPath) setMartians(ps []netip.Prefix) error {
 		if p.Addr().Is4() {
 			want4[bpf.FastL4Martian4{Prefixlen: uint32(p.Bits()), Addr: addrToBPF(p.Addr()).W[0]}] = true
 		} else {
-			want6[bpf.FastL4Martian6{Prefixlen: uint32(p.Bits()), Addr: addrToBPF(p.Addr())}] = true
+			var k bpf.FastL4Martian6
+			b := p.Addr().As16() // as is: an IPv4-mapped prefix stays IPv6
+			for i := range 4 {
+				k.Addr.W[i] = binary.LittleEndian.Uint32(b[i*4:])
+			}
+			k.Prefixlen = uint32(p.Bits())
+			want6[k] = true
 		}
 	}
 	if err := syncSet(f.objs.Martians4, want4); err != nil {
