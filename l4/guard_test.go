@@ -337,3 +337,132 @@ func (e *env) forgetNextHop(client, vip netip.AddrPort) {
 		e.t.Fatal(err)
 	}
 }
+
+// icmpTooBig is the error a router on the member side sends about the
+// segment seq from the SNAT address to the member: frag-needed (IPv4) or
+// packet too big (IPv6) with mtu.
+func icmpTooBig(from netip.Addr, snat, member netip.AddrPort, seq uint32, mtu uint16) []byte {
+	inner := frame{src: snat, dst: member, proto: protoTCP, flags: flagACK, seq: seq, ack: 901, payload: make([]byte, 200)}.bytes()[14:]
+	if from.Is4() {
+		msg := append([]byte{3, 4, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}, inner...)
+		binary.BigEndian.PutUint16(msg[2:], ^foldSum(sum16(msg)))
+		return frame{src: ap(from, 0), dst: ap(snat.Addr(), 0), proto: protoICMP, rawL4: msg}.bytes()
+	}
+	msg := append([]byte{2, 0, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}, inner...)
+	binary.BigEndian.PutUint16(msg[2:], ^foldSum(pseudo(from, snat.Addr(), protoICMPv6, len(msg))+sum16(msg)))
+	return frame{src: ap(from, 0), dst: ap(snat.Addr(), 0), proto: protoICMPv6, rawL4: msg}.bytes()
+}
+
+func TestPrivilegedProgramTCPSanity(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		t.Run(fam, func(t *testing.T) {
+			client, vip, virtual, router := ap(client4, 56000), ap(vip4, 443), "web", e.lab.RouterAddr4
+			mtu := uint16(1400)
+			if fam == "ipv6" {
+				client, vip, virtual, router, mtu = ap(client6, 56000), ap(vip6, 443), "web6", e.lab.RouterAddr6, 1280
+			}
+			// The client's next sequence number is 101, the member's 901.
+			member, snat := establish(t, e, client, vip)
+			alive := func(what string) {
+				t.Helper()
+				if st := e.flowState(client); st != StateEstablished {
+					t.Fatalf("after %s: state %q, want established", what, st)
+				}
+				expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901, payload: []byte("x")}.bytes(), toMember)
+			}
+
+			// Blind RSTs 2^31 off, from either side: dropped.
+			for _, f := range []frame{
+				{src: client, dst: vip, proto: protoTCP, flags: flagRST, seq: 101 + 1<<31},
+				{src: member, dst: snat, proto: protoTCP, flags: flagRST | flagACK, seq: 901 + 1<<31, ack: 101},
+			} {
+				d := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_RST_WINDOW)
+				expectVerdict(t, e, f.bytes(), xdpDrop)
+				if d() != 1 {
+					t.Error("blind RST: drop_rst_window not counted")
+				}
+				alive("a blind RST")
+			}
+			// In the window but not exact: the member's stack answers it
+			// with a challenge ACK; the flow stays.
+			expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagRST, seq: 101 + 5000}.bytes(), toMember)
+			alive("an in-window RST")
+
+			// ICMP errors: a foreign sequence number, a bad checksum, an
+			// MTU below the minimum are not translated.
+			bad := icmpTooBig(router, snat, member, 101, mtu)
+			bad[len(bad)-1] ^= 0xff
+			for name, in := range map[string][]byte{
+				"foreign sequence number": icmpTooBig(router, snat, member, 101+1<<31, mtu),
+				"bad checksum":            bad,
+				"MTU below the minimum":   icmpTooBig(router, snat, member, 101, map[string]uint16{"ipv4": 500, "ipv6": 1000}[fam]),
+			} {
+				d := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_ICMP_INVALID)
+				expectVerdict(t, e, in, xdpDrop)
+				if d() != 1 {
+					t.Errorf("ICMP with a %s: drop_icmp_invalid not counted", name)
+				}
+				alive("an ICMP error with a " + name)
+			}
+			// The genuine one is.
+			p := expectRedirect(t, e, icmpTooBig(router, snat, member, 101, mtu), toClient)
+			if p.dst.Addr() != client.Addr() {
+				t.Errorf("ICMP error sent to %s", p.dst.Addr())
+			}
+
+			// The exact RST closes the flow.
+			expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagRST, seq: 101}.bytes(), toMember)
+			if st := e.flowState(client); st != StateReset {
+				t.Errorf("after the exact RST: state %q, want reset", st)
+			}
+		})
+	}
+
+	// A member refusing a SYN: its RST must acknowledge the SYN.
+	client, vip := ap(client4, 56100), ap(vip4, 443)
+	s := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 7000}.bytes(), toMember)
+	expectVerdict(t, e, frame{src: s.dst, dst: s.src, proto: protoTCP, flags: flagRST}.bytes(), xdpDrop)
+	expectVerdict(t, e, frame{src: s.dst, dst: s.src, proto: protoTCP, flags: flagRST | flagACK, ack: 1234}.bytes(), xdpDrop)
+	if st := e.flowState(client); st != StateHandshake {
+		t.Errorf("after RSTs not acknowledging the SYN: state %q, want handshake", st)
+	}
+	expectRedirect(t, e, frame{src: s.dst, dst: s.src, proto: protoTCP, flags: flagRST | flagACK, ack: 7001}.bytes(), toClient)
+	if st := e.flowState(client); st != StateReset {
+		t.Errorf("after the refusal: state %q, want reset", st)
+	}
+}
+
+func TestPrivilegedProgramBadHeaders(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	udpLen := func(b []byte, hl int, n uint16) []byte {
+		binary.BigEndian.PutUint16(b[14+hl+4:], n)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"udp length past the datagram", udpLen(frame{src: ap(client4, 57000), dst: ap(vip4, 53), proto: protoUDP, noUDPCsum: true, payload: []byte("query")}.bytes(), 20, 20)},
+		{"udp length short of the datagram", udpLen(frame{src: ap(client4, 57001), dst: ap(vip4, 53), proto: protoUDP, noUDPCsum: true, payload: []byte("query")}.bytes(), 20, 9)},
+		{"ipv6 udp without checksum", frame{src: ap(client6, 57002), dst: ap(vip6, 53), proto: protoUDP, noUDPCsum: true, payload: []byte("query")}.bytes()},
+		{"ipv4 loose source route", frame{src: ap(client4, 57003), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, ipOpts: []byte{1, 0x83, 7, 4, 198, 18, 0, 9}}.bytes()},
+		{"ipv4 strict source route", frame{src: ap(client4, 57004), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, ipOpts: []byte{0x89, 7, 4, 198, 18, 0, 9, 0}}.bytes()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := e.delta("", bpf.FastL4ReasonREASON_DROP_BAD_HEADER)
+			expectVerdict(t, e, tc.in, xdpDrop)
+			if d() != 1 {
+				t.Error("drop_bad_header not counted")
+			}
+		})
+	}
+	if n := e.flowEntries(); n != 0 {
+		t.Errorf("bad headers opened %d flow entries", n)
+	}
+	// ESP is not translated.
+	expectPassUntouched(t, e, frame{src: ap(client4, 0), dst: ap(vip4, 0), proto: 50, rawL4: make([]byte, 24)}.bytes())
+}
