@@ -113,7 +113,9 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 		if (len < 2)
 			return 0;
 		if (kind == TCPOPT_MSS) {
-			if (len != TCPOLEN_MSS)
+			/* The value must lie inside the header, not past
+			 * the data offset in the payload. */
+			if (len != TCPOLEN_MSS || off + TCPOLEN_MSS > optlen)
 				return 0;
 			at = off + 2;
 			break;

@@ -475,6 +475,14 @@ func TestPrivilegedProgramMSSClamp(t *testing.T) {
 			}
 		})
 	}
+	// An MSS option whose value lies past the data offset: the payload
+	// is not the option's, and stays as sent.
+	straddle := frame{src: ap(client6, 45200), dst: ap(vip6, 443), proto: protoTCP, flags: flagSYN, tcpOpts: []byte{1, 1, 2, 4}, payload: []byte{0x23, 0x28, 'd', 'a', 't', 'a'}}
+	sp := expectRedirect(t, e, straddle.bytes(), toMember)
+	if !bytes.Equal(sp.payload, straddle.payload) {
+		t.Errorf("payload after an option cut by the data offset changed: % x, want % x", sp.payload, straddle.payload)
+	}
+
 	// Without mss_override nothing changes.
 	opts := append(mss(1460), 1, 1, 1, 0)
 	p := expectRedirect(t, e, frame{src: ap(client4, 45100), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, tcpOpts: opts}.bytes(), toMember)
