@@ -108,7 +108,6 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
-	ttl_decrement(p);
 	nat_rewrite(p, &f->peer);
 	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
 }

@@ -19,7 +19,8 @@
 #define TCPOLEN_MSS 4
 
 /* Rewrites a packet of the direction whose other half is peer: the new
- * source is peer->daddr:dport, the new destination peer->saddr:sport.
+ * source is peer->daddr:dport, the new destination peer->saddr:sport, and
+ * the TTL (hop limit) one lower (the caller made sure it is above 1).
  * Fixes the IPv4 header checksum and the TCP/UDP checksum (pseudo header
  * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
 static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
@@ -31,9 +32,18 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 	if (fam == 4) {
 		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
 
+		__u16 ttl;
+
 		if (!iph)
 			return;
-		iph->check = csum_apply(iph->check, d);
+		/* TTL and protocol form one checksum word, changed as a
+		 * word (a byte store then a word load of the same bytes
+		 * stalls store forwarding); little-endian (bpfel): the TTL
+		 * is its low byte. Its delta joins the addresses' for the
+		 * header only: the TTL is not in the pseudo header. */
+		ttl = *(__u16 *)&iph->ttl;
+		*(__u16 *)&iph->ttl = ttl - 1;
+		iph->check = csum_apply(iph->check, d + csum_delta16(ttl, ttl - 1));
 		iph->saddr = peer->daddr.w[0];
 		iph->daddr = peer->saddr.w[0];
 	} else {
@@ -41,6 +51,7 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 
 		if (!ip6)
 			return;
+		ip6->hop_limit--;
 		__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
 		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
 	}

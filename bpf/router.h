@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Router behaviour: a forwarded packet leaves with its TTL (hop limit)
- * one lower; one whose TTL runs out, or that is larger than the egress
+ * one lower (nat_rewrite); one whose TTL runs out, or that is larger than the egress
  * MTU, is answered by the program itself with ICMP time exceeded or
  * fragmentation needed / packet too big (XDP_TX back out of the NIC it
  * came in on), as the kernel's forwarding path would. The stack cannot
@@ -167,30 +167,6 @@ __noinline int icmp_reply(struct xdp_md *ctx, const struct pkt_meta *m, __u32 vi
 	}
 	count(vid, kind == ICMP_REPLY_TOO_BIG ? REASON_TX_TOO_BIG : REASON_TX_TIME_EXCEEDED, bytes);
 	return XDP_TX;
-}
-
-/* Lowers the TTL (hop limit) of a packet about to be forwarded by one,
- * the IPv4 header checksum updated incrementally. The caller made sure it
- * is above 1. */
-static __always_inline void ttl_decrement(const struct pkt *p)
-{
-	if (p->m->key.family == 4) {
-		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
-		__u16 old, new;
-
-		if (!iph)
-			return;
-		/* TTL and protocol form one checksum word. */
-		old = *(__u16 *)&iph->ttl;
-		iph->ttl--;
-		new = *(__u16 *)&iph->ttl;
-		iph->check = csum_apply(iph->check, csum_delta16(old, new));
-	} else {
-		struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
-
-		if (ip6)
-			ip6->hop_limit--;
-	}
 }
 
 #endif
