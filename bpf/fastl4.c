@@ -20,7 +20,16 @@
  * hop is reported to the control plane (neigh_miss).
  *
  * ICMP errors about a flow (fragmentation needed, packet too big,
- * unreachable, time exceeded) are translated for the other side.
+ * unreachable, time exceeded) are translated for the other side, when
+ * they pass the checks of icmp_check (checksum, MTU, quoted sequence).
+ *
+ * Against a hostile Internet (guard.h, router.h, ct_rst): a flow's
+ * packets are taken only on the NIC of their side and addressed to its
+ * MAC, new flows only from sources that can come from outside; the TTL is
+ * decremented, and a packet whose TTL runs out or that does not fit the
+ * egress MTU (checked on every packet, the cached next hop included) is
+ * answered by the program with the ICMP error a router sends; RSTs are
+ * held to the receiver's window (RFC 5961).
  *
  * Fragments: fastl4 virtuals do not carry IP fragments. A first fragment
  * that matches a fastl4 virtual or flow is dropped and counted
