@@ -106,7 +106,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	if (m->l3_len > f->mtu)
 		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, f->mtu);
 
-	if ((m->tcp_flags & TCP_FLAG_RST) && m->key.proto == IPPROTO_TCP) {
+	if (m->tcp_flags & TCP_FLAG_RST) { /* TCP only: 0 for anything else */
 		r = ct_rst(f, p);
 		if (r >= 0) {
 			count(f->vid, r, bytes);

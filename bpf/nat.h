@@ -32,18 +32,15 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 	if (fam == 4) {
 		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
 
-		__u16 ttl;
-
 		if (!iph)
 			return;
-		/* TTL and protocol form one checksum word, changed as a
-		 * word (a byte store then a word load of the same bytes
-		 * stalls store forwarding); little-endian (bpfel): the TTL
-		 * is its low byte. Its delta joins the addresses' for the
-		 * header only: the TTL is not in the pseudo header. */
-		ttl = *(__u16 *)&iph->ttl;
-		*(__u16 *)&iph->ttl = ttl - 1;
-		iph->check = csum_apply(iph->check, d + csum_delta16(ttl, ttl - 1));
+		/* TTL and protocol form one checksum word, which, read as
+		 * the sums here read it (little-endian), goes down by one:
+		 * its delta ~w + (w - 1) is 0xfffe whatever w. It joins the
+		 * addresses' for the header only: the TTL is not in the
+		 * pseudo header. */
+		iph->ttl--;
+		iph->check = csum_apply(iph->check, d + 0xfffe);
 		iph->saddr = peer->daddr.w[0];
 		iph->daddr = peer->saddr.w[0];
 	} else {
