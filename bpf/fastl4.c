@@ -82,11 +82,8 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	if (pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
 	bytes = m->bytes;
-	r = guard_flow(ctx, p->eth, f);
-	if (r >= 0) {
-		count(f->vid, r, bytes);
-		return guard_verdict(r);
-	}
+	if (!guard_flow_ok(ctx, p->eth, f))
+		return guard_flow_refuse(ctx, f, bytes);
 	if (m->ttl <= 1)
 		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
 

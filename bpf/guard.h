@@ -37,11 +37,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } martians6 SEC(".maps");
 
-/* The frame's destination MAC is mac: two loads and compares. */
+/* The frame's destination MAC is mac: two loads and compares. The frame
+ * is read through a plain pointer: through the packed struct ethhdr,
+ * clang would load byte by byte. */
 static __always_inline int mac_is(const struct ethhdr *eth, const __u8 *mac)
 {
-	return *(const __u32 *)eth->h_dest == *(const __u32 *)mac &&
-	       *(const __u16 *)(eth->h_dest + 4) == *(const __u16 *)(mac + 4);
+	const void *d = eth;
+
+	return *(const __u32 *)d == *(const __u32 *)mac &&
+	       *(const __u16 *)(d + 4) == *(const __u16 *)(mac + 4);
 }
 
 /* Records the NIC a new flow half of direction dir arrives on. */
@@ -56,18 +60,38 @@ static __always_inline void flow_set_ingress(struct flow_val *v, const struct co
 	}
 }
 
+/* The verdict of a reason guard_* returned. */
+static __always_inline int guard_verdict(int reason)
+{
+	return reason == REASON_PASS_FOREIGN_MAC || reason == REASON_PASS_MALFORMED ? XDP_PASS : XDP_DROP;
+}
+
+/* Whether a packet of the flow half f arrived on f's NIC, addressed to
+ * its MAC. */
+static __always_inline int guard_flow_ok(struct xdp_md *ctx, const struct ethhdr *eth,
+					 const struct flow_val *f)
+{
+	return !f->in_ifindex || (ctx->ingress_ifindex == f->in_ifindex && mac_is(eth, f->in_mac));
+}
+
+/* Why guard_flow_ok refused a packet: the reason, counted. Returns the
+ * verdict. Out of line: the established path only tests. */
+static __noinline int guard_flow_refuse(struct xdp_md *ctx, const struct flow_val *f, __u64 bytes)
+{
+	int r = ctx->ingress_ifindex != f->in_ifindex ? REASON_DROP_INGRESS : REASON_PASS_FOREIGN_MAC;
+
+	count(f->vid, r, bytes);
+	return guard_verdict(r);
+}
+
 /* Checks a packet of the flow half f against the NIC it must arrive on.
  * Returns -1 when it did, else the reason. */
 static __always_inline int guard_flow(struct xdp_md *ctx, const struct ethhdr *eth,
 				      const struct flow_val *f)
 {
-	if (!f->in_ifindex)
+	if (guard_flow_ok(ctx, eth, f))
 		return -1;
-	if (ctx->ingress_ifindex != f->in_ifindex)
-		return REASON_DROP_INGRESS;
-	if (!mac_is(eth, f->in_mac))
-		return REASON_PASS_FOREIGN_MAC;
-	return -1;
+	return ctx->ingress_ifindex != f->in_ifindex ? REASON_DROP_INGRESS : REASON_PASS_FOREIGN_MAC;
 }
 
 static __always_inline int martian_source(const struct flow_key *k)
@@ -103,12 +127,6 @@ __noinline int guard_new(struct xdp_md *ctx, const struct pkt_meta *m, const str
 	if (martian_source(&m->key))
 		return REASON_DROP_MARTIAN;
 	return -1;
-}
-
-/* The verdict of a reason guard_* returned. */
-static __always_inline int guard_verdict(int reason)
-{
-	return reason == REASON_PASS_FOREIGN_MAC || reason == REASON_PASS_MALFORMED ? XDP_PASS : XDP_DROP;
 }
 
 #endif

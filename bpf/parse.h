@@ -311,14 +311,15 @@ static __always_inline int parse_ipv4_tcp(struct xdp_md *ctx, struct pkt_meta *p
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
 	struct iphdr *iph = data + ETH_HLEN;
 	struct tcphdr *th = (void *)(iph + 1);
 	__u32 tot;
 
 	if ((void *)(th + 1) > end)
 		return 0;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 ||
+	/* The EtherType read through a plain pointer: through the packed
+	 * struct ethhdr, clang loads it a byte at a time. */
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 ||
 	    iph->protocol != IPPROTO_TCP || (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return 0;
 	tot = bpf_ntohs(iph->tot_len);
@@ -343,14 +344,14 @@ static __always_inline int parse_ipv6_tcp(struct xdp_md *ctx, struct pkt_meta *p
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = data + ETH_HLEN;
 	struct tcphdr *th = (void *)(ip6 + 1);
 	__u32 plen;
 
 	if ((void *)(th + 1) > end)
 		return 0;
-	if (eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IPV6) || ip6->version != 6 ||
+	    ip6->nexthdr != IPPROTO_TCP)
 		return 0;
 	plen = bpf_ntohs(ip6->payload_len);
 	if ((void *)th + plen > end || th->doff < 5 || (__u32)th->doff * 4 > plen)
