@@ -102,6 +102,8 @@ enum reason {
 	REASON_DROP_RST_WINDOW,    /* RST outside the receiver's window */
 	REASON_DROP_ICMP_INVALID,  /* ICMP error with a bad checksum, a foreign
 				    * sequence number or an MTU below the minimum */
+	REASON_DROP_ICMP_RATE,     /* ICMP error about a flow within ICMP_FLOW_GAP_MS
+				    * of the last one translated */
 	REASON_MAX,
 };
 
@@ -175,6 +177,8 @@ struct flow_val {
 	__u8 in_mac[6];   /* MAC of the NIC this direction arrives on */
 	__u16 mtu;        /* MTU of the cached egress device */
 	__u32 in_ifindex; /* the NIC this direction arrives on, 0: any */
+	__u32 icmp_ms;    /* when an ICMP error about this direction was last
+			   * translated (milliseconds, wrapping), 0: never */
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

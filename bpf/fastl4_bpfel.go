@@ -94,6 +94,8 @@ type FastL4FlowVal struct {
 	InMac     [6]uint8
 	Mtu       uint16
 	InIfindex uint32
+	IcmpMs    uint32
+	_         [4]byte
 }
 
 type FastL4IcmpScratch struct {
@@ -163,7 +165,8 @@ const (
 	FastL4ReasonREASON_DROP_TTL            FastL4Reason = 31
 	FastL4ReasonREASON_DROP_RST_WINDOW     FastL4Reason = 32
 	FastL4ReasonREASON_DROP_ICMP_INVALID   FastL4Reason = 33
-	FastL4ReasonREASON_MAX                 FastL4Reason = 34
+	FastL4ReasonREASON_DROP_ICMP_RATE      FastL4Reason = 34
+	FastL4ReasonREASON_MAX                 FastL4Reason = 35
 )
 
 type FastL4Scratch struct {

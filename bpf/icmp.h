@@ -119,6 +119,10 @@ static __always_inline __s64 frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	return s;
 }
 
+#ifndef ICMP_FLOW_GAP_MS
+#define ICMP_FLOW_GAP_MS 1000 /* one ICMP error translated per flow direction
+			       * and second, as the kernel limits its own */
+#endif
 #define ICMP_MIN_MTU4 552  /* a frag-needed MTU below: ignored */
 #define ICMP_MIN_MTU6 1280 /* IPv6 minimum link MTU */
 
@@ -182,7 +186,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	struct flow_val *f;
 	struct nexthop nh;
 	void *data, *data_end;
-	__u32 want, vid = 0;
+	__u32 want, vid = 0, now_ms;
 	__u64 cur;
 	int r;
 
@@ -216,6 +220,13 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		count(vid, r, bytes);
 		return guard_verdict(r);
 	}
+	/* Milliseconds (2^20 ns) that wrap; 0 is kept for "never". */
+	now_ms = (__u32)(bpf_ktime_get_coarse_ns() >> 20) | 1;
+	if (f->icmp_ms && now_ms - f->icmp_ms < ICMP_FLOW_GAP_MS) {
+		count(vid, REASON_DROP_ICMP_RATE, bytes);
+		return XDP_DROP;
+	}
+	f->icmp_ms = now_ms;
 
 	/* Only a plain outer header is handled (the message is rebuilt at
 	 * fixed offsets). */

@@ -407,10 +407,16 @@ func TestPrivilegedProgramTCPSanity(t *testing.T) {
 				}
 				alive("an ICMP error with a " + name)
 			}
-			// The genuine one is.
+			// The genuine one is; another right after it is not (one
+			// a second per flow).
 			p := expectRedirect(t, e, icmpTooBig(router, snat, member, 101, mtu), toClient)
 			if p.dst.Addr() != client.Addr() {
 				t.Errorf("ICMP error sent to %s", p.dst.Addr())
+			}
+			limited := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_ICMP_RATE)
+			expectVerdict(t, e, icmpTooBig(router, snat, member, 101, mtu), xdpDrop)
+			if limited() != 1 {
+				t.Error("a second ICMP error about the flow: drop_icmp_rate not counted")
 			}
 
 			// The exact RST closes the flow.

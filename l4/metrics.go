@@ -47,6 +47,7 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_TTL:            "drop_ttl",
 	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:     "drop_rst_window",
 	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID:   "drop_icmp_invalid",
+	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:      "drop_icmp_rate",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
