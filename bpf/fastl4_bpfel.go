@@ -98,6 +98,12 @@ type FastL4FlowVal struct {
 	_         [4]byte
 }
 
+type FastL4IcmpBudget struct {
+	_        structs.HostLayout
+	LastNs   uint64
+	CreditNs uint64
+}
+
 type FastL4IcmpScratch struct {
 	_   structs.HostLayout
 	Key FastL4FlowKey
@@ -232,6 +238,7 @@ const (
 	FastL4MapFlows4Tcp        = "flows4_tcp"
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
+	FastL4MapIcmpBudget       = "icmp_budget"
 	FastL4MapIcmpScratch      = "icmp_scratch"
 	FastL4MapMaglev           = "maglev"
 	FastL4MapMartians4        = "martians4"
@@ -303,6 +310,7 @@ type FastL4MapSpecs struct {
 	Flows4Tcp   *ebpf.MapSpec `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6      *ebpf.MapSpec `ebpf:"flows6"`
+	IcmpBudget  *ebpf.MapSpec `ebpf:"icmp_budget"`
 	IcmpScratch *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Maglev      *ebpf.MapSpec `ebpf:"maglev"`
 	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
@@ -350,6 +358,7 @@ type FastL4Maps struct {
 	Flows4Tcp   *ebpf.Map `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6      *ebpf.Map `ebpf:"flows6"`
+	IcmpBudget  *ebpf.Map `ebpf:"icmp_budget"`
 	IcmpScratch *ebpf.Map `ebpf:"icmp_scratch"`
 	Maglev      *ebpf.Map `ebpf:"maglev"`
 	Martians4   *ebpf.Map `ebpf:"martians4"`
@@ -371,6 +380,7 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Tcp,
 		m.Flows4Udp,
 		m.Flows6,
+		m.IcmpBudget,
 		m.IcmpScratch,
 		m.Maglev,
 		m.Martians4,

@@ -141,11 +141,57 @@ static __always_inline int icmp_reply6(struct xdp_md *ctx, __u32 kind, __u32 mtu
 	return 0;
 }
 
+#ifndef ICMP_REPLY_RATE
+#define ICMP_REPLY_RATE 1000 /* ICMP errors sent per second and CPU, */
+#endif
+#ifndef ICMP_REPLY_BURST
+#define ICMP_REPLY_BURST 100 /* in bursts of up to this many: like the
+			      * kernel's icmp_msgs_per_sec, so that spoofed
+			      * sources cannot turn the program into a
+			      * reflector */
+#endif
+#define ICMP_REPLY_NS (1000000000ULL / ICMP_REPLY_RATE)
+
+/* The sending budget of a CPU: nanoseconds of credit, one message's
+ * worth spent per message. */
+struct icmp_budget {
+	__u64 last_ns;
+	__u64 credit_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_budget);
+} icmp_budget SEC(".maps");
+
+/* Takes one message from this CPU's budget; 0 when it is spent. */
+static __always_inline int icmp_budget_take(void)
+{
+	__u32 zero = 0;
+	struct icmp_budget *b = bpf_map_lookup_elem(&icmp_budget, &zero);
+	__u64 now = bpf_ktime_get_coarse_ns(), credit;
+
+	if (!b)
+		return 0;
+	credit = b->credit_ns + (now - b->last_ns);
+	if (now < b->last_ns || credit > ICMP_REPLY_BURST * ICMP_REPLY_NS)
+		credit = ICMP_REPLY_BURST * ICMP_REPLY_NS;
+	b->last_ns = now;
+	if (credit < ICMP_REPLY_NS) {
+		b->credit_ns = credit;
+		return 0;
+	}
+	b->credit_ns = credit - ICMP_REPLY_NS;
+	return 1;
+}
+
 /* Answers the packet m (of virtual vid) with an ICMP error: time
  * exceeded, or too big with the egress mtu. Returns XDP_TX, or XDP_DROP
  * when no message is due (an IPv4 packet without DF, a header with
- * options) or none could be built. Counted either way. A global function:
- * a rare path, checked once. */
+ * options), none could be built or this CPU's budget is spent. Counted
+ * either way. A global function: a rare path, checked once. */
 __noinline int icmp_reply(struct xdp_md *ctx, const struct pkt_meta *m, __u32 vid, __u32 kind,
 			  __u32 mtu)
 {
@@ -155,7 +201,7 @@ __noinline int icmp_reply(struct xdp_md *ctx, const struct pkt_meta *m, __u32 vi
 	if (!m)
 		return XDP_DROP;
 	bytes = m->bytes;
-	if (m->frag == FRAG_LATER)
+	if (m->frag == FRAG_LATER || !icmp_budget_take())
 		r = -1;
 	else if (m->key.family == 4)
 		r = icmp_reply4(ctx, kind, mtu);

@@ -472,3 +472,27 @@ func TestPrivilegedProgramBadHeaders(t *testing.T) {
 	// ESP is not translated.
 	expectPassUntouched(t, e, frame{src: ap(client4, 0), dst: ap(vip4, 0), proto: 50, rawL4: make([]byte, 24)}.bytes())
 }
+
+// TestPrivilegedProgramICMPBudget sends a burst of packets with TTL 1
+// from a spoofed source: the program answers the first ones only (a
+// hundred per CPU at once, a thousand a second), the rest are dropped.
+func TestPrivilegedProgramICMPBudget(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	const n = 2000
+	in := e.toNIC(frame{src: ap(client4, 59000), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, ttl: 1}.bytes(), testnet.ExtIf)
+	sent := e.delta("web", bpf.FastL4ReasonREASON_TX_TIME_EXCEEDED)
+	dropped := e.delta("web", bpf.FastL4ReasonREASON_DROP_TTL)
+	ext := e.ifindex(testnet.ExtIf)
+	e.do(func() {
+		for range n {
+			if ret, _ := e.runHere(in, ext); ret != xdpTX && ret != xdpDrop {
+				t.Fatalf("verdict %d, want XDP_TX or XDP_DROP", ret)
+			}
+		}
+	})
+	t.Logf("%d of %d answered", sent(), n)
+	if sent() < 100 || sent() >= n/2 || sent()+dropped() != n {
+		t.Errorf("%d answered and %d dropped of %d, want 100 or more answered, most dropped", sent(), dropped(), n)
+	}
+}
