@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -494,5 +495,32 @@ func TestPrivilegedProgramICMPBudget(t *testing.T) {
 	t.Logf("%d of %d answered", sent(), n)
 	if sent() < 100 || sent() >= n/2 || sent()+dropped() != n {
 		t.Errorf("%d answered and %d dropped of %d, want 100 or more answered, most dropped", sent(), dropped(), n)
+	}
+}
+
+func TestMartianPrefixes(t *testing.T) {
+	lab := testnet.Plan(testnet.Options{Members: 2})
+	cfg := testConfig(t, lab, "", `name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`)
+	cfg.Network.Internal.Routes = append(cfg.Network.Internal.Routes, config.Route{To: netip.MustParsePrefix("0.0.0.0/0"), Via: lab.RouterAddr4})
+	got := map[netip.Prefix]bool{}
+	for _, p := range martianPrefixes(cfg, []netip.Addr{netip.MustParseAddr("198.19.0.50")}) {
+		got[p] = true
+	}
+	for _, want := range []string{
+		"127.0.0.0/8", "224.0.0.0/4", "fe80::/10", "::ffff:0:0/96", // bogons
+		"198.18.0.2/32", "2001:db8:1::2/128", "198.19.0.2/32", // the host's addresses
+		"198.18.0.255/32", "198.19.0.255/32", // their subnets' broadcast
+		"198.19.0.0/24", "2001:db8:2::/64", "198.19.1.0/24", "2001:db8:3::/64", // internal subnets
+		"198.18.0.10/32", // the VIP
+		"198.19.0.50/32", // a SNAT address
+	} {
+		if !got[netip.MustParsePrefix(want)] {
+			t.Errorf("%s is not a martian", want)
+		}
+	}
+	for _, not := range []string{"0.0.0.0/0", "198.18.0.0/24", "2001:db8:1::/64"} {
+		if got[netip.MustParsePrefix(not)] {
+			t.Errorf("%s is a martian: clients come from there", not)
+		}
 	}
 }
