@@ -127,7 +127,8 @@ static __always_inline __s64 frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 #define ICMP_MIN_MTU6 1280 /* IPv6 minimum link MTU */
 
 /* Checks an ICMP error about the flow half f (the one whose packets come
- * from the error's side): it arrived on f's NIC, its checksum is right,
+ * from the error's side; the caller checks it is addressed to the quoted
+ * packet's source): it arrived on f's NIC, its checksum is right,
  * a frag-needed / packet-too-big carries a usable MTU, and for TCP the
  * quoted sequence number lies in the window f's side acknowledged (a
  * blind attacker must guess it, as for a RST). Returns -1 when it may be
@@ -216,6 +217,10 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	peer = &f->peer;
 	vid = f->vid;
 	r = icmp_check(ctx, p, f, k->proto);
+	/* The error must be addressed to the quoted packet's source. */
+	if (r < 0 && (k->daddr.w[0] != m->key.daddr.w[0] || k->daddr.w[1] != m->key.daddr.w[1] ||
+		      k->daddr.w[2] != m->key.daddr.w[2] || k->daddr.w[3] != m->key.daddr.w[3]))
+		r = REASON_DROP_ICMP_INVALID;
 	if (r >= 0) {
 		count(vid, r, bytes);
 		return guard_verdict(r);

@@ -354,6 +354,24 @@ func icmpTooBig(from netip.Addr, snat, member netip.AddrPort, seq uint32, mtu ui
 	return frame{src: ap(from, 0), dst: ap(snat.Addr(), 0), proto: protoICMPv6, rawL4: msg}.bytes()
 }
 
+// retarget changes the IP destination of an ICMP error frame, its
+// checksums made right again.
+func retarget(b []byte, dst netip.Addr) {
+	if dst.Is4() {
+		d := dst.As4()
+		copy(b[14+16:], d[:])
+		binary.BigEndian.PutUint16(b[14+10:], 0)
+		binary.BigEndian.PutUint16(b[14+10:], ^foldSum(sum16(b[14:34])))
+		return
+	}
+	d := dst.As16()
+	copy(b[14+24:], d[:])
+	l4 := b[14+40:]
+	binary.BigEndian.PutUint16(l4[2:], 0)
+	src := netip.AddrFrom16([16]byte(b[14+8:]))
+	binary.BigEndian.PutUint16(l4[2:], ^foldSum(pseudo(src, dst, protoICMPv6, len(l4))+sum16(l4)))
+}
+
 func TestPrivilegedProgramTCPSanity(t *testing.T) {
 	e := progEnv(t, "", nil)
 	e.resolve()
@@ -396,7 +414,14 @@ func TestPrivilegedProgramTCPSanity(t *testing.T) {
 			// MTU below the minimum are not translated.
 			bad := icmpTooBig(router, snat, member, 101, mtu)
 			bad[len(bad)-1] ^= 0xff
+			elsewhere := icmpTooBig(router, snat, member, 101, mtu)
+			other := netip.MustParseAddr("198.19.0.99")
+			if fam == "ipv6" {
+				other = netip.MustParseAddr("2001:db8:2::99")
+			}
+			retarget(elsewhere, other)
 			for name, in := range map[string][]byte{
+				"destination other than the quoted source": elsewhere,
 				"foreign sequence number": icmpTooBig(router, snat, member, 101+1<<31, mtu),
 				"bad checksum":            bad,
 				"MTU below the minimum":   icmpTooBig(router, snat, member, 101, map[string]uint16{"ipv4": 500, "ipv6": 1000}[fam]),
