@@ -14,6 +14,7 @@
 #define EDGEPROXY_GUARD_H
 
 #include "common.h"
+#include "csum.h"
 
 #ifndef MAX_MARTIANS
 #define MAX_MARTIANS 1024 /* martian prefixes per family */
@@ -106,6 +107,20 @@ static __always_inline int martian_source(const struct flow_key *k)
 	return bpf_map_lookup_elem(&martians6, &mk) != NULL;
 }
 
+/* Whether the frame's IPv4 header has a right checksum. Only for new
+ * flows: the established path leaves a damaged header as damaged (the
+ * rewrite updates the checksum incrementally), for the receiver to drop.
+ * The header is copied out (zero-padded): no loop over packet bytes. */
+static __always_inline int ipv4_header_ok(struct xdp_md *ctx, __u32 hlen)
+{
+	__u16 w[30] = {};
+
+	if (hlen < sizeof(struct iphdr) || hlen > sizeof(w) ||
+	    bpf_xdp_load_bytes(ctx, ETH_HLEN, w, hlen & 0x3f))
+		return 0;
+	return csum_fold64(csum_words(w, 30)) == 0xffff;
+}
+
 /* Checks the first packet of a new flow (a client's, to a VIP). Returns
  * -1 when it may open the flow, else the reason. A global function: its
  * frame (the trie keys) stays off the new flow path's stack. */
@@ -126,6 +141,9 @@ __noinline int guard_new(struct xdp_md *ctx, const struct pkt_meta *m, const str
 	}
 	if (martian_source(&m->key))
 		return REASON_DROP_MARTIAN;
+	/* The header's length is the datagram's less the payload's. */
+	if (m->key.family == 4 && !ipv4_header_ok(ctx, m->l3_len - m->l4_len))
+		return REASON_DROP_BAD_HEADER;
 	return -1;
 }
 

@@ -492,6 +492,14 @@ func TestPrivilegedProgramBadHeaders(t *testing.T) {
 			}
 		})
 	}
+	// A new flow's IPv4 header with a wrong checksum.
+	damaged := frame{src: ap(client4, 57005), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes()
+	damaged[14+10] ^= 0x5a
+	d := e.delta("web", bpf.FastL4ReasonREASON_DROP_BAD_HEADER)
+	expectVerdict(t, e, damaged, xdpDrop)
+	if d() != 1 {
+		t.Error("IPv4 header checksum: drop_bad_header not counted")
+	}
 	if n := e.flowEntries(); n != 0 {
 		t.Errorf("bad headers opened %d flow entries", n)
 	}
