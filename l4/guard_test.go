@@ -422,9 +422,9 @@ func TestPrivilegedProgramTCPSanity(t *testing.T) {
 			retarget(elsewhere, other)
 			for name, in := range map[string][]byte{
 				"destination other than the quoted source": elsewhere,
-				"foreign sequence number": icmpTooBig(router, snat, member, 101+1<<31, mtu),
-				"bad checksum":            bad,
-				"MTU below the minimum":   icmpTooBig(router, snat, member, 101, map[string]uint16{"ipv4": 500, "ipv6": 1000}[fam]),
+				"foreign sequence number":                  icmpTooBig(router, snat, member, 101+1<<31, mtu),
+				"bad checksum":                             bad,
+				"MTU below the minimum":                    icmpTooBig(router, snat, member, 101, map[string]uint16{"ipv4": 500, "ipv6": 1000}[fam]),
 			} {
 				d := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_ICMP_INVALID)
 				expectVerdict(t, e, in, xdpDrop)
