@@ -176,7 +176,7 @@ struct flow_val {
 			   * in the Ethernet header */
 	__u8 in_mac[6];   /* MAC of the NIC this direction arrives on */
 	__u16 mtu;        /* MTU of the cached egress device */
-	__u32 in_ifindex; /* the NIC this direction arrives on, 0: any */
+	__u32 in_ifindex; /* the NIC this direction arrives on */
 	__u32 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (milliseconds, wrapping), 0: never */
 };
@@ -215,8 +215,8 @@ struct config {
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max;
 	__u32 fib_ifindex; /* device given to bpf_fib_lookup, 0: ingress */
-	__u32 ext_ifindex; /* the NICs: clients arrive on ext, members on int; */
-	__u32 int_ifindex; /* 0: that side is not checked */
+	__u32 ext_ifindex; /* the NICs: clients arrive on ext, members on int */
+	__u32 int_ifindex; /* (a host with one NIC: the same one twice) */
 	__u8 ext_mac[6];
 	__u8 int_mac[6];
 };

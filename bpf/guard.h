@@ -72,7 +72,7 @@ static __always_inline int guard_verdict(int reason)
 static __always_inline int guard_flow_ok(struct xdp_md *ctx, const struct ethhdr *eth,
 					 const struct flow_val *f)
 {
-	return !f->in_ifindex || (ctx->ingress_ifindex == f->in_ifindex && mac_is(eth, f->in_mac));
+	return ctx->ingress_ifindex == f->in_ifindex && mac_is(eth, f->in_mac);
 }
 
 /* Why guard_flow_ok refused a packet: the reason, counted. Returns the

@@ -42,7 +42,8 @@ type nic struct {
 }
 
 // setNICs writes the external and internal NICs into the settings: the
-// program records them in each new flow half.
+// program records them in each new flow half. With one NIC attached, both
+// sides use it.
 func (f *FastPath) setNICs() error {
 	for i, name := range []string{f.opts.ExtIf, f.opts.IntIf} {
 		if name == "" {
@@ -56,6 +57,12 @@ func (f *FastPath) setNICs() error {
 			return fmt.Errorf("find NIC %s: %w: not an Ethernet interface (MAC %q)", name, ErrAttach, ifc.HardwareAddr)
 		}
 		f.nics[i] = nic{ifindex: uint32(ifc.Index), mac: [6]byte(ifc.HardwareAddr)}
+	}
+	if f.nics[0].ifindex == 0 {
+		f.nics[0] = f.nics[1]
+	}
+	if f.nics[1].ifindex == 0 {
+		f.nics[1] = f.nics[0]
 	}
 	var s bpf.FastL4Config
 	if err := f.objs.Settings.Lookup(uint32(0), &s); err != nil {
