@@ -48,7 +48,12 @@ struct icmphdr {
 #define MAX_TX_PORTS 8 /* egress devices (tx_ports slots, slot 0 unused) */
 #endif
 #ifndef SNAT_PROBES
-#define SNAT_PROBES 32 /* SNAT (address, port) candidates tried per new flow */
+#define SNAT_PROBES 96 /* SNAT (address, port) candidates tried per new flow:
+			 * random probes, so at 90 % of the range used all
+			 * fail with probability 0.9^96 (4e-5) */
+#endif
+#ifndef MAX_HALF_OPEN
+#define MAX_HALF_OPEN 262144 /* half-open flow entries (two per connection); Go resizes */
 #endif
 #ifndef IPV6_MAX_EXT
 #define IPV6_MAX_EXT 6 /* IPv6 extension headers skipped before giving up */
@@ -89,6 +94,12 @@ enum reason {
 	REASON_EVENT_REPAIRED,     /* event: a missing half of a pair re-inserted */
 	REASON_EVENT_RESTARTED,    /* event: SYN on a closing flow re-balanced */
 	REASON_EVENT_MSS_CLAMPED,  /* event: MSS option lowered */
+	/* Floods (bpf/README.md): half-open flows, SNAT, entry reuse. */
+	REASON_DROP_HALF_OPEN_LOST, /* half-open flow lost its other half (evicted) */
+	REASON_DROP_FLOW_REUSED,    /* the entry went to another flow meanwhile */
+	REASON_EVENT_HALF_OPEN,     /* event: a half-open flow opened */
+	REASON_EVENT_PROMOTED,      /* event: a half-open flow became established */
+	REASON_EVENT_SNAT_RECLAIMED, /* event: SNAT port taken from the oldest half-open flow */
 	/* Ingress validation, router behaviour, TCP sanity. */
 	REASON_DROP_INGRESS,       /* a flow's packet on the NIC its side does not use */
 	REASON_PASS_FOREIGN_MAC,   /* not addressed to the NIC's MAC: not translated */
@@ -160,6 +171,7 @@ enum flow_close {
  * half is found at peer; the rewrite of a packet of this direction is
  * source = peer.daddr:peer.dport, destination = peer.saddr:peer.sport. */
 struct flow_val {
+	struct flow_key self; /* the entry's own key, see flow_is */
 	struct flow_key peer;
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) */
 	__u64 last_ns;    /* last packet of this direction, TS_GRANULARITY_NS */
@@ -179,6 +191,7 @@ struct flow_val {
 	__u32 in_ifindex; /* the NIC this direction arrives on */
 	__u32 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (milliseconds, wrapping), 0: never */
+	__u8 half_open;   /* 1: an entry of the half_open table */
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

@@ -26,7 +26,7 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	struct scratch *sc;
 	struct flow_val *v;
 
-	if (flow_lookup(&f->peer))
+	if (f->half_open || flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
 	cfg = settings_get();
@@ -34,6 +34,7 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 		return;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
+	v->self = f->peer;
 	v->peer = p->key;
 	v->created_ns = f->created_ns;
 	v->last_ns = now;
@@ -48,6 +49,15 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 		count(f->vid, REASON_EVENT_REPAIRED, 0);
 }
 
+/* The other half of f, from the table f is in (half_open or the flow
+ * tables). */
+static __always_inline struct flow_val *ct_other(const struct flow_val *f)
+{
+	if (f->half_open)
+		return bpf_map_lookup_elem(&half_open, &f->peer);
+	return flow_lookup(&f->peer);
+}
+
 /* Marks FIN or RST in both halves. */
 static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 {
@@ -56,7 +66,7 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 	if (f->closing & bit)
 		return;
 	__sync_fetch_and_or(&f->closing, bit);
-	o = flow_lookup(&f->peer);
+	o = ct_other(f);
 	if (o)
 		__sync_fetch_and_or(&o->closing, bit);
 }
@@ -126,7 +136,7 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 static __always_inline int ct_rst(struct flow_val *f, const struct pkt *p)
 {
 	struct tcphdr *th = pkt_l4(p, sizeof(*th));
-	struct flow_val *o = flow_lookup(&f->peer);
+	struct flow_val *o = ct_other(f);
 	__u32 seq;
 
 	if (!th)
@@ -160,8 +170,9 @@ static __always_inline void ct_delete(struct flow_val *f, const struct flow_key 
 }
 
 /* Opens a flow for the client packet p to the virtual svc: picks the
- * member, allocates SNAT and inserts both halves. Returns -1 when the
- * client half is in place, else a drop reason. A global function: checked
+ * member, allocates SNAT and inserts both halves into half_open (see
+ * flood.h for their promotion). Returns -1 when the client half is in
+ * place, else a drop reason. A global function: checked
  * once by the verifier, with a stack frame of its own. */
 __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 		       const struct config *cfg, __u64 now)
@@ -197,21 +208,25 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	v->vid = svc->vid;
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
+	v->half_open = 1;
 	flow_set_ingress(v, cfg, DIR_SERVER);
 	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
 	if (r >= 0)
 		return r;
 
+	v->self = p->key;
 	v->peer = skey;
 	v->dir = DIR_CLIENT;
 	flow_set_ingress(v, cfg, DIR_CLIENT);
-	err = flow_update(&p->key, v, BPF_NOEXIST);
+	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
 	if (err) {
-		flow_delete(&skey);
+		bpf_map_delete_elem(&half_open, &skey);
 		if (err != -EEXIST)
 			return REASON_DROP_TABLE_FULL;
 		/* Another CPU opened this flow at the same moment: use it. */
+		return -1;
 	}
+	count(svc->vid, REASON_EVENT_HALF_OPEN, 0);
 	return -1;
 }
 

@@ -6,9 +6,11 @@
  * Client -> VIP:port of a fastl4 virtual: the flow is looked up by the
  * client tuple; on a miss a SYN (or any packet with loose_init, or any UDP
  * datagram) opens one: Maglev picks the member, SNAT allocates the source,
- * both halves are inserted. The packet is rewritten to SNAT -> member:port
- * and redirected to the egress NIC found by bpf_fib_lookup. Replies are
- * found by their own tuple (member -> SNAT) and rewritten back.
+ * both halves are inserted into the half-open table, and move into the
+ * flow tables once both sides have talked (flood.h, bpf/README.md). The
+ * packet is rewritten to SNAT -> member:port and redirected to the egress
+ * NIC found by bpf_fib_lookup. Replies are found by their own tuple
+ * (member -> SNAT) and rewritten back.
  *
  * Everything else is XDP_PASS and untouched: ARP, host traffic, the L7
  * proxy's listeners and its connections to the members (their ports come
@@ -69,7 +71,8 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
  * with TTL to spare and fits the egress MTU, tracks it, rewrites it,
  * sends it. The next hop is resolved before anything is changed, so that
  * a packet too big is quoted as it arrived. Inlined into flow_hit (the
- * established path) and fastl4_miss (a new flow's first packet). */
+ * established path) and half_open_hit (a half-open flow's packets, the
+ * first one included). */
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, __u32 reason)
 {
@@ -99,6 +102,14 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
 		f->mtu = nh.mtu;
 		f->fib_ns = now;
+		/* A next hop cached in an entry reused meanwhile is not
+		 * the new flow's: drop the cache, its owner resolves its
+		 * own. */
+		if (!flow_is(f, &m->key)) {
+			f->tx_slot = 0;
+			count(0, REASON_DROP_FLOW_REUSED, bytes);
+			return XDP_DROP;
+		}
 	}
 	if (m->l3_len > f->mtu)
 		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, f->mtu);
@@ -115,7 +126,76 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
+	/* The checks and the rewrite read f: was it still this flow's
+	 * (flow_is)? */
+	if (!flow_is(f, &m->key)) {
+		count(0, REASON_DROP_FLOW_REUSED, bytes);
+		return XDP_DROP;
+	}
 	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
+}
+
+#include "flood.h"
+
+/* A packet of a half-open flow (flood.h), or FLOW_MISS when m's key has
+ * none. Forwarded as any flow's (counted as fwd_new when it just opened
+ * the flow); the packet that completes the flow promotes it first and
+ * goes out through the flow tables. A global function, verified once. */
+__noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32 opened)
+{
+	struct ethhdr *eth;
+	struct flow_val *f;
+	__u32 reason, vid;
+	int r;
+
+	if (!m)
+		return XDP_PASS;
+	f = bpf_map_lookup_elem(&half_open, &m->key);
+	if (!f)
+		return FLOW_MISS;
+	vid = f->vid;
+	if (m->frag != FRAG_NONE) {
+		count(vid, REASON_DROP_FRAGMENT, m->bytes);
+		return XDP_DROP;
+	}
+	/* Checked as flow_forward checks it, before the packet can promote
+	 * the flow: from the half's NIC, to its MAC, with TTL to spare. */
+	eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return XDP_PASS;
+	if (!guard_flow_ok(ctx, eth, f))
+		return guard_flow_refuse(ctx, f, m->bytes);
+	reason = f->dir == DIR_SERVER ? REASON_FWD_SERVER : REASON_FWD_CLIENT;
+	if (opened)
+		reason = REASON_FWD_NEW;
+	else if (m->ttl > 1 && half_open_may_promote(m, f->dir)) {
+		r = half_open_promote(m);
+		if (r == -1) {
+			f = flow_lookup(&m->key);
+			if (!f) {
+				count(vid, REASON_DROP_HALF_OPEN_LOST, m->bytes);
+				return XDP_DROP;
+			}
+			return flow_forward(ctx, m, f, reason);
+		}
+		if (r != PROMOTE_NOT_YET) {
+			count(vid, r, m->bytes);
+			return XDP_DROP;
+		}
+	}
+	if (!opened && !half_open_paired(m, f)) {
+		/* Its other half is gone: a client's new SYN (or datagram)
+		 * opens the flow afresh, anything else is lost. */
+		if (f->dir == DIR_CLIENT &&
+		    (m->key.proto == IPPROTO_UDP ||
+		     (m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN)) {
+			bpf_map_delete_elem(&half_open, &m->key);
+			return FLOW_MISS;
+		}
+		count(vid, REASON_DROP_HALF_OPEN_LOST, m->bytes);
+		return XDP_DROP;
+	}
+	return flow_forward(ctx, m, f, reason);
 }
 
 /* A packet of an open flow. Inlined into the program: as a global
@@ -154,7 +234,6 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	struct svc_key sk = {};
 	struct config *cfg;
 	struct svc_val *svc;
-	struct flow_val *f;
 	__u64 bytes;
 	int r;
 
@@ -170,6 +249,15 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	sk.family = m->key.family;
 	svc = bpf_map_lookup_elem(&services, &sk);
 	if (!svc) {
+		/* A member's answer to a half-open flow comes to a SNAT
+		 * port; the host's own connections use other ports. */
+		__u16 port = bpf_ntohs(m->key.dport);
+
+		if (port >= cfg->snat_port_min && port <= cfg->snat_port_max) {
+			r = half_open_hit(ctx, m, 0);
+			if (r != FLOW_MISS)
+				return r;
+		}
 		count(0, REASON_PASS_NO_SERVICE, bytes);
 		return XDP_PASS;
 	}
@@ -177,6 +265,9 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, REASON_DROP_FRAGMENT, bytes);
 		return XDP_DROP;
 	}
+	r = half_open_hit(ctx, m, 0);
+	if (r != FLOW_MISS)
+		return r;
 	r = guard_new(ctx, m, cfg);
 	if (r >= 0) {
 		count(svc->vid, r, bytes);
@@ -200,12 +291,12 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, r, bytes);
 		return XDP_DROP;
 	}
-	f = flow_lookup(&m->key);
-	if (!f) {
-		count(svc->vid, REASON_DROP_TABLE_FULL, bytes);
+	r = half_open_hit(ctx, m, 1);
+	if (r == FLOW_MISS) {
+		count(svc->vid, REASON_DROP_HALF_OPEN_LOST, bytes);
 		return XDP_DROP;
 	}
-	return flow_forward(ctx, m, f, REASON_FWD_NEW);
+	return r;
 }
 
 SEC("xdp")

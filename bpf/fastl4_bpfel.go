@@ -78,6 +78,7 @@ const (
 
 type FastL4FlowVal struct {
 	_         structs.HostLayout
+	Self      FastL4FlowKey
 	Peer      FastL4FlowKey
 	CreatedNs uint64
 	LastNs    uint64
@@ -95,7 +96,8 @@ type FastL4FlowVal struct {
 	Mtu       uint16
 	InIfindex uint32
 	IcmpMs    uint32
-	_         [4]byte
+	HalfOpen  uint8
+	_         [3]byte
 }
 
 type FastL4IcmpBudget struct {
@@ -137,47 +139,53 @@ type FastL4Pinfo struct {
 type FastL4Reason uint32
 
 const (
-	FastL4ReasonREASON_PASS_NOT_IP         FastL4Reason = 0
-	FastL4ReasonREASON_PASS_VLAN           FastL4Reason = 1
-	FastL4ReasonREASON_PASS_MALFORMED      FastL4Reason = 2
-	FastL4ReasonREASON_PASS_NO_SERVICE     FastL4Reason = 3
-	FastL4ReasonREASON_PASS_PROTO          FastL4Reason = 4
-	FastL4ReasonREASON_PASS_FRAGMENT       FastL4Reason = 5
-	FastL4ReasonREASON_PASS_ICMP           FastL4Reason = 6
-	FastL4ReasonREASON_PASS_IPV6ROUTING    FastL4Reason = 7
-	FastL4ReasonREASON_FWD_NEW             FastL4Reason = 8
-	FastL4ReasonREASON_FWD_CLIENT          FastL4Reason = 9
-	FastL4ReasonREASON_FWD_SERVER          FastL4Reason = 10
-	FastL4ReasonREASON_FWD_ICMP            FastL4Reason = 11
-	FastL4ReasonREASON_DROP_FRAGMENT       FastL4Reason = 12
-	FastL4ReasonREASON_DROP_NO_FLOW        FastL4Reason = 13
-	FastL4ReasonREASON_DROP_NO_MEMBER      FastL4Reason = 14
-	FastL4ReasonREASON_DROP_SNAT_EXHAUSTED FastL4Reason = 15
-	FastL4ReasonREASON_DROP_TABLE_FULL     FastL4Reason = 16
-	FastL4ReasonREASON_DROP_NO_NEIGH       FastL4Reason = 17
-	FastL4ReasonREASON_DROP_FIB            FastL4Reason = 18
-	FastL4ReasonREASON_DROP_FRAG_NEEDED    FastL4Reason = 19
-	FastL4ReasonREASON_DROP_NO_TX_PORT     FastL4Reason = 20
-	FastL4ReasonREASON_DROP_ICMP           FastL4Reason = 21
-	FastL4ReasonREASON_EVENT_REPAIRED      FastL4Reason = 22
-	FastL4ReasonREASON_EVENT_RESTARTED     FastL4Reason = 23
-	FastL4ReasonREASON_EVENT_MSS_CLAMPED   FastL4Reason = 24
-	FastL4ReasonREASON_DROP_INGRESS        FastL4Reason = 25
-	FastL4ReasonREASON_PASS_FOREIGN_MAC    FastL4Reason = 26
-	FastL4ReasonREASON_DROP_MARTIAN        FastL4Reason = 27
-	FastL4ReasonREASON_DROP_BAD_HEADER     FastL4Reason = 28
-	FastL4ReasonREASON_TX_TIME_EXCEEDED    FastL4Reason = 29
-	FastL4ReasonREASON_TX_TOO_BIG          FastL4Reason = 30
-	FastL4ReasonREASON_DROP_TTL            FastL4Reason = 31
-	FastL4ReasonREASON_DROP_RST_WINDOW     FastL4Reason = 32
-	FastL4ReasonREASON_DROP_ICMP_INVALID   FastL4Reason = 33
-	FastL4ReasonREASON_DROP_ICMP_RATE      FastL4Reason = 34
-	FastL4ReasonREASON_MAX                 FastL4Reason = 35
+	FastL4ReasonREASON_PASS_NOT_IP          FastL4Reason = 0
+	FastL4ReasonREASON_PASS_VLAN            FastL4Reason = 1
+	FastL4ReasonREASON_PASS_MALFORMED       FastL4Reason = 2
+	FastL4ReasonREASON_PASS_NO_SERVICE      FastL4Reason = 3
+	FastL4ReasonREASON_PASS_PROTO           FastL4Reason = 4
+	FastL4ReasonREASON_PASS_FRAGMENT        FastL4Reason = 5
+	FastL4ReasonREASON_PASS_ICMP            FastL4Reason = 6
+	FastL4ReasonREASON_PASS_IPV6ROUTING     FastL4Reason = 7
+	FastL4ReasonREASON_FWD_NEW              FastL4Reason = 8
+	FastL4ReasonREASON_FWD_CLIENT           FastL4Reason = 9
+	FastL4ReasonREASON_FWD_SERVER           FastL4Reason = 10
+	FastL4ReasonREASON_FWD_ICMP             FastL4Reason = 11
+	FastL4ReasonREASON_DROP_FRAGMENT        FastL4Reason = 12
+	FastL4ReasonREASON_DROP_NO_FLOW         FastL4Reason = 13
+	FastL4ReasonREASON_DROP_NO_MEMBER       FastL4Reason = 14
+	FastL4ReasonREASON_DROP_SNAT_EXHAUSTED  FastL4Reason = 15
+	FastL4ReasonREASON_DROP_TABLE_FULL      FastL4Reason = 16
+	FastL4ReasonREASON_DROP_NO_NEIGH        FastL4Reason = 17
+	FastL4ReasonREASON_DROP_FIB             FastL4Reason = 18
+	FastL4ReasonREASON_DROP_FRAG_NEEDED     FastL4Reason = 19
+	FastL4ReasonREASON_DROP_NO_TX_PORT      FastL4Reason = 20
+	FastL4ReasonREASON_DROP_ICMP            FastL4Reason = 21
+	FastL4ReasonREASON_EVENT_REPAIRED       FastL4Reason = 22
+	FastL4ReasonREASON_EVENT_RESTARTED      FastL4Reason = 23
+	FastL4ReasonREASON_EVENT_MSS_CLAMPED    FastL4Reason = 24
+	FastL4ReasonREASON_DROP_HALF_OPEN_LOST  FastL4Reason = 25
+	FastL4ReasonREASON_DROP_FLOW_REUSED     FastL4Reason = 26
+	FastL4ReasonREASON_EVENT_HALF_OPEN      FastL4Reason = 27
+	FastL4ReasonREASON_EVENT_PROMOTED       FastL4Reason = 28
+	FastL4ReasonREASON_EVENT_SNAT_RECLAIMED FastL4Reason = 29
+	FastL4ReasonREASON_DROP_INGRESS         FastL4Reason = 30
+	FastL4ReasonREASON_PASS_FOREIGN_MAC     FastL4Reason = 31
+	FastL4ReasonREASON_DROP_MARTIAN         FastL4Reason = 32
+	FastL4ReasonREASON_DROP_BAD_HEADER      FastL4Reason = 33
+	FastL4ReasonREASON_TX_TIME_EXCEEDED     FastL4Reason = 34
+	FastL4ReasonREASON_TX_TOO_BIG           FastL4Reason = 35
+	FastL4ReasonREASON_DROP_TTL             FastL4Reason = 36
+	FastL4ReasonREASON_DROP_RST_WINDOW      FastL4Reason = 37
+	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
+	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
+	FastL4ReasonREASON_MAX                  FastL4Reason = 40
 )
 
 type FastL4Scratch struct {
 	_        structs.HostLayout
 	Val      FastL4FlowVal
+	Val2     FastL4FlowVal
 	Reason   FastL4Reason
 	Dir      FastL4FlowDir
 	Seen     FastL4FlowSeen
@@ -238,6 +246,7 @@ const (
 	FastL4MapFlows4Tcp        = "flows4_tcp"
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
+	FastL4MapHalfOpen         = "half_open"
 	FastL4MapIcmpBudget       = "icmp_budget"
 	FastL4MapIcmpScratch      = "icmp_scratch"
 	FastL4MapMaglev           = "maglev"
@@ -310,6 +319,7 @@ type FastL4MapSpecs struct {
 	Flows4Tcp   *ebpf.MapSpec `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6      *ebpf.MapSpec `ebpf:"flows6"`
+	HalfOpen    *ebpf.MapSpec `ebpf:"half_open"`
 	IcmpBudget  *ebpf.MapSpec `ebpf:"icmp_budget"`
 	IcmpScratch *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Maglev      *ebpf.MapSpec `ebpf:"maglev"`
@@ -358,6 +368,7 @@ type FastL4Maps struct {
 	Flows4Tcp   *ebpf.Map `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6      *ebpf.Map `ebpf:"flows6"`
+	HalfOpen    *ebpf.Map `ebpf:"half_open"`
 	IcmpBudget  *ebpf.Map `ebpf:"icmp_budget"`
 	IcmpScratch *ebpf.Map `ebpf:"icmp_scratch"`
 	Maglev      *ebpf.Map `ebpf:"maglev"`
@@ -380,6 +391,7 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Tcp,
 		m.Flows4Udp,
 		m.Flows6,
+		m.HalfOpen,
 		m.IcmpBudget,
 		m.IcmpScratch,
 		m.Maglev,

@@ -213,7 +213,9 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		return XDP_PASS;
 	}
 	/* The entry stays readable after adjust_tail (map values are not
-	 * packet data), even if the GC deletes it meanwhile (RCU). */
+	 * packet data), but it is not pinned to this flow: deleted, it can
+	 * be reused by another flow meanwhile, so it is checked once the
+	 * rewrite has read it (flow_is). */
 	peer = &f->peer;
 	vid = f->vid;
 	r = icmp_check(ctx, p, f, k->proto);
@@ -324,6 +326,10 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		icmp->icmp6_cksum = ~csum_fold64(s);
 	}
 
+	if (!flow_is(f, k)) {
+		count(0, REASON_DROP_FLOW_REUSED, bytes);
+		return XDP_DROP;
+	}
 	/* The next hop of the rewritten outer header. */
 	p->l3_len = want - ETH_HLEN;
 	r = fib_resolve(ctx, p, peer, &nh);

@@ -10,7 +10,12 @@
  * IPv4 TCP in flows4_tcp, IPv4 UDP in flows4_udp (short keys without the
  * protocol hash faster), IPv6 in flows6. Plain hashes (not LRU): a full
  * table refuses new flows instead of evicting established ones; the
- * control plane reaps expired entries. flows4_tcp is preallocated; the
+ * control plane reaps expired entries. Only established flows get here:
+ * new ones wait in half_open until both sides have talked (flood.h), so
+ * a flood of spoofed SYNs or datagrams cannot fill these tables. A
+ * deleted entry can be handed to another flow at once (preallocated
+ * maps, and since 6.1 the others too) while a packet on another CPU
+ * still holds a pointer to it: see flow_is. flows4_tcp is preallocated; the
  * others allocate as they fill, so that a mostly IPv4 TCP host does not
  * reserve memory for all three. Use the flow_* accessors below. */
 struct {
@@ -38,6 +43,18 @@ struct {
 	__type(value, struct flow_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } flows6 SEC(".maps");
+
+/* Half-open flows, both halves keyed like the flow tables (full keys:
+ * one table for both families and protocols), until they are promoted
+ * into the flow tables (flood.h). An LRU: a flood of new flows evicts
+ * the least recently used half-open flows, never an established one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_HALF_OPEN);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} half_open SEC(".maps");
 
 /* fastl4 virtuals by VIP, port and protocol. */
 struct {
@@ -162,6 +179,7 @@ struct {
  * control plane into the object's BTF, where bpf2go -type finds them. */
 struct scratch {
 	struct flow_val val;
+	struct flow_val val2; /* the other half, when both are built */
 	enum reason reason;
 	enum flow_dir dir;
 	enum flow_seen seen;
@@ -265,6 +283,41 @@ static __always_inline long flow_delete(const struct flow_key *k)
 	if (k->proto == IPPROTO_UDP)
 		return bpf_map_delete_elem(&flows4_udp, &k4);
 	return bpf_map_delete_elem(&flows4_tcp, &k4);
+}
+
+static __always_inline int flow_key_eq(const struct flow_key *x, const struct flow_key *y)
+{
+	const __u32 *a = (const __u32 *)x, *b = (const __u32 *)y;
+
+	for (int i = 0; i < sizeof(*x) / 4; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+/* Whether the entry f still belongs to the key k it was found under. A
+ * map value is not locked: once deleted (the GC, an eviction, another
+ * CPU) it can be reused for another flow while this packet holds f (the
+ * map is RCU-protected against freeing, not against reuse). So a packet
+ * checks after it has read what it needs, and a write that must not land
+ * in another flow (the next-hop cache) is checked after it is made, and
+ * undone when the entry changed hands. The barrier keeps the compiler
+ * from reading self earlier than where the check stands. */
+static __always_inline int flow_is(const struct flow_val *f, const struct flow_key *k)
+{
+	const volatile __u32 *a = (const volatile __u32 *)&f->self;
+	const __u32 *b = (const __u32 *)k;
+
+	asm volatile("" ::: "memory");
+	/* IPv4: the rest of the addresses is zero in both; ports, protocol
+	 * and family in one 64-bit word. */
+	if (k->family == 4)
+		return a[0] == b[0] && a[4] == b[4] &&
+		       *(const volatile __u64 *)&f->self.sport == *(const __u64 *)&k->sport;
+	for (int i = 0; i < sizeof(*k) / 4; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
 }
 
 static __always_inline void count(__u32 vid, __u32 reason, __u64 bytes)

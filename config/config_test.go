@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -73,8 +74,11 @@ func TestExampleIsAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example is rejected:\n%v", err)
 	}
-	if len(c.Warnings) != 0 {
-		t.Errorf("the example has warnings:\n%v", (&config.Errors{List: c.Warnings}).Error())
+	// The example shows both ways of publishing the front ends; the
+	// fastl4 ones are flagged because the management paths stay open
+	// there. Nothing else is.
+	if other := withoutL4SkypeWarnings(c.Warnings); len(other) != 0 || len(c.Warnings) != 2 {
+		t.Errorf("the example has warnings other than the two fastl4 ones:\n%v", (&config.Errors{List: c.Warnings}).Error())
 	}
 	if len(c.Virtuals) != 4 || len(c.Pools) != 2 {
 		t.Fatalf("decoded %d virtuals and %d pools, want 4 and 2", len(c.Virtuals), len(c.Pools))
@@ -236,6 +240,27 @@ func TestDefaults(t *testing.T) {
 	if generic.UsesWindowsAuth() || !skype.UsesWindowsAuth() {
 		t.Error("windows auth follows the profile")
 	}
+	// The generic site shares its pool with the skype site: it inherits
+	// the denied paths and with them strict paths.
+	if !generic.UsesStrictPaths() || !skype.UsesStrictPaths() || (&config.Site{}).UsesStrictPaths() {
+		t.Error("strict paths follow the profile and the deny list")
+	}
+	for _, s := range []config.Site{{StrictPaths: true}, {Deny: []string{"/x"}}, {Redirect: config.RedirectHTTPS}} {
+		if !s.UsesStrictPaths() {
+			t.Errorf("%+v: strict paths off", s)
+		}
+	}
+
+	if l7 := c.Virtuals[1]; l7.ConnLimits != (config.ConnLimits{MaxConnsPerSource: 1000, MaxHandshakesPerSource: 100}) {
+		t.Errorf("connection limits = %+v", l7.ConnLimits)
+	}
+	if tl := (config.TLSOptions{}).Effective(); tl.MinVersion != "1.2" || tl.HandshakeTimeout.D() != 10*time.Second || tl.TicketRotation.D() != 12*time.Hour {
+		t.Errorf("tls defaults = %+v", tl)
+	}
+	// A lower per-source cap lowers the default handshake cap with it.
+	if l := (config.ConnLimits{MaxConnsPerSource: 20}).Effective(); l.MaxHandshakesPerSource != 20 {
+		t.Errorf("handshakes per source with max_conns_per_source 20 = %d", l.MaxHandshakesPerSource)
+	}
 
 	// An explicitly empty admin listen disables the endpoint.
 	off, err := config.Parse("min.yaml", []byte("admin: {listen: }\n"+minimal))
@@ -388,10 +413,22 @@ func TestBadConfigs(t *testing.T) {
 			[]edit{{"profile: skype", "profile: skpye"}},
 			"profile: skpye", "virtuals[2].sites[0].profile",
 			[]string{`unknown profile "skpye"`, `did you mean "skype"?`}},
+		{"bad upgrade protocol",
+			[]edit{{"profile: skype              # deny", "upgrade: [websocket, h2c]\n        profile: skype              # deny"}},
+			"upgrade: [websocket, h2c]", "virtuals[2].sites[0].upgrade[1]",
+			[]string{`unknown upgrade protocol "h2c"`, `only "websocket" can be allowed`}},
 		{"bad redirect",
 			[]edit{{"        pool: sfb-fe\n        port: 8080                  # or: redirect: https", "        redirect: htps"}},
 			"redirect: htps", "virtuals[3].sites[0].redirect",
 			[]string{`unknown redirect "htps"`, `did you mean "https"?`}},
+		{"strict_paths turned off on a skype site",
+			[]edit{{"        profile: skype              # deny management paths", "        strict_paths: false\n        profile: skype              # deny management paths"}},
+			"strict_paths: false", "virtuals[2].sites[0].strict_paths",
+			[]string{"strict_paths: false cannot be set on this site (profile skype implies it)", "remove the key"}},
+		{"denied path not in canonical form",
+			[]edit{{"        pool: owas\n        port: 443\n", "        pool: owas\n        port: 443\n        deny: [/Internal/../Admin]\n"}},
+			"deny: [/Internal/../Admin]", "virtuals[2].sites[1].deny[0]",
+			[]string{`denied path "/Internal/../Admin" is not a plain path (a dot segment)`, "e.g. /Internal/Admin"}},
 		{"port 0",
 			[]edit{{"listen: 203.0.113.20:80", "listen: 203.0.113.20:0"}},
 			"listen: 203.0.113.20:0", "virtuals[1].listen",
@@ -400,6 +437,30 @@ func TestBadConfigs(t *testing.T) {
 			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    tls: {min_version: \"1.0\"}\n"}},
 			`tls: {min_version: "1.0"}`, "virtuals[2].tls.min_version",
 			[]string{"TLS 1.0 is deprecated and insecure", "allow_legacy: true"}},
+		{"handshake timeout out of range",
+			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    tls: {handshake_timeout: 500ms}\n"}},
+			"tls: {handshake_timeout: 500ms}", "virtuals[2].tls.handshake_timeout",
+			[]string{"handshake_timeout 500ms is out of range: 1s to 1m (default 10s)"}},
+		{"ticket rotation too short",
+			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    tls: {ticket_rotation: 10s}\n"}},
+			"tls: {ticket_rotation: 10s}", "virtuals[2].tls.ticket_rotation",
+			[]string{"ticket_rotation 10s is out of range: 1m to 72h (default 12h0m0s)"}},
+		{"negative connection limit",
+			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    limits: {max_conns: -1}\n"}},
+			"limits: {max_conns: -1}", "virtuals[2].limits.max_conns",
+			[]string{"max_conns -1 is negative: give a positive number, or leave it out for the default"}},
+		{"per-source cap above the virtual's",
+			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    limits: {max_conns: 500}\n"}},
+			"limits: {max_conns: 500}", "virtuals[2].limits.max_conns_per_source",
+			[]string{"max_conns_per_source 1000 is above max_conns 500", "lower it below max_conns"}},
+		{"handshakes per source above connections per source",
+			[]edit{{"    listen: 203.0.113.10:443\n", "    listen: 203.0.113.10:443\n    limits: {max_conns_per_source: 10, max_handshakes_per_source: 20}\n"}},
+			"max_handshakes_per_source: 20", "virtuals[2].limits.max_handshakes_per_source",
+			[]string{"max_handshakes_per_source 20 is above max_conns_per_source 10"}},
+		{"limits on a fastl4 virtual",
+			[]edit{{"    idle_timeout: 300s ", "    limits: {max_conns: 10}\n    idle_timeout: 300s "}},
+			"limits: {max_conns: 10}", "virtuals[0].limits",
+			[]string{"limits does not apply to fastl4"}},
 		{"duration without unit",
 			[]edit{{"interval: 5s", "interval: 5"}},
 			"interval: 5,", "pools.sfb-fe.monitor.interval",
@@ -674,11 +735,67 @@ func TestSkypePoolDeniedOnEverySite(t *testing.T) {
 			t.Errorf("port-80 site of pool sfb-fe does not deny %s: %v", p, http.DeniedPaths())
 		}
 	}
-	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Error(), "virtuals[3].sites[0]") || !strings.Contains(c.Warnings[0].Error(), "profile: skype") {
-		t.Errorf("want one warning naming the site and the fix, got %v", c.Warnings)
+	ws := withoutL4SkypeWarnings(c.Warnings)
+	if len(ws) != 1 || !strings.Contains(ws[0].Error(), "virtuals[3].sites[0]") || !strings.Contains(ws[0].Error(), "profile: skype") {
+		t.Errorf("want one warning naming the site and the fix, got %v", ws)
 	}
 	// The owas site forwards to another pool: nothing is added.
 	if len(c.Virtuals[2].Sites[1].DeniedPaths()) != 0 {
 		t.Errorf("owas site denies %v", c.Virtuals[2].Sites[1].DeniedPaths())
+	}
+}
+
+// withoutL4SkypeWarnings drops the warnings about the example's fastl4
+// virtuals publishing the skype pool.
+func withoutL4SkypeWarnings(ws []*config.Error) []*config.Error {
+	var out []*config.Error
+	for _, w := range ws {
+		if (w.Path == "virtuals[0].pool" || w.Path == "virtuals[1].pool") && strings.Contains(w.Msg, "cannot be filtered") {
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// A pool published with profile skype and through a fastl4 virtual is
+// reachable on the L4 VIP without the path filter: check says so, naming
+// both virtuals and the fix. Another pool at L4 is not flagged.
+func TestSkypePoolAtL4Warns(t *testing.T) {
+	c, err := config.Parse("skype.yaml", []byte(example(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range c.Warnings {
+		if strings.Contains(w.Msg, "cannot be filtered") {
+			got = append(got, w.Path+": "+w.Msg)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("want a warning for each fastl4 virtual of pool sfb-fe, got %q", got)
+	}
+	for i, name := range []string{"sfb-web-l4", "sfb-web-l4-http"} {
+		for _, want := range []string{fmt.Sprintf("virtuals[%d].pool", i), "fastl4 virtual " + name + " ", "virtual sfb-web publishes with profile skype",
+			"/cscp", "remove virtual " + name, "close those paths on the front ends"} {
+			if !strings.Contains(got[i], want) {
+				t.Errorf("warning %q lacks %q", got[i], want)
+			}
+		}
+	}
+
+	// The same fastl4 virtuals in front of a pool no skype site uses.
+	text := apply(t, example(t), []edit{
+		{"    pool: sfb-fe\n    port: 4443\n    snat", "    pool: owas\n    port: 4443\n    snat"},
+		{"    pool: sfb-fe\n    port: 8080\n    snat", "    pool: owas\n    port: 8080\n    snat"},
+	})
+	c, err = config.Parse("skype.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range c.Warnings {
+		if strings.Contains(w.Msg, "cannot be filtered") {
+			t.Errorf("pool owas has no skype site, yet: %v", w)
+		}
 	}
 }

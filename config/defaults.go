@@ -28,6 +28,25 @@ const (
 	DefaultDrainTimeout = Duration(30 * time.Second)
 	DefaultMinVersion   = "1.2"
 
+	// DefaultTLSHandshakeTimeout bounds a TLS handshake: a client that
+	// opens a connection and sends no ClientHello holds it that long at
+	// most, well below the 20s header timeout.
+	DefaultTLSHandshakeTimeout = Duration(10 * time.Second)
+	// DefaultTicketRotation replaces session-ticket keys twice a day;
+	// a ticket stays usable for at most two periods (24h).
+	DefaultTicketRotation = Duration(12 * time.Hour)
+
+	// DefaultMaxConnsPerSource: HAProxy and nginx set no per-source cap
+	// by default; this one is far above what one client opens (a browser
+	// 6-8 per host, a Skype client a handful) and leaves room for a few
+	// hundred users behind one NAT address, while one source can no
+	// longer hold every descriptor.
+	DefaultMaxConnsPerSource = 1000
+	// DefaultMaxHandshakesPerSource: a handshake takes one or two round
+	// trips, so even a large NAT has few in progress at once; a source
+	// that opens connections and never completes them is held to this.
+	DefaultMaxHandshakesPerSource = 100
+
 	DefaultMonitorType     = MonitorTCP
 	DefaultMonitorInterval = Duration(5 * time.Second)
 	DefaultMonitorTimeout  = Duration(2 * time.Second)
@@ -70,11 +89,16 @@ const (
 	AffinityMSWSMan = "ms-wsman"
 )
 
+// UpgradeWebSocket is the Upgrade token of WebSocket (RFC 6455), the only
+// protocol switch a site may allow.
+const UpgradeWebSocket = "websocket"
+
 // skypeDenied are the front end's management paths, never published.
 var skypeDenied = []string{"/cscp", "/OcsPowerShell", "/RgsConfig"}
 
 // SkypeDeniedPaths returns the path prefixes the skype profile closes
-// (compared case-insensitively after path normalisation).
+// (matched segment by segment with Unicode case folding, on targets in
+// canonical form only).
 func SkypeDeniedPaths() []string { return slices.Clone(skypeDenied) }
 
 // DefaultFastL4 returns F5's FastL4 profile defaults: idle 300s,
@@ -167,6 +191,14 @@ func (s *Site) UsesWindowsAuth() bool {
 	return s.Profile == ProfileSkype
 }
 
+// UsesStrictPaths reports whether request targets not in canonical form
+// are refused before routing: set explicitly, or implied by the skype
+// profile, by denied paths (which only canonical targets can be matched
+// against reliably) and by redirect (which never echoes such a target).
+func (s *Site) UsesStrictPaths() bool {
+	return s.StrictPaths || s.Profile == ProfileSkype || len(s.Deny) > 0 || s.Redirect != ""
+}
+
 // DeniedPaths returns the path prefixes the site refuses: the profile's
 // and the site's own deny list.
 func (s *Site) DeniedPaths() []string {
@@ -175,6 +207,32 @@ func (s *Site) DeniedPaths() []string {
 		out = append(out, skypeDenied...)
 	}
 	return append(out, s.Deny...)
+}
+
+// Effective returns the TLS options with defaults for the unset ones.
+func (t TLSOptions) Effective() TLSOptions {
+	if t.MinVersion == "" {
+		t.MinVersion = DefaultMinVersion
+	}
+	if t.HandshakeTimeout == 0 {
+		t.HandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	if t.TicketRotation == 0 {
+		t.TicketRotation = DefaultTicketRotation
+	}
+	return t
+}
+
+// Effective returns the connection limits with defaults for the unset
+// ones. MaxConns stays 0 (derived at run time from the descriptor limit).
+func (l ConnLimits) Effective() ConnLimits {
+	if l.MaxConnsPerSource == 0 {
+		l.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if l.MaxHandshakesPerSource == 0 {
+		l.MaxHandshakesPerSource = min(DefaultMaxHandshakesPerSource, max(l.MaxConnsPerSource, 1))
+	}
+	return l
 }
 
 // Managed reports whether netcfg changes the host (default) rather than
@@ -285,8 +343,11 @@ func applyDefaults(c *Config) {
 			}
 			usePoolPort(c, v.Pool, v.Port)
 		}
-		if v.Mode == ModeHTTPS && v.TLS.MinVersion == "" {
-			v.TLS.MinVersion = DefaultMinVersion
+		if v.Mode == ModeHTTPS {
+			v.TLS = v.TLS.Effective()
+		}
+		if v.Mode == ModeHTTPS || v.Mode == ModeHTTP {
+			v.ConnLimits = v.ConnLimits.Effective()
 		}
 		for _, s := range v.Sites {
 			if s == nil {

@@ -166,6 +166,23 @@ type Virtual struct {
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
 	// DrainTimeout on shutdown (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// ConnLimits caps client connections (https/http).
+	ConnLimits ConnLimits `yaml:"limits"`
+}
+
+// ConnLimits cap an https/http virtual's client connections, so that one
+// source cannot take the service from the others. A connection past a
+// cap is closed as soon as it is accepted; the listener keeps accepting.
+type ConnLimits struct {
+	// MaxConns caps the virtual's open connections, handshakes included.
+	// 0: derived from the process's file descriptor limit.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerSource caps the open connections of one client address
+	// (an IPv6 client's /64). Default 1000.
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// MaxHandshakesPerSource caps one source's connections that have
+	// not completed their TLS handshake. Default 100.
+	MaxHandshakesPerSource int `yaml:"max_handshakes_per_source"`
 }
 
 // FastL4 holds the F5 FastL4 profile knobs, with F5's defaults.
@@ -198,6 +215,13 @@ type TLSOptions struct {
 	AllowLegacy bool `yaml:"allow_legacy"`
 	// HSTS max-age; 0 = off.
 	HSTS Duration `yaml:"hsts"`
+	// HandshakeTimeout bounds each TLS handshake (default 10s, below the
+	// sites' header_timeout).
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// TicketRotation is how often the virtual's session-ticket key is
+	// replaced (default 12h); tickets under the previous key are still
+	// accepted for one more period.
+	TicketRotation Duration `yaml:"ticket_rotation"`
 }
 
 // Site is a set of host names routed to a pool.
@@ -209,9 +233,16 @@ type Site struct {
 	BackendTLS *BackendTLS `yaml:"backend_tls"`
 	Profile    string      `yaml:"profile"` // "" | skype
 	Deny       []string    `yaml:"deny"`    // extra denied path prefixes
+	// Upgrade lists the protocols clients may switch to (Upgrade header
+	// tokens, e.g. websocket); default none: Upgrade is removed.
+	Upgrade []string `yaml:"upgrade"`
 	// WindowsAuth forces connection pinning and http/1.1 only (implied by
 	// the skype profile).
 	WindowsAuth *bool `yaml:"windows_auth"`
+	// StrictPaths refuses request targets not in canonical form (400)
+	// before routing (implied by the skype profile, a deny list and
+	// redirect).
+	StrictPaths bool `yaml:"strict_paths"`
 	// Affinity: "" | ms-wsman (cookie affinity for Lync 2010 coexistence).
 	Affinity string `yaml:"affinity"`
 	// LB: round_robin | least_conn (default: the pool's).

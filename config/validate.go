@@ -657,7 +657,7 @@ func (v *validator) familyCheck(path string, vip netip.Addr, p *Pool) {
 }
 
 func (v *validator) fastL4(vs *Virtual, base string) {
-	for _, k := range []string{"certificates", "sites", "tls", "trusted_proxies"} {
+	for _, k := range []string{"certificates", "sites", "tls", "trusted_proxies", "limits"} {
 		if v.c.Pos.Has(base + "." + k) {
 			v.errorf(base+"."+k, "%s does not apply to fastl4, which passes TLS through untouched: use mode https to terminate TLS, or remove %s", k, k)
 		}
@@ -679,6 +679,9 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 		if v.poolHasSkypeSite(vs.Pool) {
 			v.internalSitePort(base+".port", vs.Port)
 		}
+	}
+	if p != nil {
+		v.skypeAtL4(vs, base)
 	}
 
 	// Timeouts.
@@ -746,6 +749,24 @@ func (v *validator) poolHasSkypeSite(pool string) bool {
 	return false
 }
 
+// skypeAtL4 warns when a pool that an https/http virtual publishes with
+// the skype profile is also published through a fastl4 virtual: at L4 the
+// management paths cannot be filtered, so they are open on that VIP.
+func (v *validator) skypeAtL4(vs *Virtual, base string) {
+	for _, o := range v.c.Virtuals {
+		if o == nil || o.Mode == ModeFastL4 {
+			continue
+		}
+		for _, s := range o.Sites {
+			if s != nil && s.Pool == vs.Pool && s.Profile == ProfileSkype {
+				v.warnf(base+".pool", "fastl4 virtual %s publishes pool %s, which virtual %s publishes with profile skype: at L4 the management paths (%s) cannot be filtered, so they are open on its VIP; publish the pool through the https virtual only (remove virtual %s), or close those paths on the front ends themselves",
+					vs.Name, vs.Pool, o.Name, strings.Join(skypeDenied, ", "), vs.Name)
+				return
+			}
+		}
+	}
+}
+
 // internalSitePort warns about the most common Skype for Business reverse
 // proxy mistake: sending external traffic to the front end's internal web
 // site.
@@ -789,6 +810,7 @@ func (v *validator) l7(vs *Virtual, base string) {
 	if vs.DrainTimeout.D() > 10*time.Minute {
 		v.errorf(base+".drain_timeout", "drain_timeout %s is out of range: at most 10m", vs.DrainTimeout)
 	}
+	v.connLimits(vs, base+".limits")
 
 	if len(vs.Sites) == 0 {
 		v.errorf(base, "%s virtual %s needs sites: [{hosts: [...], pool: <pool>, port: <member port>}]", vs.Mode, vs.Name)
@@ -827,6 +849,38 @@ func (v *validator) tlsOptions(vs *Virtual, path string) {
 	if h := t.HSTS.D(); h != 0 && h < time.Hour {
 		v.warnf(path+".hsts", "HSTS max-age %s is very short: browsers typically expect days to a year", h)
 	}
+	if h := t.HandshakeTimeout.D(); h < time.Second || h > time.Minute {
+		v.errorf(path+".handshake_timeout", "handshake_timeout %s is out of range: 1s to 1m (default %s)", t.HandshakeTimeout, DefaultTLSHandshakeTimeout)
+	} else {
+		for i, s := range vs.Sites {
+			if s != nil && s.HeaderTimeout != 0 && s.HeaderTimeout.D() <= h {
+				v.warnf(path+".handshake_timeout", "handshake_timeout %s is not below sites[%d]'s header_timeout %s: a client that never completes its handshake holds its connection longer than a slow request; keep it shorter (default %s)", t.HandshakeTimeout, i, s.HeaderTimeout, DefaultTLSHandshakeTimeout)
+				break
+			}
+		}
+	}
+	if r := t.TicketRotation.D(); r < time.Minute || r > 72*time.Hour {
+		v.errorf(path+".ticket_rotation", "ticket_rotation %s is out of range: 1m to 72h (default %s); a ticket stays valid for two periods", t.TicketRotation, DefaultTicketRotation)
+	}
+}
+
+// connLimits checks a virtual's connection caps.
+func (v *validator) connLimits(vs *Virtual, path string) {
+	l := vs.ConnLimits
+	for _, f := range []struct {
+		key string
+		n   int
+	}{{"max_conns", l.MaxConns}, {"max_conns_per_source", l.MaxConnsPerSource}, {"max_handshakes_per_source", l.MaxHandshakesPerSource}} {
+		if f.n < 0 {
+			v.errorf(path+"."+f.key, "%s %d is negative: give a positive number, or leave it out for the default", f.key, f.n)
+		}
+	}
+	if l.MaxConns > 0 && l.MaxConnsPerSource > l.MaxConns {
+		v.errorf(path+".max_conns_per_source", "max_conns_per_source %d is above max_conns %d: one source could take every connection; lower it below max_conns", l.MaxConnsPerSource, l.MaxConns)
+	}
+	if l.MaxHandshakesPerSource > l.MaxConnsPerSource && l.MaxConnsPerSource > 0 {
+		v.errorf(path+".max_handshakes_per_source", "max_handshakes_per_source %d is above max_conns_per_source %d: a handshake is a connection too; lower it", l.MaxHandshakesPerSource, l.MaxConnsPerSource)
+	}
 }
 
 func (v *validator) site(vs *Virtual, s *Site, path string) {
@@ -838,6 +892,7 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 			v.errorf(joinIndex(path+".hosts", j), "%q is not a host name (a wildcard is allowed only as the first label, *.example.com)", h)
 		}
 	}
+	v.strictPaths(s, path)
 	if v.c.Pos.Has(path+".redirect") || s.Redirect != "" {
 		if !v.choice(path+".redirect", "redirect", s.Redirect, false, RedirectHTTPS) {
 			return
@@ -880,8 +935,11 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 	for i, d := range s.Deny {
 		if !strings.HasPrefix(d, "/") {
 			v.errorf(joinIndex(path+".deny", i), "denied path %q must start with /", d)
+		} else if why := nonCanonicalPath(d); why != "" {
+			v.errorf(joinIndex(path+".deny", i), "denied path %q is not a plain path (%s): write it as its segments, e.g. /Internal/Admin", d, why)
 		}
 	}
+	v.upgrade(s, path)
 	if s.Profile == ProfileSkype {
 		v.internalSitePort(path+".port", s.Port)
 	}
@@ -925,6 +983,15 @@ func (v *validator) site(vs *Virtual, s *Site, path string) {
 	}
 	if pit := l.PoolIdleTimeout.D(); pit >= 120*time.Second {
 		v.warnf(path+".pool_idle_timeout", "pool_idle_timeout %s is not shorter than IIS's 120s connection timeout: requests may hit connections the member is closing", pit)
+	}
+}
+
+// upgrade checks the protocols a site lets clients switch to.
+func (v *validator) upgrade(s *Site, path string) {
+	for i, u := range s.Upgrade {
+		if !strings.EqualFold(u, UpgradeWebSocket) {
+			v.errorf(joinIndex(path+".upgrade", i), "unknown upgrade protocol %q: only %q can be allowed (or leave upgrade out to remove Upgrade headers)", u, UpgradeWebSocket)
+		}
 	}
 }
 
@@ -1000,4 +1067,48 @@ func covers(w, a netip.Addr) bool {
 		return false
 	}
 	return w.Is6() || a.Is4()
+}
+
+// strictPaths refuses strict_paths: false where the site's profile, deny
+// list or redirect implies it.
+func (v *validator) strictPaths(s *Site, path string) {
+	if !v.c.Pos.Has(path+".strict_paths") || s.StrictPaths {
+		return
+	}
+	why := ""
+	switch {
+	case s.Profile == ProfileSkype:
+		why = "profile skype implies it"
+	case len(s.Deny) > 0:
+		why = "denied paths can only be matched on canonical targets"
+	case s.Redirect != "":
+		why = "a redirect never echoes a target that is not canonical"
+	default:
+		return
+	}
+	v.errorf(path+".strict_paths", "strict_paths: false cannot be set on this site (%s): remove the key", why)
+}
+
+// nonCanonicalPath says why a configured path is not a plain sequence of
+// segments (the form a denied prefix is matched in), or "".
+func nonCanonicalPath(p string) string {
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		switch {
+		case seg == "" && i < len(segs)-1:
+			return "an empty segment"
+		case seg == "." || seg == "..":
+			return "a dot segment"
+		case strings.ContainsAny(seg, `\%;:?#`):
+			return `one of \ % ; : ? #`
+		case strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, " "):
+			return "a segment ending in a dot or space"
+		}
+		for _, c := range seg {
+			if c < 0x20 || c == 0x7f {
+				return "a control character"
+			}
+		}
+	}
+	return ""
 }

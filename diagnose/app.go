@@ -479,9 +479,11 @@ func deniedVariants(p string) []string {
 	return out
 }
 
-// appDenied: the paths a site denies answer 403 from outside; a Skype
-// pool's management paths that the site does not deny (no skype profile,
-// or fastl4 pass-through) must at least not be served (403 or 404).
+// appDenied: the paths a site denies answer 403 from outside (400 for a
+// spelling not in canonical form, which edgeproxy refuses before
+// routing); a Skype pool's management paths that the site does not deny
+// (no skype profile, or fastl4 pass-through) must at least not be served
+// (403, 400 or 404).
 func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *config.Site, skype bool) {
 	type target struct {
 		path   string
@@ -523,7 +525,7 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 			a.saw(resp, "GET "+q)
 			var k string
 			switch {
-			case resp.StatusCode == http.StatusForbidden:
+			case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusBadRequest:
 			case resp.StatusCode == http.StatusNotFound && !p.strict:
 				notDenied++ // not part of the External Web Site
 			case resp.StatusCode == http.StatusNotFound:
@@ -554,11 +556,11 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 	case tried == 0:
 		a.add(Fail, subj, "no answer: "+strings.Join(errs, "; "), "see the listeners check")
 	case v.Mode == config.ModeFastL4:
-		a.pass(subj, "%d requests to %s (and variants) → 403/404: not served by the External Web Site (fastl4 passes paths through)", tried, list)
+		a.pass(subj, "%d requests to %s (and variants) → 403/400/404: not served by the External Web Site (fastl4 passes paths through)", tried, list)
 	case notDenied > 0:
-		a.pass(subj, "%d requests to %s (and variants) → 403/404: the site does not deny them (no skype profile) but the External Web Site does not serve them", tried, list)
+		a.pass(subj, "%d requests to %s (and variants) → 403/400/404: the site does not deny them (no skype profile) but the External Web Site does not serve them", tried, list)
 	default:
-		a.pass(subj, "%d requests to %s (and variants) → 403", tried, list)
+		a.pass(subj, "%d requests to %s (and variants) → 403 (400 for the spellings not in canonical form)", tried, list)
 	}
 }
 

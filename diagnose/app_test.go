@@ -22,6 +22,7 @@ import (
 type front struct {
 	denyManagement bool // 403 on the management paths, case-insensitively
 	denyExactCase  bool // 403 only on the raw URI's exact spelling (a broken deny)
+	refuseDots     bool // 400 on dot segments, as edgeproxy refuses targets not in canonical form
 	basicOnly      bool // replace WWW-Authenticate by Basic (a pre-authenticating proxy)
 	msDiag         string
 	closeOnNTLM    bool   // Connection: close on the NTLM challenge
@@ -31,6 +32,10 @@ type front struct {
 
 func (f front) wrap(fe http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.refuseDots && (strings.Contains(r.RequestURI, "/./") || strings.Contains(r.RequestURI, "/../")) {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
 		for _, m := range []string{"/cscp", "/OcsPowerShell", "/RgsConfig"} {
 			p := r.URL.Path
 			if (f.denyManagement && hasPrefixFoldTest(normPath(p), m)) || (f.denyExactCase && strings.HasPrefix(r.RequestURI, m)) {
@@ -160,6 +165,12 @@ func TestApplication(t *testing.T) {
 		fs = runCheck(t, &Env{Config: cfg}, Application)
 		expectAtMost(t, fs, Pass)
 		expect(t, fs, "NTLM", Pass, "challenge received on a kept-alive connection")
+	})
+
+	t.Run("spellings not in canonical form refused with 400", func(t *testing.T) {
+		cfg := appLab(t, fakefe.Options{}, front{denyManagement: true, refuseDots: true})
+		fs := runCheck(t, &Env{Config: cfg}, Application)
+		expect(t, fs, "lyncdiscover.example.com denied paths", Pass, "→ 403 (400 for the spellings not in canonical form)")
 	})
 
 	cases := []struct {

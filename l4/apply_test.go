@@ -38,6 +38,7 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 	// drains, new flows are not taken.
 	client := ap(client4, 51000)
 	p := expectRedirect(t, e, frame{src: client, dst: ap(vip4, 53), proto: protoUDP, payload: []byte("q")}.bytes(), toMember)
+	expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoUDP, payload: []byte("answer")}.bytes(), toClient)
 	cfg := testConfig(t, e.lab, "",
 		`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
 		`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`)
@@ -91,15 +92,14 @@ func TestPrivilegedSNATPool(t *testing.T) {
 			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: one4, port: 4443, snat: ["198.19.0.2", "198.19.0.3"]`)
 	}, nil)
 	e.resolve()
-	toMember, _ := e.hops()
 	used := map[netip.AddrPort]bool{}
-	// Two addresses of four ports each: eight flows to one member.
+	// Two addresses of four ports each: eight connections to one member.
 	for i := range 8 {
-		p := expectRedirect(t, e, frame{src: ap(client4, uint16(1000+i)), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
-		if used[p.src] {
-			t.Fatalf("SNAT source %s used twice", p.src)
+		_, snat := establish(t, e, ap(client4, uint16(1000+i)), ap(vip4, 443))
+		if used[snat] {
+			t.Fatalf("SNAT source %s used twice", snat)
 		}
-		used[p.src] = true
+		used[snat] = true
 	}
 	addrs := map[netip.Addr]bool{}
 	for s := range used {

@@ -134,7 +134,7 @@ func BenchmarkProgramEstablished(b *testing.B) {
 			routerMAC := linkMAC(b, e.lab.Backend, testnet.BackendIf)
 			clientMAC := linkMAC(b, e.lab.Client, testnet.ClientIf)
 			for _, k := range []bpf.FastL4FlowKey{toClient, toMember} {
-				v := bpf.FastL4FlowVal{Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK, InIfindex: ext, InMac: [6]byte(clientMAC)}
+				v := bpf.FastL4FlowVal{Self: k, Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK, InIfindex: ext, InMac: [6]byte(clientMAC)}
 				if k == toMember {
 					v.Dir = dirServer
 					v.InMac = [6]byte(routerMAC)
@@ -191,11 +191,18 @@ func BenchmarkProgramNewFlow(b *testing.B) {
 }
 
 func (e *env) clearFlows(b *testing.B) {
-	var keys []bpf.FastL4FlowKey
-	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, _ *bpf.FastL4FlowVal) { keys = append(keys, k) }); err != nil {
+	var keys, half []bpf.FastL4FlowKey
+	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
+		if v.HalfOpen != 0 {
+			half = append(half, k)
+		} else {
+			keys = append(keys, k)
+		}
+	}); err != nil {
 		b.Fatal(err)
 	}
 	e.fp.flows.deleteKeys(keys)
+	e.fp.flows.deleteHalfOpen(half)
 }
 
 // BenchmarkProgramPass measures a packet that is not for a fastl4

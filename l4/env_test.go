@@ -31,6 +31,39 @@ type env struct {
 	fp   *FastPath
 	opts Options
 	cfg  *config.Config
+	nics map[string]nicAddr // by name, filled by nic
+}
+
+// nicAddr is a NIC of the proxy namespace as a frame arriving on it sees
+// it.
+type nicAddr struct {
+	ifindex int
+	mac     net.HardwareAddr
+}
+
+// nic is the NIC name of the proxy namespace, looked up once.
+func (e *env) nic(name string) nicAddr {
+	e.t.Helper()
+	if n, ok := e.nics[name]; ok {
+		return n
+	}
+	n := nicAddr{e.ifindex(name), linkMAC(e.t, e.lab.Proxy, name)}
+	if e.nics == nil {
+		e.nics = map[string]nicAddr{}
+	}
+	e.nics[name] = n
+	return n
+}
+
+// setIngress sets the NIC a flow half made by hand arrives on, as the
+// program sets it: the external NIC for the client's half, the internal
+// one for the member's.
+func (e *env) setIngress(v *bpf.FastL4FlowVal) {
+	nic := e.nic(testnet.ExtIf)
+	if v.Dir == dirServer {
+		nic = e.nic(testnet.IntIf)
+	}
+	v.InIfindex, v.InMac = uint32(nic.ifindex), [6]byte(nic.mac)
 }
 
 // testPinPath is a fresh directory of the BPF file system, removed (with
@@ -180,7 +213,7 @@ func frameSource(b []byte) (netip.Addr, bool) {
 func (e *env) toNIC(in []byte, nic string) []byte {
 	out := slices.Clone(in)
 	if len(out) >= 6 {
-		copy(out, linkMAC(e.t, e.lab.Proxy, nic))
+		copy(out, e.nic(nic).mac)
 	}
 	return out
 }
@@ -190,8 +223,9 @@ func (e *env) runOn(in []byte, nic string) (uint32, []byte) {
 	e.t.Helper()
 	var ret uint32
 	var out []byte
+	idx := e.nic(nic).ifindex
 	e.do(func() {
-		ret, out = e.runHere(in, e.ifindex(nic))
+		ret, out = e.runHere(in, idx)
 	})
 	return ret, out
 }

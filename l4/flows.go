@@ -55,8 +55,11 @@ func ReadFlows(pinPath string) ([]Flow, error) {
 	for _, m := range []struct {
 		name string
 		dst  **ebpf.Map
-	}{{bpf.FastL4MapFlows4Tcp, &t.v4tcp}, {bpf.FastL4MapFlows4Udp, &t.v4udp}, {bpf.FastL4MapFlows6, &t.v6}} {
+	}{{bpf.FastL4MapFlows4Tcp, &t.v4tcp}, {bpf.FastL4MapFlows4Udp, &t.v4udp}, {bpf.FastL4MapFlows6, &t.v6}, {bpf.FastL4MapHalfOpen, &t.half}} {
 		fm, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, m.name), ro)
+		if m.dst == &t.half && errors.Is(err, os.ErrNotExist) {
+			continue // pinned by a build without half-open flows
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w under %s: the fast path has not run (or use -pin-path)", ErrNotPinned, pinPath)
 		}

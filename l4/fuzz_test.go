@@ -392,7 +392,7 @@ func TestPrivilegedProgramFuzz(t *testing.T) {
 	})
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	bases := fuzzBases(t, e)
-	nics := map[string]int{testnet.ExtIf: e.ifindex(testnet.ExtIf), testnet.IntIf: e.ifindex(testnet.IntIf)}
+	nics := map[string]int{testnet.ExtIf: e.nic(testnet.ExtIf).ifindex, testnet.IntIf: e.nic(testnet.IntIf).ifindex}
 	other := map[string]string{testnet.ExtIf: testnet.IntIf, testnet.IntIf: testnet.ExtIf}
 	deadline := time.Now().Add(10 * time.Minute)
 	verdicts := map[uint32]int{}

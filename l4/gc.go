@@ -142,40 +142,54 @@ func (f *FastPath) collect() error {
 		return defaultKnobs
 	}
 
-	pairs, err := f.flows.readPairs()
+	t := f.flows
+	if f.flood.isActive() {
+		// During a flood the half-open table is the flood's: the LRU
+		// evicts it, and reaping it would cost a pass over the whole
+		// table and send resets to spoofed sources.
+		t.half = nil
+	}
+	pairs, err := t.readPairs()
 	if err != nil {
 		return err
 	}
 	now := monoNow()
 	counts := newFlowCounts()
-	var dead []bpf.FastL4FlowKey
+	var dead, deadHalf []bpf.FastL4FlowKey
 	var reaped []reapedFlow
-	for _, p := range pairs {
+	for id, p := range pairs {
 		h := p.any()
 		k := knobsOf(h.val.Vid)
 		st, timeout := p.state(k)
 		last := p.last()
 		if now > last && time.Duration(now-last) > timeout {
 			ck, sk := p.keys()
-			if !f.stillIdle(ck, sk, last) {
+			if !id.half && !f.stillIdle(ck, sk, last) {
 				counts.add(k.name, st, p)
 				continue
 			}
+			keys := &dead
+			if id.half {
+				keys = &deadHalf
+			}
 			if p.c != nil {
-				dead = append(dead, ck)
+				*keys = append(*keys, ck)
 			}
 			if p.s != nil {
-				dead = append(dead, sk)
+				*keys = append(*keys, sk)
 			}
 			reaped = append(reaped, reapedFlow{p: p, state: st, k: k})
 			continue
 		}
-		if p.c == nil || p.s == nil {
+		// A half-open pair missing a half was evicted: it is lost, not
+		// repaired (bpf/flood.h).
+		if !id.half && (p.c == nil || p.s == nil) {
 			f.repair(p)
 		}
 		counts.add(k.name, st, p)
 	}
 	f.flows.deleteKeys(dead)
+	f.flows.deleteHalfOpen(deadHalf)
 	for _, r := range reaped {
 		f.stats.reaped(r.k.name, r.state)
 		if r.k.flags&svcResetOnTimeout != 0 {
@@ -209,6 +223,7 @@ func (f *FastPath) stillIdle(ck, sk bpf.FastL4FlowKey, last uint64) bool {
 func (f *FastPath) repair(p *pair) {
 	h := p.any()
 	v := bpf.FastL4FlowVal{
+		Self:      h.val.Peer,
 		Peer:      h.key,
 		CreatedNs: h.val.CreatedNs,
 		LastNs:    h.val.LastNs,
@@ -295,6 +310,7 @@ func (f *FastPath) warnDrops() {
 			f.limiter.log(f.log, w.key, slog.LevelWarn, w.msg, "packets", n)
 		}
 	}
+	f.flood.update(f, c)
 }
 
 // logLimiter logs each kind of record at most once per interval.

@@ -201,6 +201,7 @@ type FastPath struct {
 	resets  *resetter
 	neigh   *neighbours
 	stats   *gcStats
+	flood   floodWatch
 	limiter *logLimiter
 }
 
@@ -276,6 +277,11 @@ func Open(opts Options) (_ *FastPath, err error) {
 	return f, nil
 }
 
+// halfOpenEntries sizes the half-open table (bpf/flood.h): as many
+// entries as the flow table has connections, so half as many half-open
+// connections, at least 1024 entries (an LRU needs room per CPU).
+func halfOpenEntries(maxFlows int) int { return max(maxFlows, 1024) }
+
 // loadSpec returns the program's collection spec (benchmarks compare
 // other builds through it).
 var loadSpec = bpf.LoadFastL4
@@ -289,6 +295,7 @@ func (f *FastPath) load() error {
 	spec.Maps[bpf.FastL4MapFlows4Tcp].MaxEntries = uint32(2 * f.opts.MaxFlows)
 	spec.Maps[bpf.FastL4MapFlows4Udp].MaxEntries = uint32(2 * f.opts.MaxFlows)
 	spec.Maps[bpf.FastL4MapFlows6].MaxEntries = uint32(2 * f.opts.MaxFlows)
+	spec.Maps[bpf.FastL4MapHalfOpen].MaxEntries = uint32(halfOpenEntries(f.opts.MaxFlows))
 	f.maglevSize = f.opts.MaglevSize
 	if size, ok := pinnedMaglevSize(f.opts.PinPath); ok && size != f.maglevSize {
 		f.log.Warn("keeping the Maglev table size of the pinned state", "pinned", size, "asked", f.maglevSize)
@@ -305,7 +312,7 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path: %w", err)
 	}
-	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6}
+	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6, half: f.objs.HalfOpen}
 	return nil
 }
 

@@ -38,22 +38,32 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_EVENT_REPAIRED:      "repaired",
 	bpf.FastL4ReasonREASON_EVENT_RESTARTED:     "restarted",
 	bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED:   "mss_clamped",
-	bpf.FastL4ReasonREASON_DROP_INGRESS:        "drop_ingress",
-	bpf.FastL4ReasonREASON_PASS_FOREIGN_MAC:    "pass_foreign_mac",
-	bpf.FastL4ReasonREASON_DROP_MARTIAN:        "drop_martian",
-	bpf.FastL4ReasonREASON_DROP_BAD_HEADER:     "drop_bad_header",
-	bpf.FastL4ReasonREASON_TX_TIME_EXCEEDED:    "tx_time_exceeded",
-	bpf.FastL4ReasonREASON_TX_TOO_BIG:          "tx_too_big",
-	bpf.FastL4ReasonREASON_DROP_TTL:            "drop_ttl",
-	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:     "drop_rst_window",
-	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID:   "drop_icmp_invalid",
-	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:      "drop_icmp_rate",
+
+	// Floods: half-open flows, SNAT reclaims, entries reused.
+	bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST:  "drop_half_open_lost",
+	bpf.FastL4ReasonREASON_DROP_FLOW_REUSED:     "drop_flow_reused",
+	bpf.FastL4ReasonREASON_EVENT_HALF_OPEN:      "half_open",
+	bpf.FastL4ReasonREASON_EVENT_PROMOTED:       "promoted",
+	bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED: "snat_reclaimed",
+
+	// Ingress validation, router behaviour, TCP sanity.
+	bpf.FastL4ReasonREASON_DROP_INGRESS:      "drop_ingress",
+	bpf.FastL4ReasonREASON_PASS_FOREIGN_MAC:  "pass_foreign_mac",
+	bpf.FastL4ReasonREASON_DROP_MARTIAN:      "drop_martian",
+	bpf.FastL4ReasonREASON_DROP_BAD_HEADER:   "drop_bad_header",
+	bpf.FastL4ReasonREASON_TX_TIME_EXCEEDED:  "tx_time_exceeded",
+	bpf.FastL4ReasonREASON_TX_TOO_BIG:        "tx_too_big",
+	bpf.FastL4ReasonREASON_DROP_TTL:          "drop_ttl",
+	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:   "drop_rst_window",
+	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
+	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
 func isEvent(r bpf.FastL4Reason) bool {
 	switch r {
-	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED:
+	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED,
+		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED:
 		return true
 	}
 	return false
@@ -230,7 +240,7 @@ var (
 		"Bytes seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
 		[]string{"reason", "virtual"}, nil)
 	descEvents = prometheus.NewDesc("edgeproxy_xdp_events_total",
-		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options.",
+		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options, half-open flows opened and promoted, SNAT ports reclaimed.",
 		[]string{"event", "virtual"}, nil)
 	descFlows = prometheus.NewDesc("edgeproxy_flows",
 		"Connections in the fast path's flow table at the last GC pass, by fastl4 virtual and state.",
@@ -248,7 +258,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive} {
 		ch <- d
 	}
 }
@@ -278,6 +288,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
+	f.flood.collect(ch)
 	s := f.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()

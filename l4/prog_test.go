@@ -153,11 +153,14 @@ func TestPrivilegedProgramNewAndEstablished(t *testing.T) {
 			if n := newFlows(); n != 1 {
 				t.Errorf("fwd_new grew by %d", n)
 			}
-			// Both halves are in the table, pointing at each other.
-			c, ok := e.lookupFlow(tc.client, tc.vip, tc.proto)
-			s, ok2 := e.lookupFlow(p.dst, p.src, tc.proto)
+			// Both halves are half-open, pointing at each other.
+			c, ok := e.lookupHalfOpen(tc.client, tc.vip, tc.proto)
+			s, ok2 := e.lookupHalfOpen(p.dst, p.src, tc.proto)
 			if !ok || !ok2 {
-				t.Fatalf("flow pair: client half %v, server half %v", ok, ok2)
+				t.Fatalf("half-open pair: client half %v, server half %v", ok, ok2)
+			}
+			if _, ok := e.lookupFlow(tc.client, tc.vip, tc.proto); ok {
+				t.Error("a new flow is in the established table before both sides talked")
 			}
 			if c.Dir != dirClient || s.Dir != dirServer || c.Peer != flowKey(p.dst, p.src, tc.proto) || s.Peer != flowKey(tc.client, tc.vip, tc.proto) {
 				t.Errorf("pair does not link up: client %+v server %+v", c, s)
@@ -186,6 +189,16 @@ func TestPrivilegedProgramNewAndEstablished(t *testing.T) {
 			}
 			if n := fromClient(); n != 1 {
 				t.Errorf("fwd_client grew by %d", n)
+			}
+			// Both sides talked: the pair is established, no longer
+			// half-open.
+			c, ok = e.lookupFlow(tc.client, tc.vip, tc.proto)
+			s, ok2 = e.lookupFlow(p.dst, p.src, tc.proto)
+			if !ok || !ok2 || c.Peer != flowKey(p.dst, p.src, tc.proto) || s.Peer != flowKey(tc.client, tc.vip, tc.proto) {
+				t.Fatalf("established pair: client half %v, server half %v", ok, ok2)
+			}
+			if _, ok := e.lookupHalfOpen(tc.client, tc.vip, tc.proto); ok {
+				t.Error("the client half is still half-open")
 			}
 			if tc.proto == protoTCP {
 				c, _ = e.lookupFlow(tc.client, tc.vip, tc.proto)
@@ -349,7 +362,7 @@ func TestPrivilegedProgramIPv6ExtensionHeaders(t *testing.T) {
 func TestPrivilegedProgramLooseInit(t *testing.T) {
 	e := progEnv(t, "", nil)
 	e.resolve()
-	toMember, _ := e.hops()
+	toMember, toClient := e.hops()
 	ack := func(port, vport uint16, flags uint8) []byte {
 		return frame{src: ap(client4, port), dst: ap(vip4, vport), proto: protoTCP, flags: flags, seq: 10, ack: 20, payload: []byte("mid-stream")}.bytes()
 	}
@@ -368,8 +381,16 @@ func TestPrivilegedProgramLooseInit(t *testing.T) {
 	if p.src.Addr() != snat4 || !e.isMember(p.dst, 4443) {
 		t.Errorf("loose_init on: %s -> %s", p.src, p.dst)
 	}
-	if _, ok := e.lookupFlow(ap(client4, 43002), ap(vip4, 8443), protoTCP); !ok {
+	if _, ok := e.lookupHalfOpen(ap(client4, 43002), ap(vip4, 8443), protoTCP); !ok {
 		t.Error("loose_init on: no flow opened")
+	}
+	// Picked up mid-stream, it is established on the member's answer.
+	r := expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagACK, seq: 20, ack: 20}.bytes(), toClient)
+	if r.dst != ap(client4, 43002) {
+		t.Errorf("answer to %s", r.dst)
+	}
+	if _, ok := e.lookupFlow(ap(client4, 43002), ap(vip4, 8443), protoTCP); !ok {
+		t.Error("loose_init on: the flow is not established after the member's answer")
 	}
 	// Never on a RST or FIN.
 	looseNoFlow := e.delta("loose", bpf.FastL4ReasonREASON_DROP_NO_FLOW)
@@ -605,13 +626,15 @@ func TestPrivilegedProgramSNATExhaustion(t *testing.T) {
 	toMember, _ := e.hops()
 	vip := ap(vip4, 7443)
 	other := netip.MustParseAddr("198.18.0.77")
+	// Answers to the second client need its neighbour entry.
+	e.lab.Proxy.Run(t, "ip", "neigh", "replace", other.String(), "lladdr", linkMAC(t, e.lab.Client, testnet.ClientIf).String(), "dev", testnet.ExtIf, "nud", "permanent")
 
 	// The client port 40000 is kept; another client with the same port
 	// gets the other one.
-	p1 := expectRedirect(t, e, frame{src: ap(client4, 40000), dst: vip, proto: protoTCP, flags: flagSYN}.bytes(), toMember)
-	p2 := expectRedirect(t, e, frame{src: ap(other, 40000), dst: vip, proto: protoTCP, flags: flagSYN}.bytes(), toMember)
-	if p1.src != ap(snat4, 40000) || p2.src != ap(snat4, 40001) {
-		t.Errorf("SNAT sources %s and %s, want %s:40000 and :40001", p1.src, p2.src, snat4)
+	_, s1 := establish(t, e, ap(client4, 40000), vip)
+	_, s2 := establish(t, e, ap(other, 40000), vip)
+	if s1 != ap(snat4, 40000) || s2 != ap(snat4, 40001) {
+		t.Errorf("SNAT sources %s and %s, want %s:40000 and :40001", s1, s2, snat4)
 	}
 	exhausted := e.delta("one", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED)
 	expectVerdict(t, e, frame{src: ap(client4, 1234), dst: vip, proto: protoTCP, flags: flagSYN}.bytes(), xdpDrop)
@@ -628,17 +651,22 @@ func TestPrivilegedProgramSNATExhaustion(t *testing.T) {
 func TestPrivilegedProgramTableFull(t *testing.T) {
 	e := progEnv(t, "", func(o *Options) { o.MaxFlows = 3 })
 	e.resolve()
-	toMember, _ := e.hops()
+	toMember, toClient := e.hops()
 	for i := range 3 {
-		expectRedirect(t, e, frame{src: ap(client4, uint16(47000+i)), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
+		establish(t, e, ap(client4, uint16(47000+i)), ap(vip4, 443))
 	}
+	// A fourth handshake: the SYN and SYN-ACK go through the half-open
+	// table, the ACK that would establish it finds the table full.
 	full := e.delta("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL)
-	expectVerdict(t, e, frame{src: ap(client4, 47010), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), xdpDrop)
+	c := ap(client4, 47010)
+	p := expectRedirect(t, e, frame{src: c, dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+	expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes(), toClient)
+	expectVerdict(t, e, frame{src: c, dst: ap(vip4, 443), proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), xdpDrop)
 	if full() != 1 {
 		t.Errorf("drop_table_full grew by %d, want 1", full())
 	}
-	if n := e.flowEntries(); n != 6 {
-		t.Errorf("%d entries, want 6 (no half-inserted pair)", n)
+	if n := e.establishedEntries(); n != 6 {
+		t.Errorf("%d established entries, want 6 (no half-inserted pair)", n)
 	}
 	// Established flows are never evicted: they keep going.
 	for i := range 3 {

@@ -13,9 +13,12 @@ import (
 // flowTable is the program's flow table: IPv4 TCP flows in flows4_tcp
 // and IPv4 UDP flows in flows4_udp, whose short keys (without the
 // protocol) hash faster on the established path, IPv6 flows in flows6.
-// Keys are handled in their full form (bpf.FastL4FlowKey) here.
+// Keys are handled in their full form (bpf.FastL4FlowKey) here. half
+// holds the half-open flows (bpf/flood.h) under full keys; Lookup,
+// Update and Delete are about the established tables only.
 type flowTable struct {
 	v4tcp, v4udp, v6 *ebpf.Map
+	half             *ebpf.Map // nil: pinned state of a build without it
 }
 
 func key4(k *bpf.FastL4FlowKey) bpf.FastL4FlowKey4 {
@@ -122,10 +125,24 @@ func (t flowTable) each(fn func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal)) erro
 			}
 		}
 	}
-	keys := make([]bpf.FastL4FlowKey, batch)
+	if err := eachFull(t.v6, vals, fn); err != nil {
+		return fmt.Errorf("read IPv6 flow table: %w", err)
+	}
+	if t.half == nil {
+		return nil
+	}
+	if err := eachFull(t.half, vals, fn); err != nil {
+		return fmt.Errorf("read half-open flow table: %w", err)
+	}
+	return nil
+}
+
+// eachFull calls fn for every entry of a table with full keys.
+func eachFull(m *ebpf.Map, vals []bpf.FastL4FlowVal, fn func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal)) error {
+	keys := make([]bpf.FastL4FlowKey, len(vals))
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := t.v6.BatchLookup(&cursor, keys, vals, nil)
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
 			fn(keys[i], &vals[i])
 		}
@@ -133,25 +150,41 @@ func (t flowTable) each(fn func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal)) erro
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read IPv6 flow table: %w", err)
+			return err
 		}
 	}
 }
 
+// deleteHalfOpen deletes half-open entries.
+func (t flowTable) deleteHalfOpen(keys []bpf.FastL4FlowKey) {
+	if t.half != nil {
+		batchDelete(t.half, keys)
+	}
+}
+
+// pairID tells pairs apart: their client side key, and whether they are
+// half-open (a client may have a half-open and an established pair under
+// one key for a moment).
+type pairID struct {
+	ck   bpf.FastL4FlowKey
+	half bool
+}
+
 // readPairs reads the whole table and pairs the halves by their client
 // side key.
-func (t flowTable) readPairs() (map[bpf.FastL4FlowKey]*pair, error) {
-	pairs := map[bpf.FastL4FlowKey]*pair{}
+func (t flowTable) readPairs() (map[pairID]*pair, error) {
+	pairs := map[pairID]*pair{}
 	err := t.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
 		h := &half{key: k, val: *v}
 		ck := h.key
 		if h.val.Dir == dirServer {
 			ck = h.val.Peer
 		}
-		p := pairs[ck]
+		id := pairID{ck, h.val.HalfOpen != 0}
+		p := pairs[id]
 		if p == nil {
 			p = &pair{}
-			pairs[ck] = p
+			pairs[id] = p
 		}
 		if h.val.Dir == dirServer {
 			p.s = h

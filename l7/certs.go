@@ -18,6 +18,18 @@ type certEntry struct {
 	cert  *tls.Certificate
 	leaf  *x509.Certificate
 	names []string // lower-case DNS SANs (wildcards as "*.example.com") and IP SANs
+	// stapler keeps the certificate's OCSP staple; nil when the
+	// certificate names no responder.
+	stapler *stapler
+}
+
+// current returns the certificate to serve: with its OCSP staple while
+// one is valid.
+func (e *certEntry) current() *tls.Certificate {
+	if e.stapler != nil {
+		return e.stapler.certificate()
+	}
+	return e.cert
 }
 
 // certStore picks a certificate for a TLS handshake. It is immutable: a
@@ -90,14 +102,14 @@ func (s *certStore) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 		c := s.candidates(hello.ServerName)
 		for _, e := range c {
 			if hello.SupportsCertificate(e.cert) == nil {
-				return e.cert, nil
+				return e.current(), nil
 			}
 		}
 		if len(c) > 0 {
-			return c[0].cert, nil
+			return c[0].current(), nil
 		}
 	}
-	return s.entries[0].cert, nil
+	return s.entries[0].current(), nil
 }
 
 // covers reports whether the default certificate is valid for name.

@@ -48,6 +48,8 @@ func connStateOf(c net.Conn) *connState {
 	switch c := c.(type) {
 	case *guardConn:
 		return c.cs
+	case *h2Conn:
+		return c.cs
 	case *clientConn:
 		return c.cs
 	case *tls.Conn:
@@ -68,13 +70,19 @@ func connStateFrom(ctx context.Context) *connState {
 // (close, hijack then close, TLS close).
 type clientConn struct {
 	net.Conn
-	cs   *connState
-	once sync.Once
+	cs      *connState
+	release func() // the listener's admission count
+	once    sync.Once
 }
 
 func (c *clientConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.cs.close)
+	c.once.Do(func() {
+		c.cs.close()
+		if c.release != nil {
+			c.release()
+		}
+	})
 	return err
 }
 
@@ -136,9 +144,9 @@ func (cs *connState) pin(s *site, r *http.Request, tried map[*siteMember]bool) (
 	if p := cs.pins[s.pinKey]; p != nil {
 		return p, nil
 	}
-	sm, _ := s.choose(r, tried)
-	if sm == nil {
-		return nil, fmt.Errorf("pin upstream of pool %s: %w", s.poolName, ErrNoMember)
+	sm, err := s.choosePin(r, tried)
+	if err != nil {
+		return nil, err
 	}
 	m := sm.m
 	p := &pin{sm: sm, member: m, conns: map[net.Conn]struct{}{}}
@@ -220,6 +228,7 @@ func (p *pin) close() {
 		c.Close()
 	}
 	p.member.active.Add(-1)
+	p.member.pins.Add(-1)
 }
 
 // connAuthSchemes are the authentication schemes that authenticate the

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -17,6 +18,14 @@ var deniedSpellings = []string{
 	"/CSCP%252F", "/%2F%2Fcscp",
 }
 
+// deniedCanonical are the spellings of deniedSpellings already in
+// canonical form: denied (403); every other spelling is refused (400).
+var deniedCanonical = map[string]bool{
+	"/cscp": true, "/CSCP": true, "/CsCp/": true, "/cscp/Default.aspx": true, "/%63scp": true, "/%43SCP": true,
+	"/cscp?x=1": true, "https://webext.example.com/cscp": true, "/OcsPowerShell": true, "/ocspowershell/x": true,
+	"/RGSCONFIG": true, "/internal/admin": true,
+}
+
 func TestDeniedPathsInAllSpellings(t *testing.T) {
 	e := newEnv(t, envOptions{site: func(s *config.Site) { s.Deny = []string{"/Internal/Admin"} }})
 	spellings := append(deniedSpellings, "/internal/admin", "/INTERNAL//admin/x", "/internal%2fadmin")
@@ -26,8 +35,12 @@ func TestDeniedPathsInAllSpellings(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
-		if res.StatusCode != 403 {
-			t.Errorf("%s: %d, want 403", p, res.StatusCode)
+		want := http.StatusBadRequest
+		if deniedCanonical[p] {
+			want = http.StatusForbidden
+		}
+		if res.StatusCode != want {
+			t.Errorf("%s: %d, want %d", p, res.StatusCode, want)
 		}
 	}
 	// net/http itself refuses malformed escapes.
@@ -36,11 +49,11 @@ func TestDeniedPathsInAllSpellings(t *testing.T) {
 	}
 	// The same through curl, which keeps the path as given.
 	port := portOf(e.httpsAddr)
-	for _, p := range []string{"/cscp", "/%2fCSCP/", "/a/..%2fOcsPowerShell"} {
+	for p, want := range map[string]string{"/cscp": "403", "/%2fCSCP/": "400", "/a/..%2fOcsPowerShell": "400"} {
 		out, err := curl(t, append(e.resolveArgs(port, "meet.example.com"), "--cacert", e.public.rootPath,
 			"--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", "https://meet.example.com:"+port+p)...)
-		if err != nil || out != "403" {
-			t.Errorf("curl %s: %q %v, want 403", p, out, err)
+		if err != nil || out != want {
+			t.Errorf("curl %s: %q %v, want %s", p, out, err, want)
 		}
 	}
 	for _, m := range e.members {
@@ -48,8 +61,10 @@ func TestDeniedPathsInAllSpellings(t *testing.T) {
 			t.Fatalf("%s: %d requests reached a management path", m.addr, n)
 		}
 	}
-	if !strings.Contains(e.log.String(), `"msg":"request denied"`) {
-		t.Error("no log line for denied requests")
+	for _, msg := range []string{`"msg":"request denied"`, `"msg":"request refused: target not in canonical form"`} {
+		if !strings.Contains(e.log.String(), msg) {
+			t.Errorf("no log line %s", msg)
+		}
 	}
 
 	// Neighbouring paths stay published.
@@ -67,23 +82,74 @@ func TestDeniedPathsInAllSpellings(t *testing.T) {
 	}
 }
 
-func TestNormalizePath(t *testing.T) {
-	for in, want := range map[string]string{
-		"/":                  "/",
-		"":                   "/",
-		"/A/B/":              "/a/b",
-		"/a/./b/../c":        "/a/c",
-		"/%2e%2e/%2E%2e/x":   "/x",
-		"/a%5cb":             "/a/b",
-		"/a;p=1/b;q":         "/a/b",
-		"/a.. /b":            "/a/b",
-		"/%u002Fa":           "/a",
-		"/%zz":               "/%zz",
-		"/a%":                "/a%",
-		"/x/%252e%252e/cscp": "/cscp",
+func TestCanonicalTarget(t *testing.T) {
+	for raw, want := range map[string]string{
+		"/":                              "/",
+		"/cscp/":                         "/cscp/",
+		"/a/b?x=/../y":                   "/a/b",
+		"/%63s%43p":                      "/csCp",
+		"/c%C5%BFcp":                     "/cſcp",
+		"/caf%C3%A9/x":                   "/café/x",
+		"/a+b/~c":                        "/a+b/~c",
+		"http://webext.example.com/cscp": "/cscp",
+		"HTTPS://h:443":                  "/",
+		"https://h?q":                    "/",
 	} {
-		if got := normalizePath(in); got != want {
-			t.Errorf("normalizePath(%q) = %q, want %q", in, got, want)
+		if got, err := canonicalTarget(raw); err != nil || got != want {
+			t.Errorf("canonicalTarget(%q) = %q, %v; want %q", raw, got, err, want)
 		}
+	}
+	for raw, reason := range map[string]string{
+		"/a//b":            "empty segment",
+		"//cscp":           "empty segment",
+		"/cscp/./x":        "dot segment",
+		"/x/../cscp":       "dot segment",
+		"/x/%2e%2E/cscp":   "dot segment",
+		"/x/.%2e/cscp":     "dot segment",
+		"/x/%c0%ae%c0%ae/": "invalid or overlong UTF-8",
+		"/%c0%afcscp":      "invalid or overlong UTF-8",
+		"/x/%u002e%u002e/": "%u escape",
+		"/cscp;x":          "';' or ':' in a segment",
+		"/cscp%3bx":        "';' or ':' in a segment",
+		"/cscp::$DATA":     "';' or ':' in a segment",
+		"/x\\..\\cscp":     "backslash",
+		"/x%5c..%5ccscp":   "escaped / ? # % or \\",
+		"/x%2f..%2fcscp":   "escaped / ? # % or \\",
+		"/x%3f/../cscp/":   "escaped / ? # % or \\",
+		"/%252fcscp":       "escaped / ? # % or \\",
+		"/x%23/../cscp":    "escaped / ? # % or \\",
+		"/x#/../cscp/":     "raw '#'",
+		"/cscp.":           "segment ending in a dot or space",
+		"/cscp%20":         "segment ending in a dot or space",
+		"/cscp%2e/":        "segment ending in a dot or space",
+		"/cscp%00":         "escaped control character",
+		"/cscp%C2%85":      "control character",
+		"/a b":             "raw control, space or non-ASCII byte",
+		"/caf\xc3\xa9":     "raw control, space or non-ASCII byte",
+		"/cscp%":           "malformed percent-escape",
+		"/cscp%zz":         "malformed percent-escape",
+		"*":                "neither a path nor an http(s) URL",
+		"ftp://h/cscp":     "neither a path nor an http(s) URL",
+		"cscp":             "neither a path nor an http(s) URL",
+		"http://h//cscp":   "empty segment",
+	} {
+		if got, err := canonicalTarget(raw); err == nil || !strings.Contains(err.Error(), reason) {
+			t.Errorf("canonicalTarget(%q) = %q, %v; want an error with %q", raw, got, err, reason)
+		}
+	}
+}
+
+func TestDenyRuleFoldsCase(t *testing.T) {
+	d := newDenyRule("/Internal/Kiosk/")
+	for p, want := range map[string]bool{
+		"/internal/kiosk": true, "/INTERNAL/KIOSK/x": true, "/internal/\u212aiosk": true, "/ınternal/kiosk": false,
+		"/internal": false, "/internal/kiosks": false, "/x/internal/kiosk": false,
+	} {
+		if d.matches(p) != want {
+			t.Errorf("%s under %s: %v, want %v", p, d.prefix, !want, want)
+		}
+	}
+	if !newDenyRule("/cscp").matches("/c\u017fcp/x") || !newDenyRule("/").matches("/anything") {
+		t.Error("long s or the root prefix not matched")
 	}
 }

@@ -12,10 +12,14 @@
 // HTTP/1.1, never returned to a pool, never retried on another member,
 // and closed with the client connection (or after pinnedIdleTimeout idle).
 //
-// Every request goes through the same steps: CONNECT/TRACE refused, the
-// site found by Host (404 when unknown, 421 when the TLS SNI names another
-// site), per-site header size checked, denied paths refused after path
-// normalisation, the body limited, X-Forwarded-* set, a member picked
+// Every request goes through the same steps: on HTTP/1 connections the
+// framing guard's verdict (h1guard), NTLM/Negotiate over HTTP/2 reset
+// with HTTP_1_1_REQUIRED (h2Conn), CONNECT/TRACE/TRACK/DEBUG refused in
+// any case, the site found by Host (404 when unknown, 421 when the TLS
+// SNI names another site), the site's methods and header size checked,
+// on strict sites a target not in canonical form refused and denied paths
+// matched, an Upgrade the site does not allow removed, the body limited,
+// forwarding headers of untrusted clients dropped and X-Forwarded-* set, a member picked
 // (round robin or least connections over healthy members, with an
 // optional MS-WSMAN cookie affinity), and the response streamed back.
 // Timeouts are per read and per write (stall timeouts) plus a response

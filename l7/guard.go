@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -16,10 +17,17 @@ import (
 //     see it; RFC 9112 §6.1 asks a server to reject such a request or to
 //     close the connection after it;
 //   - obsolete line folding (a header line starting with a space or tab),
-//     which net/http joins to the previous line and others do not.
+//     which net/http joins to the previous line and others do not;
+//   - Transfer-Encoding in an HTTP/1.0 request, which net/http ignores
+//     (reading the body by Content-Length) and others do not; RFC 9112
+//     §6.1 asks to treat the framing as faulty and close.
 //
 // The handler asks rejectAt for the index of the request it serves and
-// refuses it with 400, closing the connection.
+// refuses it with 400, closing the connection. When the guard loses the
+// framing (a head, chunk size or length it cannot read; net/http fails
+// the request too), every later request on the connection is refused:
+// the guard stops following a connection without refusing only when it
+// switches protocol, after the member accepted the switch.
 //
 // Its state is touched only by the connection's reader (net/http reads a
 // connection from one goroutine at a time); the handler reads the atomic
@@ -40,6 +48,8 @@ type h1guard struct {
 const (
 	rejectCLTE = "both Content-Length and Transfer-Encoding"
 	rejectFold = "obsolete header line folding"
+	rejectH10  = "Transfer-Encoding in an HTTP/1.0 request"
+	rejectLost = "request framing not followed after a malformed request"
 )
 
 type guardState uint8
@@ -83,6 +93,10 @@ func (g *h1guard) refuse(idx int64, why string) {
 // stop gives up following the framing (the connection switches protocol).
 func (g *h1guard) stop() { g.off.Store(true) }
 
+// lose gives up following the framing of a connection that keeps
+// speaking HTTP/1: the requests after the current head are refused.
+func (g *h1guard) lose() { g.refuse(g.heads.Load()+1, rejectLost) }
+
 // feed follows the framing over b.
 func (g *h1guard) feed(b []byte) {
 	for len(b) > 0 && !g.off.Load() {
@@ -102,7 +116,7 @@ func (g *h1guard) feed(b []byte) {
 			end := headEnd(g.buf, from)
 			if end < 0 {
 				if len(g.buf) > g.maxHead {
-					g.stop()
+					g.lose()
 				}
 				return
 			}
@@ -133,7 +147,7 @@ func (g *h1guard) feed(b []byte) {
 			if i < 0 {
 				g.buf = append(g.buf, b...)
 				if len(g.buf) > maxChunkLine {
-					g.stop()
+					g.lose()
 				}
 				return
 			}
@@ -192,18 +206,20 @@ func (g *h1guard) head(h []byte) {
 		}
 	}
 	switch {
+	case len(te) > 0 && bytes.HasSuffix(bytes.TrimRight(lines[0], "\r"), []byte(" HTTP/1.0")):
+		g.refuse(idx, rejectH10)
 	case len(cl) > 0 && len(te) > 0:
 		g.refuse(idx, rejectCLTE)
 	case len(te) > 0:
 		if len(te) != 1 || !bytes.EqualFold(te[0], []byte("chunked")) {
-			g.stop() // net/http refuses it and closes
+			g.lose() // net/http refuses it and closes
 			return
 		}
 		g.st = gChunkLine
 	case len(cl) > 0:
 		n, err := strconv.ParseInt(string(cl[0]), 10, 64)
 		if err != nil || n < 0 {
-			g.stop()
+			g.lose()
 			return
 		}
 		if n > 0 {
@@ -219,7 +235,7 @@ func (g *h1guard) chunkLine(line []byte) {
 	line = bytes.TrimSpace(line)
 	n, err := strconv.ParseUint(string(line), 16, 63)
 	if err != nil || len(line) > 16 {
-		g.stop()
+		g.lose()
 		return
 	}
 	if n == 0 {
@@ -231,14 +247,32 @@ func (g *h1guard) chunkLine(line []byte) {
 
 // guardConn feeds what the HTTP server reads from a client connection
 // (plaintext, above TLS) to the connection's h1guard.
+//
+// It also keeps the connection HTTP/1: the server speaks HTTP/2 to
+// connections that start with its preface (for h2Conn), so a connection
+// whose first bytes are the preface's request line is closed before the
+// server sees them whole.
 type guardConn struct {
 	net.Conn
-	g  *h1guard
-	cs *connState
+	g     *h1guard
+	cs    *connState
+	first []byte // the first bytes, up to len(h2PrefaceLine)
 }
+
+const h2PrefaceLine = "PRI * HTTP/2.0"
+
+var errH2OnH1 = errors.New("read http/1 connection: http/2 preface")
 
 func (c *guardConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	if n > 0 && len(c.first) < len(h2PrefaceLine) {
+		k := min(n, len(h2PrefaceLine)-len(c.first))
+		c.first = append(c.first, b[:k]...)
+		if string(c.first) == h2PrefaceLine {
+			c.Conn.Close()
+			return 0, errH2OnH1
+		}
+	}
 	if n > 0 {
 		c.g.feed(b[:n])
 	}

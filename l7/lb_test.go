@@ -28,7 +28,7 @@ func sharedSite(s func(*config.Site)) func(*config.Virtual) {
 func fe(res *http.Response) string { return res.Header.Get("X-Fake-FE") }
 
 func TestRoundRobinAndHealth(t *testing.T) {
-	e := newEnv(t, envOptions{virtual: sharedSite(nil)})
+	e := newEnv(t, envOptions{virtual: trustLoopback(sharedSite(nil))})
 	c := e.dialTLS(owasHost)
 	var got []string
 	for range 4 {
@@ -62,7 +62,8 @@ func TestDeadMemberRetriedAndReported(t *testing.T) {
 	for _, pinned := range []bool{true, false} {
 		t.Run("pinned="+strconv.FormatBool(pinned), func(t *testing.T) {
 			e := newEnv(t, envOptions{
-				site: func(s *config.Site) { s.WindowsAuth = &pinned },
+				site:    func(s *config.Site) { s.WindowsAuth = &pinned },
+				virtual: trustLoopback(nil),
 				cfg: func(c *config.Config) {
 					c.Pools["sfb-fe"].Members = append(c.Pools["sfb-fe"].Members, config.Member{Address: deadAddr.String()})
 					c.Pools["owas"].Members = []config.Member{{Address: deadAddr.String()}}
@@ -93,10 +94,10 @@ func TestMemberCertificateVerified(t *testing.T) {
 	// The members' certificate is not issued for this name, and
 	// another CA is not trusted: 502, never a silent fallback.
 	other := newTestCA(t, "Other")
-	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
+	e := newEnv(t, envOptions{virtual: trustLoopback(func(v *config.Virtual) {
 		v.Sites[1].BackendTLS.ServerName = "not-on-the-cert.example.com"
 		v.Sites[0].BackendTLS.CA = other.rootPath
-	}})
+	})})
 	res, _ := e.dialTLS(owasHost).do(get(owasHost, "/whoami"))
 	if res.StatusCode != 502 || !strings.HasSuffix(res.Header.Get("Edgeproxy-Error"), ": certificate name mismatch") {
 		t.Fatalf("wrong name: %d %q", res.StatusCode, res.Header.Get("Edgeproxy-Error"))

@@ -16,10 +16,6 @@ import (
 	"time"
 )
 
-// maxHandshakes bounds the TLS handshakes in progress per listener; the
-// accept loop waits beyond it.
-const maxHandshakes = 1024
-
 // listener is one listening socket of an https/http virtual. It survives
 // reloads: the virtual (sites, certificates) and, when its settings
 // change, the HTTP server are swapped under it.
@@ -33,11 +29,12 @@ type listener struct {
 	vh  atomic.Pointer[vhost]
 	srv atomic.Pointer[server]
 
-	sem  chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup // the accept loop and handshakes
-	mu   sync.Mutex
-	old  []*server // replaced servers still draining
+	adm      admission
+	refusals rateLog
+	done     chan struct{}
+	wg       sync.WaitGroup // the accept loop and handshakes
+	mu       sync.Mutex
+	old      []*server // replaced servers still draining
 }
 
 // server is an http.Server fed by a listener.
@@ -56,8 +53,8 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln,
-		sem: make(chan struct{}, maxHandshakes), done: make(chan struct{})}
+	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{})}
+	l.refusals.interval = refuseLogInterval
 	l.tls = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -78,7 +75,10 @@ func (l *listener) newServer(sp serverParams) *server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	if l.mode == modeHTTPS {
-		protos.SetHTTP2(true)
+		// HTTP/2 connections arrive as h2Conn, the plaintext of a TLS
+		// connection the listener terminated: the server's unencrypted
+		// mode serves them (see h2Conn for why).
+		protos.SetUnencryptedHTTP2(true)
 	}
 	s := &server{cl: newChanListener(l.ln.Addr()), params: sp}
 	s.hs = &http.Server{
@@ -89,6 +89,9 @@ func (l *listener) newServer(sp serverParams) *server {
 		ConnContext:       withConnState,
 		ErrorLog:          slog.NewLogLogger(l.p.log.Handler(), slog.LevelDebug),
 		Protocols:         &protos,
+		// OPTIONS * reaches the handler too: every request head the
+		// framing guard counts is one request the handler sees.
+		DisableGeneralOptionsHandler: true,
 	}
 	return s
 }
@@ -138,24 +141,21 @@ func (l *listener) update(vh *vhost) {
 	}()
 }
 
+// acceptLoop accepts for as long as the listener is open: a connection
+// past a cap is closed at once, never waited for.
 func (l *listener) acceptLoop() {
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.done:
-			return
-		}
 		c, err := l.ln.Accept()
 		if err != nil {
-			<-l.sem
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// EMFILE and friends: wait and try again.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.p.log.Warn("accept failed", "listen", l.addr.String(), "error", err, "retry_in", backoff)
+			// EMFILE and friends: the descriptor reserve should keep
+			// them away; wait a little and try again.
+			backoff = min(max(2*backoff, 5*time.Millisecond), 100*time.Millisecond)
+			l.logAccept(err, backoff)
 			select {
 			case <-time.After(backoff):
 			case <-l.done:
@@ -164,54 +164,60 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		vh := l.vh.Load()
+		remote := remoteOf(c)
+		src := sourceKey(remote.Addr())
+		if l.p.open.Add(1) > l.p.maxOpen {
+			l.p.open.Add(-1)
+			l.refuse(c, vh, remote, refuseFDLimit)
+			continue
+		}
+		if reason := l.adm.admit(src, vh.limits, l.mode == modeHTTPS); reason != "" {
+			l.p.open.Add(-1)
+			l.refuse(c, vh, remote, reason)
+			continue
+		}
+		release := func() {
+			l.adm.release(src)
+			l.p.open.Add(-1)
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer func() { <-l.sem }()
-			l.setup(c)
+			l.setup(c, vh, remote, release)
 		}()
 	}
 }
 
-// setup completes a new connection (TLS handshake within the header
-// timeout) and hands it to the current server. HTTP/1 connections are
+func remoteOf(c net.Conn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// setup completes a new connection (TLS handshake within its own
+// deadline) and hands it to the current server. HTTP/1 connections are
 // handed over as a plaintext guardConn, so that request framing can be
-// checked; HTTP/2 ones as the *tls.Conn net/http needs to speak h2.
-func (l *listener) setup(c net.Conn) {
-	vh := l.vh.Load()
+// checked; HTTP/2 ones as an h2Conn.
+// release runs once when the connection closes.
+func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release func()) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(keepAlive)
 	}
-	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		cs.remote = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	cc := &clientConn{Conn: c, cs: cs}
+	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name, remote: remote}
+	cc := &clientConn{Conn: c, cs: cs, release: release}
 	var out net.Conn
 	if l.mode == modeHTTPS {
-		deadline := time.Now().Add(vh.params.headerTimeout)
-		c.SetDeadline(deadline)
-		tc := tls.Server(cc, l.tls)
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			reason := handshakeReason(err)
-			l.p.metrics.tlsErrors.WithLabelValues(reason).Inc()
-			l.p.log.Debug("tls handshake failed", "virtual", vh.name, "client", cs.remote.String(),
-				"reason", reason, "error", err)
-			var rhe tls.RecordHeaderError
-			if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
-				io.WriteString(c, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
-			}
-			cc.Close()
+		tc, ok := l.handshake(cc, vh)
+		if !ok {
 			return
 		}
-		c.SetDeadline(time.Time{})
 		st := tc.ConnectionState()
 		cs.tls, cs.sni, cs.alpn = true, st.ServerName, st.NegotiatedProtocol
 		if cs.alpn == "h2" {
-			out = tc
+			out = newH2Conn(tc, cs, vh.params.maxHeader)
 		} else {
 			cs.guard = newH1Guard(vh.params.maxHeader)
 			out = &guardConn{Conn: tc, g: cs.guard, cs: cs}
@@ -238,6 +244,34 @@ func (l *listener) setup(c net.Conn) {
 			return
 		}
 	}
+}
+
+// handshake runs the TLS handshake within the virtual's handshake
+// timeout (never longer than its header timeout); on failure the
+// connection is closed.
+func (l *listener) handshake(cc *clientConn, vh *vhost) (*tls.Conn, bool) {
+	src := sourceKey(cc.cs.remote.Addr())
+	defer l.adm.handshakeDone(src)
+	deadline := time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout))
+	cc.SetDeadline(deadline)
+	tc := tls.Server(cc, l.tls)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		reason := handshakeReason(err)
+		l.p.metrics.tlsErrors.WithLabelValues(reason).Inc()
+		l.p.log.Debug("tls handshake failed", "virtual", vh.name, "client", cc.cs.remote.String(),
+			"reason", reason, "error", err)
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
+			io.WriteString(cc.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		}
+		cc.Close()
+		return nil, false
+	}
+	cc.SetDeadline(time.Time{})
+	return tc, true
 }
 
 func looksLikeHTTP(h []byte) bool {

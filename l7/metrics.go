@@ -19,6 +19,7 @@ type metrics struct {
 	pinned    *prometheus.GaugeVec
 	tlsErrors *prometheus.CounterVec
 	denied    *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 	certs     *certCollector
 }
 
@@ -49,6 +50,10 @@ func newMetrics(p *Proxy) *metrics {
 			Name: "edgeproxy_http_denied_requests_total",
 			Help: "Requests refused because their path is denied, by virtual and site.",
 		}, []string{"virtual", "site"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_http_connections_refused_total",
+			Help: "Client connections closed on accept because a limit was reached, by virtual and limit.",
+		}, []string{"virtual", "limit"}),
 		certs: &certCollector{p: p, desc: prometheus.NewDesc(
 			"edgeproxy_certificate_expiry_seconds",
 			"Seconds until the certificate expires (negative: expired), by certificate file.",
@@ -57,7 +62,7 @@ func newMetrics(p *Proxy) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.duration, m.active, m.pinned, m.tlsErrors, m.denied, m.certs}
+	return []prometheus.Collector{m.requests, m.duration, m.active, m.pinned, m.tlsErrors, m.denied, m.refused, m.certs}
 }
 
 // certCollector reports the expiry of the certificates in service, read

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -57,7 +58,8 @@ func openUpstream(e *env) int64 {
 	return n
 }
 
-// On a Windows-auth site every client connection has its own upstream.
+// On a Windows-auth site every client connection that authenticates, or
+// is challenged to, has its own upstream.
 func TestNTLMPinnedOnSkypeSite(t *testing.T) {
 	e := newEnv(t, envOptions{users: testUsers})
 	const host = "webext.example.com"
@@ -85,9 +87,9 @@ func TestNTLMPinnedOnSkypeSite(t *testing.T) {
 	if got := testutil.ToFloat64(e.proxy.metrics.pinned.WithLabelValues("sfb-web")); got != 2 {
 		t.Fatalf("pinned connections gauge = %v, want 2", got)
 	}
-	if n := openUpstream(e); n != 2 {
-		t.Fatalf("upstream connections open = %d, want one per client connection", n)
-	}
+	// Besides the pooled ones the anonymous first requests used.
+	closeIdlePooled(e)
+	waitFor(t, func() bool { return openUpstream(e) == 2 })
 	// Closing the client connection closes its upstream.
 	a.c.Close()
 	waitFor(t, func() bool { return openUpstream(e) == 1 })
@@ -176,5 +178,98 @@ func TestAccessLogNoSecrets(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Fatalf("access log lacks %s:\n%s", want, log)
 		}
+	}
+}
+
+// closeIdlePooled closes the idle pooled upstream connections.
+func closeIdlePooled(e *env) {
+	for _, vh := range e.proxy.vhosts() {
+		for _, s := range vh.sites {
+			s.closeIdle()
+		}
+	}
+}
+
+// Anonymous clients of a Windows-auth site share pooled upstream
+// connections: a connection is pinned only once NTLM/Negotiate appears on
+// it.
+func TestAnonymousNotPinnedOnSkypeSite(t *testing.T) {
+	e := newEnv(t, envOptions{users: testUsers, members: 1})
+	const host = "webext.example.com"
+	var ups []string
+	for range 5 {
+		c := e.dialTLS(host)
+		for range 2 {
+			user, up := whoami(t, c, host)
+			if user != "anonymous" {
+				t.Fatalf("anonymous client is %q", user)
+			}
+			ups = append(ups, up)
+		}
+		c.c.Close()
+	}
+	if got := testutil.ToFloat64(e.proxy.metrics.pinned.WithLabelValues("sfb-web")); got != 0 {
+		t.Fatalf("pinned gauge = %v after anonymous requests only, want 0", got)
+	}
+	if ups[0] != ups[len(ups)-1] {
+		t.Errorf("anonymous clients one after another used upstream connections %v, want the pooled one reused", ups)
+	}
+	// NTLM credentials pin the connection.
+	a := e.dialTLS(host)
+	authenticate(t, a, host, "/CertProv/CertProvisioningService.svc", "alice")
+	if got := testutil.ToFloat64(e.proxy.metrics.pinned.WithLabelValues("sfb-web")); got != 1 {
+		t.Fatalf("pinned gauge = %v after an NTLM login, want 1", got)
+	}
+}
+
+// A member holds at most maxPins pinned connections: past it a client
+// that starts NTLM gets a 503, and the slot is free again when a pinned
+// client leaves.
+func TestPinnedPerMemberCapped(t *testing.T) {
+	e := newEnv(t, envOptions{users: testUsers, members: 1})
+	e.proxy.maxPins.Store(1)
+	const host = "webext.example.com"
+	a := e.dialTLS(host)
+	authenticate(t, a, host, "/CertProv/CertProvisioningService.svc", "alice")
+
+	b := e.dialTLS(host)
+	cl := &fakefe.NTLMClient{User: "bob", Password: testUsers["bob"], Domain: "CONTOSO"}
+	req := get(host, "/CertProv/CertProvisioningService.svc")
+	req.Header.Set("Authorization", cl.NegotiateHeader())
+	if res, body := b.do(req); res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("NTLM past the member's pinned cap: %d %q, want 503", res.StatusCode, body)
+	}
+	if !strings.Contains(e.log.String(), "every member holds its limit of pinned connections") {
+		t.Errorf("the full member is not logged:\n%s", e.log.String())
+	}
+	// Anonymous requests still go through the pool.
+	if res, _ := e.dialTLS(host).do(get(host, "/whoami")); res.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous request with the pinned slots full: %d", res.StatusCode)
+	}
+	a.c.Close()
+	waitFor(t, func() bool { return e.members[0].fe.OpenConnections() <= 1 })
+	b = e.dialTLS(host)
+	authenticate(t, b, host, "/CertProv/CertProvisioningService.svc", "bob")
+}
+
+// A pinned upstream belongs to its site: on one client connection (no
+// SNI, so several sites), a second site with the same pool and port but
+// its own upstream settings does not use the first site's pinned
+// connection.
+func TestPinnedUpstreamKeyedBySite(t *testing.T) {
+	e := newEnv(t, envOptions{users: testUsers, members: 1, virtual: func(v *config.Virtual) {
+		v.Sites[1].Pool = "sfb-fe"
+		v.Sites[1].BackendTLS.ServerName = "meet.example.com"
+	}})
+	c := e.dialTLS("")
+	authenticate(t, c, "webext.example.com", "/CertProv/CertProvisioningService.svc", "alice")
+	req := get(owasHost, "/echo")
+	res, body := c.do(req)
+	var echo fakefe.Echo
+	if err := json.Unmarshal([]byte(body), &echo); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("echo: %d %q", res.StatusCode, body)
+	}
+	if echo.ServerName != "meet.example.com" {
+		t.Fatalf("the owas site's request reached the member with SNI %q, want its own server_name meet.example.com (the skype site's pinned connection was used)", echo.ServerName)
 	}
 }

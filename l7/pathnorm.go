@@ -1,112 +1,155 @@
 package l7
 
 import (
+	"errors"
 	"net/http"
-	"path"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
-// maxDecodeRounds bounds repeated percent-decoding (%252f -> %2f -> /).
-const maxDecodeRounds = 4
+// Request targets on sites with strict paths (config.Site.UsesStrictPaths)
+// are taken as the client sent them and accepted only when they are
+// already in canonical form: then there is exactly one way to read them,
+// and a member (IIS and http.sys on a Skype front end) cannot read them
+// as a path other than the one the denied prefixes were matched against.
+// Anything else is refused with 400 before routing, rather than
+// normalised: every normaliser that differs from the member's in one
+// detail is a way around the denied prefixes.
 
-// normalizeDenyPrefix turns a configured denied prefix into the form
-// normalizePath produces: lower case, one leading slash, no trailing one.
-func normalizeDenyPrefix(p string) string {
-	n := normalizePath(p)
-	if n != "/" {
-		n = strings.TrimSuffix(n, "/")
+// canonicalTarget returns the path of a request target (the bytes of the
+// request line, or HTTP/2's :path) decoded once, or an error saying why
+// the target is not in canonical form. An absolute-form target
+// (http://host/path) is read after its scheme and authority. Refused:
+//   - raw bytes that are not printable ASCII (control characters, space,
+//     NUL, non-ASCII) and a raw '#' anywhere: a client never sends a
+//     fragment, and a forwarded '#' would reach the member as %23;
+//   - an empty segment ("//"; a trailing slash is allowed);
+//   - '\' (raw or %5c), which IIS reads as '/';
+//   - ';' or ':' in a segment, raw or encoded (path parameters, NTFS
+//     streams as in "cscp::$DATA");
+//   - %u escapes (IIS decodes %u002f) and malformed escapes;
+//   - an escape that decodes to '/', '?', '#', '%' (double encoding) or a
+//     control character;
+//   - after decoding: invalid UTF-8, which includes overlong forms such
+//     as %c0%af, and Unicode control characters;
+//   - a dot segment ("." or ".."), in any encoding;
+//   - a segment ending in '.' or ' ' (Windows drops them: "cscp." is
+//     "cscp").
+//
+// The query is not a path and is only checked for the raw bytes above.
+func canonicalTarget(raw string) (string, error) {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= ' ' || c >= 0x7f {
+			return "", errors.New("raw control, space or non-ASCII byte (percent-encode it)")
+		} else if c == '#' {
+			return "", errors.New("raw '#' (a fragment is never sent)")
+		}
 	}
-	return n
+	p := raw
+	if !strings.HasPrefix(p, "/") {
+		var err error
+		if p, err = originForm(p); err != nil {
+			return "", err
+		}
+	}
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "" && i < len(segs)-1 {
+			return "", errors.New("empty segment")
+		}
+		d, err := canonicalSegment(seg)
+		if err != nil {
+			return "", err
+		}
+		segs[i] = d
+	}
+	return "/" + strings.Join(segs, "/"), nil
 }
 
-// normalizePath maps every spelling IIS and other Windows servers treat as
-// the same path onto one form, for comparison with denied prefixes only
-// (the request is forwarded as the client sent it):
-//   - percent-decoding repeated (%2f, %252f), %uXXXX, overlong UTF-8 for
-//     '/', '\' and '.';
-//   - backslashes as slashes, runs of slashes as one;
-//   - ";params" cut from every segment, trailing dots and spaces and
-//     NTFS stream suffixes (":$DATA") cut from names;
-//   - "." and ".." resolved;
-//   - lower case.
-func normalizePath(p string) string {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
+// originForm returns the path and query of an absolute-form target.
+func originForm(raw string) (string, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
+		return "", errors.New("target is neither a path nor an http(s) URL")
 	}
-	for range maxDecodeRounds {
-		d := decodePercent(p)
-		if d == p {
-			break
-		}
-		p = d
+	i := strings.IndexAny(rest, "/?")
+	switch {
+	case i < 0:
+		return "/", nil
+	case rest[i] == '?':
+		return "/" + rest[i:], nil
 	}
-	// A query separator that only appears after decoding is part of the
-	// name for IIS too ("/cscp%3f" is the path "/cscp?"); cut it so the
-	// prefix still matches.
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
+	return rest[i:], nil
+}
+
+// canonicalSegment decodes one raw path segment, or says why it is not
+// canonical.
+func canonicalSegment(seg string) (string, error) {
+	if strings.IndexByte(seg, '\\') >= 0 {
+		return "", errors.New("backslash")
 	}
-	p = strings.ReplaceAll(p, "\\", "/")
-	segs := strings.Split(p, "/")
-	out := segs[:0]
-	for _, s := range segs {
-		if i := strings.IndexByte(s, ';'); i >= 0 {
-			s = s[:i]
+	d, err := decodeSegment(seg)
+	if err != nil {
+		return "", err
+	}
+	if !utf8.ValidString(d) {
+		return "", errors.New("invalid or overlong UTF-8")
+	}
+	for _, r := range d {
+		if unicode.IsControl(r) {
+			return "", errors.New("control character")
 		}
-		if s != "." && s != ".." {
-			if i := strings.IndexByte(s, ':'); i >= 0 {
-				s = s[:i]
-			}
-			s = strings.TrimRight(s, ". ")
-		}
-		if s == "" {
+	}
+	switch {
+	case d == "." || d == "..":
+		return "", errors.New("dot segment")
+	case strings.ContainsAny(d, ";:"):
+		return "", errors.New("';' or ':' in a segment")
+	case strings.HasSuffix(d, ".") || strings.HasSuffix(d, " "):
+		return "", errors.New("segment ending in a dot or space")
+	}
+	return d, nil
+}
+
+// decodeSegment decodes the %XX escapes of a segment once. An escape of
+// a character that would change how the path splits or decodes, or of a
+// control character, is an error, as are %u and malformed escapes.
+func decodeSegment(seg string) (string, error) {
+	if strings.IndexByte(seg, '%') < 0 {
+		return seg, nil
+	}
+	b := make([]byte, 0, len(seg))
+	for i := 0; i < len(seg); i++ {
+		if seg[i] != '%' {
+			b = append(b, seg[i])
 			continue
 		}
-		out = append(out, s)
-	}
-	return strings.ToLower(path.Clean("/" + strings.Join(out, "/")))
-}
-
-// decodePercent decodes %XX, %uXXXX and overlong two-byte UTF-8 forms of
-// '/', '\' and '.'. Malformed escapes are kept as they are.
-func decodePercent(s string) string {
-	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, 0xc0) < 0 &&
-		strings.IndexByte(s, 0xc1) < 0 && strings.IndexByte(s, 0xe0) < 0 {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '%' {
-			if i+5 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') {
-				if r, ok := hex4(s[i+2 : i+6]); ok {
-					b.WriteRune(r)
-					i += 5
-					continue
-				}
-			}
-			if i+2 < len(s) {
-				if h, ok := hexVal(s[i+1]); ok {
-					if l, ok := hexVal(s[i+2]); ok {
-						b.WriteByte(h<<4 | l)
-						i += 2
-						continue
-					}
-				}
-			}
+		if i+1 < len(seg) && (seg[i+1] == 'u' || seg[i+1] == 'U') {
+			return "", errors.New("%u escape")
 		}
-		b.WriteByte(c)
+		if i+2 >= len(seg) {
+			return "", errors.New("malformed percent-escape")
+		}
+		h, ok1 := hexVal(seg[i+1])
+		l, ok2 := hexVal(seg[i+2])
+		if !ok1 || !ok2 {
+			return "", errors.New("malformed percent-escape")
+		}
+		switch c := h<<4 | l; {
+		case c == '/' || c == '?' || c == '#' || c == '%' || c == '\\':
+			return "", errors.New("escaped / ? # % or \\")
+		case c < ' ' || c == 0x7f:
+			return "", errors.New("escaped control character")
+		default:
+			b = append(b, c)
+		}
+		i += 2
 	}
-	d := b.String()
-	for _, o := range [...]struct{ from, to string }{
-		{"\xc0\xaf", "/"}, {"\xc1\x9c", "\\"}, {"\xc0\xae", "."},
-		{"\xe0\x80\xaf", "/"},
-	} {
-		d = strings.ReplaceAll(d, o.from, o.to)
-	}
-	return d
+	return string(b), nil
 }
 
 func hexVal(c byte) (byte, bool) {
@@ -121,54 +164,63 @@ func hexVal(c byte) (byte, bool) {
 	return 0, false
 }
 
-func hex4(s string) (rune, bool) {
-	var r rune
-	for i := range 4 {
-		v, ok := hexVal(s[i])
-		if !ok {
-			return 0, false
-		}
-		r = r<<4 | rune(v)
-	}
-	if !utf8.ValidRune(r) {
-		return 0, false
-	}
-	return r, true
+// denyRule is a denied path prefix and its segments.
+type denyRule struct {
+	prefix string
+	segs   []string
 }
 
-// requestPaths returns the spellings of the request's path to check: the
-// decoded URL path, its escaped form, and the raw request target (minus
-// scheme and authority when the client sent an absolute URI).
-func requestPaths(r *http.Request) []string {
-	out := []string{r.URL.Path, r.URL.EscapedPath()}
-	raw := r.RequestURI
-	if i := strings.Index(raw, "://"); i >= 0 && !strings.HasPrefix(raw, "/") {
-		rest := raw[i+3:]
-		if j := strings.IndexByte(rest, '/'); j >= 0 {
-			raw = rest[j:]
-		} else {
-			raw = "/"
+func newDenyRule(prefix string) denyRule {
+	var segs []string
+	for _, s := range strings.Split(prefix, "/") {
+		if s != "" {
+			segs = append(segs, s)
 		}
 	}
-	if raw != "" && raw != out[1] {
-		out = append(out, raw)
-	}
-	return out
+	return denyRule{prefix: prefix, segs: segs}
 }
 
-// deniedPrefix returns the denied prefix the request's path falls under,
-// whichever way it is spelled.
-func deniedPrefix(r *http.Request, deny []string) (string, bool) {
-	if len(deny) == 0 {
-		return "", false
+// matches reports whether a canonical path lies under the prefix: its
+// first segments equal the prefix's under Unicode case folding, as IIS
+// compares them ("/c%C5%BFcp" is "/cſcp", which folds to "/cscp").
+func (d denyRule) matches(path string) bool {
+	rest := strings.TrimPrefix(path, "/")
+	for _, want := range d.segs {
+		seg, tail, _ := strings.Cut(rest, "/")
+		if !strings.EqualFold(seg, want) {
+			return false
+		}
+		rest = tail
 	}
-	for _, p := range requestPaths(r) {
-		n := normalizePath(p)
-		for _, d := range deny {
-			if n == d || strings.HasPrefix(n, d+"/") || d == "/" {
-				return d, true
-			}
+	return true
+}
+
+// checkTarget applies the site's path rules to a request: 0 when it may
+// go on, else the status to answer and the access log's cause. Without
+// strict paths only control characters in the decoded path are refused.
+func (vh *vhost) checkTarget(s *site, r *http.Request) (int, string) {
+	if !s.strictPaths {
+		if hasControl(r.URL.Path) {
+			return http.StatusBadRequest, "bad_path"
+		}
+		return 0, ""
+	}
+	if r.RequestURI == "*" && r.Method == http.MethodOptions {
+		return 0, ""
+	}
+	path, err := canonicalTarget(r.RequestURI)
+	if err != nil {
+		vh.p.log.Info("request refused: target not in canonical form", "virtual", vh.name, "site", s.name,
+			"client", remoteAddr(r).String(), "target", truncate(r.RequestURI, 256), "reason", err.Error())
+		return http.StatusBadRequest, "bad_path"
+	}
+	for _, d := range s.deny {
+		if d.matches(path) {
+			vh.p.metrics.denied.WithLabelValues(vh.name, s.name).Inc()
+			vh.p.log.Warn("request denied", "virtual", vh.name, "site", s.name,
+				"client", remoteAddr(r).String(), "host", r.Host, "path", truncate(r.RequestURI, 256), "rule", d.prefix)
+			return http.StatusForbidden, "denied"
 		}
 	}
-	return "", false
+	return 0, ""
 }

@@ -2,7 +2,6 @@ package l7
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -60,7 +59,14 @@ type Proxy struct {
 	access  *slog.Logger
 	metrics *metrics
 	connID  atomic.Uint64
-	ticket  [32]byte
+	tickets map[string]*ticketKeys // by virtual name, across reloads
+	skew    atomic.Int64           // added to the clock (tests)
+	maxPins atomic.Int64           // pinned upstream connections per member
+
+	staplers map[[32]byte]*stapler // OCSP, by certificate chain, in service
+	pending  map[[32]byte]*stapler // those of the configuration being built (applyMu)
+	open     atomic.Int64          // client connections of every listener
+	maxOpen  int64                 // what the descriptor limit allows
 
 	applyMu   sync.Mutex
 	mu        sync.Mutex
@@ -83,7 +89,9 @@ func New(opts Options) *Proxy {
 	if p.access == nil {
 		p.access = discard
 	}
-	rand.Read(p.ticket[:])
+	p.tickets = map[string]*ticketKeys{}
+	p.maxPins.Store(maxPinsPerMember)
+	p.maxOpen = int64(fdConnBudget())
 	p.metrics = newMetrics(p)
 	if opts.Registry != nil {
 		for _, c := range p.metrics.collectors() {
@@ -93,6 +101,11 @@ func New(opts Options) *Proxy {
 		}
 	}
 	return p
+}
+
+// now is the proxy's clock: TLS tickets and their keys follow it.
+func (p *Proxy) now() time.Time {
+	return time.Now().Add(time.Duration(p.skew.Load()))
 }
 
 // vhosts returns the virtuals in service.
@@ -119,8 +132,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 
 	states := map[memberKey]*memberState{}
+	p.pending = map[[32]byte]*stapler{}
 	gen, err := p.build(cfg, states)
 	if err != nil {
+		p.pending = nil
 		return err
 	}
 
@@ -160,6 +175,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			for _, o := range opened {
 				o.close(context.Background())
 			}
+			p.pending = nil
 			return fmt.Errorf("listen on %s for virtual %s: %w", vh.listen, vh.name, err)
 		}
 		opened = append(opened, l)
@@ -176,8 +192,14 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	prev := p.gen
 	p.gen = gen
+	for name := range p.tickets {
+		if !slices.ContainsFunc(gen, func(vh *vhost) bool { return vh.name == name }) {
+			delete(p.tickets, name)
+		}
+	}
 	p.listeners = next
 	p.mu.Unlock()
+	p.swapStaplers()
 	for l, vh := range reuse {
 		l.update(vh)
 	}
@@ -244,8 +266,9 @@ func (p *Proxy) build(cfg *config.Config, states map[memberKey]*memberState) ([]
 
 func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[memberKey]*memberState) (*vhost, error) {
 	vh := &vhost{p: p, name: v.Name, mode: v.Mode, https: v.Mode == modeHTTPS, listen: v.Listen,
-		drain: v.DrainTimeout.D(),
-		hosts: hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
+		drain: v.DrainTimeout.D(), limits: connLimitsOf(v.ConnLimits),
+		handshakeTimeout: v.TLS.Effective().HandshakeTimeout.D(),
+		hosts:            hostTable{exact: map[string]*site{}, wild: map[string]*site{}}}
 	if vh.drain <= 0 {
 		vh.drain = config.DefaultDrainTimeout.D()
 	}
@@ -262,22 +285,25 @@ func (p *Proxy) buildVirtual(cfg *config.Config, v *config.Virtual, states map[m
 			return nil, err
 		}
 		vh.certs = certs
+		p.attachStaplers(certs)
 		minV, err := tlsVersion(v.TLS)
 		if err != nil {
 			return nil, err
 		}
 		mk := func(protos ...string) *tls.Config {
-			c := &tls.Config{
+			return &tls.Config{
 				MinVersion:     minV,
+				CipherSuites:   cipherSuites(minV),
 				GetCertificate: certs.getCertificate,
 				NextProtos:     protos,
+				Time:           p.now,
 			}
-			c.SetSessionTicketKeys([][32]byte{p.ticket})
-			return c
 		}
 		vh.tlsH2 = mk("h2", "http/1.1")
 		vh.tlsH1 = mk("http/1.1")
 		vh.hsts = hstsValue(v.TLS.HSTS.D())
+		vh.tickets, vh.ticketPeriod = p.ticketKeysFor(v.Name), v.TLS.Effective().TicketRotation.D()
+		vh.syncTickets()
 	}
 	if len(v.Sites) == 0 {
 		return nil, fmt.Errorf("sites: %w: none (add sites: [{hosts: [...], pool: ..., port: ...}])", ErrBadValue)
@@ -337,7 +363,7 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 	if len(cs.Hosts) == 0 {
 		return nil, fmt.Errorf("hosts: %w: empty (list the names this site answers for)", ErrBadValue)
 	}
-	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs)}
+	s := &site{vh: vh, windowsAuth: cs.UsesWindowsAuth(), limits: limitsOf(cs), strictPaths: cs.UsesStrictPaths()}
 	for _, h := range cs.Hosts {
 		h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
 		if h == "" {
@@ -346,6 +372,7 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		s.hosts = append(s.hosts, h)
 	}
 	s.name = s.hosts[0]
+	s.methods, s.upgrade, s.hideMember = siteMethods(cs), siteUpgrades(cs), cs.Profile == config.ProfileSkype
 	switch cs.Redirect {
 	case "":
 	case config.RedirectHTTPS:
@@ -405,9 +432,11 @@ func (p *Proxy) buildSite(cfg *config.Config, vh *vhost, cs *config.Site, states
 		s.tls = c
 	}
 	for _, d := range cs.DeniedPaths() {
-		s.deny = append(s.deny, normalizeDenyPrefix(d))
+		s.deny = append(s.deny, newDenyRule(d))
 	}
-	s.pinKey = s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
+	// A pinned upstream is the site's own: another site of the virtual
+	// with the same pool and port has other upstream settings.
+	s.pinKey = s.name + "|" + s.scheme + "|" + s.poolName + "|" + strconv.Itoa(int(s.port))
 
 	for _, m := range pool.Members {
 		addr, err := p.resolve(cfg, m)
@@ -519,6 +548,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		for _, s := range vh.sites {
 			s.closeIdle()
 		}
+	}
+	p.mu.Lock()
+	staplers := p.staplers
+	p.staplers = nil
+	p.mu.Unlock()
+	for _, st := range staplers {
+		st.stop()
 	}
 	return errors.Join(errs...)
 }

@@ -139,6 +139,7 @@ type respWriter struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	onHijack    func() // after the connection is handed over
 }
 
 func newRespWriter(w http.ResponseWriter) *respWriter {
@@ -211,8 +212,15 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.rec.reqBytes.Add(int64(n))
 	if err != nil {
-		if err != io.EOF && isTimeout(err) {
+		switch {
+		case err == io.EOF:
+		case isTimeout(err):
 			b.rec.setCause("client_stall")
+		case errors.As(err, new(*http.MaxBytesError)):
+			b.rec.setCause("body_limit")
+		default:
+			// Malformed: a bad chunk, or the client went away.
+			b.rec.setCause("client_body")
 		}
 		if err == io.EOF {
 			b.eof.Store(true)

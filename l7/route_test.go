@@ -182,12 +182,16 @@ func TestHeadersAndMethods(t *testing.T) {
 	}
 }
 
-// A protocol upgrade passes through, pooled and pinned.
+// A protocol upgrade the site allows passes through, pooled and pinned.
 func TestUpgradePassesThrough(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{virtual: func(v *config.Virtual) {
+		for _, s := range v.Sites {
+			s.Upgrade = []string{"websocket"}
+		}
+	}})
 	for _, host := range []string{owasHost, "webext.example.com"} {
 		c := e.dialTLS(host)
-		res, _, err := c.raw("GET /upgrade HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		res, _, err := c.raw("GET /upgrade HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		if err != nil || res.StatusCode != 101 {
 			t.Fatalf("%s: %v %v, want 101", host, res, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -62,12 +63,16 @@ type site struct {
 	redirect    bool
 	scheme      string      // upstream: "https" or "http"
 	tls         *tls.Config // upstream TLS; nil for http
-	deny        []string
+	deny        []denyRule
+	strictPaths bool // refuse targets not in canonical form
 	windowsAuth bool
 	affinity    bool
 	leastConn   bool
 	limits      siteLimits
 	pinKey      string
+	methods     []string // forwarded methods; nil: all but refusedMethods
+	upgrade     []string // allowed Upgrade tokens, lower-case
+	hideMember  bool     // remove the member's Server, X-Powered-By...
 
 	members []*siteMember
 	rr      atomic.Uint64
@@ -138,10 +143,35 @@ func (s *site) choose(r *http.Request, tried map[*siteMember]bool) (sm *siteMemb
 	return nil, false
 }
 
+// choosePin picks a member for a new pinned connection and takes one of
+// its pinned slots (given back by pin.close): a member holding
+// maxPinsPerMember pinned connections takes no more.
+func (s *site) choosePin(r *http.Request, tried map[*siteMember]bool) (*siteMember, error) {
+	skip := maps.Clone(tried)
+	if skip == nil {
+		skip = map[*siteMember]bool{}
+	}
+	limit := s.vh.p.maxPins.Load()
+	full := false
+	for range len(s.members) {
+		sm, _ := s.choose(r, skip)
+		if sm == nil {
+			break
+		}
+		if sm.m.pins.Add(1) <= limit {
+			return sm, nil
+		}
+		sm.m.pins.Add(-1)
+		full = true
+		skip[sm] = true
+	}
+	return nil, &noMemberError{pool: s.poolName, pinsFull: full}
+}
+
 // RoundTrip sends the request to a member: over the client connection's
-// pinned upstream when the connection authenticates with NTLM/Negotiate
-// (or the site uses Windows authentication), else over the member's
-// pooled transport, trying another member when one cannot be reached.
+// pinned upstream once the connection authenticates with NTLM/Negotiate
+// or was challenged to, else over the member's pooled transport, trying
+// another member when one cannot be reached.
 func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := recordFrom(req.Context())
 	cs := connStateFrom(req.Context())
@@ -154,11 +184,14 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 
 	if cs == nil {
-		if s.windowsAuth || hasConnAuth(req.Header, "Authorization") {
+		if hasConnAuth(req.Header, "Authorization") {
 			// Never share an upstream connection for these.
 			return nil, errNoConnState
 		}
-	} else if s.windowsAuth || hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey) {
+	} else if hasConnAuth(req.Header, "Authorization") || cs.pinned(s.pinKey) {
+		// Pinned from the first NTLM/Negotiate credentials, or once a
+		// challenge was answered (modifyResponse); anonymous requests,
+		// Windows-auth site or not, share the pool.
 		return s.roundTripPinned(req, cs, rec, &upStart)
 	}
 
@@ -295,9 +328,17 @@ func wrapUpstream(err error, member string) error {
 var errNoConnState = errors.New("client connection state missing")
 
 // noMemberError: the pool has no member to send to.
-type noMemberError struct{ pool string }
+type noMemberError struct {
+	pool     string
+	pinsFull bool // members are up but hold their limit of pinned connections
+}
 
-func (e *noMemberError) Error() string { return "pool " + e.pool + ": no healthy member" }
+func (e *noMemberError) Error() string {
+	if e.pinsFull {
+		return "pool " + e.pool + ": every member holds its limit of pinned connections"
+	}
+	return "pool " + e.pool + ": no healthy member"
+}
 func (e *noMemberError) Unwrap() error { return ErrNoMember }
 
 // rewrite builds the upstream request: the member's port and scheme, the
@@ -333,6 +374,7 @@ func (s *site) rewrite(pr *httputil.ProxyRequest) {
 			out.Header["Forwarded"] = v
 		}
 	}
+	dropForwarding(out.Header, trusted)
 	out.Header.Set("X-Forwarded-For", xff)
 	out.Header.Set("X-Forwarded-Proto", proto)
 	out.Header.Set("X-Forwarded-Host", host)
@@ -350,6 +392,9 @@ func (s *site) modifyResponse(res *http.Response) error {
 	if s.vh.hsts != "" {
 		res.Header.Del("Strict-Transport-Security")
 	}
+	if s.hideMember {
+		hideMember(res.Header)
+	}
 	if c := rec.cookie(); c != "" {
 		ck := &http.Cookie{Name: affinityCookie, Value: c, Path: "/", HttpOnly: true, Secure: s.vh.https}
 		res.Header.Add("Set-Cookie", ck.String())
@@ -358,22 +403,20 @@ func (s *site) modifyResponse(res *http.Response) error {
 }
 
 // errorHandler answers a request the upstream side failed: 502 (or 504 on
-// a timeout) naming the member in the Edgeproxy-Error header, 503 when
-// the pool has no healthy member, 413 over the body limit.
+// a timeout), 503 when the pool has no healthy member; the client's own
+// faults get their 4xx (clientFault). The Edgeproxy-Error header naming
+// the member goes to trusted proxies only; the log always has it.
 func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	rec := recordFrom(r.Context())
+	if s.clientFault(w, r, rec, err) {
+		return
+	}
 	var (
-		mbe  *http.MaxBytesError
 		nm   *noMemberError
 		code int
 		diag string
 	)
 	switch {
-	case errors.As(err, &mbe):
-		rec.setCause("body_limit")
-		code = http.StatusRequestEntityTooLarge
-	case rec.getCause() == "client_stall":
-		code = http.StatusRequestTimeout
 	case r.Context().Err() != nil:
 		rec.setCause("client_closed")
 		rec.setStatus(499)
@@ -393,7 +436,7 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 			rec.setCause("upstream_timeout")
 		}
 	}
-	if diag != "" {
+	if diag != "" && s.vh.trusted(remoteAddr(r).Addr()) {
 		w.Header().Set("Edgeproxy-Error", diag)
 	}
 	if r.ContentLength != 0 && r.Body != nil {
@@ -407,6 +450,33 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.vh.p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed", attrs...)
 	plainError(w, code)
+}
+
+// clientFault answers a request whose body the client got wrong: 413
+// over the body limit, 408 when it stalled, 400 when it is malformed (a
+// bad chunk). Logged at info: no member is at fault.
+func (s *site) clientFault(w http.ResponseWriter, r *http.Request, rec *reqRecord, err error) bool {
+	var (
+		mbe  *http.MaxBytesError
+		code int
+	)
+	switch cause := rec.getCause(); {
+	case errors.As(err, &mbe):
+		rec.setCause("body_limit")
+		code = http.StatusRequestEntityTooLarge
+	case cause == "client_stall":
+		code = http.StatusRequestTimeout
+	case cause == "client_body" && r.Context().Err() == nil:
+		code = http.StatusBadRequest
+	default:
+		return false
+	}
+	w.Header().Set("Connection", "close")
+	s.vh.p.log.LogAttrs(r.Context(), slog.LevelInfo, "request body refused",
+		slog.String("virtual", s.vh.name), slog.String("site", s.name),
+		slog.String("client", remoteAddr(r).String()), slog.Int("status", code), slog.String("error", err.Error()))
+	plainError(w, code)
+	return true
 }
 
 // plainError writes a short text error.

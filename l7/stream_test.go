@@ -156,7 +156,8 @@ func TestLongPollOutlivesSixtySeconds(t *testing.T) {
 // the member, rather than a hang.
 func TestResponseTimeout504(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{members: 1, site: func(s *config.Site) { s.ResponseTimeout = config.Duration(time.Second) }})
+	e := newEnv(t, envOptions{members: 1, virtual: trustLoopback(nil),
+		site: func(s *config.Site) { s.ResponseTimeout = config.Duration(time.Second) }})
 	res, _ := e.dialTLS("webext.example.com").do(get("webext.example.com", "/longpoll?wait=4s"))
 	want := "response " + e.members[0].addr.String() + ":" + strconv.Itoa(int(e.tlsPort)) + ": timeout"
 	if res.StatusCode != 504 || res.Header.Get("Edgeproxy-Error") != want {

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"net"
@@ -112,4 +113,76 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not reached in 10s")
+}
+
+// resumes connects with the client session cache, makes one request (so
+// that a TLS 1.3 ticket arrives) and reports whether the session was
+// resumed.
+func (e *env) resumes(t *testing.T, cache tls.ClientSessionCache) bool {
+	t.Helper()
+	c, err := tls.Dial("tcp", e.httpsAddr, &tls.Config{ServerName: owasHost, RootCAs: e.public.pool(),
+		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc := &rawTLS{t: t, c: c, r: bufio.NewReader(c)}
+	if res, _ := rc.do(get(owasHost, "/whoami")); res.StatusCode != 200 {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	return c.ConnectionState().DidResume
+}
+
+// Session-ticket keys are the virtual's, rotated every ticket_rotation
+// (12h by default) with the previous key accepted one more period, and
+// kept across a reload.
+func TestSessionTicketRotation(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	advance := func(d time.Duration) { e.proxy.skew.Add(int64(d)) }
+	a := tls.NewLRUClientSessionCache(4)
+	if e.resumes(t, a) {
+		t.Fatal("the first handshake resumed")
+	}
+	advance(11 * time.Hour)
+	if !e.resumes(t, a) {
+		t.Fatal("a ticket 11h old was not accepted")
+	}
+	// 13h after the first handshake the key has rotated: a new ticket is
+	// under another key, and the old one is still accepted.
+	b := tls.NewLRUClientSessionCache(4)
+	old := tls.NewLRUClientSessionCache(4)
+	e.resumes(t, old) // a ticket of the first key, taken at 11h
+	advance(2 * time.Hour)
+	if e.resumes(t, b) {
+		t.Fatal("a new client resumed")
+	}
+	// A reload keeps the keys.
+	if err := e.proxy.Apply(e.config(envOptions{})); err != nil {
+		t.Fatal(err)
+	}
+	// At 25h the first key is gone, the second still decrypts.
+	advance(12 * time.Hour)
+	if e.resumes(t, old) {
+		t.Fatal("a ticket of the key from two periods ago was accepted")
+	}
+	if !e.resumes(t, b) {
+		t.Fatal("a ticket of the previous key (13h, across a reload) was not accepted at 25h")
+	}
+}
+
+// TLS 1.2 is offered with ECDHE and AEAD suites only: a client that
+// offers only a CBC suite is refused, one with AES-GCM is served.
+func TestTLS12CipherSuitesAEADOnly(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	base := []string{"-CAfile", e.public.rootPath, "-servername", "webext.example.com", "-tls1_2"}
+	for _, cbc := range []string{"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA"} {
+		out := sClient(t, e.httpsAddr, append(base, "-cipher", cbc)...)
+		if !strings.Contains(out, "Cipher is (NONE)") {
+			t.Errorf("TLS 1.2 with only %s was served:\n%s", cbc, out)
+		}
+	}
+	out := sClient(t, e.httpsAddr, append(base, "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")...)
+	if !strings.Contains(out, "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256") {
+		t.Errorf("TLS 1.2 with AES-GCM:\n%s", out)
+	}
 }

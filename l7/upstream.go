@@ -26,6 +26,11 @@ const (
 	// pinnedIdleTimeout closes an idle pinned upstream connection, before
 	// IIS closes it at 120 s.
 	pinnedIdleTimeout = 100 * time.Second
+	// maxPinsPerMember caps the pinned (NTLM/Negotiate) upstream
+	// connections one member holds for the proxy; past it such clients
+	// get 503 rather than exhausting the member's or the proxy's
+	// descriptors.
+	maxPinsPerMember = 4096
 	// maxDialAttempts bounds how many members a request that could not
 	// connect tries (pooled requests only; pinned ones never move).
 	maxDialAttempts = 3
@@ -60,6 +65,7 @@ type memberState struct {
 	down       atomic.Bool  // set by the health monitor
 	failedTill atomic.Int64 // unix nanos; passive failure detection
 	active     atomic.Int64 // requests in flight plus pinned connections
+	pins       atomic.Int64 // pinned connections
 	disabled   atomic.Bool  // from the configuration
 }
 
@@ -76,8 +82,8 @@ func (m *memberState) markFailed() {
 
 // upstreamError is a failure on the way to or from a member. Its message
 // names the member's address and a short cause, never more (no internal
-// names, no certificate details): it goes to the client in the
-// Edgeproxy-Error header.
+// names, no certificate details): it goes to the log, and to trusted
+// proxies in the Edgeproxy-Error header.
 type upstreamError struct {
 	op     string // dial | tls | read | write | response
 	member string // addr:port

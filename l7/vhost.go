@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -28,6 +29,14 @@ type vhost struct {
 	hsts     string // Strict-Transport-Security value; "" off
 	params   serverParams
 	drain    time.Duration
+
+	limits           connLimits
+	handshakeTimeout time.Duration
+
+	tickets      *ticketKeys // shared by the virtual's generations
+	ticketPeriod time.Duration
+	ticketMu     sync.Mutex
+	ticketGen    uint64 // generation of the keys installed in tlsH1/tlsH2
 }
 
 // serverParams are the settings of the http.Server itself, fixed for the
@@ -52,6 +61,7 @@ func (vh *vhost) trusted(a netip.Addr) bool {
 // http/1.1 only to clients without SNI and on sites with Windows
 // authentication (IIS refuses it over HTTP/2), h2 and http/1.1 otherwise.
 func (vh *vhost) configForClient(hello *tls.ClientHelloInfo) *tls.Config {
+	vh.syncTickets()
 	if hello.ServerName == "" {
 		return vh.tlsH1
 	}
@@ -90,11 +100,8 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	switch r.Method {
-	case http.MethodConnect, http.MethodTrace:
-		rec.setCause("method")
-		rw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		plainError(rw, http.StatusMethodNotAllowed)
+	refuseH2ConnAuth(r, rec)
+	if vh.refuseRequestLine(rw, r, rec) {
 		return
 	}
 	s = vh.hosts.lookup(r.Host)
@@ -111,19 +118,22 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plainError(rw, http.StatusMisdirectedRequest)
 		return
 	}
-	if r.ProtoMajor == 1 && vh.params.maxHeader > s.limits.maxHeader && headerSize(r) > s.limits.maxHeader {
+	if s.refuseMethod(rw, r, rec) {
+		return
+	}
+	if vh.params.maxHeader > s.limits.maxHeader && headerSize(r) > s.limits.maxHeader {
 		rec.setCause("header_limit")
 		rw.Header().Set("Connection", "close")
 		plainError(rw, http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
-	if hasControl(r.URL.Path) {
-		rec.setCause("bad_path")
-		plainError(rw, http.StatusBadRequest)
-		return
-	}
 	if vh.hsts != "" {
 		rw.Header().Set("Strict-Transport-Security", vh.hsts)
+	}
+	if code, cause := vh.checkTarget(s, r); code != 0 {
+		rec.setCause(cause)
+		plainError(rw, code)
+		return
 	}
 	if s.redirect {
 		rec.setCause("redirect")
@@ -135,17 +145,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, target, code)
 		return
 	}
-	if rule, denied := deniedPrefix(r, s.deny); denied {
-		rec.setCause("denied")
-		vh.p.metrics.denied.WithLabelValues(vh.name, s.name).Inc()
-		vh.p.log.Warn("request denied", "virtual", vh.name, "site", s.name,
-			"client", remoteAddr(r).String(), "host", r.Host, "path", truncate(r.RequestURI, 256), "rule", rule)
-		plainError(rw, http.StatusForbidden)
-		return
-	}
-	if r.Header.Get("Upgrade") != "" && cs != nil && cs.guard != nil {
-		cs.guard.stop()
-	}
+	s.filterUpgrade(r, rw, cs)
 	if s.limits.maxBody >= 0 && r.ContentLength > s.limits.maxBody {
 		rec.setCause("body_limit")
 		rw.Header().Set("Connection", "close")

@@ -87,7 +87,12 @@ func TestExamplePlan(t *testing.T) {
 		"owas01.corp.example.com  10.10.0.30",
 		"profile skype, NTLM pinning, response 16m, idle 30m",
 		"pinned at /sys/fs/bpf/edgeproxy, 262144 flows, SNAT ports 40000-59999",
-		"skype.yaml: OK, 0 warning(s)",
+		// The example publishes the front ends at L4 too: their
+		// management paths are open there.
+		"skype.yaml:35:5: virtuals[0].pool: fastl4 virtual sfb-web-l4 publishes pool sfb-fe, which virtual sfb-web publishes with profile skype: at L4 the management paths (/cscp, /OcsPowerShell, /RgsConfig) cannot be filtered",
+		"publish the pool through the https virtual only (remove virtual sfb-web-l4), or close those paths on the front ends themselves",
+		"skype.yaml:43:5: virtuals[1].pool: fastl4 virtual sfb-web-l4-http publishes pool sfb-fe",
+		"skype.yaml: OK, 2 warning(s)",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
@@ -137,7 +142,7 @@ func TestAllErrorsPrinted(t *testing.T) {
 		"skype.yaml:33:5: virtuals[0].mode: unknown mode \"fastl5\"",
 		"skype.yaml:59:9: virtuals[2].sites[1].pool: unknown pool \"owa\"",
 		"skype.yaml:64:5: virtuals[3].listen: 203.0.113.10:443/tcp is already the listener of virtuals[2] (sfb-web)",
-		"3 error(s), 1 warning(s): run would not start",
+		"3 error(s), 2 warning(s): run would not start",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)

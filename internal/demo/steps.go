@@ -60,7 +60,7 @@ func (s *session) steps() []step {
 		{StepNTLM, "negotiate, challenge and authenticate on one client connection: 200, and the connection stays authenticated (pinned to its own upstream connection)", s.stepNTLM},
 		{StepNTLMOther, "while the first user is authenticated, a second connection without credentials gets 401 and is anonymous", s.stepNTLMOther},
 		{StepLongPoll, "a request the member holds for 2s (a UCWA long poll) is answered through the proxy", s.stepLongPoll},
-		{StepDenied, "/cscp, /OcsPowerShell, /RgsConfig and their case, %2f and .. variants answer 403 at the proxy; the members' management hit counters stay 0", s.stepDenied},
+		{StepDenied, "/cscp, /OcsPowerShell, /RgsConfig and their case answer 403 at the proxy, their %2f and .. variants 400 (not in canonical form); the members' management hit counters stay 0", s.stepDenied},
 		{StepInternal, "a member's 443 is its internal site, answering internal links; 4443 answers external ones: the proxy must use 4443", s.stepInternal},
 		{StepDown, "fe01 stops: the monitor marks it down within seconds; new fastl4 connections and L7 requests all reach fe02", s.stepDown},
 		{StepUp, "fe01 restarts: marked up again; traffic spreads over both members again", s.stepUp},
@@ -348,19 +348,21 @@ func (s *session) stepLongPoll(ctx context.Context, r *Result) error {
 	return nil
 }
 
-// deniedProbes are the management paths tried from outside.
+// deniedProbes are the management paths tried from outside and the
+// proxy's answer: 403 denied, 400 not in canonical form.
 var deniedProbes = []struct {
 	https bool
 	uri   string
+	want  int
 }{
-	{true, "/cscp"},
-	{true, "/CSCP/default.aspx"},
-	{true, "/%2fcscp"},
-	{true, "/%2Fcscp/"},
-	{true, "/abc/..%2fCscp"},
-	{true, "/OcsPowerShell"},
-	{true, "/RgsConfig/"},
-	{false, "/cscp"},
+	{true, "/cscp", http.StatusForbidden},
+	{true, "/CSCP/default.aspx", http.StatusForbidden},
+	{true, "/%2fcscp", http.StatusBadRequest},
+	{true, "/%2Fcscp/", http.StatusBadRequest},
+	{true, "/abc/..%2fCscp", http.StatusBadRequest},
+	{true, "/OcsPowerShell", http.StatusForbidden},
+	{true, "/RgsConfig/", http.StatusForbidden},
+	{false, "/cscp", http.StatusForbidden},
 }
 
 func (s *session) managementHits() (total int64, per []string) {
@@ -394,7 +396,7 @@ func (s *session) stepDenied(ctx context.Context, r *Result) error {
 			label = "port 80 " + p.uri
 		}
 		seen = append(seen, fmt.Sprintf("%s %d", label, h.status))
-		if h.status != http.StatusForbidden || h.member != "" {
+		if h.status != p.want || h.member != "" {
 			bad = append(bad, fmt.Sprintf("%s answered %d by %q", label, h.status, h.member))
 		}
 	}

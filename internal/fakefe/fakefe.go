@@ -13,7 +13,7 @@
 //     connection authenticates;
 //   - a long poll (/longpoll?wait=65s), streaming upload and download
 //     endpoints, an echo of the request as received, and a protocol
-//     upgrade (/upgrade with "Upgrade: echo") that echoes bytes;
+//     upgrade (/upgrade with "Upgrade: echo" or websocket) that echoes bytes;
 //   - the management paths (/cscp, /OcsPowerShell, /RgsConfig), which a
 //     correct proxy never lets through: every hit is counted.
 //
@@ -411,10 +411,12 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	io.CopyBuffer(w, &patternReader{size: size}, make([]byte, 64<<10))
 }
 
-// upgrade switches to the "echo" protocol: every byte sent comes back.
+// upgrade switches to the "echo" protocol (also when asked for websocket):
+// every byte sent comes back.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "echo") {
-		http.Error(w, "Upgrade: echo required", http.StatusUpgradeRequired)
+	up := r.Header.Get("Upgrade")
+	if !strings.EqualFold(up, "echo") && !strings.EqualFold(up, "websocket") {
+		http.Error(w, "Upgrade: echo or websocket required", http.StatusUpgradeRequired)
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -423,7 +425,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + up + "\r\n\r\n")
 	brw.Flush()
 	io.Copy(conn, brw)
 }

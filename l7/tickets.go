@@ -1,0 +1,102 @@
+package l7
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"sync"
+	"time"
+)
+
+// aeadSuites are the TLS 1.2 cipher suites offered by default: ECDHE key
+// exchange and AEAD encryption only (TLS 1.3 suites are all AEAD and not
+// configurable).
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// legacySuites are added when TLS 1.0/1.1 is allowed: those versions
+// have no AEAD suite.
+var legacySuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+}
+
+// cipherSuites returns the TLS 1.2 (and older) suites for a minimum
+// version.
+func cipherSuites(minVersion uint16) []uint16 {
+	if minVersion < tls.VersionTLS12 {
+		return append(append([]uint16(nil), aeadSuites...), legacySuites...)
+	}
+	return aeadSuites
+}
+
+// ticketKeys are one virtual's session-ticket keys: the current one
+// encrypts new tickets, the previous one still decrypts for one more
+// period. They belong to the proxy, keyed by virtual name, so a reload
+// keeps them.
+type ticketKeys struct {
+	mu      sync.Mutex
+	current [32]byte
+	prev    [32]byte
+	hasPrev bool
+	since   time.Time // when current became current
+	gen     uint64    // incremented on every rotation
+}
+
+func newTicketKeys(now time.Time) *ticketKeys {
+	k := &ticketKeys{since: now, gen: 1}
+	rand.Read(k.current[:])
+	return k
+}
+
+// at returns the keys in force at now (rotating them when a period has
+// passed) and their generation.
+func (k *ticketKeys) at(now time.Time, period time.Duration) ([][32]byte, uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if period > 0 && now.Sub(k.since) >= period {
+		n := now.Sub(k.since) / period
+		k.prev, k.hasPrev = k.current, n == 1
+		rand.Read(k.current[:])
+		k.since = k.since.Add(n * period)
+		k.gen++
+	}
+	if k.hasPrev {
+		return [][32]byte{k.current, k.prev}, k.gen
+	}
+	return [][32]byte{k.current}, k.gen
+}
+
+// syncTickets installs the virtual's ticket keys in force now on its TLS
+// configurations, when they changed.
+func (vh *vhost) syncTickets() {
+	keys, gen := vh.tickets.at(vh.p.now(), vh.ticketPeriod)
+	vh.ticketMu.Lock()
+	defer vh.ticketMu.Unlock()
+	if vh.ticketGen == gen {
+		return
+	}
+	vh.tlsH1.SetSessionTicketKeys(keys)
+	vh.tlsH2.SetSessionTicketKeys(keys)
+	vh.ticketGen = gen
+}
+
+// ticketKeysFor returns the ticket keys of the named virtual, made on
+// first use.
+func (p *Proxy) ticketKeysFor(virtual string) *ticketKeys {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.tickets[virtual]
+	if k == nil {
+		k = newTicketKeys(p.now())
+		p.tickets[virtual] = k
+	}
+	return k
+}
