@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -19,7 +20,9 @@ import (
 // well formed, with the checksums the frame came with still right (they
 // are checked here by a checksum implementation of the test's own), and
 // nothing outside the datagram's headers changed; what it passes is
-// untouched; what it sends back is a correct ICMP error.
+// untouched; what it sends back is a correct ICMP error. One run in a
+// hundred is a connection's opening instead (fuzzHandshake): half-open,
+// promoted, reset, its frames mutated too.
 //
 //	EDGEPROXY_FUZZ_SEED=n reruns one sequence, EDGEPROXY_FUZZ_FRAMES=n
 //	sets how many frames (default 1,000,000).
@@ -397,10 +400,27 @@ func TestPrivilegedProgramFuzz(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Minute)
 	verdicts := map[uint32]int{}
 	failures := 0
+	check := func(i int, nic string, in []byte) (uint32, []byte) {
+		ret, out := e.runHere(in, nics[nic])
+		verdicts[ret]++
+		if err := checkOutput(ret, in, out); err != nil {
+			failures++
+			t.Errorf("seed %d frame %d on %s: %v\n in  %x\n out %x", seed, i, nic, err, in, out)
+			if failures >= 10 {
+				t.FailNow()
+			}
+		}
+		return ret, out
+	}
+	promoted := e.delta("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED)
 	e.do(func() {
 		for i := range n {
 			if i%4096 == 0 && time.Now().After(deadline) {
 				t.Fatalf("only %d of %d frames within 10 minutes", i, n)
+			}
+			if r.IntN(100) == 0 {
+				fuzzHandshake(r, e, i, check)
+				continue
 			}
 			base := bases[r.IntN(len(bases))]
 			nic := base.nic
@@ -418,19 +438,48 @@ func TestPrivilegedProgramFuzz(t *testing.T) {
 			default:
 				in = mutate(r, base.b)
 			}
-			ret, out := e.runHere(in, nics[nic])
-			verdicts[ret]++
-			if err := checkOutput(ret, in, out); err != nil {
-				failures++
-				t.Errorf("seed %d frame %d on %s: %v\n in  %x\n out %x", seed, i, nic, err, in, out)
-				if failures >= 10 {
-					t.FailNow()
-				}
-			}
+			check(i, nic, in)
 		}
 	})
-	t.Logf("seed %d: %d frames: %d dropped, %d passed, %d sent back, %d forwarded", seed, n, verdicts[xdpDrop], verdicts[xdpPass], verdicts[xdpTX], verdicts[xdpRedirect])
-	if verdicts[xdpRedirect] < n/100 || verdicts[xdpTX] == 0 {
-		t.Errorf("too few frames forwarded (%d) or answered (%d) to judge", verdicts[xdpRedirect], verdicts[xdpTX])
+	np := promoted()
+	t.Logf("seed %d: %d frames: %d dropped, %d passed, %d sent back, %d forwarded, %d half-open flows promoted", seed, n, verdicts[xdpDrop], verdicts[xdpPass], verdicts[xdpTX], verdicts[xdpRedirect], np)
+	if verdicts[xdpRedirect] < n/100 || verdicts[xdpTX] == 0 || np < uint64(n/1000) {
+		t.Errorf("too few frames forwarded (%d), answered (%d) or flows promoted (%d) to judge", verdicts[xdpRedirect], verdicts[xdpTX], np)
 	}
+}
+
+// fuzzHandshake opens and resets a connection through the program, each
+// frame mutated one time in four: the client's SYN (a half-open flow, or
+// a new one in place of a reset connection of the same tuple), the
+// member's SYN-ACK to the SNAT tuple the SYN went out with, the client's
+// ACK that promotes the flow, the client's exact RST that closes it. The
+// client ports repeat (within what the flow table holds), so SYNs also
+// meet half-open, established and closing flows. check runs a frame.
+func fuzzHandshake(r *rand.Rand, e *env, i int, check func(int, string, []byte) (uint32, []byte)) {
+	client, vip := ap(client4, uint16(20000+r.IntN(256))), ap(vip4, 443)
+	if r.IntN(2) == 0 {
+		client, vip = ap(client6, client.Port()), ap(vip6, 443)
+	}
+	run := func(f frame) (uint32, []byte) {
+		b := f.bytes()
+		nic := e.ingressOf(b)
+		in := e.toNIC(b, nic)
+		if r.IntN(4) == 0 {
+			in = mutate(r, in)
+		}
+		return check(i, nic, in)
+	}
+	ret, out := run(frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100})
+	w, err := parseWire(out)
+	if ret != xdpRedirect || err != nil || w.proto != protoTCP || len(w.l4) < 4 {
+		return
+	}
+	addr := func(b []byte, port []byte) netip.AddrPort {
+		a, _ := netip.AddrFromSlice(b)
+		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))
+	}
+	snat, member := addr(w.src, w.l4[0:2]), addr(w.dst, w.l4[2:4])
+	run(frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101})
+	run(frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901})
+	run(frame{src: client, dst: vip, proto: protoTCP, flags: flagRST | flagACK, seq: 101, ack: 901})
 }
