@@ -100,6 +100,21 @@ enum reason {
 	REASON_EVENT_HALF_OPEN,     /* event: a half-open flow opened */
 	REASON_EVENT_PROMOTED,      /* event: a half-open flow became established */
 	REASON_EVENT_SNAT_RECLAIMED, /* event: SNAT port taken from the oldest half-open flow */
+	/* Ingress validation, router behaviour, TCP sanity. */
+	REASON_DROP_INGRESS,       /* a flow's packet on the NIC its side does not use */
+	REASON_PASS_FOREIGN_MAC,   /* not addressed to the NIC's MAC: not translated */
+	REASON_DROP_MARTIAN,       /* a source that cannot come from outside (BCP 38) */
+	REASON_DROP_BAD_HEADER,    /* IPv4 source route, IPv6 UDP without checksum,
+				    * UDP length other than the IP payload's */
+	REASON_TX_TIME_EXCEEDED,   /* TTL or hop limit ran out: ICMP sent back */
+	REASON_TX_TOO_BIG,         /* over the egress MTU: frag-needed or
+				    * packet-too-big sent back */
+	REASON_DROP_TTL,           /* TTL or hop limit ran out, no ICMP built */
+	REASON_DROP_RST_WINDOW,    /* RST outside the receiver's window */
+	REASON_DROP_ICMP_INVALID,  /* ICMP error with a bad checksum, a foreign
+				    * sequence number or an MTU below the minimum */
+	REASON_DROP_ICMP_RATE,     /* ICMP error about a flow within ICMP_FLOW_GAP_MS
+				    * of the last one translated */
 	REASON_MAX,
 };
 
@@ -171,6 +186,11 @@ struct flow_val {
 	__u8 seen;        /* enum flow_seen */
 	__u8 macs[12];    /* cached next hop: destination then source MAC, as
 			   * in the Ethernet header */
+	__u8 in_mac[6];   /* MAC of the NIC this direction arrives on */
+	__u16 mtu;        /* MTU of the cached egress device */
+	__u32 in_ifindex; /* the NIC this direction arrives on */
+	__u32 icmp_ms;    /* when an ICMP error about this direction was last
+			   * translated (milliseconds, wrapping), 0: never */
 	__u8 half_open;   /* 1: an entry of the half_open table */
 };
 
@@ -208,6 +228,23 @@ struct config {
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max;
 	__u32 fib_ifindex; /* device given to bpf_fib_lookup, 0: ingress */
+	__u32 ext_ifindex; /* the NICs: clients arrive on ext, members on int */
+	__u32 int_ifindex; /* (a host with one NIC: the same one twice) */
+	__u8 ext_mac[6];
+	__u8 int_mac[6];
+};
+
+/* Sources that cannot arrive from outside (martians): the bogon ranges,
+ * the host's own, VIP and SNAT addresses and the internal subnets,
+ * written by the control plane. Keys of the martians4/6 LPM tries. */
+struct martian4 {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct martian6 {
+	__u32 prefixlen;
+	struct addr addr;
 };
 
 /* Per CPU counter. */

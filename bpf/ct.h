@@ -10,18 +10,27 @@
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "guard.h"
+
+#ifndef RST_WINDOW
+#define RST_WINDOW (1U << 24) /* a RST this far past the expected sequence
+			       * number is forwarded (the endpoint answers
+			       * it with a challenge ACK), beyond: dropped */
+#endif
 
 /* Re-inserts the other half of f when it is missing. p is a packet of
  * f's direction, so p->key is f's own key. */
 static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
 {
+	struct config *cfg;
 	struct scratch *sc;
 	struct flow_val *v;
 
 	if (f->half_open || flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
-	if (!sc)
+	cfg = settings_get();
+	if (!sc || !cfg)
 		return;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
@@ -33,10 +42,20 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	v->closing = f->closing;
 	v->mss = f->mss;
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
+	flow_set_ingress(v, cfg, v->dir);
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
 	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
 		count(f->vid, REASON_EVENT_REPAIRED, 0);
+}
+
+/* The other half of f, from the table f is in (half_open or the flow
+ * tables). */
+static __always_inline struct flow_val *ct_other(const struct flow_val *f)
+{
+	if (f->half_open)
+		return bpf_map_lookup_elem(&half_open, &f->peer);
+	return flow_lookup(&f->peer);
 }
 
 /* Marks FIN or RST in both halves. */
@@ -47,7 +66,7 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 	if (f->closing & bit)
 		return;
 	__sync_fetch_and_or(&f->closing, bit);
-	o = flow_lookup(&f->peer);
+	o = ct_other(f);
 	if (o)
 		__sync_fetch_and_or(&o->closing, bit);
 }
@@ -102,10 +121,43 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 			f->ack = ack;
 	}
 
-	if (fl & TCP_FLAG_RST)
-		ct_close(f, CLOSE_RST);
-	else if (fl & TCP_FLAG_FIN)
+	/* A RST closes the flow in ct_rst, when it is exact. */
+	if (!(fl & TCP_FLAG_RST) && (fl & TCP_FLAG_FIN))
 		ct_close(f, f->dir == DIR_CLIENT ? CLOSE_FIN_CLIENT : CLOSE_FIN_SERVER);
+}
+
+/* RFC 5961 §3 for a RST of f's direction, before it is tracked: one at
+ * exactly the sequence number the receiver expects (the last it
+ * acknowledged) closes the flow; one further inside the window is
+ * forwarded without closing it (the receiver answers with a challenge
+ * ACK, and the sender's exact RST follows); any other is dropped. A
+ * receiver that has only sent its SYN takes a RST that acknowledges it
+ * (RFC 793). Returns -1 to forward the RST, else the drop reason. */
+static __always_inline int ct_rst(struct flow_val *f, const struct pkt *p)
+{
+	struct tcphdr *th = pkt_l4(p, sizeof(*th));
+	struct flow_val *o = ct_other(f);
+	__u32 seq;
+
+	if (!th)
+		return REASON_DROP_RST_WINDOW;
+	if (!o) /* nothing to judge it by: the receiver does */
+		return -1;
+	seq = bpf_ntohl(th->seq);
+	if (!(o->seen & (SEEN_SYNACK | SEEN_ACK))) {
+		if ((p->m->tcp_flags & TCP_FLAG_ACK) && bpf_ntohl(th->ack_seq) == o->seq_next) {
+			ct_close(f, CLOSE_RST);
+			return -1;
+		}
+		return REASON_DROP_RST_WINDOW;
+	}
+	if (seq == o->ack) {
+		ct_close(f, CLOSE_RST);
+		return -1;
+	}
+	if (seq - o->ack < RST_WINDOW)
+		return -1;
+	return REASON_DROP_RST_WINDOW;
 }
 
 /* Deletes both halves of a pair (a SYN on a closing connection). */
@@ -157,6 +209,7 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
 	v->half_open = 1;
+	flow_set_ingress(v, cfg, DIR_SERVER);
 	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
 	if (r >= 0)
 		return r;
@@ -164,6 +217,7 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	v->self = p->key;
 	v->peer = skey;
 	v->dir = DIR_CLIENT;
+	flow_set_ingress(v, cfg, DIR_CLIENT);
 	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
 	if (err) {
 		bpf_map_delete_elem(&half_open, &skey);

@@ -22,7 +22,16 @@
  * hop is reported to the control plane (neigh_miss).
  *
  * ICMP errors about a flow (fragmentation needed, packet too big,
- * unreachable, time exceeded) are translated for the other side.
+ * unreachable, time exceeded) are translated for the other side, when
+ * they pass the checks of icmp_check (checksum, MTU, quoted sequence).
+ *
+ * Against a hostile Internet (guard.h, router.h, ct_rst): a flow's
+ * packets are taken only on the NIC of their side and addressed to its
+ * MAC, new flows only from sources that can come from outside; the TTL is
+ * decremented, and a packet whose TTL runs out or that does not fit the
+ * egress MTU (checked on every packet, the cached next hop included) is
+ * answered by the program with the ICMP error a router sends; RSTs are
+ * held to the receiver's window (RFC 5961).
  *
  * Fragments: fastl4 virtuals do not carry IP fragments. A first fragment
  * that matches a fastl4 virtual or flow is dropped and counted
@@ -35,8 +44,10 @@
 #include "parse.h"
 #include "maps.h"
 #include "nat.h"
+#include "guard.h"
 #include "ct.h"
 #include "fib.h"
+#include "router.h"
 #include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -56,9 +67,12 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 /* flow_hit's answer when the packet opens a new flow instead. */
 #define FLOW_MISS -1
 
-/* Forwards a packet of an open flow: tracks it, rewrites it, sends it.
- * Inlined into flow_hit (the established path) and half_open_hit (a
- * half-open flow's packets, the first one included). */
+/* Forwards a packet of an open flow: checks it came in on the flow's NIC
+ * with TTL to spare and fits the egress MTU, tracks it, rewrites it,
+ * sends it. The next hop is resolved before anything is changed, so that
+ * a packet too big is quoted as it arrived. Inlined into flow_hit (the
+ * established path) and half_open_hit (a half-open flow's packets, the
+ * first one included). */
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, __u32 reason)
 {
@@ -71,36 +85,54 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	if (pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
 	bytes = m->bytes;
+	if (!guard_flow_ok(ctx, p->eth, f))
+		return guard_flow_refuse(ctx, f, bytes);
+	if (m->ttl <= 1)
+		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
+
+	if (!f->tx_slot || (__s64)(now - f->fib_ns) >= (__s64)FIB_CACHE_NS) {
+		r = fib_resolve(ctx, p, &f->peer, &nh);
+		if (r == REASON_DROP_FRAG_NEEDED)
+			return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, nh.mtu);
+		if (r >= 0) {
+			count(f->vid, r, bytes);
+			return XDP_DROP;
+		}
+		f->tx_slot = nh.tx_slot;
+		__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
+		f->mtu = nh.mtu;
+		f->fib_ns = now;
+		/* A next hop cached in an entry reused meanwhile is not
+		 * the new flow's: drop the cache, its owner resolves its
+		 * own. */
+		if (!flow_is(f, &m->key)) {
+			f->tx_slot = 0;
+			count(0, REASON_DROP_FLOW_REUSED, bytes);
+			return XDP_DROP;
+		}
+	}
+	if (m->l3_len > f->mtu)
+		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, f->mtu);
+
+	if (m->tcp_flags & TCP_FLAG_RST) { /* TCP only: 0 for anything else */
+		r = ct_rst(f, p);
+		if (r >= 0) {
+			count(f->vid, r, bytes);
+			return XDP_DROP;
+		}
+	}
 	ct_track(f, p, now);
 	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
-	/* The rewrite read f: was it still this flow's (flow_is)? */
+	/* The checks and the rewrite read f: was it still this flow's
+	 * (flow_is)? */
 	if (!flow_is(f, &m->key)) {
 		count(0, REASON_DROP_FLOW_REUSED, bytes);
 		return XDP_DROP;
 	}
-
-	if (f->tx_slot && (__s64)(now - f->fib_ns) < (__s64)FIB_CACHE_NS)
-		return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
-
-	r = fib_resolve(ctx, p, &f->peer, &nh);
-	if (r >= 0) {
-		count(f->vid, r, bytes);
-		return XDP_DROP;
-	}
-	f->tx_slot = nh.tx_slot;
-	__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
-	f->fib_ns = now;
-	/* A next hop cached in an entry reused meanwhile is not the new
-	 * flow's: drop the cache, its owner resolves its own. */
-	if (!flow_is(f, &m->key)) {
-		f->tx_slot = 0;
-		count(0, REASON_DROP_FLOW_REUSED, bytes);
-		return XDP_DROP;
-	}
-	return nexthop_redirect(p->eth, nh.tx_slot, nh.macs, f->vid, reason, bytes);
+	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
 }
 
 #include "flood.h"
@@ -111,6 +143,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
  * goes out through the flow tables. A global function, verified once. */
 __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32 opened)
 {
+	struct ethhdr *eth;
 	struct flow_val *f;
 	__u32 reason, vid;
 	int r;
@@ -125,10 +158,17 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 		count(vid, REASON_DROP_FRAGMENT, m->bytes);
 		return XDP_DROP;
 	}
+	/* Checked as flow_forward checks it, before the packet can promote
+	 * the flow: from the half's NIC, to its MAC, with TTL to spare. */
+	eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return XDP_PASS;
+	if (!guard_flow_ok(ctx, eth, f))
+		return guard_flow_refuse(ctx, f, m->bytes);
 	reason = f->dir == DIR_SERVER ? REASON_FWD_SERVER : REASON_FWD_CLIENT;
 	if (opened)
 		reason = REASON_FWD_NEW;
-	else if (half_open_may_promote(m, f->dir)) {
+	else if (m->ttl > 1 && half_open_may_promote(m, f->dir)) {
 		r = half_open_promote(m);
 		if (r == -1) {
 			f = flow_lookup(&m->key);
@@ -228,6 +268,13 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	r = half_open_hit(ctx, m, 0);
 	if (r != FLOW_MISS)
 		return r;
+	r = guard_new(ctx, m, cfg);
+	if (r >= 0) {
+		count(svc->vid, r, bytes);
+		return guard_verdict(r);
+	}
+	if (m->ttl <= 1)
+		return icmp_reply(ctx, m, svc->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
 	if (m->key.proto == IPPROTO_TCP) {
 		__u8 fl = m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN);
 
@@ -264,7 +311,7 @@ int edgeproxy_fastl4(struct xdp_md *ctx)
 		r = parse_packet(ctx, &m);
 		if (r >= 0) {
 			count(0, r, m.bytes);
-			return XDP_PASS;
+			return r == REASON_DROP_BAD_HEADER ? XDP_DROP : XDP_PASS;
 		}
 		if (m.frag == FRAG_LATER) {
 			count(0, REASON_PASS_FRAGMENT, m.bytes);

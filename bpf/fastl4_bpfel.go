@@ -25,6 +25,10 @@ type FastL4Config struct {
 	SnatPortMin uint16
 	SnatPortMax uint16
 	FibIfindex  uint32
+	ExtIfindex  uint32
+	IntIfindex  uint32
+	ExtMac      [6]uint8
+	IntMac      [6]uint8
 }
 
 type FastL4FlowClose uint32
@@ -88,8 +92,36 @@ type FastL4FlowVal struct {
 	Dir       uint8
 	Seen      uint8
 	Macs      [12]uint8
+	InMac     [6]uint8
+	Mtu       uint16
+	InIfindex uint32
+	IcmpMs    uint32
 	HalfOpen  uint8
 	_         [3]byte
+}
+
+type FastL4IcmpBudget struct {
+	_        structs.HostLayout
+	LastNs   uint64
+	CreditNs uint64
+}
+
+type FastL4IcmpScratch struct {
+	_   structs.HostLayout
+	Key FastL4FlowKey
+	B   [2052]uint8
+}
+
+type FastL4Martian4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
+type FastL4Martian6 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      FastL4Addr
 }
 
 type FastL4NeighKey struct {
@@ -137,7 +169,17 @@ const (
 	FastL4ReasonREASON_EVENT_HALF_OPEN      FastL4Reason = 27
 	FastL4ReasonREASON_EVENT_PROMOTED       FastL4Reason = 28
 	FastL4ReasonREASON_EVENT_SNAT_RECLAIMED FastL4Reason = 29
-	FastL4ReasonREASON_MAX                  FastL4Reason = 30
+	FastL4ReasonREASON_DROP_INGRESS         FastL4Reason = 30
+	FastL4ReasonREASON_PASS_FOREIGN_MAC     FastL4Reason = 31
+	FastL4ReasonREASON_DROP_MARTIAN         FastL4Reason = 32
+	FastL4ReasonREASON_DROP_BAD_HEADER      FastL4Reason = 33
+	FastL4ReasonREASON_TX_TIME_EXCEEDED     FastL4Reason = 34
+	FastL4ReasonREASON_TX_TOO_BIG           FastL4Reason = 35
+	FastL4ReasonREASON_DROP_TTL             FastL4Reason = 36
+	FastL4ReasonREASON_DROP_RST_WINDOW      FastL4Reason = 37
+	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
+	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
+	FastL4ReasonREASON_MAX                  FastL4Reason = 40
 )
 
 type FastL4Scratch struct {
@@ -205,7 +247,11 @@ const (
 	FastL4MapFlows4Udp        = "flows4_udp"
 	FastL4MapFlows6           = "flows6"
 	FastL4MapHalfOpen         = "half_open"
+	FastL4MapIcmpBudget       = "icmp_budget"
+	FastL4MapIcmpScratch      = "icmp_scratch"
 	FastL4MapMaglev           = "maglev"
+	FastL4MapMartians4        = "martians4"
+	FastL4MapMartians6        = "martians6"
 	FastL4MapNeighMiss        = "neigh_miss"
 	FastL4MapPools            = "pools"
 	FastL4MapScratch          = "scratch"
@@ -270,21 +316,25 @@ type FastL4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4MapSpecs struct {
-	Flows4Tcp *ebpf.MapSpec `ebpf:"flows4_tcp"`
-	Flows4Udp *ebpf.MapSpec `ebpf:"flows4_udp"`
-	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
-	HalfOpen  *ebpf.MapSpec `ebpf:"half_open"`
-	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
-	NeighMiss *ebpf.MapSpec `ebpf:"neigh_miss"`
-	Pools     *ebpf.MapSpec `ebpf:"pools"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
-	Services  *ebpf.MapSpec `ebpf:"services"`
-	Settings  *ebpf.MapSpec `ebpf:"settings"`
-	SnatAddrs *ebpf.MapSpec `ebpf:"snat_addrs"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
-	TxSlots   *ebpf.MapSpec `ebpf:"tx_slots"`
-	Virtuals  *ebpf.MapSpec `ebpf:"virtuals"`
+	Flows4Tcp   *ebpf.MapSpec `ebpf:"flows4_tcp"`
+	Flows4Udp   *ebpf.MapSpec `ebpf:"flows4_udp"`
+	Flows6      *ebpf.MapSpec `ebpf:"flows6"`
+	HalfOpen    *ebpf.MapSpec `ebpf:"half_open"`
+	IcmpBudget  *ebpf.MapSpec `ebpf:"icmp_budget"`
+	IcmpScratch *ebpf.MapSpec `ebpf:"icmp_scratch"`
+	Maglev      *ebpf.MapSpec `ebpf:"maglev"`
+	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
+	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
+	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
+	Pools       *ebpf.MapSpec `ebpf:"pools"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Services    *ebpf.MapSpec `ebpf:"services"`
+	Settings    *ebpf.MapSpec `ebpf:"settings"`
+	SnatAddrs   *ebpf.MapSpec `ebpf:"snat_addrs"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
+	TxSlots     *ebpf.MapSpec `ebpf:"tx_slots"`
+	Virtuals    *ebpf.MapSpec `ebpf:"virtuals"`
 }
 
 // FastL4VariableSpecs contains global variables before they are loaded into the kernel.
@@ -315,21 +365,25 @@ func (o *FastL4Objects) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Maps struct {
-	Flows4Tcp *ebpf.Map `ebpf:"flows4_tcp"`
-	Flows4Udp *ebpf.Map `ebpf:"flows4_udp"`
-	Flows6    *ebpf.Map `ebpf:"flows6"`
-	HalfOpen  *ebpf.Map `ebpf:"half_open"`
-	Maglev    *ebpf.Map `ebpf:"maglev"`
-	NeighMiss *ebpf.Map `ebpf:"neigh_miss"`
-	Pools     *ebpf.Map `ebpf:"pools"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
-	Services  *ebpf.Map `ebpf:"services"`
-	Settings  *ebpf.Map `ebpf:"settings"`
-	SnatAddrs *ebpf.Map `ebpf:"snat_addrs"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
-	TxSlots   *ebpf.Map `ebpf:"tx_slots"`
-	Virtuals  *ebpf.Map `ebpf:"virtuals"`
+	Flows4Tcp   *ebpf.Map `ebpf:"flows4_tcp"`
+	Flows4Udp   *ebpf.Map `ebpf:"flows4_udp"`
+	Flows6      *ebpf.Map `ebpf:"flows6"`
+	HalfOpen    *ebpf.Map `ebpf:"half_open"`
+	IcmpBudget  *ebpf.Map `ebpf:"icmp_budget"`
+	IcmpScratch *ebpf.Map `ebpf:"icmp_scratch"`
+	Maglev      *ebpf.Map `ebpf:"maglev"`
+	Martians4   *ebpf.Map `ebpf:"martians4"`
+	Martians6   *ebpf.Map `ebpf:"martians6"`
+	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
+	Pools       *ebpf.Map `ebpf:"pools"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Services    *ebpf.Map `ebpf:"services"`
+	Settings    *ebpf.Map `ebpf:"settings"`
+	SnatAddrs   *ebpf.Map `ebpf:"snat_addrs"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
+	TxSlots     *ebpf.Map `ebpf:"tx_slots"`
+	Virtuals    *ebpf.Map `ebpf:"virtuals"`
 }
 
 func (m *FastL4Maps) Close() error {
@@ -338,7 +392,11 @@ func (m *FastL4Maps) Close() error {
 		m.Flows4Udp,
 		m.Flows6,
 		m.HalfOpen,
+		m.IcmpBudget,
+		m.IcmpScratch,
 		m.Maglev,
+		m.Martians4,
+		m.Martians6,
 		m.NeighMiss,
 		m.Pools,
 		m.Scratch,

@@ -20,7 +20,8 @@
 /* Where to send a packet. */
 struct nexthop {
 	__u8 macs[12]; /* destination then source MAC */
-	__u32 tx_slot; /* the egress device's slot in tx_ports */
+	__u16 tx_slot; /* the egress device's slot in tx_ports */
+	__u16 mtu;     /* the egress device's MTU; on frag-needed, the route's */
 } __attribute__((aligned(8))); /* set_macs reads 8 bytes: the verifier wants
 				 * stack accesses aligned */
 
@@ -48,7 +49,9 @@ static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family
 
 /* Looks up the next hop for a packet p that is rewritten to come from
  * peer->daddr:dport and go to peer->saddr:sport. Returns -1 with nh
- * filled, or a drop reason. Not inlined: flows cache the result, so this
+ * filled, or a drop reason; with REASON_DROP_FRAG_NEEDED, nh->mtu is set.
+ * The lookup checks p against the route's MTU; the egress device's MTU is
+ * kept in nh for the flow to check later packets against. Not inlined: flows cache the result, so this
  * runs about once a second per flow, and its frame stays off the main
  * program's stack. It reads the settings itself, so that the established
  * path, which uses the cached next hop, does not look them up. */
@@ -57,7 +60,7 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 {
 	struct config *cfg = settings_get();
 	struct bpf_fib_lookup fib = {};
-	__u32 *slot;
+	__u32 *slot, *mtu;
 	long rc;
 
 	if (!cfg) /* cannot happen: an array always has its entries */
@@ -91,6 +94,14 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 		if (!slot || *slot == 0)
 			return REASON_DROP_NO_TX_PORT;
 		nh->tx_slot = *slot;
+		/* With a zero length the helper reports the device's MTU.
+		 * Its 32-bit result goes where the source address was (no
+		 * longer needed): the call chain's stack is at its limit. */
+		mtu = &fib.ipv4_src;
+		*mtu = 0;
+		if (bpf_check_mtu(ctx, fib.ifindex, mtu, 0, 0) < 0 || *mtu == 0 || *mtu > 0xffff)
+			*mtu = 0xffff;
+		nh->mtu = *mtu;
 		__builtin_memcpy(nh->macs, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(nh->macs + ETH_ALEN, fib.smac, ETH_ALEN);
 		return -1;
@@ -98,6 +109,7 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 		neigh_report(&fib, p->m->key.family, bpf_ktime_get_coarse_ns());
 		return REASON_DROP_NO_NEIGH;
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		nh->mtu = fib.mtu_result;
 		return REASON_DROP_FRAG_NEEDED;
 	default:
 		return REASON_DROP_FIB;

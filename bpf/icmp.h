@@ -12,8 +12,10 @@
 #include "common.h"
 #include "csum.h"
 #include "fib.h"
+#include "guard.h"
 #include "maps.h"
 #include "parse.h"
+#include "ct.h"
 
 #define ICMP4_LEN (8 + sizeof(struct iphdr) + 8)
 #define ICMP6_LEN (8 + sizeof(struct ipv6hdr) + 8)
@@ -64,6 +66,114 @@ static __always_inline int icmp_inner_key(struct pkt *p, void *data_end, struct 
 	return 0;
 }
 
+#define SUM_MAX 2048 /* ICMP messages checked up to this length */
+
+/* Per CPU scratch of the ICMP path, off the stack (its call chain is at
+ * the 512-byte limit): the quoted tuple, and a copy of the message for
+ * its checksum. */
+struct icmp_scratch {
+	struct flow_key key;
+	__u8 b[SUM_MAX + 4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_scratch);
+} icmp_scratch SEC(".maps");
+
+static __always_inline struct icmp_scratch *icmp_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&icmp_scratch, &zero);
+}
+
+/* Sums len bytes of the frame from off (up to SUM_MAX) in 16-bit words
+ * as they lie in memory, an odd last byte padded with zero; -1 when it
+ * cannot. The bytes are copied into a buffer zero-padded to 4 bytes, then
+ * summed 512 bytes per bpf_csum_diff call: no loop over packet bytes for
+ * the verifier to walk. */
+static __always_inline __s64 frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	struct icmp_scratch *sb = icmp_scratch_get();
+	__u64 s = 0;
+	__u32 size;
+
+	if (!sb || len == 0 || len > SUM_MAX)
+		return -1;
+	*(__u32 *)&sb->b[(len & ~3U) & (SUM_MAX - 1)] = 0;
+	if (bpf_xdp_load_bytes(ctx, off, sb->b, len))
+		return -1;
+	size = (len + 3) & ~3U;
+	for (__u32 at = 0; at < SUM_MAX; at += 512) {
+		__u32 n = size - at;
+
+		if (at >= size)
+			break;
+		if (n > 512)
+			n = 512;
+		s += (__u32)bpf_csum_diff(NULL, 0, (void *)&sb->b[at], n & 0x3fc ? n & 0x3fc : 4, 0);
+	}
+	return s;
+}
+
+#ifndef ICMP_FLOW_GAP_MS
+#define ICMP_FLOW_GAP_MS 1000 /* one ICMP error translated per flow direction
+			       * and second, as the kernel limits its own */
+#endif
+#define ICMP_MIN_MTU4 552  /* a frag-needed MTU below: ignored */
+#define ICMP_MIN_MTU6 1280 /* IPv6 minimum link MTU */
+
+/* Checks an ICMP error about the flow half f (the one whose packets come
+ * from the error's side; the caller checks it is addressed to the quoted
+ * packet's source): it arrived on f's NIC, its checksum is right,
+ * a frag-needed / packet-too-big carries a usable MTU, and for TCP the
+ * quoted sequence number lies in the window f's side acknowledged (a
+ * blind attacker must guess it, as for a RST). Returns -1 when it may be
+ * translated, else the reason. */
+static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
+				 const struct flow_val *f, __u8 proto)
+{
+	const struct pkt_meta *m = p->m;
+	__u8 *ih = p->l4;
+	__s64 sum;
+	__u32 seq;
+	int r;
+
+	r = guard_flow(ctx, p->eth, f);
+	if (r >= 0)
+		return r;
+	if ((void *)(ih + 8) > p->end)
+		return REASON_DROP_ICMP_INVALID;
+	sum = frame_sum(ctx, m->l4_off, m->l4_len);
+	if (sum < 0)
+		return REASON_DROP_ICMP_INVALID;
+	if (m->key.family == 6)
+		sum += csum_words((void *)&m->key.saddr, 8) + csum_words((void *)&m->key.daddr, 8) +
+		       bpf_htons(m->l4_len) + bpf_htons(IPPROTO_ICMPV6);
+	if (csum_fold64(sum) != 0xffff)
+		return REASON_DROP_ICMP_INVALID;
+	if (m->key.family == 4 && ih[0] == ICMP_DEST_UNREACH && ih[1] == 4 &&
+	    bpf_ntohs(*(__be16 *)(ih + 6)) < ICMP_MIN_MTU4)
+		return REASON_DROP_ICMP_INVALID;
+	if (m->key.family == 6 && ih[0] == ICMPV6_PKT_TOOBIG && bpf_ntohl(*(__be32 *)(ih + 4)) < ICMP_MIN_MTU6)
+		return REASON_DROP_ICMP_INVALID;
+	if (proto == IPPROTO_TCP && (f->seen & (SEEN_SYNACK | SEEN_ACK))) {
+		/* The quoted TCP header follows the quoted IP header, which
+		 * icmp_inner_key checked holds 8 bytes of it. */
+		__u8 *th = p->l4 + 8 + (m->key.family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
+
+		if ((void *)(th + 8) > p->end)
+			return REASON_DROP_ICMP_INVALID;
+		seq = bpf_ntohl(*(__be32 *)(th + 4));
+		if (seq - f->ack >= RST_WINDOW)
+			return REASON_DROP_ICMP_INVALID;
+	}
+	return -1;
+}
+
 /* A global function: a rare path, checked once, with a stack frame of
  * its own. */
 __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
@@ -72,11 +182,12 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	struct pkt pk, *p = &pk;
 	struct flow_key *peer;
 	__u8 *ih;
-	struct flow_key k = {};
+	struct icmp_scratch *sc;
+	struct flow_key *k;
 	struct flow_val *f;
 	struct nexthop nh;
 	void *data, *data_end;
-	__u32 want, vid = 0;
+	__u32 want, vid = 0, now_ms;
 	__u64 cur;
 	int r;
 
@@ -87,11 +198,16 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		count(0, REASON_PASS_ICMP, bytes);
 		return XDP_PASS;
 	}
-	if (icmp_inner_key(p, (void *)(long)ctx->data_end, &k) < 0) {
+	sc = icmp_scratch_get();
+	if (!sc)
+		return XDP_PASS;
+	k = &sc->key;
+	__builtin_memset(k, 0, sizeof(*k));
+	if (icmp_inner_key(p, (void *)(long)ctx->data_end, k) < 0) {
 		count(0, REASON_PASS_ICMP, bytes);
 		return XDP_PASS;
 	}
-	f = flow_lookup(&k);
+	f = flow_lookup(k);
 	if (!f) {
 		count(0, REASON_PASS_ICMP, bytes);
 		return XDP_PASS;
@@ -102,6 +218,22 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	 * rewrite has read it (flow_is). */
 	peer = &f->peer;
 	vid = f->vid;
+	r = icmp_check(ctx, p, f, k->proto);
+	/* The error must be addressed to the quoted packet's source. */
+	if (r < 0 && (k->daddr.w[0] != m->key.daddr.w[0] || k->daddr.w[1] != m->key.daddr.w[1] ||
+		      k->daddr.w[2] != m->key.daddr.w[2] || k->daddr.w[3] != m->key.daddr.w[3]))
+		r = REASON_DROP_ICMP_INVALID;
+	if (r >= 0) {
+		count(vid, r, bytes);
+		return guard_verdict(r);
+	}
+	/* Milliseconds (2^20 ns) that wrap; 0 is kept for "never". */
+	now_ms = (__u32)(bpf_ktime_get_coarse_ns() >> 20) | 1;
+	if (f->icmp_ms && now_ms - f->icmp_ms < ICMP_FLOW_GAP_MS) {
+		count(vid, REASON_DROP_ICMP_RATE, bytes);
+		return XDP_DROP;
+	}
+	f->icmp_ms = now_ms;
 
 	/* Only a plain outer header is handled (the message is rebuilt at
 	 * fixed offsets). */
@@ -132,7 +264,10 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 
 		if ((void *)(ports + 4) > data_end)
 			goto drop;
-		/* Outer: from the address the receiver talks to. */
+		/* Outer: from the address the receiver talks to, one hop on. */
+		if (oh->ttl <= 1)
+			goto drop;
+		oh->ttl--;
 		oh->saddr = peer->daddr.w[0];
 		oh->daddr = peer->saddr.w[0];
 		oh->tot_len = bpf_htons(sizeof(*oh) + ICMP4_LEN);
@@ -165,6 +300,9 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 
 		if ((void *)(ports + 4) > data_end)
 			goto drop;
+		if (oh->hop_limit <= 1)
+			goto drop;
+		oh->hop_limit--;
 		__builtin_memcpy(&oh->saddr, &peer->daddr, 16);
 		__builtin_memcpy(&oh->daddr, &peer->saddr, 16);
 		oh->payload_len = bpf_htons(ICMP6_LEN);
@@ -188,7 +326,7 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		icmp->icmp6_cksum = ~csum_fold64(s);
 	}
 
-	if (!flow_is(f, &k)) {
+	if (!flow_is(f, k)) {
 		count(0, REASON_DROP_FLOW_REUSED, bytes);
 		return XDP_DROP;
 	}

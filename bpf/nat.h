@@ -19,7 +19,8 @@
 #define TCPOLEN_MSS 4
 
 /* Rewrites a packet of the direction whose other half is peer: the new
- * source is peer->daddr:dport, the new destination peer->saddr:sport.
+ * source is peer->daddr:dport, the new destination peer->saddr:sport, and
+ * the TTL (hop limit) one lower (the caller made sure it is above 1).
  * Fixes the IPv4 header checksum and the TCP/UDP checksum (pseudo header
  * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
 static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
@@ -33,7 +34,13 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 
 		if (!iph)
 			return;
-		iph->check = csum_apply(iph->check, d);
+		/* TTL and protocol form one checksum word, which, read as
+		 * the sums here read it (little-endian), goes down by one:
+		 * its delta ~w + (w - 1) is 0xfffe whatever w. It joins the
+		 * addresses' for the header only: the TTL is not in the
+		 * pseudo header. */
+		iph->ttl--;
+		iph->check = csum_apply(iph->check, d + 0xfffe);
 		iph->saddr = peer->daddr.w[0];
 		iph->daddr = peer->saddr.w[0];
 	} else {
@@ -41,6 +48,7 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 
 		if (!ip6)
 			return;
+		ip6->hop_limit--;
 		__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
 		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
 	}
@@ -113,7 +121,9 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 		if (len < 2)
 			return 0;
 		if (kind == TCPOPT_MSS) {
-			if (len != TCPOLEN_MSS)
+			/* The value must lie inside the header, not past
+			 * the data offset in the payload. */
+			if (len != TCPOLEN_MSS || off + TCPOLEN_MSS > optlen)
 				return 0;
 			at = off + 2;
 			break;

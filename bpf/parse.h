@@ -59,7 +59,7 @@ struct pkt_meta {
 	__u8 frag;      /* enum frag_kind */
 	__u8 tcp_flags;
 	__u8 tos;       /* IPv4 TOS / IPv6 traffic class, for the FIB */
-	__u8 pad;
+	__u8 ttl;       /* IPv4 TTL / IPv6 hop limit */
 };
 
 /* A packet in the handler: the parse result and pointers re-derived from
@@ -102,6 +102,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt_meta *p)
 	p->l3_len = tot;
 	p->l4_len = tot - hlen;
 	p->tos = iph->tos;
+	p->ttl = iph->ttl;
 	p->key.family = 4;
 	p->key.proto = iph->protocol;
 	p->key.saddr.w[0] = iph->saddr;
@@ -144,13 +145,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt_meta *p)
 			len = ((__u32)h[1] + 1) * 8;
 			break;
 		case IPPROTO_AH:
-			h = cursor_pull(c, 8);
-			if (!h)
-				return REASON_PASS_MALFORMED;
-			len = ((__u32)h[1] + 2) * 4;
-			if (len < 8)
-				return REASON_PASS_MALFORMED;
-			break;
+			/* Authenticated: a rewrite would break it. */
+			return REASON_PASS_PROTO;
 		case IPPROTO_FRAGMENT: {
 			__u16 off;
 
@@ -185,11 +181,46 @@ done:
 	p->l3_len = plen + sizeof(*ip6);
 	p->l4_len = plen - ext;
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	p->ttl = ip6->hop_limit;
 	p->key.family = 6;
 	p->key.proto = nexthdr;
 	__builtin_memcpy(&p->key.saddr, &ip6->saddr, sizeof(p->key.saddr));
 	__builtin_memcpy(&p->key.daddr, &ip6->daddr, sizeof(p->key.daddr));
 	return -1;
+}
+
+/* Reports whether the IPv4 options of len bytes at off carry a loose or
+ * strict source route. A global function, checked once, that walks a
+ * copy on the stack (see mss_clamp); only packets with options get here. */
+__noinline int ipv4_source_routed(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	__u8 opt[64] = {};
+	__u32 at = 0;
+
+	if (len == 0 || len > 40 || bpf_xdp_load_bytes(ctx, off & 0xff, opt, len))
+		return 0;
+	for (int i = 0; i < 40; i++) {
+		__u8 kind, olen;
+
+		if (at >= len)
+			return 0;
+		kind = opt[at & 63];
+		if (kind == IPOPT_END)
+			return 0;
+		if (kind == IPOPT_NOOP) {
+			at++;
+			continue;
+		}
+		if (kind == IPOPT_LSRR || kind == IPOPT_SSRR)
+			return 1;
+		if (at + 1 >= len)
+			return 0;
+		olen = opt[(at + 1) & 63];
+		if (olen < 2)
+			return 0;
+		at += olen;
+	}
+	return 0;
 }
 
 /* Parses Ethernet, IP and the L4 header into p. Returns -1 when the packet
@@ -209,6 +240,11 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt_meta *p)
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
 		r = parse_ipv4(&c, p);
+		/* The header's length is the datagram's less the payload's. */
+		if (r < 0 && p->l3_len - p->l4_len > sizeof(struct iphdr) &&
+		    ipv4_source_routed(ctx, ETH_HLEN + sizeof(struct iphdr),
+				       p->l3_len - p->l4_len - sizeof(struct iphdr)))
+			return REASON_DROP_BAD_HEADER;
 		break;
 	case bpf_htons(ETH_P_IPV6):
 		r = parse_ipv6(&c, p);
@@ -243,6 +279,10 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt_meta *p)
 
 		if (!uh || p->l4_len < sizeof(*uh))
 			return REASON_PASS_MALFORMED;
+		if (p->frag == FRAG_NONE && bpf_ntohs(uh->len) != p->l4_len)
+			return REASON_DROP_BAD_HEADER;
+		if (p->key.family == 6 && uh->check == 0)
+			return REASON_DROP_BAD_HEADER;
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;
 		return -1;
@@ -271,14 +311,15 @@ static __always_inline int parse_ipv4_tcp(struct xdp_md *ctx, struct pkt_meta *p
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
 	struct iphdr *iph = data + ETH_HLEN;
 	struct tcphdr *th = (void *)(iph + 1);
 	__u32 tot;
 
 	if ((void *)(th + 1) > end)
 		return 0;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 ||
+	/* The EtherType read through a plain pointer: through the packed
+	 * struct ethhdr, clang loads it a byte at a time. */
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 ||
 	    iph->protocol != IPPROTO_TCP || (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return 0;
 	tot = bpf_ntohs(iph->tot_len);
@@ -288,6 +329,7 @@ static __always_inline int parse_ipv4_tcp(struct xdp_md *ctx, struct pkt_meta *p
 	p->l4_len = tot - sizeof(*iph);
 	p->l4_off = ETH_HLEN + sizeof(*iph);
 	p->tos = iph->tos;
+	p->ttl = iph->ttl;
 	p->key.family = 4;
 	p->key.proto = IPPROTO_TCP;
 	p->key.saddr.w[0] = iph->saddr;
@@ -302,14 +344,14 @@ static __always_inline int parse_ipv6_tcp(struct xdp_md *ctx, struct pkt_meta *p
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = data + ETH_HLEN;
 	struct tcphdr *th = (void *)(ip6 + 1);
 	__u32 plen;
 
 	if ((void *)(th + 1) > end)
 		return 0;
-	if (eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IPV6) || ip6->version != 6 ||
+	    ip6->nexthdr != IPPROTO_TCP)
 		return 0;
 	plen = bpf_ntohs(ip6->payload_len);
 	if ((void *)th + plen > end || th->doff < 5 || (__u32)th->doff * 4 > plen)
@@ -318,6 +360,7 @@ static __always_inline int parse_ipv6_tcp(struct xdp_md *ctx, struct pkt_meta *p
 	p->l4_len = plen;
 	p->l4_off = ETH_HLEN + sizeof(*ip6);
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	p->ttl = ip6->hop_limit;
 	p->key.family = 6;
 	p->key.proto = IPPROTO_TCP;
 	__builtin_memcpy(&p->key.saddr, &ip6->saddr, sizeof(p->key.saddr));

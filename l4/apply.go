@@ -143,6 +143,14 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 		}
 	}
 
+	var snat []netip.Addr
+	for _, nv := range want {
+		snat = append(snat, nv.snat...)
+	}
+	if err := f.setMartians(martianPrefixes(cfg, snat)); err != nil {
+		return err
+	}
+
 	// Then remove what is gone.
 	for name, old := range f.virtuals {
 		nv, ok := want[name]

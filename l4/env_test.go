@@ -2,6 +2,7 @@ package l4
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,39 @@ type env struct {
 	fp   *FastPath
 	opts Options
 	cfg  *config.Config
+	nics map[string]nicAddr // by name, filled by nic
+}
+
+// nicAddr is a NIC of the proxy namespace as a frame arriving on it sees
+// it.
+type nicAddr struct {
+	ifindex int
+	mac     net.HardwareAddr
+}
+
+// nic is the NIC name of the proxy namespace, looked up once.
+func (e *env) nic(name string) nicAddr {
+	e.t.Helper()
+	if n, ok := e.nics[name]; ok {
+		return n
+	}
+	n := nicAddr{e.ifindex(name), linkMAC(e.t, e.lab.Proxy, name)}
+	if e.nics == nil {
+		e.nics = map[string]nicAddr{}
+	}
+	e.nics[name] = n
+	return n
+}
+
+// setIngress sets the NIC a flow half made by hand arrives on, as the
+// program sets it: the external NIC for the client's half, the internal
+// one for the member's.
+func (e *env) setIngress(v *bpf.FastL4FlowVal) {
+	nic := e.nic(testnet.ExtIf)
+	if v.Dir == dirServer {
+		nic = e.nic(testnet.IntIf)
+	}
+	v.InIfindex, v.InMac = uint32(nic.ifindex), [6]byte(nic.mac)
 }
 
 // testPinPath is a fresh directory of the BPF file system, removed (with
@@ -133,21 +168,95 @@ func (e *env) do(fn func()) {
 	}
 }
 
-// run runs the program on a frame in the proxy namespace.
+// xdpMD is the program's context (struct xdp_md) for a test run: the
+// frame arrives on ingress_ifindex.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// run runs the program on a frame as it arrives in the lab: on int0 when
+// it comes from the internal side (the internal subnet or the members),
+// else on ext0, addressed to that NIC's MAC.
 func (e *env) run(in []byte) (uint32, []byte) {
+	e.t.Helper()
+	nic := e.ingressOf(in)
+	return e.runOn(e.toNIC(in, nic), nic)
+}
+
+// ingressOf is the NIC a frame from its source address arrives on.
+func (e *env) ingressOf(in []byte) string {
+	src, ok := frameSource(in)
+	lab := e.lab
+	for _, p := range []netip.Prefix{netip.PrefixFrom(lab.IntAddr4, 24).Masked(), netip.PrefixFrom(lab.IntAddr6, 64).Masked(), lab.MemberNet4, lab.MemberNet6} {
+		if ok && p.Contains(src) {
+			return testnet.IntIf
+		}
+	}
+	return testnet.ExtIf
+}
+
+// frameSource reads the IP source address of an untagged frame.
+func frameSource(b []byte) (netip.Addr, bool) {
+	if len(b) < 14+40 {
+		return netip.Addr{}, false
+	}
+	switch binary.BigEndian.Uint16(b[12:]) {
+	case 0x0800:
+		return netip.AddrFrom4([4]byte(b[14+12:])), true
+	case 0x86dd:
+		return netip.AddrFrom16([16]byte(b[14+8:])), true
+	}
+	return netip.Addr{}, false
+}
+
+// toNIC returns a copy of the frame addressed to the MAC of nic.
+func (e *env) toNIC(in []byte, nic string) []byte {
+	out := slices.Clone(in)
+	if len(out) >= 6 {
+		copy(out, e.nic(nic).mac)
+	}
+	return out
+}
+
+// runOn runs the program on a frame arriving on nic, as it is.
+func (e *env) runOn(in []byte, nic string) (uint32, []byte) {
 	e.t.Helper()
 	var ret uint32
 	var out []byte
+	idx := e.nic(nic).ifindex
 	e.do(func() {
-		buf := make([]byte, len(in)+256)
-		opts := ebpf.RunOptions{Data: in, DataOut: buf}
-		r, err := e.fp.objs.EdgeproxyFastl4.Run(&opts)
-		if err != nil {
-			e.t.Fatalf("run program: %v", err)
-		}
-		ret, out = r, opts.DataOut
+		ret, out = e.runHere(in, idx)
 	})
 	return ret, out
+}
+
+// runHere runs the program on a frame arriving on the device ifindex; the
+// caller is in the proxy namespace.
+func (e *env) runHere(in []byte, ifindex int) (uint32, []byte) {
+	buf := make([]byte, len(in)+256)
+	opts := ebpf.RunOptions{Data: in, DataOut: buf, Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(ifindex)}}
+	r, err := e.fp.objs.EdgeproxyFastl4.Run(&opts)
+	if err != nil {
+		e.t.Fatalf("run program: %v", err)
+	}
+	return r, opts.DataOut
+}
+
+// ifindex is the index of a NIC of the proxy namespace.
+func (e *env) ifindex(nic string) int {
+	e.t.Helper()
+	var idx int
+	if err := e.lab.Proxy.Do(func() error {
+		l, err := netlink.LinkByName(nic)
+		if err != nil {
+			return err
+		}
+		idx = l.Attrs().Index
+		return nil
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	return idx
 }
 
 // resolve makes the next hops of the lab resolved in the proxy namespace.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,16 +52,14 @@ func (e *env) establishedEntries() int {
 	return n
 }
 
-// runRaw runs the program once on in; the caller is in the proxy
-// namespace (inside e.do).
+// runRaw runs the program once on in as it arrives in the lab (see run);
+// the caller is in the proxy namespace (inside e.do).
 func (e *env) runRaw(t testing.TB, in []byte) (uint32, []byte) {
-	buf := make([]byte, len(in)+256)
-	opts := ebpf.RunOptions{Data: in, DataOut: buf}
-	r, err := e.fp.objs.EdgeproxyFastl4.Run(&opts)
-	if err != nil {
-		t.Fatalf("run program: %v", err)
-	}
-	return r, opts.DataOut
+	t.Helper()
+	nic := e.nic(e.ingressOf(in))
+	in = slices.Clone(in)
+	copy(in, nic.mac)
+	return e.runHere(in, nic.ifindex)
 }
 
 // randomSource is a random address in 198.18.0.0/15 and a random port.
@@ -189,6 +188,7 @@ func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
 			dir       uint8
 		}{{sk, ck, dirServer}, {ck, sk, dirClient}} {
 			v := bpf.FastL4FlowVal{Self: h.key, Peer: h.peer, CreatedNs: monoNow(), LastNs: monoNow(), Vid: vid, Dir: h.dir, Seen: seenAny | seenACK}
+			e.setIngress(&v)
 			if err := e.fp.flows.Update(h.key, &v, ebpf.UpdateNoExist); err != nil {
 				t.Fatal(err)
 			}

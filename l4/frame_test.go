@@ -48,6 +48,8 @@ type frame struct {
 	fragMore   bool
 	fragHeader bool // IPv6: add a fragment header
 	noUDPCsum  bool
+	ttl        uint8 // TTL / hop limit, 0: 64
+	df         bool  // IPv4: don't fragment
 	vlan       uint16
 	etherType  uint16 // override (ARP etc.)
 	rawL4      []byte // the L4 bytes as given (ICMP)
@@ -102,8 +104,11 @@ func (f frame) bytes() []byte {
 		if f.fragMore {
 			fo |= 0x2000
 		}
+		if f.df {
+			fo |= 0x4000
+		}
 		binary.BigEndian.PutUint16(ip[6:], fo)
-		ip[8] = 64
+		ip[8] = f.hops()
 		ip[9] = f.proto
 		s, d := f.src.Addr().As4(), f.dst.Addr().As4()
 		copy(ip[12:], s[:])
@@ -146,7 +151,7 @@ func (f frame) bytes() []byte {
 		ip[0] = 0x60
 		binary.BigEndian.PutUint16(ip[4:], uint16(len(ext)+len(l4)))
 		ip[6] = next
-		ip[7] = 64
+		ip[7] = f.hops()
 		s, d := f.src.Addr().As16(), f.dst.Addr().As16()
 		copy(ip[8:], s[:])
 		copy(ip[24:], d[:])
@@ -174,6 +179,13 @@ func (f frame) bytes() []byte {
 		out = append(out, 0)
 	}
 	return out
+}
+
+func (f frame) hops() uint8 {
+	if f.ttl == 0 {
+		return 64
+	}
+	return f.ttl
 }
 
 func pseudo(src, dst netip.Addr, proto uint8, n int) uint64 {

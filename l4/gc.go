@@ -236,6 +236,7 @@ func (f *FastPath) repair(p *pair) {
 	if h.val.Dir == dirServer {
 		v.Dir = dirClient
 	}
+	f.setIngress(&v)
 	if err := f.flows.Update(h.val.Peer, &v, ebpf.UpdateNoExist); err == nil {
 		f.stats.repaired()
 	}

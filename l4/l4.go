@@ -194,6 +194,7 @@ type FastPath struct {
 	pnames   [maxPools]string     // index -> name
 	knobs    [maxVirtuals]knobs   // per virtual id, for the GC
 	ports    config.PortRange     // SNAT ports in force
+	nics     [2]nic               // external, internal (zero: not attached)
 
 	ns      netns.NsHandle // the namespace Open ran in
 	nl      *netlink.Handle
@@ -269,6 +270,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 		if err := f.attach(nic.name, nic.mode, nic.slot); err != nil {
 			return nil, err
 		}
+	}
+	if err := f.setNICs(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }

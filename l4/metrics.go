@@ -45,15 +45,28 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_EVENT_HALF_OPEN:      "half_open",
 	bpf.FastL4ReasonREASON_EVENT_PROMOTED:       "promoted",
 	bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED: "snat_reclaimed",
+
+	// Ingress validation, router behaviour, TCP sanity.
+	bpf.FastL4ReasonREASON_DROP_INGRESS:      "drop_ingress",
+	bpf.FastL4ReasonREASON_PASS_FOREIGN_MAC:  "pass_foreign_mac",
+	bpf.FastL4ReasonREASON_DROP_MARTIAN:      "drop_martian",
+	bpf.FastL4ReasonREASON_DROP_BAD_HEADER:   "drop_bad_header",
+	bpf.FastL4ReasonREASON_TX_TIME_EXCEEDED:  "tx_time_exceeded",
+	bpf.FastL4ReasonREASON_TX_TOO_BIG:        "tx_too_big",
+	bpf.FastL4ReasonREASON_DROP_TTL:          "drop_ttl",
+	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:   "drop_rst_window",
+	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
+	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
 func isEvent(r bpf.FastL4Reason) bool {
 	switch r {
-	case bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED:
+	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED,
+		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED:
 		return true
 	}
-	return r >= bpf.FastL4ReasonREASON_EVENT_REPAIRED && r <= bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED
+	return false
 }
 
 // ReasonName is the label value of a reason code.

@@ -89,7 +89,12 @@ func expectVerdict(t *testing.T, e *env, in []byte, want uint32) []byte {
 
 func expectPassUntouched(t *testing.T, e *env, in []byte) {
 	t.Helper()
-	out := expectVerdict(t, e, in, xdpPass)
+	nic := e.ingressOf(in)
+	in = e.toNIC(in, nic)
+	ret, out := e.runOn(in, nic)
+	if ret != xdpPass {
+		t.Fatalf("verdict %d, want XDP_PASS (%d)", ret, xdpPass)
+	}
 	if !bytes.Equal(out, in) {
 		t.Errorf("passed frame was changed:\n in  %x\n out %x", in, out)
 	}
@@ -323,7 +328,7 @@ func TestPrivilegedProgramIPv6ExtensionHeaders(t *testing.T) {
 	e.resolve()
 	toMember, toClient := e.hops()
 	client := ap(client6, 42000)
-	exts := []ext6{{typ: 0, body: []byte{1, 4, 0, 0, 0, 0}}, {typ: 60, body: make([]byte, 14)}, {typ: 51, body: make([]byte, 10)}}
+	exts := []ext6{{typ: 0, body: []byte{1, 4, 0, 0, 0, 0}}, {typ: 60, body: make([]byte, 14)}}
 	p := expectRedirect(t, e, frame{src: client, dst: ap(vip6, 443), proto: protoTCP, flags: flagSYN, exts: exts, seq: 7}.bytes(), toMember)
 	if p.src.Addr() != snat6 || !e.isMember(p.dst, 4443) || p.seq != 7 {
 		t.Fatalf("%s -> %s seq %d", p.src, p.dst, p.seq)
@@ -331,6 +336,13 @@ func TestPrivilegedProgramIPv6ExtensionHeaders(t *testing.T) {
 	r := expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagSYN | flagACK, exts: exts[:1]}.bytes(), toClient)
 	if r.src != ap(vip6, 443) || r.dst != client {
 		t.Errorf("reply %s -> %s", r.src, r.dst)
+	}
+
+	// An authentication header: a rewrite would break it.
+	ah := e.delta("", bpf.FastL4ReasonREASON_PASS_PROTO)
+	expectPassUntouched(t, e, frame{src: ap(client6, 42003), dst: ap(vip6, 443), proto: protoTCP, flags: flagSYN, exts: append(exts, ext6{typ: 51, body: make([]byte, 10)})}.bytes())
+	if ah() != 1 {
+		t.Error("AH not counted as pass_proto")
 	}
 
 	routing := e.delta("", bpf.FastL4ReasonREASON_PASS_IPV6ROUTING)
@@ -484,6 +496,14 @@ func TestPrivilegedProgramMSSClamp(t *testing.T) {
 			}
 		})
 	}
+	// An MSS option whose value lies past the data offset: the payload
+	// is not the option's, and stays as sent.
+	straddle := frame{src: ap(client6, 45200), dst: ap(vip6, 443), proto: protoTCP, flags: flagSYN, tcpOpts: []byte{1, 1, 2, 4}, payload: []byte{0x23, 0x28, 'd', 'a', 't', 'a'}}
+	sp := expectRedirect(t, e, straddle.bytes(), toMember)
+	if !bytes.Equal(sp.payload, straddle.payload) {
+		t.Errorf("payload after an option cut by the data offset changed: % x, want % x", sp.payload, straddle.payload)
+	}
+
 	// Without mss_override nothing changes.
 	opts := append(mss(1460), 1, 1, 1, 0)
 	p := expectRedirect(t, e, frame{src: ap(client4, 45100), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, tcpOpts: opts}.bytes(), toMember)

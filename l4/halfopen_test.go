@@ -1,0 +1,81 @@
+package l4
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+)
+
+// TestPrivilegedProgramHalfOpenGuarded checks a half-open flow as the
+// established ones are checked: each half records the NIC its side
+// arrives on, a packet on the other NIC, to a foreign MAC or with its TTL
+// run out never promotes the flow, a blind RST is dropped, and promotion
+// keeps the NICs.
+func TestPrivilegedProgramHalfOpenGuarded(t *testing.T) {
+	e := progEnv(t, "", nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	ext, in := e.nic(testnet.ExtIf), e.nic(testnet.IntIf)
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		t.Run(fam, func(t *testing.T) {
+			client, vip, virtual := ap(client4, 57000), ap(vip4, 443), "web"
+			if fam == "ipv6" {
+				client, vip, virtual = ap(client6, 57000), ap(vip6, 443), "web6"
+			}
+			p := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+			member, snat := p.dst, p.src
+			halves := []struct {
+				src, dst netip.AddrPort
+				nic      nicAddr
+			}{{client, vip, ext}, {member, snat, in}}
+			for _, h := range halves {
+				v, ok := e.lookupHalfOpen(h.src, h.dst, protoTCP)
+				if !ok || v.InIfindex != uint32(h.nic.ifindex) || v.InMac != [6]byte(h.nic.mac) {
+					t.Errorf("half-open %s -> %s: found %v, NIC %d %x, want %d %s", h.src, h.dst, ok, v.InIfindex, v.InMac, h.nic.ifindex, h.nic.mac)
+				}
+			}
+
+			// A RST from the member that does not acknowledge the SYN.
+			blind := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_RST_WINDOW)
+			expectVerdict(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagRST | flagACK, seq: 900, ack: 101 + 1<<31}.bytes(), xdpDrop)
+			if n := blind(); n != 1 {
+				t.Errorf("blind RST on a half-open flow: drop_rst_window grew by %d, want 1", n)
+			}
+
+			synack := frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes()
+			expectNotForwarded(t, e, e.toNIC(synack, testnet.ExtIf), testnet.ExtIf, virtual, xdpDrop, bpf.FastL4ReasonREASON_DROP_INGRESS)
+			expectRedirect(t, e, synack, toClient)
+
+			// The ACK that completes the handshake, where it cannot come
+			// from: not forwarded, the flow not promoted.
+			promoted := e.delta(virtual, bpf.FastL4ReasonREASON_EVENT_PROMOTED)
+			ack := frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}
+			expectNotForwarded(t, e, e.toNIC(ack.bytes(), testnet.IntIf), testnet.IntIf, virtual, xdpDrop, bpf.FastL4ReasonREASON_DROP_INGRESS)
+			foreign := ack.bytes()
+			copy(foreign, []byte{0x02, 0, 0, 0, 0, 0x99})
+			expectNotForwarded(t, e, foreign, testnet.ExtIf, virtual, xdpPass, bpf.FastL4ReasonREASON_PASS_FOREIGN_MAC)
+			last := ack
+			last.ttl = 1
+			expectVerdict(t, e, last.bytes(), xdpTX)
+			if n := promoted(); n != 0 {
+				t.Errorf("promoted by an ACK the flow does not take (%d)", n)
+			}
+
+			expectRedirect(t, e, ack.bytes(), toMember)
+			if n := promoted(); n != 1 {
+				t.Errorf("promoted grew by %d on the handshake's ACK, want 1", n)
+			}
+			for _, h := range halves {
+				v, ok := e.lookupFlow(h.src, h.dst, protoTCP)
+				if !ok || v.HalfOpen != 0 || v.InIfindex != uint32(h.nic.ifindex) || v.InMac != [6]byte(h.nic.mac) {
+					t.Errorf("promoted %s -> %s: found %v, half_open %d, NIC %d %x, want %d %s", h.src, h.dst, ok, v.HalfOpen, v.InIfindex, v.InMac, h.nic.ifindex, h.nic.mac)
+				}
+				if _, ok := e.lookupHalfOpen(h.src, h.dst, protoTCP); ok {
+					t.Errorf("%s -> %s still in half_open after promotion", h.src, h.dst)
+				}
+			}
+		})
+	}
+}
