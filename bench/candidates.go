@@ -14,7 +14,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // Layers.
@@ -523,7 +523,7 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installation, error) {
 	// `ip netns exec` hides /sys/fs/bpf: pin on a BPF file system the
 	// daemon sees from inside the namespace.
-	pins, err := testnet.PinDir("bench-" + filepath.Base(t.dir))
+	pins, err := lab.PinDir("bench-" + filepath.Base(t.dir))
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // process is a long-running program started by the harness inside a
@@ -48,7 +48,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // nsCommand builds `ip netns exec NS [taskset -c CPUS] name args...`.
-func nsCommand(ns *testnet.NS, cpus string, name string, args ...string) *exec.Cmd {
+func nsCommand(ns *lab.NS, cpus string, name string, args ...string) *exec.Cmd {
 	argv := []string{"netns", "exec", ns.Name}
 	if cpus != "" {
 		argv = append(argv, "taskset", "-c", cpus)
@@ -60,7 +60,7 @@ func nsCommand(ns *testnet.NS, cpus string, name string, args ...string) *exec.C
 
 // startProcess starts name in ns, pinned to cpus ("" for no pinning), with
 // extra environment variables env.
-func startProcess(ns *testnet.NS, cpus string, env []string, name string, args ...string) (*process, error) {
+func startProcess(ns *lab.NS, cpus string, env []string, name string, args ...string) (*process, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &process{name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
@@ -134,7 +134,7 @@ type cmdResult struct {
 	wall           time.Duration
 }
 
-func runIn(ctx context.Context, ns *testnet.NS, cpus string, env []string, name string, args ...string) (cmdResult, error) {
+func runIn(ctx context.Context, ns *lab.NS, cpus string, env []string, name string, args ...string) (cmdResult, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer

@@ -222,7 +222,7 @@ func (d *e2eDeployment) writeConfig(t *testing.T) {
 func (d *e2eDeployment) start(t *testing.T) {
 	t.Helper()
 	d.writeConfig(t)
-	d.Start(t, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
+	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
 		"-pid-file", "", "-netcfg-state", "-", "-cleanup")
 }
 
