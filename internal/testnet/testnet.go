@@ -37,9 +37,11 @@ var (
 	PinDir     = lab.PinDir
 )
 
-// New builds a lab and registers its teardown with t.Cleanup.
+// New builds a lab (a privileged step: see RequireRoot) and registers
+// its teardown with t.Cleanup.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
+	RequireRoot(t)
 	l, err := lab.Build(opts)
 	if err != nil {
 		t.Fatalf("build test network: %v", err)
@@ -48,10 +50,14 @@ func New(t testing.TB, opts Options) *Lab {
 	return l
 }
 
-// RequireRoot fails (in CI) or skips the test when not running as root
-// or when a needed command is missing.
+// RequireRoot skips the test under -short (`make test-unit`), and fails
+// (in CI) or skips it when not running as root or when a needed command
+// is missing.
 func RequireRoot(t testing.TB, cmds ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("privileged test: skipped under -short")
+	}
 	missing := func(msg string) {
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"flag"
 	"io"
 	"net"
 	"net/netip"
@@ -79,5 +80,23 @@ func TestPrivilegedLabCleanup(t *testing.T) {
 		if strings.Contains(string(out), n) {
 			t.Fatalf("namespace %s left behind:\n%s", n, out)
 		}
+	}
+}
+
+// TestRequireRootShort checks that -short (make test-unit) skips a
+// privileged test even for root, before it touches the host.
+func TestRequireRootShort(t *testing.T) {
+	was := flag.Lookup("test.short").Value.String()
+	if err := flag.Set("test.short", "true"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = flag.Set("test.short", was) })
+	ran := false
+	t.Run("privileged", func(t *testing.T) {
+		New(t, Options{})
+		ran = true
+	})
+	if ran {
+		t.Fatal("a lab was built under -short")
 	}
 }
