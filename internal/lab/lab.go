@@ -1,5 +1,5 @@
 // Package lab builds the namespace topology that edgeproxy's tests,
-// demo and benchmarks run in, and runs the daemon inside it: an Internet client, the proxy host with an
+// demo and benchmarks run in (package runner runs the daemon inside it): an Internet client, the proxy host with an
 // external and an internal NIC, and a backend network with pool members.
 //
 //	client ns            proxy ns                      backend ns

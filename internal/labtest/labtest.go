@@ -1,6 +1,6 @@
 // Package labtest runs the edgeproxy binary in a lab for end-to-end
 // tests: the binary built once per test process, and the daemon
-// (lab.Daemon) started for a test and stopped at its end.
+// (runner.Daemon) started for a test and stopped at its end.
 package labtest
 
 import (
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/lab"
+	"github.com/edgeproxy/edgeproxy/internal/lab/runner"
 )
 
 // Package is the edgeproxy command that Binary builds.
@@ -20,12 +20,12 @@ const Package = "github.com/edgeproxy/edgeproxy/cmd/edgeproxy"
 
 // The lab's daemon runner.
 type (
-	Daemon = lab.Daemon
-	Ready  = lab.Ready
+	Daemon = runner.Daemon
+	Ready  = runner.Ready
 )
 
-// PoolUp is lab.PoolUp.
-var PoolUp = lab.PoolUp
+// PoolUp is runner.PoolUp.
+var PoolUp = runner.PoolUp
 
 var (
 	binaryOnce sync.Once

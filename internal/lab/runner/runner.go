@@ -1,4 +1,8 @@
-package lab
+// Package runner runs the edgeproxy binary in a lab namespace (package
+// lab) for end-to-end checks: started, waited for until its admin endpoint
+// reports it ready, signalled and stopped. It never imports testing;
+// internal/labtest ties it to a test.
+package runner
 
 import (
 	"bytes"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // Log is a process's output, read while it is written.
@@ -40,7 +45,7 @@ const DefaultAdmin = "127.0.0.1:9469"
 // Daemon is edgeproxy running in a namespace for the lab's end-to-end
 // checks, one process at a time; Log keeps the output of every run.
 type Daemon struct {
-	NS *NS
+	NS *lab.NS
 	// Admin is the admin listener of its configuration (DefaultAdmin
 	// when empty).
 	Admin string
