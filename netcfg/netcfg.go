@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"runtime"
 	"sync"
 	"time"
@@ -148,16 +147,6 @@ func Revert() ([]Change, error) {
 	}
 	defer h.Close()
 	return h.Revert()
-}
-
-// KeepResolved asks the kernel to keep a next hop on link resolved (a
-// managed neighbour entry), for next hops learned at run time, such as
-// pool members on a NIC's own subnet resolved through the DMZ resolver.
-// It is idempotent and not journaled.
-func (h *Host) KeepResolved(link string, addr netip.Addr) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return neighManage{link: link, addr: addr.Unmap()}.do(h)
 }
 
 // StatePath returns the journal's path ("" when disabled).

@@ -267,21 +267,6 @@ func TestResolverDMZ(t *testing.T) {
 	}
 }
 
-func TestCheckNames(t *testing.T) {
-	cfg := exampleConfig()
-	cfg.Pools["owas"] = &config.Pool{Members: []config.Member{{Address: "owas01.corp.example.com"}}}
-	errs := CheckNames(context.Background(), cfg)
-	if len(errs) != 1 {
-		t.Fatalf("errors: %v", errs)
-	}
-	msg := errs[0].Error()
-	for _, want := range []string{"pools.owas.members[0]", "owas01.corp.example.com", "network.hosts"} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("%q does not mention %q", msg, want)
-		}
-	}
-}
-
 // dnsServerForTest answers A queries for names on loopback UDP and
 // returns its address. Other names get NXDOMAIN; AAAA queries for known
 // names get an empty answer.
