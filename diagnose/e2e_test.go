@@ -195,7 +195,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 	for _, n := range certgen.SkypeNames {
 		table[n] = []netip.Addr{lab.VIP4}
 	}
-	serveDNS(t, pc, table)
+	testnet.ServeDNS(t, pc, table)
 
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)

@@ -5,6 +5,7 @@ package testnet
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -18,6 +19,7 @@ type (
 	NS             = lab.NS
 	Options        = lab.Options
 	NetworkOptions = lab.NetworkOptions
+	DNSTable       = lab.DNSTable
 )
 
 // Interface names inside the namespaces.
@@ -84,4 +86,23 @@ func TestPinDir(t testing.TB, name string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// DNSServer starts a lab DNS responder (lab.ServeDNS) for table on a
+// loopback UDP port until the test ends and returns its address.
+func DNSServer(t testing.TB, table DNSTable) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ServeDNS(t, pc, table)
+	return pc.LocalAddr().String()
+}
+
+// ServeDNS answers the queries reaching pc from table until the test's
+// cleanup closes pc.
+func ServeDNS(t testing.TB, pc net.PacketConn, table DNSTable) {
+	t.Cleanup(func() { pc.Close() })
+	go lab.ServeDNS(pc, table)
 }
