@@ -30,13 +30,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -192,29 +192,10 @@ func (n *NS) Close() {
 // Handle returns the namespace's file handle (owned by n).
 func (n *NS) Handle() netns.NsHandle { return n.handle }
 
-// Do runs fn on a locked OS thread inside the namespace and returns to
-// the caller's namespace afterwards. Sockets created by fn stay in the
-// namespace for their whole life.
+// Do runs fn inside the namespace (nsrun.Do). Sockets created by fn stay
+// in the namespace for their whole life.
 func (n *NS) Do(fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(n.handle); err != nil {
-		return fmt.Errorf("enter netns %s: %w", n.Name, err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// The thread is in the wrong namespace: never hand it back to
-			// the scheduler (LockOSThread without Unlock kills it on exit).
-			runtime.LockOSThread()
-			panic(fmt.Sprintf("lab: cannot return from netns %s: %v", n.Name, err))
-		}
-	}()
-	return fn()
+	return nsrun.Do(n.handle, fn)
 }
 
 // Listen opens a listener inside the namespace.
