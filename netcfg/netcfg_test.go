@@ -137,35 +137,6 @@ func TestDesiredErrors(t *testing.T) {
 	}
 }
 
-func TestPorts(t *testing.T) {
-	have, err := parsePorts("8080,40000-49999,50000-50010\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := formatPorts(have); got != "8080,40000-50010" {
-		t.Errorf("normalised %q", got)
-	}
-	want := []portRange{{40000, 59999}}
-	if portsCover(have, want) {
-		t.Error("partial reservation counted as covering")
-	}
-	merged := normalizePorts(append(have, want...))
-	if got := formatPorts(merged); got != "8080,40000-59999" {
-		t.Errorf("merged %q", got)
-	}
-	if !portsCover(merged, want) {
-		t.Error("merged list does not cover the range")
-	}
-	if r, err := parsePorts(""); err != nil || len(r) != 0 {
-		t.Errorf("empty list: %v %v", r, err)
-	}
-	for _, bad := range []string{"x", "5-1", "70000"} {
-		if _, err := parsePorts(bad); err == nil {
-			t.Errorf("parsePorts(%q) accepted", bad)
-		}
-	}
-}
-
 func TestJournalRecord(t *testing.T) {
 	var j journal
 	now := time.Unix(0, 0)
