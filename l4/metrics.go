@@ -43,9 +43,6 @@ var reasonNames = map[bpf.FastL4Reason]string{
 // isEvent tells reasons that count events on the way, not verdicts.
 func isEvent(r bpf.FastL4Reason) bool { return r >= bpf.FastL4ReasonREASON_EVENT_REPAIRED }
 
-// ReasonName is the label value of a reason code.
-func ReasonName(r bpf.FastL4Reason) string { return reasonNames[r] }
-
 // readCounters sums the per-CPU counters (index: virtual id * reasons +
 // reason).
 func (f *FastPath) readCounters() ([]bpf.FastL4Stat, error) {
