@@ -257,7 +257,7 @@ func expect(t testing.TB, fs []Finding, subj string, v Verdict, words ...string)
 	return Finding{}
 }
 
-// expectNone asserts that no finding has a verdict at least v.
+// expectAtMost asserts that no finding has a verdict at least v.
 func expectAtMost(t testing.TB, fs []Finding, v Verdict) {
 	t.Helper()
 	for _, f := range fs {

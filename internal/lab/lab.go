@@ -450,7 +450,7 @@ const BPFFSRoot = "/run/edgeproxy-bpffs"
 
 // PinDir returns a new directory on a BPF file system that processes
 // started with NS.Command see too, and mounts that file system first
-// when needed. The caller removes the directory (RemovePinDir).
+// when needed. The caller removes the directory with os.RemoveAll.
 func PinDir(name string) (string, error) {
 	if err := os.MkdirAll(BPFFSRoot, 0o700); err != nil {
 		return "", fmt.Errorf("create %s: %w", BPFFSRoot, err)
