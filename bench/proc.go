@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -21,30 +20,9 @@ import (
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *lab.Log
 	done chan struct{}
 	err  error
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // nsCommand builds `ip netns exec NS [taskset -c CPUS] name args...`.
@@ -63,7 +41,7 @@ func nsCommand(ns *lab.NS, cpus string, name string, args ...string) *exec.Cmd {
 func startProcess(ns *lab.NS, cpus string, env []string, name string, args ...string) (*process, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &process{name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: &lab.Log{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

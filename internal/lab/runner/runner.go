@@ -5,7 +5,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,31 +12,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
-
-// Log is a process's output, read while it is written.
-type Log struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *Log) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *Log) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // DefaultAdmin is the admin listener the lab configurations use.
 const DefaultAdmin = "127.0.0.1:9469"
@@ -49,7 +29,7 @@ type Daemon struct {
 	// Admin is the admin listener of its configuration (DefaultAdmin
 	// when empty).
 	Admin string
-	Log   Log
+	Log   lab.Log
 
 	run *run // the latest process
 }
