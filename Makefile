@@ -7,11 +7,19 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TESTFLAGS ?= -race -count=1 -timeout 40m
 PKGS      ?= ./...
 
+# The BPF toolchain, pinned here only: bpf2go reads these (bpf/gen.go).
+# The multiarch include directory (asm/types.h) is the host's.
+MULTIARCH     := $(shell gcc -print-multiarch 2>/dev/null || echo $$(uname -m)-linux-gnu)
+BPF2GO_CC     ?= clang
+BPF2GO_STRIP  ?= llvm-strip
+BPF2GO_CFLAGS ?= -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$(MULTIARCH)
+export BPF2GO_CC BPF2GO_STRIP BPF2GO_CFLAGS
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
 deps: ## install the Debian packages the build, tests, demo and benchmarks need (root)
@@ -29,10 +37,26 @@ build: ## build bin/edgeproxy
 test: deps ## run every test, privileged ones included (root), with the race detector
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
+.PHONY: test-unit
+test-unit: ## run the tests that need no root (-short: privileged tests skip)
+	$(GO) test -short -count=1 $(PKGS)
+
+.PHONY: bench-smoke
+bench-smoke: ## run every Go benchmark once (-benchtime=1x), as CI does
+	$(GO) test -count=1 -timeout 10m -run '^$$' -benchtime=1x -bench . $(PKGS)
+
 .PHONY: lint
 lint: ## go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+
+CLANG_FORMAT ?= clang-format
+
+.PHONY: format
+format: ## gofmt the Go code and clang-format the C in bpf/ (.clang-format; needs Debian's clang-format)
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "make format: $(CLANG_FORMAT) not found; install it (apt-get install clang-format) or set CLANG_FORMAT" >&2; exit 1; }
+	gofmt -w $$(git ls-files '*.go')
+	$(CLANG_FORMAT) -i --style=file bpf/*.c bpf/*.h
 
 .PHONY: demo
 demo: deps build ## build a namespace lab and show edgeproxy publishing it (root)

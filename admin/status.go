@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -79,9 +78,6 @@ type FastPath struct {
 	Interfaces []string `json:"interfaces"` // attached NICs with their XDP mode, e.g. "ext0 (native)"
 	Flows      uint64   `json:"flows"`
 	MaxFlows   uint64   `json:"max_flows"`
-	// Counters are packet counters by name (forwarded, passed, dropped
-	// reasons, SNAT exhaustion...).
-	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 // MembersFromHealth converts a health snapshot for Status.Members.
@@ -195,14 +191,6 @@ func (s *Status) WriteText(w io.Writer) error {
 	if fp := s.FastPath; fp != nil {
 		b.Reset()
 		fmt.Fprintf(&b, "\nfast path on %s: %d of %d flows\n", dash(strings.Join(fp.Interfaces, ", ")), fp.Flows, fp.MaxFlows)
-		names := make([]string, 0, len(fp.Counters))
-		for n := range fp.Counters {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			fmt.Fprintf(&b, "  %-24s %d\n", n, fp.Counters[n])
-		}
 		if _, err := io.WriteString(w, b.String()); err != nil {
 			return fmt.Errorf("write status: %w", err)
 		}

@@ -14,7 +14,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // Layers.
@@ -155,7 +155,7 @@ func edgeproxyAvailable(e *env) error {
 	return nil
 }
 
-// renderTemplate writes a configuration from a template into the trial
+// render writes a configuration from a template into the trial
 // directory and returns its path and text.
 func (t *trial) render(name, tmpl string, data any) (string, string, error) {
 	tp, err := template.New(name).Parse(tmpl)
@@ -523,7 +523,7 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installation, error) {
 	// `ip netns exec` hides /sys/fs/bpf: pin on a BPF file system the
 	// daemon sees from inside the namespace.
-	pins, err := testnet.PinDir("bench-" + filepath.Base(t.dir))
+	pins, err := lab.PinDir("bench-" + filepath.Base(t.dir))
 	if err != nil {
 		return nil, err
 	}
@@ -546,7 +546,7 @@ func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installatio
 	return in, nil
 }
 
-// vipAddr is the published address the clients connect to.
+// vip is the published address the clients connect to.
 func (t *trial) vip() netip.AddrPort { return netip.AddrPortFrom(t.lab.VIP4, 443) }
 
 // edgeproxyShown is the binary's path as the report prints it: relative

@@ -60,8 +60,8 @@ func statFields(b []byte) ([]string, bool) {
 	return strings.Fields(string(b[i+1:])), true
 }
 
-// procEntries lists the numeric entries of /proc with their parent pid and
-// command name.
+// procEntry is a numeric entry of /proc with its parent pid and command
+// name.
 type procEntry struct {
 	pid, ppid int
 	comm      string

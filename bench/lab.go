@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // trial is one installation of one candidate: a fresh lab (so that no
@@ -24,7 +24,7 @@ import (
 // the candidate in the proxy namespace.
 type trial struct {
 	env      *env
-	lab      *testnet.Lab
+	lab      *lab.Lab
 	dir      string
 	napi     map[string][]int // veth name → its NAPI thread(s)
 	backend  []*process
@@ -34,17 +34,17 @@ type trial struct {
 // proxyDevs and peerDevs are the veth ends whose receive work is counted
 // as the proxy's and as the client's/backend's.
 var (
-	proxyDevs = []string{testnet.ExtIf, testnet.IntIf}
-	peerDevs  = []string{testnet.ClientIf, testnet.BackendIf}
+	proxyDevs = []string{lab.ExtIf, lab.IntIf}
+	peerDevs  = []string{lab.ClientIf, lab.BackendIf}
 )
 
 // newTrial builds and tunes a lab.
 func (e *env) newTrial(ctx context.Context, name string) (_ *trial, err error) {
-	lab, err := testnet.Build(testnet.Options{Members: 2, Prefix: "epb"})
+	l, err := lab.Build(lab.Options{Members: 2, Prefix: "epb"})
 	if err != nil {
 		return nil, err
 	}
-	t := &trial{env: e, lab: lab, napi: map[string][]int{}}
+	t := &trial{env: e, lab: l, napi: map[string][]int{}}
 	defer func() {
 		if err != nil {
 			t.close()
@@ -67,7 +67,7 @@ func (e *env) newTrial(ctx context.Context, name string) (_ *trial, err error) {
 func (t *trial) tune(ctx context.Context) error {
 	l := t.lab
 	sysctls := []struct {
-		ns       *testnet.NS
+		ns       *lab.NS
 		key, val string
 	}{
 		// The load generators open tens of thousands of short connections.
@@ -88,14 +88,14 @@ func (t *trial) tune(ctx context.Context) error {
 	// pinned with that namespace's processes and whose CPU time is
 	// counted: the proxy's ext0/int0 threads on the proxy CPUs.
 	devs := []struct {
-		ns   *testnet.NS
+		ns   *lab.NS
 		dev  string
 		cpus string
 	}{
-		{l.Client, testnet.ClientIf, t.env.cpus.client},
-		{l.Proxy, testnet.ExtIf, t.env.cpus.proxy},
-		{l.Proxy, testnet.IntIf, t.env.cpus.proxy},
-		{l.Backend, testnet.BackendIf, t.env.cpus.backend},
+		{l.Client, lab.ClientIf, t.env.cpus.client},
+		{l.Proxy, lab.ExtIf, t.env.cpus.proxy},
+		{l.Proxy, lab.IntIf, t.env.cpus.proxy},
+		{l.Backend, lab.BackendIf, t.env.cpus.backend},
 	}
 	for _, d := range devs {
 		// A qdisc gives the stack backpressure when the peer's ring is
@@ -227,7 +227,7 @@ func (t *trial) startBackend(env []string, tcpPorts []uint16, name string, args 
 // listening reports whether a socket in ns listens (TCP) or is bound (UDP)
 // on port, on addr or on a wildcard address (addr invalid: any address).
 // IPv6 sockets count too: a server bound to [::] takes IPv4 as well.
-func listening(ns *testnet.NS, proto string, addr netip.Addr, port uint16) (bool, error) {
+func listening(ns *lab.NS, proto string, addr netip.Addr, port uint16) (bool, error) {
 	var found bool
 	err := ns.Do(func() error {
 		for _, file := range []string{proto, proto + "6"} {

@@ -23,8 +23,8 @@ var productLabels = map[string]string{
 	prodNginx:     "nginx (stream / tls)",
 }
 
-// chartValue is a product's median for a metric, normalised so that the
-// best candidate is 1 (higher is better for every bar).
+// chartValues are the products' medians for a metric, normalised so that
+// the best candidate is 1 (higher is better for every bar).
 func (r *results) chartValues(d metricDef) (map[string]float64, float64, bool) {
 	ph, _ := r.scenarioOf(d.scenario)
 	if ph == nil {

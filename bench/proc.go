@@ -8,11 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // process is a long-running program started by the harness inside a
@@ -21,34 +20,13 @@ import (
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *lab.Log
 	done chan struct{}
 	err  error
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // nsCommand builds `ip netns exec NS [taskset -c CPUS] name args...`.
-func nsCommand(ns *testnet.NS, cpus string, name string, args ...string) *exec.Cmd {
+func nsCommand(ns *lab.NS, cpus string, name string, args ...string) *exec.Cmd {
 	argv := []string{"netns", "exec", ns.Name}
 	if cpus != "" {
 		argv = append(argv, "taskset", "-c", cpus)
@@ -60,10 +38,10 @@ func nsCommand(ns *testnet.NS, cpus string, name string, args ...string) *exec.C
 
 // startProcess starts name in ns, pinned to cpus ("" for no pinning), with
 // extra environment variables env.
-func startProcess(ns *testnet.NS, cpus string, env []string, name string, args ...string) (*process, error) {
+func startProcess(ns *lab.NS, cpus string, env []string, name string, args ...string) (*process, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &process{name: name, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: &lab.Log{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -134,7 +112,7 @@ type cmdResult struct {
 	wall           time.Duration
 }
 
-func runIn(ctx context.Context, ns *testnet.NS, cpus string, env []string, name string, args ...string) (cmdResult, error) {
+func runIn(ctx context.Context, ns *lab.NS, cpus string, env []string, name string, args ...string) (cmdResult, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer

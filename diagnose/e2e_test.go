@@ -195,7 +195,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 	for _, n := range certgen.SkypeNames {
 		table[n] = []netip.Addr{lab.VIP4}
 	}
-	serveDNS(t, pc, table)
+	testnet.ServeDNS(t, pc, table)
 
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
@@ -222,7 +222,7 @@ func (d *e2eDeployment) writeConfig(t *testing.T) {
 func (d *e2eDeployment) start(t *testing.T) {
 	t.Helper()
 	d.writeConfig(t)
-	d.Start(t, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
+	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
 		"-pid-file", "", "-netcfg-state", "-", "-cleanup")
 }
 

@@ -37,7 +37,7 @@ type Env struct {
 	Config *config.Config
 
 	// NS runs fn in the proxy host's network namespace on a locked OS
-	// thread (e.g. testnet's NS.Do). Nil: the current namespace.
+	// thread (e.g. lab's NS.Do). Nil: the current namespace.
 	NS func(fn func() error) error
 	// Dial connects from the proxy host. Default: net.Dialer inside NS.
 	Dial DialFunc

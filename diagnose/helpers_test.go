@@ -8,9 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"encoding/pem"
-	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -259,7 +257,7 @@ func expect(t testing.TB, fs []Finding, subj string, v Verdict, words ...string)
 	return Finding{}
 }
 
-// expectNone asserts that no finding has a verdict at least v.
+// expectAtMost asserts that no finding has a verdict at least v.
 func expectAtMost(t testing.TB, fs []Finding, v Verdict) {
 	t.Helper()
 	for _, f := range fs {
@@ -267,96 +265,6 @@ func expectAtMost(t testing.TB, fs []Finding, v Verdict) {
 			t.Errorf("unexpected %s %s %s: %s", f.Verdict, f.Check, f.Subject, f.Evidence)
 		}
 	}
-}
-
-// dnsServer answers A queries from a table on a loopback UDP port; other
-// names get NXDOMAIN.
-func dnsServer(t testing.TB, table map[string][]netip.Addr) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveDNS(t, pc, table)
-	return pc.LocalAddr().String()
-}
-
-// serveDNS answers the queries reaching pc from the table until the
-// test's cleanup closes it.
-func serveDNS(t testing.TB, pc net.PacketConn, table map[string][]netip.Addr) {
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp, err := dnsAnswer(buf[:n], table); err == nil {
-				_, _ = pc.WriteTo(resp, from)
-			}
-		}
-	}()
-}
-
-var errBadQuery = errors.New("bad DNS query")
-
-// dnsAnswer builds the response to one query (RFC 1035 wire format).
-func dnsAnswer(q []byte, table map[string][]netip.Addr) ([]byte, error) {
-	if len(q) < 12 || binary.BigEndian.Uint16(q[4:]) != 1 {
-		return nil, errBadQuery
-	}
-	// Question name.
-	i := 12
-	var labels []string
-	for {
-		if i >= len(q) {
-			return nil, errBadQuery
-		}
-		l := int(q[i])
-		i++
-		if l == 0 {
-			break
-		}
-		if i+l > len(q) {
-			return nil, errBadQuery
-		}
-		labels = append(labels, string(q[i:i+l]))
-		i += l
-	}
-	if i+4 > len(q) {
-		return nil, errBadQuery
-	}
-	qtype := binary.BigEndian.Uint16(q[i:])
-	qEnd := i + 4
-	name := strings.ToLower(strings.Join(labels, "."))
-	addrs, known := table[name]
-	var answers [][]byte
-	for _, a := range addrs {
-		if (qtype == 1 && a.Is4()) || (qtype == 28 && a.Is6()) {
-			rr := []byte{0xc0, 12} // pointer to the question's name
-			rr = binary.BigEndian.AppendUint16(rr, qtype)
-			rr = binary.BigEndian.AppendUint16(rr, 1)
-			rr = binary.BigEndian.AppendUint32(rr, 60)
-			rr = binary.BigEndian.AppendUint16(rr, uint16(a.BitLen()/8))
-			rr = append(rr, a.AsSlice()...)
-			answers = append(answers, rr)
-		}
-	}
-	resp := make([]byte, 12, 512)
-	copy(resp, q[:2])
-	flags := uint16(0x8180) // response, RD, RA
-	if !known {
-		flags |= 3 // NXDOMAIN
-	}
-	binary.BigEndian.PutUint16(resp[2:], flags)
-	binary.BigEndian.PutUint16(resp[4:], 1)
-	binary.BigEndian.PutUint16(resp[6:], uint16(len(answers)))
-	resp = append(resp, q[12:qEnd]...)
-	for _, a := range answers {
-		resp = append(resp, a...)
-	}
-	return resp, nil
 }
 
 func selfPID(pid int, _ string) bool { return pid == os.Getpid() }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 // namesLab is an https virtual serving certs live, configured with files.
@@ -42,7 +43,7 @@ func TestNames(t *testing.T) {
 			for _, n := range skypeNames {
 				table[n] = []netip.Addr{vip}
 			}
-			fs := runCheck(t, &Env{Config: cfg, Resolver: dnsServer(t, table)}, Names)
+			fs := runCheck(t, &Env{Config: cfg, Resolver: testnet.DNSServer(t, table)}, Names)
 			expectAtMost(t, fs, Pass)
 			expect(t, fs, "lyncdiscover.example.com certificate", Pass, "covers it", "presents")
 			expect(t, fs, "meet.example.com DNS", Pass, "127.0.0.1")
@@ -89,7 +90,7 @@ func TestNames(t *testing.T) {
 
 	t.Run("DNS", func(t *testing.T) {
 		cfg, _ := namesLab(t, []config.Certificate{writeCert(t, t.TempDir(), "pub", all, p.Inter)}, tlsCert(all, p.Inter))
-		srv := dnsServer(t, map[string][]netip.Addr{
+		srv := testnet.DNSServer(t, map[string][]netip.Addr{
 			"webext.example.com":       {vip},
 			"meet.example.com":         {netip.MustParseAddr("192.0.2.99")},
 			"lyncdiscover.example.com": {vip, netip.MustParseAddr("192.0.2.98")},
@@ -110,7 +111,7 @@ func TestNames(t *testing.T) {
 		fs := runCheck(t, &Env{Config: cfg}, Names)
 		expect(t, fs, "backend fe02.corp.example.com", Fail, "not in network.hosts", `"fe02.corp.example.com: <address>"`)
 
-		cfg.Network.Resolver = dnsServer(t, map[string][]netip.Addr{"fe02.corp.example.com": {netip.MustParseAddr("198.19.1.12")}})
+		cfg.Network.Resolver = testnet.DNSServer(t, map[string][]netip.Addr{"fe02.corp.example.com": {netip.MustParseAddr("198.19.1.12")}})
 		fs = runCheck(t, &Env{Config: cfg}, Names)
 		expect(t, fs, "backend fe02.corp.example.com", Pass, "network.resolver", "198.19.1.12")
 	})

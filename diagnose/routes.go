@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/vishvananda/netlink"
 )
 
@@ -310,10 +311,13 @@ func (e *Env) snatPortsFinding() (Finding, bool) {
 		return Finding{}, false
 	}
 	subj := "SNAT ports " + r.String()
-	reserved := parsePortList(res)
+	reserved, err := portlist.Parse(res)
+	if err != nil {
+		return Finding{}, false
+	}
 	clash := false
 	for p := max(int(r.First), lo); p <= min(int(r.Last), hi) && !clash; p++ {
-		clash = !reserved(p)
+		clash = !reserved.Contains(uint16(p))
 	}
 	if !clash {
 		return Finding{Subject: subj, Verdict: Pass, Evidence: fmt.Sprintf("outside the ephemeral range %d-%d or reserved (%s)", lo, hi, orIf(res, "none"))}, true
@@ -321,35 +325,6 @@ func (e *Env) snatPortsFinding() (Finding, bool) {
 	return Finding{Subject: subj, Verdict: Warn,
 		Evidence: fmt.Sprintf("the ephemeral port range %d-%d overlaps the SNAT ports and they are not reserved (ip_local_reserved_ports = %q): the kernel may pick a SNAT port for the proxy's own connections", lo, hi, res),
 		Fix:      fmt.Sprintf("sysctl -w net.ipv4.ip_local_reserved_ports=%s (edgeproxy run sets it)", r)}, true
-}
-
-// parsePortList parses a list like "8080,40000-59999" into a membership
-// test.
-func parsePortList(list string) func(p int) bool {
-	type span struct{ lo, hi int }
-	var spans []span
-	for _, part := range strings.Split(list, ",") {
-		a, b, isRange := strings.Cut(strings.TrimSpace(part), "-")
-		lo, err := strconv.Atoi(a)
-		if err != nil {
-			continue
-		}
-		hi := lo
-		if isRange {
-			if hi, err = strconv.Atoi(b); err != nil {
-				continue
-			}
-		}
-		spans = append(spans, span{lo, hi})
-	}
-	return func(p int) bool {
-		for _, s := range spans {
-			if p >= s.lo && p <= s.hi {
-				return true
-			}
-		}
-		return false
-	}
 }
 
 func describeHop(hp hop, linkName func(int) string) string {

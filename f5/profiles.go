@@ -30,8 +30,8 @@ type profileOut struct {
 
 type certKey struct{ cert, key, chain string }
 
-// builtinProfiles maps the names of BIG-IP's built-in profiles in /Common
-// to their types.
+// builtinProfileType maps the names of BIG-IP's built-in profiles in
+// /Common to their types.
 func builtinProfileType(name string) string {
 	switch {
 	case name == "fastL4" || name == "fastl4" || strings.HasPrefix(name, "fastL4-") || name == "apm-forwarding-fastL4" || name == "full-acceleration" || name == "security-fastL4":

@@ -23,7 +23,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
@@ -34,6 +33,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 )
 
 // Errors.
@@ -465,29 +465,7 @@ func (f *FastPath) release() {
 // inNS runs fn in the fast path's network namespace, on a locked thread:
 // Run and the methods may be called from any goroutine, and sysctls are
 // read and written in the namespace of the calling thread.
-func (f *FastPath) inNS(fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cur, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get network namespace: %w", err)
-	}
-	defer cur.Close()
-	if cur.Equal(f.ns) {
-		return fn()
-	}
-	if err := netns.Set(f.ns); err != nil {
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	defer func() {
-		if err := netns.Set(cur); err != nil {
-			// Never hand a thread in the wrong namespace back to the
-			// scheduler: a locked thread that is not unlocked exits.
-			runtime.LockOSThread()
-		}
-	}()
-	return fn()
-}
+func (f *FastPath) inNS(fn func() error) error { return nsrun.Do(f.ns, fn) }
 
 // Cleanup detaches the program from every NIC it is pinned to and removes
 // the pinned state under pinPath: established flows stop.

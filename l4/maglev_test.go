@@ -7,8 +7,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 func TestMaglevTable(t *testing.T) {
@@ -60,31 +58,6 @@ func TestMaglevSizeMustBePrime(t *testing.T) {
 	o := Options{MaglevSize: 65536}
 	if err := o.defaults(); err == nil {
 		t.Error("65536 accepted")
-	}
-}
-
-func TestPortList(t *testing.T) {
-	for _, tc := range []struct{ have, add, want string }{
-		{"", "40000-59999", "40000-59999"},
-		{"8080", "40000-59999", "8080,40000-59999"},
-		{"39000-40010,59990-61000", "40000-59999", "39000-61000"},
-		{"40000-59999", "40000-59999", "40000-59999"},
-		{"7", "8-9", "7-9"},
-	} {
-		have, err := parsePortList(tc.have)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := config.ParsePortRange(tc.add)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := formatPortList(mergePorts(append(have, r))); got != tc.want {
-			t.Errorf("%q + %s = %q, want %q", tc.have, tc.add, got, tc.want)
-		}
-	}
-	if _, err := parsePortList("80-x"); err == nil {
-		t.Error("bad list accepted")
 	}
 }
 

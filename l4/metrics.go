@@ -69,9 +69,6 @@ func isEvent(r bpf.FastL4Reason) bool {
 	return false
 }
 
-// ReasonName is the label value of a reason code.
-func ReasonName(r bpf.FastL4Reason) string { return reasonNames[r] }
-
 // readCounters sums the per-CPU counters (index: virtual id * reasons +
 // reason).
 func (f *FastPath) readCounters() ([]bpf.FastL4Stat, error) {

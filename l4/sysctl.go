@@ -6,10 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // enableFIBLookups sets forwarding on the loopback device only.
@@ -54,57 +54,13 @@ func reservePorts(r config.PortRange) error {
 	if err != nil {
 		return fmt.Errorf("read sysctl %s: %w", key, err)
 	}
-	have, err := parsePortList(string(b))
+	have, err := portlist.Parse(string(b))
 	if err != nil {
 		return err
 	}
-	want := mergePorts(append(slices.Clone(have), r))
+	want := have.Add(portlist.Range{First: r.First, Last: r.Last})
 	if slices.Equal(have, want) {
 		return nil
 	}
-	return ensureSysctl(key, formatPortList(want))
-}
-
-func parsePortList(s string) ([]config.PortRange, error) {
-	var out []config.PortRange
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
-		lo, hi, isRange := strings.Cut(f, "-")
-		a, err := strconv.ParseUint(lo, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("parse reserved ports %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.ParseUint(hi, 10, 16); err != nil {
-				return nil, fmt.Errorf("parse reserved ports %q: %w", s, err)
-			}
-		}
-		out = append(out, config.PortRange{First: uint16(a), Last: uint16(b)})
-	}
-	return mergePorts(out), nil
-}
-
-func mergePorts(rs []config.PortRange) []config.PortRange {
-	slices.SortFunc(rs, func(a, b config.PortRange) int { return int(a.First) - int(b.First) })
-	var out []config.PortRange
-	for _, r := range rs {
-		if n := len(out); n > 0 && int(r.First) <= int(out[n-1].Last)+1 {
-			out[n-1].Last = max(out[n-1].Last, r.Last)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-func formatPortList(rs []config.PortRange) string {
-	parts := make([]string, 0, len(rs))
-	for _, r := range rs {
-		if r.First == r.Last {
-			parts = append(parts, strconv.Itoa(int(r.First)))
-		} else {
-			parts = append(parts, r.String())
-		}
-	}
-	return strings.Join(parts, ",")
+	return ensureSysctl(key, want.String())
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // State is what the network: section asks of the host.
@@ -288,7 +289,7 @@ func Desired(cfg *config.Config) (*State, error) {
 			return nil, fmt.Errorf("%w: fastpath.snat_ports %d-%d is not a range: write it as 40000-59999", ErrBadNetwork, pr.First, pr.Last)
 		}
 		st.Sysctls = append(st.Sysctls, Sysctl{
-			Key: "net/ipv4/ip_local_reserved_ports", Value: formatPorts([]portRange{{pr.First, pr.Last}}), merge: true,
+			Key: "net/ipv4/ip_local_reserved_ports", Value: portlist.Of(portlist.Range{First: pr.First, Last: pr.Last}).String(), merge: true,
 			Why: "the SNAT ports of the fast path are kept out of the host's ephemeral ports",
 		})
 	}

@@ -19,12 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -150,38 +149,11 @@ func Revert() ([]Change, error) {
 	return h.Revert()
 }
 
-// KeepResolved asks the kernel to keep a next hop on link resolved (a
-// managed neighbour entry), for next hops learned at run time, such as
-// pool members on a NIC's own subnet resolved through the DMZ resolver.
-// It is idempotent and not journaled.
-func (h *Host) KeepResolved(link string, addr netip.Addr) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return neighManage{link: link, addr: addr.Unmap()}.do(h)
-}
-
 // StatePath returns the journal's path ("" when disabled).
 func (h *Host) StatePath() string { return h.state }
 
-// inNS runs fn on an OS thread inside the Host's namespace. The thread is
-// never handed back to the scheduler (it ends with the goroutine), so a
-// failure to return cannot leak a thread in the wrong namespace.
-func (h *Host) inNS(fn func() error) error {
-	if !h.ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
-		if err := netns.Set(h.ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// inNS runs fn inside the Host's namespace (nsrun.Do).
+func (h *Host) inNS(fn func() error) error { return nsrun.Do(h.ns, fn) }
 
 // nsHandle returns the namespace for netlink subscriptions (nil: the
 // caller's).

@@ -445,20 +445,3 @@ func TestPrivilegedReconciler(t *testing.T) {
 		t.Errorf("Repairs(route) = 0")
 	}
 }
-
-func TestPrivilegedKeepResolved(t *testing.T) {
-	t.Parallel()
-	l, h := lab(t)
-	l.Proxy.Run(t, "ip", "addr", "add", "198.19.0.2/24", "dev", "int0")
-	if err := h.KeepResolved("int0", l.RouterAddr4); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.KeepResolved("int0", l.RouterAddr4); err != nil {
-		t.Fatalf("second call: %v", err)
-	}
-	// The kernel resolves it without any traffic.
-	eventually(t, "next hop resolved", func() bool {
-		out := l.Proxy.Run(t, "ip", "neigh", "show", "dev", "int0", l.RouterAddr4.String())
-		return strings.Contains(out, "managed") && strings.Contains(out, "lladdr")
-	})
-}

@@ -2,9 +2,7 @@ package netcfg
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 func exampleConfig() *config.Config {
@@ -138,35 +137,6 @@ func TestDesiredErrors(t *testing.T) {
 	}
 }
 
-func TestPorts(t *testing.T) {
-	have, err := parsePorts("8080,40000-49999,50000-50010\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := formatPorts(have); got != "8080,40000-50010" {
-		t.Errorf("normalised %q", got)
-	}
-	want := []portRange{{40000, 59999}}
-	if portsCover(have, want) {
-		t.Error("partial reservation counted as covering")
-	}
-	merged := normalizePorts(append(have, want...))
-	if got := formatPorts(merged); got != "8080,40000-59999" {
-		t.Errorf("merged %q", got)
-	}
-	if !portsCover(merged, want) {
-		t.Error("merged list does not cover the range")
-	}
-	if r, err := parsePorts(""); err != nil || len(r) != 0 {
-		t.Errorf("empty list: %v %v", r, err)
-	}
-	for _, bad := range []string{"x", "5-1", "70000"} {
-		if _, err := parsePorts(bad); err == nil {
-			t.Errorf("parsePorts(%q) accepted", bad)
-		}
-	}
-}
-
 func TestJournalRecord(t *testing.T) {
 	var j journal
 	now := time.Unix(0, 0)
@@ -239,7 +209,7 @@ func TestResolverHosts(t *testing.T) {
 }
 
 func TestResolverDMZ(t *testing.T) {
-	srv := dnsServerForTest(t, map[string]netip.Addr{"fe09.corp.example.com.": netip.MustParseAddr("198.19.1.99")})
+	srv := testnet.DNSServer(t, testnet.DNSTable{"fe09.corp.example.com": {netip.MustParseAddr("198.19.1.99")}})
 	n := exampleConfig().Network
 	n.Resolver = srv
 	r, err := NewResolver(n)
@@ -265,79 +235,4 @@ func TestResolverDMZ(t *testing.T) {
 	if r, err := NewResolver(config.Network{Resolver: "198.19.0.53"}); err != nil || r.server != "198.19.0.53:53" {
 		t.Fatalf("resolver without port: %v", err)
 	}
-}
-
-func TestCheckNames(t *testing.T) {
-	cfg := exampleConfig()
-	cfg.Pools["owas"] = &config.Pool{Members: []config.Member{{Address: "owas01.corp.example.com"}}}
-	errs := CheckNames(context.Background(), cfg)
-	if len(errs) != 1 {
-		t.Fatalf("errors: %v", errs)
-	}
-	msg := errs[0].Error()
-	for _, want := range []string{"pools.owas.members[0]", "owas01.corp.example.com", "network.hosts"} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("%q does not mention %q", msg, want)
-		}
-	}
-}
-
-// dnsServerForTest answers A queries for names on loopback UDP and
-// returns its address. Other names get NXDOMAIN; AAAA queries for known
-// names get an empty answer.
-func dnsServerForTest(t *testing.T, names map[string]netip.Addr) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := buf[:n]
-			if len(q) < 12 {
-				continue
-			}
-			// The question: labels up to the root, then type and class.
-			off, name := 12, ""
-			for off < len(q) && q[off] != 0 {
-				l := int(q[off])
-				if off+1+l > len(q) {
-					break
-				}
-				name += strings.ToLower(string(q[off+1:off+1+l])) + "."
-				off += 1 + l
-			}
-			end := off + 5
-			if end > len(q) {
-				continue
-			}
-			qtype := binary.BigEndian.Uint16(q[off+1:])
-			resp := append([]byte{}, q[:2]...)
-			a, known := names[name]
-			rcode := byte(0)
-			if !known {
-				rcode = 3 // NXDOMAIN
-			}
-			answer := known && qtype == 1 && a.Is4()
-			ancount := 0
-			if answer {
-				ancount = 1
-			}
-			resp = append(resp, 0x81, 0x80|rcode, 0, 1, 0, byte(ancount), 0, 0, 0, 0)
-			resp = append(resp, q[12:end]...)
-			if answer {
-				ip := a.As4()
-				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
-				resp = append(resp, ip[:]...)
-			}
-			_, _ = pc.WriteTo(resp, from)
-		}
-	}()
-	return pc.LocalAddr().String()
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -154,18 +155,18 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		}
 		want := s.Value
 		if s.merge {
-			have, err := parsePorts(cur)
+			have, err := portlist.Parse(cur)
 			if err != nil {
 				return nil, fmt.Errorf("read sysctl %s: %w", s.Name(), err)
 			}
-			add, err := parsePorts(s.Value)
+			add, err := portlist.Parse(s.Value)
 			if err != nil {
 				return nil, err
 			}
-			if portsCover(have, add) {
+			if have.Covers(add) {
 				continue
 			}
-			want = formatPorts(normalizePorts(append(have, add...)))
+			want = have.Add(add...).String()
 		} else if cur == want {
 			continue
 		}

@@ -123,26 +123,3 @@ func (r *Resolver) ResolveAll(ctx context.Context, name string) ([]netip.Addr, e
 	}
 	return as, nil
 }
-
-// CheckNames resolves every pool member of cfg the way the daemon will
-// and returns one error per member that resolves to nothing, naming the
-// pool, the member and the fix.
-func CheckNames(ctx context.Context, cfg *config.Config) []error {
-	r, err := NewResolver(cfg.Network)
-	if err != nil {
-		return []error{err}
-	}
-	var errs []error
-	for _, pool := range sortedKeys(cfg.Pools) {
-		p := cfg.Pools[pool]
-		if p == nil {
-			continue
-		}
-		for i, m := range p.Members {
-			if _, err := r.Resolve(ctx, m.Address); err != nil {
-				errs = append(errs, fmt.Errorf("pools.%s.members[%d]: %w", pool, i, err))
-			}
-		}
-	}
-	return errs
-}

@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -49,75 +47,4 @@ func (h *Host) writeSysctl(key, value string) error {
 		}
 		return nil
 	})
-}
-
-// portRange is an inclusive range of ports.
-type portRange struct{ first, last uint16 }
-
-// parsePorts reads the kernel's port list format: "8080,40000-59999".
-func parsePorts(s string) ([]portRange, error) {
-	var out []portRange
-	for f := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		lo, hi, isRange := strings.Cut(f, "-")
-		a, err := strconv.ParseUint(lo, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("parse port list %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.ParseUint(hi, 10, 16); err != nil {
-				return nil, fmt.Errorf("parse port list %q: %w", s, err)
-			}
-		}
-		if b < a {
-			return nil, fmt.Errorf("parse port list %q: range %s is reversed", s, f)
-		}
-		out = append(out, portRange{uint16(a), uint16(b)})
-	}
-	return normalizePorts(out), nil
-}
-
-// normalizePorts sorts and merges overlapping and adjacent ranges.
-func normalizePorts(rs []portRange) []portRange {
-	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b portRange) int { return int(a.first) - int(b.first) })
-	var out []portRange
-	for _, r := range rs {
-		if n := len(out); n > 0 && uint32(r.first) <= uint32(out[n-1].last)+1 {
-			out[n-1].last = max(out[n-1].last, r.last)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-func formatPorts(rs []portRange) string {
-	parts := make([]string, 0, len(rs))
-	for _, r := range rs {
-		if r.first == r.last {
-			parts = append(parts, strconv.Itoa(int(r.first)))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", r.first, r.last))
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-// portsCover reports whether have reserves every port of want.
-func portsCover(have, want []portRange) bool {
-	have = normalizePorts(have)
-	for _, w := range want {
-		ok := false
-		for _, h := range have {
-			if h.first <= w.first && w.last <= h.last {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
 }

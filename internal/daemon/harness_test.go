@@ -175,7 +175,7 @@ func (d *deployment) writeConfig(t *testing.T, p params) {
 // ready with every member of sfb-fe up.
 func (d *deployment) start(t *testing.T) {
 	t.Helper()
-	d.Start(t, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
+	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
 		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"))
 }
 

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // hit is one response as a client saw it.
@@ -67,7 +67,7 @@ func (h *hit) where() string {
 
 // get sends one GET on a new connection from ns to target (TLS when tc
 // is set). The URL's host is the Host header; tc.ServerName is the SNI.
-func (s *session) get(ctx context.Context, ns *testnet.NS, target netip.AddrPort, rawURL string, tc *tls.Config, hdr http.Header) (*hit, error) {
+func (s *session) get(ctx context.Context, ns *lab.NS, target netip.AddrPort, rawURL string, tc *tls.Config, hdr http.Header) (*hit, error) {
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return ns.DialContext(ctx, "tcp", target.String())
 	}

@@ -67,7 +67,7 @@ virtuals:
 // configData fills configTemplate.
 type configData struct {
 	Admin                 string
-	Network               string // the network section (testnet.Lab.NetworkYAML)
+	Network               string // the network section (lab.Lab.NetworkYAML)
 	Members               []string
 	PinPath               string
 	FastVIP, L7VIP        netip.Addr

@@ -25,7 +25,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
 
 // Sentinel errors.
@@ -100,7 +100,7 @@ type session struct {
 	start time.Time
 	log   *slog.Logger
 
-	lab     *testnet.Lab
+	lab     *lab.Lab
 	id      string
 	dir     string
 	pinPath string
@@ -196,12 +196,12 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 
 // setUp builds the lab, the certificates, the members and the daemon.
 func (s *session) setUp(ctx context.Context) error {
-	lab, err := testnet.Build(testnet.Options{Members: 2, Prefix: labPrefix})
+	l, err := lab.Build(lab.Options{Members: 2, Prefix: labPrefix})
 	if err != nil {
 		return fmt.Errorf("build lab: %w", err)
 	}
-	s.lab = lab
-	s.id = strings.TrimSuffix(lab.Client.Name, "-client")
+	s.lab = l
+	s.id = strings.TrimSuffix(l.Client.Name, "-client")
 	s.pinPath = pinBase + s.id
 	if err := os.MkdirAll(StateBase, 0o700); err != nil {
 		return fmt.Errorf("create demo state directory: %w", err)
@@ -213,7 +213,7 @@ func (s *session) setUp(ctx context.Context) error {
 	s.cfgPath = filepath.Join(s.dir, "edgeproxy.yaml")
 	s.logPath = filepath.Join(s.dir, "edgeproxy.log")
 	s.admin = &http.Client{
-		Transport: &http.Transport{DialContext: lab.Proxy.DialContext, DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: l.Proxy.DialContext, DisableKeepAlives: true},
 		Timeout:   5 * time.Second,
 	}
 	s.printHeader()
@@ -221,7 +221,7 @@ func (s *session) setUp(ctx context.Context) error {
 	if err := s.issueCertificates(); err != nil {
 		return err
 	}
-	if err := s.startMembers(lab.Backend.Listen); err != nil {
+	if err := s.startMembers(l.Backend.Listen); err != nil {
 		return err
 	}
 	if err := s.writeConfig(); err != nil {
@@ -284,7 +284,7 @@ func (s *session) configData() configData {
 	tlsDir := filepath.Join(s.dir, "tls")
 	return configData{
 		Admin:      adminAddr,
-		Network:    l.NetworkYAML(testnet.NetworkOptions{Hosts: l.MemberHosts(memberNames...)}),
+		Network:    l.NetworkYAML(lab.NetworkOptions{Hosts: l.MemberHosts(memberNames...)}),
 		Members:    memberNames,
 		PinPath:    s.pinPath,
 		FastVIP:    FastVIP,

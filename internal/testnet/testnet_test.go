@@ -1,9 +1,11 @@
 package testnet
 
 import (
+	"flag"
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -70,13 +72,31 @@ func TestPrivilegedLabCleanup(t *testing.T) {
 	}
 	names := []string{lab.Client.Name, lab.Proxy.Name, lab.Backend.Name}
 	lab.Close()
-	out, err := (&NS{}).listNetns()
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range names {
-		if strings.Contains(out, n) {
+		if strings.Contains(string(out), n) {
 			t.Fatalf("namespace %s left behind:\n%s", n, out)
 		}
+	}
+}
+
+// TestRequireRootShort checks that -short (make test-unit) skips a
+// privileged test even for root, before it touches the host.
+func TestRequireRootShort(t *testing.T) {
+	was := flag.Lookup("test.short").Value.String()
+	if err := flag.Set("test.short", "true"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = flag.Set("test.short", was) })
+	ran := false
+	t.Run("privileged", func(t *testing.T) {
+		New(t, Options{})
+		ran = true
+	})
+	if ran {
+		t.Fatal("a lab was built under -short")
 	}
 }

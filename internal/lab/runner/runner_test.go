@@ -1,4 +1,4 @@
-package labtest
+package runner
 
 import (
 	"testing"
