@@ -799,3 +799,62 @@ func TestSkypePoolAtL4Warns(t *testing.T) {
 		}
 	}
 }
+
+// fastl4Skype is the F5-certified layout: front ends published through
+// fastl4 virtuals only, the pool marked as Skype front ends.
+const fastl4Skype = `
+network:
+  external: {interface: ext0, addresses: [198.18.0.2/24]}
+  internal: {interface: int0, addresses: [198.19.0.2/24]}
+pools:
+  sfb-fe: {kind: skype-fe, members: [198.19.0.11]}
+virtuals:
+  - {name: web-l4, mode: fastl4, listen: 198.18.0.10:443, pool: sfb-fe, port: 4443, snat: automap}
+  - {name: web-l4-http, mode: fastl4, listen: 198.18.0.10:80, pool: sfb-fe, port: 8080, snat: automap}
+`
+
+// A Skype front-end pool's fastl4 virtuals are held to the External Web
+// Site's ports, whether the pool says kind: skype-fe or a site publishes
+// it with profile skype: 443 to 443 fails check with the reason and the fix.
+func TestFastL4SkypePoolPorts(t *testing.T) {
+	if _, err := config.Parse("l4.yaml", []byte(fastl4Skype)); err != nil {
+		t.Fatalf("443 to 4443 and 80 to 8080: %v", err)
+	}
+	for _, tc := range []struct {
+		name  string
+		edits []edit
+		path  string
+		want  []string
+	}{
+		{"kind 443", []edit{{"pool: sfb-fe, port: 4443", "pool: sfb-fe, port: 443"}}, "virtuals[0].port",
+			[]string{"Internal Web Site", "External Web Site on 4443", "/cscp", "set port: 4443"}},
+		{"kind 80", []edit{{"pool: sfb-fe, port: 8080", "pool: sfb-fe, port: 80"}}, "virtuals[1].port",
+			[]string{"Internal Web Site", "set port: 8080"}},
+		{"site profile", []edit{{"kind: skype-fe, ", ""}, {"pool: sfb-fe, port: 4443", "pool: sfb-fe, port: 443"},
+			{"snat: automap}\n  - {name: web-l4-http", "snat: automap}\n  - {name: web-l7, mode: http, listen: 198.18.0.11:80, sites: [{hosts: [a.example.com], pool: sfb-fe, port: 8080, profile: skype, response_timeout: 1000s}]}\n  - {name: web-l4-http"}},
+			"virtuals[0].port", []string{"Internal Web Site", "set port: 4443"}},
+	} {
+		_, err := config.Parse("l4.yaml", []byte(apply(t, fastl4Skype, tc.edits)))
+		var errs *config.Errors
+		if !errors.As(err, &errs) {
+			t.Errorf("%s: check accepts it: %v", tc.name, err)
+			continue
+		}
+		found := false
+		for _, e := range errs.List {
+			found = found || e.Path == tc.path && containsAll(e.Msg, tc.want)
+		}
+		if !found {
+			t.Errorf("%s: no error at %s with %q:\n%v", tc.name, tc.path, tc.want, err)
+		}
+	}
+
+	// Without the pool's kind nothing says these are front ends.
+	text := apply(t, fastl4Skype, []edit{{"kind: skype-fe, ", ""}, {"pool: sfb-fe, port: 4443", "pool: sfb-fe, port: 443"}})
+	if _, err := config.Parse("l4.yaml", []byte(text)); err != nil {
+		t.Errorf("a pool of unknown kind to 443: %v", err)
+	}
+	if _, err := config.Parse("l4.yaml", []byte(apply(t, fastl4Skype, []edit{{"kind: skype-fe", "kind: skype"}}))); err == nil || !strings.Contains(err.Error(), `unknown kind "skype"`) {
+		t.Errorf("kind: skype: %v", err)
+	}
+}

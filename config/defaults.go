@@ -86,6 +86,9 @@ const (
 	ProfileSkype = "skype" // Skype for Business / Lync web services
 )
 
+// PoolKindSkypeFE marks a pool of Skype for Business / Lync front ends.
+const PoolKindSkypeFE = "skype-fe"
+
 // Site redirect targets and affinities.
 const (
 	RedirectHTTPS   = "https"

@@ -122,6 +122,9 @@ type Pool struct {
 	Monitor Monitor  `yaml:"monitor"`
 	// LB: round_robin (default) | least_conn, for L7; fastl4 uses Maglev.
 	LB LB `yaml:"lb"`
+	// Kind: "" | skype-fe (a Skype for Business / Lync front-end pool:
+	// its fastl4 virtuals are held to the External Web Site's ports).
+	Kind string `yaml:"kind"`
 
 	Name string `yaml:"-"`
 }

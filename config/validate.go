@@ -476,6 +476,7 @@ func (v *validator) pools() {
 			v.warnf(base+".members", "every member of pool %s is disabled: its virtuals will refuse connections", name)
 		}
 		choice(v, base+".lb", "lb", p.LB, false, LBRoundRobin, LBLeastConn)
+		choice(v, base+".kind", "kind", p.Kind, true, PoolKindSkypeFE)
 		v.monitor(p, base+".monitor")
 	}
 }
@@ -680,8 +681,8 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 	}
 	if p != nil && vs.Listen.IsValid() && !vs.Listen.Addr().IsUnspecified() {
 		v.familyCheck(base+".pool", vs.Listen.Addr(), p)
-		if v.poolHasSkypeSite(vs.Pool) {
-			v.internalSitePort(base+".port", vs.Port)
+		if v.skypePool(vs.Pool) {
+			v.externalSitePorts(vs, base+".port")
 		}
 	}
 	if p != nil {
@@ -751,6 +752,30 @@ func (v *validator) poolHasSkypeSite(pool string) bool {
 		}
 	}
 	return false
+}
+
+// skypePool reports whether pool holds Skype front ends: a site publishes
+// it with profile skype, or the pool says kind: skype-fe.
+func (v *validator) skypePool(pool string) bool {
+	if p := v.c.Pools[pool]; p != nil && p.Kind == PoolKindSkypeFE {
+		return true
+	}
+	return v.poolHasSkypeSite(pool)
+}
+
+// externalSitePorts holds a fastl4 virtual of a Skype front-end pool to
+// the External Web Site: 443 to 4443, 80 to 8080.
+func (v *validator) externalSitePorts(vs *Virtual, path string) {
+	const why = "the front end's Internal Web Site listens on 443 and 80 for internal clients and serves the management applications (%s); the External Web Site on 4443 (HTTPS) and 8080 (HTTP) is the one built for the reverse proxy"
+	switch {
+	case vs.Port == 443 || vs.Port == 80:
+		ext := map[uint16]uint16{443: 4443, 80: 8080}[vs.Port]
+		v.errorf(path, "fastl4 virtual %s sends Skype front-end pool %s to port %d, the Internal Web Site: "+why+"; set port: %d", vs.Name, vs.Pool, vs.Port, strings.Join(skypeDenied, ", "), ext)
+	case vs.Listen.Port() == 443 && vs.Port != 4443:
+		v.warnf(path, "fastl4 virtual %s sends HTTPS for Skype front-end pool %s to port %d: the External Web Site listens on 4443", vs.Name, vs.Pool, vs.Port)
+	case vs.Listen.Port() == 80 && vs.Port != 8080:
+		v.warnf(path, "fastl4 virtual %s sends HTTP for Skype front-end pool %s to port %d: the External Web Site listens on 8080", vs.Name, vs.Pool, vs.Port)
+	}
 }
 
 // skypeAtL4 warns when a pool that an https/http virtual publishes with
