@@ -68,7 +68,8 @@ type Env struct {
 	// sockets (default /proc).
 	ProcDir string
 	// IsProxy tells edgeproxy's own processes from others. Default: the
-	// process name is "edgeproxy".
+	// process holding the admin endpoint's socket (admin.listen), once
+	// that endpoint answers GET /status.
 	IsProxy func(pid int, comm string) bool
 	// Credentials, when set, drive the NTLM handshake to the end.
 	Credentials *Credentials
@@ -83,6 +84,9 @@ type Env struct {
 	ownedNL  bool
 	owners   map[uint64]owner
 	ownersOK bool
+
+	daemonInfo daemonInfo
+	daemonOK   bool
 }
 
 func (e *Env) close() {
@@ -93,6 +97,7 @@ func (e *Env) close() {
 	}
 	e.nl, e.nlErr, e.ownedNL = nil, nil, false
 	e.owners, e.ownersOK = nil, false
+	e.daemonInfo, e.daemonOK = daemonInfo{}, false
 	e.local = nil
 }
 
@@ -267,7 +272,8 @@ func (e *Env) isProxy(pid int, comm string) bool {
 	if e.IsProxy != nil {
 		return e.IsProxy(pid, comm)
 	}
-	return comm == "edgeproxy"
+	d := e.daemon()
+	return d.PID != 0 && pid == d.PID
 }
 
 // resolver returns a resolver that asks server (host:port) by dialing

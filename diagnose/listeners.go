@@ -158,7 +158,11 @@ func checkListeners(_ context.Context, e *Env) []Finding {
 		}
 		switch {
 		case len(foreign) > 0:
-			f.add(Fail, subj, "the port is owned by another process: "+strings.Join(foreign, ", "),
+			ev := "the port is owned by another process: " + strings.Join(foreign, ", ")
+			if d := e.daemon(); e.IsProxy == nil && d.PID == 0 {
+				ev += " (" + d.Why + ")"
+			}
+			f.add(Fail, subj, ev,
 				fmt.Sprintf("stop it or move it off %s (e.g. a web server bound to every address), then restart edgeproxy", v.Listen))
 		case len(holders) == 0:
 			f.add(Fail, subj, "nothing listens on "+v.Listen.String(),

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 )
 
@@ -132,4 +133,30 @@ func TestListeners(t *testing.T) {
 		fs := runCheck(t, &Env{Config: cfg, IsProxy: selfPID}, Listeners)
 		expect(t, fs, "VIP 198.51.100.77", Fail, "not an address of this host", "ip addr add 198.51.100.77/32 dev lo")
 	})
+}
+
+// edgeproxy's daemon is the process behind the admin endpoint, whatever
+// its name (this test binary is not called edgeproxy): its listeners
+// pass; with no admin endpoint answering, they are another process's.
+func TestListenersKnowTheDaemonByItsAdminEndpoint(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	adminLn := listen(t, "127.0.0.1:0")
+	srv := admin.New(admin.Options{Listener: adminLn, Version: "test",
+		Status: func(context.Context) (*admin.Status, error) {
+			return &admin.Status{Version: "test", Started: time.Now()}, nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	cfg := listenersConfig(config.ModeHTTPS, addr)
+	cfg.Admin.Listen = adminLn.Addr().String()
+	fs := runCheck(t, &Env{Config: cfg}, Listeners)
+	expect(t, fs, "v "+addr.String(), Pass, fmt.Sprintf("(pid %d) on %s", os.Getpid(), addr))
+
+	cfg.Admin.Listen = freePort(t).String()
+	fs = runCheck(t, &Env{Config: cfg}, Listeners)
+	expect(t, fs, "v "+addr.String(), Fail, "owned by another process", "does not answer /status", "is edgeproxy running?")
 }
