@@ -207,6 +207,9 @@ func (e *emitter) pool(p *config.Pool) *yaml.Node {
 	if p.LB != "" {
 		put(m, "lb", str(string(p.LB)))
 	}
+	if p.Kind != "" {
+		put(m, "kind", str(p.Kind))
+	}
 	return m
 }
 
@@ -318,35 +321,49 @@ func (e *emitter) virtual(v *config.Virtual) *yaml.Node {
 	}
 	sites := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, s := range v.Sites {
-		sm := mapping()
-		hs := flowSeq()
-		for _, h := range s.Hosts {
-			hs.Content = append(hs.Content, str(h))
-		}
-		put(sm, "hosts", hs)
-		if s.Redirect != "" {
-			put(sm, "redirect", str(s.Redirect))
-		}
-		if s.Pool != "" {
-			put(sm, "pool", str(s.Pool))
-			put(sm, "port", num(int(s.Port)))
-		}
-		if s.BackendTLS != nil {
-			bm := mapping()
-			bm.Style = yaml.FlowStyle
-			if s.BackendTLS.CA != "" {
-				put(bm, "ca", str(s.BackendTLS.CA))
-			}
-			if s.BackendTLS.ServerName != "" {
-				put(bm, "server_name", str(s.BackendTLS.ServerName))
-			}
-			put(sm, "backend_tls", bm)
-		}
-		if s.Profile != "" {
-			put(sm, "profile", str(s.Profile))
-		}
-		sites.Content = append(sites.Content, sm)
+		sites.Content = append(sites.Content, site(s))
 	}
 	put(m, "sites", sites)
 	return m
+}
+
+func site(s *config.Site) *yaml.Node {
+	sm := mapping()
+	hs := flowSeq()
+	for _, h := range s.Hosts {
+		hs.Content = append(hs.Content, str(h))
+	}
+	put(sm, "hosts", hs)
+	if s.Redirect != "" {
+		put(sm, "redirect", str(s.Redirect))
+	}
+	if s.Pool != "" {
+		put(sm, "pool", str(s.Pool))
+		put(sm, "port", num(int(s.Port)))
+	}
+	if s.BackendTLS != nil {
+		bm := mapping()
+		bm.Style = yaml.FlowStyle
+		if s.BackendTLS.CA != "" {
+			put(bm, "ca", str(s.BackendTLS.CA))
+		}
+		if s.BackendTLS.ServerName != "" {
+			put(bm, "server_name", str(s.BackendTLS.ServerName))
+		}
+		put(sm, "backend_tls", bm)
+	}
+	if s.Profile != "" {
+		put(sm, "profile", str(s.Profile))
+	}
+	if len(s.Deny) > 0 {
+		ds := flowSeq()
+		for _, d := range s.Deny {
+			ds.Content = append(ds.Content, str(d))
+		}
+		put(sm, "deny", ds)
+	}
+	if s.Affinity != "" {
+		put(sm, "affinity", str(s.Affinity))
+	}
+	return sm
 }

@@ -12,8 +12,11 @@ type Kind int
 
 // Report entry kinds, most important first.
 const (
+	// Fix: carried over as it is, but wrong for what it publishes; the
+	// entry says what to change.
+	Fix Kind = iota
 	// Unsupported: BIG-IP behaviour that edgeproxy does not reproduce.
-	Unsupported Kind = iota
+	Unsupported
 	// Changed: carried over, but edgeproxy behaves somewhat differently.
 	Changed
 	// Supply: the output refers to something the user must provide
@@ -26,6 +29,8 @@ const (
 
 func (k Kind) String() string {
 	switch k {
+	case Fix:
+		return "to fix"
 	case Unsupported:
 		return "not carried over"
 	case Changed:

@@ -246,13 +246,30 @@ type vsInfo struct {
 	clientSS []*profileOut
 	serverSS *profileOut
 	http     *profileOut
-	redirect bool // _sys_https_redirect
-	snat     config.SNAT
-	snatSet  bool
-	snatNone bool
-	pool     *poolOut
-	poolRef  string
-	port     uint16 // member port
+	redirect bool // _sys_https_redirect or an iRule redirecting to https
+	// From iRules and persistence: denied paths beyond the skype
+	// profile's, the iRule refusing the management paths, the affinity,
+	// and what was carried over (for the output's comment).
+	deny      []string
+	denyFrom  []string
+	skypeRule string
+	affinity  string
+	notes     []string
+	snat      config.SNAT
+	snatSet   bool
+	snatNone  bool
+	pool      *poolOut
+	poolRef   string
+	port      uint16 // member port
+}
+
+// keySet records the attributes of a statement that were handled.
+type keySet map[string]bool
+
+func (k keySet) h(keys ...string) {
+	for _, key := range keys {
+		k[key] = true
+	}
 }
 
 func (t *tr) virtual(o *object) {
@@ -260,12 +277,7 @@ func (t *tr) virtual(o *object) {
 	st := o.st
 	lbl := o.label()
 	v := &vsInfo{o: o}
-	handled := map[string]bool{}
-	h := func(keys ...string) {
-		for _, k := range keys {
-			handled[k] = true
-		}
-	}
+	handled := keySet{}
 
 	if st.Has("disabled") {
 		t.rep.add(Unsupported, st, lbl, "disabled on the BIG-IP: not carried over (it would start serving)")
@@ -277,54 +289,72 @@ func (t *tr) virtual(o *object) {
 			return
 		}
 	}
+	handled.h("destination", "mask", "enabled", "vs-index", "source", "ip-protocol")
+	if !t.destination(v) {
+		return
+	}
+	handled.h("profiles")
+	t.virtualProfiles(v)
+	handled.h("rules", "persist", "fallback-persistence", "policies")
+	t.rules(v)
+	t.persistence(v)
+	t.otherAttachments(v, handled)
+	handled.h("vlans", "vlans-enabled", "vlans-disabled")
+	t.virtualVLANs(o)
+	handled.h("source-address-translation", "snat", "snatpool")
+	t.sourceTranslation(v)
 
-	// destination and mask
-	h("destination", "mask", "enabled", "vs-index", "source", "ip-protocol")
+	// pool
+	handled.h("pool")
+	if ref, ok := st.Attr("pool"); ok && ref != "none" {
+		v.poolRef = fullPath(o.folder(), ref)
+		v.pool = t.pool(v.poolRef)
+		if v.pool != nil {
+			v.port = v.pool.port
+		}
+	}
+	if ta, _ := st.Attr("translate-address"); ta == "disabled" {
+		t.rep.add(Unsupported, st.Get("translate-address"), lbl, "translate-address disabled (traffic forwarded to its original destination): edgeproxy always sends to a pool member, not carried over")
+		return
+	}
+	if tp, _ := st.Attr("translate-port"); tp == "disabled" {
+		v.port = v.listen.Port()
+	}
+
+	t.leftovers(o, st, handled, virtualDefaults)
+	t.emitVirtual(v)
+}
+
+// destination reads the virtual's address, port and protocol; false when
+// the virtual cannot be carried over.
+func (t *tr) destination(v *vsInfo) bool {
+	st, lbl := v.o.st, v.o.label()
 	dest, ok := st.Attr("destination")
 	if !ok {
 		t.rep.add(Unsupported, st, lbl, "no destination: not carried over")
-		return
+		return false
 	}
 	hostPart, portPart, err := splitHostPort(baseName(dest))
 	if err != nil {
 		t.rep.add(Unsupported, st.Get("destination"), lbl, "destination %s: %v", dest, err)
-		return
+		return false
 	}
 	vport, err := parsePort(portPart)
 	if err != nil {
 		t.rep.add(Unsupported, st.Get("destination"), lbl, "destination %s: %v", dest, err)
-		return
+		return false
 	}
-	a, err := parseAddr(hostPart)
-	if err != nil {
-		// A named virtual address.
-		va := t.ix.get("ltm virtual-address", fullPath(folderOf(dest), hostPart))
-		if va == nil {
-			t.rep.add(Unsupported, st.Get("destination"), lbl, "destination %s: %v and no ltm virtual-address of that name", dest, err)
-			return
-		}
-		va.used = true
-		s, _ := va.st.Attr("address")
-		if a, err = parseAddr(s); err != nil {
-			t.rep.add(Unsupported, va.st, va.label(), "address: %v", err)
-			return
-		}
-	} else if va := t.ix.get("ltm virtual-address", fullPath(folderOf(dest), hostPart)); va != nil {
-		va.used = true
-		if arp, _ := va.st.Attr("arp"); arp == "disabled" {
-			t.rep.add(Changed, va.st, va.label(), "arp disabled on the BIG-IP (the address is routed to it); edgeproxy adds the VIP to the external interface")
-		}
-		if tg, ok := va.st.Attr("traffic-group"); ok && !strings.HasSuffix(tg, "traffic-group-local-only") {
-			t.rep.add(Ignored, va.st, va.label(), "traffic-group %s: edgeproxy has no HA failover; the VIP is always served by this host", tg)
-		}
+	a, ok := t.virtualAddress(v.o, dest, hostPart)
+	if !ok {
+		return false
 	}
 	if a.Wildcard {
 		t.rep.add(Unsupported, st.Get("destination"), lbl, "wildcard destination %s (forwarding or catch-all virtual): no equivalent, not carried over", dest)
-		return
+		return false
 	}
 	if vport == 0 {
 		t.rep.add(Unsupported, st.Get("destination"), lbl, "destination %s listens on all ports: edgeproxy virtuals listen on one port, not carried over", dest)
-		return
+		return false
 	}
 	if a.RD != "" && a.RD != "0" {
 		t.rep.add(Changed, st.Get("destination"), lbl, "route domain %%%s dropped: edgeproxy uses the host's main routing table", a.RD)
@@ -332,7 +362,7 @@ func (t *tr) virtual(o *object) {
 	if m, ok := st.Attr("mask"); ok {
 		if bits, ok := parseMaskBits(m); !ok || bits != a.IP.BitLen() {
 			t.rep.add(Unsupported, st.Get("mask"), lbl, "mask %s makes it a network virtual: edgeproxy listens on one address, not carried over", m)
-			return
+			return false
 		}
 	}
 	v.listen = netip.AddrPortFrom(a.IP, vport)
@@ -347,13 +377,48 @@ func (t *tr) virtual(o *object) {
 		v.proto = "udp"
 	default:
 		t.rep.add(Unsupported, st.Get("ip-protocol"), lbl, "ip-protocol %s: edgeproxy forwards tcp and udp, not carried over", proto)
-		return
+		return false
 	}
+	return true
+}
 
-	// profiles
-	h("profiles")
+// virtualAddress resolves the address part of a destination, a literal
+// or the name of an ltm virtual-address, and reports what the
+// virtual-address says.
+func (t *tr) virtualAddress(o *object, dest, hostPart string) (addr, bool) {
+	st, lbl := o.st, o.label()
+	a, err := parseAddr(hostPart)
+	if err != nil {
+		va := t.ix.get("ltm virtual-address", fullPath(folderOf(dest), hostPart))
+		if va == nil {
+			t.rep.add(Unsupported, st.Get("destination"), lbl, "destination %s: %v and no ltm virtual-address of that name", dest, err)
+			return a, false
+		}
+		va.used = true
+		s, _ := va.st.Attr("address")
+		if a, err = parseAddr(s); err != nil {
+			t.rep.add(Unsupported, va.st, va.label(), "address: %v", err)
+			return a, false
+		}
+		return a, true
+	}
+	if va := t.ix.get("ltm virtual-address", fullPath(folderOf(dest), hostPart)); va != nil {
+		va.used = true
+		if arp, _ := va.st.Attr("arp"); arp == "disabled" {
+			t.rep.add(Changed, va.st, va.label(), "arp disabled on the BIG-IP (the address is routed to it); edgeproxy adds the VIP to the external interface")
+		}
+		if tg, ok := va.st.Attr("traffic-group"); ok && !strings.HasSuffix(tg, "traffic-group-local-only") {
+			t.rep.add(Ignored, va.st, va.label(), "traffic-group %s: edgeproxy has no HA failover; the VIP is always served by this host", tg)
+		}
+	}
+	return a, true
+}
+
+// virtualProfiles sorts the virtual's profiles by type.
+func (t *tr) virtualProfiles(v *vsInfo) {
+	o := v.o
 	var others []string
-	for _, it := range st.Items("profiles") {
+	for _, it := range o.st.Items("profiles") {
 		ref := fullPath(o.folder(), it.Key())
 		p := t.profile(ref)
 		switch p.typ {
@@ -391,36 +456,80 @@ func (t *tr) virtual(o *object) {
 		}
 	}
 	for _, s := range others {
-		t.rep.add(Unsupported, st.Get("profiles"), lbl, "profile %s not carried over", s)
+		t.rep.add(Unsupported, o.st.Get("profiles"), o.label(), "profile %s not carried over", s)
 	}
+}
 
-	// iRules, persistence, policies and other attachments
-	h("rules", "persist", "fallback-persistence", "policies")
-	for _, it := range st.Items("rules") {
+// rules carries over the iRules edgeproxy has as settings: a redirect to
+// https and filters refusing paths. The others go to the report.
+func (t *tr) rules(v *vsInfo) {
+	o := v.o
+	for _, it := range o.st.Items("rules") {
 		ref := fullPath(o.folder(), it.Key())
 		if baseName(ref) == "_sys_https_redirect" {
 			v.redirect = true
 			continue
 		}
-		if r := t.ix.get("ltm rule", ref); r != nil {
-			r.used = true
-			t.rep.add(Unsupported, it, lbl, "iRule %s (%s) not carried over: iRules have no equivalent; check what it does", ref, pos(r.st))
-		} else {
-			t.rep.add(Unsupported, it, lbl, "iRule %s not carried over: iRules have no equivalent", ref)
+		r := t.ix.get("ltm rule", ref)
+		if r == nil {
+			t.rep.add(Unsupported, it, o.label(), "iRule %s not carried over: iRules have no equivalent", ref)
+			continue
+		}
+		r.used = true
+		eff, ok := t.ruleEffect(r)
+		switch {
+		case !ok:
+			t.rep.add(Unsupported, it, o.label(), "iRule %s (%s) not carried over: only redirects to https and filters refusing paths have an equivalent; check what it does", ref, pos(r.st))
+		case eff.redirect:
+			v.redirect = true
+			v.notes = append(v.notes, fmt.Sprintf("iRule %s (%s) redirects to https: redirect: https", ref, pos(r.st)))
+		default:
+			skype, rest := skypeDeny(eff.deny)
+			if skype {
+				v.skypeRule = ref
+			}
+			v.deny = append(v.deny, rest...)
+			note := fmt.Sprintf("iRule %s (%s) refuses %s", ref, pos(r.st), strings.Join(eff.deny, ", "))
+			if skype {
+				note += ": profile: skype"
+			}
+			if len(rest) > 0 {
+				note += fmt.Sprintf(": deny: [%s]", strings.Join(rest, ", "))
+			}
+			v.denyFrom = append(v.denyFrom, note)
 		}
 	}
-	for _, it := range st.Items("persist") {
+}
+
+// persistence carries over MS-WSMAN cookie persistence as the sites'
+// ms-wsman affinity; other persistence goes to the report.
+func (t *tr) persistence(v *vsInfo) {
+	o := v.o
+	for _, it := range o.st.Items("persist") {
 		ref := fullPath(o.folder(), it.Key())
 		line := ""
-		if p := t.ix.getPrefix("ltm persistence ", ref); p != nil {
+		p := t.ix.getPrefix("ltm persistence ", ref)
+		if p != nil {
 			p.used = true
 			line = fmt.Sprintf(" (%s)", where(p))
 		}
-		t.rep.add(Unsupported, it, lbl, "persistence profile %s%s not carried over: fastl4 spreads clients by consistent hashing of the connection; https sites pin Windows-authenticated connections", ref, line)
+		if msWSManCookie(p) {
+			v.affinity = config.AffinityMSWSMan
+			v.notes = append(v.notes, fmt.Sprintf("persistence profile %s%s pins clients with the MS-WSMAN cookie: affinity: ms-wsman", ref, line))
+			continue
+		}
+		t.rep.add(Unsupported, it, o.label(), "persistence profile %s%s not carried over: fastl4 spreads clients by consistent hashing of the connection; https sites pin Windows-authenticated connections", ref, line)
 	}
-	if fp, ok := st.Attr("fallback-persistence"); ok && fp != "none" {
-		t.rep.add(Unsupported, st.Get("fallback-persistence"), lbl, "fallback persistence %s not carried over", fp)
+	if fp, ok := o.st.Attr("fallback-persistence"); ok && fp != "none" {
+		t.rep.add(Unsupported, o.st.Get("fallback-persistence"), o.label(), "fallback persistence %s not carried over", fp)
 	}
+}
+
+// otherAttachments reports the policies and other attachments, which
+// have no equivalent.
+func (t *tr) otherAttachments(v *vsInfo, handled keySet) {
+	o := v.o
+	st, lbl := o.st, o.label()
 	for _, it := range st.Items("policies") {
 		ref := fullPath(o.folder(), it.Key())
 		if p := t.ix.get("ltm policy", ref); p != nil {
@@ -429,16 +538,19 @@ func (t *tr) virtual(o *object) {
 		t.rep.add(Unsupported, it, lbl, "LTM policy %s not carried over (traffic policies, ASM and other module policies have no equivalent)", ref)
 	}
 	for _, k := range []string{"security-log-profiles", "fw-enforced-policy", "fw-staged-policy", "ip-intelligence-policy", "per-flow-request-access-policy", "security-nat-policy", "service-policy", "bwc-policy", "clone-pools", "auth", "related-rules", "eviction-protected", "last-hop-pool"} {
-		h(k)
+		handled.h(k)
 		c := st.Get(k)
 		if c == nil || (c.HasBlock && len(c.Block) == 0) || c.Value() == "none" || (k == "eviction-protected" && c.Value() == "disabled") {
 			continue
 		}
 		t.rep.add(Unsupported, c, lbl, "%s not carried over", strings.TrimSpace(k+" "+strings.Join(c.Words[1:], " ")))
 	}
+}
 
-	// VLANs
-	h("vlans", "vlans-enabled", "vlans-disabled")
+// virtualVLANs counts the VLANs a virtual is enabled on (they tell which
+// VLAN is external).
+func (t *tr) virtualVLANs(o *object) {
+	st := o.st
 	vlans := st.Items("vlans")
 	if st.Has("vlans-enabled") {
 		for _, it := range vlans {
@@ -449,11 +561,14 @@ func (t *tr) virtual(o *object) {
 		for i, it := range vlans {
 			names[i] = it.Key()
 		}
-		t.rep.add(Changed, st.Get("vlans"), lbl, "disabled on VLANs %s: edgeproxy serves virtuals on the external interface only", strings.Join(names, ", "))
+		t.rep.add(Changed, st.Get("vlans"), o.label(), "disabled on VLANs %s: edgeproxy serves virtuals on the external interface only", strings.Join(names, ", "))
 	}
+}
 
-	// source address translation
-	h("source-address-translation", "snat", "snatpool")
+// sourceTranslation reads the virtual's SNAT.
+func (t *tr) sourceTranslation(v *vsInfo) {
+	o := v.o
+	st := o.st
 	if sat := st.Get("source-address-translation"); sat != nil {
 		typ, _ := sat.Attr("type")
 		pool, _ := sat.Attr("pool")
@@ -465,7 +580,7 @@ func (t *tr) virtual(o *object) {
 		case "none", "":
 			v.snatNone = true
 		default:
-			t.rep.add(Unsupported, sat, lbl, "source-address-translation type %s: no equivalent; no SNAT", typ)
+			t.rep.add(Unsupported, sat, o.label(), "source-address-translation type %s: no equivalent; no SNAT", typ)
 			v.snatNone = true
 		}
 	} else if s, ok := st.Attr("snat"); ok && s == "automap" {
@@ -475,109 +590,137 @@ func (t *tr) virtual(o *object) {
 	} else {
 		v.snatNone = true
 	}
-
-	// pool
-	h("pool")
-	if ref, ok := st.Attr("pool"); ok && ref != "none" {
-		v.poolRef = fullPath(o.folder(), ref)
-		v.pool = t.pool(v.poolRef)
-		if v.pool != nil {
-			v.port = v.pool.port
-		}
-	}
-	if ta, _ := st.Attr("translate-address"); ta == "disabled" {
-		t.rep.add(Unsupported, st.Get("translate-address"), lbl, "translate-address disabled (traffic forwarded to its original destination): edgeproxy always sends to a pool member, not carried over")
-		return
-	}
-	if tp, _ := st.Attr("translate-port"); tp == "disabled" {
-		v.port = vport
-	}
-
-	t.leftovers(o, st, handled, virtualDefaults)
-	t.emitVirtual(v)
 }
 
 // emitVirtual chooses the mode and writes the edgeproxy virtual.
 func (t *tr) emitVirtual(v *vsInfo) {
 	o := v.o
-	st := o.st
-	lbl := o.label()
 	out := &config.Virtual{Name: t.outName("virtual", o.path), Listen: v.listen}
-	comment := fmt.Sprintf("from %s (%s)", lbl, pos(st))
-
-	switch {
-	case v.fastl4 != nil || (len(v.clientSS) == 0 && v.http == nil && !v.redirect):
-		out.Mode = config.ModeFastL4
-		if v.fastl4 == nil {
-			t.rep.add(Changed, st, lbl, "standard virtual without HTTP or SSL profiles carried over as fastl4: edgeproxy forwards the packets instead of proxying the connection")
-			out.FastL4 = defaultFastL4()
-		} else {
-			out.FastL4 = v.fastl4.fl4
-			comment += "; FastL4 profile " + v.fastl4.path
-		}
-		if v.pool == nil {
-			if v.poolRef != "" {
-				t.rep.add(Unsupported, st, lbl, "pool %s is not in the input: not carried over", v.poolRef)
-			} else {
-				t.rep.add(Unsupported, st, lbl, "no pool: a fastl4 virtual needs one, not carried over")
-			}
-			return
-		}
-		if vip := v.listen.Addr(); vip.Is4() && v.pool.v6 || vip.Is6() && v.pool.v4 {
-			t.rep.add(Unsupported, st, lbl, "VIP %s and members of pool %s are of different address families: edgeproxy's fast path does not translate between IPv4 and IPv6, not carried over", vip, v.pool.path)
-			return
-		}
-		out.Pool, out.Port, out.Proto = v.pool.name, v.port, v.proto
-		switch {
-		case v.snatSet:
-			out.SNAT = v.snat
-		case v.snatNone:
-			out.SNAT.Automap = true
-			t.rep.add(Changed, st, lbl, "no source address translation on the BIG-IP: edgeproxy always translates, snat automap is used (the members see the internal address, not the client's)")
-		}
-		if v.proto == "udp" {
-			t.rep.add(Changed, st, lbl, "UDP virtual: TCP timeouts of the FastL4 profile do not apply; the idle timeout does")
-		}
-	default:
-		if v.proto == "udp" {
-			t.rep.add(Unsupported, st, lbl, "HTTP/SSL profiles on a UDP virtual: not carried over")
-			return
-		}
-		if len(v.clientSS) > 0 {
-			out.Mode = config.ModeHTTPS
-			out.Certificates, out.TLS = t.certificates(v)
-		} else {
-			out.Mode = config.ModeHTTP
-		}
-		site := &config.Site{Hosts: t.siteHosts(v, out.Certificates)}
-		switch {
-		case v.redirect && v.pool == nil:
-			site.Redirect = "https"
-		case v.pool == nil && v.poolRef != "":
-			t.rep.add(Unsupported, st, lbl, "pool %s is not in the input: not carried over", v.poolRef)
-			return
-		case v.pool == nil:
-			t.rep.add(Unsupported, st, lbl, "no pool: not carried over")
-			return
-		default:
-			site.Pool, site.Port = v.pool.name, v.port
-			if v.redirect {
-				t.rep.add(Changed, st, lbl, "both a pool and _sys_https_redirect: the pool is used")
-			}
-		}
-		if v.serverSS != nil && site.Pool != "" {
-			site.BackendTLS = t.backendTLS(v)
-		}
-		if v.snatSet && !v.snat.Automap {
-			t.rep.add(Changed, st, lbl, "SNAT pool not used: the L7 proxy connects to the members from the internal interface's address")
-		}
-		out.Sites = []*config.Site{site}
-		t.l7 = append(t.l7, &l7Virtual{v: out, o: o, pool: site.Pool})
+	comment := fmt.Sprintf("from %s (%s)", o.label(), pos(o.st))
+	ok := false
+	if v.fastl4 != nil || (len(v.clientSS) == 0 && v.http == nil && !v.redirect) {
+		ok = t.emitFastL4(v, out, &comment)
+	} else {
+		ok = t.emitL7(v, out)
+	}
+	if !ok {
+		return
+	}
+	for _, n := range append(v.denyFrom, v.notes...) {
+		comment += "; " + n
 	}
 	t.vips = append(t.vips, v.listen.Addr())
 	i := len(t.cfg.Virtuals)
 	t.cfg.Virtuals = append(t.cfg.Virtuals, out)
 	t.comments[fmt.Sprintf("virtuals.%d", i)] = comment
+}
+
+// emitFastL4 fills a fastl4 virtual; false when it cannot be carried over.
+func (t *tr) emitFastL4(v *vsInfo, out *config.Virtual, comment *string) bool {
+	st, lbl := v.o.st, v.o.label()
+	out.Mode = config.ModeFastL4
+	if v.fastl4 == nil {
+		t.rep.add(Changed, st, lbl, "standard virtual without HTTP or SSL profiles carried over as fastl4: edgeproxy forwards the packets instead of proxying the connection")
+		out.FastL4 = defaultFastL4()
+	} else {
+		out.FastL4 = v.fastl4.fl4
+		*comment += "; FastL4 profile " + v.fastl4.path
+	}
+	if v.pool == nil {
+		if v.poolRef != "" {
+			t.rep.add(Unsupported, st, lbl, "pool %s is not in the input: not carried over", v.poolRef)
+		} else {
+			t.rep.add(Unsupported, st, lbl, "no pool: a fastl4 virtual needs one, not carried over")
+		}
+		return false
+	}
+	if vip := v.listen.Addr(); vip.Is4() && v.pool.v6 || vip.Is6() && v.pool.v4 {
+		t.rep.add(Unsupported, st, lbl, "VIP %s and members of pool %s are of different address families: edgeproxy's fast path does not translate between IPv4 and IPv6, not carried over", vip, v.pool.path)
+		return false
+	}
+	out.Pool, out.Port, out.Proto = v.pool.name, v.port, v.proto
+	switch {
+	case v.snatSet:
+		out.SNAT = v.snat
+	case v.snatNone:
+		out.SNAT.Automap = true
+		t.rep.add(Changed, st, lbl, "no source address translation on the BIG-IP: edgeproxy always translates, snat automap is used (the members see the internal address, not the client's)")
+	}
+	if v.proto == "udp" {
+		t.rep.add(Changed, st, lbl, "UDP virtual: TCP timeouts of the FastL4 profile do not apply; the idle timeout does")
+	}
+	if why := t.skypeLooking(v); why != "" && v.proto != "udp" {
+		if p := t.cfg.Pools[v.pool.name]; p != nil && p.Kind == "" {
+			p.Kind = config.PoolKindSkypeFE
+			t.comments["pools."+v.pool.name] += "; kind skype-fe: Skype for Business front ends (" + why + ")"
+		}
+		t.internalSitePort(v, why)
+	}
+	return true
+}
+
+// emitL7 fills an https or http virtual and its site; false when it
+// cannot be carried over.
+func (t *tr) emitL7(v *vsInfo, out *config.Virtual) bool {
+	st, lbl := v.o.st, v.o.label()
+	if v.proto == "udp" {
+		t.rep.add(Unsupported, st, lbl, "HTTP/SSL profiles on a UDP virtual: not carried over")
+		return false
+	}
+	if len(v.clientSS) > 0 {
+		out.Mode = config.ModeHTTPS
+		out.Certificates, out.TLS = t.certificates(v)
+	} else {
+		out.Mode = config.ModeHTTP
+	}
+	site := &config.Site{Hosts: t.siteHosts(v, out.Certificates)}
+	switch {
+	case v.redirect && (v.pool == nil || out.Mode == config.ModeHTTP):
+		site.Redirect = config.RedirectHTTPS
+		if v.pool != nil {
+			t.rep.add(Changed, st, lbl, "pool %s not used: the virtual answers every request with a redirect to https", v.pool.path)
+		}
+	case v.pool == nil && v.poolRef != "":
+		t.rep.add(Unsupported, st, lbl, "pool %s is not in the input: not carried over", v.poolRef)
+		return false
+	case v.pool == nil:
+		t.rep.add(Unsupported, st, lbl, "no pool: not carried over")
+		return false
+	default:
+		site.Pool, site.Port = v.pool.name, v.port
+		if v.redirect {
+			t.rep.add(Changed, st, lbl, "both a pool and a redirect to https on an https virtual: the pool is used")
+		}
+	}
+	if v.serverSS != nil && site.Pool != "" {
+		site.BackendTLS = t.backendTLS(v)
+	}
+	if v.snatSet && !v.snat.Automap {
+		t.rep.add(Changed, st, lbl, "SNAT pool not used: the L7 proxy connects to the members from the internal interface's address")
+	}
+	if site.Pool != "" {
+		t.skypeSite(v, site)
+	}
+	out.Sites = []*config.Site{site}
+	t.l7 = append(t.l7, &l7Virtual{v: out, o: v.o, pool: site.Pool})
+	return true
+}
+
+// skypeSite carries the iRules' denied paths and the affinity over to a
+// forwarding site, and gives a site in front of Skype for Business front
+// ends the skype profile.
+func (t *tr) skypeSite(v *vsInfo, site *config.Site) {
+	site.Deny, site.Affinity = v.deny, v.affinity
+	why := t.skypeLooking(v)
+	if why == "" {
+		return
+	}
+	site.Profile = config.ProfileSkype
+	if v.skypeRule == "" {
+		t.rep.add(Changed, v.o.st, v.o.label(), "profile: skype, as the pool looks like Skype for Business front ends (%s): the site denies %s and pins Windows-authenticated connections; remove the profile if these are not front ends",
+			why, strings.Join(config.SkypeDeniedPaths(), ", "))
+	}
+	t.internalSitePort(v, why)
 }
 
 type l7Virtual struct {

@@ -322,21 +322,23 @@ func TestImportClientSSL(t *testing.T) {
 		t.Errorf("http redirect virtual: %+v %+v", http, http.Sites)
 	}
 
-	r := res.Report
-	e := entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "iRule /Common/sfb_block_paths")
-	if !strings.Contains(e.Msg, fmt.Sprintf("(bigip.conf:%d)", lineOf(t, data, "ltm rule /Common/sfb_block_paths {"))) {
-		t.Errorf("the iRule entry does not give the rule's line: %q", e.Msg)
+	// The iRule refusing the paths of a data group is the site's deny
+	// list; the pool's port 4443 makes it Skype's, with the profile.
+	if !slices.Equal(s.Deny, []string{"/scheduler", "/abs/handler"}) || s.Profile != config.ProfileSkype {
+		t.Errorf("site deny %q, profile %q", s.Deny, s.Profile)
 	}
+	r := res.Report
+	noEntry(t, r, "", "sfb_block_paths")
+	entry(t, r, Changed, "ltm virtual /Common/sfb_web_https", "profile: skype, as the pool looks like Skype for Business front ends (members' port 4443")
 	entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "persistence profile /Common/sfb_cookie")
 	entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "LTM policy /Common/sfb_asm")
 	entry(t, r, Unsupported, "ltm virtual /Common/sfb_web_https", "/Common/websecurity (web-security)")
-	e = entry(t, r, Unsupported, "ltm profile one-connect /Common/sfb_oneconnect", "no equivalent")
+	e := entry(t, r, Unsupported, "ltm profile one-connect /Common/sfb_oneconnect", "no equivalent")
 	if want := lineOf(t, data, "ltm profile one-connect /Common/sfb_oneconnect {"); e.Line != want {
 		t.Errorf("oneconnect at line %d, want %d", e.Line, want)
 	}
 	entry(t, r, Unsupported, "ltm profile http /Common/sfb_http", "server-agent-name Microsoft-IIS/10.0")
 	entry(t, r, Supply, "ltm virtual /Common/sfb_web_https", "certificate /Common/public.example.com.crt")
-	entry(t, r, Ignored, "ltm data-group internal", "sfb_blocked_paths")
 	entry(t, r, Changed, "ltm virtual /Common/sfb_web_https", "serves the names of its certificate: webext.example.com, meet.example.com")
 	// TLS 1.0 and 1.1 were already off.
 	noEntry(t, r, "sfb_web_https", "TLS 1.0/1.1")
@@ -514,8 +516,8 @@ func TestReportText(t *testing.T) {
 	if !strings.HasPrefix(text, fmt.Sprintf("# not carried over (%d)\n", res.Report.Count(Unsupported))) {
 		t.Errorf("report does not start with the not-carried-over group:\n%s", text)
 	}
-	rule := fmt.Sprintf("bigip.conf:%d: ltm virtual /Common/sfb_web_https: iRule /Common/sfb_block_paths (bigip.conf:%d) not carried over",
-		lineOf(t, data, "        /Common/sfb_block_paths"), lineOf(t, data, "ltm rule /Common/sfb_block_paths {"))
+	rule := fmt.Sprintf("bigip.conf:%d: ltm virtual /Common/sfb_web_https: LTM policy /Common/sfb_asm not carried over",
+		lineOf(t, data, "        /Common/sfb_asm { }"))
 	if !strings.Contains(text, rule) {
 		t.Errorf("report lacks %q:\n%s", rule, text)
 	}
@@ -641,5 +643,105 @@ func TestImportSeveralFiles(t *testing.T) {
 	}
 	if !strings.Contains(string(y), "imported from bigip_base.conf, bigip.conf by") {
 		t.Errorf("YAML head:\n%s", y)
+	}
+}
+
+// TestImportSkypeIRules imports what makes a bridged Skype for Business
+// virtual safe on the BIG-IP: the iRule refusing the management paths
+// becomes profile skype, the http→https iRule (not the built-in one) a
+// redirect, MS-WSMAN cookie persistence the ms-wsman affinity; none of
+// them is reported as without equivalent, and check accepts the file.
+func TestImportSkypeIRules(t *testing.T) {
+	data := load(t, "sfb-irules.conf")
+	res, c, y := importAndCheck(t, "bigip.conf", data, Options{CertDir: certDir(t)})
+	https := virtualNamed(t, c, "sfb_web_https")
+	if https.Mode != config.ModeHTTPS || len(https.Sites) != 1 {
+		t.Fatalf("https virtual: %+v", https)
+	}
+	s := https.Sites[0]
+	if s.Profile != config.ProfileSkype || len(s.Deny) != 0 || s.Affinity != config.AffinityMSWSMan || s.Pool != "sfb_fe_web" || s.Port != 4443 {
+		t.Errorf("site: profile %q deny %q affinity %q pool %s:%d", s.Profile, s.Deny, s.Affinity, s.Pool, s.Port)
+	}
+	http := virtualNamed(t, c, "sfb_web_http")
+	if len(http.Sites) != 1 || http.Sites[0].Redirect != config.RedirectHTTPS {
+		t.Errorf("http virtual: %+v", http.Sites)
+	}
+	r := res.Report
+	for _, name := range []string{"sfb_block_admin", "web_to_ssl", "sfb_wsman"} {
+		noEntry(t, r, "", name)
+	}
+	if n := r.Count(Unsupported); n != 0 {
+		t.Errorf("%d entries not carried over, want none:\n%s", n, r)
+	}
+	// The profile comes from the iRule: no note that guesses it.
+	noEntry(t, r, "sfb_web_https", "looks like Skype")
+	for _, want := range []string{
+		fmt.Sprintf("iRule /Common/sfb_block_admin (bigip.conf:%d) refuses /cscp, /ocspowershell, /rgsconfig", lineOf(t, data, "ltm rule /Common/sfb_block_admin {")),
+		"MS-WSMAN cookie: affinity: ms-wsman",
+		"iRule /Common/web_to_ssl",
+	} {
+		if !strings.Contains(y, want) {
+			t.Errorf("YAML comments lack %q:\n%s", want, y)
+		}
+	}
+}
+
+// sfbInternalSite publishes front ends' Internal Web Sites: 443→443 and
+// 80→80 through FastL4 virtuals named for Skype for Business.
+const sfbInternalSite = `
+ltm pool /Common/sfb_fe_443 {
+    members { /Common/10.10.0.11:443 { address 10.10.0.11 } }
+}
+ltm pool /Common/sfb_fe_80 {
+    members { /Common/10.10.0.11:80 { address 10.10.0.11 } }
+}
+ltm virtual /Common/sfb_webext_443 {
+    destination /Common/203.0.113.20:443
+    pool /Common/sfb_fe_443
+    profiles { /Common/fastL4 { } }
+    source-address-translation { type automap }
+}
+ltm virtual /Common/sfb_webext_80 {
+    destination /Common/203.0.113.20:80
+    pool /Common/sfb_fe_80
+    profiles { /Common/fastL4 { } }
+    source-address-translation { type automap }
+}
+net self /Common/ext_self { address 203.0.113.10/24 vlan /Common/external }
+net self /Common/int_self { address 10.10.0.10/24 vlan /Common/internal }
+`
+
+// A Skype-looking virtual sending to the front ends' Internal Web Site is
+// translated as it is, with the pool marked as Skype front ends, a report
+// entry that says what to fix, and check refusing the file until it is.
+func TestImportSkypeInternalSitePort(t *testing.T) {
+	res, err := Import("bigip.conf", []byte(sfbInternalSite), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.Config
+	for name, port := range map[string]uint16{"sfb_webext_443": 443, "sfb_webext_80": 80} {
+		v := virtualNamed(t, c, name)
+		if v.Port != port || c.Pools[v.Pool].Kind != config.PoolKindSkypeFE {
+			t.Errorf("%s: port %d, pool kind %q", name, v.Port, c.Pools[v.Pool].Kind)
+		}
+	}
+	e := entry(t, res.Report, Fix, "ltm virtual /Common/sfb_webext_443", "members' port 443")
+	for _, want := range []string{"Internal Web Site", "External Web Site", "set port: 4443", "/Common/sfb_fe_443 to :4443"} {
+		if !strings.Contains(e.Msg, want) {
+			t.Errorf("fix %q lacks %q", e.Msg, want)
+		}
+	}
+	entry(t, res.Report, Fix, "ltm virtual /Common/sfb_webext_80", "set port: 8080")
+	if !strings.HasPrefix(res.Report.String(), "# to fix (2)\n") {
+		t.Errorf("the report does not start with what to fix:\n%s", res.Report)
+	}
+	y, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.Parse("out.yaml", y)
+	if err == nil || !strings.Contains(err.Error(), "virtuals[0].port") || !strings.Contains(err.Error(), "Internal Web Site") {
+		t.Errorf("check of the output: %v\n%s", err, y)
 	}
 }
