@@ -30,9 +30,16 @@ func (t *tr) network() {
 	n := &t.cfg.Network
 	n.External.Interface = t.opt.ExternalInterface
 	n.Internal.Interface = t.opt.InternalInterface
+	selfs, vlans := t.selfIPs()
+	routes := t.netRoutes()
+	extVLAN, intVLAN := t.chooseVLANs(selfs, routes, vlans)
+	t.networkAddresses(selfs, extVLAN, intVLAN)
+	t.networkRoutes(selfs, routes, len(vlans) > 0, extVLAN, intVLAN)
+	t.sayVLANs(extVLAN, intVLAN)
+}
 
-	var selfs []selfIP
-	var vlans []string
+// selfIPs reads the self IPs and the VLANs they are on.
+func (t *tr) selfIPs() (selfs []selfIP, vlans []string) {
 	for _, o := range t.ix.ofKind("net self") {
 		o.used = true
 		st := o.st
@@ -67,7 +74,11 @@ func (t *tr) network() {
 		selfs = append(selfs, s)
 	}
 
-	var routes []route
+	return selfs, vlans
+}
+
+// netRoutes reads the routes via a gateway.
+func (t *tr) netRoutes() (routes []route) {
 	for _, o := range t.ix.ofKind("net route") {
 		o.used = true
 		st := o.st
@@ -103,6 +114,22 @@ func (t *tr) network() {
 		routes = append(routes, r)
 	}
 
+	return routes
+}
+
+// vlanOf is the VLAN of the self IP whose subnet holds a ("" if none).
+func vlanOf(selfs []selfIP, a netip.Addr) string {
+	for _, s := range selfs {
+		if s.prefix.Masked().Contains(a) {
+			return s.vlan
+		}
+	}
+	return ""
+}
+
+// chooseVLANs tells the external VLAN (where the virtuals and the
+// default route are) from the internal one (where the members are).
+func (t *tr) chooseVLANs(selfs []selfIP, routes []route, vlans []string) (extVLAN, intVLAN string) {
 	inVLAN := func(v string, a netip.Addr) bool {
 		for _, s := range selfs {
 			if s.vlan == v && s.prefix.Masked().Contains(a) {
@@ -110,14 +137,6 @@ func (t *tr) network() {
 			}
 		}
 		return false
-	}
-	vlanOf := func(a netip.Addr) string {
-		for _, s := range selfs {
-			if s.prefix.Masked().Contains(a) {
-				return s.vlan
-			}
-		}
-		return ""
 	}
 
 	// Score the VLANs.
@@ -137,7 +156,7 @@ func (t *tr) network() {
 		}
 	}
 	for _, m := range t.members {
-		if v := vlanOf(m); v != "" {
+		if v := vlanOf(selfs, m); v != "" {
 			in[v]++
 			continue
 		}
@@ -145,7 +164,7 @@ func (t *tr) network() {
 		bestV := ""
 		for _, r := range routes {
 			if r.to.Bits() > 0 && r.to.Contains(m) && r.to.Bits() > best {
-				best, bestV = r.to.Bits(), vlanOf(r.via)
+				best, bestV = r.to.Bits(), vlanOf(selfs, r.via)
 			}
 		}
 		if bestV != "" {
@@ -153,8 +172,8 @@ func (t *tr) network() {
 		}
 	}
 
-	extVLAN := pick(vlans, ext, "", []string{"ext", "outside", "public", "untrust", "wan", "dmz", "front"})
-	intVLAN := pick(vlans, in, extVLAN, []string{"int", "inside", "server", "back", "trust", "lan"})
+	extVLAN = pick(vlans, ext, "", []string{"ext", "outside", "public", "untrust", "wan", "dmz", "front"})
+	intVLAN = pick(vlans, in, extVLAN, []string{"int", "inside", "server", "back", "trust", "lan"})
 	if len(vlans) > 0 && ext[extVLAN] == 0 {
 		t.rep.add(Changed, nil, "", "could not tell the external VLAN from the virtuals: %s was chosen; check network.external", extVLAN)
 	}
@@ -167,6 +186,12 @@ func (t *tr) network() {
 		t.rep.add(Unsupported, nil, "", "only one VLAN (%s, one-arm): edgeproxy needs an external and an internal interface; fill in network.internal", extVLAN)
 	}
 
+	return extVLAN, intVLAN
+}
+
+// networkAddresses puts the self IPs of the two VLANs on the NICs.
+func (t *tr) networkAddresses(selfs []selfIP, extVLAN, intVLAN string) {
+	n := &t.cfg.Network
 	// Addresses: on the internal side floating self IPs first, since
 	// SNAT automap prefers them and the members may only accept those.
 	for _, s := range selfs {
@@ -200,10 +225,16 @@ func (t *tr) network() {
 		}
 	}
 
+}
+
+// networkRoutes puts the routes on the NICs; without self IPs to tell
+// (haveVLANs false), defaults go outside and the rest inside.
+func (t *tr) networkRoutes(selfs []selfIP, routes []route, haveVLANs bool, extVLAN, intVLAN string) {
+	n := &t.cfg.Network
 	// Routes.
 	for _, r := range routes {
-		v := vlanOf(r.via)
-		if len(vlans) == 0 {
+		v := vlanOf(selfs, r.via)
+		if !haveVLANs {
 			// No self IPs to tell: defaults go outside, the rest inside.
 			if r.to.Bits() == 0 {
 				v = extVLAN
@@ -228,7 +259,7 @@ func (t *tr) network() {
 			}
 		case r.to.Bits() == 0:
 			t.rep.add(Unsupported, r.o.st, r.o.label(), "default route via %s on VLAN %s: edgeproxy allows the default gateway only on the external interface", r.via, v)
-		case v == extVLAN && len(vlans) > 0:
+		case v == extVLAN && haveVLANs:
 			n.External.Routes = append(n.External.Routes, config.Route{To: r.to, Via: r.via})
 		case v == intVLAN:
 			n.Internal.Routes = append(n.Internal.Routes, config.Route{To: r.to, Via: r.via})
@@ -237,7 +268,11 @@ func (t *tr) network() {
 		}
 	}
 
-	// Say which VLAN became which NIC.
+}
+
+// sayVLANs tells which VLAN became which NIC.
+func (t *tr) sayVLANs(extVLAN, intVLAN string) {
+	n := &t.cfg.Network
 	for _, side := range []struct {
 		vlan, key, nic string
 	}{{extVLAN, "network.external", n.External.Interface}, {intVLAN, "network.internal", n.Internal.Interface}} {
