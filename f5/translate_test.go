@@ -380,8 +380,9 @@ func TestImportClientSSLWithoutCertificates(t *testing.T) {
 
 // TestImportEdgeCases covers virtuals and settings that cannot be carried
 // over as they are.
-func TestImportEdgeCases(t *testing.T) {
-	src := `net vlan /Common/ext { }
+// edgeCasesConf holds objects that are carried over only in part, or not
+// at all.
+const edgeCasesConf = `net vlan /Common/ext { }
 net vlan /Common/int { }
 net self /Common/e { address 198.51.100.2/24 vlan /Common/ext }
 net self /Common/i { address 10.1.0.2/24 vlan /Common/int }
@@ -438,7 +439,9 @@ ltm nat /Common/outbound { originating-address 10.1.0.40 translation-address 198
 gtm wideip a /Common/www.example.com { pools { /Common/gp { order 0 } } }
 apm profile access /Common/ap { }
 `
-	data := []byte(src)
+
+func TestImportEdgeCases(t *testing.T) {
+	data := []byte(edgeCasesConf)
 	res, c, _ := importAndCheck(t, "edge.conf", data, Options{})
 	r := res.Report
 
