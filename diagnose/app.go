@@ -166,7 +166,11 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 	skype := skypePools(c)
 	names := appNames{published: map[string]bool{}, internal: map[string]bool{}}
 	for _, v := range c.Virtuals {
-		for _, h := range publishedHosts(v) {
+		hosts := publishedHosts(v)
+		if v.Mode == config.ModeFastL4 && e.ClientDial != nil {
+			hosts, _ = e.fastl4Names(ctx, v)
+		}
+		for _, h := range hosts {
 			names.published[h] = true
 		}
 	}
@@ -190,10 +194,12 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 					Fix:      "run the application check as a client: edgeproxy diagnose -checks application -client-netns NAME, or from a host outside"})
 				continue
 			}
-			sites = []*config.Site{fastl4Site(c, v, skype)}
+			hosts, _ := e.fastl4Names(ctx, v)
+			sites = []*config.Site{fastl4Site(v, hosts, skype)}
 		} else if v.Mode != config.ModeHTTPS && v.Mode != config.ModeHTTP {
 			continue
 		}
+		needs := e.targetNeeds(ctx, v)
 		for _, s := range sites {
 			if len(s.Hosts) == 0 {
 				continue
@@ -206,7 +212,7 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 			case isSkype:
 				if !e.appAutodiscover(ctx, a, v, s, names) {
 					// The listener does not answer: one finding is enough.
-					out = append(out, a.findings...)
+					out = append(out, a.withNeeds(needs)...)
 					continue
 				}
 				if clientTLS(v) {
@@ -216,7 +222,7 @@ func checkApplication(ctx context.Context, e *Env) []Finding {
 			if s.Redirect == "" {
 				e.appDenied(ctx, a, v, s, isSkype)
 			}
-			out = append(out, a.findings...)
+			out = append(out, a.withNeeds(needs)...)
 			out = append(out, a.diagFindings(appLabel(v, siteHost(s)))...)
 		}
 	}
@@ -238,23 +244,12 @@ func (n appNames) internalName(h string) bool {
 	return n.internal[h] || len(n.published) > 0
 }
 
-// fastl4Site is the site a fastl4 virtual publishes: the names of the
-// sites forwarding to the same pool, else its address.
-func fastl4Site(c *config.Config, v *config.Virtual, skype map[string]bool) *config.Site {
-	s := &config.Site{Pool: v.Pool, Port: v.Port}
+// fastl4Site is the site a fastl4 virtual publishes: the names clients
+// use (fastl4Names), else its address.
+func fastl4Site(v *config.Virtual, hosts []string, skype map[string]bool) *config.Site {
+	s := &config.Site{Pool: v.Pool, Port: v.Port, Hosts: slices.Clone(hosts)}
 	if skype[v.Pool] {
 		s.Profile = config.ProfileSkype
-	}
-	for _, w := range c.Virtuals {
-		for _, ws := range w.Sites {
-			if ws.Pool == v.Pool {
-				for _, h := range ws.Hosts {
-					if !slices.Contains(s.Hosts, h) {
-						s.Hosts = append(s.Hosts, h)
-					}
-				}
-			}
-		}
 	}
 	if len(s.Hosts) == 0 {
 		s.Hosts = []string{v.Listen.Addr().String()}
@@ -562,6 +557,14 @@ func (e *Env) appDenied(ctx context.Context, a *appRun, v *config.Virtual, s *co
 	default:
 		a.pass(subj, "%d requests to %s (and variants) → 403 (400 for the spellings not in canonical form)", tried, list)
 	}
+}
+
+// withNeeds returns the findings, each depending on needs.
+func (a *appRun) withNeeds(needs []string) []Finding {
+	for i := range a.findings {
+		a.findings[i].needs = needs
+	}
+	return a.findings
 }
 
 // diagFindings decodes the X-Ms-diagnostics headers seen.

@@ -346,8 +346,9 @@ func TestApplicationFastL4(t *testing.T) {
 	var d net.Dialer
 	fs = runCheck(t, &Env{Config: cfg, ClientDial: d.DialContext, Credentials: alice}, Application)
 	expectAtMost(t, fs, Pass)
-	// Without sites, the virtual is asked by its address.
-	expect(t, fs, https.Listen.Addr().String()+" autodiscover", Pass, "links on webext.example.com")
+	// Without sites, the virtual is asked by the names of the certificate
+	// it hands clients.
+	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com autodiscover", Pass, "links on webext.example.com")
 	expect(t, fs, "NTLM", Pass, "handshake completed")
 	expect(t, fs, "denied paths", Pass, "fastl4 passes paths through")
 

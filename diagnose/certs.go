@@ -25,7 +25,6 @@ var Certificates = Check{
 func checkCertificates(ctx context.Context, e *Env) []Finding {
 	var f findings
 	c := e.Config
-	now := e.now()
 	for _, v := range c.Virtuals {
 		if v.Mode != config.ModeHTTPS {
 			continue
@@ -37,86 +36,114 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 	}
 
 	// Members' certificates.
-	type key struct {
-		member netip.AddrPort
-		ca     string
-	}
-	done := map[key]bool{}
+	done := map[memberCertKey]bool{}
 	pools := map[string]*x509.CertPool{}
+	skype := skypePools(c)
 	for _, t := range targets(c) {
-		if !t.BackendTLS {
-			continue
+		if t.BackendTLS && c.Pools[t.Pool] != nil {
+			f = append(f, e.memberCerts(ctx, t, skype[t.Pool], pools, done)...)
 		}
-		p := c.Pools[t.Pool]
-		if p == nil {
-			continue
+	}
+	return f
+}
+
+type memberCertKey struct {
+	member netip.AddrPort
+	ca     string
+}
+
+// memberCerts checks the certificates the members of a target's pool
+// present: against backend_tls.ca for a site, and as Internet clients get
+// them for a fastl4 virtual (public, with the published names and, for
+// Skype front ends, lyncdiscover). Members presenting the same defects
+// are one finding.
+func (e *Env) memberCerts(ctx context.Context, t target, skype bool, pools map[string]*x509.CertPool, done map[memberCertKey]bool) []Finding {
+	var f findings
+	c := e.Config
+	var names []string
+	var roots *x509.CertPool
+	rootsName := e.rootsName()
+	public := false
+	caPath := ""
+	if t.Site != nil {
+		bt := t.Site.BackendTLS
+		if bt.InsecureSkipVerify {
+			f.add(Warn, t.Via+" backend TLS", "backend_tls.insecure_skip_verify: the members' certificates are not verified; anyone on the internal path can impersonate them",
+				"set backend_tls.ca to the internal CA bundle and remove insecure_skip_verify")
 		}
-		var names []string
-		var roots *x509.CertPool
-		rootsName := e.rootsName()
-		public := false
-		caPath := ""
-		if t.Site != nil {
-			bt := t.Site.BackendTLS
-			if bt.InsecureSkipVerify {
-				f.add(Warn, t.Via+" backend TLS", "backend_tls.insecure_skip_verify: the members' certificates are not verified; anyone on the internal path can impersonate them",
-					"set backend_tls.ca to the internal CA bundle and remove insecure_skip_verify")
-			}
-			names = slices.Clone(t.Site.Hosts)
-			if bt.ServerName != "" {
-				names = []string{bt.ServerName}
-			}
-			caPath = bt.CA
-			if caPath != "" {
-				if pools[caPath] == nil {
-					pool, _, err := loadPool(caPath)
-					if err != nil {
-						f.add(Fail, "backend_tls.ca "+caPath, errText(err), "point backend_tls.ca at the internal CA's PEM bundle")
-						continue
-					}
-					pools[caPath] = pool
+		names = slices.Clone(t.Site.Hosts)
+		if bt.ServerName != "" {
+			names = []string{bt.ServerName}
+		}
+		caPath = bt.CA
+		if caPath != "" {
+			if pools[caPath] == nil {
+				pool, _, err := loadPool(caPath)
+				if err != nil {
+					f.add(Fail, "backend_tls.ca "+caPath, errText(err), "point backend_tls.ca at the internal CA's PEM bundle")
+					return f
 				}
-				roots, rootsName = pools[caPath], "backend_tls.ca "+caPath
-			} else {
-				roots, rootsName = nil, "the system's trusted roots (backend_tls.ca is not set)"
+				pools[caPath] = pool
 			}
+			roots, rootsName = pools[caPath], "backend_tls.ca "+caPath
 		} else {
-			// fastl4: the member's certificate is the one Internet clients
-			// get; it must be public and carry the names published for the
-			// same pool.
-			public = true
-			roots = e.Roots
-			for _, w := range c.Virtuals {
-				for _, s := range w.Sites {
-					if s.Pool == t.Pool {
-						for _, h := range s.Hosts {
-							if !slices.Contains(names, h) {
-								names = append(names, h)
-							}
-						}
-					}
+			roots, rootsName = nil, "the system's trusted roots (backend_tls.ca is not set)"
+		}
+	} else {
+		// fastl4: the member's certificate is the one Internet clients
+		// get; it must be public and carry the names clients use.
+		public, roots = true, e.Roots
+		names, _ = e.fastl4Names(ctx, t.Virtual)
+		names = slices.Clone(names)
+		if skype {
+			for _, d := range discoverNames(names) {
+				if !slices.Contains(names, d) {
+					names = append(names, d)
 				}
 			}
 		}
-		for _, m := range p.Members {
-			if m.Disabled {
-				continue
-			}
-			a, _, err := e.resolveMember(ctx, m.Address)
-			if err != nil {
-				continue // reported by names and ports
-			}
-			ap := netip.AddrPortFrom(a, t.Port)
-			k := key{ap, caPath}
-			if done[k] {
-				continue
-			}
-			done[k] = true
-			f = append(f, e.memberCert(ctx, m.Address, ap, e.sourceFor(t, a), names, t.Virtual.Name, chainCheck{
-				Roots: roots, RootsName: rootsName, Now: now, Warn: e.expiryWarning(), Public: public,
-				What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
-			}))
+	}
+	type result struct {
+		members []string
+		fd      Finding
+	}
+	var results []*result
+	for _, m := range c.Pools[t.Pool].Members {
+		if m.Disabled {
+			continue
 		}
+		a, _, err := e.resolveMember(ctx, m.Address)
+		if err != nil {
+			continue // reported by names and ports
+		}
+		ap := netip.AddrPortFrom(a, t.Port)
+		if k := (memberCertKey{ap, caPath}); done[k] {
+			continue
+		} else {
+			done[k] = true
+		}
+		fd := e.memberCert(ctx, m.Address, ap, e.sourceFor(t, a), names, t.Virtual.Name, chainCheck{
+			Roots: roots, RootsName: rootsName, Now: e.now(), Warn: e.expiryWarning(), Public: public, Member: true,
+			What: fmt.Sprintf("the certificate of %s:%d", m.Address, t.Port),
+		})
+		needs := []string{"member " + a.String(), "member " + ap.String(), "virtual " + t.Virtual.Name}
+		i := slices.IndexFunc(results, func(r *result) bool {
+			return r.fd.Verdict != Pass && r.fd.Verdict == fd.Verdict && r.fd.Fix == fd.Fix &&
+				strings.ReplaceAll(r.fd.Evidence, r.members[0], m.Address) == fd.Evidence
+		})
+		if i < 0 {
+			fd.needs = needs
+			results = append(results, &result{members: []string{m.Address}, fd: fd})
+			continue
+		}
+		results[i].members = append(results[i].members, m.Address)
+		results[i].fd.needs = append(results[i].fd.needs, needs...)
+	}
+	for _, r := range results {
+		if len(r.members) > 1 {
+			r.fd.Subject = fmt.Sprintf("members %s:%d for %s", strings.Join(r.members, ", "), t.Port, t.Virtual.Name)
+		}
+		f = append(f, r.fd)
 	}
 	return f
 }
@@ -200,6 +227,7 @@ func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, 
 		chain   []*x509.Certificate
 		sni     []string
 		missing []string
+		cnWild  []string // covered only by a wildcard subject CN
 	}
 	var leaves []*seen
 	for _, sni := range names {
@@ -216,7 +244,11 @@ func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, 
 		l := leaves[i]
 		if sni != "" {
 			l.sni = append(l.sni, sni)
-			if cov, _ := covers(l.chain[0], sni); cov != covSAN {
+			switch cov, _ := covers(l.chain[0], sni); cov {
+			case covSAN:
+			case covCNWildcardOnly:
+				l.cnWild = append(l.cnWild, sni)
+			default:
 				l.missing = append(l.missing, sni)
 			}
 		}
@@ -225,11 +257,22 @@ func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, 
 	var ev, fixes []string
 	for _, l := range leaves {
 		leaf := l.chain[0]
+		if len(l.cnWild) > 0 {
+			verdict = Fail
+			ev = append(ev, fmt.Sprintf("the member presents %s, which covers %s only by the wildcard in its subject CN: a wildcard only in the CN is not supported; clients match the SAN list",
+				describeCert(leaf), strings.Join(l.cnWild, ", ")))
+		}
 		if len(l.missing) > 0 {
 			verdict = Fail
-			ev = append(ev, fmt.Sprintf("the member presents %s, which does not carry %s: the proxy's verification fails, and a wrong certificate on the External Web Site breaks web tickets (X-Ms-diagnostics 28032)",
-				describeCert(leaf), strings.Join(l.missing, ", ")))
-			fixes = append(fixes, "assign the External Web Site the certificate with the pool's FQDN and the published names (deployment wizard, certificate step)")
+			what := "the proxy's verification fails"
+			if cc.Public {
+				what = "clients reject it for these names"
+			}
+			ev = append(ev, fmt.Sprintf("the member presents %s, which does not carry %s: %s, and a wrong certificate on the External Web Site breaks web tickets (X-Ms-diagnostics 28032)",
+				describeCert(leaf), strings.Join(l.missing, ", "), what))
+		}
+		if len(l.missing)+len(l.cnWild) > 0 {
+			fixes = append(fixes, "get a certificate with the pool's FQDN and the published names in its Subject Alternative Names, and "+iisBinding)
 		}
 		ps, verified := analyzeChain(l.chain, cc)
 		for _, p := range ps {
@@ -239,7 +282,7 @@ func (e *Env) memberCert(ctx context.Context, member string, ap netip.AddrPort, 
 				fixes = append(fixes, p.Fix)
 			}
 		}
-		if len(ps) == 0 && len(l.missing) == 0 {
+		if len(ps) == 0 && len(l.missing)+len(l.cnWild) == 0 {
 			s := describeCert(leaf)
 			if len(l.sni) > 0 {
 				s += " for SNI " + strings.Join(l.sni, ", ")

@@ -55,6 +55,13 @@ type Finding struct {
 	Verdict  Verdict `json:"verdict"`
 	Evidence string  `json:"evidence"`
 	Fix      string  `json:"fix,omitempty"`
+	// Effects are the findings this one's failure explains (what a
+	// missing route or an unreachable member breaks): fix this one first.
+	Effects []Finding `json:"effects,omitempty"`
+
+	// explains names what a failure of this finding is the cause of
+	// ("member 198.19.1.11"); needs names what this finding depends on.
+	explains, needs []string
 }
 
 // Check is one independent group of tests.
@@ -124,7 +131,77 @@ func Run(ctx context.Context, env *Env, checks ...Check) ([]Finding, error) {
 		}
 		out = append(out, fs...)
 	}
-	return out, nil
+	return nest(out), nil
+}
+
+// nest puts each failing or warning finding under the failure that
+// explains it (one that fails and explains something it needs), so that
+// a cause is one finding with its effects listed under it.
+func nest(fs []Finding) []Finding {
+	owner := map[string]int{}
+	for i, f := range fs {
+		if f.Verdict != Fail {
+			continue
+		}
+		for _, k := range f.explains {
+			if _, ok := owner[k]; !ok {
+				owner[k] = i
+			}
+		}
+	}
+	parent := make([]int, len(fs))
+	root := func(i int) int {
+		for n := 0; parent[i] >= 0 && n <= len(fs); n++ {
+			i = parent[i]
+		}
+		return i
+	}
+	for i := range parent {
+		parent[i] = -1
+	}
+	for i, f := range fs {
+		if f.Verdict == Pass {
+			continue
+		}
+		for _, k := range f.needs {
+			if j, ok := owner[k]; ok && j != i && root(j) != i {
+				parent[i] = j
+				break
+			}
+		}
+	}
+	var out []Finding
+	top := map[int]int{} // index in fs -> index in out
+	for i, f := range fs {
+		if parent[i] < 0 {
+			top[i] = len(out)
+			out = append(out, f)
+		}
+	}
+	for i, f := range fs {
+		if parent[i] >= 0 {
+			r := &out[top[root(i)]]
+			r.Effects = append(r.Effects, f)
+		}
+	}
+	return out
+}
+
+// Causes lists the subjects of the failing findings, each with the
+// number of findings it explains.
+func Causes(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Verdict != Fail {
+			continue
+		}
+		s := f.Subject
+		if n := len(f.Effects); n > 0 {
+			s += fmt.Sprintf(" (%d finding(s) follow from it)", n)
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // Worst returns the worst verdict of the findings (Pass when empty).
@@ -193,9 +270,18 @@ func WriteText(w io.Writer, fs []Finding, verbose bool) error {
 		if f.Fix != "" {
 			indent(&b, "      fix: ", f.Fix)
 		}
+		if len(f.Effects) > 0 {
+			b.WriteString("      which explains:\n")
+		}
+		for _, x := range f.Effects {
+			indent(&b, fmt.Sprintf("        %-4s  %s  %s: ", x.Verdict, x.Check, x.Subject), firstLine(x.Evidence))
+		}
 	}
 	pass, warn, fail := Count(fs)
 	fmt.Fprintf(&b, "\n%d passed, %d warnings, %d failed: %s\n", pass, warn, fail, Worst(fs))
+	if causes := Causes(fs); len(causes) > 0 {
+		fmt.Fprintf(&b, "causes, to fix first: %s\n", strings.Join(causes, "; "))
+	}
 	_, err := io.WriteString(w, b.String())
 	if err != nil {
 		return fmt.Errorf("write findings: %w", err)
@@ -228,6 +314,14 @@ type findings []Finding
 
 func (f *findings) add(v Verdict, subject, evidence, fix string) {
 	*f = append(*f, Finding{Subject: subject, Verdict: v, Evidence: evidence, Fix: fix})
+}
+
+// about sets what the last finding explains when it fails and what it
+// needs.
+func (f *findings) about(explains, needs []string) {
+	if n := len(*f); n > 0 {
+		(*f)[n-1].explains, (*f)[n-1].needs = explains, needs
+	}
 }
 
 func (f *findings) pass(subject, format string, args ...any) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -65,6 +66,7 @@ virtuals:
 `
 
 type e2eParams struct {
+	Kind     string // the pool's kind (fastl4 configuration)
 	Lab      *testnet.Lab
 	Network  string // the network section
 	Dir, Pin string
@@ -96,6 +98,7 @@ type e2eMember struct {
 	addr netip.Addr
 	mu   sync.Mutex
 	srvs map[uint16]*http.Server
+	lns  map[uint16]net.Listener // closed by stop even before Serve takes them
 }
 
 func (m *e2eMember) serve(t *testing.T, lab *testnet.Lab, port uint16, h http.Handler, fe *fakefe.Server, cert *tls.Certificate) {
@@ -113,9 +116,9 @@ func (m *e2eMember) serve(t *testing.T, lab *testnet.Lab, port uint16, h http.Ha
 	hs.Handler = h
 	m.mu.Lock()
 	if m.srvs == nil {
-		m.srvs = map[uint16]*http.Server{}
+		m.srvs, m.lns = map[uint16]*http.Server{}, map[uint16]net.Listener{}
 	}
-	m.srvs[port] = hs
+	m.srvs[port], m.lns[port] = hs, ln
 	m.mu.Unlock()
 	go func() { _ = hs.Serve(ln) }()
 }
@@ -134,11 +137,13 @@ func (m *e2eMember) stopAll() {
 
 func (m *e2eMember) stop(port uint16) {
 	m.mu.Lock()
-	hs := m.srvs[port]
+	hs, ln := m.srvs[port], m.lns[port]
 	delete(m.srvs, port)
+	delete(m.lns, port)
 	m.mu.Unlock()
 	if hs != nil {
 		_ = hs.Close()
+		_ = ln.Close()
 	}
 }
 
@@ -148,6 +153,7 @@ type e2eDeployment struct {
 	dir     string
 	certs   *certgen.Set
 	params  e2eParams
+	config  string // the template; default e2eConfig
 	cfgPath string
 	members []*e2eMember
 	fes     []*fakefe.Server
@@ -209,7 +215,11 @@ func newE2E(t *testing.T) *e2eDeployment {
 func (d *e2eDeployment) writeConfig(t *testing.T) {
 	t.Helper()
 	var b bytes.Buffer
-	if err := template.Must(template.New("cfg").Parse(e2eConfig)).Execute(&b, d.params); err != nil {
+	text := e2eConfig
+	if d.config != "" {
+		text = d.config
+	}
+	if err := template.Must(template.New("cfg").Parse(text)).Execute(&b, d.params); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(d.cfgPath, b.Bytes(), 0o600); err != nil {

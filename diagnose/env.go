@@ -71,6 +71,10 @@ type Env struct {
 	// process holding the admin endpoint's socket (admin.listen), once
 	// that endpoint answers GET /status.
 	IsProxy func(pid int, comm string) bool
+	// Names are the names clients use to reach the fastl4 virtuals.
+	// Default: the names of the sites publishing the same pool, else the
+	// DNS names of the certificate the front ends present.
+	Names []string
 	// Credentials, when set, drive the NTLM handshake to the end.
 	Credentials *Credentials
 	// ExpiryWarning is how close to expiry a certificate is flagged
@@ -87,6 +91,7 @@ type Env struct {
 
 	daemonInfo daemonInfo
 	daemonOK   bool
+	poolNames  map[string][]string // pool -> names of its front ends' certificate
 }
 
 func (e *Env) close() {
@@ -98,6 +103,7 @@ func (e *Env) close() {
 	e.nl, e.nlErr, e.ownedNL = nil, nil, false
 	e.owners, e.ownersOK = nil, false
 	e.daemonInfo, e.daemonOK = daemonInfo{}, false
+	e.poolNames = nil
 	e.local = nil
 }
 

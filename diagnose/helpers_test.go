@@ -221,13 +221,15 @@ func runCheck(t testing.TB, env *Env, c Check) []Finding {
 	return fs
 }
 
-// find returns the findings whose subject contains subj.
+// find returns the findings whose subject contains subj, effects
+// included.
 func find(fs []Finding, subj string) []Finding {
 	var out []Finding
 	for _, f := range fs {
 		if strings.Contains(f.Subject, subj) {
 			out = append(out, f)
 		}
+		out = append(out, find(f.Effects, subj)...)
 	}
 	return out
 }

@@ -85,8 +85,8 @@ func siteName(s *config.Site) string {
 }
 
 // skypePools returns the pools that are Skype / Lync front ends: used by
-// a site with the skype profile, or monitored on the External Web Site's
-// ports.
+// a site with the skype profile, of kind skype-fe, or monitored on the
+// External Web Site's ports.
 func skypePools(c *config.Config) map[string]bool {
 	out := map[string]bool{}
 	for _, v := range c.Virtuals {
@@ -97,7 +97,7 @@ func skypePools(c *config.Config) map[string]bool {
 		}
 	}
 	for name, p := range c.Pools {
-		if p != nil && (p.Monitor.Port == 4443 || p.Monitor.Port == 8080) {
+		if p != nil && (p.Kind == config.PoolKindSkypeFE || p.Monitor.Port == 4443 || p.Monitor.Port == 8080) {
 			out[name] = true
 		}
 	}
@@ -108,4 +108,22 @@ func skypePools(c *config.Config) map[string]bool {
 // the internal NIC's (the L7 proxy's source and fastl4's automap SNAT).
 func (e *Env) sourceFor(_ target, dst netip.Addr) netip.Addr {
 	return e.internalAddr(dst)
+}
+
+// targetNeeds is what a finding about traffic through a virtual depends
+// on: the virtual's own forwarding and every member of its pools, by
+// address and on the forwarded port.
+func (e *Env) targetNeeds(ctx context.Context, v *config.Virtual) []string {
+	out := []string{"virtual " + v.Name}
+	for _, t := range targets(e.Config) {
+		if t.Virtual != v || e.Config.Pools[t.Pool] == nil {
+			continue
+		}
+		for _, m := range e.Config.Pools[t.Pool].Members {
+			if a, _, err := e.resolveMember(ctx, m.Address); err == nil {
+				out = append(out, "member "+a.String(), "member "+netip.AddrPortFrom(a, t.Port).String())
+			}
+		}
+	}
+	return out
 }

@@ -86,10 +86,11 @@ func checkNames(ctx context.Context, e *Env) []Finding {
 		var order []string
 		want := map[string][]netip.Addr{}
 		for _, v := range c.Virtuals {
-			if v.Mode != config.ModeHTTPS && v.Mode != config.ModeHTTP {
-				continue
+			hosts := publishedHosts(v)
+			if v.Mode == config.ModeFastL4 {
+				hosts, _ = e.fastl4Names(ctx, v)
 			}
-			for _, h := range publishedHosts(v) {
+			for _, h := range hosts {
 				if _, ok := want[h]; !ok {
 					order = append(order, h)
 				}

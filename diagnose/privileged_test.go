@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,8 +180,32 @@ func TestPrivilegedRoutes(t *testing.T) {
 		lab.Proxy.Run(t, "ip", "route", "del", "198.19.1.0/24")
 		defer lab.Proxy.Run(t, "ip", "route", "add", "198.19.1.0/24", "via", "198.19.0.1", "dev", testnet.IntIf)
 		fs := runCheck(t, labEnv(lab, cfg), Routes)
-		expect(t, fs, "member fe01.corp.example.com", Fail, "via 198.18.0.1 dev ext0", "not the internal NIC int0", "network.internal.routes")
-		expect(t, fs, "member fe02.corp.example.com", Fail, "198.19.1.12")
+		// One route is missing: one finding for the members behind it,
+		// with the route the file lists.
+		expect(t, fs, "member fe01.corp.example.com, fe02.corp.example.com", Fail, "198.19.1.11, 198.19.1.12 via 198.18.0.1 dev ext0", "not the internal NIC int0",
+			"the file lists {to: 198.19.1.0/24, via: 198.19.0.1}", "ip route add 198.19.1.0/24 via 198.19.0.1 dev int0")
+		if n := len(fails(fs)); n != 1 {
+			t.Errorf("%d failures, want one", n)
+		}
+	})
+
+	t.Run("a more specific route wins over the internal one", func(t *testing.T) {
+		lab.Proxy.Run(t, "ip", "route", "add", "198.19.1.0/25", "via", "198.18.0.1", "dev", testnet.ExtIf)
+		defer lab.Proxy.Run(t, "ip", "route", "del", "198.19.1.0/25")
+		fs := runCheck(t, labEnv(lab, cfg), Routes)
+		f := expect(t, fs, "member fe01.corp.example.com, fe02.corp.example.com", Fail,
+			"the internal route 198.19.1.0/24 exists, but the more specific 198.19.1.0/25 wins", "ip route del 198.19.1.0/25")
+		if strings.Contains(f.Fix, "add") {
+			t.Errorf("fix %q speaks of adding the route that exists", f.Fix)
+		}
+	})
+
+	t.Run("a wrong address in network.hosts", func(t *testing.T) {
+		wrong := labConfig(lab, cfg.FastPath.PinPath)
+		wrong.Network.Hosts["fe02.corp.example.com"] = netip.MustParseAddr("198.18.7.12")
+		fs := runCheck(t, labEnv(lab, wrong), Routes)
+		expect(t, fs, "member fe02.corp.example.com", Fail, "fe02.corp.example.com is 198.18.7.12 by network.hosts",
+			"if 198.18.7.12 is not fe02.corp.example.com's address, correct network.hosts")
 	})
 
 	t.Run("no default route", func(t *testing.T) {

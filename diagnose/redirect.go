@@ -49,6 +49,7 @@ func checkPorts(ctx context.Context, e *Env) []Finding {
 		case t.Port == 443 || t.Port == 80:
 			f.add(Fail, subj, fmt.Sprintf("%d → %d sends Internet clients to the members' Internal Web Site: %s", from, t.Port, whyPorts),
 				fmt.Sprintf("set %s to %d", portKey(t), want))
+			f.about([]string{"virtual " + t.Virtual.Name}, nil)
 		case t.Port == 4443 || t.Port == 8080:
 			what := "TLS to the plain HTTP port 8080"
 			if t.Port == 4443 {
@@ -112,7 +113,9 @@ func checkPorts(ctx context.Context, e *Env) []Finding {
 					"add one to network.internal.addresses")
 				continue
 			}
-			f = append(f, e.probeMember(ctx, subj, pr.addr, src, skype[t.Pool]))
+			fd := e.probeMember(ctx, subj, pr.addr, src, skype[t.Pool])
+			fd.explains, fd.needs = []string{"member " + pr.addr.String()}, []string{"member " + a.String()}
+			f = append(f, fd)
 		}
 	}
 	return f

@@ -79,6 +79,51 @@ func checkRoutes(ctx context.Context, e *Env) []Finding {
 		return "ifindex " + strconv.Itoa(idx)
 	}
 
+	f = append(f, e.defaultRoutes(h, extIdx, intIdx, linkName)...)
+	f = append(f, e.memberRoutes(ctx, h, intIdx, linkName)...)
+
+	// The host is not a router.
+	for _, s := range []struct{ key, name string }{
+		{"net/ipv4/ip_forward", "net.ipv4.ip_forward"},
+		{"net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"},
+	} {
+		v, err := e.sysctl(s.key)
+		if err != nil {
+			continue
+		}
+		if v != "0" {
+			f.add(Warn, s.name, fmt.Sprintf("%s = %s: the host forwards packets between its NICs; the proxy does not need it (the XDP path redirects itself)", s.name, v),
+				fmt.Sprintf("sysctl -w %s=0 (a reverse proxy with persistent routes is not a router)", s.name))
+		}
+	}
+
+	// SNAT of fastl4 virtuals: replies must come back through the proxy.
+	intAddrs := map[netip.Addr]bool{}
+	for _, p := range e.linkAddrs(intName) {
+		intAddrs[p.Addr()] = true
+	}
+	anyFast := false
+	for _, v := range c.Virtuals {
+		if v.Mode != config.ModeFastL4 {
+			continue
+		}
+		anyFast = true
+		f = append(f, e.snatFinding(ctx, v, intName, intAddrs))
+	}
+	if anyFast {
+		if fd, ok := e.snatPortsFinding(); ok {
+			f = append(f, fd)
+		}
+	}
+	return f
+}
+
+// defaultRoutes: the only default route of each family in use is on the
+// external NIC.
+func (e *Env) defaultRoutes(h *netlink.Handle, extIdx, intIdx int, linkName func(int) string) []Finding {
+	var f findings
+	c := e.Config
+	extName, intName := c.Network.External.Interface, c.Network.Internal.Interface
 	// Families in use: the VIPs' (replies to clients) and the members'.
 	vipFam := map[bool]bool{} // is4 -> used
 	for _, v := range c.Virtuals {
@@ -147,74 +192,6 @@ func checkRoutes(ctx context.Context, e *Env) []Finding {
 		}
 	}
 
-	// Each member is reached through the internal NIC.
-	seen := map[netip.Addr]bool{}
-	for _, pn := range sortedPools(c) {
-		for _, m := range c.Pools[pn].Members {
-			a, _, err := e.resolveMember(ctx, m.Address)
-			subj := "member " + m.Address
-			if err != nil {
-				f.add(Fail, subj, err.Error(), fmt.Sprintf("add %s to network.hosts", m.Address))
-				continue
-			}
-			if seen[a] {
-				continue
-			}
-			seen[a] = true
-			rs, err := h.RouteGet(net.IP(a.AsSlice()))
-			if err != nil || len(rs) == 0 {
-				f.add(Fail, subj, fmt.Sprintf("no route to %s: %v", a, err),
-					fmt.Sprintf("add a static route to the member's subnet via the internal router on %s (network.internal.routes)", intName))
-				continue
-			}
-			r := rs[0]
-			desc := fmt.Sprintf("%s %s", a, describeHop(hop{r.LinkIndex, addrOf(r.Gw)}, linkName))
-			if r.Src != nil {
-				desc += " src " + addrOf(r.Src).String()
-			}
-			if r.LinkIndex == intIdx {
-				f.pass(subj, "%s", desc)
-				continue
-			}
-			f.add(Fail, subj, fmt.Sprintf("%s: the member is reached through %s, not the internal NIC %s", desc, linkName(r.LinkIndex), intName),
-				fmt.Sprintf("add a persistent static route to the member's subnet via the internal router: network.internal.routes "+
-					"(ip route add <member subnet> via <internal router> dev %s)", intName))
-		}
-	}
-
-	// The host is not a router.
-	for _, s := range []struct{ key, name string }{
-		{"net/ipv4/ip_forward", "net.ipv4.ip_forward"},
-		{"net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"},
-	} {
-		v, err := e.sysctl(s.key)
-		if err != nil {
-			continue
-		}
-		if v != "0" {
-			f.add(Warn, s.name, fmt.Sprintf("%s = %s: the host forwards packets between its NICs; the proxy does not need it (the XDP path redirects itself)", s.name, v),
-				fmt.Sprintf("sysctl -w %s=0 (a reverse proxy with persistent routes is not a router)", s.name))
-		}
-	}
-
-	// SNAT of fastl4 virtuals: replies must come back through the proxy.
-	intAddrs := map[netip.Addr]bool{}
-	for _, p := range e.linkAddrs(intName) {
-		intAddrs[p.Addr()] = true
-	}
-	anyFast := false
-	for _, v := range c.Virtuals {
-		if v.Mode != config.ModeFastL4 {
-			continue
-		}
-		anyFast = true
-		f = append(f, e.snatFinding(ctx, v, intName, intAddrs))
-	}
-	if anyFast {
-		if fd, ok := e.snatPortsFinding(); ok {
-			f = append(f, fd)
-		}
-	}
 	return f
 }
 
@@ -351,4 +328,150 @@ func firstOr(s []string, alt string) string {
 		return alt
 	}
 	return s[0]
+}
+
+// memberRoute is how the host reaches one member.
+type memberRoute struct {
+	names []string // the members' names at this address
+	addr  netip.Addr
+	hosts bool // the address comes from network.hosts
+	route netlink.Route
+	err   error
+}
+
+// memberRoutes: each member is reached through the internal NIC. The
+// members that are not fail together, once per way they are reached
+// (one missing route is one finding), with the fix the situation needs.
+func (e *Env) memberRoutes(ctx context.Context, h *netlink.Handle, intIdx int, linkName func(int) string) []Finding {
+	var f findings
+	c := e.Config
+	intName := c.Network.Internal.Interface
+	var order []string
+	groups := map[string][]*memberRoute{}
+	byAddr := map[netip.Addr]*memberRoute{}
+	for _, pn := range sortedPools(c) {
+		for _, m := range c.Pools[pn].Members {
+			a, src, err := e.resolveMember(ctx, m.Address)
+			subj := "member " + m.Address
+			if err != nil {
+				f.add(Fail, subj, err.Error(), fmt.Sprintf("add %s to network.hosts", m.Address))
+				continue
+			}
+			if mr := byAddr[a]; mr != nil {
+				if !slices.Contains(mr.names, m.Address) {
+					mr.names = append(mr.names, m.Address)
+				}
+				continue
+			}
+			mr := &memberRoute{names: []string{m.Address}, addr: a, hosts: src == "network.hosts"}
+			byAddr[a] = mr
+			rs, err := h.RouteGet(net.IP(a.AsSlice()))
+			if err == nil && len(rs) == 0 {
+				err = fmt.Errorf("no route")
+			}
+			var k string
+			if err != nil {
+				mr.err, k = err, "none"
+			} else {
+				mr.route = rs[0]
+				k = describeHop(hop{rs[0].LinkIndex, addrOf(rs[0].Gw)}, linkName)
+				if rs[0].LinkIndex == intIdx {
+					k = "ok " + a.String()
+				}
+			}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], mr)
+		}
+	}
+	for _, k := range order {
+		g := groups[k]
+		var names, explains []string
+		for _, mr := range g {
+			names = append(names, mr.names...)
+			explains = append(explains, "member "+mr.addr.String())
+		}
+		subj := "member " + strings.Join(names, ", ")
+		if strings.HasPrefix(k, "ok ") {
+			r := g[0].route
+			desc := fmt.Sprintf("%s %s", g[0].addr, describeHop(hop{r.LinkIndex, addrOf(r.Gw)}, linkName))
+			if r.Src != nil {
+				desc += " src " + addrOf(r.Src).String()
+			}
+			f.pass(subj, "%s", desc)
+			continue
+		}
+		ev, fix := e.memberRouteFault(h, g, intIdx, intName, linkName)
+		f.add(Fail, subj, ev, fix)
+		f.about(explains, nil)
+	}
+	return f
+}
+
+// memberRouteFault explains why members are not reached through the
+// internal NIC, and the fix: the route the file lists but the host lacks,
+// a more specific route that wins over the internal one, or a
+// network.hosts address no internal route covers.
+func (e *Env) memberRouteFault(h *netlink.Handle, g []*memberRoute, intIdx int, intName string, linkName func(int) string) (string, string) {
+	mr := g[0]
+	var addrs []string
+	for _, m := range g {
+		addrs = append(addrs, m.addr.String())
+	}
+	ev := fmt.Sprintf("no route to %s: %v", strings.Join(addrs, ", "), mr.err)
+	if mr.err == nil {
+		r := mr.route
+		ev = fmt.Sprintf("%s %s: the members are reached through %s, not the internal NIC %s",
+			strings.Join(addrs, ", "), describeHop(hop{r.LinkIndex, addrOf(r.Gw)}, linkName), linkName(r.LinkIndex), intName)
+	}
+	if in, win, ok := e.shadowedRoute(h, mr.addr, intIdx, mr.route.LinkIndex); ok && mr.err == nil {
+		return ev + fmt.Sprintf("; the internal route %s exists, but the more specific %s wins", in, win),
+			fmt.Sprintf("remove the more specific route (ip route del %s) or send it through %s; the internal route is already there", win, intName)
+	}
+	for _, r := range e.Config.Network.Internal.Routes {
+		if r.To.Contains(mr.addr) {
+			return ev + fmt.Sprintf("; the file lists {to: %s, via: %s} under network.internal.routes, but the host lacks it", r.To, r.Via),
+				fmt.Sprintf("run edgeproxy netcfg apply (or: ip route add %s via %s dev %s)", r.To, r.Via, intName)
+		}
+	}
+	if mr.hosts {
+		return ev + fmt.Sprintf("; %s is %s by network.hosts, which no internal subnet or route covers", mr.names[0], mr.addr),
+			fmt.Sprintf("if %s is not %s's address, correct network.hosts; otherwise add a route to its subnet under network.internal.routes", mr.addr, mr.names[0])
+	}
+	return ev, fmt.Sprintf("add a persistent static route to the members' subnet via the internal router: network.internal.routes "+
+		"(ip route add <member subnet> via <internal router> dev %s)", intName)
+}
+
+// shadowedRoute finds a route on the internal NIC covering a and the
+// more specific route on another link that wins over it.
+func (e *Env) shadowedRoute(h *netlink.Handle, a netip.Addr, intIdx, winLink int) (in, win string, ok bool) {
+	fam := netlink.FAMILY_V4
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	rs, err := h.RouteList(nil, fam)
+	if err != nil {
+		return "", "", false
+	}
+	best := map[bool]netip.Prefix{} // on the internal NIC -> most specific prefix covering a
+	for _, r := range rs {
+		if r.Dst == nil || (r.LinkIndex != intIdx && r.LinkIndex != winLink) {
+			continue
+		}
+		p, okp := prefixOf(r.Dst)
+		if !okp || !p.Masked().Contains(a) {
+			continue
+		}
+		onInt := r.LinkIndex == intIdx
+		if b, seen := best[onInt]; !seen || p.Bits() > b.Bits() {
+			best[onInt] = p.Masked()
+		}
+	}
+	i, okIn := best[true]
+	w, okWin := best[false]
+	if !okIn || !okWin || w.Bits() <= i.Bits() {
+		return "", "", false
+	}
+	return i.String(), w.String(), true
 }

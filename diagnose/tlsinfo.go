@@ -169,8 +169,22 @@ type chainCheck struct {
 	Warn      time.Duration // expiry warning window
 	// Public: the chain faces Internet clients: self-signed is an error.
 	Public bool
+	// Member: the chain is a front end's, served by IIS: the fixes speak
+	// of the certificate stores and the External Web Site's binding.
+	Member bool
 	// What the chain is, for messages ("the public certificate").
 	What string
+}
+
+// iisBinding is how a front end's certificate is put in place.
+const iisBinding = "assign it to the External Web Site (Skype/Lync deployment wizard, certificate step; IIS shows it as the https binding of the External Web Site on 4443)"
+
+// fix picks the fix for a file's chain or for a front end's (IIS).
+func (cc chainCheck) fix(file, member string) string {
+	if cc.Member {
+		return member
+	}
+	return file
 }
 
 // analyzeChain verifies a presented chain (leaf first) and lists its
@@ -190,20 +204,20 @@ func analyzeChain(chain []*x509.Certificate, cc chainCheck) ([]problem, []*x509.
 		switch {
 		case now.After(c.NotAfter):
 			ps = append(ps, problem{Fail, fmt.Sprintf("%s of %s expired on %s", role, cc.What, c.NotAfter.UTC().Format(time.DateOnly)),
-				"renew it and install the new certificate with its chain"})
+				cc.fix("renew it and install the new certificate with its chain", "renew it, then "+iisBinding)})
 		case now.Before(c.NotBefore):
 			ps = append(ps, problem{Fail, fmt.Sprintf("%s of %s is not valid before %s", role, cc.What, c.NotBefore.UTC().Format(time.RFC3339)),
 				"check the host's clock, or wait for the certificate's start date"})
 		case c.NotAfter.Sub(now) < cc.Warn:
 			ps = append(ps, problem{Warn, fmt.Sprintf("%s of %s expires on %s, in %d days", role, cc.What,
 				c.NotAfter.UTC().Format(time.DateOnly), int(c.NotAfter.Sub(now).Hours()/24)),
-				"renew it before it expires"})
+				cc.fix("renew it before it expires", "renew it before it expires, then "+iisBinding)})
 		}
 	}
 
 	if cc.Public && selfSigned(leaf) {
 		ps = append(ps, problem{Fail, fmt.Sprintf("%s (%s) is self-signed: Lync/Skype clients accept only certificates issued by a CA they trust", cc.What, subjectName(leaf)),
-			"install a certificate from a public CA (or from a CA every client trusts)"})
+			cc.fix("install a certificate from a public CA (or from a CA every client trusts)", "get a certificate from a public CA (or from a CA every client trusts), then "+iisBinding)})
 		return ps, nil
 	}
 
@@ -274,7 +288,8 @@ func explainVerify(err error, chain []*x509.Certificate, cc chainCheck) problem 
 			fmt.Sprintf("the chain of %s is incomplete: %s is issued by %q, which is neither in the presented chain nor trusted by %s "+
 				"(missing intermediate %q, or an untrusted CA)",
 				cc.What, where, issuerName(top), cc.RootsName, issuerName(top)),
-			fmt.Sprintf("append the intermediate certificate %q (from the CA's chain file) after the leaf in the PEM file", issuerName(top))}
+			cc.fix(fmt.Sprintf("append the intermediate certificate %q (from the CA's chain file) after the leaf in the PEM file", issuerName(top)),
+				fmt.Sprintf("import the intermediate certificate %q into the front end's Intermediate Certification Authorities store (certlm.msc, local computer), so that IIS sends it with the External Web Site's certificate", issuerName(top)))}
 	case errors.As(err, &ci):
 		return problem{Fail, fmt.Sprintf("%s does not verify: %v", cc.What, ci), "install a certificate valid for TLS servers, with a CA chain"}
 	default:
@@ -317,8 +332,14 @@ func (e *Env) handshake(ctx context.Context, src netip.Addr, addr, sni string) (
 	if err != nil {
 		return nil, err
 	}
+	return tlsState(ctx, conn, sni, e.timeout())
+}
+
+// tlsState completes a TLS handshake on conn with the given SNI, without
+// verifying, and closes conn.
+func tlsState(ctx context.Context, conn net.Conn, sni string, timeout time.Duration) (*tls.ConnectionState, error) {
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, e.timeout())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tc := tls.Client(conn, &tls.Config{
 		ServerName:         sni,
@@ -327,7 +348,7 @@ func (e *Env) handshake(ctx context.Context, src netip.Addr, addr, sni string) (
 		NextProtos:         []string{"http/1.1"},
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake with %s (SNI %q): %w", addr, sni, err)
+		return nil, fmt.Errorf("TLS handshake with %s (SNI %q): %w", conn.RemoteAddr(), sni, err)
 	}
 	st := tc.ConnectionState()
 	return &st, nil
