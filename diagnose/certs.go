@@ -186,7 +186,11 @@ func (e *Env) publicCert(ctx context.Context, v *config.Virtual, vc config.Certi
 		case sameChain(served, chain):
 			live = fmt.Sprintf("; %s serves it with its %d-certificate chain", e.dialAddr(v), len(chain))
 		case served[0].Equal(chain[0]):
-			f.add(Warn, subj, fmt.Sprintf("%s serves the leaf with a different chain (%d certificates, file has %d)", e.dialAddr(v), len(served), len(chain)),
+			verdict, why := Warn, ""
+			if ps, _ := analyzeChain(served, cc); slices.ContainsFunc(ps, func(p problem) bool { return p.Verdict == Fail }) {
+				verdict, why = Fail, ": clients cannot build a chain from it to "+cc.RootsName
+			}
+			f.add(verdict, subj, fmt.Sprintf("%s serves the leaf with a different chain (%d certificates, file has %d)%s", e.dialAddr(v), len(served), len(chain), why),
 				"restart or reload edgeproxy so that it serves the file's chain")
 		case sni != "":
 			f.add(Warn, subj, fmt.Sprintf("%s serves %s for SNI %s, not this file's certificate", e.dialAddr(v), describeCert(served[0]), sni),

@@ -64,27 +64,53 @@ func TestCertificates(t *testing.T) {
 		expect(t, fs, "member fe01", Pass, `chains to "Corp Internal CA"`, "SNI webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com")
 	})
 
-	type tc struct {
-		name     string
-		file     func(dir string) config.Certificate
-		served   tls.Certificate
-		member   tls.Certificate
-		roots    []*pki
-		subj     string
-		verdict  Verdict
-		evidence []string
+	for _, c := range certCases(t, p, goodLeaf, otherRoot) {
+		t.Run(c.name, func(t *testing.T) {
+			member := c.member
+			if member.Certificate == nil {
+				member = tlsCert(goodMember)
+			}
+			lab := newCertLab(t, p, c.file(t.TempDir()), c.served, member)
+			if c.roots != nil {
+				lab.env.Roots = pool(c.roots...)
+			}
+			fs := runCheck(t, lab.env, Certificates)
+			expect(t, fs, c.subj, c.verdict, c.evidence...)
+			if Worst(fs) != c.verdict {
+				t.Errorf("worst verdict %s, want %s", Worst(fs), c.verdict)
+			}
+		})
 	}
+}
+
+// certCase is a defect of the public or a member's certificate and the
+// finding it must produce.
+type certCase struct {
+	name     string
+	file     func(dir string) config.Certificate
+	served   tls.Certificate
+	member   tls.Certificate
+	roots    []*pki
+	subj     string
+	verdict  Verdict
+	evidence []string
+}
+
+func certCases(t *testing.T, p *testPKI, goodLeaf, otherRoot *pki) []certCase {
+	return append(publicCertCases(t, p, goodLeaf, otherRoot), memberCertCases(t, p, goodLeaf)...)
+}
+
+// publicCertCases are defects of the public certificate.
+func publicCertCases(t *testing.T, p *testPKI, goodLeaf, otherRoot *pki) []certCase {
 	expired := issue(t, p.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames,
 		NotBefore: time.Now().Add(-400 * 24 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
 	expiring := issue(t, p.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames, NotAfter: time.Now().Add(10 * 24 * time.Hour)})
 	self := issue(t, nil, certSpec{CN: "webext.example.com", DNS: skypeNames})
-	wrongMember := issue(t, p.Internal, certSpec{CN: "sip.example.com", DNS: []string{"sip.example.com"}})
-	publicMember := issue(t, p.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames})
 	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := []tc{
+	return []certCase{
 		{
 			name:     "missing intermediate",
 			file:     func(dir string) config.Certificate { return writeCert(t, dir, "public", goodLeaf) },
@@ -148,13 +174,29 @@ func TestCertificates(t *testing.T) {
 			evidence: []string{`root "Test Public Root CA"`, "does not trust"},
 		},
 		{
-			name:     "served chain differs from the file",
+			name:     "served chain clients cannot build",
 			file:     func(dir string) config.Certificate { return writeCert(t, dir, "public", goodLeaf, p.Inter) },
 			served:   tlsCert(goodLeaf),
 			subj:     "certificate ",
-			verdict:  Warn,
-			evidence: []string{"different chain", "1 certificates, file has 2"},
+			verdict:  Fail,
+			evidence: []string{"different chain", "1 certificates, file has 2", "clients cannot build a chain"},
 		},
+		{
+			name:     "served chain differs from the file",
+			file:     func(dir string) config.Certificate { return writeCert(t, dir, "public", goodLeaf, p.Inter) },
+			served:   tlsCert(goodLeaf, p.Inter, p.Root),
+			subj:     "certificate ",
+			verdict:  Warn,
+			evidence: []string{"different chain", "3 certificates, file has 2"},
+		},
+	}
+}
+
+// memberCertCases are defects of a member's certificate.
+func memberCertCases(t *testing.T, p *testPKI, goodLeaf *pki) []certCase {
+	wrongMember := issue(t, p.Internal, certSpec{CN: "sip.example.com", DNS: []string{"sip.example.com"}})
+	publicMember := issue(t, p.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames})
+	return []certCase{
 		{
 			name:     "member certificate for the wrong name",
 			file:     func(dir string) config.Certificate { return writeCert(t, dir, "public", goodLeaf, p.Inter) },
@@ -173,23 +215,6 @@ func TestCertificates(t *testing.T) {
 			verdict:  Fail,
 			evidence: []string{"backend_tls.ca", `issued by "Test Public Root CA"`},
 		},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			member := c.member
-			if member.Certificate == nil {
-				member = tlsCert(goodMember)
-			}
-			lab := newCertLab(t, p, c.file(t.TempDir()), c.served, member)
-			if c.roots != nil {
-				lab.env.Roots = pool(c.roots...)
-			}
-			fs := runCheck(t, lab.env, Certificates)
-			expect(t, fs, c.subj, c.verdict, c.evidence...)
-			if Worst(fs) != c.verdict {
-				t.Errorf("worst verdict %s, want %s", Worst(fs), c.verdict)
-			}
-		})
 	}
 }
 
