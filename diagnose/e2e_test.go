@@ -380,15 +380,16 @@ type diagnoseDoc struct {
 
 // command runs `edgeproxy diagnose -json` from the host, pointed at the
 // lab's namespaces, and returns its document and exit status.
-func (d *e2eDeployment) command(t *testing.T) (diagnoseDoc, int) {
+func (d *e2eDeployment) command(t *testing.T, extra ...string) (diagnoseDoc, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, labtest.Binary(t), "diagnose", "-config", d.cfgPath, "-json", "-timeout", "2s",
+	args := []string{"diagnose", "-config", d.cfgPath, "-json", "-timeout", "2s",
 		"-netns", d.lab.Proxy.Name, "-client-netns", d.lab.Client.Name,
 		"-resolver", netip.AddrPortFrom(d.lab.ClientAddr4, 53).String(),
 		"-ca-bundle", filepath.Join(d.dir, certgen.PublicRootFile),
-		"-user", alice.Domain+`\`+alice.User)
+		"-user", alice.Domain + `\` + alice.User}
+	cmd := exec.CommandContext(ctx, labtest.Binary(t), append(args, extra...)...)
 	cmd.Env = append(os.Environ(), "EDGEPROXY_DIAGNOSE_PASSWORD="+alice.Password)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

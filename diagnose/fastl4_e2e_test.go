@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -137,6 +140,17 @@ func TestPrivilegedDiagnoseFastL4(t *testing.T) {
 	expect(t, fs, "member fe01.corp.example.com:4443 for sfb-web-l4", Pass, "chains to")
 	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com autodiscover", Pass)
 	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com denied paths", Pass)
+
+	t.Run("command", func(t *testing.T) {
+		// The test's public root stands in for the bundle.
+		writePool(t, filepath.Join(l.dir, certgen.PublicRootFile), l.pki.Root)
+		doc, code := l.command(t, "-names", strings.Join(skypeNames, ","))
+		if code != 0 || doc.Verdict != Pass {
+			t.Errorf("edgeproxy diagnose: exit %d, verdict %s", code, doc.Verdict)
+		}
+		expect(t, doc.Findings, "lyncdiscover.example.com DNS", Pass, "198.18.0.10")
+		expect(t, doc.Findings, "member fe01.corp.example.com:4443 for sfb-web-l4", Pass, "SNI webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com")
+	})
 
 	t.Run("wrong certificate on the member's 4443", func(t *testing.T) {
 		wrong := tlsCert(issue(t, l.pki.Inter, certSpec{CN: "sip.example.com", DNS: []string{"sip.example.com"}}), l.pki.Inter)

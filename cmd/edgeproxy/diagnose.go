@@ -22,7 +22,7 @@ func init() {
 const diagnosePasswordEnv = "EDGEPROXY_DIAGNOSE_PASSWORD"
 
 func runDiagnose(ctx context.Context, args []string) error {
-	fs := newFlagSet("diagnose", "-config FILE [-json] [-v] [-resolver HOST:PORT] [-ca-bundle FILE] [-checks LIST] [-user DOMAIN\\USER] [-netns NAME] [-client-netns NAME]")
+	fs := newFlagSet("diagnose", "-config FILE [-json] [-v] [-resolver HOST:PORT] [-ca-bundle FILE] [-checks LIST] [-user DOMAIN\\USER] [-netns NAME] [-client-netns NAME] [-names LIST]")
 	cfgPath := fs.String("config", "", "the configuration file (required)")
 	asJSON := fs.Bool("json", false, "print the findings as JSON")
 	verbose := fs.Bool("v", false, "show the evidence of passing findings in full")
@@ -32,6 +32,7 @@ func runDiagnose(ctx context.Context, args []string) error {
 	user := fs.String("user", "", "a test account, DOMAIN\\user, to complete the NTLM handshake through the proxy (password in $"+diagnosePasswordEnv+")")
 	nsName := fs.String("netns", "", "diagnose the proxy host that is this network namespace (ip netns name)")
 	clientNS := fs.String("client-netns", "", "run the application requests from this network namespace, as an Internet client (also reaches fastl4 virtuals)")
+	names := fs.String("names", "", "comma-separated names clients use for the fastl4 virtuals, e.g. webext.example.com,lyncdiscover.example.com (default: the names of the sites publishing the same pool, else those of the front ends' certificate)")
 	timeout := fs.Duration("timeout", 3*time.Second, "bound on each connection, handshake and request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,6 +66,11 @@ func runDiagnose(ctx context.Context, args []string) error {
 	}
 
 	env := &diagnose.Env{Config: rep.Config, Resolver: *resolver, Timeout: *timeout}
+	for _, n := range strings.Split(*names, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			env.Names = append(env.Names, strings.ToLower(n))
+		}
+	}
 	if *bundle != "" {
 		pem, err := os.ReadFile(*bundle)
 		if err != nil {
