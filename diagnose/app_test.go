@@ -173,69 +173,7 @@ func TestApplication(t *testing.T) {
 		expect(t, fs, "lyncdiscover.example.com denied paths", Pass, "→ 403 (400 for the spellings not in canonical form)")
 	})
 
-	cases := []struct {
-		name     string
-		opts     fakefe.Options
-		front    front
-		creds    *Credentials
-		subj     string
-		verdict  Verdict
-		evidence []string
-	}{
-		{
-			name:     "autodiscover returns internal links",
-			opts:     fakefe.Options{ExternalName: "fe01.corp.example.com"},
-			front:    front{denyManagement: true},
-			subj:     "autodiscover",
-			verdict:  Fail,
-			evidence: []string{"links to fe01.corp.example.com", "Internal Web Site", "4443/8080"},
-		},
-		{
-			name:     "CertProv without NTLM",
-			front:    front{denyManagement: true, basicOnly: true},
-			subj:     "CertProv",
-			verdict:  Fail,
-			evidence: []string{"WWW-Authenticate: Basic", "no NTLM or Negotiate"},
-		},
-		{
-			name:     "management path answers 200",
-			front:    front{},
-			subj:     "denied paths",
-			verdict:  Fail,
-			evidence: []string{"→ 200: GET /cscp, /CSCP", "/OcsPowerShell", "/RgsConfig"},
-		},
-		{
-			name:     "deny that misses other spellings",
-			front:    front{denyExactCase: true},
-			subj:     "denied paths",
-			verdict:  Fail,
-			evidence: []string{"→ 200: GET /CSCP, /./cscp, /edgeproxy-diagnose/../cscp, /%63scp, /OCSPOWERSHELL"},
-		},
-		{
-			name:     "X-Ms-diagnostics",
-			front:    front{denyManagement: true, msDiag: `28032;source="webext.example.com/";reason="The web ticket is invalid.";faultcode="wsse:InvalidSecurityToken"`},
-			subj:     "X-Ms-diagnostics",
-			verdict:  Warn,
-			evidence: []string{"code 28032", `reason "The web ticket is invalid."`, `faultcode "wsse:InvalidSecurityToken"`, "External Web Site"},
-		},
-		{
-			name:     "connection closed after the NTLM challenge",
-			front:    front{denyManagement: true, closeOnNTLM: true},
-			subj:     "NTLM",
-			verdict:  Fail,
-			evidence: []string{"closed after the NTLM challenge"},
-		},
-		{
-			name:     "IIS Extended Protection",
-			opts:     fakefe.Options{Users: users},
-			front:    front{denyManagement: true, epCert: bytes.Repeat([]byte{0x42}, 16)},
-			creds:    alice,
-			subj:     "NTLM",
-			verdict:  Fail,
-			evidence: []string{"completed through the proxy", "still 401", "Extended Protection", "Off"},
-		},
-	}
-	for _, c := range cases {
+	for _, c := range appCases(users) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := appLab(t, c.opts, c.front)
 			fs := runCheck(t, &Env{Config: cfg, Credentials: c.creds}, Application)
@@ -368,4 +306,73 @@ func TestApplicationSkypePoolWithoutProfile(t *testing.T) {
 	cfg.Pools["sfb-fe"].Monitor.Port = 4443
 	fs := runCheck(t, &Env{Config: cfg}, Application)
 	expect(t, fs, "denied paths", Fail, "→ 200: GET /cscp", "/OcsPowerShell", "/RgsConfig")
+}
+
+// appCase is a misbehaving front end (or proxy) and the finding it must
+// produce.
+type appCase struct {
+	name     string
+	opts     fakefe.Options
+	front    front
+	creds    *Credentials
+	subj     string
+	verdict  Verdict
+	evidence []string
+}
+
+func appCases(users map[string]string) []appCase {
+	return []appCase{
+		{
+			name:     "autodiscover returns internal links",
+			opts:     fakefe.Options{ExternalName: "fe01.corp.example.com"},
+			front:    front{denyManagement: true},
+			subj:     "autodiscover",
+			verdict:  Fail,
+			evidence: []string{"links to fe01.corp.example.com", "Internal Web Site", "4443/8080"},
+		},
+		{
+			name:     "CertProv without NTLM",
+			front:    front{denyManagement: true, basicOnly: true},
+			subj:     "CertProv",
+			verdict:  Fail,
+			evidence: []string{"WWW-Authenticate: Basic", "no NTLM or Negotiate"},
+		},
+		{
+			name:     "management path answers 200",
+			front:    front{},
+			subj:     "denied paths",
+			verdict:  Fail,
+			evidence: []string{"→ 200: GET /cscp, /CSCP", "/OcsPowerShell", "/RgsConfig"},
+		},
+		{
+			name:     "deny that misses other spellings",
+			front:    front{denyExactCase: true},
+			subj:     "denied paths",
+			verdict:  Fail,
+			evidence: []string{"→ 200: GET /CSCP, /./cscp, /edgeproxy-diagnose/../cscp, /%63scp, /OCSPOWERSHELL"},
+		},
+		{
+			name:     "X-Ms-diagnostics",
+			front:    front{denyManagement: true, msDiag: `28032;source="webext.example.com/";reason="The web ticket is invalid.";faultcode="wsse:InvalidSecurityToken"`},
+			subj:     "X-Ms-diagnostics",
+			verdict:  Warn,
+			evidence: []string{"code 28032", `reason "The web ticket is invalid."`, `faultcode "wsse:InvalidSecurityToken"`, "External Web Site"},
+		},
+		{
+			name:     "connection closed after the NTLM challenge",
+			front:    front{denyManagement: true, closeOnNTLM: true},
+			subj:     "NTLM",
+			verdict:  Fail,
+			evidence: []string{"closed after the NTLM challenge"},
+		},
+		{
+			name:     "IIS Extended Protection",
+			opts:     fakefe.Options{Users: users},
+			front:    front{denyManagement: true, epCert: bytes.Repeat([]byte{0x42}, 16)},
+			creds:    alice,
+			subj:     "NTLM",
+			verdict:  Fail,
+			evidence: []string{"completed through the proxy", "still 401", "Extended Protection", "Off"},
+		},
+	}
 }

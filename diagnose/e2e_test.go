@@ -280,20 +280,7 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 	expect(t, fs, "sfb-web-l4 https://lyncdiscover.example.com autodiscover", Pass) // through XDP, as a client
 	expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Pass, "→ 403")
 
-	t.Run("command", func(t *testing.T) {
-		doc, code := d.command(t)
-		if code != 0 || doc.Verdict != Pass || doc.Fail != 0 || len(doc.Findings) != len(fs) {
-			t.Errorf("edgeproxy diagnose: exit %d, verdict %s, %d failed, %d findings (the package found %d)",
-				code, doc.Verdict, doc.Fail, len(doc.Findings), len(fs))
-		}
-		d.lab.Proxy.Run(t, "ip", "route", "add", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
-		defer d.lab.Proxy.Run(t, "ip", "route", "del", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
-		doc, code = d.command(t)
-		if code != 1 || doc.Verdict != Fail {
-			t.Errorf("with a default route on int0: exit %d, verdict %s, want 1 and FAIL", code, doc.Verdict)
-		}
-		expect(t, doc.Findings, "default route IPv4", Fail, "on the internal NIC")
-	})
+	t.Run("command", func(t *testing.T) { e2eCommand(t, d, len(fs)) })
 
 	t.Run("VIP missing", func(t *testing.T) {
 		d.lab.Proxy.Run(t, "ip", "addr", "del", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
@@ -370,6 +357,24 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 		expect(t, fs, "sfb-web https://lyncdiscover.example.com autodiscover", Fail, "links to fe0")
 		expect(t, fs, "sfb-web https://lyncdiscover.example.com denied paths", Fail, "→ 200: GET /cscp")
 	})
+}
+
+// e2eCommand runs edgeproxy diagnose on the healthy deployment (n
+// findings, as the package found), then with a default route on the
+// internal NIC.
+func e2eCommand(t *testing.T, d *e2eDeployment, n int) {
+	doc, code := d.command(t)
+	if code != 0 || doc.Verdict != Pass || doc.Fail != 0 || len(doc.Findings) != n {
+		t.Errorf("edgeproxy diagnose: exit %d, verdict %s, %d failed, %d findings (the package found %d)",
+			code, doc.Verdict, doc.Fail, len(doc.Findings), n)
+	}
+	d.lab.Proxy.Run(t, "ip", "route", "add", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+	defer d.lab.Proxy.Run(t, "ip", "route", "del", "default", "via", d.lab.RouterAddr4.String(), "dev", testnet.IntIf, "metric", "50")
+	doc, code = d.command(t)
+	if code != 1 || doc.Verdict != Fail {
+		t.Errorf("with a default route on int0: exit %d, verdict %s, want 1 and FAIL", code, doc.Verdict)
+	}
+	expect(t, doc.Findings, "default route IPv4", Fail, "on the internal NIC")
 }
 
 type diagnoseDoc struct {

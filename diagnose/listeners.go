@@ -45,47 +45,7 @@ func checkListeners(_ context.Context, e *Env) []Finding {
 	ext := c.Network.External.Interface
 	_, extErr := linkByName(h, ext, "network.external.interface")
 
-	// Where each local address lives.
-	where := map[netip.Addr][]string{}
-	if links, err := h.LinkList(); err == nil {
-		for _, lk := range links {
-			as, err := h.AddrList(lk, netlink.FAMILY_ALL)
-			if err != nil {
-				continue
-			}
-			for _, a := range as {
-				if p, ok := prefixOf(a.IPNet); ok {
-					where[p.Addr()] = append(where[p.Addr()], lk.Attrs().Name)
-				}
-			}
-		}
-	}
-
-	seen := map[netip.Addr]bool{}
-	for _, v := range c.Virtuals {
-		a := v.Listen.Addr().Unmap()
-		if seen[a] {
-			continue
-		}
-		seen[a] = true
-		subj := "VIP " + a.String()
-		switch {
-		case a.IsUnspecified():
-			f.add(Warn, "virtual "+v.Name, fmt.Sprintf("%s listens on every address of the host, the internal NIC's included", v.Listen),
-				"listen on the published address (a VIP on "+orIf(ext, "the external NIC")+")")
-		case extErr != nil:
-			f.add(Fail, subj, extErr.Error(), "set network.external.interface to the external NIC's name")
-		case slices.Contains(where[a], ext):
-			f.pass(subj, "on %s", ext)
-		case len(where[a]) > 0:
-			f.add(Fail, subj, fmt.Sprintf("%s is on %s, not on the external NIC %s", a, strings.Join(where[a], ", "), ext),
-				fmt.Sprintf("move it: ip addr del %s dev %s; ip addr add %s dev %s (or run edgeproxy netcfg apply)",
-					hostPrefix(a), where[a][0], hostPrefix(a), ext))
-		default:
-			f.add(Fail, subj, fmt.Sprintf("%s is not an address of this host: nothing answers ARP/ND for it on %s", a, ext),
-				fmt.Sprintf("run edgeproxy netcfg apply, or: ip addr add %s dev %s", hostPrefix(a), ext))
-		}
-	}
+	f = append(f, vipFindings(h, ext, extErr, c.Virtuals)...)
 
 	socks, sockErr := e.listeningSockets()
 	if sockErr != nil {
@@ -122,58 +82,115 @@ func checkListeners(_ context.Context, e *Env) []Finding {
 		return f
 	}
 	for _, v := range c.Virtuals {
-		subj := fmt.Sprintf("%s %s", v.Name, v.Listen)
-		var holders []string
-		var foreign []string
-		unknown := 0
-		for _, s := range socks {
-			if !s.accepts(v.Listen) {
-				continue
-			}
-			o, ok := e.owner(s.Inode)
-			switch {
-			case !ok:
-				unknown++
-				holders = append(holders, fmt.Sprintf("socket %s (owner not found)", s.Local))
-			case e.isProxy(o.PID, o.Comm):
-				holders = append(holders, fmt.Sprintf("%s on %s", o, s.Local))
-			default:
-				foreign = append(foreign, fmt.Sprintf("%s on %s", o, s.Local))
-			}
-		}
-		if v.Mode == config.ModeFastL4 {
-			desc := xdpOK[ext]
-			switch {
-			case desc == "":
-				f.add(Fail, subj, fmt.Sprintf("fastl4 virtual with no XDP program on %s: nothing translates %s", orIf(ext, "the external NIC"), v.Listen),
-					"start edgeproxy run and read its log for the XDP attach error")
-			case len(foreign) > 0:
-				f.add(Warn, subj, fmt.Sprintf("handled by %s on %s, but a local socket also listens: %s; it never sees these packets",
-					desc, ext, strings.Join(foreign, ", ")),
-					"stop or rebind the other listener so that the host's state matches what the clients reach")
-			default:
-				f.pass(subj, "handled by %s on %s", desc, ext)
-			}
-			continue
-		}
-		switch {
-		case len(foreign) > 0:
-			ev := "the port is owned by another process: " + strings.Join(foreign, ", ")
-			if d := e.daemon(); e.IsProxy == nil && d.PID == 0 {
-				ev += " (" + d.Why + ")"
-			}
-			f.add(Fail, subj, ev,
-				fmt.Sprintf("stop it or move it off %s (e.g. a web server bound to every address), then restart edgeproxy", v.Listen))
-		case len(holders) == 0:
-			f.add(Fail, subj, "nothing listens on "+v.Listen.String(),
-				"start edgeproxy run and read its log for the listen error")
-		case unknown > 0:
-			f.pass(subj, "listening: %s (run as root to name the owner)", strings.Join(holders, ", "))
-		default:
-			f.pass(subj, "listening: %s", strings.Join(holders, ", "))
-		}
+		f = append(f, e.virtualListener(v, socks, ext, xdpOK[ext]))
 	}
 	return f
+}
+
+// vipFindings: each VIP is an address of the external NIC.
+func vipFindings(h *netlink.Handle, ext string, extErr error, virtuals []*config.Virtual) findings {
+	var f findings
+	// Where each local address lives.
+	where := map[netip.Addr][]string{}
+	if links, err := h.LinkList(); err == nil {
+		for _, lk := range links {
+			as, err := h.AddrList(lk, netlink.FAMILY_ALL)
+			if err != nil {
+				continue
+			}
+			for _, a := range as {
+				if p, ok := prefixOf(a.IPNet); ok {
+					where[p.Addr()] = append(where[p.Addr()], lk.Attrs().Name)
+				}
+			}
+		}
+	}
+
+	seen := map[netip.Addr]bool{}
+	for _, v := range virtuals {
+		a := v.Listen.Addr().Unmap()
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		subj := "VIP " + a.String()
+		switch {
+		case a.IsUnspecified():
+			f.add(Warn, "virtual "+v.Name, fmt.Sprintf("%s listens on every address of the host, the internal NIC's included", v.Listen),
+				"listen on the published address (a VIP on "+orIf(ext, "the external NIC")+")")
+		case extErr != nil:
+			f.add(Fail, subj, extErr.Error(), "set network.external.interface to the external NIC's name")
+		case slices.Contains(where[a], ext):
+			f.pass(subj, "on %s", ext)
+		case len(where[a]) > 0:
+			f.add(Fail, subj, fmt.Sprintf("%s is on %s, not on the external NIC %s", a, strings.Join(where[a], ", "), ext),
+				fmt.Sprintf("move it: ip addr del %s dev %s; ip addr add %s dev %s (or run edgeproxy netcfg apply)",
+					hostPrefix(a), where[a][0], hostPrefix(a), ext))
+		default:
+			f.add(Fail, subj, fmt.Sprintf("%s is not an address of this host: nothing answers ARP/ND for it on %s", a, ext),
+				fmt.Sprintf("run edgeproxy netcfg apply, or: ip addr add %s dev %s", hostPrefix(a), ext))
+			f.about([]string{"vip " + a.String()}, nil)
+		}
+	}
+
+	return f
+}
+
+// virtualListener: a virtual's port is bound by edgeproxy (https/http)
+// or handled by its XDP program (fastl4, desc describing the program
+// attached to ext), and no other process owns it.
+func (e *Env) virtualListener(v *config.Virtual, socks []socket, ext, desc string) Finding {
+	var f findings
+	subj := fmt.Sprintf("%s %s", v.Name, v.Listen)
+	var holders []string
+	var foreign []string
+	unknown := 0
+	for _, s := range socks {
+		if !s.accepts(v.Listen) {
+			continue
+		}
+		o, ok := e.owner(s.Inode)
+		switch {
+		case !ok:
+			unknown++
+			holders = append(holders, fmt.Sprintf("socket %s (owner not found)", s.Local))
+		case e.isProxy(o.PID, o.Comm):
+			holders = append(holders, fmt.Sprintf("%s on %s", o, s.Local))
+		default:
+			foreign = append(foreign, fmt.Sprintf("%s on %s", o, s.Local))
+		}
+	}
+	if v.Mode == config.ModeFastL4 {
+		switch {
+		case desc == "":
+			f.add(Fail, subj, fmt.Sprintf("fastl4 virtual with no XDP program on %s: nothing translates %s", orIf(ext, "the external NIC"), v.Listen),
+				"start edgeproxy run and read its log for the XDP attach error")
+		case len(foreign) > 0:
+			f.add(Warn, subj, fmt.Sprintf("handled by %s on %s, but a local socket also listens: %s; it never sees these packets",
+				desc, ext, strings.Join(foreign, ", ")),
+				"stop or rebind the other listener so that the host's state matches what the clients reach")
+		default:
+			f.pass(subj, "handled by %s on %s", desc, ext)
+		}
+		return f[0]
+	}
+	switch {
+	case len(foreign) > 0:
+		ev := "the port is owned by another process: " + strings.Join(foreign, ", ")
+		if d := e.daemon(); e.IsProxy == nil && d.PID == 0 {
+			ev += " (" + d.Why + ")"
+		}
+		f.add(Fail, subj, ev,
+			fmt.Sprintf("stop it or move it off %s (e.g. a web server bound to every address), then restart edgeproxy", v.Listen))
+	case len(holders) == 0:
+		f.add(Fail, subj, "nothing listens on "+v.Listen.String(),
+			"start edgeproxy run and read its log for the listen error")
+	case unknown > 0:
+		f.pass(subj, "listening: %s (run as root to name the owner)", strings.Join(holders, ", "))
+	default:
+		f.pass(subj, "listening: %s", strings.Join(holders, ", "))
+	}
+	return f[0]
 }
 
 // xdpFinding reports the XDP program on one NIC; desc is non-empty when

@@ -111,10 +111,10 @@ func (e *Env) sourceFor(_ target, dst netip.Addr) netip.Addr {
 }
 
 // targetNeeds is what a finding about traffic through a virtual depends
-// on: the virtual's own forwarding and every member of its pools, by
+// on: its VIP, its own forwarding and every member of its pools, by
 // address and on the forwarded port.
 func (e *Env) targetNeeds(ctx context.Context, v *config.Virtual) []string {
-	out := []string{"virtual " + v.Name}
+	out := []string{"virtual " + v.Name, "vip " + v.Listen.Addr().Unmap().String()}
 	for _, t := range targets(e.Config) {
 		if t.Virtual != v || e.Config.Pools[t.Pool] == nil {
 			continue
