@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -20,6 +21,9 @@ func (r *Result) YAML() ([]byte, error) {
 	head := fmt.Sprintf("edgeproxy configuration imported from %s by `edgeproxy import f5`.\n", r.Report.File)
 	head += fmt.Sprintf("Review the import report: %d not carried over, %d changed, %d to supply.",
 		r.Report.Count(Unsupported), r.Report.Count(Changed), r.Report.Count(Supply))
+	if n := r.Report.Count(Fix); n > 0 {
+		head = strings.Replace(head, "Review the import report: ", fmt.Sprintf("Review the import report: %d to fix, ", n), 1)
+	}
 	if len(r.Files) > 0 {
 		head += "\nCertificate files to supply (PEM):"
 		for _, f := range r.Files {

@@ -743,6 +743,9 @@ func TestImportSkypeInternalSitePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(y), "Review the import report: 2 to fix, ") {
+		t.Errorf("the YAML's head does not count what to fix:\n%s", y)
+	}
 	_, err = config.Parse("out.yaml", y)
 	if err == nil || !strings.Contains(err.Error(), "virtuals[0].port") || !strings.Contains(err.Error(), "Internal Web Site") {
 		t.Errorf("check of the output: %v\n%s", err, y)
