@@ -1,7 +1,6 @@
 package f5
 
 import (
-	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -101,15 +100,16 @@ var skypeWords = regexp.MustCompile(`(?i)skype|lync|sfb|s4b|ucwa|webext|lyncdisc
 
 // skypeLooking tells why a virtual looks like the publication of Skype
 // for Business front ends ("" when it does not): its iRule or
-// persistence, the members' External Web Site port, or the names.
+// persistence, the members' port 4443 (the External Web Site's; 8080 is
+// too common to tell), or the names.
 func (t *tr) skypeLooking(v *vsInfo) string {
 	switch {
 	case v.skypeRule != "":
 		return "iRule " + v.skypeRule + " refuses the management paths"
 	case v.affinity == config.AffinityMSWSMan:
 		return "MS-WSMAN cookie persistence"
-	case v.pool != nil && (v.port == 4443 || v.port == 8080):
-		return fmt.Sprintf("members' port %d, the front end's External Web Site", v.port)
+	case v.pool != nil && v.port == 4443:
+		return "members' port 4443, the front end's External Web Site"
 	case skypeWords.MatchString(baseName(v.o.path)):
 		return "the virtual's name " + baseName(v.o.path)
 	case v.pool != nil && skypeWords.MatchString(baseName(v.pool.path)):

@@ -751,3 +751,71 @@ func TestImportSkypeInternalSitePort(t *testing.T) {
 		t.Errorf("check of the output: %v\n%s", err, y)
 	}
 }
+
+// TestImportIRuleEffects reads iRules by what they do, not by their
+// names: refusing paths (any spelling of the test and the refusal),
+// redirecting to https, or something else, which stays in the report.
+func TestImportIRuleEffects(t *testing.T) {
+	const frame = `
+ltm pool /Common/web { members { /Common/10.10.0.11:8080 { address 10.10.0.11 } } }
+ltm rule /Common/r {
+%s
+}
+ltm virtual /Common/v_http {
+    destination /Common/203.0.113.20:80
+    pool /Common/web
+    profiles { /Common/http { } /Common/tcp { } }
+    rules { /Common/r }
+    source-address-translation { type automap }
+}
+net self /Common/ext_self { address 203.0.113.10/24 vlan /Common/external }
+net self /Common/int_self { address 10.10.0.10/24 vlan /Common/internal }
+`
+	for _, c := range []struct {
+		name, rule string
+		profile    string
+		deny       []string
+		redirect   bool
+		kept       bool // reported as without equivalent
+	}{
+		{name: "if starts_with, reject", profile: config.ProfileSkype, deny: []string{"/admin"},
+			rule: `when HTTP_REQUEST {
+    if { [string tolower [HTTP::path]] starts_with "/cscp" or [HTTP::path] starts_with "/OcsPowerShell" or [HTTP::path] starts_with "/admin/" } {
+        reject
+    }
+}`},
+		{name: "switch, drop", deny: []string{"/private", "/internal/tools"},
+			rule: `when HTTP_REQUEST {
+    switch -glob [HTTP::uri] {
+        "/private*" -
+        "/internal/tools/*" { drop }
+    }
+}`},
+		{name: "respond 301 with host and URI", redirect: true,
+			rule: `when HTTP_REQUEST { HTTP::respond 301 Location "https://[HTTP::host][HTTP::uri]" }`},
+		{name: "chooses a pool", kept: true,
+			rule: `when HTTP_REQUEST { if { [HTTP::path] starts_with "/cscp" } { reject } else { pool /Common/web } }`},
+		{name: "redirect elsewhere", kept: true,
+			rule: `when HTTP_REQUEST { HTTP::redirect "https://www.example.com/" }`},
+		{name: "paths in a missing data group", kept: true,
+			rule: `when HTTP_REQUEST { if { [class match [HTTP::path] starts_with blocked] } { reject } }`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := Import("bigip.conf", []byte(fmt.Sprintf(frame, c.rule)), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := len(res.Report.Find("iRule /Common/r")) > 0
+			if kept != c.kept {
+				t.Errorf("iRule reported: %v, want %v\n%s", kept, c.kept, res.Report)
+			}
+			if c.kept {
+				return
+			}
+			s := virtualNamed(t, res.Config, "v_http").Sites[0]
+			if s.Profile != c.profile || !slices.Equal(s.Deny, c.deny) || (s.Redirect == config.RedirectHTTPS) != c.redirect {
+				t.Errorf("site: profile %q deny %q redirect %q", s.Profile, s.Deny, s.Redirect)
+			}
+		})
+	}
+}
