@@ -260,5 +260,6 @@ func TestPrivilegedPortsFromTheInternalAddress(t *testing.T) {
 	fs := runCheck(t, labEnv(lab, cfg), PortRedirection)
 	expect(t, fs, "member fe01.corp.example.com:4443", Pass, "198.19.1.11:4443 answers from 198.19.0.2")
 	expect(t, fs, "member fe01v6.corp.example.com:4443", Fail, "refuses connections from 2001:db8:2::2", "port 443 answers (the Internal Web Site)")
-	expect(t, fs, "member fe02.corp.example.com:4443", Fail, "no answer from 198.19.1.99:4443 within 1s", "firewall")
+	expect(t, fs, "member fe02.corp.example.com:4443", Fail, "no answer from 198.19.1.99:4443 within 1s", "fe02.corp.example.com is 198.19.1.99 by network.hosts",
+		"if 198.19.1.99 is not fe02.corp.example.com's address, correct network.hosts; otherwise", "firewall")
 }

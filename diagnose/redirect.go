@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -96,7 +97,7 @@ func checkPorts(ctx context.Context, e *Env) []Finding {
 			if m.Disabled {
 				continue
 			}
-			a, _, err := e.resolveMember(ctx, m.Address)
+			a, from, err := e.resolveMember(ctx, m.Address)
 			subj := fmt.Sprintf("member %s:%d", m.Address, t.Port)
 			if err != nil {
 				f.add(Fail, subj, err.Error(), fmt.Sprintf("add %s to network.hosts", m.Address))
@@ -114,6 +115,11 @@ func checkPorts(ctx context.Context, e *Env) []Finding {
 				continue
 			}
 			fd := e.probeMember(ctx, subj, pr.addr, src, skype[t.Pool])
+			if fd.Verdict == Fail && from == "network.hosts" && !strings.Contains(fd.Evidence, "refuses") {
+				// Nothing answers at all: the address may be the wrong one.
+				fd.Evidence += fmt.Sprintf("; %s is %s by network.hosts", m.Address, a)
+				fd.Fix = fmt.Sprintf("if %s is not %s's address, correct network.hosts; otherwise %s", a, m.Address, fd.Fix)
+			}
 			fd.explains, fd.needs = []string{"member " + pr.addr.String()}, []string{"member " + a.String()}
 			f = append(f, fd)
 		}
