@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -20,12 +21,80 @@ type fastPath struct {
 	pin string
 }
 
-// openFastPath loads (or adopts the pinned) XDP program when the file has
-// fastl4 virtuals; without any it returns nil and XDP stays off.
-func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
-	if !hasFastL4(cfg) {
-		return nil, nil
+// fastPath returns the open fast path, nil before the first fastl4
+// virtual.
+func (d *Daemon) fastPath() *fastPath {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.l4
+}
+
+func (d *Daemon) setFastPath(f *fastPath) {
+	d.mu.Lock()
+	d.l4 = f
+	d.mu.Unlock()
+}
+
+// wantsFastPath reports whether cfg needs the XDP fast path.
+func wantsFastPath(cfg *config.Config) bool { return hasFastL4(cfg) }
+
+// applyFastL4 opens the fast path with the first fastl4 virtual (it stays
+// open after the last one goes), then gives it the new virtuals with the
+// members' current health.
+func (d *Daemon) applyFastL4(c *change) func(context.Context) error {
+	return func(context.Context) error {
+		d.planeMu.Lock()
+		defer d.planeMu.Unlock()
+		f := d.fastPath()
+		if f == nil {
+			if !wantsFastPath(c.next) {
+				return nil
+			}
+			var err error
+			if f, err = openFastPath(c.next, d.log, d.reg); err != nil {
+				return err
+			}
+			d.setFastPath(f)
+			c.openedFastL4 = true
+			c.opened = append(c.opened, component{"fast path", f.run})
+		}
+		targets := c.nextPlan.Health.Targets
+		err := f.apply(c.next, targets, d.upState(targets))
+		if err != nil && c.openedFastL4 {
+			err = errors.Join(err, d.closeFastPath(c))
+		}
+		return err
 	}
+}
+
+func (d *Daemon) restoreFastL4(c *change) func(context.Context) error {
+	return func(context.Context) error {
+		d.planeMu.Lock()
+		defer d.planeMu.Unlock()
+		f := d.fastPath()
+		switch {
+		case f == nil:
+			return nil
+		case c.openedFastL4:
+			return d.closeFastPath(c)
+		}
+		targets := c.prevPlan.Health.Targets
+		return f.apply(c.prev, targets, d.upState(targets))
+	}
+}
+
+// closeFastPath undoes the opening of the fast path. On reload it
+// detaches XDP, as the running configuration had no fast path; at start
+// it leaves the pinned state for the next start, as close does.
+func (d *Daemon) closeFastPath(c *change) error {
+	f := d.fastPath()
+	d.setFastPath(nil)
+	d.reg.Unregister(f.fp.Collector())
+	return f.close(c.prev != nil)
+}
+
+// openFastPath loads (or adopts the pinned) XDP program.
+func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
 	opts := l4.OptionsFromConfig(cfg)
 	opts.Logger = log
 	fp, err := l4.Open(opts)

@@ -56,8 +56,8 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	}
 	l7 := d.l7.Stats()
 	var fp *fastPathStatus
-	if d.l4 != nil {
-		fp = d.l4.status()
+	if l4 := d.fastPath(); l4 != nil {
+		fp = l4.status()
 		st.FastPath = fp.FastPath
 		for i := range st.Members {
 			st.Members[i].Flows = fp.byMember[st.Members[i].Address]
