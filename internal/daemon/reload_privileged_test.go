@@ -175,4 +175,3 @@ func TestPrivilegedDaemonReloadRollback(t *testing.T) {
 	d.mustServe(t, "fastl4 virtual added by the reload", netip.AddrPortFrom(d.params.FastL4VIP, 8443))
 	d.mustServe(t, "L7 virtual added by the reload", netip.AddrPortFrom(d.lab.VIP4, 8443))
 }
-

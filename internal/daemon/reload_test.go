@@ -37,7 +37,7 @@ func baseConfig() *config.Config {
 	return &config.Config{
 		Admin:    config.Admin{Listen: "127.0.0.1:9469"},
 		FastPath: config.FastPath{MaxFlows: 262144, PinPath: "/sys/fs/bpf/edgeproxy"},
-		Pools: map[string]*config.Pool{"fe": {Members: []config.Member{{Address: "fe01"}}}},
+		Pools:    map[string]*config.Pool{"fe": {Members: []config.Member{{Address: "fe01"}}}},
 		Virtuals: []*config.Virtual{{
 			Name: "web", Mode: config.ModeHTTPS, Listen: netip.MustParseAddrPort("198.18.0.10:443"),
 			Sites: []*config.Site{{Hosts: []string{"a.example.com"}, Pool: "fe"}},
