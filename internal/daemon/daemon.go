@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,56 +94,28 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
-	if err := probeHost(cfg); err != nil {
+	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
 		return err
 	}
 	return d.run(ctx, cfg)
 }
 
-// probeHost says exactly what the host lacks for the configuration.
-func probeHost(cfg *config.Config) error {
+// probeHost runs the host probe `check` shows and says exactly what the
+// host lacks for what the configuration needs; warnings are logged.
+func probeHost(needs hostprobe.Needs, log *slog.Logger) error {
 	var missing []string
-	k, err := hostprobe.KernelVersion()
-	if err != nil {
-		missing = append(missing, err.Error())
-	} else {
-		for _, f := range k.Missing() {
-			missing = append(missing, fmt.Sprintf("kernel %s lacks %s (needs %s)", k, f.Name, f.Version()))
-		}
-	}
-	caps, err := hostprobe.EffectiveCaps()
-	if err == nil && !caps.CanLoadBPF() && hasFastL4(cfg) {
-		missing = append(missing, "no CAP_BPF/CAP_SYS_ADMIN: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see examples/edgeproxy.service)")
-	}
-	if hasFastL4(cfg) {
-		if err := hostprobe.CheckBTF(hostprobe.BTFPath); err != nil {
-			missing = append(missing, err.Error())
+	for _, c := range hostprobe.Probe(needs) {
+		switch c.Status {
+		case hostprobe.StatusError:
+			missing = append(missing, c.Name+": "+c.Detail)
+		case hostprobe.StatusWarning:
+			log.Warn("host check", "check", c.Name, "detail", c.Detail)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s", ErrHost, joinLines(missing))
+		return fmt.Errorf("%w: %s", ErrHost, strings.Join(missing, "; "))
 	}
 	return nil
-}
-
-func hasFastL4(cfg *config.Config) bool {
-	for _, v := range cfg.Virtuals {
-		if v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
-}
-
-func joinLines(s []string) string {
-	out := ""
-	for i, l := range s {
-		if i > 0 {
-			out += "; "
-		}
-		out += l
-	}
-	return out
 }
 
 func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {

@@ -10,8 +10,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/l4"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fastPath drives the XDP data path for the fastl4 virtuals.
@@ -35,9 +35,6 @@ func (d *Daemon) setFastPath(f *fastPath) {
 	d.mu.Unlock()
 }
 
-// wantsFastPath reports whether cfg needs the XDP fast path.
-func wantsFastPath(cfg *config.Config) bool { return hasFastL4(cfg) }
-
 // applyFastL4 opens the fast path with the first fastl4 virtual (it stays
 // open after the last one goes), then gives it the new virtuals with the
 // members' current health.
@@ -47,11 +44,11 @@ func (d *Daemon) applyFastL4(c *change) func(context.Context) error {
 		defer d.planeMu.Unlock()
 		f := d.fastPath()
 		if f == nil {
-			if !wantsFastPath(c.next) {
+			if !plan.FastPath(c.next) {
 				return nil
 			}
 			var err error
-			if f, err = openFastPath(c.next, d.log, d.reg); err != nil {
+			if f, err = d.openFastPath(c.next); err != nil {
 				return err
 			}
 			d.setFastPath(f)
@@ -93,19 +90,23 @@ func (d *Daemon) closeFastPath(c *change) error {
 	return f.close(c.prev != nil)
 }
 
-// openFastPath loads (or adopts the pinned) XDP program.
-func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
+// openFastPath loads (or adopts the pinned) XDP program, once the host
+// probe finds what it needs (a reload may open it first).
+func (d *Daemon) openFastPath(cfg *config.Config) (*fastPath, error) {
+	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
+		return nil, err
+	}
 	opts := l4.OptionsFromConfig(cfg)
-	opts.Logger = log
+	opts.Logger = d.log
 	fp, err := l4.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open XDP fast path: %w", err)
 	}
-	if err := reg.Register(fp.Collector()); err != nil {
+	if err := d.reg.Register(fp.Collector()); err != nil {
 		fp.Close()
 		return nil, fmt.Errorf("register fast path metrics: %w", err)
 	}
-	return &fastPath{fp: fp, log: log, pin: opts.PinPath}, nil
+	return &fastPath{fp: fp, log: d.log, pin: opts.PinPath}, nil
 }
 
 func (f *fastPath) apply(cfg *config.Config, members []health.Target, up map[memberKey]bool) error {

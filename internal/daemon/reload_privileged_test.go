@@ -3,10 +3,14 @@ package daemon_test
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 )
 
 // reload writes p, signals the daemon and waits, for at most 20 s, until
@@ -174,4 +178,32 @@ func TestPrivilegedDaemonReloadRollback(t *testing.T) {
 	}
 	d.mustServe(t, "fastl4 virtual added by the reload", netip.AddrPortFrom(d.params.FastL4VIP, 8443))
 	d.mustServe(t, "L7 virtual added by the reload", netip.AddrPortFrom(d.lab.VIP4, 8443))
+}
+
+// TestPrivilegedRunRefusesWhatCheckReports: run and check share one host
+// probe: with the pin directory off the BPF file system, `edgeproxy run`
+// refuses to start with the very finding `edgeproxy check` prints, before
+// it touches the host.
+func TestPrivilegedRunRefusesWhatCheckReports(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	p := d.params
+	p.Pin = filepath.Join(t.TempDir(), "pins") // not on bpffs
+	d.writeConfig(t, p)
+	const finding = "is not on a BPF file system, so pinned flows would not survive a restart: mount -t bpf bpf /sys/fs/bpf"
+
+	check, _ := d.lab.Proxy.Command(t.Context(), labtest.Binary(t), "check", "-config", d.cfgPath).CombinedOutput()
+	if !strings.Contains(string(check), p.Pin+" "+finding) {
+		t.Fatalf("check does not report the pin directory:\n%s", check)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := d.lab.Proxy.Command(ctx, labtest.Binary(t), "run", "-config", d.cfgPath, "-pid-file", "",
+		"-netcfg-state", filepath.Join(d.dir, "netcfg.json")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bpffs: "+p.Pin+" "+finding) {
+		t.Fatalf("run started or failed otherwise (%v):\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "netcfg.json")); err == nil {
+		t.Fatal("run changed the network before refusing the host")
+	}
 }
