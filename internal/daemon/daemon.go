@@ -64,6 +64,9 @@ type Daemon struct {
 	mu     sync.Mutex
 	cfg    *config.Config
 	loaded time.Time
+	// rejected is why the last reload was refused, at rejectedAt.
+	rejected   string
+	rejectedAt time.Time
 
 	host    *netcfg.Host
 	recon   *netcfg.Reconciler
@@ -185,6 +188,9 @@ loop:
 		case <-d.opts.Reload:
 			if err := d.Reload(ctx); err != nil {
 				d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
+				d.mu.Lock()
+				d.rejected, d.rejectedAt = err.Error(), time.Now()
+				d.mu.Unlock()
 			}
 		case runErr = <-errc:
 			d.log.Error("component failed", "err", runErr)

@@ -36,6 +36,18 @@ func (d *deployment) reload(t *testing.T, p params) bool {
 	return false
 }
 
+// reloadCLI writes p and runs `edgeproxy reload` on the proxy host, which
+// signals the daemon and reports whether it applied the file.
+func (d *deployment) reloadCLI(t *testing.T, p params) (string, error) {
+	t.Helper()
+	d.writeConfig(t, p)
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	out, err := d.lab.Proxy.Command(ctx, labtest.Binary(t), "reload", "-config", d.cfgPath,
+		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid")).CombinedOutput()
+	return string(out), err
+}
+
 // mustServe fails the test unless a request through addr reaches a
 // member.
 func (d *deployment) mustServe(t *testing.T, what string, addr netip.AddrPort) {
@@ -57,8 +69,8 @@ func TestPrivilegedDaemonReloadOpensFastPath(t *testing.T) {
 	d.start(t)
 	d.mustServe(t, "L7 before the reload", netip.AddrPortFrom(d.lab.VIP4, 443))
 
-	if !d.reload(t, d.params) {
-		t.Fatalf("reload adding the first fastl4 virtual rejected:\n%s", d.Log.String())
+	if out, err := d.reloadCLI(t, d.params); err != nil || !strings.Contains(out, "reloaded: pid") {
+		t.Fatalf("edgeproxy reload adding the first fastl4 virtual: %v\n%s", err, out)
 	}
 	l4 := d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), false)
 	if seen := spread(t, l4, "https://webext.example.com/echo", 8, d.lab.IntAddr4); len(seen) == 0 {
@@ -74,8 +86,8 @@ func TestPrivilegedDaemonReloadOpensFastPath(t *testing.T) {
 }
 
 // TestPrivilegedDaemonReloadNeedsRestart: a reload that changes
-// fastpath.max_flows is refused with "needs restart: fastpath.max_flows"
-// as a whole (a site added in the same file is not served), and the
+// fastpath.max_flows is refused with "needs restart: fastpath.max_flows",
+// which `edgeproxy reload` reports, as a whole (a site added in the same file is not served), and the
 // daemon keeps serving the old configuration through both planes.
 func TestPrivilegedDaemonReloadNeedsRestart(t *testing.T) {
 	t.Parallel()
@@ -83,11 +95,12 @@ func TestPrivilegedDaemonReloadNeedsRestart(t *testing.T) {
 	d.start(t)
 	p := withExtra(d.params, ", new.example.com", "500ms")
 	p.MaxFlows = 4096
-	if d.reload(t, p) {
-		t.Fatal("reload changing fastpath.max_flows applied; it needs a restart")
+	out, err := d.reloadCLI(t, p)
+	if err == nil || !strings.Contains(out, "reload rejected by pid") || !strings.Contains(out, "needs restart: fastpath.max_flows") {
+		t.Fatalf("edgeproxy reload changing fastpath.max_flows did not report the key needing a restart: %v\n%s", err, out)
 	}
 	if log := d.Log.String(); !strings.Contains(log, "needs restart: fastpath.max_flows") {
-		t.Fatalf("the rejection does not name the key:\n%s", log)
+		t.Fatalf("the daemon's log does not name the key:\n%s", log)
 	}
 	d.mustServe(t, "L7 after the refused reload", netip.AddrPortFrom(d.lab.VIP4, 443))
 	d.mustServe(t, "fastl4 after the refused reload", netip.AddrPortFrom(d.params.FastL4VIP, 443))

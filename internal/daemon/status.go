@@ -17,14 +17,16 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	d.mu.Lock()
 	cfg, loaded := d.cfg, d.loaded
 	inPlanes := maps.Clone(d.inPlanes)
-	d.mu.Unlock()
 	st := &admin.Status{
-		Version: d.opts.Version,
-		Started: d.started,
-		Time:    time.Now(),
-		Config:  d.opts.ConfigPath,
-		Loaded:  loaded,
+		Version:    d.opts.Version,
+		Started:    d.started,
+		Time:       time.Now(),
+		Config:     d.opts.ConfigPath,
+		Loaded:     loaded,
+		Rejected:   d.rejected,
+		RejectedAt: d.rejectedAt,
 	}
+	d.mu.Unlock()
 	if err := d.ready(); err != nil {
 		st.Reason = err.Error()
 	} else {
