@@ -25,7 +25,6 @@ var beingSplit = []string{
 	"cmd/edgeproxy/diagnose.go:runDiagnose",
 	"internal/checkcmd/checkcmd.go:Render",
 	"internal/checkcmd/plan.go:NewPlan",
-	"l7/proxy.go:Proxy.Apply",
 	"config/decode.go:decoder.decode",
 	"config/defaults.go:applyDefaults",
 	"config/validate.go:validator.site",
