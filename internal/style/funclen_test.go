@@ -21,10 +21,6 @@ const maxFuncLines = 100
 // beingSplit are the functions over the limit whose split is under way,
 // as "path:Func" or "path:Recv.Method" from the module root.
 var beingSplit = []string{
-	"bench/scenarios.go:env.phases",
-	"cmd/edgeproxy/diagnose.go:runDiagnose",
-	"internal/checkcmd/checkcmd.go:Render",
-	"internal/checkcmd/plan.go:NewPlan",
 	"config/decode.go:decoder.decode",
 	"config/defaults.go:applyDefaults",
 	"config/validate.go:validator.site",
