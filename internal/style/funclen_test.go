@@ -69,6 +69,25 @@ func TestFunctionsFitOnAScreen(t *testing.T) {
 // non-generated Go files under root.
 func longFuncs(root string) ([]longFunc, error) {
 	var out []longFunc
+	err := walkGo(root, func(rel string, fset *token.FileSet, f *ast.File) {
+		for _, decl := range f.Decls {
+			fd, ok := decl.(*ast.FuncDecl)
+			if !ok || fd.Body == nil {
+				continue
+			}
+			start, end := fset.Position(fd.Pos()), fset.Position(fd.End())
+			if n := end.Line - start.Line + 1; n > maxFuncLines {
+				fn := funcName(fd)
+				out = append(out, longFunc{name: rel + ":" + fn, fn: fn, pos: fmt.Sprintf("%s:%d", rel, start.Line), lines: n})
+			}
+		}
+	})
+	return out, err
+}
+
+// walkGo parses every non-test, non-generated Go file under root and
+// passes it to fn with its slash-separated path from root.
+func walkGo(root string, fn func(rel string, fset *token.FileSet, f *ast.File)) error {
 	fset := token.NewFileSet()
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -94,24 +113,13 @@ func longFuncs(root string) ([]longFunc, error) {
 		if err != nil {
 			return err
 		}
-		rel = filepath.ToSlash(rel)
-		for _, decl := range f.Decls {
-			fd, ok := decl.(*ast.FuncDecl)
-			if !ok || fd.Body == nil {
-				continue
-			}
-			start, end := fset.Position(fd.Pos()), fset.Position(fd.End())
-			if n := end.Line - start.Line + 1; n > maxFuncLines {
-				fn := funcName(fd)
-				out = append(out, longFunc{name: rel + ":" + fn, fn: fn, pos: fmt.Sprintf("%s:%d", rel, start.Line), lines: n})
-			}
-		}
+		fn(filepath.ToSlash(rel), fset, f)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read the Go files under %s: %w", root, err)
+		return fmt.Errorf("read the Go files under %s: %w", root, err)
 	}
-	return out, nil
+	return nil
 }
 
 // funcName is Func, or Recv.Method for a method.
