@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 // DefaultListen is the admin address when the configuration gives none.
@@ -83,7 +85,7 @@ func NewRegistry(version string) *prometheus.Registry {
 		version = "dev"
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "edgeproxy_build_info",
+		Name:        metric.Name("build_info"),
 		Help:        "Build of the running edgeproxy; always 1.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})

@@ -25,6 +25,10 @@ type Status struct {
 	// Config is the configuration file, Loaded when it was last applied.
 	Config string    `json:"config,omitempty"`
 	Loaded time.Time `json:"loaded,omitzero"`
+	// Rejected is why the last reload was refused, at RejectedAt (the
+	// running configuration kept serving).
+	Rejected   string    `json:"reload_rejected,omitempty"`
+	RejectedAt time.Time `json:"reload_rejected_at,omitzero"`
 	// Ready is what /healthz says; Reason tells why not.
 	Ready    bool      `json:"ready"`
 	Reason   string    `json:"reason,omitempty"`

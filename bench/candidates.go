@@ -166,24 +166,28 @@ func (t *trial) render(name, tmpl string, data any) (string, string, error) {
 	if err := tp.Execute(&b, data); err != nil {
 		return "", "", fmt.Errorf("render %s: %w", name, err)
 	}
+	return t.write(name, b.String())
+}
+
+// write writes a configuration into the trial directory and returns its
+// path and text.
+func (t *trial) write(name, text string) (string, string, error) {
 	path := filepath.Join(t.dir, name)
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		return "", "", fmt.Errorf("write %s: %w", name, err)
 	}
-	return path, b.String(), nil
+	return path, text, nil
 }
 
 // tmplData is what the configuration templates see.
 type tmplData struct {
-	VIP, IntAddr, ExtAddr, Gateway, Router string
-	ExtAddr6, IntAddr6, Gateway6, Router6  string
-	MemberNet, MemberNet6                  string
-	Members                                []string
-	Dir                                    string
-	Threads                                int
-	UDP                                    bool
-	Certs                                  *certFiles
-	Host                                   string
+	VIP, IntAddr, MemberNet string
+	Members                 []string
+	Dir                     string
+	Threads                 int
+	UDP                     bool
+	Certs                   *certFiles
+	Host                    string
 }
 
 func (t *trial) data(phase string) tmplData {
@@ -198,11 +202,7 @@ func (t *trial) data(phase string) tmplData {
 		members = members[:1]
 	}
 	return tmplData{
-		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), ExtAddr: l.ExtAddr4.String(),
-		Gateway: l.ClientAddr4.String(), Router: l.RouterAddr4.String(),
-		ExtAddr6: l.ExtAddr6.String(), IntAddr6: l.IntAddr6.String(),
-		Gateway6: l.ClientAddr6.String(), Router6: l.RouterAddr6.String(),
-		MemberNet: l.MemberNet4.String(), MemberNet6: l.MemberNet6.String(),
+		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), MemberNet: l.MemberNet4.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
 		UDP: phase == phaseUDP, Certs: t.env.certs, Host: benchHost,
 	}
@@ -453,71 +453,22 @@ func (t *trial) startNginxBackend() error {
 
 // --- edgeproxy ---
 
-const edgeproxyTmpl = `admin:
-  listen: 127.0.0.1:9469
-log:
-  level: warn
-  access: "off"
-network:
-  external:
-    interface: ext0
-    addresses: [{{.ExtAddr}}/24, {{.ExtAddr6}}/64]
-    gateway: {{.Gateway}}
-    gateway6: {{.Gateway6}}
-  internal:
-    interface: int0
-    addresses: [{{.IntAddr}}/24, {{.IntAddr6}}/64]
-    routes:
-      - {to: {{.MemberNet}}, via: {{.Router}}}
-      - {to: {{.MemberNet6}}, via: {{.Router6}}}
-fastpath:
-  pin_path: {{.PinPath}}
-pools:
-  members:
-    members: [{{range $i, $m := .Members}}{{if $i}}, {{end}}{{$m}}{{end}}]
-    monitor: {type: tcp, port: 4443, interval: 2s, timeout: 1s, rise: 1}
-virtuals:
-{{- if .L7}}
-  - name: web
-    mode: https
-    listen: {{.VIP}}:443
-    drain_timeout: 1s
-    certificates:
-      - {cert: {{.Certs.PublicChain}}, key: {{.Certs.PublicKey}}}
-    sites:
-      - hosts: [{{.Host}}]
-        pool: members
-        port: 4443
-        backend_tls: {ca: {{.Certs.InternalCA}}}
-{{- else}}
-  - name: l4
-    mode: fastl4
-    listen: {{.VIP}}:443
-    pool: members
-    port: 4443
-    snat: automap
-{{- if .UDP}}
-  - name: l4-udp
-    mode: fastl4
-    protocol: udp
-    listen: {{.VIP}}:443
-    pool: members
-    port: 4443
-    snat: automap
-{{- end}}
-{{- end}}
-`
-
-type edgeproxyData struct {
-	tmplData
-	L7      bool
-	PinPath string
-}
-
+// edgeproxyConfig writes edgeproxy's configuration for phase: the lab's
+// Skype pool published by a fastl4 virtual (and its UDP twin for the UDP
+// phase), or by the https virtual for the web phase.
 func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
-	d := edgeproxyData{tmplData: t.data(phase), L7: phase == phaseWeb}
-	d.PinPath = pinPath
-	return t.render("edgeproxy.yaml", edgeproxyTmpl, d)
+	d := t.data(phase)
+	sk := lab.Skype{
+		LogLevel: "warn", NoAccessLog: true, PinPath: pinPath, Pool: "members", Members: d.Members,
+		Monitor: lab.SkypeMonitor{Interval: 2 * time.Second, Timeout: time.Second, Rise: 1},
+	}
+	if phase == phaseWeb {
+		sk.L7 = &lab.SkypeL7{VIP: t.lab.VIP4, Hosts: []string{d.Host}, Cert: d.Certs.PublicChain, Key: d.Certs.PublicKey,
+			InternalCA: d.Certs.InternalCA, Drain: time.Second}
+	} else {
+		sk.FastL4 = &lab.SkypeFastL4{VIP: t.lab.VIP4, UDP: d.UDP}
+	}
+	return t.write("edgeproxy.yaml", t.lab.SkypeYAML(sk))
 }
 
 func installEdgeproxy(ctx context.Context, t *trial, phase string) (*installation, error) {

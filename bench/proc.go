@@ -104,14 +104,15 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// runIn runs a short command in ns, pinned to cpus, bounded by ctx, and
-// returns its stdout, stderr and resource usage.
+// cmdResult is what runIn reports of a command.
 type cmdResult struct {
 	stdout, stderr string
 	cpu            float64 // user+system seconds of the command and its children
 	wall           time.Duration
 }
 
+// runIn runs a short command in ns, pinned to cpus, bounded by ctx, and
+// returns its stdout, stderr and resource usage.
 func runIn(ctx context.Context, ns *lab.NS, cpus string, env []string, name string, args ...string) (cmdResult, error) {
 	cmd := nsCommand(ns, cpus, name, args...)
 	cmd.Env = append(os.Environ(), env...)

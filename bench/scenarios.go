@@ -67,50 +67,78 @@ type metricDef struct {
 	prec         int
 }
 
+// benchVIP is the address the client measures through.
+const benchVIP = "198.18.0.10"
+
 func (e *env) phases() []*phase {
-	d := e.dur
-	secs := strconv.Itoa(int(max(d.Round(time.Second), time.Second) / time.Second))
-	vip := "198.18.0.10"
-	pin := func(cpus string) string {
-		if cpus == "" {
-			return ""
-		}
-		return "taskset -c " + cpus + " "
+	iperfBackend := func(t *trial) error {
+		return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443")
 	}
-	iperfArgs := func(extra ...string) []string {
-		return append([]string{"-c", vip, "-p", "443", "-t", secs, "-J"}, extra...)
+	return []*phase{
+		{name: phaseTCP, layer: layerL4, backend: iperfBackend, probe: probeIperf, scenarios: []*scenario{e.bulk(1), e.bulk(4)}},
+		{name: phaseUDP, layer: layerL4, backend: func(t *trial) error {
+			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
+		}, probe: probeIperf, scenarios: []*scenario{e.udp()}},
+		{name: phaseConn, layer: layerL4, backend: func(t *trial) error {
+			return t.startBackend([]string{roleEnv + "=" + roleEcho}, []uint16{4443}, e.self, "-listen", "0.0.0.0:4443")
+		}, probe: probeEcho, scenarios: []*scenario{e.conn()}},
+		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend() }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes()}},
 	}
-	bulk := func(streams int) *scenario {
-		args := iperfArgs("-P", strconv.Itoa(streams))
-		id := fmt.Sprintf("bulk%d", streams)
-		return &scenario{
-			id: id, perUnit: "GB",
-			title: fmt.Sprintf("L4 bulk throughput, %d TCP stream%s", streams, plural(streams)),
-			cmd: func(e *env) string {
-				return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "iperf3 " + joinArgs(args)
-			},
-			run: func(ctx context.Context, t *trial) (outcome, error) {
-				r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "iperf3", args...)
-				if err != nil {
-					return outcome{}, err
-				}
-				ip, err := parseIperf(r.stdout)
-				if err != nil {
-					return outcome{}, err
-				}
-				return outcome{
-					metrics: map[string]float64{id + ".gbps": ip.bitsPerSecond / 1e9, id + ".retr": ip.retransmits},
-					work:    ip.bytes / 1e9, loadCPU: r.cpu,
-				}, nil
-			},
-		}
+}
+
+// secs is the measuring time in whole seconds, at least one.
+func (e *env) secs() string {
+	return strconv.Itoa(int(max(e.dur.Round(time.Second), time.Second) / time.Second))
+}
+
+// iperfArgs are the client's iperf3 arguments against the VIP.
+func (e *env) iperfArgs(extra ...string) []string {
+	return append([]string{"-c", benchVIP, "-p", "443", "-t", e.secs(), "-J"}, extra...)
+}
+
+// tasksetPrefix is the shown command's CPU pinning, "" for none.
+func tasksetPrefix(cpus string) string {
+	if cpus == "" {
+		return ""
 	}
-	udpArgs := iperfArgs("-u", "-l", "64", "-b", "1G")
-	udp := &scenario{
+	return "taskset -c " + cpus + " "
+}
+
+// bulk is iperf3 TCP throughput over streams streams.
+func (e *env) bulk(streams int) *scenario {
+	args := e.iperfArgs("-P", strconv.Itoa(streams))
+	id := fmt.Sprintf("bulk%d", streams)
+	return &scenario{
+		id: id, perUnit: "GB",
+		title: fmt.Sprintf("L4 bulk throughput, %d TCP stream%s", streams, plural(streams)),
+		cmd: func(e *env) string {
+			return "ip netns exec $CLIENT_NS " + tasksetPrefix(e.cpus.client) + "iperf3 " + joinArgs(args)
+		},
+		run: func(ctx context.Context, t *trial) (outcome, error) {
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "iperf3", args...)
+			if err != nil {
+				return outcome{}, err
+			}
+			ip, err := parseIperf(r.stdout)
+			if err != nil {
+				return outcome{}, err
+			}
+			return outcome{
+				metrics: map[string]float64{id + ".gbps": ip.bitsPerSecond / 1e9, id + ".retr": ip.retransmits},
+				work:    ip.bytes / 1e9, loadCPU: r.cpu,
+			}, nil
+		},
+	}
+}
+
+// udp is iperf3 UDP with 64-byte payloads: packets per second.
+func (e *env) udp() *scenario {
+	udpArgs := e.iperfArgs("-u", "-l", "64", "-b", "1G")
+	return &scenario{
 		id: "udp", perUnit: "1M packets",
 		title: "L4 small packets, UDP 64-byte payload",
 		cmd: func(e *env) string {
-			return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "iperf3 " + joinArgs(udpArgs)
+			return "ip netns exec $CLIENT_NS " + tasksetPrefix(e.cpus.client) + "iperf3 " + joinArgs(udpArgs)
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {
 			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "iperf3", udpArgs...)
@@ -128,12 +156,16 @@ func (e *env) phases() []*phase {
 			}, nil
 		},
 	}
-	connArgs := []string{"-addr", vip + ":443", "-c", strconv.Itoa(e.connConc), "-d", d.String(), "-n", "5000000", "-timeout", "3s"}
-	conn := &scenario{
+}
+
+// conn is new TCP connections per second with the benchmark's own client.
+func (e *env) conn() *scenario {
+	connArgs := []string{"-addr", benchVIP + ":443", "-c", strconv.Itoa(e.connConc), "-d", e.dur.String(), "-n", "5000000", "-timeout", "3s"}
+	return &scenario{
 		id: "conn", perUnit: "1k connections",
 		title: "L4 new connections per second",
 		cmd: func(e *env) string {
-			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleConnect + " " + pin(e.cpus.client) + "BENCH " + joinArgs(connArgs) +
+			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleConnect + " " + tasksetPrefix(e.cpus.client) + "BENCH " + joinArgs(connArgs) +
 				"   # per connection: connect, write 1 byte, read 1 byte, close"
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {
@@ -154,13 +186,17 @@ func (e *env) phases() []*phase {
 			}, nil
 		},
 	}
+}
+
+// keepAlive is wrk's HTTPS requests over kept-alive connections.
+func (e *env) keepAlive() *scenario {
 	url := "https://" + benchHost + "/small.txt"
-	wrkArgs := []string{"-t1", "-c" + strconv.Itoa(e.webConc), "-d" + secs + "s", "--timeout", "3s", "--latency", url}
-	ka := &scenario{
+	wrkArgs := []string{"-t1", "-c" + strconv.Itoa(e.webConc), "-d" + e.secs() + "s", "--timeout", "3s", "--latency", url}
+	return &scenario{
 		id: "ka", perUnit: "1k requests",
 		title: "L7 keep-alive HTTPS requests",
 		cmd: func(e *env) string {
-			return "ip netns exec $CLIENT_NS " + pin(e.cpus.client) + "wrk " + joinArgs(wrkArgs)
+			return "ip netns exec $CLIENT_NS " + tasksetPrefix(e.cpus.client) + "wrk " + joinArgs(wrkArgs)
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {
 			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "wrk", wrkArgs...)
@@ -181,13 +217,18 @@ func (e *env) phases() []*phase {
 			}, nil
 		},
 	}
-	hsArgs := []string{"-addr", vip + ":443", "-sni", benchHost, "-ca", e.certs.PublicCA, "-path", "/small.txt",
-		"-c", strconv.Itoa(e.hsConc), "-d", d.String(), "-n", "5000000", "-timeout", "3s"}
-	hs := &scenario{
+}
+
+// handshakes is new TLS handshakes per second, one request each, with
+// the benchmark's own client.
+func (e *env) handshakes() *scenario {
+	hsArgs := []string{"-addr", benchVIP + ":443", "-sni", benchHost, "-ca", e.certs.PublicCA, "-path", "/small.txt",
+		"-c", strconv.Itoa(e.hsConc), "-d", e.dur.String(), "-n", "5000000", "-timeout", "3s"}
+	return &scenario{
 		id: "hs", perUnit: "1k handshakes",
 		title: "L7 new TLS handshakes (one request each, no resumption)",
 		cmd: func(e *env) string {
-			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleTLS + " " + pin(e.cpus.client) + "BENCH " + joinArgs(hsArgs)
+			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleTLS + " " + tasksetPrefix(e.cpus.client) + "BENCH " + joinArgs(hsArgs)
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {
 			r, err := runIn(ctx, t.lab.Client, e.cpus.client, []string{roleEnv + "=" + roleTLS}, e.self, hsArgs...)
@@ -206,20 +247,6 @@ func (e *env) phases() []*phase {
 				work:    float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
 			}, nil
 		},
-	}
-
-	iperfBackend := func(t *trial) error {
-		return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443")
-	}
-	return []*phase{
-		{name: phaseTCP, layer: layerL4, backend: iperfBackend, probe: probeIperf, scenarios: []*scenario{bulk(1), bulk(4)}},
-		{name: phaseUDP, layer: layerL4, backend: func(t *trial) error {
-			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
-		}, probe: probeIperf, scenarios: []*scenario{udp}},
-		{name: phaseConn, layer: layerL4, backend: func(t *trial) error {
-			return t.startBackend([]string{roleEnv + "=" + roleEcho}, []uint16{4443}, e.self, "-listen", "0.0.0.0:4443")
-		}, probe: probeEcho, scenarios: []*scenario{conn}},
-		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend() }, probe: probeHTTPS, scenarios: []*scenario{ka, hs}},
 	}
 }
 

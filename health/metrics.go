@@ -2,13 +2,15 @@ package health
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 var (
-	descMemberUp = prometheus.NewDesc("edgeproxy_member_up",
+	descMemberUp = prometheus.NewDesc(metric.Name("member_up"),
 		"Whether the pool member takes new traffic (1) or not (0: down, unknown or disabled).",
 		[]string{"pool", "member", "address"}, nil)
-	descChecks = prometheus.NewDesc("edgeproxy_monitor_checks_total",
+	descChecks = prometheus.NewDesc(metric.Name("monitor_checks_total"),
 		"Health checks run against the pool member, by result (success or failure).",
 		[]string{"pool", "member", "result"}, nil)
 )

@@ -110,7 +110,7 @@ func (s *certStore) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	return s.entries[0].current(), nil
 }
 
-// covers reports whether the default certificate is valid for name.
+// defaultCovers reports whether the default certificate is valid for name.
 func (s *certStore) defaultCovers(name string) bool {
 	return s.entries[0].leaf.VerifyHostname(name) == nil
 }

@@ -42,52 +42,46 @@ func siteUpgrades(cs *Site) []string {
 	return out
 }
 
-// refuseRequestLine answers what must not be forwarded whatever the
+// checkRequestLine answers what must not be forwarded whatever the
 // site: the refused methods (405), and the asterisk form, which only
 // OPTIONS may use and which the proxy answers itself, as net/http would,
 // so that every request on a connection reaches the handler and pairs
 // with the framing guard's count of request heads.
-func (vh *vhost) refuseRequestLine(w http.ResponseWriter, r *http.Request, rec *reqRecord) bool {
+func (vh *vhost) checkRequestLine(x *exchange) cause {
 	for _, m := range refusedMethods {
-		if strings.EqualFold(r.Method, m) {
-			rec.setCause("method")
-			w.Header().Set("Allow", genericAllow)
-			plainError(w, http.StatusMethodNotAllowed)
-			return true
+		if strings.EqualFold(x.r.Method, m) {
+			x.rw.Header().Set("Allow", genericAllow)
+			return x.refuse(http.StatusMethodNotAllowed, causeMethod, false)
 		}
 	}
-	if r.RequestURI != "*" {
-		return false
+	if x.r.RequestURI != "*" {
+		return causeNone
 	}
-	rec.setCause("asterisk")
-	if r.Method != http.MethodOptions {
-		w.Header().Set("Connection", "close")
-		plainError(w, http.StatusBadRequest)
-		return true
+	if x.r.Method != http.MethodOptions {
+		return x.refuse(http.StatusBadRequest, causeAsterisk, true)
 	}
-	w.Header().Set("Allow", genericAllow)
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(http.StatusOK)
-	return true
+	x.rw.Header().Set("Allow", genericAllow)
+	x.rw.Header().Set("Content-Length", "0")
+	x.rw.WriteHeader(http.StatusOK)
+	return causeAsterisk
 }
 
-// refuseMethod answers 405 for a method the site does not forward.
+// checkSiteMethod answers 405 for a method the site does not forward.
 // Methods match case-insensitively and go upstream in upper case (IIS
 // reads "get" as GET).
-func (s *site) refuseMethod(w http.ResponseWriter, r *http.Request, rec *reqRecord) bool {
-	if s.methods == nil {
-		return false
+func checkSiteMethod(_ *vhost, x *exchange) cause {
+	methods := x.s.methods
+	if methods == nil {
+		return causeNone
 	}
-	for _, m := range s.methods {
-		if strings.EqualFold(r.Method, m) {
-			r.Method = m
-			return false
+	for _, m := range methods {
+		if strings.EqualFold(x.r.Method, m) {
+			x.r.Method = m
+			return causeNone
 		}
 	}
-	rec.setCause("method")
-	w.Header().Set("Allow", strings.Join(s.methods, ", "))
-	plainError(w, http.StatusMethodNotAllowed)
-	return true
+	x.rw.Header().Set("Allow", strings.Join(methods, ", "))
+	return x.refuse(http.StatusMethodNotAllowed, causeMethod, false)
 }
 
 // filterUpgrade removes an Upgrade the site does not allow, so that the

@@ -80,7 +80,7 @@ func (seq desyncSeq) runFor(c *rawTLS, limit time.Duration) []int {
 	return got
 }
 
-// check runs the sequences over TLS and plain TCP against a raw member.
+// checkDesync runs the sequences over TLS and plain TCP against a raw member.
 func checkDesync(t *testing.T, e *env, m *rawMember) {
 	for _, proto := range []string{"tls", "tcp"} {
 		for _, seq := range desyncSequences("lyncdiscover.example.com") {

@@ -251,13 +251,14 @@ func (r *h2FrameReader) feed(b []byte, payload func(f *h2Frame, p []byte, off in
 	return true
 }
 
-// refuseH2ConnAuth ends an HTTP/2 request authenticating with NTLM or
+// checkH2ConnAuth ends an HTTP/2 request authenticating with NTLM or
 // Negotiate: its stream is reset with HTTP_1_1_REQUIRED (see h2Conn). The
 // access log says 505, the status closest to that code.
-func refuseH2ConnAuth(r *http.Request, rec *reqRecord) {
-	if r.ProtoMajor == 2 && hasConnAuth(r.Header, "Authorization") {
-		rec.setCause("http2_windows_auth")
-		rec.setStatus(http.StatusHTTPVersionNotSupported)
+func checkH2ConnAuth(_ *vhost, x *exchange) cause {
+	if x.r.ProtoMajor == 2 && hasConnAuth(x.r.Header, "Authorization") {
+		x.rec.setCause(causeH2ConnAuth)
+		x.rec.setStatus(http.StatusHTTPVersionNotSupported)
 		panic(http.ErrAbortHandler)
 	}
+	return causeNone
 }

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 // durationBuckets reach past the 1800 s of the longest UCWA long poll.
@@ -26,36 +28,36 @@ type metrics struct {
 func newMetrics(p *Proxy) *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_http_requests_total",
+			Name: metric.Name("http_requests_total"),
 			Help: "HTTP requests answered, by virtual, site (its first host) and status code.",
 		}, []string{"virtual", "site", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "edgeproxy_http_request_duration_seconds",
+			Name:    metric.Name("http_request_duration_seconds"),
 			Help:    "Time from the request head to the end of the response, by virtual and site.",
 			Buckets: durationBuckets,
 		}, []string{"virtual", "site"}),
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgeproxy_http_active_connections",
+			Name: metric.Name("http_active_connections"),
 			Help: "Client connections open, by virtual.",
 		}, []string{"virtual"}),
 		pinned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgeproxy_http_pinned_connections",
+			Name: metric.Name("http_pinned_connections"),
 			Help: "Client connections with their own pinned upstream (NTLM/Negotiate), by virtual.",
 		}, []string{"virtual"}),
 		tlsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_tls_handshake_errors_total",
+			Name: metric.Name("tls_handshake_errors_total"),
 			Help: "Failed TLS handshakes with clients, by reason.",
 		}, []string{"reason"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_http_denied_requests_total",
+			Name: metric.Name("http_denied_requests_total"),
 			Help: "Requests refused because their path is denied, by virtual and site.",
 		}, []string{"virtual", "site"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_http_connections_refused_total",
+			Name: metric.Name("http_connections_refused_total"),
 			Help: "Client connections closed on accept because a limit was reached, by virtual and limit.",
 		}, []string{"virtual", "limit"}),
 		certs: &certCollector{p: p, desc: prometheus.NewDesc(
-			"edgeproxy_certificate_expiry_seconds",
+			metric.Name("certificate_expiry_seconds"),
 			"Seconds until the certificate expires (negative: expired), by certificate file.",
 			[]string{"cert"}, nil)},
 	}

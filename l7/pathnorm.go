@@ -198,29 +198,29 @@ func (d denyRule) matches(path string) bool {
 // checkTarget applies the site's path rules to a request: 0 when it may
 // go on, else the status to answer and the access log's cause. Without
 // strict paths only control characters in the decoded path are refused.
-func (vh *vhost) checkTarget(s *site, r *http.Request) (int, string) {
+func (vh *vhost) checkTarget(s *site, r *http.Request) (int, cause) {
 	if !s.strictPaths {
 		if hasControl(r.URL.Path) {
-			return http.StatusBadRequest, "bad_path"
+			return http.StatusBadRequest, causeBadPath
 		}
-		return 0, ""
+		return 0, causeNone
 	}
 	if r.RequestURI == "*" && r.Method == http.MethodOptions {
-		return 0, ""
+		return 0, causeNone
 	}
 	path, err := canonicalTarget(r.RequestURI)
 	if err != nil {
 		vh.p.log.Info("request refused: target not in canonical form", "virtual", vh.name, "site", s.name,
 			"client", remoteAddr(r).String(), "target", truncate(r.RequestURI, 256), "reason", err.Error())
-		return http.StatusBadRequest, "bad_path"
+		return http.StatusBadRequest, causeBadPath
 	}
 	for _, d := range s.deny {
 		if d.matches(path) {
 			vh.p.metrics.denied.WithLabelValues(vh.name, s.name).Inc()
 			vh.p.log.Warn("request denied", "virtual", vh.name, "site", s.name,
 				"client", remoteAddr(r).String(), "host", r.Host, "path", truncate(r.RequestURI, 256), "rule", d.prefix)
-			return http.StatusForbidden, "denied"
+			return http.StatusForbidden, causeDenied
 		}
 	}
-	return 0, ""
+	return 0, causeNone
 }

@@ -130,75 +130,21 @@ func (p *Proxy) Apply(spec *Spec) error {
 		return err
 	}
 
-	// Open the new sockets first; a mode change on an address needs the
-	// old socket closed first.
-	p.mu.Lock()
-	old := p.listeners
-	p.mu.Unlock()
-	var (
-		opened  []*listener
-		reuse   = map[*listener]*vhost{}
-		replace []*listener
-		next    = map[netip.AddrPort]*listener{}
-	)
-	for _, vh := range gen {
-		if l := old[vh.listen]; l != nil {
-			if l.mode == vh.mode {
-				reuse[l] = vh
-				next[vh.listen] = l
-				continue
-			}
-			replace = append(replace, l)
-		}
+	ls, err := p.openListeners(gen)
+	if err != nil {
+		p.pending = nil
+		return err
 	}
-	for _, l := range replace {
-		ctx, cancel := context.WithTimeout(context.Background(), l.vh.Load().drain)
-		l.close(ctx)
-		cancel()
-		delete(old, l.addr)
-	}
-	for _, vh := range gen {
-		if next[vh.listen] != nil {
-			continue
-		}
-		l, err := p.newListener(vh)
-		if err != nil {
-			for _, o := range opened {
-				o.close(context.Background())
-			}
-			p.pending = nil
-			return fmt.Errorf("listen on %s for virtual %s: %w", vh.listen, vh.name, err)
-		}
-		opened = append(opened, l)
-		next[vh.listen] = l
-	}
-
-	// Commit.
-	p.mu.Lock()
-	p.members = states
-	for k := range p.reported {
-		if states[k] == nil {
-			delete(p.reported, k)
-		}
-	}
-	prev := p.gen
-	p.gen = gen
-	for name := range p.tickets {
-		if !slices.ContainsFunc(gen, func(vh *vhost) bool { return vh.name == name }) {
-			delete(p.tickets, name)
-		}
-	}
-	p.listeners = next
-	p.mu.Unlock()
+	prev := p.commit(gen, states, ls.next)
 	p.swapStaplers()
-	for l, vh := range reuse {
+	for l, vh := range ls.reuse {
 		l.update(vh)
 	}
-	for _, l := range opened {
+	for _, l := range ls.opened {
 		l.start()
 	}
-	for addr, l := range old {
-		if next[addr] == l {
+	for addr, l := range ls.old {
+		if ls.next[addr] == l {
 			continue
 		}
 		go func() {
@@ -214,6 +160,85 @@ func (p *Proxy) Apply(spec *Spec) error {
 			s.closeIdle()
 		}
 	}
+	p.warnUncovered(gen)
+	p.log.Info("l7 configuration applied", "virtuals", len(gen), "listeners", len(ls.next))
+	return nil
+}
+
+// listenerSet is what a new generation does with the listeners.
+type listenerSet struct {
+	old    map[netip.AddrPort]*listener // in service before
+	next   map[netip.AddrPort]*listener // in service after
+	reuse  map[*listener]*vhost         // kept, with their new virtual
+	opened []*listener                  // new, not yet serving
+}
+
+// openListeners keeps the listeners whose address and mode stay, closes
+// those whose mode changes (the socket is needed again) and opens the
+// new ones; on error it closes what it opened.
+func (p *Proxy) openListeners(gen []*vhost) (*listenerSet, error) {
+	p.mu.Lock()
+	ls := &listenerSet{old: p.listeners, next: map[netip.AddrPort]*listener{}, reuse: map[*listener]*vhost{}}
+	p.mu.Unlock()
+	var replace []*listener
+	for _, vh := range gen {
+		if l := ls.old[vh.listen]; l != nil {
+			if l.mode == vh.mode {
+				ls.reuse[l] = vh
+				ls.next[vh.listen] = l
+				continue
+			}
+			replace = append(replace, l)
+		}
+	}
+	for _, l := range replace {
+		ctx, cancel := context.WithTimeout(context.Background(), l.vh.Load().drain)
+		l.close(ctx)
+		cancel()
+		delete(ls.old, l.addr)
+	}
+	for _, vh := range gen {
+		if ls.next[vh.listen] != nil {
+			continue
+		}
+		l, err := p.newListener(vh)
+		if err != nil {
+			for _, o := range ls.opened {
+				o.close(context.Background())
+			}
+			return nil, fmt.Errorf("listen on %s for virtual %s: %w", vh.listen, vh.name, err)
+		}
+		ls.opened = append(ls.opened, l)
+		ls.next[vh.listen] = l
+	}
+	return ls, nil
+}
+
+// commit puts gen in service with its member states and listeners, and
+// returns the generation it replaces.
+func (p *Proxy) commit(gen []*vhost, states map[memberKey]*memberState, next map[netip.AddrPort]*listener) []*vhost {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.members = states
+	for k := range p.reported {
+		if states[k] == nil {
+			delete(p.reported, k)
+		}
+	}
+	prev := p.gen
+	p.gen = gen
+	for name := range p.tickets {
+		if !slices.ContainsFunc(gen, func(vh *vhost) bool { return vh.name == name }) {
+			delete(p.tickets, name)
+		}
+	}
+	p.listeners = next
+	return prev
+}
+
+// warnUncovered warns of published names the default certificate does
+// not cover: clients without SNI get the default certificate.
+func (p *Proxy) warnUncovered(gen []*vhost) {
 	for _, vh := range gen {
 		for _, s := range vh.sites {
 			if s.redirect {
@@ -227,8 +252,6 @@ func (p *Proxy) Apply(spec *Spec) error {
 			}
 		}
 	}
-	p.log.Info("l7 configuration applied", "virtuals", len(gen), "listeners", len(next))
-	return nil
 }
 
 // build makes the vhosts of spec's virtuals.

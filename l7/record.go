@@ -19,7 +19,7 @@ type reqRecord struct {
 	member      string
 	pinned      bool
 	attempts    int
-	cause       string
+	cause       cause
 	status      int // set when the handler writes no response itself (499)
 	setCk       string
 	conn        readExtender
@@ -70,7 +70,7 @@ func (r *reqRecord) setAttempts(n int) {
 
 // setCause records why the request ended abnormally; the first cause
 // wins.
-func (r *reqRecord) setCause(c string) {
+func (r *reqRecord) setCause(c cause) {
 	r.mu.Lock()
 	if r.cause == "" {
 		r.cause = c
@@ -78,7 +78,7 @@ func (r *reqRecord) setCause(c string) {
 	r.mu.Unlock()
 }
 
-func (r *reqRecord) getCause() string {
+func (r *reqRecord) getCause() cause {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cause
@@ -215,12 +215,12 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		switch {
 		case err == io.EOF:
 		case isTimeout(err):
-			b.rec.setCause("client_stall")
+			b.rec.setCause(causeClientStall)
 		case errors.As(err, new(*http.MaxBytesError)):
-			b.rec.setCause("body_limit")
+			b.rec.setCause(causeBodyLimit)
 		default:
 			// Malformed: a bad chunk, or the client went away.
-			b.rec.setCause("client_body")
+			b.rec.setCause(causeClientBody)
 		}
 		if err == io.EOF {
 			b.eof.Store(true)

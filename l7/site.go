@@ -192,46 +192,20 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 		return s.roundTripPinned(req, cs, rec, &upStart)
 	}
 
-	var (
-		tried   map[*siteMember]bool
-		lastErr error
-	)
-	for attempt := range maxDialAttempts {
+	return s.retry(req, rec, &upStart, func(tried map[*siteMember]bool) (*try, error) {
 		sm, hit := s.choose(req, tried)
 		if sm == nil {
-			if lastErr != nil {
-				return nil, lastErr
-			}
 			return nil, &noMemberError{pool: s.poolName}
 		}
 		rec.setMember(sm.addr, false)
-		rec.setAttempts(attempt + 1)
 		if s.affinity && !hit {
 			rec.setCookie(sm.cookie)
 		}
 		sm.m.active.Add(1)
-		upStart = time.Now()
-		res, err := sm.rt.RoundTrip(req)
-		if err == nil {
-			s.wrapBody(res, rec, func() { sm.m.active.Add(-1) })
-			return res, nil
-		}
-		sm.m.active.Add(-1)
-		ue := asUpstreamError(err)
-		if ue == nil || (ue.op != "dial" && ue.op != "tls") || req.Context().Err() != nil {
-			return nil, wrapUpstream(err, sm.addr)
-		}
-		sm.m.markFailed()
-		lastErr = err
-		if rec.bodyRead() > 0 {
-			break
-		}
-		if tried == nil {
-			tried = map[*siteMember]bool{}
-		}
-		tried[sm] = true
-	}
-	return nil, lastErr
+		return &try{sm: sm, addr: sm.addr, rt: sm.rt,
+			done:        func() { sm.m.active.Add(-1) },
+			unreachable: sm.m.markFailed}, nil
+	})
 }
 
 // roundTripPinned sends the request over the client connection's own
@@ -239,37 +213,66 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 // (nothing was sent); a request that went out is never sent again,
 // whatever happens to it.
 func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord, upStart *time.Time) (*http.Response, error) {
+	return s.retry(req, rec, upStart, func(tried map[*siteMember]bool) (*try, error) {
+		p, err := cs.pin(s, req, tried)
+		if err != nil {
+			return nil, err
+		}
+		rec.setMember(p.addr, true)
+		if s.affinity {
+			if c, err := req.Cookie(affinityCookie); err != nil || c.Value != p.sm.cookie {
+				rec.setCookie(p.sm.cookie)
+			}
+		}
+		return &try{sm: p.sm, addr: p.addr, rt: p.rt, unreachable: func() {
+			p.member.markFailed()
+			cs.unpin(s.pinKey, p)
+		}}, nil
+	})
+}
+
+// try is one attempt at a member.
+type try struct {
+	sm          *siteMember
+	addr        string // member address:port, for errors
+	rt          http.RoundTripper
+	done        func() // when the response body is finished or the attempt failed; may be nil
+	unreachable func() // when the member could not be reached (dial or TLS)
+}
+
+// retry sends the request to the members next picks (never one already
+// tried) until one answers. Only a member that could not be reached is
+// replaced, at most maxDialAttempts times, and only while nothing of the
+// client's body was read; any other failure is the answer.
+func (s *site) retry(req *http.Request, rec *reqRecord, upStart *time.Time,
+	next func(tried map[*siteMember]bool) (*try, error)) (*http.Response, error) {
 	var (
 		tried   map[*siteMember]bool
 		lastErr error
 	)
 	for attempt := range maxDialAttempts {
-		p, err := cs.pin(s, req, tried)
+		t, err := next(tried)
 		if err != nil {
 			if lastErr != nil {
 				return nil, lastErr
 			}
 			return nil, err
 		}
-		rec.setMember(p.addr, true)
 		rec.setAttempts(attempt + 1)
-		if s.affinity {
-			if c, err := req.Cookie(affinityCookie); err != nil || c.Value != p.sm.cookie {
-				rec.setCookie(p.sm.cookie)
-			}
-		}
 		*upStart = time.Now()
-		res, err := p.rt.RoundTrip(req)
+		res, err := t.rt.RoundTrip(req)
 		if err == nil {
-			s.wrapBody(res, rec, nil)
+			s.wrapBody(res, rec, t.done)
 			return res, nil
+		}
+		if t.done != nil {
+			t.done()
 		}
 		ue := asUpstreamError(err)
 		if ue == nil || (ue.op != "dial" && ue.op != "tls") || req.Context().Err() != nil {
-			return nil, wrapUpstream(err, p.addr)
+			return nil, wrapUpstream(err, t.addr)
 		}
-		p.member.markFailed()
-		cs.unpin(s.pinKey, p)
+		t.unreachable()
 		lastErr = err
 		if rec.bodyRead() > 0 {
 			break
@@ -277,7 +280,7 @@ func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord,
 		if tried == nil {
 			tried = map[*siteMember]bool{}
 		}
-		tried[p.sm] = true
+		tried[t.sm] = true
 	}
 	return nil, lastErr
 }
@@ -415,11 +418,11 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	)
 	switch {
 	case r.Context().Err() != nil:
-		rec.setCause("client_closed")
+		rec.setCause(causeClientClosed)
 		rec.setStatus(499)
 		return
 	case errors.As(err, &nm):
-		rec.setCause("no_member")
+		rec.setCause(causeNoMember)
 		code, diag = http.StatusServiceUnavailable, nm.Error()
 	default:
 		ue := asUpstreamError(err)
@@ -427,10 +430,10 @@ func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 			ue = &upstreamError{op: "response", member: rec.getMember(), cause: shortCause(err), err: err}
 		}
 		code, diag = http.StatusBadGateway, ue.Error()
-		rec.setCause("upstream_error")
+		rec.setCause(causeUpstreamError)
 		if ue.timeout() {
 			code = http.StatusGatewayTimeout
-			rec.setCause("upstream_timeout")
+			rec.setCause(causeUpstreamTimeout)
 		}
 	}
 	if diag != "" && s.vh.trusted(remoteAddr(r).Addr()) {
@@ -457,13 +460,13 @@ func (s *site) clientFault(w http.ResponseWriter, r *http.Request, rec *reqRecor
 		mbe  *http.MaxBytesError
 		code int
 	)
-	switch cause := rec.getCause(); {
+	switch c := rec.getCause(); {
 	case errors.As(err, &mbe):
-		rec.setCause("body_limit")
+		rec.setCause(causeBodyLimit)
 		code = http.StatusRequestEntityTooLarge
-	case cause == "client_stall":
+	case c == causeClientStall:
 		code = http.StatusRequestTimeout
-	case cause == "client_body" && r.Context().Err() == nil:
+	case c == causeClientBody && r.Context().Err() == nil:
 		code = http.StatusBadRequest
 	default:
 		return false

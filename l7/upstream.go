@@ -325,7 +325,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if err != nil {
 		b.finish()
 		if err != io.EOF && b.rec != nil && isTimeout(err) {
-			b.rec.setCause("upstream_stall")
+			b.rec.setCause(causeUpstreamStall)
 		}
 	}
 	return n, err

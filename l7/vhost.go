@@ -71,97 +71,82 @@ func (vh *vhost) configForClient(hello *tls.ClientHelloInfo) *tls.Config {
 	return vh.tlsH2
 }
 
-// ServeHTTP runs every request of the virtual.
+// exchange is one request as the checks, the forwarding and the access
+// log share it.
+type exchange struct {
+	w   http.ResponseWriter // net/http's own, for MaxBytesReader
+	rw  *respWriter
+	r   *http.Request
+	cs  *connState // nil when the request came without one
+	rec *reqRecord
+	s   *site // once checkHost found it
+}
+
+// refuse answers the request with a short text error and returns c; with
+// closeConn the client connection closes after the answer.
+func (x *exchange) refuse(code int, c cause, closeConn bool) cause {
+	if closeConn {
+		x.rw.Header().Set("Connection", "close")
+	}
+	plainError(x.rw, code)
+	return c
+}
+
+// requestChecks run in order on every request before it goes upstream;
+// the first to return a cause has answered the request and ends it.
+var requestChecks = []func(*vhost, *exchange) cause{
+	(*vhost).checkFraming,     // smuggling
+	checkH2ConnAuth,           // http2_windows_auth
+	(*vhost).checkRequestLine, // method, asterisk
+	(*vhost).checkHost,        // unknown_host, misdirected
+	checkSiteMethod,           // method
+	(*vhost).checkHeaderSize,  // header_limit
+	(*vhost).setHSTS,          // never: answers from here on carry HSTS
+	(*vhost).checkPath,        // bad_path, denied
+	checkRedirect,             // redirect
+	checkUpgrade,              // never: drops an Upgrade the site refuses
+	checkBodySize,             // body_limit
+}
+
+// ServeHTTP runs every request of the virtual: the checks, then the
+// site's reverse proxy, then the access log.
 func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	cs := connStateFrom(r.Context())
-	rec := &reqRecord{}
-	rw := newRespWriter(w)
-	var s *site
+	x := &exchange{w: w, rw: newRespWriter(w), r: r, cs: connStateFrom(r.Context()), rec: &reqRecord{}}
 	defer func() {
 		if v := recover(); v != nil {
-			rec.setCause("aborted")
-			vh.p.logRequest(vh, s, cs, r, rw, rec, start)
+			x.rec.setCause(causeAborted)
+			vh.p.logRequest(vh, x, start)
 			panic(v)
 		}
-		vh.p.logRequest(vh, s, cs, r, rw, rec, start)
+		vh.p.logRequest(vh, x, start)
 	}()
 	// A deadline left by the previous response on this connection must
 	// not cut this one while it waits for its member.
-	rw.ctl.SetWriteDeadline(time.Time{})
-
-	if r.ProtoMajor == 1 && cs != nil && cs.guard != nil {
-		if why := cs.guard.rejectAt(cs.requests.Add(1)); why != "" {
-			rec.setCause("smuggling")
-			vh.p.log.Warn("request refused: ambiguous framing", "reason", why,
-				"virtual", vh.name, "client", remoteAddr(r).String())
-			rw.Header().Set("Connection", "close")
-			plainError(rw, http.StatusBadRequest)
+	x.rw.ctl.SetWriteDeadline(time.Time{})
+	for _, check := range requestChecks {
+		if c := check(vh, x); c != causeNone {
+			x.rec.setCause(c)
 			return
 		}
 	}
-	refuseH2ConnAuth(r, rec)
-	if vh.refuseRequestLine(rw, r, rec) {
-		return
-	}
-	s = vh.hosts.lookup(r.Host)
-	if s == nil {
-		rec.setCause("unknown_host")
-		plainError(rw, http.StatusNotFound)
-		return
-	}
-	if cs != nil && cs.sni != "" && vh.hosts.lookup(cs.sni) != s {
-		// The connection was set up for another site (HTTP/2
-		// connection reuse, or a client that lies): ask for a new one.
-		// Never when the client sent no SNI.
-		rec.setCause("misdirected")
-		plainError(rw, http.StatusMisdirectedRequest)
-		return
-	}
-	if s.refuseMethod(rw, r, rec) {
-		return
-	}
-	if vh.params.maxHeader > s.limits.maxHeader && headerSize(r) > s.limits.maxHeader {
-		rec.setCause("header_limit")
-		rw.Header().Set("Connection", "close")
-		plainError(rw, http.StatusRequestHeaderFieldsTooLarge)
-		return
-	}
-	if vh.hsts != "" {
-		rw.Header().Set("Strict-Transport-Security", vh.hsts)
-	}
-	if code, cause := vh.checkTarget(s, r); code != 0 {
-		rec.setCause(cause)
-		plainError(rw, code)
-		return
-	}
-	if s.redirect {
-		rec.setCause("redirect")
-		code := http.StatusMovedPermanently
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			code = http.StatusPermanentRedirect
-		}
-		target := "https://" + hostForURL(r.Host) + r.URL.RequestURI()
-		http.Redirect(rw, r, target, code)
-		return
-	}
-	s.filterUpgrade(r, rw, cs)
-	if s.limits.maxBody >= 0 && r.ContentLength > s.limits.maxBody {
-		rec.setCause("body_limit")
-		rw.Header().Set("Connection", "close")
-		plainError(rw, http.StatusRequestEntityTooLarge)
-		return
-	}
+	x.forward()
+}
+
+// forward sends the request through the site's reverse proxy, its body
+// held to the site's limit and stall timeout.
+func (x *exchange) forward() {
+	s, rw, rec := x.s, x.rw, x.rec
 	rw.stall = s.limits.stall
 	var body *reqBody
-	if r.Body != nil && r.Body != http.NoBody {
-		rc := r.Body
+	if x.r.Body != nil && x.r.Body != http.NoBody {
+		rc := x.r.Body
 		if s.limits.maxBody >= 0 {
-			rc = http.MaxBytesReader(w, rc, s.limits.maxBody)
+			rc = http.MaxBytesReader(x.w, rc, s.limits.maxBody)
 		}
 		body = &reqBody{ReadCloser: rc, ctl: rw.ctl, stall: s.limits.stall, rec: rec}
 	}
-	r2 := r.WithContext(withRecord(r.Context(), rec))
+	r2 := x.r.WithContext(withRecord(x.r.Context(), rec))
 	if body != nil {
 		r2.Body = body
 	}
@@ -169,6 +154,91 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if body != nil {
 		body.abandon()
 	}
+}
+
+// checkFraming refuses an HTTP/1 request the connection's framing guard
+// found ambiguous (request smuggling), and closes the connection.
+func (vh *vhost) checkFraming(x *exchange) cause {
+	if x.r.ProtoMajor != 1 || x.cs == nil || x.cs.guard == nil {
+		return causeNone
+	}
+	why := x.cs.guard.rejectAt(x.cs.requests.Add(1))
+	if why == "" {
+		return causeNone
+	}
+	vh.p.log.Warn("request refused: ambiguous framing", "reason", why,
+		"virtual", vh.name, "client", remoteAddr(x.r).String())
+	return x.refuse(http.StatusBadRequest, causeSmuggling, true)
+}
+
+// checkHost finds the request's site: 404 for an unknown Host, 421 for
+// the Host of another site than the connection's SNI (HTTP/2
+// connection reuse, or a client that lies). Never 421 without SNI.
+func (vh *vhost) checkHost(x *exchange) cause {
+	x.s = vh.hosts.lookup(x.r.Host)
+	if x.s == nil {
+		return x.refuse(http.StatusNotFound, causeUnknownHost, false)
+	}
+	if x.cs != nil && x.cs.sni != "" && vh.hosts.lookup(x.cs.sni) != x.s {
+		return x.refuse(http.StatusMisdirectedRequest, causeMisdirected, false)
+	}
+	return causeNone
+}
+
+// checkHeaderSize refuses a request head over the site's limit when the
+// server's own limit (the largest of the virtual's sites) let it in.
+func (vh *vhost) checkHeaderSize(x *exchange) cause {
+	if limit := x.s.limits.maxHeader; vh.params.maxHeader > limit && headerSize(x.r) > limit {
+		return x.refuse(http.StatusRequestHeaderFieldsTooLarge, causeHeaderLimit, true)
+	}
+	return causeNone
+}
+
+// setHSTS adds the virtual's Strict-Transport-Security header to every
+// answer from here on.
+func (vh *vhost) setHSTS(x *exchange) cause {
+	if vh.hsts != "" {
+		x.rw.Header().Set("Strict-Transport-Security", vh.hsts)
+	}
+	return causeNone
+}
+
+// checkPath applies the site's path rules (checkTarget).
+func (vh *vhost) checkPath(x *exchange) cause {
+	if code, c := vh.checkTarget(x.s, x.r); code != 0 {
+		return x.refuse(code, c, false)
+	}
+	return causeNone
+}
+
+// checkRedirect answers a redirecting site's requests with their https
+// URL: 301 for GET and HEAD, 308 (the method kept) otherwise.
+func checkRedirect(_ *vhost, x *exchange) cause {
+	if !x.s.redirect {
+		return causeNone
+	}
+	code := http.StatusMovedPermanently
+	if x.r.Method != http.MethodGet && x.r.Method != http.MethodHead {
+		code = http.StatusPermanentRedirect
+	}
+	target := "https://" + hostForURL(x.r.Host) + x.r.URL.RequestURI()
+	http.Redirect(x.rw, x.r, target, code)
+	return causeRedirect
+}
+
+// checkUpgrade removes an Upgrade the site does not allow (filterUpgrade).
+func checkUpgrade(_ *vhost, x *exchange) cause {
+	x.s.filterUpgrade(x.r, x.rw, x.cs)
+	return causeNone
+}
+
+// checkBodySize refuses a request whose declared body is over the site's
+// limit before reading any of it.
+func checkBodySize(_ *vhost, x *exchange) cause {
+	if limit := x.s.limits.maxBody; limit >= 0 && x.r.ContentLength > limit {
+		return x.refuse(http.StatusRequestEntityTooLarge, causeBodyLimit, true)
+	}
+	return causeNone
 }
 
 // headerSize approximates the request head's size as net/http counts it.
@@ -218,19 +288,20 @@ func hstsValue(d time.Duration) string {
 }
 
 // logRequest writes the access log line and the request metrics.
-func (p *Proxy) logRequest(vh *vhost, s *site, cs *connState, r *http.Request, rw *respWriter, rec *reqRecord, start time.Time) {
+func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
+	s, cs, r, rw, rec := x.s, x.cs, x.r, x.rw, x.rec
 	dur := time.Since(start)
 	status := rw.status
 	rec.mu.Lock()
 	if rec.status != 0 && !rw.wroteHeader {
 		status = rec.status
 	}
-	member, pinned, cause, attempts := rec.member, rec.pinned, rec.cause, rec.attempts
+	member, pinned, why, attempts := rec.member, rec.pinned, rec.cause, rec.attempts
 	connect, upStart, headersAt, reused := rec.connectTime, rec.upStart, rec.headersAt, rec.reused
 	rec.mu.Unlock()
 	if status == 0 {
 		status = http.StatusOK
-		if cause == "aborted" {
+		if why == causeAborted {
 			status = 499
 		}
 	}
@@ -280,8 +351,8 @@ func (p *Proxy) logRequest(vh *vhost, s *site, cs *connState, r *http.Request, r
 			}
 		}
 	}
-	if cause != "" {
-		attrs = append(attrs, slog.String("termination", cause))
+	if why != causeNone {
+		attrs = append(attrs, slog.String("termination", string(why)))
 	}
 	if cs != nil {
 		attrs = append(attrs, slog.Uint64("conn", cs.id))

@@ -72,13 +72,9 @@ func runDiagnose(ctx context.Context, args []string) error {
 		}
 	}
 	if *bundle != "" {
-		pem, err := os.ReadFile(*bundle)
+		pool, err := readCABundle(*bundle)
 		if err != nil {
-			return fmt.Errorf("read CA bundle: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("read CA bundle %s: %w", *bundle, errNoCerts)
+			return err
 		}
 		env.Roots, env.RootsName = pool, "the CA bundle "+*bundle
 	}
@@ -104,14 +100,7 @@ func runDiagnose(ctx context.Context, args []string) error {
 			return err
 		}
 		defer release()
-		env.ClientDial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = run(func() error {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}
+		env.ClientDial = dialIn(run)
 	}
 
 	found, err := diagnose.Run(ctx, env, sel...)
@@ -130,6 +119,31 @@ func runDiagnose(ctx context.Context, args []string) error {
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// readCABundle reads a PEM file of root certificates.
+func readCABundle(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("read CA bundle %s: %w", path, errNoCerts)
+	}
+	return pool, nil
+}
+
+// dialIn dials from inside the network namespace run enters.
+func dialIn(run func(func() error) error) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = run(func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }
 
 var (

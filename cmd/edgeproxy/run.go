@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
 )
@@ -117,30 +118,73 @@ func accessLogger(dest, format string, def *slog.Logger) (*slog.Logger, func(), 
 	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
 }
 
-func runReload(_ context.Context, args []string) error {
-	fs := newFlagSet("reload", "[-config FILE] [-pid-file FILE]")
+func runReload(ctx context.Context, args []string) error {
+	fs := newFlagSet("reload", "[-config FILE] [-pid-file FILE] [-wait DURATION]")
 	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "the configuration `file` the daemon runs; validated before the daemon is signalled")
 	pidFile := fs.String("pid-file", defaultPIDFile, "the daemon's pid file")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the daemon's admin endpoint to say whether it applied the file (0: only signal)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if _, err := config.Load(*cfgPath); err != nil {
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
 		return fmt.Errorf("%w\nreload not sent: the daemon keeps its running configuration", err)
 	}
-	b, err := os.ReadFile(*pidFile)
+	pid, err := readPID(*pidFile)
 	if err != nil {
-		return fmt.Errorf("read pid file: %w (is 'edgeproxy run' running with -pid-file %s?)", err, *pidFile)
+		return err
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("read pid file %s: %q is not a pid", *pidFile, strings.TrimSpace(string(b)))
+	addr := cfg.Admin.Listen
+	var before *admin.Status
+	if addr != "" && *wait > 0 {
+		before, _, _ = admin.FetchStatus(ctx, addr) // nil: the answer cannot be read
 	}
+	sent := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("signal daemon: no process %d (stale pid file %s)", pid, *pidFile)
 		}
 		return fmt.Errorf("signal daemon %d: %w", pid, err)
 	}
-	fmt.Printf("reload sent to pid %d at %s; its log says whether it applied\n", pid, time.Now().Format(time.TimeOnly))
-	return nil
+	if before == nil {
+		fmt.Printf("reload sent to pid %d at %s; its log says whether it applied\n", pid, sent.Format(time.TimeOnly))
+		return nil
+	}
+	return awaitReload(ctx, addr, pid, before.Loaded, sent, *wait)
+}
+
+func readPID(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read pid file: %w (is 'edgeproxy run' running with -pid-file %s?)", err, path)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("read pid file %s: %q is not a pid", path, strings.TrimSpace(string(b)))
+	}
+	return pid, nil
+}
+
+// awaitReload reads the daemon's status until it applied the file (its
+// load time moves past loaded) or refused it (a rejection after sent).
+func awaitReload(ctx context.Context, addr string, pid int, loaded, sent time.Time, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, _, err := admin.FetchStatus(ctx, addr)
+		switch {
+		case err == nil && st.Loaded.After(loaded):
+			fmt.Printf("reloaded: pid %d serves %s since %s\n", pid, st.Config, st.Loaded.Format(time.TimeOnly))
+			return nil
+		case err == nil && st.RejectedAt.After(sent):
+			return fmt.Errorf("reload rejected by pid %d, the running configuration keeps serving: %s", pid, st.Rejected)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reload sent to pid %d, no answer from %s within %s: its log says whether it applied", pid, addr, wait)
+		case <-tick.C:
+		}
+	}
 }

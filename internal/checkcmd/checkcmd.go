@@ -167,49 +167,11 @@ func Render(w io.Writer, rep *Report) error {
 	ew := &errWriter{w: w}
 	fmt.Fprintf(ew, "configuration %s\n", rep.File)
 	if p := rep.Plan; p != nil {
-		fmt.Fprintln(ew, "\nvirtuals")
-		t := newTable(ew, "  NAME", "MODE", "LISTEN", "POOL", "PORT", "SNAT", "OPTIONS", "HOSTS")
-		prev := ""
-		for _, v := range p.Virtuals {
-			name, mode, listen := v.Name, v.Mode, v.Listen
-			if v.Name == prev && v.Mode != string(config.ModeFastL4) {
-				name, mode, listen = "...", " ", " " // another site of the same virtual
-			}
-			prev = v.Name
-			name = "  " + name
-			hosts := strings.Join(v.Hosts, ", ")
-			if v.Mode == string(config.ModeFastL4) {
-				hosts = "*"
-			}
-			t.row(name, mode, listen, v.Pool, port(v.Port), v.SNAT, strings.Join(v.Options, ", "), hosts)
-		}
-		t.flush()
-
-		fmt.Fprintln(ew, "\npools")
-		t = newTable(ew, "  POOL", "MEMBER", "ADDRESS", "WEIGHT", "MONITOR")
-		for _, pl := range p.Pools {
-			for i, m := range pl.Members {
-				name, mon := "  "+pl.Name, pl.Monitor
-				if i > 0 {
-					name, mon = "  ...", " "
-				}
-				addr := m.Address
-				if addr == "" {
-					addr = "(resolver)"
-				}
-				if m.Disabled {
-					addr += " disabled"
-				}
-				t.row(name, m.Name, addr, fmt.Sprint(m.Weight), mon)
-			}
-			if len(pl.Members) == 0 {
-				t.row("  "+pl.Name, "", "", "", pl.Monitor)
-			}
-		}
-		t.flush()
+		renderVirtuals(ew, p)
+		renderPools(ew, p)
 
 		fmt.Fprintln(ew, "\naddresses")
-		t = newTable(ew, "  INTERFACE", "ROLE", "ADDRESS", "FOR")
+		t := newTable(ew, "  INTERFACE", "ROLE", "ADDRESS", "FOR")
 		for _, a := range p.Addresses {
 			t.row("  "+a.Interface, a.Role, a.Address, a.For)
 		}
@@ -266,6 +228,54 @@ func Render(w io.Writer, rep *Report) error {
 		return fmt.Errorf("write report: %w", ew.err)
 	}
 	return nil
+}
+
+// renderVirtuals writes the virtuals table, a row per site of an L7
+// virtual.
+func renderVirtuals(ew *errWriter, p *Plan) {
+	fmt.Fprintln(ew, "\nvirtuals")
+	t := newTable(ew, "  NAME", "MODE", "LISTEN", "POOL", "PORT", "SNAT", "OPTIONS", "HOSTS")
+	prev := ""
+	for _, v := range p.Virtuals {
+		name, mode, listen := v.Name, v.Mode, v.Listen
+		if v.Name == prev && v.Mode != string(config.ModeFastL4) {
+			name, mode, listen = "...", " ", " " // another site of the same virtual
+		}
+		prev = v.Name
+		name = "  " + name
+		hosts := strings.Join(v.Hosts, ", ")
+		if v.Mode == string(config.ModeFastL4) {
+			hosts = "*"
+		}
+		t.row(name, mode, listen, v.Pool, port(v.Port), v.SNAT, strings.Join(v.Options, ", "), hosts)
+	}
+	t.flush()
+}
+
+// renderPools writes the pools table, a row per member.
+func renderPools(ew *errWriter, p *Plan) {
+	fmt.Fprintln(ew, "\npools")
+	t := newTable(ew, "  POOL", "MEMBER", "ADDRESS", "WEIGHT", "MONITOR")
+	for _, pl := range p.Pools {
+		for i, m := range pl.Members {
+			name, mon := "  "+pl.Name, pl.Monitor
+			if i > 0 {
+				name, mon = "  ...", " "
+			}
+			addr := m.Address
+			if addr == "" {
+				addr = "(resolver)"
+			}
+			if m.Disabled {
+				addr += " disabled"
+			}
+			t.row(name, m.Name, addr, fmt.Sprint(m.Weight), mon)
+		}
+		if len(pl.Members) == 0 {
+			t.row("  "+pl.Name, "", "", "", pl.Monitor)
+		}
+	}
+	t.flush()
 }
 
 // errWriter keeps the first write error.

@@ -5,20 +5,19 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
+	"github.com/edgeproxy/edgeproxy/internal/plan"
 )
 
 // Status of a host check.
 const (
-	StatusOK      = "ok"
-	StatusInfo    = "info"
-	StatusWarning = "warning"
-	StatusError   = "error"
+	StatusOK      = hostprobe.StatusOK
+	StatusInfo    = hostprobe.StatusInfo
+	StatusWarning = hostprobe.StatusWarning
+	StatusError   = hostprobe.StatusError
 )
 
 // HostCheck is one line of the host table.
@@ -48,104 +47,19 @@ func (h *hostChecker) add(check, status, path, format string, args ...any) {
 	h.found = append(h.found, f)
 }
 
-// needsXDP reports whether run attaches the fast path: some fastl4
-// virtual and XDP not turned off on the external NIC.
-func needsXDP(c *config.Config) bool {
-	if c.Network.External.XDPMode == config.XDPOff {
-		return false
-	}
-	for _, v := range c.Virtuals {
-		if v != nil && v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
-}
-
 // hostChecks inspects the host (in the calling thread's network
-// namespace) against the configuration.
+// namespace) against the configuration: the probe run shares, then the
+// NICs and sysctls.
 func hostChecks(c *config.Config) ([]HostCheck, []Finding) {
 	h := &hostChecker{c: c}
-	xdp := needsXDP(c)
-	must := StatusError
-	if !xdp {
-		must = StatusWarning
+	needs := plan.HostNeeds(c)
+	for _, p := range hostprobe.Probe(needs) {
+		h.add(p.Name, p.Status, p.Key, "%s", p.Detail)
 	}
-
-	// Kernel.
-	if k, err := hostprobe.KernelVersion(); err != nil {
-		h.add("kernel", StatusWarning, "", "cannot tell the kernel release: %v", err)
-	} else if missing := k.Missing(); len(missing) > 0 {
-		var ms []string
-		for _, f := range missing {
-			ms = append(ms, f.Name+" ("+f.Version()+")")
-		}
-		h.add("kernel", must, "", "%s is older than %d.%d; missing: %s; upgrade the kernel", k, hostprobe.MinMajor, hostprobe.MinMinor, strings.Join(ms, "; "))
-	} else {
-		h.add("kernel", StatusOK, "", "%s (%d.%d or newer needed)", k, hostprobe.MinMajor, hostprobe.MinMinor)
-	}
-
-	// BTF.
-	switch err := hostprobe.CheckBTF(hostprobe.BTFPath); {
-	case err == nil:
-		h.add("BTF", StatusOK, "", "%s", hostprobe.BTFPath)
-	case errors.Is(err, os.ErrNotExist):
-		h.add("BTF", must, "", "%s is missing: the fast path needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default in Debian, Ubuntu and RHEL kernels)", hostprobe.BTFPath)
-	default:
-		h.add("BTF", must, "", "%v", err)
-	}
-
-	// BPF file system for the pinned maps and links.
-	pin := c.FastPath.PinPath
-	if ok, base, err := hostprobe.PinDirOnBPFFS(pin); err != nil {
-		h.add("bpffs", must, "fastpath.pin_path", "cannot inspect %s: %v", base, err)
-	} else if !ok {
-		h.add("bpffs", must, "fastpath.pin_path", "%s is not on a BPF file system, so pinned flows would not survive a restart: mount -t bpf bpf %s (and add \"bpf %s bpf defaults 0 0\" to /etc/fstab)", pin, hostprobe.BPFFSPath, hostprobe.BPFFSPath)
-	} else {
-		h.add("bpffs", StatusOK, "", "%s is on bpffs (mounted at %s)", pin, base)
-	}
-
-	h.privileges(xdp)
-	h.nic(c.Network.External, "network.external", xdp, true)
-	h.nic(c.Network.Internal, "network.internal", xdp, false)
+	h.nic(c.Network.External, "network.external", needs.FastPath, true)
+	h.nic(c.Network.Internal, "network.internal", needs.FastPath, false)
 	h.sysctls()
 	return h.checks, h.found
-}
-
-func (h *hostChecker) privileges(xdp bool) {
-	caps, err := hostprobe.EffectiveCaps()
-	if err != nil {
-		h.add("privileges", StatusWarning, "", "cannot read the capabilities: %v", err)
-		return
-	}
-	var missing []string
-	if xdp && !caps.CanLoadBPF() {
-		missing = append(missing, "CAP_BPF", "CAP_PERFMON")
-	}
-	if (xdp || h.c.Network.Managed()) && !caps.Has(hostprobe.CapNetAdmin) {
-		missing = append(missing, "CAP_NET_ADMIN")
-	}
-	lowest := 1024
-	if v, err := hostprobe.Sysctl("net.ipv4.ip_unprivileged_port_start"); err == nil {
-		if n, err := strconv.Atoi(v); err == nil {
-			lowest = n
-		}
-	}
-	for _, v := range h.c.Virtuals {
-		if v != nil && v.IsL7() && v.Listen.IsValid() && int(v.Listen.Port()) < lowest && !caps.Has(hostprobe.CapNetBindService) {
-			missing = append(missing, "CAP_NET_BIND_SERVICE")
-			break
-		}
-	}
-	if len(missing) > 0 {
-		h.add("privileges", StatusError, "", "missing %s: run edgeproxy as root, or grant them (systemd: AmbientCapabilities=%s)", strings.Join(missing, ", "), strings.Join(missing, " "))
-		return
-	}
-	who := "uid " + strconv.Itoa(os.Geteuid())
-	if os.Geteuid() == 0 {
-		who = "root"
-	}
-	h.add("privileges", StatusOK, "", "%s with the capabilities run needs", who)
 }
 
 func interfaceNames() string {

@@ -119,37 +119,7 @@ func NewPlan(c *config.Config) *Plan {
 			}
 		}
 		if v.Mode == config.ModeFastL4 {
-			snat := v.SNAT.String()
-			if v.SNAT.Automap {
-				var as []string
-				for _, a := range c.SNATAddresses(v) {
-					as = append(as, a.String())
-				}
-				if len(as) > 0 {
-					snat += " (" + strings.Join(as, ", ") + ")"
-				}
-			}
-			opts := []string{
-				"idle " + shortDur(v.IdleTimeout),
-				"handshake " + shortDur(v.HandshakeTimeout),
-				"close " + shortDur(v.CloseTimeout),
-			}
-			if v.ResetsOnTimeout() {
-				opts = append(opts, "reset on timeout")
-			}
-			if v.LooseInit {
-				opts = append(opts, "loose init")
-			}
-			if v.LooseClose {
-				opts = append(opts, "loose close")
-			}
-			if v.MSSOverride != 0 {
-				opts = append(opts, fmt.Sprintf("mss %d", v.MSSOverride))
-			}
-			if v.Proto != "" && v.Proto != "tcp" {
-				opts = append([]string{v.Proto}, opts...)
-			}
-			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts})
+			p.Virtuals = append(p.Virtuals, fastl4Row(c, v, listen))
 			continue
 		}
 		if len(v.Sites) == 0 {
@@ -159,55 +129,11 @@ func NewPlan(c *config.Config) *Plan {
 			if s == nil {
 				continue
 			}
-			row := VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Hosts: s.Hosts, Pool: s.Pool, Port: s.Port}
-			if s.Redirect != "" {
-				row.Pool, row.Port = "", 0
-				row.Options = append(row.Options, "redirect to "+s.Redirect)
-			}
-			if bt := s.BackendTLS; bt != nil {
-				switch {
-				case bt.InsecureSkipVerify:
-					row.Options = append(row.Options, "TLS to members (unverified)")
-				case bt.CA != "":
-					row.Options = append(row.Options, "TLS to members (CA "+filepath.Base(bt.CA)+")")
-				default:
-					row.Options = append(row.Options, "TLS to members (system CAs)")
-				}
-			}
-			if s.Profile != "" {
-				row.Options = append(row.Options, "profile "+s.Profile)
-			}
-			if s.UsesWindowsAuth() {
-				row.Options = append(row.Options, "NTLM pinning")
-			}
-			if s.Redirect == "" {
-				l := s.Effective()
-				row.Options = append(row.Options, "response "+shortDur(l.ResponseTimeout), "idle "+shortDur(l.IdleTimeout))
-			}
-			p.Virtuals = append(p.Virtuals, row)
+			p.Virtuals = append(p.Virtuals, siteRow(v, s, listen))
 		}
 	}
 
-	names := make([]string, 0, len(c.Pools))
-	for n := range c.Pools {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		pool := c.Pools[n]
-		if pool == nil {
-			continue
-		}
-		row := PoolRow{Name: n, Monitor: monitorString(pool.Monitor), LB: string(pool.LB)}
-		for _, m := range pool.Members {
-			mr := MemberRow{Name: m.Address, Weight: m.Weight, Disabled: m.Disabled}
-			if a, ok := c.MemberAddr(m); ok {
-				mr.Address = a.String()
-			}
-			row.Members = append(row.Members, mr)
-		}
-		p.Pools = append(p.Pools, row)
-	}
+	p.Pools = poolRows(c)
 
 	for _, nic := range []struct {
 		n    config.NIC
@@ -251,6 +177,97 @@ func NewPlan(c *config.Config) *Plan {
 	fp := c.FastPath
 	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, SNATPorts: fp.SNATPorts.String(), GCInterval: shortDur(fp.GCInterval)}
 	return p
+}
+
+// fastl4Row is the row of a fastl4 virtual: its SNAT and TCP options.
+func fastl4Row(c *config.Config, v *config.Virtual, listen string) VirtualRow {
+	snat := v.SNAT.String()
+	if v.SNAT.Automap {
+		var as []string
+		for _, a := range c.SNATAddresses(v) {
+			as = append(as, a.String())
+		}
+		if len(as) > 0 {
+			snat += " (" + strings.Join(as, ", ") + ")"
+		}
+	}
+	opts := []string{
+		"idle " + shortDur(v.IdleTimeout),
+		"handshake " + shortDur(v.HandshakeTimeout),
+		"close " + shortDur(v.CloseTimeout),
+	}
+	if v.ResetsOnTimeout() {
+		opts = append(opts, "reset on timeout")
+	}
+	if v.LooseInit {
+		opts = append(opts, "loose init")
+	}
+	if v.LooseClose {
+		opts = append(opts, "loose close")
+	}
+	if v.MSSOverride != 0 {
+		opts = append(opts, fmt.Sprintf("mss %d", v.MSSOverride))
+	}
+	if v.Proto != "" && v.Proto != "tcp" {
+		opts = append([]string{v.Proto}, opts...)
+	}
+	return VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts}
+}
+
+// siteRow is the row of one site of an https/http virtual.
+func siteRow(v *config.Virtual, s *config.Site, listen string) VirtualRow {
+	row := VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Hosts: s.Hosts, Pool: s.Pool, Port: s.Port}
+	if s.Redirect != "" {
+		row.Pool, row.Port = "", 0
+		row.Options = append(row.Options, "redirect to "+s.Redirect)
+	}
+	if bt := s.BackendTLS; bt != nil {
+		switch {
+		case bt.InsecureSkipVerify:
+			row.Options = append(row.Options, "TLS to members (unverified)")
+		case bt.CA != "":
+			row.Options = append(row.Options, "TLS to members (CA "+filepath.Base(bt.CA)+")")
+		default:
+			row.Options = append(row.Options, "TLS to members (system CAs)")
+		}
+	}
+	if s.Profile != "" {
+		row.Options = append(row.Options, "profile "+s.Profile)
+	}
+	if s.UsesWindowsAuth() {
+		row.Options = append(row.Options, "NTLM pinning")
+	}
+	if s.Redirect == "" {
+		l := s.Effective()
+		row.Options = append(row.Options, "response "+shortDur(l.ResponseTimeout), "idle "+shortDur(l.IdleTimeout))
+	}
+	return row
+}
+
+// poolRows are the pools in name order, with their members.
+func poolRows(c *config.Config) []PoolRow {
+	var out []PoolRow
+	names := make([]string, 0, len(c.Pools))
+	for n := range c.Pools {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		pool := c.Pools[n]
+		if pool == nil {
+			continue
+		}
+		row := PoolRow{Name: n, Monitor: monitorString(pool.Monitor), LB: string(pool.LB)}
+		for _, m := range pool.Members {
+			mr := MemberRow{Name: m.Address, Weight: m.Weight, Disabled: m.Disabled}
+			if a, ok := c.MemberAddr(m); ok {
+				mr.Address = a.String()
+			}
+			row.Members = append(row.Members, mr)
+		}
+		out = append(out, row)
+	}
+	return out
 }
 
 func isHostAddr(prefixes []netip.Prefix, a netip.Addr) bool {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Sentinel errors.
@@ -62,15 +64,20 @@ type Daemon struct {
 	mu     sync.Mutex
 	cfg    *config.Config
 	loaded time.Time
+	// rejected is why the last reload was refused, at rejectedAt.
+	rejected   string
+	rejectedAt time.Time
 
-	host     *netcfg.Host
-	recon    *netcfg.Reconciler
-	resolver *netcfg.Resolver
-	checker  *health.Checker
-	adm      *admin.Server
-	l4       *fastPath
-	l7       *l7.Proxy
-	plan     *plan.Plan
+	host    *netcfg.Host
+	recon   *netcfg.Reconciler
+	checker *health.Checker
+	adm     *admin.Server
+	reg     prometheus.Registerer
+	l4      *fastPath // nil until the first fastl4 virtual; read under mu
+	l7      *l7.Proxy
+	plan    *plan.Plan
+	// spawn runs a component until the daemon stops.
+	spawn func(name string, run func(context.Context) error)
 	// inPlanes is whether each member takes new traffic in the data
 	// planes, updated after both applied a health change, so /status
 	// never runs ahead of what the packets see.
@@ -90,56 +97,28 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
-	if err := probeHost(cfg); err != nil {
+	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
 		return err
 	}
 	return d.run(ctx, cfg)
 }
 
-// probeHost says exactly what the host lacks for the configuration.
-func probeHost(cfg *config.Config) error {
+// probeHost runs the host probe `check` shows and says exactly what the
+// host lacks for what the configuration needs; warnings are logged.
+func probeHost(needs hostprobe.Needs, log *slog.Logger) error {
 	var missing []string
-	k, err := hostprobe.KernelVersion()
-	if err != nil {
-		missing = append(missing, err.Error())
-	} else {
-		for _, f := range k.Missing() {
-			missing = append(missing, fmt.Sprintf("kernel %s lacks %s (needs %s)", k, f.Name, f.Version()))
-		}
-	}
-	caps, err := hostprobe.EffectiveCaps()
-	if err == nil && !caps.CanLoadBPF() && hasFastL4(cfg) {
-		missing = append(missing, "no CAP_BPF/CAP_SYS_ADMIN: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see examples/edgeproxy.service)")
-	}
-	if hasFastL4(cfg) {
-		if err := hostprobe.CheckBTF(hostprobe.BTFPath); err != nil {
-			missing = append(missing, err.Error())
+	for _, c := range hostprobe.Probe(needs) {
+		switch c.Status {
+		case hostprobe.StatusError:
+			missing = append(missing, c.Name+": "+c.Detail)
+		case hostprobe.StatusWarning:
+			log.Warn("host check", "check", c.Name, "detail", c.Detail)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s", ErrHost, joinLines(missing))
+		return fmt.Errorf("%w: %s", ErrHost, strings.Join(missing, "; "))
 	}
 	return nil
-}
-
-func hasFastL4(cfg *config.Config) bool {
-	for _, v := range cfg.Virtuals {
-		if v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
-}
-
-func joinLines(s []string) string {
-	out := ""
-	for i, l := range s {
-		if i > 0 {
-			out += "; "
-		}
-		out += l
-	}
-	return out
 }
 
 func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
@@ -148,13 +127,6 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
-	if err := d.startNetwork(cfg); err != nil {
-		return err
-	}
-	pl, err := plan.Compile(ctx, cfg, d.resolver.Resolve)
-	if err != nil {
-		return fmt.Errorf("compile configuration: %w", err)
-	}
 	d.adm = admin.New(admin.Options{
 		Listen:  cfg.Admin.Listen,
 		Version: d.opts.Version,
@@ -162,35 +134,21 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		Status:  d.status,
 		Logger:  d.log,
 	})
-	reg := d.adm.Registry()
+	d.reg = d.adm.Registry()
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
-	reg.MustRegister(d.checker)
-	if d.recon != nil {
-		reg.MustRegister(d.recon)
-	}
-
-	if d.l4, err = openFastPath(cfg, d.log, reg); err != nil {
-		return err
-	}
+	d.reg.MustRegister(d.checker)
 	d.l7 = l7.New(l7.Options{
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,
-		Registry:  reg,
+		Registry:  d.reg,
 	})
-	if err := d.apply(ctx, cfg, pl); err != nil {
-		return err
-	}
-	if cfg.Admin.Listen != "" {
-		if _, err := d.adm.Listen(); err != nil {
-			return fmt.Errorf("open admin endpoint: %w", err)
-		}
-	}
 
-	runCtx, cancel := context.WithCancel(context.Background())
+	// Components run until the daemon has drained, whatever ctx says.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	spawn := func(name string, f func(context.Context) error) {
+	d.spawn = func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -199,21 +157,28 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 			}
 		}()
 	}
-	spawn("health", d.checker.Run)
-	if d.recon != nil {
-		spawn("netcfg", d.recon.Run)
-	}
-	if d.l4 != nil {
-		spawn("fast path", d.l4.run)
+	defer wg.Wait()
+	defer cancel()
+	if err := d.switchTo(ctx, cfg); err != nil {
+		return err
 	}
 	if cfg.Admin.Listen != "" {
-		spawn("admin", d.adm.Serve)
+		if _, err := d.adm.Listen(); err != nil {
+			return fmt.Errorf("open admin endpoint: %w", err)
+		}
+		d.spawn("admin", d.adm.Serve)
 	}
+	d.spawn("health", d.checker.Run)
 	d.log.Info("edgeproxy running", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals), "version", d.opts.Version)
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
+	return d.serve(ctx, errc)
+}
 
+// serve reloads on request until ctx is done or a component fails, then
+// drains.
+func (d *Daemon) serve(ctx context.Context, errc <-chan error) error {
 	var runErr error
 loop:
 	for {
@@ -223,106 +188,17 @@ loop:
 		case <-d.opts.Reload:
 			if err := d.Reload(ctx); err != nil {
 				d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
+				d.mu.Lock()
+				d.rejected, d.rejectedAt = err.Error(), time.Now()
+				d.mu.Unlock()
 			}
 		case runErr = <-errc:
 			d.log.Error("component failed", "err", runErr)
 			break loop
 		}
 	}
-	d.drain()
-	cancel()
-	wg.Wait()
+	d.drain(ctx)
 	return runErr
-}
-
-// startNetwork applies the network section and starts its reconciler.
-func (d *Daemon) startNetwork(cfg *config.Config) error {
-	r, err := netcfg.NewResolver(cfg.Network)
-	if err != nil {
-		return fmt.Errorf("build hosts table: %w", err)
-	}
-	d.resolver = r
-	if cfg.Network.External.Interface == "" && cfg.Network.Internal.Interface == "" {
-		return nil
-	}
-	h, err := netcfg.Open(netcfg.Options{StatePath: d.opts.NetcfgState, Logger: d.log})
-	if err != nil {
-		return fmt.Errorf("open host network: %w", err)
-	}
-	d.host = h
-	if cfg.Network.Managed() {
-		if _, err := h.Apply(cfg); err != nil {
-			return fmt.Errorf("apply network section: %w", err)
-		}
-	}
-	d.recon, err = netcfg.NewReconciler(h, cfg, netcfg.ReconcilerOptions{})
-	if err != nil {
-		return fmt.Errorf("start network reconciler: %w", err)
-	}
-	return nil
-}
-
-// apply makes cfg the running configuration: listeners first (the step
-// most likely to fail, for example an address in use), then the fast
-// path, then the monitors. A failure leaves the previous configuration in
-// place.
-func (d *Daemon) apply(_ context.Context, cfg *config.Config, pl *plan.Plan) error {
-	d.mu.Lock()
-	prev, prevPlan := d.cfg, d.plan
-	d.mu.Unlock()
-
-	if err := d.applyPlanes(cfg, pl, prev, prevPlan); err != nil {
-		return err
-	}
-	if err := d.checker.Update(pl.Health.Targets, pl.Health.Monitors); err != nil {
-		err = fmt.Errorf("apply monitors: %w", err)
-		if prev != nil {
-			if rerr := d.applyPlanes(prev, prevPlan, nil, nil); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("restore the previous configuration: %w", rerr))
-			}
-		}
-		return err
-	}
-	if d.recon != nil && prev != nil {
-		if err := d.recon.SetConfig(cfg); err != nil {
-			return fmt.Errorf("apply network section: %w", err)
-		}
-	}
-	d.mu.Lock()
-	d.cfg, d.plan, d.loaded = cfg, pl, time.Now()
-	d.mu.Unlock()
-	return nil
-}
-
-// applyPlanes gives pl to the L7 proxy and cfg to the fast path, with
-// the members' current health; when the fast path refuses it, the L7
-// proxy goes back to prev. Health changes wait meanwhile, so none is lost
-// between reading the health and the planes taking it.
-func (d *Daemon) applyPlanes(cfg *config.Config, pl *plan.Plan, prev *config.Config, prevPlan *plan.Plan) error {
-	d.planeMu.Lock()
-	defer d.planeMu.Unlock()
-	up := d.upState(pl.Health.Targets)
-	if err := d.l7.Apply(pl.L7); err != nil {
-		return fmt.Errorf("apply L7 virtuals: %w", err)
-	}
-	for k, u := range up {
-		d.l7.SetMemberUp(k.Pool, k.Addr, u)
-	}
-	if d.l4 != nil {
-		if err := d.l4.apply(cfg, pl.Health.Targets, up); err != nil {
-			err = fmt.Errorf("apply fastl4 virtuals: %w", err)
-			if prev != nil {
-				if rerr := d.l7.Apply(prevPlan.L7); rerr != nil {
-					err = errors.Join(err, fmt.Errorf("restore L7 virtuals: %w", rerr))
-				}
-			}
-			return err
-		}
-	}
-	d.mu.Lock()
-	d.inPlanes = up
-	d.mu.Unlock()
-	return nil
 }
 
 // upState says which members take traffic now: a member not yet checked
@@ -353,8 +229,8 @@ func (d *Daemon) onHealth(ev health.Event) {
 	}
 	d.planeMu.Lock()
 	defer d.planeMu.Unlock()
-	if d.l4 != nil {
-		if err := d.l4.setUp(ev.Pool, ev.Addr, ev.Up); err != nil {
+	if l4 := d.fastPath(); l4 != nil {
+		if err := l4.setUp(ev.Pool, ev.Addr, ev.Up); err != nil {
 			d.log.Error("update fast path member", "pool", ev.Pool, "member", ev.Member, "err", err)
 		}
 	}
@@ -367,38 +243,20 @@ func (d *Daemon) onHealth(ev health.Event) {
 }
 
 // Reload reads the configuration file again and applies it atomically;
-// on any error the running configuration keeps serving.
+// on any error the running configuration keeps serving. A change to a
+// key only a restart applies refuses the whole reload.
 func (d *Daemon) Reload(ctx context.Context) error {
 	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
-	r, err := netcfg.NewResolver(cfg.Network)
-	if err != nil {
-		return fmt.Errorf("%w: build hosts table: %w", ErrReload, err)
-	}
-	pl, err := plan.Compile(ctx, cfg, r.Resolve)
-	if err != nil {
-		return fmt.Errorf("%w: compile configuration: %w", ErrReload, err)
-	}
-	if d.host != nil && cfg.Network.Managed() {
-		if _, err := d.host.Apply(cfg); err != nil {
-			return fmt.Errorf("%w: apply network section: %w", ErrReload, err)
-		}
-	}
 	d.mu.Lock()
-	old := d.resolver
-	d.resolver = r
+	prev := d.cfg
 	d.mu.Unlock()
-	if err := d.apply(ctx, cfg, pl); err != nil {
-		d.mu.Lock()
-		d.resolver = old
-		d.mu.Unlock()
-		if d.host != nil && d.cfg.Network.Managed() {
-			if _, nerr := d.host.Apply(d.cfg); nerr != nil {
-				err = errors.Join(err, fmt.Errorf("restore network section: %w", nerr))
-			}
-		}
+	if err := restartKeys(prev, cfg, running{fastPath: d.fastPath() != nil}); err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	if err := d.switchTo(ctx, cfg); err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals))
@@ -414,12 +272,13 @@ func (d *Daemon) ready() error {
 	return nil
 }
 
-// drain stops accepting, lets L7 connections finish for the configured
-// drain time and leaves the XDP state pinned (unless Cleanup).
-func (d *Daemon) drain() {
+// drain stops accepting, lets L7 connections finish for the largest
+// drain_timeout of the L7 virtuals and leaves the XDP state pinned
+// (unless Cleanup).
+func (d *Daemon) drain(ctx context.Context) {
 	d.log.Info("draining")
 	if d.l7 != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.drainTimeout())
 		defer cancel()
 		if err := d.l7.Shutdown(ctx); err != nil {
 			d.log.Warn("drain: connections cut at the drain timeout", "err", err)
@@ -427,16 +286,21 @@ func (d *Daemon) drain() {
 	}
 }
 
+// drainTimeout is the largest drain_timeout of the running L7 virtuals,
+// so that none is cut before its own (the default without any).
 func (d *Daemon) drainTimeout() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := 30 * time.Second
+	var t time.Duration
 	if d.cfg != nil {
 		for _, v := range d.cfg.Virtuals {
-			if v.IsL7() && v.DrainTimeout.D() > 0 {
-				t = v.DrainTimeout.D()
+			if v.IsL7() {
+				t = max(t, v.DrainTimeout.D())
 			}
 		}
+	}
+	if t == 0 {
+		t = config.DefaultDrainTimeout.D()
 	}
 	return t
 }
@@ -446,8 +310,8 @@ func (d *Daemon) close() error {
 	if d.adm != nil {
 		errs = append(errs, d.adm.Close())
 	}
-	if d.l4 != nil {
-		errs = append(errs, d.l4.close(d.opts.Cleanup))
+	if l4 := d.fastPath(); l4 != nil {
+		errs = append(errs, l4.close(d.opts.Cleanup))
 	}
 	if d.host != nil {
 		errs = append(errs, d.host.Close())

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -9,8 +10,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/l4"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fastPath drives the XDP data path for the fastl4 virtuals.
@@ -20,23 +21,92 @@ type fastPath struct {
 	pin string
 }
 
-// openFastPath loads (or adopts the pinned) XDP program when the file has
-// fastl4 virtuals; without any it returns nil and XDP stays off.
-func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
-	if !hasFastL4(cfg) {
-		return nil, nil
+// fastPath returns the open fast path, nil before the first fastl4
+// virtual.
+func (d *Daemon) fastPath() *fastPath {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.l4
+}
+
+func (d *Daemon) setFastPath(f *fastPath) {
+	d.mu.Lock()
+	d.l4 = f
+	d.mu.Unlock()
+}
+
+// applyFastL4 opens the fast path with the first fastl4 virtual (it stays
+// open after the last one goes), then gives it the new virtuals with the
+// members' current health.
+func (d *Daemon) applyFastL4(c *change) func(context.Context) error {
+	return func(context.Context) error {
+		d.planeMu.Lock()
+		defer d.planeMu.Unlock()
+		f := d.fastPath()
+		if f == nil {
+			if !plan.FastPath(c.next) {
+				return nil
+			}
+			var err error
+			if f, err = d.openFastPath(c.next); err != nil {
+				return err
+			}
+			d.setFastPath(f)
+			c.openedFastL4 = true
+			c.opened = append(c.opened, component{"fast path", f.run})
+		}
+		targets := c.nextPlan.Health.Targets
+		err := f.apply(c.next, targets, d.upState(targets))
+		if err != nil && c.openedFastL4 {
+			err = errors.Join(err, d.closeFastPath(c))
+		}
+		return err
+	}
+}
+
+func (d *Daemon) restoreFastL4(c *change) func(context.Context) error {
+	return func(context.Context) error {
+		d.planeMu.Lock()
+		defer d.planeMu.Unlock()
+		f := d.fastPath()
+		switch {
+		case f == nil:
+			return nil
+		case c.openedFastL4:
+			return d.closeFastPath(c)
+		}
+		targets := c.prevPlan.Health.Targets
+		return f.apply(c.prev, targets, d.upState(targets))
+	}
+}
+
+// closeFastPath undoes the opening of the fast path. On reload it
+// detaches XDP, as the running configuration had no fast path; at start
+// it leaves the pinned state for the next start, as close does.
+func (d *Daemon) closeFastPath(c *change) error {
+	f := d.fastPath()
+	d.setFastPath(nil)
+	d.reg.Unregister(f.fp.Collector())
+	return f.close(c.prev != nil)
+}
+
+// openFastPath loads (or adopts the pinned) XDP program, once the host
+// probe finds what it needs (a reload may open it first).
+func (d *Daemon) openFastPath(cfg *config.Config) (*fastPath, error) {
+	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
+		return nil, err
 	}
 	opts := l4.OptionsFromConfig(cfg)
-	opts.Logger = log
+	opts.Logger = d.log
 	fp, err := l4.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open XDP fast path: %w", err)
 	}
-	if err := reg.Register(fp.Collector()); err != nil {
+	if err := d.reg.Register(fp.Collector()); err != nil {
 		fp.Close()
 		return nil, fmt.Errorf("register fast path metrics: %w", err)
 	}
-	return &fastPath{fp: fp, log: log, pin: opts.PinPath}, nil
+	return &fastPath{fp: fp, log: d.log, pin: opts.PinPath}, nil
 }
 
 func (f *fastPath) apply(cfg *config.Config, members []health.Target, up map[memberKey]bool) error {

@@ -75,6 +75,11 @@ type params struct {
 	Pin       string
 	Interval  string
 	ExtraHost string
+	// NoFastL4 leaves out the fastl4 virtuals; MaxFlows, when set, sizes
+	// the flow table; Extra is appended to the virtuals.
+	NoFastL4 bool
+	MaxFlows int
+	Extra    string
 }
 
 const labConfig = `
@@ -82,7 +87,8 @@ admin:
   listen: 127.0.0.1:9469
 {{.Network}}fastpath:
   pin_path: {{.Pin}}
-pools:
+{{if .MaxFlows}}  max_flows: {{.MaxFlows}}
+{{end}}pools:
   sfb-fe:
     members: [fe01.corp.example.com, fe02.corp.example.com]
     monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 1, ca: {{.Dir}}/internal-ca.pem}
@@ -90,7 +96,7 @@ pools:
     members: [fe01.corp.example.com]
     monitor: {type: tcp, port: 5201, interval: 1s, timeout: 500ms}
 virtuals:
-  - name: sfb-web-l4
+{{if not .NoFastL4}}  - name: sfb-web-l4
     mode: fastl4
     listen: {{.FastL4VIP}}:443
     pool: sfb-fe
@@ -102,7 +108,7 @@ virtuals:
     pool: bulk
     port: 5201
     snat: automap
-  - name: sfb-web
+{{end}}  - name: sfb-web
     mode: https
     listen: {{.Lab.VIP4}}:443
     certificates:
@@ -121,7 +127,7 @@ virtuals:
       - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
         pool: sfb-fe
         port: 8080
-`
+{{.Extra}}`
 
 // memberNames are the members' names, in the order of the lab's Members4.
 var memberNames = []string{"fe01.corp.example.com", "fe02.corp.example.com"}

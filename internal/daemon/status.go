@@ -17,14 +17,16 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	d.mu.Lock()
 	cfg, loaded := d.cfg, d.loaded
 	inPlanes := maps.Clone(d.inPlanes)
-	d.mu.Unlock()
 	st := &admin.Status{
-		Version: d.opts.Version,
-		Started: d.started,
-		Time:    time.Now(),
-		Config:  d.opts.ConfigPath,
-		Loaded:  loaded,
+		Version:    d.opts.Version,
+		Started:    d.started,
+		Time:       time.Now(),
+		Config:     d.opts.ConfigPath,
+		Loaded:     loaded,
+		Rejected:   d.rejected,
+		RejectedAt: d.rejectedAt,
 	}
+	d.mu.Unlock()
 	if err := d.ready(); err != nil {
 		st.Reason = err.Error()
 	} else {
@@ -56,8 +58,8 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	}
 	l7 := d.l7.Stats()
 	var fp *fastPathStatus
-	if d.l4 != nil {
-		fp = d.l4.status()
+	if l4 := d.fastPath(); l4 != nil {
+		fp = l4.status()
 		st.FastPath = fp.FastPath
 		for i := range st.Members {
 			st.Members[i].Flows = fp.byMember[st.Members[i].Address]

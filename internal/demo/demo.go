@@ -279,30 +279,10 @@ func (s *session) startMembers(listen listenFunc) error {
 	return nil
 }
 
-func (s *session) configData() configData {
-	l := s.lab
-	tlsDir := filepath.Join(s.dir, "tls")
-	return configData{
-		Admin:      adminAddr,
-		Network:    l.NetworkYAML(lab.NetworkOptions{Hosts: l.MemberHosts(memberNames...)}),
-		Members:    memberNames,
-		PinPath:    s.pinPath,
-		FastVIP:    FastVIP,
-		L7VIP:      l.VIP4,
-		PublicCert: filepath.Join(tlsDir, certgen.PublicCertFile),
-		PublicKey:  filepath.Join(tlsDir, certgen.PublicKeyFile),
-		InternalCA: filepath.Join(tlsDir, certgen.InternalCAFile),
-		Hosts:      strings.Join(certgen.SkypeNames, ", "),
-	}
-}
-
 // writeConfig writes the configuration and checks it the way the daemon
 // will read it.
 func (s *session) writeConfig() error {
-	text, err := renderConfig(s.configData())
-	if err != nil {
-		return err
-	}
+	text := s.configText()
 	if _, err := config.Parse(s.cfgPath, text); err != nil {
 		return fmt.Errorf("check the demo configuration: %w", err)
 	}

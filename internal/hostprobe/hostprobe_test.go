@@ -277,3 +277,26 @@ func TestSysctl(t *testing.T) {
 		t.Errorf("missing sysctl: %v", err)
 	}
 }
+
+// TestProbePinPath: a pin directory off the BPF file system is an error
+// naming its key and the mount to add when the fast path loads, a warning
+// otherwise.
+func TestProbePinPath(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	find := func(cs []hostprobe.Check) hostprobe.Check {
+		for _, c := range cs {
+			if c.Name == "bpffs" {
+				return c
+			}
+		}
+		t.Fatalf("no bpffs check in %+v", cs)
+		return hostprobe.Check{}
+	}
+	c := find(hostprobe.Probe(hostprobe.Needs{FastPath: true, PinPath: pin}))
+	if c.Status != hostprobe.StatusError || c.Key != "fastpath.pin_path" || !strings.Contains(c.Detail, "mount -t bpf bpf /sys/fs/bpf") {
+		t.Errorf("fast path with %s off bpffs: %+v", pin, c)
+	}
+	if c := find(hostprobe.Probe(hostprobe.Needs{PinPath: pin})); c.Status != hostprobe.StatusWarning {
+		t.Errorf("no fast path, %s off bpffs: %+v, want a warning", pin, c)
+	}
+}

@@ -70,14 +70,8 @@ func (l *Lab) Network(opts NetworkOptions) config.Network {
 // newline), with comments for the reader. Hosts are in name order.
 func (l *Lab) NetworkYAML(opts NetworkOptions) string {
 	n := l.Network(opts)
-	var b strings.Builder
-	line := func(indent int, text, comment string) {
-		s := strings.Repeat("  ", indent) + text
-		if comment != "" {
-			s = fmt.Sprintf("%-34s # %s", s, comment)
-		}
-		b.WriteString(s + "\n")
-	}
+	var y yamlLines
+	line := y.line
 	list := func(ps []netip.Prefix) string {
 		s := make([]string, len(ps))
 		for i, p := range ps {
@@ -109,5 +103,5 @@ func (l *Lab) NetworkYAML(opts NetworkOptions) string {
 			line(2, fmt.Sprintf("%s: %s", name, n.Hosts[name]), "")
 		}
 	}
-	return b.String()
+	return y.b.String()
 }

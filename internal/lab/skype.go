@@ -1,0 +1,206 @@
+package lab
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Skype describes a configuration of the lab's proxy host publishing one
+// Skype for Business front-end pool: the members, their monitor, and the
+// virtuals that publish them in XDP (FastL4) and through the L7 proxy
+// (L7). Lab.SkypeYAML writes it as a configuration file.
+type Skype struct {
+	// Admin is the admin endpoint's address; "" 127.0.0.1:9469.
+	Admin string
+	// LogLevel is the daemon's log level; "" info.
+	LogLevel string
+	// NoAccessLog turns the access log off.
+	NoAccessLog bool
+	// Network shapes the network section.
+	Network NetworkOptions
+	// PinPath is where the fast path pins its maps.
+	PinPath string
+	// Pool names the pool; "" sfb-fe.
+	Pool string
+	// Members are the pool's members: names of Network.Hosts or
+	// addresses.
+	Members []string
+	Monitor SkypeMonitor
+	// FastL4 and L7, when set, publish the pool.
+	FastL4 *SkypeFastL4
+	L7     *SkypeL7
+}
+
+// SkypeMonitor is the pool's health monitor.
+type SkypeMonitor struct {
+	// TLS checks a TLS handshake (verified against CA), else a TCP
+	// connect; on the members' port 4443 either way.
+	TLS               bool
+	CA                string
+	Interval, Timeout time.Duration
+	// Rise and Fall: zero leaves the default.
+	Rise, Fall int
+}
+
+// SkypeFastL4 publishes the pool in XDP: VIP:443 to the members' 4443.
+type SkypeFastL4 struct {
+	VIP netip.Addr
+	// HTTP adds VIP:80 to the members' 8080.
+	HTTP bool
+	// UDP adds UDP VIP:443 to the members' 4443.
+	UDP bool
+}
+
+// SkypeL7 publishes the pool through the L7 proxy: https on VIP:443,
+// re-encrypted to the members' 4443.
+type SkypeL7 struct {
+	VIP   netip.Addr
+	Hosts []string
+	// Cert and Key are the public certificate (chain) and its key;
+	// InternalCA verifies the members.
+	Cert, Key, InternalCA string
+	// Skype applies the skype profile (management paths denied, long-poll
+	// timeouts).
+	Skype bool
+	// HTTP adds the http virtual on VIP:80 to the members' 8080.
+	HTTP bool
+	// Drain is the virtuals' drain timeout; 0 the default.
+	Drain time.Duration
+}
+
+// SkypeYAML returns s as a configuration file, with comments for the
+// reader.
+func (l *Lab) SkypeYAML(s Skype) string {
+	var y yamlLines
+	y.line(0, "admin:", "")
+	y.line(1, "listen: "+cmp.Or(s.Admin, "127.0.0.1:9469"), "/metrics, /healthz, /status (inside the proxy namespace)")
+	y.b.WriteString("\n")
+	y.line(0, "log:", "")
+	y.line(1, "level: "+cmp.Or(s.LogLevel, "info"), "")
+	if s.NoAccessLog {
+		y.line(1, `access: "off"`, "")
+	}
+	y.b.WriteString("\n")
+	y.b.WriteString(l.NetworkYAML(s.Network))
+	y.b.WriteString("\n")
+	y.line(0, "fastpath:", "")
+	y.line(1, "pin_path: "+s.PinPath, "")
+	pool := cmp.Or(s.Pool, "sfb-fe")
+	y.b.WriteString("\n")
+	y.line(0, "pools:", "")
+	y.line(1, pool+":", "")
+	y.line(2, "members: ["+strings.Join(s.Members, ", ")+"]", "")
+	y.line(2, "monitor: "+s.Monitor.yaml(), "")
+	y.b.WriteString("\n")
+	y.line(0, "virtuals:", "")
+	if f := s.FastL4; f != nil {
+		f.write(&y, pool)
+	}
+	if v := s.L7; v != nil {
+		if s.FastL4 != nil {
+			y.b.WriteString("\n")
+		}
+		v.write(&y, pool)
+	}
+	return y.b.String()
+}
+
+func (m SkypeMonitor) yaml() string {
+	f := []string{"type: tcp"}
+	if m.TLS {
+		f[0] = "type: tls"
+	}
+	f = append(f, "port: 4443", "interval: "+m.Interval.String(), "timeout: "+m.Timeout.String())
+	if m.Rise != 0 {
+		f = append(f, fmt.Sprintf("rise: %d", m.Rise))
+	}
+	if m.Fall != 0 {
+		f = append(f, fmt.Sprintf("fall: %d", m.Fall))
+	}
+	if m.TLS && m.CA != "" {
+		f = append(f, "ca: "+m.CA)
+	}
+	return "{" + strings.Join(f, ", ") + "}"
+}
+
+func (f *SkypeFastL4) write(y *yamlLines, pool string) {
+	virtual := func(name, comment, proto string, port, memberPort uint16) {
+		y.line(1, "- name: "+name, comment)
+		y.line(2, "mode: fastl4", "")
+		if proto != "" {
+			y.line(2, "protocol: "+proto, "")
+		}
+		y.line(2, "listen: "+listenYAML(f.VIP, port), "")
+		y.line(2, "pool: "+pool, "")
+		y.line(2, fmt.Sprintf("port: %d", memberPort), "")
+		y.line(2, "snat: automap", "")
+	}
+	virtual("sfb-web-l4", "F5 FastL4: DNAT + SNAT in XDP, TLS passes through", "", 443, 4443)
+	if f.HTTP {
+		virtual("sfb-web-l4-http", "", "", 80, 8080)
+	}
+	if f.UDP {
+		virtual("sfb-web-l4-udp", "", "udp", 443, 4443)
+	}
+}
+
+func (v *SkypeL7) write(y *yamlLines, pool string) {
+	hosts := "[" + strings.Join(v.Hosts, ", ") + "]"
+	virtual := func(name, mode, comment string, port, memberPort uint16) {
+		y.line(1, "- name: "+name, comment)
+		y.line(2, "mode: "+mode, "")
+		y.line(2, "listen: "+listenYAML(v.VIP, port), "")
+		if v.Drain != 0 {
+			y.line(2, "drain_timeout: "+v.Drain.String(), "")
+		}
+		if mode == "https" {
+			y.line(2, "certificates:", "")
+			y.line(3, fmt.Sprintf("- {cert: %s, key: %s}", v.Cert, v.Key), "")
+		}
+		y.line(2, "sites:", "")
+		y.line(3, "- hosts: "+hosts, "")
+		y.line(4, "pool: "+pool, "")
+		y.line(4, fmt.Sprintf("port: %d", memberPort), "")
+		if mode == "https" {
+			y.line(4, "backend_tls: {ca: "+v.InternalCA+"}", "")
+		}
+		if v.Skype {
+			comment := ""
+			if mode == "http" {
+				comment = "the management paths are closed on port 80 too"
+			}
+			y.line(4, "profile: skype", comment)
+		}
+	}
+	virtual("sfb-web", "https", "TLS terminated by the L7 proxy", 443, 4443)
+	if v.HTTP {
+		virtual("sfb-web-http", "http", "", 80, 8080)
+	}
+}
+
+// listenYAML is addr:port as a YAML scalar: quoted for IPv6, whose
+// brackets would start a YAML list.
+func listenYAML(addr netip.Addr, port uint16) string {
+	ap := netip.AddrPortFrom(addr, port)
+	if addr.Is6() {
+		return fmt.Sprintf("%q", ap)
+	}
+	return ap.String()
+}
+
+// yamlLines writes a configuration file line by line, with aligned
+// comments.
+type yamlLines struct {
+	b strings.Builder
+}
+
+func (y *yamlLines) line(indent int, text, comment string) {
+	s := strings.Repeat("  ", indent) + text
+	if comment != "" {
+		s = fmt.Sprintf("%-34s # %s", s, comment)
+	}
+	y.b.WriteString(s + "\n")
+}

@@ -1,0 +1,68 @@
+package lab
+
+import (
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/certgen"
+)
+
+// The configurations SkypeYAML writes are accepted by edgeproxy's own
+// parser and publish exactly the virtuals asked for, on the lab's
+// addresses, with the pool, members and monitor given.
+func TestSkypeYAML(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certgen.Write(dir, certgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	l := Plan(Options{Members: 2})
+	names := []string{"fe01.corp.example.com", "fe02.corp.example.com"}
+	ca := filepath.Join(dir, certgen.InternalCAFile)
+	l7 := &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(dir, certgen.PublicCertFile),
+		Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, Skype: true, Drain: time.Second}
+	for _, tc := range []struct {
+		name string
+		sk   Skype
+		want []string // mode/protocol listen
+	}{
+		{"fastl4", Skype{FastL4: &SkypeFastL4{VIP: l.VIP6, HTTP: true, UDP: true}},
+			[]string{"fastl4/tcp [2001:db8:1::10]:443", "fastl4/tcp [2001:db8:1::10]:80", "fastl4/udp [2001:db8:1::10]:443"}},
+		{"https", Skype{L7: l7}, []string{"https/tcp 198.18.0.10:443"}},
+		{"both", Skype{FastL4: &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20")}, L7: &SkypeL7{VIP: l.VIP4, Hosts: l7.Hosts, Cert: l7.Cert, Key: l7.Key,
+			InternalCA: ca, HTTP: true}},
+			[]string{"fastl4/tcp 198.18.0.20:443", "https/tcp 198.18.0.10:443", "http/tcp 198.18.0.10:80"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sk := tc.sk
+			sk.Network = NetworkOptions{Hosts: l.MemberHosts(names...)}
+			sk.PinPath, sk.Members = "/sys/fs/bpf/edgeproxy-lab-test", names
+			if sk.FastL4 != nil && sk.FastL4.VIP.Is6() {
+				sk.Members = []string{l.Members6[0].String(), l.Members6[1].String()}
+			}
+			sk.Monitor = SkypeMonitor{TLS: true, CA: ca, Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 2}
+			text := l.SkypeYAML(sk)
+			c, err := config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(text))
+			if err != nil {
+				t.Fatalf("edgeproxy rejects the configuration: %v\n%s", err, text)
+			}
+			var got []string
+			for _, v := range c.Virtuals {
+				if v.Pool != "" && v.Pool != "sfb-fe" {
+					t.Errorf("virtual %s publishes pool %s, want sfb-fe", v.Name, v.Pool)
+				}
+				got = append(got, string(v.Mode)+"/"+v.Proto+" "+v.Listen.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("virtuals %q, want %q\n%s", got, tc.want, text)
+			}
+			p := c.Pools["sfb-fe"]
+			if p == nil || len(p.Members) != 2 || p.Monitor.Type != config.MonitorTLS || p.Monitor.Fall != 2 {
+				t.Errorf("pool sfb-fe: %+v\n%s", p, text)
+			}
+		})
+	}
+}
