@@ -24,7 +24,7 @@ const (
 	DefaultCloseTimeout     = Duration(5 * time.Second)
 	DefaultResetOnTimeout   = true
 
-	DefaultProto        = "tcp"
+	DefaultProto        = ProtoTCP
 	DefaultDrainTimeout = Duration(30 * time.Second)
 	DefaultMinVersion   = "1.2"
 
@@ -63,13 +63,6 @@ const (
 // ephemeral range (net.ipv4.ip_local_port_range defaults to 32768-60999,
 // so run reserves this range with net.ipv4.ip_local_reserved_ports).
 var DefaultSNATPorts = PortRange{First: 40000, Last: 59999}
-
-// XDP attach modes of a NIC.
-const (
-	XDPNative  = "native"
-	XDPGeneric = "generic"
-	XDPOff     = "off"
-)
 
 // LB is a load-balancing method of the L7 proxy.
 type LB string

@@ -557,7 +557,7 @@ func (v *validator) monitor(p *Pool, base string) {
 // listener is one virtual's listening socket, for overlap checks.
 type listener struct {
 	idx   int
-	proto string
+	proto Protocol
 	ap    netip.AddrPort
 }
 
@@ -666,7 +666,7 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 			v.errorf(base+"."+k, "%s does not apply to fastl4, which passes TLS through untouched: use mode https to terminate TLS, or remove %s", k, k)
 		}
 	}
-	choice(v, base+".protocol", "protocol", vs.Proto, false, "tcp", "udp")
+	choice(v, base+".protocol", "protocol", vs.Proto, false, ProtoTCP, ProtoUDP)
 	if vs.Pool == "" {
 		v.errorf(base, "fastl4 virtual %s needs pool: <pool name>", vs.Name)
 	}
@@ -700,7 +700,7 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 	if vs.MSSOverride != 0 && (vs.MSSOverride < 536 || vs.MSSOverride > 9000) {
 		v.errorf(base+".mss_override", "mss_override %d is out of range: 0 (off) or 536 to 9000", vs.MSSOverride)
 	}
-	if vs.Proto == "udp" && (vs.LooseInit || vs.LooseClose || vs.MSSOverride != 0) {
+	if vs.Proto == ProtoUDP && (vs.LooseInit || vs.LooseClose || vs.MSSOverride != 0) {
 		v.errorf(base+".protocol", "loose_init, loose_close and mss_override apply to TCP only")
 	}
 
@@ -1034,7 +1034,7 @@ func (v *validator) listeners() {
 		}
 		proto := vs.Proto
 		if vs.IsL7() {
-			proto = "tcp"
+			proto = ProtoTCP
 		}
 		ls = append(ls, listener{idx: i, proto: proto, ap: vs.Listen})
 	}
@@ -1057,7 +1057,7 @@ func (v *validator) listeners() {
 	}
 	if ap, err := netip.ParseAddrPort(v.c.Admin.Listen); err == nil {
 		for _, l := range ls {
-			if l.proto == "tcp" && l.ap.Port() == ap.Port() && (l.ap.Addr() == ap.Addr() || covers(l.ap.Addr(), ap.Addr()) || covers(ap.Addr(), l.ap.Addr())) {
+			if l.proto == ProtoTCP && l.ap.Port() == ap.Port() && (l.ap.Addr() == ap.Addr() || covers(l.ap.Addr(), ap.Addr()) || covers(ap.Addr(), l.ap.Addr())) {
 				v.errorf("admin.listen", "%s collides with the listener of virtuals[%d] (%s)%s: choose another port", ap, l.idx, v.c.Virtuals[l.idx].Name, v.line(VirtualPath(l.idx)))
 			}
 		}

@@ -7,12 +7,11 @@ import (
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 func TestPrivilegedApplyChanges(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 
@@ -39,11 +38,11 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 	client := ap(client4, 51000)
 	p := expectRedirect(t, e, frame{src: client, dst: ap(vip4, 53), proto: protoUDP, payload: []byte("q")}.bytes(), toMember)
 	expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoUDP, payload: []byte("answer")}.bytes(), toClient)
-	cfg := testConfig(t, e.lab, "",
-		`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
-		`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`)
+	cfg := testSpec(e.lab,
+		fastl4("web", "198.18.0.10:443", "fe4", 4443),
+		fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443))
 	e.do(func() {
-		if err := e.fp.Apply(cfg, nil); err != nil {
+		if err := e.fp.Apply(cfg); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -87,10 +86,9 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 }
 
 func TestPrivilegedSNATPool(t *testing.T) {
-	e := newEnv(t, func(lab *testnet.Lab) *config.Config {
-		return testConfig(t, lab, "snat_ports: 40000-40003",
-			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: one4, port: 4443, snat: ["198.19.0.2", "198.19.0.3"]`)
-	}, nil)
+	e := newEnv(t, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab, fastl4("web", "198.18.0.10:443", "one4", 4443, func(v *Virtual) { v.SNAT = addrs("198.19.0.2", "198.19.0.3") }))
+	}, snatPorts(40000, 40003))
 	e.resolve()
 	used := map[netip.AddrPort]bool{}
 	// Two addresses of four ports each: eight connections to one member.

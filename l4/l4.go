@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,8 +31,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/nsrun"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // Errors.
@@ -51,11 +50,22 @@ var (
 	errUnsupportedMode = errors.New("unsupported XDP mode")
 )
 
-// Defaults.
+// Defaults, the same as the configuration file's.
 const (
+	DefaultPinPath     = "/sys/fs/bpf/edgeproxy"
+	DefaultMaxFlows    = 262144
 	DefaultMaglevSize  = 65537
+	DefaultGCInterval  = time.Second
 	DefaultLogInterval = 10 * time.Second
+	// F5's FastL4 profile, for a virtual that leaves a timeout at zero
+	// and for flows of a virtual removed before a restart.
+	DefaultIdleTimeout      = 300 * time.Second
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultCloseTimeout     = 5 * time.Second
 )
+
+// DefaultSNATPorts is the SNAT source port range.
+var DefaultSNATPorts = portlist.Range{First: 40000, Last: 59999}
 
 // Limits compiled into the program (bpf/common.h).
 const (
@@ -65,27 +75,28 @@ const (
 	reasonMax   = int(bpf.FastL4ReasonREASON_MAX)
 )
 
-// Options configure the fast path.
+// Options configure the fast path when it opens.
 type Options struct {
 	// PinPath is the directory in the BPF file system holding the pinned
-	// maps and links (default /sys/fs/bpf/edgeproxy).
+	// maps and links (default DefaultPinPath).
 	PinPath string
 	// ExtIf and IntIf are the NICs the program is attached to. An empty
 	// name leaves that side alone.
 	ExtIf, IntIf string
-	// XDPMode is native (default: falls back to generic, with a warning,
-	// when the driver has no native XDP) or generic. IntXDPMode overrides
-	// it for IntIf.
-	XDPMode, IntXDPMode string
-	// MaxFlows is the number of connections the flow table holds (two
-	// entries each); default 262144. Changing it needs Cleanup.
+	// XDPMode is the attach mode (default XDPNative); IntXDPMode
+	// overrides it for IntIf.
+	XDPMode, IntXDPMode XDPMode
+	// MaxFlows is the number of connections the flow table holds, each
+	// taking two entries (one per direction) in the program's flow maps
+	// (bpf/common.h MAX_FLOWS counts connections too); default
+	// DefaultMaxFlows. Changing it needs Cleanup.
 	MaxFlows int
 	// MaglevSize is the size of each pool's Maglev table, a prime
 	// (default 65537). Pinned state keeps the size it was created with.
 	MaglevSize int
-	// SNATPorts is the source port range of SNAT; Apply takes it from
-	// the configuration when set there. Default 40000-59999.
-	SNATPorts config.PortRange
+	// SNATPorts is the source port range of SNAT (default
+	// DefaultSNATPorts); Apply changes it to its Spec's.
+	SNATPorts portlist.Range
 	// GCInterval is how often expired flows are reaped (default 1s).
 	GCInterval time.Duration
 	// LogInterval bounds how often a recurring condition (table full,
@@ -95,44 +106,23 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// OptionsFromConfig returns the options a configuration asks for.
-func OptionsFromConfig(c *config.Config) Options {
-	o := Options{
-		PinPath:    c.FastPath.PinPath,
-		ExtIf:      c.Network.External.Interface,
-		IntIf:      c.Network.Internal.Interface,
-		XDPMode:    c.Network.External.XDPMode,
-		IntXDPMode: c.Network.Internal.XDPMode,
-		MaxFlows:   c.FastPath.MaxFlows,
-		SNATPorts:  c.FastPath.SNATPorts,
-		GCInterval: c.FastPath.GCInterval.D(),
-	}
-	if o.XDPMode == config.XDPOff {
-		o.ExtIf, o.XDPMode = "", ""
-	}
-	if o.IntXDPMode == config.XDPOff {
-		o.IntIf, o.IntXDPMode = "", ""
-	}
-	return o
-}
-
 func (o *Options) defaults() error {
 	if o.PinPath == "" {
-		o.PinPath = config.DefaultPinPath
+		o.PinPath = DefaultPinPath
 	}
 	if o.XDPMode == "" {
-		o.XDPMode = config.XDPNative
+		o.XDPMode = XDPNative
 	}
 	if o.IntXDPMode == "" {
 		o.IntXDPMode = o.XDPMode
 	}
-	for _, m := range []string{o.XDPMode, o.IntXDPMode} {
-		if m != config.XDPNative && m != config.XDPGeneric {
+	for _, m := range []XDPMode{o.XDPMode, o.IntXDPMode} {
+		if m != XDPNative && m != XDPGeneric {
 			return fmt.Errorf("%w: %w %q: use native or generic", ErrBadOptions, errUnsupportedMode, m)
 		}
 	}
 	if o.MaxFlows == 0 {
-		o.MaxFlows = config.DefaultMaxFlows
+		o.MaxFlows = DefaultMaxFlows
 	}
 	if o.MaxFlows < 1 || o.MaxFlows > 1<<24 {
 		return fmt.Errorf("%w: max flows %d: use 1 to %d", ErrBadOptions, o.MaxFlows, 1<<24)
@@ -143,14 +133,14 @@ func (o *Options) defaults() error {
 	if !isPrime(o.MaglevSize) || o.MaglevSize > 1<<20 {
 		return fmt.Errorf("%w: %w: %d (65537 is the default, 251 or 4099 suit small pools)", ErrBadOptions, errMaglevNotPrime, o.MaglevSize)
 	}
-	if o.SNATPorts.IsZero() {
-		o.SNATPorts = config.DefaultSNATPorts
+	if o.SNATPorts == (portlist.Range{}) {
+		o.SNATPorts = DefaultSNATPorts
 	}
-	if o.SNATPorts.First == 0 || o.SNATPorts.First > o.SNATPorts.Last {
-		return fmt.Errorf("%w: SNAT ports %s: write a range such as 40000-59999", ErrBadOptions, o.SNATPorts)
+	if err := checkPorts(o.SNATPorts); err != nil {
+		return err
 	}
 	if o.GCInterval <= 0 {
-		o.GCInterval = config.DefaultGCInterval.D()
+		o.GCInterval = DefaultGCInterval
 	}
 	if o.LogInterval <= 0 {
 		o.LogInterval = DefaultLogInterval
@@ -161,12 +151,12 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// Member is a pool member as the fast path sees it.
-type Member struct {
-	Name     string // as written in the configuration
-	Addr     netip.Addr
-	Up       bool // passes its health checks
-	Disabled bool // drains: keeps its flows, takes no new ones
+// checkPorts refuses an empty or reversed SNAT port range.
+func checkPorts(r portlist.Range) error {
+	if r.First == 0 || r.First > r.Last {
+		return fmt.Errorf("%w: SNAT ports %d-%d: write a range such as 40000-59999", ErrBadOptions, r.First, r.Last)
+	}
+	return nil
 }
 
 // FastPath is the loaded, attached fast path.
@@ -187,13 +177,13 @@ type FastPath struct {
 
 	mu       sync.Mutex           // the desired state below
 	links    map[string]link.Link // by interface name
-	modes    map[string]string    // attach mode by interface name
+	modes    map[string]XDPMode   // attach mode by interface name
 	virtuals map[string]*virtual  // by name
 	vnames   [maxVirtuals]string  // id -> name, "" free (id 0 is reserved)
 	pools    map[string]*pool     // by name
 	pnames   [maxPools]string     // index -> name
 	knobs    [maxVirtuals]knobs   // per virtual id, for the GC
-	ports    config.PortRange     // SNAT ports in force
+	ports    portlist.Range       // SNAT ports in force
 	nics     [2]nic               // external, internal (zero: not attached)
 
 	ns      netns.NsHandle // the namespace Open ran in
@@ -225,7 +215,7 @@ func Open(opts Options) (_ *FastPath, err error) {
 		ns:       netns.None(),
 		log:      opts.Logger.With("component", "fastpath"),
 		links:    map[string]link.Link{},
-		modes:    map[string]string{},
+		modes:    map[string]XDPMode{},
 		virtuals: map[string]*virtual{},
 		pools:    map[string]*pool{},
 		stats:    newGCStats(),
@@ -261,8 +251,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 	// The egress slots in tx_ports: 1 for the external NIC, 2 for the
 	// internal one (0 means "none" to the program).
 	for _, nic := range []struct {
-		name, mode string
-		slot       uint32
+		name string
+		mode XDPMode
+		slot uint32
 	}{{opts.ExtIf, opts.XDPMode, 1}, {opts.IntIf, opts.IntXDPMode, 2}} {
 		if nic.name == "" {
 			continue
@@ -471,7 +462,7 @@ func (f *FastPath) inNS(fn func() error) error { return nsrun.Do(f.ns, fn) }
 // the pinned state under pinPath: established flows stop.
 func Cleanup(pinPath string) error {
 	if pinPath == "" {
-		pinPath = config.DefaultPinPath
+		pinPath = DefaultPinPath
 	}
 	entries, err := os.ReadDir(pinPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -535,5 +526,3 @@ func isPrime(n int) bool {
 	}
 	return true
 }
-
-func defaultPinPath() string { return config.DefaultPinPath }

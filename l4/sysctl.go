@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
@@ -48,7 +47,7 @@ func ensureSysctl(key, value string) error {
 // reservePorts adds the SNAT port range to net.ipv4.ip_local_reserved_ports
 // (which covers IPv6 too), keeping what is there: the host's own outgoing
 // connections, the L7 proxy's among them, then never pick a SNAT port.
-func reservePorts(r config.PortRange) error {
+func reservePorts(r portlist.Range) error {
 	const key = "net/ipv4/ip_local_reserved_ports"
 	b, err := os.ReadFile("/proc/sys/" + key)
 	if err != nil {
@@ -58,7 +57,7 @@ func reservePorts(r config.PortRange) error {
 	if err != nil {
 		return err
 	}
-	want := have.Add(portlist.Range{First: r.First, Last: r.Last})
+	want := have.Add(r)
 	if slices.Equal(have, want) {
 		return nil
 	}

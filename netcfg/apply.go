@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,8 +14,8 @@ import (
 // change. On success the changes are added to the journal and the whole
 // plan is returned (reports included); a second Apply finds nothing to
 // do.
-func (h *Host) Apply(cfg *config.Config) ([]Change, error) {
-	st, err := Desired(cfg)
+func (h *Host) Apply(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}

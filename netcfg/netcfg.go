@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -119,23 +118,23 @@ func (h *Host) Close() error {
 }
 
 // Plan is Host.Plan in the caller's namespace with the default journal.
-func Plan(cfg *config.Config) ([]Change, error) {
+func Plan(spec *Spec) ([]Change, error) {
 	h, err := Open(Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	return h.Plan(cfg)
+	return h.Plan(spec)
 }
 
 // Apply is Host.Apply in the caller's namespace with the default journal.
-func Apply(cfg *config.Config) ([]Change, error) {
+func Apply(spec *Spec) ([]Change, error) {
 	h, err := Open(Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	return h.Apply(cfg)
+	return h.Apply(spec)
 }
 
 // Revert is Host.Revert in the caller's namespace with the default

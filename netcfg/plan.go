@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -16,8 +15,8 @@ import (
 // Plan lists the differences between the host and the file, in the order
 // Apply would make them. Reports (OpReport) are findings Apply leaves to
 // the administrator.
-func (h *Host) Plan(cfg *config.Config) ([]Change, error) {
-	st, err := Desired(cfg)
+func (h *Host) Plan(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +141,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 	for _, s := range st.Sysctls {
 		cur, ok := o.sysctl[s.Key]
 		if !ok {
-			if s.optional || s.Report {
+			if s.Optional || s.Report {
 				continue
 			}
 			return nil, fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
@@ -154,7 +153,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			continue
 		}
 		want := s.Value
-		if s.merge {
+		if s.Merge {
 			have, err := portlist.Parse(cur)
 			if err != nil {
 				return nil, fmt.Errorf("read sysctl %s: %w", s.Name(), err)

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -39,9 +38,8 @@ type Reconciler struct {
 	opts ReconcilerOptions
 	log  *slog.Logger
 
-	mu  sync.Mutex
-	st  *State
-	cfg *config.Config
+	mu sync.Mutex
+	st *State
 
 	kick     chan struct{}
 	count    map[Kind]int
@@ -51,8 +49,8 @@ type Reconciler struct {
 }
 
 // NewReconciler returns a Reconciler for cfg on h.
-func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconciler, error) {
-	st, err := Desired(cfg)
+func NewReconciler(h *Host, spec *Spec, opts ReconcilerOptions) (*Reconciler, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +64,7 @@ func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconc
 		opts.Retry = time.Second
 	}
 	r := &Reconciler{
-		h: h, opts: opts, log: h.log, st: st, cfg: cfg,
+		h: h, opts: opts, log: h.log, st: st,
 		kick: make(chan struct{}, 1), count: map[Kind]int{},
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_netcfg_repairs_total",
@@ -88,15 +86,15 @@ func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconc
 	return r, nil
 }
 
-// SetConfig switches to a new configuration (a reload) and checks the
-// host against it.
-func (r *Reconciler) SetConfig(cfg *config.Config) error {
-	st, err := Desired(cfg)
+// SetSpec switches to a new spec (a reload) and checks the host against
+// it.
+func (r *Reconciler) SetSpec(spec *Spec) error {
+	st, err := Desired(spec)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.st, r.cfg = st, cfg
+	r.st = st
 	r.mu.Unlock()
 	r.Trigger()
 	return nil

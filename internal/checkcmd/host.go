@@ -48,25 +48,11 @@ func (h *hostChecker) add(check, status, path, format string, args ...any) {
 	h.found = append(h.found, f)
 }
 
-// needsXDP reports whether run attaches the fast path: some fastl4
-// virtual and XDP not turned off on the external NIC.
-func needsXDP(c *config.Config) bool {
-	if c.Network.External.XDPMode == config.XDPOff {
-		return false
-	}
-	for _, v := range c.Virtuals {
-		if v != nil && v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
-}
-
 // hostChecks inspects the host (in the calling thread's network
 // namespace) against the configuration.
 func hostChecks(c *config.Config) ([]HostCheck, []Finding) {
 	h := &hostChecker{c: c}
-	xdp := needsXDP(c)
+	xdp := c.NeedsXDP()
 	must := StatusError
 	if !xdp {
 		must = StatusWarning

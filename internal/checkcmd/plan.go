@@ -147,7 +147,7 @@ func NewPlan(c *config.Config) *Plan {
 				opts = append(opts, fmt.Sprintf("mss %d", v.MSSOverride))
 			}
 			if v.Proto != "" && v.Proto != "tcp" {
-				opts = append([]string{v.Proto}, opts...)
+				opts = append([]string{string(v.Proto)}, opts...)
 			}
 			p.Virtuals = append(p.Virtuals, VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts})
 			continue

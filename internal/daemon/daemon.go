@@ -108,10 +108,10 @@ func probeHost(cfg *config.Config) error {
 		}
 	}
 	caps, err := hostprobe.EffectiveCaps()
-	if err == nil && !caps.CanLoadBPF() && hasFastL4(cfg) {
+	if err == nil && !caps.CanLoadBPF() && cfg.NeedsXDP() {
 		missing = append(missing, "no CAP_BPF/CAP_SYS_ADMIN: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see examples/edgeproxy.service)")
 	}
-	if hasFastL4(cfg) {
+	if cfg.NeedsXDP() {
 		if err := hostprobe.CheckBTF(hostprobe.BTFPath); err != nil {
 			missing = append(missing, err.Error())
 		}
@@ -120,15 +120,6 @@ func probeHost(cfg *config.Config) error {
 		return fmt.Errorf("%w: %s", ErrHost, joinLines(missing))
 	}
 	return nil
-}
-
-func hasFastL4(cfg *config.Config) bool {
-	for _, v := range cfg.Virtuals {
-		if v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
 }
 
 func joinLines(s []string) string {
@@ -169,7 +160,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		reg.MustRegister(d.recon)
 	}
 
-	if d.l4, err = openFastPath(cfg, d.log, reg); err != nil {
+	if d.l4, err = openFastPath(pl.L4, d.log, reg); err != nil {
 		return err
 	}
 	d.l7 = l7.New(l7.Options{
@@ -237,7 +228,7 @@ loop:
 
 // startNetwork applies the network section and starts its reconciler.
 func (d *Daemon) startNetwork(cfg *config.Config) error {
-	r, err := netcfg.NewResolver(cfg.Network)
+	r, err := netcfg.NewResolver(cfg.Network.Hosts, cfg.Network.Resolver)
 	if err != nil {
 		return fmt.Errorf("build hosts table: %w", err)
 	}
@@ -250,12 +241,13 @@ func (d *Daemon) startNetwork(cfg *config.Config) error {
 		return fmt.Errorf("open host network: %w", err)
 	}
 	d.host = h
+	spec := plan.Network(cfg)
 	if cfg.Network.Managed() {
-		if _, err := h.Apply(cfg); err != nil {
+		if _, err := h.Apply(spec); err != nil {
 			return fmt.Errorf("apply network section: %w", err)
 		}
 	}
-	d.recon, err = netcfg.NewReconciler(h, cfg, netcfg.ReconcilerOptions{})
+	d.recon, err = netcfg.NewReconciler(h, spec, netcfg.ReconcilerOptions{})
 	if err != nil {
 		return fmt.Errorf("start network reconciler: %w", err)
 	}
@@ -284,7 +276,7 @@ func (d *Daemon) apply(_ context.Context, cfg *config.Config, pl *plan.Plan) err
 		return err
 	}
 	if d.recon != nil && prev != nil {
-		if err := d.recon.SetConfig(cfg); err != nil {
+		if err := d.recon.SetSpec(pl.Network); err != nil {
 			return fmt.Errorf("apply network section: %w", err)
 		}
 	}
@@ -309,7 +301,7 @@ func (d *Daemon) applyPlanes(cfg *config.Config, pl *plan.Plan, prev *config.Con
 		d.l7.SetMemberUp(k.Pool, k.Addr, u)
 	}
 	if d.l4 != nil {
-		if err := d.l4.apply(cfg, pl.Health.Targets, up); err != nil {
+		if err := d.l4.apply(pl.L4, up); err != nil {
 			err = fmt.Errorf("apply fastl4 virtuals: %w", err)
 			if prev != nil {
 				if rerr := d.l7.Apply(prevPlan.L7); rerr != nil {
@@ -373,7 +365,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
-	r, err := netcfg.NewResolver(cfg.Network)
+	r, err := netcfg.NewResolver(cfg.Network.Hosts, cfg.Network.Resolver)
 	if err != nil {
 		return fmt.Errorf("%w: build hosts table: %w", ErrReload, err)
 	}
@@ -382,7 +374,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return fmt.Errorf("%w: compile configuration: %w", ErrReload, err)
 	}
 	if d.host != nil && cfg.Network.Managed() {
-		if _, err := d.host.Apply(cfg); err != nil {
+		if _, err := d.host.Apply(pl.Network); err != nil {
 			return fmt.Errorf("%w: apply network section: %w", ErrReload, err)
 		}
 	}
@@ -395,7 +387,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.resolver = old
 		d.mu.Unlock()
 		if d.host != nil && d.cfg.Network.Managed() {
-			if _, nerr := d.host.Apply(d.cfg); nerr != nil {
+			if _, nerr := d.host.Apply(d.plan.Network); nerr != nil {
 				err = errors.Join(err, fmt.Errorf("restore network section: %w", nerr))
 			}
 		}

@@ -7,8 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/edgeproxy/edgeproxy/admin"
-	"github.com/edgeproxy/edgeproxy/config"
-	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/l4"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,13 +19,13 @@ type fastPath struct {
 	pin string
 }
 
-// openFastPath loads (or adopts the pinned) XDP program when the file has
-// fastl4 virtuals; without any it returns nil and XDP stays off.
-func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
-	if !hasFastL4(cfg) {
+// openFastPath loads (or adopts the pinned) XDP program when the file
+// runs XDP (spec not nil); otherwise it returns nil and XDP stays off.
+func openFastPath(spec *l4.Spec, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
+	if spec == nil {
 		return nil, nil
 	}
-	opts := l4.OptionsFromConfig(cfg)
+	opts := spec.Options
 	opts.Logger = log
 	fp, err := l4.Open(opts)
 	if err != nil {
@@ -39,14 +38,22 @@ func openFastPath(cfg *config.Config, log *slog.Logger, reg prometheus.Registere
 	return &fastPath{fp: fp, log: log, pin: opts.PinPath}, nil
 }
 
-func (f *fastPath) apply(cfg *config.Config, members []health.Target, up map[memberKey]bool) error {
-	byPool := map[string][]l4.Member{}
-	for _, m := range members {
-		byPool[m.Pool] = append(byPool[m.Pool], l4.Member{
-			Name: m.Member, Addr: m.Addr, Disabled: m.Disabled, Up: up[m.ID()],
-		})
+// apply gives the fast path its spec (nil: no fastl4 virtual) with the
+// members' current health.
+func (f *fastPath) apply(spec *l4.Spec, up map[memberKey]bool) error {
+	s := l4.Spec{}
+	if spec != nil {
+		s = *spec
 	}
-	return f.fp.Apply(cfg, byPool)
+	pools := s.Pools
+	s.Pools = map[string][]l4.Member{}
+	for pool, ms := range pools {
+		for _, m := range ms {
+			m.Up = up[member.New(pool, m.Addr)]
+			s.Pools[pool] = append(s.Pools[pool], m)
+		}
+	}
+	return f.fp.Apply(&s)
 }
 
 func (f *fastPath) setUp(pool string, addr netip.Addr, up bool) error {
