@@ -295,6 +295,11 @@ func (f *FastPath) virtualID(name string, want map[string]*virtual) (int, error)
 	for pass := range 2 {
 		for id := 1; id < maxVirtuals; id++ {
 			if f.vnames[id] == "" || (pass == 1 && !live[f.vnames[id]]) {
+				// The counters of the id's previous virtual are not
+				// the new one's.
+				if err := f.zeroCounters(id); err != nil {
+					return 0, err
+				}
 				f.vnames[id] = name
 				return id, nil
 			}

@@ -1,8 +1,10 @@
 package l4
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,4 +109,42 @@ func TestPrivilegedSNATPool(t *testing.T) {
 		t.Errorf("SNAT addresses used: %v", addrs)
 	}
 	expectVerdict(t, e, frame{src: ap(client4, 2000), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), xdpDrop)
+}
+
+// A new virtual that takes the id of a removed one (every other id in
+// use) starts with its counters at zero, not with the removed one's.
+func TestPrivilegedCountersZeroedOnIDReuse(t *testing.T) {
+	virtuals := []Virtual{fastl4("old", "198.18.0.10:1000", "fe4", 4443)}
+	for i := range maxVirtuals - 2 {
+		virtuals = append(virtuals, fastl4(fmt.Sprintf("filler%d", i), fmt.Sprintf("198.18.0.10:%d", 1001+i), "fe4", 4443))
+	}
+	e := newEnv(t, func(lab *testnet.Lab) *Spec { return testSpec(lab, virtuals...) }, nil)
+	e.resolve()
+	toMember, _ := e.hops()
+	expectRedirect(t, e, frame{src: ap(client4, 52000), dst: ap(vip4, 1000), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
+	if e.counter("old", bpf.FastL4ReasonREASON_FWD_NEW) != 1 {
+		t.Fatal("the new flow of virtual old is not counted")
+	}
+	names := e.fp.virtualNames()
+	oldID := slices.Index(names[:], "old")
+
+	// old goes (its id keeps its name for draining flows), then new
+	// comes.
+	for _, vs := range [][]Virtual{virtuals[1:], append(virtuals[1:], fastl4("new", "198.18.0.10:2000", "fe4", 4443))} {
+		spec := testSpec(e.lab, vs...)
+		e.do(func() {
+			if err := e.fp.Apply(spec); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	names = e.fp.virtualNames()
+	if id := slices.Index(names[:], "new"); id != oldID {
+		t.Fatalf("virtual new has id %d, want the removed old's %d", id, oldID)
+	}
+	for r := range bpf.FastL4Reason(reasonMax) {
+		if n := e.counter("new", r); n != 0 {
+			t.Errorf("virtual new starts with %d packets of reason %d", n, r)
+		}
+	}
 }
