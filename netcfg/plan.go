@@ -128,27 +128,56 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Change
+	d := &differ{st: st, o: o, j: j, removed: map[int]bool{}, wantRoutes: map[string]bool{}}
+	d.links()
+	if err := d.sysctls(); err != nil {
+		return nil, err
+	}
+	d.routesToRemove()
+	d.addresses()
+	d.routesToSet()
+	d.otherDefaults()
+	d.neighbours()
+	return d.out, nil
+}
 
-	// Links.
+// differ lists the changes that make the observed host the desired
+// state, section by section, in the order Apply makes them.
+type differ struct {
+	st  *State
+	o   *observed
+	j   *journal
+	out []Change
+	// removed marks the routes (indexes into o.routes) a change removes.
+	removed map[int]bool
+	// wantRoutes are the keys of the desired routes.
+	wantRoutes map[string]bool
+}
+
+// links brings the managed links up.
+func (d *differ) links() {
+	st, o := d.st, d.o
 	for _, name := range st.Links {
 		if o.links[name].Attrs().Flags&net.FlagUp == 0 {
-			out = append(out, Change{Op: OpModify, Kind: KindLink, Subject: "link " + name, From: "down", To: "up", act: linkUp{name}})
+			d.out = append(d.out, Change{Op: OpModify, Kind: KindLink, Subject: "link " + name, From: "down", To: "up", act: linkUp{name}})
 		}
 	}
+}
 
-	// Sysctls.
+// sysctls changes each setting that differs, or reports it.
+func (d *differ) sysctls() error {
+	st, o := d.st, d.o
 	for _, s := range st.Sysctls {
 		cur, ok := o.sysctl[s.Key]
 		if !ok {
 			if s.Optional || s.Report {
 				continue
 			}
-			return nil, fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
+			return fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
 		}
 		if s.Report {
 			if cur != s.Value {
-				out = append(out, Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + s.Name(), Reason: fmt.Sprintf("is %s; %s", cur, s.Why)})
+				d.out = append(d.out, Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + s.Name(), Reason: fmt.Sprintf("is %s; %s", cur, s.Why)})
 			}
 			continue
 		}
@@ -156,11 +185,11 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		if s.Merge {
 			have, err := portlist.Parse(cur)
 			if err != nil {
-				return nil, fmt.Errorf("read sysctl %s: %w", s.Name(), err)
+				return fmt.Errorf("read sysctl %s: %w", s.Name(), err)
 			}
 			add, err := portlist.Parse(s.Value)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if have.Covers(add) {
 				continue
@@ -169,14 +198,17 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		} else if cur == want {
 			continue
 		}
-		out = append(out, Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + s.Name(), From: show(cur), To: show(want), Reason: s.Why,
+		d.out = append(d.out, Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + s.Name(), From: show(cur), To: show(want), Reason: s.Why,
 			act: sysctlSet{key: s.Key, old: cur, new: want}})
 	}
+	return nil
+}
 
-	// Routes to remove: default routes on the internal NIC, and routes
-	// netcfg added that the file no longer has.
-	removed := map[int]bool{} // index into o.routes
-	wantRoutes := map[string]bool{}
+// routesToRemove removes default routes on the internal NIC and the
+// routes netcfg added that the file no longer has.
+func (d *differ) routesToRemove() {
+	st, o, j := d.st, d.o, d.j
+	removed, wantRoutes := d.removed, d.wantRoutes
 	for _, r := range st.Routes {
 		wantRoutes[specOf(r).key()] = true
 	}
@@ -192,12 +224,12 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		if r.LinkIndex == intIdx && intIdx > 0 && len(r.MultiPath) == 0 {
 			removed[i] = true
 			s := o.spec(r)
-			out = append(out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
+			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
 			continue
 		}
 		for _, nh := range r.MultiPath {
 			if nh.LinkIndex == intIdx && intIdx > 0 {
-				out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(r).text(),
+				d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(r).text(),
 					Reason: "a multipath default route runs through the internal NIC: remove it by hand (ip route del default)"})
 				break
 			}
@@ -210,12 +242,16 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		for i, r := range o.routes {
 			if !removed[i] && len(r.MultiPath) == 0 && o.spec(r).key() == e.Route.key() {
 				removed[i] = true
-				out = append(out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + e.Route.text(), Reason: "added by edgeproxy, no longer in the file", act: routeDel{*e.Route}})
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + e.Route.text(), Reason: "added by edgeproxy, no longer in the file", act: routeDel{*e.Route}})
 			}
 		}
 	}
+}
 
-	// Addresses.
+// addresses adds or resizes addresses, reports one found on another
+// link, and removes those netcfg added that the file no longer has.
+func (d *differ) addresses() {
+	st, o, j := d.st, d.o, d.j
 	wantAddr := map[string]bool{}
 	for _, a := range st.Addresses {
 		wantAddr[a.Link+"|"+a.Prefix.String()] = true
@@ -228,14 +264,14 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			bits, _ := e.Mask.Size()
 			have := netip.PrefixFrom(a.Prefix.Addr(), bits)
 			if e.LinkIndex != idx {
-				out = append(out, Change{Op: OpReport, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", have, o.names[e.LinkIndex]),
+				d.out = append(d.out, Change{Op: OpReport, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", have, o.names[e.LinkIndex]),
 					Reason: fmt.Sprintf("the file puts %s on %s as well: remove one of them", a.Prefix.Addr(), a.Link)})
 				continue
 			}
 			present = true
 			if bits != a.Prefix.Bits() {
 				nodad := a.Prefix.Addr().Is6()
-				out = append(out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
+				d.out = append(d.out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
 					From: "/" + strconv.Itoa(bits), To: "/" + strconv.Itoa(a.Prefix.Bits()),
 					act: seq{addrDel{link: a.Link, prefix: have, nodad: nodad}, addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}}})
 			}
@@ -245,7 +281,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			if a.VIP {
 				reason = "virtual address"
 			}
-			out = append(out, Change{Op: OpAdd, Kind: KindAddress, Subject: a.String(), Reason: reason,
+			d.out = append(d.out, Change{Op: OpAdd, Kind: KindAddress, Subject: a.String(), Reason: reason,
 				act: addrAdd{link: a.Link, prefix: a.Prefix, nodad: a.Prefix.Addr().Is6()}})
 		}
 	}
@@ -261,14 +297,18 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		for _, a := range o.addrs {
 			bits, _ := a.Mask.Size()
 			if a.LinkIndex == idx && addrOf(a.IP) == p.Addr() && bits == p.Bits() {
-				out = append(out, Change{Op: OpRemove, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", p, e.Link),
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", p, e.Link),
 					Reason: "added by edgeproxy, no longer in the file", act: addrDel{link: e.Link, prefix: p, nodad: e.NoDAD}})
 				break
 			}
 		}
 	}
+}
 
-	// Routes to add or replace.
+// routesToSet adds or replaces the desired routes.
+func (d *differ) routesToSet() {
+	st, o := d.st, d.o
+	removed := d.removed
 	for _, r := range st.Routes {
 		want := specOf(r)
 		idx := o.index(r.Link)
@@ -280,7 +320,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			}
 			if e.Priority != want.Metric {
 				if e.Priority < want.Metric && e.Type == unix.RTN_UNICAST {
-					out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
+					d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
 						Reason: fmt.Sprintf("its lower metric wins over the file's route %s: remove it", r)})
 				}
 				continue
@@ -298,31 +338,40 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			continue
 		}
 		if old != nil {
-			out = append(out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
+			d.out = append(d.out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
 				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}})
 			continue
 		}
-		out = append(out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
+		d.out = append(d.out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
 	}
-	// Other default routes: reported, left alone.
+}
+
+// otherDefaults reports other default routes and leaves them alone.
+func (d *differ) otherDefaults() {
+	st, o := d.st, d.o
+	removed := d.removed
 	for _, r := range st.Routes {
 		if r.Dst.Bits() != 0 {
 			continue
 		}
 		for i, e := range o.routes {
-			d := prefixOf(e.Dst, e.Family)
-			if removed[i] || d.Bits() != 0 || d.Addr().Is6() != r.Dst.Addr().Is6() || e.Type != unix.RTN_UNICAST {
+			dst := prefixOf(e.Dst, e.Family)
+			if removed[i] || dst.Bits() != 0 || dst.Addr().Is6() != r.Dst.Addr().Is6() || e.Type != unix.RTN_UNICAST {
 				continue
 			}
 			if e.Priority == metric(r.Dst) || e.Priority < metric(r.Dst) {
 				continue // replaced or reported above
 			}
-			out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
+			d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
 				Reason: "another default route: the default route is via the external gateway only; remove it if nothing else needs it"})
 		}
 	}
+}
 
-	// Neighbours.
+// neighbours makes the next hops managed neighbour entries and removes
+// those netcfg added that the file no longer has.
+func (d *differ) neighbours() {
+	st, o, j := d.st, d.o, d.j
 	wantNeigh := map[string]bool{}
 	for _, n := range st.Neighbours {
 		wantNeigh[n.Link+"|"+n.Addr.String()] = true
@@ -334,7 +383,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			}
 		}
 		if !managed {
-			out = append(out, Change{Op: OpAdd, Kind: KindNeighbour, Subject: n.String(), Reason: "managed: the kernel keeps the next hop resolved",
+			d.out = append(d.out, Change{Op: OpAdd, Kind: KindNeighbour, Subject: n.String(), Reason: "managed: the kernel keeps the next hop resolved",
 				act: neighManage{link: n.Link, addr: n.Addr}})
 		}
 	}
@@ -348,13 +397,12 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		}
 		for _, n := range o.neigh[e.Link] {
 			if addrOf(n.IP) == a && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-				out = append(out, Change{Op: OpRemove, Kind: KindNeighbour, Subject: fmt.Sprintf("neighbour %s dev %s", a, e.Link),
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindNeighbour, Subject: fmt.Sprintf("neighbour %s dev %s", a, e.Link),
 					Reason: "added by edgeproxy, no longer in the file", act: neighDel{link: e.Link, addr: a}})
 				break
 			}
 		}
 	}
-	return out, nil
 }
 
 // spec describes a route found on the host.
