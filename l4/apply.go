@@ -470,9 +470,6 @@ func (f *FastPath) setPorts(r portlist.Range) error {
 	if err := checkPorts(r); err != nil {
 		return err
 	}
-	if err := f.inNS(func() error { return reservePorts(r) }); err != nil {
-		return err
-	}
 	var s bpf.FastL4Config
 	if err := f.objs.Settings.Lookup(uint32(0), &s); err != nil {
 		return fmt.Errorf("read fast path settings: %w", err)

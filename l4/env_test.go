@@ -21,6 +21,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/netcfg"
 )
 
 // env is a fast path opened in the proxy namespace of a lab.
@@ -154,21 +155,40 @@ func newEnv(t testing.TB, mk func(*testnet.Lab) *Spec, tune func(*Options)) *env
 }
 
 // open opens (or re-opens) the fast path and applies the spec with the
-// env's options.
+// env's options, after netcfg has set the sysctls the spec declares.
 func (e *env) open() {
 	e.t.Helper()
+	spec := *e.spec
+	spec.Options = e.opts
+	keepSysctls(e.t, e.lab, &spec)
 	e.do(func() {
 		fp, err := Open(e.opts)
 		if err != nil {
 			e.t.Fatalf("open fast path: %v", err)
 		}
 		e.fp = fp
-		spec := *e.spec
-		spec.Options = e.opts
 		if err := fp.Apply(&spec); err != nil {
 			e.t.Fatalf("apply: %v", err)
 		}
 	})
+}
+
+// keepSysctls has netcfg, their owner, set the sysctls the fast path of
+// spec declares in the lab's proxy namespace, as the daemon does.
+func keepSysctls(t testing.TB, lab *testnet.Lab, spec *Spec) {
+	t.Helper()
+	h, err := netcfg.Open(netcfg.Options{NetNS: lab.Proxy.Handle(), StatePath: "-", Logger: newEnvLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ns := &netcfg.Spec{External: netcfg.NIC{Interface: testnet.ExtIf}, Internal: netcfg.NIC{Interface: testnet.IntIf}}
+	for _, s := range spec.Sysctls() {
+		ns.Sysctls = append(ns.Sysctls, netcfg.Sysctl{Key: s.Key, Value: s.Value, Why: s.Why, Optional: s.Optional, Merge: s.Merge})
+	}
+	if _, err := h.ApplyRequired(ns); err != nil {
+		t.Fatalf("set the fast path's sysctls: %v", err)
+	}
 }
 
 // do runs fn in the proxy namespace.

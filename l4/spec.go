@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // Spec is the fast path a configuration asks for, every default applied
@@ -91,32 +89,4 @@ type Host struct {
 	Internal []netip.Prefix
 	// VIPs are every virtual's address, L7 virtuals included.
 	VIPs []netip.Addr
-}
-
-// Sysctl is a kernel setting the fast path needs. The fast path writes
-// none: the owner of the host's settings (netcfg) does.
-type Sysctl struct {
-	Key   string // path under /proc/sys
-	Value string
-	Why   string
-	// Optional: absent on some hosts (IPv6 disabled) and then skipped.
-	Optional bool
-	// Merge: Value is a port list added to the current one.
-	Merge bool
-}
-
-// Sysctls declares the kernel settings the fast path of s needs in its
-// network namespace.
-func (s *Spec) Sysctls() []Sysctl {
-	ports := s.SNATPorts
-	if ports == (portlist.Range{}) {
-		ports = DefaultSNATPorts
-	}
-	why := "bpf_fib_lookup needs forwarding on the device it is given, loopback, which never receives packets from outside: the host still forwards nothing"
-	return []Sysctl{
-		{Key: "net/ipv4/conf/lo/forwarding", Value: "1", Why: why},
-		{Key: "net/ipv6/conf/lo/forwarding", Value: "1", Why: why, Optional: true},
-		{Key: "net/ipv4/ip_local_reserved_ports", Value: portlist.Of(ports).String(), Merge: true,
-			Why: "the SNAT ports of the fast path are kept out of the host's ephemeral ports"},
-	}
 }

@@ -22,6 +22,22 @@ func (h *Host) Apply(spec *Spec) ([]Change, error) {
 	if !st.Managed {
 		return nil, ErrNotManaged
 	}
+	return h.applyState(st, func(Change) bool { return true })
+}
+
+// ApplyRequired makes only the changes of the sysctls other planes
+// declare in spec (the fast path's), as Apply does: what they need is
+// kept even with network.manage false, where Apply changes nothing.
+func (h *Host) ApplyRequired(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
+	if err != nil {
+		return nil, err
+	}
+	return h.applyState(st, func(c Change) bool { return c.required })
+}
+
+// applyState makes the changes of the plan for st that keep says.
+func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	j, err := h.loadJournal()
@@ -32,7 +48,12 @@ func (h *Host) Apply(spec *Spec) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	todo := Changes(plan)
+	var todo []Change
+	for _, c := range Changes(plan) {
+		if keep(c) {
+			todo = append(todo, c)
+		}
+	}
 	if len(todo) == 0 {
 		return plan, nil
 	}
@@ -78,7 +99,8 @@ func rollback(h *Host, done []Change) error {
 }
 
 // repair makes each change of the plan on its own (no rollback: a partial
-// repair beats none) and records the ones that worked.
+// repair beats none) and records the ones that worked. With
+// network.manage false it makes only the changes of required sysctls.
 func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -90,10 +112,10 @@ func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
 	if err != nil {
 		return nil, nil, []failure{{"plan", err}}
 	}
-	if !st.Managed {
-		return plan, nil, nil
-	}
 	for _, c := range Changes(plan) {
+		if !st.Managed && !c.required {
+			continue // reported by the caller
+		}
 		if err := c.act.do(h); err != nil {
 			failed = append(failed, failure{c.Kind, fmt.Errorf("repair %q: %w", c.String(), err)})
 			continue

@@ -77,6 +77,9 @@ type Sysctl struct {
 	Optional bool
 	// Merge: Value is a port list merged into the current one.
 	Merge bool
+	// required: declared by another plane (Spec.Sysctls), which cannot
+	// run without it: kept even with network.manage false.
+	required bool
 }
 
 // Name is the key in sysctl(8) notation.
@@ -307,6 +310,7 @@ func (b *builder) sysctls() error {
 		st.Sysctls = append(st.Sysctls, Sysctl{Key: "net/ipv6/conf/" + st.Internal + "/accept_ra", Value: "0", Optional: true})
 	}
 	for _, s := range b.spec.Sysctls {
+		s.required = true
 		if s.Merge {
 			if _, err := portlist.Parse(s.Value); err != nil {
 				return fmt.Errorf("%w: sysctl %s %s: %w: write the ports as 40000-59999", ErrBadNetwork, s.Name(), s.Value, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // lab builds fresh namespaces with bare ext0/int0 on the proxy and opens
@@ -430,5 +431,55 @@ func TestPrivilegedReconciler(t *testing.T) {
 	}
 	if rec.Repairs(KindRoute) == 0 {
 		t.Errorf("Repairs(route) = 0")
+	}
+}
+
+// The sysctls another plane declares (the fast path's loopback
+// forwarding and reserved ports) are kept even with network.manage
+// false, which leaves everything else alone, and a write to
+// all/forwarding, which resets loopback's, is undone by the reconciler
+// without waiting for its full resync.
+func TestPrivilegedRequiredSysctls(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	spec := labSpec(l)
+	spec.Managed = false
+	spec.Sysctls = append(spec.Sysctls, Sysctl{Key: "net/ipv4/conf/lo/forwarding", Value: "1", Why: "FIB lookups of the fast path"})
+	if _, err := h.Apply(spec); !errors.Is(err, ErrNotManaged) {
+		t.Fatalf("apply with manage false: %v", err)
+	}
+	if _, err := h.ApplyRequired(spec); err != nil {
+		t.Fatal(err)
+	}
+	read := func(key string) string {
+		return strings.TrimSpace(l.Proxy.Run(t, "cat", "/proc/sys/"+key))
+	}
+	if read("net/ipv4/conf/lo/forwarding") != "1" || read("net/ipv4/ip_local_reserved_ports") != "40000-59999" {
+		t.Fatalf("required sysctls not set: lo forwarding %s, reserved ports %q", read("net/ipv4/conf/lo/forwarding"), read("net/ipv4/ip_local_reserved_ports"))
+	}
+	if read("net/ipv4/conf/int0/arp_ignore") != "0" || strings.Contains(l.Proxy.Run(t, "ip", "addr", "show", "dev", "ext0"), "198.18.0.2") {
+		t.Fatal("network.manage false, yet netcfg changed more than the required sysctls")
+	}
+
+	rec, err := NewReconciler(h, spec, ReconcilerOptions{Resync: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler: %v", err)
+		}
+	}()
+	eventually(t, "first check", func() bool { return testutil.ToFloat64(rec.checks) >= 1 })
+	// Turning forwarding on and off again, as a router script might,
+	// turns it off on every device.
+	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding; echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	eventually(t, "loopback forwarding restored", func() bool { return read("net/ipv4/conf/lo/forwarding") == "1" })
+	if read("net/ipv4/conf/int0/arp_ignore") != "0" {
+		t.Error("the reconciler changed arp_ignore with network.manage false")
 	}
 }

@@ -166,18 +166,26 @@ func (d *differ) links() {
 
 // sysctls changes each setting that differs, or reports it.
 func (d *differ) sysctls() error {
-	st, o := d.st, d.o
-	for _, s := range st.Sysctls {
-		cur, ok := o.sysctl[s.Key]
+	cs, err := sysctlChanges(d.st.Sysctls, d.o.sysctl)
+	d.out = append(d.out, cs...)
+	return err
+}
+
+// sysctlChanges compares the wanted settings with the current values
+// (keys missing: the setting does not exist).
+func sysctlChanges(ss []Sysctl, current map[string]string) ([]Change, error) {
+	var out []Change
+	for _, s := range ss {
+		cur, ok := current[s.Key]
 		if !ok {
 			if s.Optional || s.Report {
 				continue
 			}
-			return fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
+			return out, fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
 		}
 		if s.Report {
 			if cur != s.Value {
-				d.out = append(d.out, Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + s.Name(), Reason: fmt.Sprintf("is %s; %s", cur, s.Why)})
+				out = append(out, Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + s.Name(), Reason: fmt.Sprintf("is %s; %s", cur, s.Why)})
 			}
 			continue
 		}
@@ -185,11 +193,11 @@ func (d *differ) sysctls() error {
 		if s.Merge {
 			have, err := portlist.Parse(cur)
 			if err != nil {
-				return fmt.Errorf("read sysctl %s: %w", s.Name(), err)
+				return out, fmt.Errorf("read sysctl %s: %w", s.Name(), err)
 			}
 			add, err := portlist.Parse(s.Value)
 			if err != nil {
-				return err
+				return out, err
 			}
 			if have.Covers(add) {
 				continue
@@ -198,10 +206,10 @@ func (d *differ) sysctls() error {
 		} else if cur == want {
 			continue
 		}
-		d.out = append(d.out, Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + s.Name(), From: show(cur), To: show(want), Reason: s.Why,
-			act: sysctlSet{key: s.Key, old: cur, new: want}})
+		out = append(out, Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + s.Name(), From: show(cur), To: show(want), Reason: s.Why,
+			act: sysctlSet{key: s.Key, old: cur, new: want}, required: s.required})
 	}
-	return nil
+	return out, nil
 }
 
 // routesToRemove removes default routes on the internal NIC and the

@@ -24,6 +24,11 @@ type ReconcilerOptions struct {
 	// Retry is the delay before checking again after a failed repair
 	// (default 1s).
 	Retry time.Duration
+	// Watch is the interval at which the sysctls other planes need are
+	// read (default 200ms): one that someone changed (a write to
+	// all/forwarding resets lo/forwarding) is restored without waiting
+	// for Resync.
+	Watch time.Duration
 }
 
 // Reconciler keeps the host as the file says: it listens to netlink link,
@@ -62,6 +67,9 @@ func NewReconciler(h *Host, spec *Spec, opts ReconcilerOptions) (*Reconciler, er
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = time.Second
+	}
+	if opts.Watch <= 0 {
+		opts.Watch = 200 * time.Millisecond
 	}
 	r := &Reconciler{
 		h: h, opts: opts, log: h.log, st: st,
@@ -143,6 +151,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer settle.Stop()
 	resync := time.NewTicker(r.opts.Resync)
 	defer resync.Stop()
+	watch := time.NewTicker(r.opts.Watch)
+	defer watch.Stop()
 	pending := true
 	for {
 		select {
@@ -162,6 +172,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 		case <-resync.C:
 			if !pending {
+				pending = true
+				settle.Reset(0)
+			}
+		case <-watch.C:
+			if !pending && r.requiredDrift() {
 				pending = true
 				settle.Reset(0)
 			}
@@ -192,6 +207,9 @@ func (r *Reconciler) check() bool {
 	}
 	if !st.Managed {
 		for _, c := range Changes(plan) {
+			if c.required {
+				continue
+			}
 			r.log.Warn("netcfg: host network differs from the file (network.manage is false)", "change", c.String())
 		}
 	}
@@ -200,6 +218,30 @@ func (r *Reconciler) check() bool {
 		r.log.Error("netcfg: repair failed", "err", f.err)
 	}
 	return len(failed) == 0
+}
+
+// requiredDrift reports whether a sysctl another plane needs differs
+// from what it wants.
+func (r *Reconciler) requiredDrift() bool {
+	r.mu.Lock()
+	st := r.st
+	r.mu.Unlock()
+	var req []Sysctl
+	var keys []string
+	for _, s := range st.Sysctls {
+		if s.required {
+			req, keys = append(req, s), append(keys, s.Key)
+		}
+	}
+	if len(req) == 0 {
+		return false
+	}
+	cur, err := r.h.readSysctls(keys)
+	if err != nil {
+		return true // the check says what is wrong
+	}
+	cs, err := sysctlChanges(req, cur)
+	return err != nil || len(Changes(cs)) > 0
 }
 
 // watch subscribes to netlink events and signals relevant ones; it

@@ -242,16 +242,26 @@ func (d *Daemon) startNetwork(cfg *config.Config) error {
 	}
 	d.host = h
 	spec := plan.Network(cfg)
-	if cfg.Network.Managed() {
-		if _, err := h.Apply(spec); err != nil {
-			return fmt.Errorf("apply network section: %w", err)
-		}
+	if err := applyNetwork(h, spec); err != nil {
+		return fmt.Errorf("apply network section: %w", err)
 	}
 	d.recon, err = netcfg.NewReconciler(h, spec, netcfg.ReconcilerOptions{})
 	if err != nil {
 		return fmt.Errorf("start network reconciler: %w", err)
 	}
 	return nil
+}
+
+// applyNetwork gives netcfg its spec: all of it when the file manages the
+// host, else only the sysctls the planes need (netcfg reports the rest).
+func applyNetwork(h *netcfg.Host, spec *netcfg.Spec) error {
+	var err error
+	if spec.Managed {
+		_, err = h.Apply(spec)
+	} else if _, err = h.ApplyRequired(spec); errors.Is(err, netcfg.ErrNoNetwork) {
+		err = nil // nothing to manage, nothing required
+	}
+	return err
 }
 
 // apply makes cfg the running configuration: listeners first (the step
@@ -373,8 +383,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: compile configuration: %w", ErrReload, err)
 	}
-	if d.host != nil && cfg.Network.Managed() {
-		if _, err := d.host.Apply(pl.Network); err != nil {
+	if d.host != nil {
+		if err := applyNetwork(d.host, pl.Network); err != nil {
 			return fmt.Errorf("%w: apply network section: %w", ErrReload, err)
 		}
 	}
@@ -386,8 +396,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.mu.Lock()
 		d.resolver = old
 		d.mu.Unlock()
-		if d.host != nil && d.cfg.Network.Managed() {
-			if _, nerr := d.host.Apply(d.plan.Network); nerr != nil {
+		if d.host != nil {
+			if nerr := applyNetwork(d.host, d.plan.Network); nerr != nil {
 				err = errors.Join(err, fmt.Errorf("restore network section: %w", nerr))
 			}
 		}
