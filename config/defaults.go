@@ -269,7 +269,12 @@ func applyDefaults(c *Config) {
 	if fp.GCInterval == 0 {
 		fp.GCInterval = DefaultGCInterval
 	}
+	poolDefaults(c)
+	virtualDefaults(c)
+}
 
+// poolDefaults fills each pool's method, members' weights and monitor.
+func poolDefaults(c *Config) {
 	for name, p := range c.Pools {
 		if p == nil {
 			p = &Pool{}
@@ -309,7 +314,11 @@ func applyDefaults(c *Config) {
 			}
 		}
 	}
+}
 
+// virtualDefaults fills each virtual's protocol, drain time, FastL4
+// knobs, TLS and limits, and its sites' limits and methods.
+func virtualDefaults(c *Config) {
 	for _, v := range c.Virtuals {
 		if v == nil {
 			continue
