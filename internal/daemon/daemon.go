@@ -285,7 +285,9 @@ func (d *Daemon) apply(_ context.Context, cfg *config.Config, pl *plan.Plan) err
 		}
 		return err
 	}
-	if d.recon != nil && prev != nil {
+	if d.recon != nil {
+		// At start too: the reconciler began with the members known
+		// without DNS; pl.Network has every resolved member.
 		if err := d.recon.SetSpec(pl.Network); err != nil {
 			return fmt.Errorf("apply network section: %w", err)
 		}
