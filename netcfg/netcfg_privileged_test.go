@@ -15,7 +15,6 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // lab builds fresh namespaces with bare ext0/int0 on the proxy and opens
@@ -465,6 +464,15 @@ func TestPrivilegedRequiredSysctls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rec.requiredDrift() {
+		t.Fatal("the watch sees a drift right after ApplyRequired")
+	}
+	// Turning forwarding on and off again, as a router script might,
+	// turns it off on every device; the watch sees it without an event.
+	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding; echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	if !rec.requiredDrift() {
+		t.Fatal("the watch does not see loopback forwarding turned off")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rec.Run(ctx) }()
@@ -474,10 +482,6 @@ func TestPrivilegedRequiredSysctls(t *testing.T) {
 			t.Errorf("reconciler: %v", err)
 		}
 	}()
-	eventually(t, "first check", func() bool { return testutil.ToFloat64(rec.checks) >= 1 })
-	// Turning forwarding on and off again, as a router script might,
-	// turns it off on every device.
-	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding; echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
 	eventually(t, "loopback forwarding restored", func() bool { return read("net/ipv4/conf/lo/forwarding") == "1" })
 	if read("net/ipv4/conf/int0/arp_ignore") != "0" {
 		t.Error("the reconciler changed arp_ignore with network.manage false")
