@@ -29,6 +29,25 @@ const (
 	MonitorHTTP  MonitorType = "http"
 )
 
+// Protocol is the transport protocol of a fastl4 virtual.
+type Protocol string
+
+// Protocols of a fastl4 virtual.
+const (
+	ProtoTCP Protocol = "tcp"
+	ProtoUDP Protocol = "udp"
+)
+
+// XDPMode is how the fast path's program is attached to a NIC.
+type XDPMode string
+
+// XDP attach modes of a NIC.
+const (
+	XDPNative  XDPMode = "native"  // in the driver; falls back to generic when it has none
+	XDPGeneric XDPMode = "generic" // after the driver, in the kernel's receive path
+	XDPOff     XDPMode = "off"     // no program on this NIC
+)
+
 // SNATAutomap selects the internal NIC's first address of the right family.
 const SNATAutomap = "automap"
 
@@ -90,7 +109,7 @@ type NIC struct {
 	Routes   []Route    `yaml:"routes"`
 	// XDPMode: native (default; falls back to generic with a warning when
 	// the driver has no native XDP), generic, or off (no XDP on this NIC).
-	XDPMode string `yaml:"xdp_mode"`
+	XDPMode XDPMode `yaml:"xdp_mode"`
 }
 
 // Route is a persistent static route.
@@ -161,10 +180,10 @@ type Virtual struct {
 	Listen netip.AddrPort `yaml:"listen"`
 
 	// fastl4
-	Pool   string `yaml:"pool"`
-	Port   uint16 `yaml:"port"`
-	SNAT   SNAT   `yaml:"snat"`
-	Proto  string `yaml:"protocol"` // tcp (default) | udp
+	Pool   string   `yaml:"pool"`
+	Port   uint16   `yaml:"port"`
+	SNAT   SNAT     `yaml:"snat"`
+	Proto  Protocol `yaml:"protocol"` // tcp (default) | udp
 	FastL4 `yaml:",inline"`
 
 	// https / http

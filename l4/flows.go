@@ -48,7 +48,7 @@ func (f *FastPath) Flows() ([]Flow, error) {
 // works without the daemon.
 func ReadFlows(pinPath string) ([]Flow, error) {
 	if pinPath == "" {
-		pinPath = defaultPinPath()
+		pinPath = DefaultPinPath
 	}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
 	var t flowTable
