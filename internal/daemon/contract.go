@@ -78,6 +78,7 @@ var reloadKeys = map[string]when{
 	"pools.*.monitor.auth_alive": onReload,
 	"pools.*.monitor.ca":         onReload,
 	"pools.*.lb":                 onReload,
+	"pools.*.kind":               onReload,
 
 	"virtuals[].name":                             onReload,
 	"virtuals[].mode":                             onReload,
