@@ -12,58 +12,95 @@ import (
 	"time"
 )
 
-// Call sends one command with args to the daemon at path, waits for its
-// answer and decodes the result into result (when not nil). It returns
-// the daemon's pid, as the kernel reports the socket's owner (not as the
-// daemon says). A command the daemon refused is ErrCommand with its
-// message.
-func Call(ctx context.Context, path, command string, args, result any) (int, error) {
+// Client is a connection to the daemon's control socket.
+type Client struct {
+	path string
+	c    *net.UnixConn
+	sc   *bufio.Scanner
+	pid  int
+}
+
+// Dial connects to the daemon at path.
+func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return 0, dialError(path, err)
+		return nil, dialError(path, err)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
-	defer stop()
-	pid := 0
-	if cred, err := peerCred(c.(*net.UnixConn)); err == nil {
-		pid = int(cred.Pid)
-	}
-	req := Request{Version: Version, Command: command}
-	if args != nil {
-		if req.Args, err = json.Marshal(args); err != nil {
-			return pid, fmt.Errorf("encode %s arguments: %w", command, err)
-		}
-	}
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return pid, fmt.Errorf("send %s to the daemon on %s: %w", command, path, err)
+	uc := c.(*net.UnixConn)
+	cred, err := peerCred(uc)
+	if err != nil {
+		c.Close()
+		return nil, err
 	}
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 0, 4096), 64<<20)
-	if !sc.Scan() {
-		err := sc.Err()
+	return &Client{path: path, c: uc, sc: sc, pid: int(cred.Pid)}, nil
+}
+
+// PID is the daemon's process id, as the kernel reports the socket's
+// owner (not as the daemon says).
+func (cl *Client) PID() int { return cl.pid }
+
+// Close ends the connection.
+func (cl *Client) Close() error { return cl.c.Close() }
+
+// CommandError is the daemon's refusal of a command; it is ErrCommand.
+type CommandError struct{ Msg string }
+
+func (e *CommandError) Error() string        { return ErrCommand.Error() + ": " + e.Msg }
+func (e *CommandError) Is(target error) bool { return target == ErrCommand }
+
+// Call sends one command with args, waits for the daemon's answer and
+// decodes the result into result (when not nil). A command the daemon
+// refused is a *CommandError with its message.
+func (cl *Client) Call(ctx context.Context, command string, args, result any) error {
+	stop := context.AfterFunc(ctx, func() { _ = cl.c.SetDeadline(time.Now()) })
+	defer stop()
+	req := Request{Version: Version, Command: command}
+	if args != nil {
+		var err error
+		if req.Args, err = json.Marshal(args); err != nil {
+			return fmt.Errorf("encode %s arguments: %w", command, err)
+		}
+	}
+	if err := json.NewEncoder(cl.c).Encode(req); err != nil {
+		return fmt.Errorf("send %s to the daemon on %s: %w", command, cl.path, err)
+	}
+	if !cl.sc.Scan() {
+		err := cl.sc.Err()
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
 		if err == nil {
 			err = errors.New("connection closed")
 		}
-		return pid, fmt.Errorf("read the daemon's answer to %s on %s: %w", command, path, err)
+		return fmt.Errorf("read the daemon's answer to %s on %s: %w", command, cl.path, err)
 	}
 	var resp Response
-	if err := json.Unmarshal(sc.Bytes(), &resp); err != nil {
-		return pid, fmt.Errorf("decode the daemon's answer to %s: %w", command, err)
+	if err := json.Unmarshal(cl.sc.Bytes(), &resp); err != nil {
+		return fmt.Errorf("decode the daemon's answer to %s: %w", command, err)
 	}
 	if !resp.OK {
-		return pid, fmt.Errorf("%w: %s", ErrCommand, resp.Error)
+		return &CommandError{Msg: resp.Error}
 	}
 	if result != nil && len(resp.Result) > 0 {
 		if err := json.Unmarshal(resp.Result, result); err != nil {
-			return pid, fmt.Errorf("decode the result of %s: %w", command, err)
+			return fmt.Errorf("decode the result of %s: %w", command, err)
 		}
 	}
-	return pid, nil
+	return nil
+}
+
+// Call dials path, sends one command and returns the daemon's pid with
+// its answer (see Client.Call).
+func Call(ctx context.Context, path, command string, args, result any) (int, error) {
+	cl, err := Dial(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	return cl.PID(), cl.Call(ctx, command, args, result)
 }
 
 func dialError(path string, err error) error {
