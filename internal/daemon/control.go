@@ -14,6 +14,8 @@ import (
 const (
 	CmdReload = "reload" // ReloadResult, or why the file was refused
 	CmdMember = "member" // MemberArgs → MemberResult
+	// CmdKillFlows: FlowArgs → []KilledFlow
+	CmdKillFlows = "flows-kill"
 )
 
 // ReloadResult answers CmdReload when the daemon applied the file.
@@ -72,8 +74,18 @@ func (d *Daemon) handle(ctx context.Context, cmd string, args json.RawMessage) (
 			return nil, fmt.Errorf("decode member arguments: %w", err)
 		}
 		return d.inTurn(ctx, func(ctx context.Context) (any, error) { return d.setMemberState(ctx, a) })
+	case CmdKillFlows:
+		var a FlowArgs
+		if err := json.Unmarshal(args, &a); err != nil {
+			return nil, fmt.Errorf("decode flows arguments: %w", err)
+		}
+		q, err := a.Filter()
+		if err != nil {
+			return nil, err
+		}
+		return d.inTurn(ctx, func(context.Context) (any, error) { return d.killFlows(q) })
 	}
-	return nil, fmt.Errorf("unknown command %q: this daemon knows %s and %s", cmd, CmdReload, CmdMember)
+	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows)
 }
 
 // inTurn runs f in the serve loop and returns its answer.

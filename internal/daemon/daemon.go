@@ -186,6 +186,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	if d.ctl != nil {
 		d.spawn("control socket", d.ctl.Serve)
 	}
+	d.resumeDrains(cfg)
 	if cfg.Admin.Listen != "" {
 		if _, err := d.adm.Listen(); err != nil {
 			return fmt.Errorf("open admin endpoint: %w", err)
