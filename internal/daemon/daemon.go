@@ -157,7 +157,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	})
 	d.reg = d.adm.Registry()
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
-	d.reg.MustRegister(d.checker)
+	d.reg.MustRegister(d.checker, newMemberStateMetric(d))
 	d.l7 = l7.New(l7.Options{
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,

@@ -69,29 +69,36 @@ func (d *Daemon) killFlows(q l4.FlowFilter) ([]KilledFlow, error) {
 	return out, nil
 }
 
-// scheduleDrain ends a draining member's remaining fastl4 flows at by
-// (with a RST both ways), unless its state changed since.
-func (d *Daemon) scheduleDrain(key poolMember, since, by time.Time) {
-	d.spawn("drain "+key.Member, func(ctx context.Context) error {
-		t := time.NewTimer(time.Until(by))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+// scheduleDrain ends a draining member's remaining flows in each
+// fastl4 virtual of its pool at since plus that virtual's drain_timeout
+// (with a RST both ways), unless the member's state changed since.
+func (d *Daemon) scheduleDrain(cfg *config.Config, key poolMember, since time.Time) {
+	for _, v := range cfg.Virtuals {
+		if v.Mode != config.ModeFastL4 || v.Pool != key.Pool {
+			continue
 		}
-		_, err := d.inTurn(ctx, func(context.Context) (any, error) {
-			e, ok := d.memberState()[key]
-			if !ok || e.State != MemberDrain || !e.Since.Equal(since) {
-				return nil, nil
+		virtual, by := v.Name, since.Add(v.DrainTimeout.D())
+		d.spawn("drain "+key.Member, func(ctx context.Context) error {
+			t := time.NewTimer(time.Until(by))
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
 			}
-			return nil, d.cutMember(key)
+			_, err := d.inTurn(ctx, func(context.Context) (any, error) {
+				e, ok := d.memberState()[key]
+				if !ok || e.State != MemberDrain || !e.Since.Equal(since) {
+					return nil, nil
+				}
+				return nil, d.cutMember(key, virtual)
+			})
+			if err != nil {
+				d.log.Error("drain: cut member's flows", "pool", key.Pool, "member", key.Member, "virtual", virtual, "err", err)
+			}
+			return nil
 		})
-		if err != nil {
-			d.log.Error("drain: cut member's flows", "pool", key.Pool, "member", key.Member, "err", err)
-		}
-		return nil
-	})
+	}
 }
 
 // resumeDrains schedules the cut of members left draining by the
@@ -99,15 +106,15 @@ func (d *Daemon) scheduleDrain(key poolMember, since, by time.Time) {
 func (d *Daemon) resumeDrains(cfg *config.Config) {
 	for key, e := range d.memberState() {
 		if e.State == MemberDrain {
-			d.scheduleDrain(key, e.Since, e.Since.Add(d.poolDrainTimeout(cfg, key.Pool)))
+			d.scheduleDrain(cfg, key, e.Since)
 		}
 	}
 }
 
-// cutMember kills the member's flows in the fastl4 virtuals of its pool.
-func (d *Daemon) cutMember(key poolMember) error {
+// cutMember kills the member's flows in a fastl4 virtual.
+func (d *Daemon) cutMember(key poolMember, virtual string) error {
 	d.mu.Lock()
-	cfg, pl := d.cfg, d.plan
+	pl := d.plan
 	d.mu.Unlock()
 	if d.fastPath() == nil || pl == nil {
 		return nil
@@ -117,17 +124,12 @@ func (d *Daemon) cutMember(key poolMember) error {
 		if tg.Pool != key.Pool || tg.Member != key.Member {
 			continue
 		}
-		for _, v := range cfg.Virtuals {
-			if v.Mode != config.ModeFastL4 || v.Pool != key.Pool {
-				continue
-			}
-			killed, err := d.killFlows(l4.FlowFilter{Virtual: v.Name, Member: tg.Addr})
-			if err != nil {
-				return err
-			}
-			n += len(killed)
+		killed, err := d.killFlows(l4.FlowFilter{Virtual: virtual, Member: tg.Addr})
+		if err != nil {
+			return err
 		}
+		n += len(killed)
 	}
-	d.log.Info("drain timeout: member's remaining flows cut", "pool", key.Pool, "member", key.Member, "flows", n)
+	d.log.Info("drain timeout: member's remaining flows cut", "pool", key.Pool, "member", key.Member, "virtual", virtual, "flows", n)
 	return nil
 }

@@ -104,6 +104,7 @@ virtuals:
     pool: sfb-fe
     port: 4443
     snat: automap
+    drain_timeout: 5s
   - name: bulk
     mode: fastl4
     listen: {{.FastL4VIP}}:5201

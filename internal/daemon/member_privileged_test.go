@@ -78,6 +78,9 @@ func TestPrivilegedMemberDisable(t *testing.T) {
 		t.Fatalf("the open fastl4 connection to the disabled member did not continue: %+v %v", e, err)
 	}
 	d.waitRuntime(t, "sfb-fe", fe1, "disable")
+	if m := d.metrics(t); !strings.Contains(m, `edgeproxy_member_runtime_state{member="`+fe1+`",pool="sfb-fe",state="disable"} 1`) {
+		t.Fatalf("no runtime state metric for the disabled member:\n%s", m)
+	}
 
 	if out, err := d.reloadCLI(t, d.params); err != nil {
 		t.Fatalf("reload: %v\n%s", err, out)
@@ -155,5 +158,43 @@ func TestPrivilegedReloadNeverSignalsPIDFile(t *testing.T) {
 	}
 	if out, err := d.cli(t, "reload", "-config", d.cfgPath); err != nil || !strings.Contains(out, "reloaded: pid") {
 		t.Fatalf("reload over the control socket: %v\n%s", err, out)
+	}
+}
+
+// TestPrivilegedMemberDrain: `edgeproxy member POOL MEMBER drain` takes
+// no new connections to the member at once, lets an open fastl4
+// connection continue, and cuts it at its virtual's drain_timeout (5 s).
+func TestPrivilegedMemberDrain(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.start(t)
+	fe1 := d.members[0].name
+	l4 := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	long, conn := d.connTo(t, l4, fe1)
+
+	out, err := d.cli(t, "member", "-config", d.cfgPath, "sfb-fe", fe1, "drain")
+	if err != nil || !strings.Contains(out, "draining since") {
+		t.Fatalf("edgeproxy member drain: %v\n%s", err, out)
+	}
+	started := time.Now()
+	d.mustAvoid(t, "fastl4 while draining", l4, fe1, 12)
+	if e, err := echo(long, "https://webext.example.com/echo"); err != nil || e.FE != fe1 || e.Conn != conn {
+		t.Fatalf("the open connection stopped before the drain timeout: %+v %v", e, err)
+	}
+	d.waitRuntime(t, "sfb-fe", fe1, "drain")
+	for {
+		// The client reconnects after a reset: the connection ended when
+		// a request is refused or answered on another one.
+		e, err := echo(long, "https://webext.example.com/echo")
+		if err != nil || e.FE != fe1 || e.Conn != conn {
+			if since := time.Since(started); since < 4*time.Second {
+				t.Fatalf("the open connection ended after %s, before the 5s drain timeout: %v", since, err)
+			}
+			break
+		}
+		if time.Since(started) > 20*time.Second {
+			t.Fatal("the open connection to the draining member still works 20s after drain (drain_timeout 5s)")
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

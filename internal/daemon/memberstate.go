@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultMemberState is where the members' runtime state is kept.
@@ -178,8 +179,8 @@ func (d *Daemon) setMemberState(ctx context.Context, a MemberArgs) (any, error) 
 		return nil, errors.Join(fmt.Errorf("apply member state: %w", err), saveMemberState(d.opts.MemberState, prev))
 	}
 	if a.State == MemberDrain {
-		res.DrainBy = res.Since.Add(d.poolDrainTimeout(cfg, a.Pool))
-		d.scheduleDrain(key, res.Since, res.DrainBy)
+		res.DrainBy = res.Since.Add(poolDrainTimeout(cfg, a.Pool))
+		d.scheduleDrain(cfg, key, res.Since)
 	}
 	d.log.Info("member state set", "pool", a.Pool, "member", a.Member, "state", a.State)
 	return res, nil
@@ -217,16 +218,12 @@ func (d *Daemon) setMemberStates(st map[poolMember]memberEntry) {
 	d.mu.Unlock()
 }
 
-// poolDrainTimeout is the largest drain_timeout of the virtuals using
-// the pool (the default when none sets one).
-func (d *Daemon) poolDrainTimeout(cfg *config.Config, pool string) time.Duration {
+// poolDrainTimeout is the largest drain_timeout of the fastl4 virtuals
+// using the pool: by then a draining member has no flow left.
+func poolDrainTimeout(cfg *config.Config, pool string) time.Duration {
 	var t time.Duration
 	for _, v := range cfg.Virtuals {
-		uses := v.Pool == pool
-		for _, s := range v.Sites {
-			uses = uses || s.Pool == pool
-		}
-		if uses {
+		if v.Mode == config.ModeFastL4 && v.Pool == pool {
 			t = max(t, v.DrainTimeout.D())
 		}
 	}
@@ -234,4 +231,25 @@ func (d *Daemon) poolDrainTimeout(cfg *config.Config, pool string) time.Duration
 		t = config.DefaultDrainTimeout.D()
 	}
 	return t
+}
+
+// memberStateMetric exports the runtime states as
+// edgeproxy_member_runtime_state{pool,member,state} 1.
+type memberStateMetric struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func newMemberStateMetric(d *Daemon) *memberStateMetric {
+	return &memberStateMetric{d: d, desc: prometheus.NewDesc("edgeproxy_member_runtime_state",
+		"Members set disabled or draining with edgeproxy member (1 per member and state), kept until enabled.",
+		[]string{"pool", "member", "state"}, nil)}
+}
+
+func (m *memberStateMetric) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
+
+func (m *memberStateMetric) Collect(ch chan<- prometheus.Metric) {
+	for _, e := range m.d.memberState() {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, 1, e.Pool, e.Member, e.State)
+	}
 }
