@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/control"
+	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
 )
 
 // Commands of the control socket.
@@ -106,7 +107,13 @@ func (d *Daemon) inTurn(ctx context.Context, f func(context.Context) (any, error
 
 // reloadRecorded reloads and records a refusal for /status.
 func (d *Daemon) reloadRecorded(ctx context.Context) error {
+	d.notify(sdnotify.Reloading())
 	err := d.Reload(ctx)
+	status := "serving " + d.opts.ConfigPath
+	if err != nil {
+		status += "; last reload rejected"
+	}
+	d.notify(sdnotify.Ready, sdnotify.Status(status))
 	if err != nil {
 		d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
 		d.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
 	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
+	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,6 +196,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	d.spawn("health", d.checker.Run)
 	d.log.Info("edgeproxy running", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals), "version", d.opts.Version)
+	d.notify(sdnotify.Ready, sdnotify.Status("serving "+d.opts.ConfigPath))
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
@@ -220,8 +222,16 @@ loop:
 			break loop
 		}
 	}
+	d.notify(sdnotify.Stopping, sdnotify.Status("draining"))
 	d.drain(ctx)
 	return runErr
+}
+
+// notify tells systemd (under Type=notify) the daemon's state.
+func (d *Daemon) notify(lines ...string) {
+	if err := sdnotify.Notify(lines...); err != nil {
+		d.log.Warn("tell systemd the daemon's state", "err", err)
+	}
 }
 
 // upState says which members take traffic now: a member not yet checked
