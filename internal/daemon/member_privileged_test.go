@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,15 +103,48 @@ func TestPrivilegedMemberDisable(t *testing.T) {
 	}
 }
 
-// TestPrivilegedMemberUnknown: a member or pool the running
-// configuration does not have is refused with the names it has.
-func TestPrivilegedMemberUnknown(t *testing.T) {
+// TestPrivilegedMemberRefused: a member the running configuration does
+// not have is refused with the names it has, and a user that is not
+// root gets nothing from the control socket even when the file modes
+// let it connect.
+func TestPrivilegedMemberRefused(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	d.start(t)
 	out, err := d.cli(t, "member", "-config", d.cfgPath, "sfb-fe", "fe09.corp.example.com", "disable")
 	if err == nil || !strings.Contains(out, `no member "fe09.corp.example.com" in pool "sfb-fe": its members are fe01.corp.example.com, fe02.corp.example.com`) {
 		t.Fatalf("unknown member: %v\n%s", err, out)
+	}
+
+	// uid 65534 with gid 0 passes the socket's mode (root's group); the
+	// daemon refuses it by its credentials.
+	for _, dir := range []string{filepath.Dir(d.dir), d.dir} {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(d.dir, "edgeproxy")
+	b, err := os.ReadFile(labtest.Binary(t))
+	if err == nil {
+		err = os.WriteFile(bin, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "member", "-socket", filepath.Join(d.dir, "run", "control.sock"), "sfb-fe", d.members[0].name, "disable")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 0, Groups: []uint32{}}}
+	b, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "control socket refused the peer: uid 65534") {
+		t.Fatalf("edgeproxy member as uid 65534: %v\n%s", err, b)
+	}
+	if st, err := d.Status(); err == nil {
+		for _, m := range st.Members {
+			if m.Runtime != "" {
+				t.Fatalf("a refused peer changed member %s: %s", m.Member, m.Runtime)
+			}
+		}
 	}
 }
 
