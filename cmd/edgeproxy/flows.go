@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(command{name: "flows", summary: "list the L4 flow table: client, VIP, member, SNAT tuple, state, age", run: runFlows})
+	register(command{name: "flows", summary: "list the L4 flow table (filtered by virtual, member, client); flows kill resets and removes flows", run: runFlows})
 }
 
 func runFlows(ctx context.Context, args []string) error {

@@ -19,8 +19,8 @@ import (
 )
 
 func init() {
-	register(command{name: "run", summary: "run the proxy daemon (SIGHUP reloads, SIGTERM drains)", run: runDaemon})
-	register(command{name: "reload", summary: "validate the file and make the running daemon reload it", run: runReload})
+	register(command{name: "run", summary: "run the proxy daemon (edgeproxy reload or SIGHUP reloads, SIGTERM drains)", run: runDaemon})
+	register(command{name: "reload", summary: "validate the file, have the running daemon reload it over the control socket, report its answer", run: runReload})
 }
 
 func runDaemon(ctx context.Context, args []string) error {
