@@ -8,6 +8,8 @@ import (
 // Defaults. Every package uses these rather than its own numbers.
 const (
 	DefaultAdminListen = "127.0.0.1:9469"
+	// DefaultControlSocket is where the daemon takes commands.
+	DefaultControlSocket = "/run/edgeproxy/control.sock"
 
 	DefaultLogFormat = "text"
 	DefaultLogLevel  = "info"
@@ -243,6 +245,9 @@ func (n Network) Managed() bool { return n.Manage == nil || *n.Manage }
 func applyDefaults(c *Config) {
 	if _, set := c.Pos["admin.listen"]; !set {
 		c.Admin.Listen = DefaultAdminListen
+	}
+	if c.Control.Socket == "" {
+		c.Control.Socket = DefaultControlSocket
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat

@@ -54,6 +54,7 @@ const SNATAutomap = "automap"
 // Config is the whole file.
 type Config struct {
 	Admin    Admin            `yaml:"admin"`
+	Control  Control          `yaml:"control"`
 	Log      Log              `yaml:"log"`
 	Network  Network          `yaml:"network"`
 	FastPath FastPath         `yaml:"fastpath"`
@@ -76,6 +77,14 @@ type Admin struct {
 	// Listen defaults to 127.0.0.1:9469. Set to "" (explicit null) to
 	// disable; a non-loopback address must be asked for.
 	Listen string `yaml:"listen"`
+}
+
+// Control is the daemon's control socket: reload, member state, flows.
+type Control struct {
+	// Socket defaults to /run/edgeproxy/control.sock.
+	Socket string `yaml:"socket"`
+	// Group, when set, may use the socket besides root.
+	Group string `yaml:"group"`
 }
 
 // Log selects the daemon's log format and level.

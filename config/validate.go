@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -77,6 +78,7 @@ func (v *validator) validate() {
 		v.decoded[e.Path] = true
 	}
 	v.admin()
+	v.control()
 	v.log()
 	v.network()
 	v.fastPath()
@@ -100,6 +102,17 @@ func (v *validator) admin() {
 	}
 	if !ap.Addr().IsLoopback() {
 		v.warnf("admin.listen", "the admin endpoint %s is reachable beyond this host: /status and /metrics reveal the configuration and traffic; keep it on 127.0.0.1 unless a firewall guards it", l)
+	}
+}
+
+func (v *validator) control() {
+	if s := v.c.Control.Socket; !filepath.IsAbs(s) {
+		v.errorf("control.socket", "%q is not an absolute path: write it like %s", s, DefaultControlSocket)
+	}
+	if g := v.c.Control.Group; g != "" {
+		if _, err := user.LookupGroup(g); err != nil {
+			v.errorf("control.group", "no group %q on this host: create it (groupadd %s) or leave the key out (root only)", g, g)
+		}
 	}
 }
 

@@ -85,6 +85,8 @@ type params struct {
 const labConfig = `
 admin:
   listen: 127.0.0.1:9469
+control:
+  socket: {{.Dir}}/run/control.sock
 {{.Network}}fastpath:
   pin_path: {{.Pin}}
 {{if .MaxFlows}}  max_flows: {{.MaxFlows}}
@@ -102,6 +104,7 @@ virtuals:
     pool: sfb-fe
     port: 4443
     snat: automap
+    drain_timeout: 5s
   - name: bulk
     mode: fastl4
     listen: {{.FastL4VIP}}:5201
@@ -181,8 +184,15 @@ func (d *deployment) writeConfig(t *testing.T, p params) {
 // ready with every member of sfb-fe up.
 func (d *deployment) start(t *testing.T) {
 	t.Helper()
-	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
-		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"))
+	d.startWhen(t, labtest.PoolUp("sfb-fe", len(d.members)))
+}
+
+// startWhen runs the daemon and waits until its status satisfies ready.
+func (d *deployment) startWhen(t *testing.T, ready labtest.Ready) {
+	t.Helper()
+	labtest.Start(t, d.Daemon, ready, labtest.Binary(t), "run", "-config", d.cfgPath,
+		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"),
+		"-member-state", filepath.Join(d.dir, "members.json"))
 }
 
 func (d *deployment) signal(t *testing.T, s os.Signal) {

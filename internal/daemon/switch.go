@@ -97,7 +97,7 @@ func (d *Daemon) compile(c *change) func(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("build hosts table: %w", err)
 		}
-		c.nextPlan, err = plan.Compile(ctx, c.next, r.Resolve)
+		c.nextPlan, err = plan.Compile(ctx, withMemberState(c.next, d.memberState()), r.Resolve)
 		return err
 	}
 }
