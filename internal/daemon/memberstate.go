@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -241,7 +242,7 @@ type memberStateMetric struct {
 }
 
 func newMemberStateMetric(d *Daemon) *memberStateMetric {
-	return &memberStateMetric{d: d, desc: prometheus.NewDesc("edgeproxy_member_runtime_state",
+	return &memberStateMetric{d: d, desc: prometheus.NewDesc(metric.Name("member_runtime_state"),
 		"Members set disabled or draining with edgeproxy member (1 per member and state), kept until enabled.",
 		[]string{"pool", "member", "state"}, nil)}
 }
