@@ -93,7 +93,7 @@ control:
 {{end}}pools:
   sfb-fe:
     members: [fe01.corp.example.com, fe02.corp.example.com]
-    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 1, ca: {{.Dir}}/internal-ca.pem}
+    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 2, ca: {{.Dir}}/internal-ca.pem}
   bulk:
     members: [fe01.corp.example.com]
     monitor: {type: tcp, port: 5201, interval: 1s, timeout: 500ms}
