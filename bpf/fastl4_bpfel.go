@@ -179,7 +179,8 @@ const (
 	FastL4ReasonREASON_DROP_RST_WINDOW      FastL4Reason = 37
 	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
 	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
-	FastL4ReasonREASON_MAX                  FastL4Reason = 40
+	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
+	FastL4ReasonREASON_MAX                  FastL4Reason = 41
 )
 
 type FastL4Scratch struct {

@@ -69,12 +69,50 @@ func randomSource(rng *rand.Rand) netip.AddrPort {
 	return ap(a, uint16(1024+rng.IntN(64511)))
 }
 
-// TestPrivilegedProgramSYNFlood sends 1,000,000 SYNs from random sources
-// to a virtual whose flow table holds 65,536 connections. A legitimate
-// handshake is interleaved every 1,000 packets, its SYN-ACK 500 flood
-// packets after the SYN and its ACK 500 after that: every one completes.
-// Connections established before the flood all survive it.
+// TestPrivilegedProgramSYNFlood sends 1,000,000 flood packets from random
+// sources to a virtual whose flow table holds 65,536 connections: SYNs,
+// or spoofed handshakes (a SYN, the member's SYN-ACK, and the spoofed
+// source's blind ACK, which cannot acknowledge a SYN-ACK it never saw). A
+// legitimate handshake is interleaved every 1,000 packets, its SYN-ACK
+// 500 flood packets after the SYN and its ACK 500 after that: every one
+// completes, and only they are promoted. Connections established before
+// the flood all survive it.
 func TestPrivilegedProgramSYNFlood(t *testing.T) {
+	t.Run("syn", func(t *testing.T) { synFloodProgram(t, false) })
+	t.Run("blind-ack", func(t *testing.T) { synFloodProgram(t, true) })
+}
+
+// spoofer makes the packets of a flood from random sources: SYNs, or with
+// blind set, spoofed handshakes (SYN, the member's SYN-ACK, a blind ACK).
+type spoofer struct {
+	e     *env
+	rng   *rand.Rand
+	blind bool
+	n     int
+	src   netip.AddrPort
+	p     parsed
+}
+
+// next runs the flood's next packet through the program (inside e.do).
+func (s *spoofer) next(t *testing.T, vip netip.AddrPort) {
+	s.n++
+	switch {
+	case !s.blind || s.n%3 == 1 || s.src == (netip.AddrPort{}):
+		s.src = randomSource(s.rng)
+		_, out := s.e.runRaw(t, frame{src: s.src, dst: vip, proto: protoTCP, flags: flagSYN, seq: s.rng.Uint32()}.bytes())
+		p, err := parseFrame(out)
+		if err != nil {
+			s.src = netip.AddrPort{}
+		}
+		s.p = p
+	case s.n%3 == 2:
+		s.e.runRaw(t, frame{src: s.p.dst, dst: s.p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: 1000, ack: s.p.seq + 1}.bytes())
+	default:
+		s.e.runRaw(t, frame{src: s.src, dst: vip, proto: protoTCP, flags: flagACK, seq: s.p.seq + 1, ack: 1000 + 2 + s.rng.Uint32N(1<<31)}.bytes())
+	}
+}
+
+func synFloodProgram(t *testing.T, blind bool) {
 	const (
 		flood  = 1_000_000
 		every  = 1000
@@ -94,7 +132,8 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(14, 1))
-	t.Logf("seed 14/1: %d spoofed SYNs, a handshake every %d", flood, every)
+	t.Logf("seed 14/1: %d flood packets (blind ACKs %v), a handshake every %d", flood, blind, every)
+	spoof := &spoofer{e: e, rng: rng, blind: blind}
 	promoted := e.delta("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED)
 	var done, failed int
 	e.do(func() {
@@ -129,7 +168,7 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 					}
 				}
 			}
-			e.runRaw(t, frame{src: randomSource(rng), dst: vip, proto: protoTCP, flags: flagSYN, seq: rng.Uint32()}.bytes())
+			spoof.next(t, vip)
 		}
 	})
 	if want := flood / every; done != want || failed != 0 {
@@ -138,10 +177,13 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 	if n := promoted(); n != uint64(done) {
 		t.Errorf("promoted grew by %d, want %d", n, done)
 	}
-	t.Logf("counters: half_open %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d, drop_snat_exhausted %d",
+	t.Logf("counters: half_open %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d, drop_snat_exhausted %d, drop_handshake %d",
 		e.counter("web", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN), e.counter("web", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED),
 		e.counter("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST), e.counter("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL),
-		e.counter("web", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED))
+		e.counter("web", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED), e.counter("web", bpf.FastL4ReasonREASON_DROP_HANDSHAKE))
+	if n := e.establishedEntries(); n != 2*(before+done) {
+		t.Errorf("%d entries in the flow tables after the flood, want %d (the connections established before and during it)", n, 2*(before+done))
+	}
 
 	lost := 0
 	for _, c := range established {

@@ -57,6 +57,7 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:   "drop_rst_window",
 	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
 	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
+	bpf.FastL4ReasonREASON_DROP_HANDSHAKE:    "drop_handshake",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
