@@ -300,11 +300,28 @@ func floodGauge(t *testing.T, c prometheus.Collector) float64 {
 	return 0
 }
 
+// floodRate is the lab flood's target rate in SYNs a second. Unpaced, one
+// sender reaches about 45,000 a second on the 2-core test VM, but its
+// frames then arrive faster than the proxy namespace's softirq drains the
+// veth ring in front of XDP (256 frames): about a fifth of them overflow
+// it and are dropped before the program sees them (c0's TX dropped,
+// ENOBUFS to the sender), legitimate SYNs and the members' SYN-ACKs among
+// them, and a client whose SYN is dropped four times running times out.
+// That is the test host's CPU, not the proxy. Paced every millisecond the
+// sender reaches 20,000 to 25,000 a second with no frame refused, and the
+// flood still cycles the 8,192 connections of the half-open table two to
+// three times a second.
+const floodRate = 30000
+
+// floodStats counts a flood's frames: taken by the link, and refused
+// (ENOBUFS: the veth's ring in front of XDP was full).
+type floodStats struct{ sent, refused uint64 }
+
 // synFlood sends spoofed SYNs to vip from the client namespace through
 // an AF_PACKET socket, from random sources in 198.18.128.0/17 (routed
-// back towards the client, which drops the answers), as fast as it can
-// until ctx is done. It returns the frames sent.
-func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.AddrPort) uint64 {
+// back towards the client, which drops the answers), at rate frames a
+// second (paced every millisecond), until ctx is done.
+func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.AddrPort, rate int) floodStats {
 	dst := linkMAC(t, lab.Proxy, testnet.ExtIf)
 	src := linkMAC(t, lab.Client, testnet.ClientIf)
 	rng := rand.New(rand.NewPCG(14, 3))
@@ -335,19 +352,33 @@ func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.Add
 		t.Fatalf("open raw socket: %v", err)
 	}
 	defer unix.Close(fd)
-	var sent uint64
-	for i := 0; ctx.Err() == nil; i++ {
-		for j := range 256 {
-			if unix.Sendto(fd, frames[(i*256+j)%len(frames)], 0, &sa) == nil {
-				sent++
+	var st floodStats
+	start := time.Now()
+	for i := 0; ctx.Err() == nil; {
+		due := int(time.Since(start).Seconds() * float64(rate))
+		if i >= due {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if due-i > rate/100 { // after a stall, resume at the rate, not in one burst
+			i = due - rate/1000
+		}
+		for n := due - i; n > 0; n-- {
+			err := unix.Sendto(fd, frames[i%len(frames)], 0, &sa)
+			switch {
+			case err == nil:
+				st.sent++
+			case errors.Is(err, unix.ENOBUFS):
+				st.refused++
 			}
+			i++
 		}
 	}
-	return sent
+	return st
 }
 
 // TestPrivilegedLabSYNFlood floods the VIP with spoofed SYNs in the
-// namespace lab, at the highest rate one sender goroutine reaches, for 5 s
+// namespace lab, at floodRate (the highest the lab's links carry), for 5 s
 // and as long as curl takes to open 200 connections through the same VIP
 // (at most three minutes): all 200 succeed, a connection established before
 // the flood keeps working, and the flood gauge goes up. The flow table
@@ -382,9 +413,9 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 
 	fctx, stopFlood := context.WithCancel(ctx)
 	defer stopFlood()
-	sentc := make(chan uint64, 1)
+	sentc := make(chan floodStats, 1)
 	start := time.Now()
-	go func() { sentc <- synFlood(fctx, t, lab, ap(vip4, 443)) }()
+	go func() { sentc <- synFlood(fctx, t, lab, ap(vip4, 443), floodRate) }()
 
 	// The curl loop: 4 workers, 200 connections.
 	time.Sleep(500 * time.Millisecond) // the flood under way
@@ -423,8 +454,8 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 	stopFlood()
 	sent := <-sentc
 	elapsed := time.Since(start)
-	t.Logf("flood: %d SYNs in %v (%.0f/s); curl: %d of 200 succeeded, %d while the flood ran; half_open %d, promoted %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d",
-		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), ok.Load(), duringFlood.Load(),
+	t.Logf("flood: %d SYNs in %v (%.0f/s), %d refused by the full veth ring; curl: %d of 200 succeeded, %d while the flood ran; half_open %d, promoted %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d",
+		sent.sent, elapsed.Round(time.Millisecond), float64(sent.sent)/elapsed.Seconds(), sent.refused, ok.Load(), duringFlood.Load(),
 		x.counter("web", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN), x.counter("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED),
 		x.counter("web", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED), x.counter("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST),
 		x.counter("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL))
@@ -433,13 +464,10 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 		return true
 	})
 	// Without half-open flows most clients are locked out (about 40 in
-	// 100 handshakes complete). With them a few connects may still time
-	// out on this 2-core VM, where the flood and curl share both cores
-	// and the veth drops frames before XDP sees them: at least minOK of 200 must connect.
-	const minOK = 190
-	if ok.Load() < minOK || duringFlood.Load() < minOK {
-		t.Errorf("%d of 200 connections through the VIP succeeded during the flood (%d while it ran), want at least %d",
-			ok.Load(), duringFlood.Load(), minOK)
+	// 100 handshakes complete).
+	if ok.Load() != 200 || duringFlood.Load() != 200 {
+		t.Errorf("%d of 200 connections through the VIP succeeded during the flood (%d while it ran), want all; %d flood frames refused by the full veth ring",
+			ok.Load(), duringFlood.Load(), sent.refused)
 	}
 	if gauge != 1 {
 		t.Error("edgeproxy_xdp_flood_active never went to 1 during the flood")
