@@ -49,6 +49,7 @@
 #include "fib.h"
 #include "router.h"
 #include "icmp.h"
+#include "txerr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

@@ -256,7 +256,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors} {
 		ch <- d
 	}
 }
@@ -287,6 +287,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
 	f.flood.collect(ch)
+	f.collectTxErrors(ch)
 	s := f.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()
