@@ -58,6 +58,7 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:   "drop_rst_window",
 	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
 	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
+	bpf.FastL4ReasonREASON_DROP_HANDSHAKE:    "drop_handshake",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
@@ -271,7 +272,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors} {
 		ch <- d
 	}
 }
@@ -302,6 +303,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
 	f.flood.collect(ch)
+	f.collectTxErrors(ch)
 	s := f.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()
