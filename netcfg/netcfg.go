@@ -70,7 +70,8 @@ type Host struct {
 	state string
 	log   *slog.Logger
 
-	mu sync.Mutex // serialises Plan/Apply/Revert and repairs
+	mu      sync.Mutex // serialises Plan/Apply/Revert and repairs
+	crashes int        // crash points passed (CrashEnv)
 }
 
 // Open returns a Host for the namespace in opts.

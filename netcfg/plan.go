@@ -281,7 +281,9 @@ func (d *differ) addresses() {
 				nodad := a.Prefix.Addr().Is6()
 				d.out = append(d.out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
 					From: "/" + strconv.Itoa(bits), To: "/" + strconv.Itoa(a.Prefix.Bits()),
-					act: seq{addrDel{link: a.Link, prefix: have, nodad: nodad}, addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}}})
+					// The new prefix first: the address never leaves the
+					// link, so the kernel keeps the routes through it.
+					act: seq{addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}, addrDel{link: a.Link, prefix: have, nodad: nodad, attrs: attrsOf(e)}}})
 			}
 		}
 		if !present {
@@ -422,9 +424,19 @@ func (o *observed) spec(r netlink.Route) RouteSpec {
 		Table:    r.Table,
 		Protocol: int(r.Protocol),
 		Scope:    int(r.Scope),
+		OnLink:   r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		MTU:      r.MTU,
+		AdvMSS:   r.AdvMSS,
+		Hoplimit: r.Hoplimit,
+	}
+	if r.Type != unix.RTN_UNICAST {
+		s.Type = r.Type
 	}
 	if gw := addrOf(r.Gw); gw.IsValid() {
 		s.Via = gw.String()
+	}
+	if src := addrOf(r.Src); src.IsValid() {
+		s.Src = src.String()
 	}
 	return s
 }
