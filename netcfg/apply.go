@@ -58,6 +58,7 @@ func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 		}
 	}
 	if len(todo) == 0 {
+		h.setDesired(st)
 		return plan, nil
 	}
 	if err := h.checkJournal(); err != nil {
@@ -69,6 +70,7 @@ func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 		j.Entries = before
 		return nil, errors.Join(err, h.saveJournal(j))
 	}
+	h.setDesired(st)
 	for _, c := range todo {
 		h.log.Info("netcfg: changed", "change", c.String())
 	}
@@ -138,23 +140,31 @@ func rollback(h *Host, done []Change) error {
 	return errors.Join(errs...)
 }
 
-// repair makes each change of the plan on its own (no rollback: a partial
-// repair beats none), through the journal as Apply does. With
+// repair makes each change of the plan for the desired state on its own
+// (no rollback: a partial repair beats none), through the journal as
+// Apply does; allow says which changes it may make now. With
 // network.manage false it makes only the changes of required sysctls.
-func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
+func (h *Host) repair(allow func(Change) bool) (st *State, plan, made []Change, failed []failure) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	st = h.desiredState()
+	if st == nil {
+		return nil, nil, nil, nil
+	}
 	j, err := h.loadJournal()
 	if err != nil {
-		return nil, nil, []failure{{"journal", err}}
+		return st, nil, nil, []failure{{"journal", err}}
 	}
 	plan, err = h.plan(st, j)
 	if err != nil {
-		return nil, nil, []failure{{"plan", err}}
+		return st, nil, nil, []failure{{"plan", err}}
 	}
 	for _, c := range Changes(plan) {
 		if !st.Managed && !c.required {
 			continue // reported by the caller
+		}
+		if !allow(c) {
+			continue
 		}
 		if err := h.make(j, c); err != nil {
 			failed = append(failed, failure{c.Kind, fmt.Errorf("repair %q: %w", c.String(), err)})
@@ -162,7 +172,7 @@ func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
 		}
 		made = append(made, c)
 	}
-	return plan, made, failed
+	return st, plan, made, failed
 }
 
 type failure struct {

@@ -50,6 +50,9 @@ type Change struct {
 	// required: a change of a sysctl another plane needs, made even
 	// with network.manage false.
 	required bool
+	// other names who made what the change undoes, when the host says
+	// (the rtm protocol of a route).
+	other string
 }
 
 // String renders the change as plan prints it: "+ address 198.19.0.2/24

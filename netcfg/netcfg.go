@@ -72,6 +72,26 @@ type Host struct {
 
 	mu      sync.Mutex // serialises Plan/Apply/Revert and repairs
 	crashes int        // crash points passed (CrashEnv)
+
+	// desired is the state the Reconciler keeps, switched by Apply under
+	// mu: a repair never works from a state older than the last apply.
+	// Written under mu and dmu, read under either.
+	dmu     sync.Mutex
+	desired *State
+}
+
+// setDesired switches the state repairs keep. Caller holds h.mu.
+func (h *Host) setDesired(st *State) {
+	h.dmu.Lock()
+	h.desired = st
+	h.dmu.Unlock()
+}
+
+// desiredState returns the state repairs keep (nil before any).
+func (h *Host) desiredState() *State {
+	h.dmu.Lock()
+	defer h.dmu.Unlock()
+	return h.desired
 }
 
 // Open returns a Host for the namespace in opts.

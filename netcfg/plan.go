@@ -232,7 +232,7 @@ func (d *differ) routesToRemove() {
 		if r.LinkIndex == intIdx && intIdx > 0 && len(r.MultiPath) == 0 {
 			removed[i] = true
 			s := o.spec(r)
-			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
+			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}, other: protocolName(s.Protocol)})
 			continue
 		}
 		for _, nh := range r.MultiPath {
@@ -349,7 +349,7 @@ func (d *differ) routesToSet() {
 		}
 		if old != nil {
 			d.out = append(d.out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
-				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}})
+				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}, other: protocolName(old.Protocol)})
 			continue
 		}
 		d.out = append(d.out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
@@ -439,6 +439,11 @@ func (o *observed) spec(r netlink.Route) RouteSpec {
 		s.Src = src.String()
 	}
 	return s
+}
+
+// protocolName names the rtm protocol of a route: who added it.
+func protocolName(p int) string {
+	return "rtm protocol " + netlink.RouteProtocol(p).String()
 }
 
 func routeVia(s RouteSpec) string {

@@ -1,0 +1,142 @@
+package netcfg
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// logBuffer collects what a logger writes from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runReconciler applies spec, then runs a Reconciler for it until the
+// test ends; the Host logs into the returned buffer.
+func runReconciler(t *testing.T, h *Host, spec *Spec) (*Reconciler, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	h.log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, err := h.Apply(spec); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := NewReconciler(h, spec, ReconcilerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler: %v", err)
+		}
+	})
+	return rec, logs
+}
+
+// checked waits until the reconciler has compared the host twice more:
+// events before now have been seen.
+func checked(t *testing.T, rec *Reconciler) {
+	t.Helper()
+	n := testutil.ToFloat64(rec.checks)
+	rec.Trigger()
+	eventually(t, "reconciler checks", func() bool { return testutil.ToFloat64(rec.checks) >= n+2 })
+}
+
+func TestPrivilegedReloadAddingVIPsRemovesNone(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	spec := labSpec(l)
+	rec, _ := runReconciler(t, h, spec)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mon logBuffer
+	cmd := l.Proxy.Command(ctx, "ip", "monitor", "address")
+	cmd.Stdout = &mon
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	// The monitor is listening once it shows a probe address.
+	eventually(t, "ip monitor shows addresses", func() bool {
+		_, _ = l.Proxy.Output("ip", "addr", "add", "198.18.0.250/32", "dev", "ext0")
+		return strings.Contains(mon.String(), "198.18.0.250")
+	})
+
+	next := labSpec(l)
+	added := []string{"198.18.0.20", "198.18.0.21", "2001:db8:1::20"}
+	for _, a := range added {
+		next.VIPs = append(next.VIPs, netip.MustParseAddr(a))
+	}
+	// A reload: the network step applies, the reconciler gets the
+	// compiled spec at the end.
+	if _, err := h.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	checked(t, rec)
+	if err := rec.SetSpec(next); err != nil {
+		t.Fatal(err)
+	}
+	checked(t, rec)
+	for _, line := range strings.Split(mon.String(), "\n") {
+		for _, a := range added {
+			if strings.HasPrefix(line, "Deleted") && strings.Contains(line, " "+a+"/") {
+				t.Errorf("a VIP the reload added was removed: %s", line)
+			}
+		}
+	}
+}
+
+func TestPrivilegedRouteFightIsBounded(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	rec, logs := runReconciler(t, h, labSpec(l))
+
+	// Another manager puts its own route to the members in place, ten
+	// times a second for 10 s.
+	end := time.Now().Add(10 * time.Second)
+	for i := 0; i < 100 && time.Now().Before(end); i++ {
+		l.Proxy.Run(t, "ip", "route", "replace", "198.19.1.0/24", "via", "198.19.0.99", "dev", "int0", "proto", "boot")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := rec.Repairs(KindRoute); n > 12 || n < 10 {
+		t.Errorf("%d route repairs in a 10 s fight, want 10 to 12", n)
+	}
+	if n := testutil.ToFloat64(rec.conflicts.WithLabelValues("route")); n < 10 {
+		t.Errorf("conflicts counted: %v, want every contradiction after the first", n)
+	}
+	warns := strings.Count(logs.String(), "level=WARN")
+	if warns != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", warns, logs)
+	}
+	if !strings.Contains(logs.String(), "198.19.1.0/24") || !strings.Contains(logs.String(), "other=\"rtm protocol boot\"") {
+		t.Errorf("the warning names neither the route nor the other party:\n%s", logs)
+	}
+	eventually(t, "route restored after the fight", func() bool {
+		out, err := l.Proxy.Output("ip", "route", "show", "198.19.1.0/24")
+		return err == nil && strings.Contains(out, "via 198.19.0.1 dev int0")
+	})
+}
