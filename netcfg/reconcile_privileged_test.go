@@ -140,3 +140,37 @@ func TestPrivilegedRouteFightIsBounded(t *testing.T) {
 		return err == nil && strings.Contains(out, "via 198.19.0.1 dev int0")
 	})
 }
+
+// Apply twice in a row changes nothing, prefix changes included: the
+// second apply of each step finds nothing to do, and the static routes
+// are all there.
+func TestPrivilegedApplyFixpointAcrossPrefixChanges(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	p := netip.MustParsePrefix
+	steps := []struct{ intAddr, route string }{
+		{"198.19.0.2/24", "198.19.1.0/24"},
+		{"198.19.0.2/16", "198.19.1.0/24"}, // the internal address grows
+		{"198.19.0.2/16", "198.19.1.0/25"}, // the static route shrinks
+		{"198.19.0.2/24", "198.19.1.0/24"}, // both back
+	}
+	for _, s := range steps {
+		spec := labSpec(l)
+		spec.Internal.Addresses[0] = p(s.intAddr)
+		spec.Internal.Routes[0].To = p(s.route)
+		if _, err := h.Apply(spec); err != nil {
+			t.Fatalf("apply %s, %s: %v", s.intAddr, s.route, err)
+		}
+		again, err := h.Plan(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs := Changes(again); len(cs) > 0 {
+			t.Errorf("after apply %s, %s, a second apply would make:\n%s", s.intAddr, s.route, strings.Join(lines(cs), "\n"))
+		}
+		out := l.Proxy.Run(t, "ip", "route", "show", "table", "main")
+		if !strings.Contains(out, s.route+" via 198.19.0.1 dev int0") {
+			t.Errorf("after apply %s, %s, the static route is missing:\n%s", s.intAddr, s.route, out)
+		}
+	}
+}
