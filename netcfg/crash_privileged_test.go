@@ -130,3 +130,49 @@ func diffLines(a, b string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestPrivilegedApplyConfirm(t *testing.T) {
+	bin := labtest.Binary(t)
+	cfg, _ := filepath.Abs("testdata/crash.yaml")
+
+	t.Run("unconfirmed reverts by itself", func(t *testing.T) {
+		ns := dhcpHost(t)
+		state := filepath.Join(t.TempDir(), "netcfg.json")
+		before := snapshot(t, ns)
+		if out, err := netcfgRun(t, bin, ns, state, 0, "apply", "-config", cfg, "-confirm", "2s"); err != nil {
+			t.Fatalf("apply -confirm: %v\n%s", err, out)
+		}
+		if snapshot(t, ns) == before {
+			t.Fatal("apply -confirm changed nothing")
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for snapshot(t, ns) != before {
+			if time.Now().After(deadline) {
+				t.Fatalf("not reverted 20s after a 2s confirmation window:\n%s", diffLines(before, snapshot(t, ns)))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	t.Run("confirmed stays", func(t *testing.T) {
+		ns := dhcpHost(t)
+		state := filepath.Join(t.TempDir(), "netcfg.json")
+		if out, err := netcfgRun(t, bin, ns, state, 0, "apply", "-config", cfg, "-confirm", "2s"); err != nil {
+			t.Fatalf("apply -confirm: %v\n%s", err, out)
+		}
+		applied := snapshot(t, ns)
+		if out, err := netcfgRun(t, bin, ns, state, 0, "confirm"); err != nil || !strings.Contains(out, "confirmed") {
+			t.Fatalf("confirm: %v\n%s", err, out)
+		}
+		// confirm returns once the waiting process is gone: nothing is
+		// left to revert.
+		if out, _ := exec.Command("pgrep", "-f", "netcfg wait-confirm -state "+state).Output(); len(out) > 0 {
+			t.Fatalf("the waiting process outlived the confirmation: %s", out)
+		}
+		if after := snapshot(t, ns); after != applied {
+			t.Fatalf("a confirmed apply was undone:\n%s", diffLines(applied, after))
+		}
+		if out, err := netcfgRun(t, bin, ns, state, 0, "apply", "-config", cfg); err != nil || !strings.Contains(out, "no changes") {
+			t.Fatalf("apply after confirm: %v\n%s", err, out)
+		}
+	})
+}
