@@ -8,12 +8,15 @@
 // neighbour entries for the next hops, the sysctls a dual-homed host needs
 // and those other planes declare: netcfg is the one writer of sysctls).
 // Plan compares it with the host through netlink and lists the
-// differences; Apply makes exactly those changes, records what it did in
-// a small JSON journal, and rolls back if one of them fails;
-// ApplyRequired makes only those of the sysctls other planes need, kept
-// even with network.manage false; Revert undoes what the journal records.
-// A Reconciler watches netlink events and restores whatever someone else
-// changes.
+// differences; Apply makes exactly those changes, each recorded in a
+// small JSON journal and synced to disk before it is made and marked done
+// after (a process killed anywhere leaves a journal Revert can undo), and
+// rolls back if one of them fails; ApplyRequired makes only those of the
+// sysctls other planes need, kept even with network.manage false; Revert
+// undoes what the journal records, restoring what was removed with its
+// attributes. A Reconciler watches netlink events and restores whatever
+// someone else changes, keeping the state of the last Apply, with a
+// repair budget per object against another party fighting over it.
 //
 // Everything works inside a chosen network namespace, so the daemon (the
 // host's namespace) and the tests (fresh namespaces) run the same code.
