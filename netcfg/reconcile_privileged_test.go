@@ -61,8 +61,10 @@ func runReconciler(t *testing.T, h *Host, spec *Spec) (*Reconciler, *logBuffer) 
 func checked(t *testing.T, rec *Reconciler) {
 	t.Helper()
 	n := testutil.ToFloat64(rec.checks)
-	rec.Trigger()
-	eventually(t, "reconciler checks", func() bool { return testutil.ToFloat64(rec.checks) >= n+2 })
+	eventually(t, "reconciler checks", func() bool {
+		rec.Trigger()
+		return testutil.ToFloat64(rec.checks) >= n+2
+	})
 }
 
 func TestPrivilegedReloadAddingVIPsRemovesNone(t *testing.T) {
@@ -82,6 +84,7 @@ func TestPrivilegedReloadAddingVIPsRemovesNone(t *testing.T) {
 	defer func() { cancel(); _ = cmd.Wait() }()
 	// The monitor is listening once it shows a probe address.
 	eventually(t, "ip monitor shows addresses", func() bool {
+		_, _ = l.Proxy.Output("ip", "addr", "del", "198.18.0.250/32", "dev", "ext0")
 		_, _ = l.Proxy.Output("ip", "addr", "add", "198.18.0.250/32", "dev", "ext0")
 		return strings.Contains(mon.String(), "198.18.0.250")
 	})
@@ -172,5 +175,28 @@ func TestPrivilegedApplyFixpointAcrossPrefixChanges(t *testing.T) {
 		if !strings.Contains(out, s.route+" via 198.19.0.1 dev int0") {
 			t.Errorf("after apply %s, %s, the static route is missing:\n%s", s.intAddr, s.route, out)
 		}
+	}
+}
+
+// A finding plan reports is logged once, however often the host is
+// checked, and exported while it lasts.
+func TestPrivilegedDriftLoggedOnceAndExported(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	rec, logs := runReconciler(t, h, labSpec(l))
+	for range 3 {
+		checked(t, rec)
+	}
+	if n := strings.Count(logs.String(), "net.ipv4.ip_forward"); n != 1 {
+		t.Errorf("ip_forward=1 logged %d times, want once:\n%s", n, logs)
+	}
+	if v := testutil.ToFloat64(rec.drift.WithLabelValues("sysctl")); v != 1 {
+		t.Errorf("edgeproxy_netcfg_drift{kind=sysctl} = %v, want 1", v)
+	}
+	l.Proxy.Run(t, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+	checked(t, rec)
+	if v := testutil.ToFloat64(rec.drift.WithLabelValues("sysctl")); v != 0 {
+		t.Errorf("edgeproxy_netcfg_drift{kind=sysctl} = %v after the fix, want 0", v)
 	}
 }
