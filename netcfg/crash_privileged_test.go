@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -151,6 +152,16 @@ func TestPrivilegedApplyConfirm(t *testing.T) {
 				t.Fatalf("not reverted 20s after a 2s confirmation window:\n%s", diffLines(before, snapshot(t, ns)))
 			}
 			time.Sleep(200 * time.Millisecond)
+		}
+		for i := 0; ; i++ { // the waiting process logs what it reverted
+			log, err := os.ReadFile(state + ".confirm.log")
+			if err == nil && strings.Contains(string(log), "- address 198.18.0.10/32 dev ext0") {
+				break
+			}
+			if i == 100 {
+				t.Fatalf("the revert is not logged: %v\n%s", err, log)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 	t.Run("confirmed stays", func(t *testing.T) {

@@ -62,8 +62,8 @@ func applyConfirmed(ctx context.Context, w io.Writer, h *netcfg.Host, cfg *confi
 		_, rerr := h.Revert()
 		return errors.Join(err, rerr, errors.New("netcfg apply -confirm: reverted, as the revert could not be scheduled"))
 	}
-	fmt.Fprintf(w, "run 'edgeproxy netcfg confirm' before %s (in %s) to keep these changes; they are reverted otherwise\n",
-		deadline.Format(time.TimeOnly), wait)
+	fmt.Fprintf(w, "run 'edgeproxy netcfg confirm' before %s (in %s) to keep these changes; they are reverted otherwise (logged in %s.confirm.log)\n",
+		deadline.Format(time.TimeOnly), wait, state)
 	return nil
 }
 
@@ -77,10 +77,16 @@ func startWaiter(state, nsName string, deadline time.Time) (int, error) {
 	if nsName != "" {
 		args = append(args, "-netns", nsName)
 	}
+	log, err := os.OpenFile(state+".confirm.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("open the log of the reverting process: %w", err)
+	}
+	defer log.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil { // stdio: /dev/null
+	cmd.Stdout, cmd.Stderr = log, log // stdin: /dev/null
+	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start the reverting process: %w", err)
 	}
 	pid := cmd.Process.Pid
@@ -89,7 +95,8 @@ func startWaiter(state, nsName string, deadline time.Time) (int, error) {
 }
 
 // waitConfirm reverts at the deadline, or at SIGTERM or SIGHUP, unless
-// the confirmation file is gone by then.
+// the confirmation file is gone by then; what it reverts goes to
+// <state>.confirm.log.
 func waitConfirm(ctx context.Context, h *netcfg.Host, deadline time.Time) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGHUP, os.Interrupt)
 	defer stop()
@@ -103,7 +110,9 @@ func waitConfirm(ctx context.Context, h *netcfg.Host, deadline time.Time) error 
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && p.PID != os.Getpid()) {
 		return nil // confirmed
 	}
-	_, rerr := h.Revert()
+	fmt.Printf("%s: not confirmed by %s: reverting\n", time.Now().Format(time.RFC3339), deadline.Format(time.TimeOnly))
+	done, rerr := h.Revert()
+	printChanges(os.Stdout, done)
 	return errors.Join(rerr, removeConfirm(h.StatePath()))
 }
 
