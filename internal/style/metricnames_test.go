@@ -15,7 +15,6 @@ import (
 var prefixedByHand = []string{
 	"l4/flood.go",
 	"l4/metrics.go",
-	"netcfg/reconcile.go",
 }
 
 // Metric names get their edgeproxy_ prefix from internal/metric only, so
