@@ -9,13 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 // Frames the egress devmap or driver refused after the program redirected
 // them (bpf/txerr.h): counted by two tracing programs per tx_ports slot,
 // reported per interface.
 
-var descTxErrors = prometheus.NewDesc("edgeproxy_xdp_tx_errors_total",
+var descTxErrors = prometheus.NewDesc(metric.Name("xdp_tx_errors_total"),
 	"Frames the XDP fast path redirected (and counted as forwarded) that the egress interface then refused: down, ring full, or not taking XDP frames.",
 	[]string{"interface"}, nil)
 
