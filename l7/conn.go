@@ -94,6 +94,7 @@ func (cs *connState) count() {
 	if !cs.closed && !cs.counted {
 		cs.counted = true
 		cs.p.metrics.active.WithLabelValues(cs.virtual).Inc()
+		cs.p.metrics.connections.WithLabelValues(cs.virtual).Inc()
 	}
 }
 
@@ -164,6 +165,7 @@ func (cs *connState) pin(s *site, r *http.Request, tried map[*siteMember]bool) (
 	cs.pinWanted[s.pinKey] = true
 	m.active.Add(1)
 	cs.p.metrics.pinned.WithLabelValues(cs.virtual).Inc()
+	cs.p.metrics.pinnedTotal.WithLabelValues(cs.virtual).Inc()
 	return p, nil
 }
 

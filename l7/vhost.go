@@ -312,6 +312,14 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	code := strconv.Itoa(status)
 	p.metrics.requests.WithLabelValues(vh.name, siteName, code).Inc()
 	p.metrics.duration.WithLabelValues(vh.name, siteName).Observe(dur.Seconds())
+	p.metrics.bytes.WithLabelValues(vh.name, "in").Add(float64(rec.bodyRead()))
+	p.metrics.bytes.WithLabelValues(vh.name, "out").Add(float64(rw.bytes))
+	if member != "" && s != nil {
+		p.metrics.memberRequests.WithLabelValues(s.poolName, member, codeClass(status)).Inc()
+		if !upStart.IsZero() && !headersAt.IsZero() {
+			p.metrics.memberDuration.WithLabelValues(s.poolName, member).Observe(headersAt.Sub(upStart).Seconds())
+		}
+	}
 
 	if !p.access.Enabled(r.Context(), slog.LevelInfo) {
 		return

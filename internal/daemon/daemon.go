@@ -72,6 +72,7 @@ type Daemon struct {
 	recon   *netcfg.Reconciler
 	checker *health.Checker
 	adm     *admin.Server
+	reloads *admin.Reloads
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
 	l7      *l7.Proxy
@@ -135,6 +136,8 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		Logger:  d.log,
 	})
 	d.reg = d.adm.Registry()
+	d.reloads = admin.NewReloads()
+	d.reg.MustRegister(d.reloads)
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
 	d.reg.MustRegister(d.checker)
 	d.l7 = l7.New(l7.Options{
@@ -162,6 +165,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
 	}
+	d.reloads.Record(admin.ConfigHash(d.opts.ConfigPath), nil)
 	if cfg.Admin.Listen != "" {
 		if _, err := d.adm.Listen(); err != nil {
 			return fmt.Errorf("open admin endpoint: %w", err)
@@ -186,7 +190,10 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-d.opts.Reload:
-			if err := d.Reload(ctx); err != nil {
+			hash := admin.ConfigHash(d.opts.ConfigPath)
+			err := d.Reload(ctx)
+			d.reloads.Record(hash, err)
+			if err != nil {
 				d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
 				d.mu.Lock()
 				d.rejected, d.rejectedAt = err.Error(), time.Now()
