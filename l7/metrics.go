@@ -122,6 +122,29 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// zero creates the series of the virtuals in service at 0, so that a
+// dashboard or an alert sees 0 rather than no data before the first event.
+func (m *metrics) zero(gen []*vhost) {
+	for _, vh := range gen {
+		m.active.WithLabelValues(vh.name)
+		m.pinned.WithLabelValues(vh.name)
+		m.connections.WithLabelValues(vh.name)
+		m.pinnedTotal.WithLabelValues(vh.name)
+		for _, dir := range []string{"in", "out"} {
+			m.bytes.WithLabelValues(vh.name, dir)
+		}
+		for _, limit := range []string{refuseMaxConns, refusePerSource, refuseHandshakes, refuseFDLimit} {
+			m.refused.WithLabelValues(vh.name, limit)
+		}
+		for _, s := range vh.sites {
+			m.denied.WithLabelValues(vh.name, s.name)
+		}
+	}
+	for _, reason := range []string{"timeout", "not_tls", "client_closed", "protocol_version", "no_shared_cipher", "alpn", "client_alert", "other"} {
+		m.tlsErrors.WithLabelValues(reason)
+	}
+}
+
 // codeClass is the class of an HTTP status: "2xx" for 204.
 func codeClass(status int) string {
 	if status < 100 || status > 599 {

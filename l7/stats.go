@@ -28,6 +28,9 @@ func (p *Proxy) Stats() map[string]VirtualStats {
 		out[v] = s
 	})
 	collect(p.metrics.active, func(m *dto.Metric) {
+		if m.GetGauge().GetValue() <= 0 {
+			return // the series every virtual has from the start
+		}
 		v := labelOf(m, "virtual")
 		s := out[v]
 		s.Connections += uint64(max(m.GetGauge().GetValue(), 0))

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,5 +145,47 @@ func TestPrivilegedDaemonMetricsMove(t *testing.T) {
 	}
 	if _, ok := value(fams, "edgeproxy_config_last_reload_success_timestamp_seconds"); !ok {
 		t.Error("config_last_reload_success_timestamp_seconds missing after a rejected reload: it keeps the last success")
+	}
+	checkNamedMetrics(t, fams)
+}
+
+// namedMetrics returns the metric families the alert rules and the
+// dashboard query (a histogram's _bucket, _sum and _count are its family).
+func namedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	re := regexp.MustCompile(`edgeproxy_[a-z0-9_]+`)
+	names := map[string]bool{}
+	for _, f := range []string{"../../examples/prometheus/alerts.yml", "../../examples/grafana/edgeproxy.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasSuffix(f, ".yml") && !strings.Contains(line, "expr:") {
+				continue
+			}
+			for _, n := range re.FindAllString(line, -1) {
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					n = strings.TrimSuffix(n, suffix)
+				}
+				names[n] = true
+			}
+		}
+	}
+	return names
+}
+
+// checkNamedMetrics fails for every metric the rules or the dashboard
+// name that the daemon's scrape lacks.
+func checkNamedMetrics(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	names := namedMetrics(t)
+	if len(names) < 10 {
+		t.Fatalf("found only %d metric names in the rules and the dashboard", len(names))
+	}
+	for n := range names {
+		if fams[n] == nil {
+			t.Errorf("%s is named by the alert rules or the dashboard but missing from the daemon's scrape", n)
+		}
 	}
 }
