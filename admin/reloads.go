@@ -77,6 +77,9 @@ func (r *Reloads) Record(hash string, err error) {
 
 // Recent returns the last reloads, newest first.
 func (r *Reloads) Recent() []Reload {
+	if r == nil {
+		return nil
+	}
 	r.mu.Lock()
 	out := slices.Clone(r.recent)
 	r.mu.Unlock()

@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -147,6 +148,41 @@ func TestPrivilegedDaemonMetricsMove(t *testing.T) {
 		t.Error("config_last_reload_success_timestamp_seconds missing after a rejected reload: it keeps the last success")
 	}
 	checkNamedMetrics(t, fams)
+	checkStatusPage(t, d)
+}
+
+// checkStatusPage: /status and the page at / carry the reloads (the
+// rejected one first), the certificates and the members' L7 requests.
+func checkStatusPage(t *testing.T, d *deployment) {
+	t.Helper()
+	st, err := d.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Reloads) < 2 || st.Reloads[0].Error == "" || st.Reloads[1].Error != "" {
+		t.Errorf("status reloads %+v, want the rejected reload first, then the start", st.Reloads)
+	}
+	if len(st.Certificates) == 0 {
+		t.Error("status lists no certificate")
+	}
+	var requests uint64
+	for _, m := range st.Members {
+		requests += m.Requests
+	}
+	if requests == 0 {
+		t.Errorf("status members show no L7 request: %+v", st.Members)
+	}
+	resp, err := d.AdminClient().Get(d.AdminURL("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"<title>edgeproxy", "sfb-web-l4", "rejected", "bogus_key", "public.pem"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
 }
 
 // namedMetrics returns the metric families the alert rules and the
