@@ -24,7 +24,9 @@ type connState struct {
 	tls     bool
 	sni     string
 	alpn    string
-	guard   *h1guard
+	// tlsVersion and cipher are what the handshake agreed.
+	tlsVersion, cipher uint16
+	guard              *h1guard
 
 	requests atomic.Int64 // HTTP/1 requests served, for the guard
 

@@ -3,6 +3,7 @@ package l7
 import (
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -329,14 +330,22 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 		slog.String("virtual", vh.name),
 		slog.String("client", remoteAddr(r).String()),
 	)
+	if vip, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		attrs = append(attrs, slog.String("vip", vip.String()))
+	}
 	if cs != nil && cs.tls {
-		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn))
+		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn),
+			slog.String("tls_version", tls.VersionName(cs.tlsVersion)),
+			slog.String("tls_cipher", tls.CipherSuiteName(cs.cipher)))
 	}
 	attrs = append(attrs,
 		slog.String("proto", r.Proto),
 		slog.String("host", r.Host),
 		slog.String("method", r.Method),
 		slog.String("path", truncate(r.URL.Path, 1024)),
+		slog.String("query", truncate(r.URL.RawQuery, 1024)),
+		slog.String("user_agent", truncate(r.UserAgent(), 512)),
+		slog.String("xff", truncate(strings.Join(r.Header.Values("X-Forwarded-For"), ", "), 512)),
 		slog.Int("status", status),
 		slog.Int64("bytes_in", rec.bodyRead()),
 		slog.Int64("bytes_out", rw.bytes),
