@@ -37,8 +37,8 @@ const (
 var reloadKeys = map[string]when{
 	"admin.listen": atStart,
 	"log.format":   atStart,
-	"log.level":    atStart,
-	"log.access":   atStart,
+	"log.level":    onReload,
+	"log.access":   onReload,
 
 	"network.external.interface":    boundOnce,
 	"network.external.addresses":    onReload,

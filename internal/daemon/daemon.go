@@ -45,6 +45,9 @@ type Options struct {
 	Cleanup bool
 	// NetcfgState is the netcfg journal path ("" default, "-" none).
 	NetcfgState string
+	// ApplyLog, when set, applies the log section of a reloaded file
+	// (log.level, log.access: redirected or reopened).
+	ApplyLog func(config.Log) error
 	// Reload receives a value for every reload request (SIGHUP).
 	Reload <-chan struct{}
 	// Ready, when set, is closed once everything serves.
@@ -265,6 +268,11 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	if d.opts.ApplyLog != nil {
+		if err := d.opts.ApplyLog(cfg.Log); err != nil {
+			d.log.Error("reload: the log settings keep their previous values", "err", err)
+		}
 	}
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals))
 	return nil
