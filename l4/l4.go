@@ -32,6 +32,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
@@ -193,6 +194,8 @@ type FastPath struct {
 	stats   *gcStats
 	flood   floodWatch
 	limiter *logLimiter
+	// scrapeErrs reports the maps the collector failed to read.
+	scrapeErrs *metric.ScrapeErrors
 }
 
 // knobs are the FastL4 settings the GC needs, by virtual id.
@@ -220,6 +223,7 @@ func Open(opts Options) (_ *FastPath, err error) {
 		stats:    newGCStats(),
 		limiter:  newLogLimiter(opts.LogInterval),
 	}
+	f.scrapeErrs = metric.NewScrapeErrors("fastpath", f.log)
 	defer func() {
 		if err != nil {
 			f.release()

@@ -275,6 +275,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors} {
 		ch <- d
 	}
+	describeLive(ch)
+	c.scrapeErrs.Describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -284,7 +286,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	defer f.life.RUnlock()
 	names := f.virtualNames()
-	if counters, err := f.readCounters(); err == nil {
+	defer f.scrapeErrs.Collect(ch)
+	f.collectLive(ch, names)
+	counters, err := f.readCounters()
+	f.scrapeErrs.Report("read the packet counters", err)
+	if err == nil {
 		for vid := range maxVirtuals {
 			for r := range reasonMax {
 				s := counters[vid*reasonMax+r]
