@@ -99,8 +99,14 @@ func TestPrivilegedDaemonReloadNeedsRestart(t *testing.T) {
 	if err == nil || !strings.Contains(out, "reload rejected by pid") || !strings.Contains(out, "needs restart: fastpath.max_flows") {
 		t.Fatalf("edgeproxy reload changing fastpath.max_flows did not report the key needing a restart: %v\n%s", err, out)
 	}
-	if log := d.Log.String(); !strings.Contains(log, "needs restart: fastpath.max_flows") {
-		t.Fatalf("the daemon's log does not name the key:\n%s", log)
+	// The CLI has its answer; the daemon's log line reaches the test
+	// through its stderr pipe, a moment later.
+	logged := func() bool { return strings.Contains(d.Log.String(), "needs restart: fastpath.max_flows") }
+	for deadline := time.Now().Add(5 * time.Second); !logged() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !logged() {
+		t.Fatalf("the daemon's log does not name the key:\n%s", d.Log.String())
 	}
 	d.mustServe(t, "L7 after the refused reload", netip.AddrPortFrom(d.lab.VIP4, 443))
 	d.mustServe(t, "fastl4 after the refused reload", netip.AddrPortFrom(d.params.FastL4VIP, 443))
