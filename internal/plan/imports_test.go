@@ -8,7 +8,7 @@ import (
 
 // planes are the packages that take specs from this package and must
 // not depend on the configuration file's format.
-var planes = []string{"l7", "health"}
+var planes = []string{"l7", "health", "bgp"}
 
 const configPkg = "github.com/edgeproxy/edgeproxy/config"
 
