@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,16 +30,14 @@ const (
 	vipPort  = 8080
 )
 
-var (
-	vip        = netip.MustParseAddr("198.18.100.10")
-	clientAddr = netip.MustParseAddr("198.18.0.1")
-)
+var vip = netip.MustParseAddr("198.18.100.10")
 
 type scaleLab struct {
 	t      *testing.T
 	client *lab.NS
 	router *lab.NS
 	nodes  []*labNode
+	bird   *lab.Bird
 	dir    string
 }
 
@@ -102,17 +99,11 @@ template bgp node { local as %d; ipv4 { import all; export none; }; hold time 3;
 	for i, nd := range l.nodes {
 		conf += fmt.Sprintf("protocol bgp node%d from node { neighbor %s as %d; }\n", i+1, nd.addr, nodeAS)
 	}
-	path := filepath.Join(l.dir, "bird.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	var err error
+	if l.bird, err = lab.StartBird(l.router, l.dir, conf); err != nil {
 		l.t.Fatal(err)
 	}
-	sock := filepath.Join(l.dir, "bird.ctl")
-	cmd := l.router.Command(context.Background(), "bird", "-f", "-c", path, "-s", sock, "-P", filepath.Join(l.dir, "bird.pid"))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		l.t.Fatalf("start bird: %v", err)
-	}
-	l.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	l.t.Cleanup(l.bird.Close)
 }
 
 // start runs node i as a process in its namespace.
@@ -147,22 +138,7 @@ func (nd *labNode) send(t *testing.T, line string) {
 }
 
 // nextHops returns the router's next hops for the VIP.
-func (l *scaleLab) nextHops() []string {
-	out, err := l.router.Output("ip", "-4", "route", "show", vip.String())
-	if err != nil {
-		return nil
-	}
-	var hops []string
-	for _, f := range strings.Split(out, "\n") {
-		fs := strings.Fields(f)
-		for i := 0; i+1 < len(fs); i++ {
-			if fs[i] == "via" {
-				hops = append(hops, fs[i+1])
-			}
-		}
-	}
-	return hops
-}
+func (l *scaleLab) nextHops() []string { return lab.NextHops(l.router, vip.String()) }
 
 // waitHops waits (at most 30 s) for the router to hold n next hops and
 // returns how long it took.
@@ -175,8 +151,7 @@ func (l *scaleLab) waitHops(n int) time.Duration {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	out, _ := l.router.Output("birdc", "-s", filepath.Join(l.dir, "bird.ctl"), "show", "protocols", "all")
-	l.t.Fatalf("the router holds next hops %v for %s after 30s, want %d\n%s", l.nextHops(), vip, n, out)
+	l.t.Fatalf("the router holds next hops %v for %s after 30s, want %d\n%s", l.nextHops(), vip, n, l.bird.Show("protocols", "all"))
 	return 0
 }
 

@@ -40,7 +40,8 @@ type Route struct {
 	Virtuals    []Virtual
 }
 
-// Virtual is one virtual server on a VIP, with the pools it sends to.
+// Virtual is one virtual server on a VIP, with the pools it sends to
+// (none for one that only redirects).
 type Virtual struct {
 	Name  string
 	Pools []string
@@ -65,7 +66,8 @@ func Decide(r Route, st State) (bool, string) {
 	}
 	var empty []string
 	for _, v := range r.Virtuals {
-		if !slices.ContainsFunc(v.Pools, func(p string) bool { return st.Up[p] > 0 }) {
+		// A virtual without pools (redirects only) needs no member.
+		if len(v.Pools) > 0 && !slices.ContainsFunc(v.Pools, func(p string) bool { return st.Up[p] > 0 }) {
 			empty = append(empty, v.Name)
 		}
 	}

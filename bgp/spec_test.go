@@ -13,6 +13,7 @@ func TestDecide(t *testing.T) {
 	r := Route{Prefix: HostRoute(netip.MustParseAddr("198.18.100.10")), Virtuals: []Virtual{
 		{Name: "web", Pools: []string{"a", "b"}},
 		{Name: "tls", Pools: []string{"c"}},
+		{Name: "redirect"},
 	}}
 	cases := []struct {
 		name string

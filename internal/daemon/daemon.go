@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
@@ -82,6 +83,10 @@ type Daemon struct {
 	// planes, updated after both applied a health change, so /status
 	// never runs ahead of what the packets see.
 	inPlanes map[memberKey]bool
+	// speaker announces the VIPs over BGP (nil without a bgp section);
+	// draining withdraws them. Both under mu.
+	speaker  *bgp.Speaker
+	draining bool
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -240,6 +245,7 @@ func (d *Daemon) onHealth(ev health.Event) {
 	d.mu.Lock()
 	d.inPlanes[member.New(ev.Pool, ev.Addr)] = ev.Up
 	d.mu.Unlock()
+	d.updateRoutes()
 }
 
 // Reload reads the configuration file again and applies it atomically;
@@ -277,6 +283,7 @@ func (d *Daemon) ready() error {
 // (unless Cleanup).
 func (d *Daemon) drain(ctx context.Context) {
 	d.log.Info("draining")
+	d.withdrawRoutes()
 	if d.l7 != nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.drainTimeout())
 		defer cancel()
@@ -306,7 +313,7 @@ func (d *Daemon) drainTimeout() time.Duration {
 }
 
 func (d *Daemon) close() error {
-	var errs []error
+	errs := []error{d.stopBGP()}
 	if d.adm != nil {
 		errs = append(errs, d.adm.Close())
 	}

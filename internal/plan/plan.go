@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/member"
@@ -45,6 +46,8 @@ type Plan struct {
 	Members map[string][]Member
 	L7      *l7.Spec
 	Health  health.Spec
+	// BGP is nil without a bgp section.
+	BGP *bgp.Spec
 }
 
 // Compile resolves every member of cfg once and builds the planes'
@@ -59,6 +62,7 @@ func Compile(ctx context.Context, cfg *config.Config, resolve Resolver) (*Plan, 
 		return nil, err
 	}
 	p.Health = compileHealth(cfg, members)
+	p.BGP = compileBGP(cfg)
 	return p, nil
 }
 
