@@ -78,6 +78,10 @@ type Member struct {
 	Failures      uint64    `json:"failures"`
 	// Flows are the active L4 flows to the member.
 	Flows uint64 `json:"flows"`
+	// Runtime is the state set with `edgeproxy member` (disable or
+	// drain; empty when enabled), kept until enabled again.
+	Runtime      string    `json:"runtime_state,omitempty"`
+	RuntimeSince time.Time `json:"runtime_since,omitzero"`
 }
 
 // FastPath is the XDP data path's state.
@@ -188,8 +192,12 @@ func (s *Status) WriteText(w io.Writer) error {
 		if m.LastError != "" {
 			lastErr = ago(now, m.LastErrorTime, true) + ": " + m.LastError
 		}
+		state := strings.ToUpper(m.State)
+		if m.Runtime != "" {
+			state += " (" + m.Runtime + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
-			m.Pool, m.Member, m.Address, strings.ToUpper(m.State), dash(m.Monitor),
+			m.Pool, m.Member, m.Address, state, dash(m.Monitor),
 			ago(now, m.LastChange, true), m.Checks, m.Failures, lastErr)
 	}
 	if err := tw.Flush(); err != nil {

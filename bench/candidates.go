@@ -144,9 +144,11 @@ func edgeproxyAvailable(e *env) error {
 	// or meeting another daemon's files, when this build has them.
 	e.edgeproxyFlags = nil
 	for _, f := range [][]string{
-		{"-cleanup"},           // remove pinned programs and maps on exit
-		{"-netcfg-state", "-"}, // no journal of network changes
-		{"-pid-file", ""},      // no pid file
+		{"-cleanup"},             // remove pinned programs and maps on exit
+		{"-netcfg-state", "-"},   // no journal of network changes
+		{"-pid-file", ""},        // no pid file
+		{"-control-socket", "-"}, // no control socket
+		{"-member-state", "-"},   // no member state file
 	} {
 		if strings.Contains(string(out), "\n  "+f[0]+" ") || strings.Contains(string(out), "\n  "+f[0]+"\n") {
 			e.edgeproxyFlags = append(e.edgeproxyFlags, f...)

@@ -39,7 +39,7 @@ struct icmphdr {
 #define MAX_SNAT 16 /* SNAT addresses per virtual */
 #endif
 #ifndef MAX_FLOWS
-#define MAX_FLOWS 524288 /* flow entries (two per connection); Go resizes */
+#define MAX_FLOWS 262144 /* connections (fastpath.max_flows), two entries each; Go resizes */
 #endif
 #ifndef MAGLEV_SIZE
 #define MAGLEV_SIZE 65537 /* Maglev table size (prime); Go resizes */
@@ -53,7 +53,7 @@ struct icmphdr {
 			 * fail with probability 0.9^96 (4e-5) */
 #endif
 #ifndef MAX_HALF_OPEN
-#define MAX_HALF_OPEN 262144 /* half-open flow entries (two per connection); Go resizes */
+#define MAX_HALF_OPEN MAX_FLOWS /* entries, two per connection: MAX_FLOWS/2 half-open connections; Go resizes */
 #endif
 #ifndef IPV6_MAX_EXT
 #define IPV6_MAX_EXT 6 /* IPv6 extension headers skipped before giving up */

@@ -215,3 +215,18 @@ func (c *Config) SNATAddresses(v *Virtual) []netip.Addr {
 // IsL7 reports whether the virtual is served by the L7 proxy (http or
 // https) rather than the XDP fast path.
 func (v *Virtual) IsL7() bool { return v.Mode == ModeHTTP || v.Mode == ModeHTTPS }
+
+// NeedsXDP reports whether the configuration runs the XDP fast path: it
+// has a fastl4 virtual and the external NIC's xdp_mode is not off (the
+// fast path takes client packets on the external NIC only).
+func (c *Config) NeedsXDP() bool {
+	if c.Network.External.XDPMode == XDPOff {
+		return false
+	}
+	for _, v := range c.Virtuals {
+		if v != nil && v.Mode == ModeFastL4 {
+			return true
+		}
+	}
+	return false
+}

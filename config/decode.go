@@ -215,48 +215,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeMember(n, v, path)
 		return
 	case typeAddr:
-		if s, ok := d.scalar(n, path, "an IP address such as 10.20.0.1 or 2001:db8::1"); ok && s != "" {
-			a, err := netip.ParseAddr(s)
-			if err != nil || a.Zone() != "" {
-				d.errorf(n, path, "%q is not an IP address: write it like 10.20.0.1 or 2001:db8::1 (no prefix length, no port)", s)
-				return
-			}
-			v.Set(reflect.ValueOf(a.Unmap()))
-		}
+		d.decodeAddr(n, v, path)
 		return
 	case typePrefix:
-		if s, ok := d.scalar(n, path, "an address with prefix length such as 10.20.0.10/24"); ok && s != "" {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				hint := "write it as address/length, e.g. 10.20.0.10/24 or 2001:db8::10/64"
-				if a, aerr := netip.ParseAddr(s); aerr == nil {
-					bits := 32
-					if a.Is6() {
-						bits = 128
-					}
-					hint = fmt.Sprintf("add the prefix length, e.g. %s/%d", s, bits)
-				}
-				d.errorf(n, path, "%q is not an address with prefix length: %s", s, hint)
-				return
-			}
-			v.Set(reflect.ValueOf(netip.PrefixFrom(p.Addr().Unmap(), p.Bits())))
-		}
+		d.decodePrefix(n, v, path)
 		return
 	case typeAddrPort:
-		if s, ok := d.scalar(n, path, "an address and port such as 203.0.113.20:443"); ok && s != "" {
-			ap, err := netip.ParseAddrPort(s)
-			if err != nil {
-				hint := "write it as address:port, e.g. 203.0.113.20:443 or [2001:db8::20]:443"
-				if _, aerr := netip.ParseAddr(s); aerr == nil {
-					hint = "add the port, e.g. " + s + ":443 (IPv6: [" + s + "]:443)"
-				} else if strings.HasPrefix(s, ":") {
-					hint = "name the address, e.g. 0.0.0.0" + s + " or [::]" + s
-				}
-				d.errorf(n, path, "%q is not an address:port: %s", s, hint)
-				return
-			}
-			v.Set(reflect.ValueOf(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())))
-		}
+		d.decodeAddrPort(n, v, path)
 		return
 	}
 
@@ -280,56 +245,121 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			v.SetString(s)
 		}
 	case reflect.Bool:
-		if isNull(n) {
-			v.SetBool(false)
-			return
-		}
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-			d.errorf(n, path, "expected true or false, found %s", kindName(n))
-			return
-		}
-		var b bool
-		if err := n.Decode(&b); err != nil {
-			d.errorf(n, path, "expected true or false, found %s", kindName(n))
-			return
-		}
-		v.SetBool(b)
+		d.decodeBool(n, v, path)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if isNull(n) {
-			v.SetInt(0)
-			return
-		}
-		i, ok := d.integer(n, path)
-		if !ok {
-			return
-		}
-		if v.OverflowInt(i) {
-			d.errorf(n, path, "%s is out of range", n.Value)
-			return
-		}
-		v.SetInt(i)
+		d.decodeInt(n, v, path)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if isNull(n) {
-			v.SetUint(0)
-			return
-		}
-		i, ok := d.integer(n, path)
-		if !ok {
-			return
-		}
-		if i < 0 || v.OverflowUint(uint64(i)) {
-			maxv := uint64(math.MaxUint64) >> (64 - v.Type().Bits())
-			what := "a number"
-			if v.Kind() == reflect.Uint16 {
-				what = "a port number"
-			}
-			d.errorf(n, path, "%s is out of range: expected %s from 0 to %d", n.Value, what, maxv)
-			return
-		}
-		v.SetUint(uint64(i))
+		d.decodeUint(n, v, path)
 	default:
 		d.errorf(n, path, "internal: cannot decode into %s", v.Type())
 	}
+}
+
+// decodeAddr stores an IP address.
+func (d *decoder) decodeAddr(n *yaml.Node, v reflect.Value, path string) {
+	if s, ok := d.scalar(n, path, "an IP address such as 10.20.0.1 or 2001:db8::1"); ok && s != "" {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			d.errorf(n, path, "%q is not an IP address: write it like 10.20.0.1 or 2001:db8::1 (no prefix length, no port)", s)
+			return
+		}
+		v.Set(reflect.ValueOf(a.Unmap()))
+	}
+}
+
+// decodePrefix stores an address with its prefix length.
+func (d *decoder) decodePrefix(n *yaml.Node, v reflect.Value, path string) {
+	if s, ok := d.scalar(n, path, "an address with prefix length such as 10.20.0.10/24"); ok && s != "" {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			hint := "write it as address/length, e.g. 10.20.0.10/24 or 2001:db8::10/64"
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				bits := 32
+				if a.Is6() {
+					bits = 128
+				}
+				hint = fmt.Sprintf("add the prefix length, e.g. %s/%d", s, bits)
+			}
+			d.errorf(n, path, "%q is not an address with prefix length: %s", s, hint)
+			return
+		}
+		v.Set(reflect.ValueOf(netip.PrefixFrom(p.Addr().Unmap(), p.Bits())))
+	}
+}
+
+// decodeAddrPort stores an address and port.
+func (d *decoder) decodeAddrPort(n *yaml.Node, v reflect.Value, path string) {
+	if s, ok := d.scalar(n, path, "an address and port such as 203.0.113.20:443"); ok && s != "" {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			hint := "write it as address:port, e.g. 203.0.113.20:443 or [2001:db8::20]:443"
+			if _, aerr := netip.ParseAddr(s); aerr == nil {
+				hint = "add the port, e.g. " + s + ":443 (IPv6: [" + s + "]:443)"
+			} else if strings.HasPrefix(s, ":") {
+				hint = "name the address, e.g. 0.0.0.0" + s + " or [::]" + s
+			}
+			d.errorf(n, path, "%q is not an address:port: %s", s, hint)
+			return
+		}
+		v.Set(reflect.ValueOf(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())))
+	}
+}
+
+// decodeBool stores true or false; null is false.
+func (d *decoder) decodeBool(n *yaml.Node, v reflect.Value, path string) {
+	if isNull(n) {
+		v.SetBool(false)
+		return
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		d.errorf(n, path, "expected true or false, found %s", kindName(n))
+		return
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		d.errorf(n, path, "expected true or false, found %s", kindName(n))
+		return
+	}
+	v.SetBool(b)
+}
+
+// decodeInt stores a signed integer; null is 0.
+func (d *decoder) decodeInt(n *yaml.Node, v reflect.Value, path string) {
+	if isNull(n) {
+		v.SetInt(0)
+		return
+	}
+	i, ok := d.integer(n, path)
+	if !ok {
+		return
+	}
+	if v.OverflowInt(i) {
+		d.errorf(n, path, "%s is out of range", n.Value)
+		return
+	}
+	v.SetInt(i)
+}
+
+// decodeUint stores an unsigned integer in its range; null is 0.
+func (d *decoder) decodeUint(n *yaml.Node, v reflect.Value, path string) {
+	if isNull(n) {
+		v.SetUint(0)
+		return
+	}
+	i, ok := d.integer(n, path)
+	if !ok {
+		return
+	}
+	if i < 0 || v.OverflowUint(uint64(i)) {
+		maxv := uint64(math.MaxUint64) >> (64 - v.Type().Bits())
+		what := "a number"
+		if v.Kind() == reflect.Uint16 {
+			what = "a port number"
+		}
+		d.errorf(n, path, "%s is out of range: expected %s from 0 to %d", n.Value, what, maxv)
+		return
+	}
+	v.SetUint(uint64(i))
 }
 
 // scalar returns a scalar node's text; null is "". what describes the

@@ -8,6 +8,8 @@ import (
 // Defaults. Every package uses these rather than its own numbers.
 const (
 	DefaultAdminListen = "127.0.0.1:9469"
+	// DefaultControlSocket is where the daemon takes commands.
+	DefaultControlSocket = "/run/edgeproxy/control.sock"
 
 	DefaultLogFormat = "text"
 	DefaultLogLevel  = "info"
@@ -24,7 +26,7 @@ const (
 	DefaultCloseTimeout     = Duration(5 * time.Second)
 	DefaultResetOnTimeout   = true
 
-	DefaultProto        = "tcp"
+	DefaultProto        = ProtoTCP
 	DefaultDrainTimeout = Duration(30 * time.Second)
 	DefaultMinVersion   = "1.2"
 
@@ -63,13 +65,6 @@ const (
 // ephemeral range (net.ipv4.ip_local_port_range defaults to 32768-60999,
 // so run reserves this range with net.ipv4.ip_local_reserved_ports).
 var DefaultSNATPorts = PortRange{First: 40000, Last: 59999}
-
-// XDP attach modes of a NIC.
-const (
-	XDPNative  = "native"
-	XDPGeneric = "generic"
-	XDPOff     = "off"
-)
 
 // LB is a load-balancing method of the L7 proxy.
 type LB string
@@ -251,6 +246,9 @@ func applyDefaults(c *Config) {
 	if _, set := c.Pos["admin.listen"]; !set {
 		c.Admin.Listen = DefaultAdminListen
 	}
+	if c.Control.Socket == "" {
+		c.Control.Socket = DefaultControlSocket
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}
@@ -279,7 +277,12 @@ func applyDefaults(c *Config) {
 	if fp.GCInterval == 0 {
 		fp.GCInterval = DefaultGCInterval
 	}
+	poolDefaults(c)
+	virtualDefaults(c)
+}
 
+// poolDefaults fills each pool's method, members' weights and monitor.
+func poolDefaults(c *Config) {
 	for name, p := range c.Pools {
 		if p == nil {
 			p = &Pool{}
@@ -319,7 +322,11 @@ func applyDefaults(c *Config) {
 			}
 		}
 	}
+}
 
+// virtualDefaults fills each virtual's protocol, drain time, FastL4
+// knobs, TLS and limits, and its sites' limits and methods.
+func virtualDefaults(c *Config) {
 	for _, v := range c.Virtuals {
 		if v == nil {
 			continue

@@ -29,12 +29,32 @@ const (
 	MonitorHTTP  MonitorType = "http"
 )
 
+// Protocol is the transport protocol of a fastl4 virtual.
+type Protocol string
+
+// Protocols of a fastl4 virtual.
+const (
+	ProtoTCP Protocol = "tcp"
+	ProtoUDP Protocol = "udp"
+)
+
+// XDPMode is how the fast path's program is attached to a NIC.
+type XDPMode string
+
+// XDP attach modes of a NIC.
+const (
+	XDPNative  XDPMode = "native"  // in the driver; falls back to generic when it has none
+	XDPGeneric XDPMode = "generic" // after the driver, in the kernel's receive path
+	XDPOff     XDPMode = "off"     // no program on this NIC
+)
+
 // SNATAutomap selects the internal NIC's first address of the right family.
 const SNATAutomap = "automap"
 
 // Config is the whole file.
 type Config struct {
 	Admin    Admin            `yaml:"admin"`
+	Control  Control          `yaml:"control"`
 	Log      Log              `yaml:"log"`
 	Network  Network          `yaml:"network"`
 	FastPath FastPath         `yaml:"fastpath"`
@@ -59,6 +79,14 @@ type Admin struct {
 	// Listen defaults to 127.0.0.1:9469. Set to "" (explicit null) to
 	// disable; a non-loopback address must be asked for.
 	Listen string `yaml:"listen"`
+}
+
+// Control is the daemon's control socket: reload, member state, flows.
+type Control struct {
+	// Socket defaults to /run/edgeproxy/control.sock.
+	Socket string `yaml:"socket"`
+	// Group, when set, may use the socket besides root.
+	Group string `yaml:"group"`
 }
 
 // Log selects the daemon's log format and level.
@@ -92,7 +120,7 @@ type NIC struct {
 	Routes   []Route    `yaml:"routes"`
 	// XDPMode: native (default; falls back to generic with a warning when
 	// the driver has no native XDP), generic, or off (no XDP on this NIC).
-	XDPMode string `yaml:"xdp_mode"`
+	XDPMode XDPMode `yaml:"xdp_mode"`
 }
 
 // Route is a persistent static route.
@@ -163,10 +191,10 @@ type Virtual struct {
 	Listen netip.AddrPort `yaml:"listen"`
 
 	// fastl4
-	Pool   string `yaml:"pool"`
-	Port   uint16 `yaml:"port"`
-	SNAT   SNAT   `yaml:"snat"`
-	Proto  string `yaml:"protocol"` // tcp (default) | udp
+	Pool   string   `yaml:"pool"`
+	Port   uint16   `yaml:"port"`
+	SNAT   SNAT     `yaml:"snat"`
+	Proto  Protocol `yaml:"protocol"` // tcp (default) | udp
 	FastL4 `yaml:",inline"`
 
 	// https / http

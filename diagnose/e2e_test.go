@@ -233,7 +233,7 @@ func (d *e2eDeployment) start(t *testing.T) {
 	t.Helper()
 	d.writeConfig(t)
 	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
-		"-pid-file", "", "-netcfg-state", "-", "-cleanup")
+		"-pid-file", "", "-netcfg-state", "-", "-control-socket", "-", "-member-state", "-", "-cleanup")
 }
 
 // diagnose runs every check from inside the proxy namespace.

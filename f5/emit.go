@@ -174,7 +174,7 @@ func (e *emitter) nic(n *config.NIC) *yaml.Node {
 		put(m, "routes", rs)
 	}
 	if n.XDPMode != "" {
-		put(m, "xdp_mode", str(n.XDPMode))
+		put(m, "xdp_mode", str(string(n.XDPMode)))
 	}
 	return m
 }
@@ -265,7 +265,7 @@ func (e *emitter) virtual(v *config.Virtual) *yaml.Node {
 	put(m, "listen", str(v.Listen.String()))
 	if v.Mode == config.ModeFastL4 {
 		if v.Proto != "" {
-			put(m, "protocol", str(v.Proto))
+			put(m, "protocol", str(string(v.Proto)))
 		}
 		put(m, "pool", str(v.Pool))
 		put(m, "port", num(int(v.Port)))

@@ -638,7 +638,7 @@ func (t *tr) emitFastL4(v *vsInfo, out *config.Virtual, comment *string) bool {
 		t.rep.add(Unsupported, st, lbl, "VIP %s and members of pool %s are of different address families: edgeproxy's fast path does not translate between IPv4 and IPv6, not carried over", vip, v.pool.path)
 		return false
 	}
-	out.Pool, out.Port, out.Proto = v.pool.name, v.port, v.proto
+	out.Pool, out.Port, out.Proto = v.pool.name, v.port, config.Protocol(v.proto)
 	switch {
 	case v.snatSet:
 		out.SNAT = v.snat

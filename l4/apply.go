@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // virtual is an applied fastl4 virtual.
@@ -36,105 +36,100 @@ type pool struct {
 	installed [2][]netip.Addr
 }
 
-// ConfigMembers resolves every pool's members from the configuration
-// (addresses and network.hosts), all up, disabled ones as configured.
-// Names that need the resolver are left out.
-func ConfigMembers(c *config.Config) map[string][]Member {
-	out := map[string][]Member{}
-	for name, p := range c.Pools {
-		if p == nil {
-			continue
-		}
-		for _, m := range p.Members {
-			a, ok := c.MemberAddr(m)
-			if !ok {
-				continue
-			}
-			out[name] = append(out[name], Member{Name: m.Address, Addr: a.Unmap(), Up: true, Disabled: m.Disabled})
-		}
-	}
-	return out
-}
-
-// Apply makes the fastl4 virtuals of cfg the ones the fast path serves:
-// services, Maglev tables of their pools from members (by pool name; a
-// pool missing there is taken from the configuration, all up) and SNAT
-// addresses. Each virtual switches at once: the program sees its old or
-// its new settings, never a mix. Flows of removed virtuals and members
-// drain: they keep going until they close or time out.
-func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error {
+// Apply makes the virtuals of spec the ones the fast path serves:
+// services, Maglev tables of their pools from spec.Pools, and SNAT
+// addresses and ports. Each virtual switches at once: the program sees
+// its old or its new settings, never a mix. Flows of removed virtuals
+// and members drain: they keep going until they close or time out.
+func (f *FastPath) Apply(spec *Spec) error {
 	if !f.acquire() {
 		return ErrClosed
 	}
 	defer f.life.RUnlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if members == nil {
-		members = map[string][]Member{}
-	}
-	fromConfig := ConfigMembers(cfg)
-
-	if !cfg.FastPath.SNATPorts.IsZero() && cfg.FastPath.SNATPorts != f.ports {
-		if err := f.setPorts(cfg.FastPath.SNATPorts); err != nil {
+	if spec.SNATPorts != (portlist.Range{}) && spec.SNATPorts != f.ports {
+		if err := f.setPorts(spec.SNATPorts); err != nil {
 			return err
 		}
 	}
-
 	want := map[string]*virtual{}
-	var order []string // configuration order: ids are handed out in it
 	usedPools := map[string]bool{}
-	for _, v := range cfg.Virtuals {
-		if v == nil || v.Mode != config.ModeFastL4 {
-			continue
-		}
-		nv, err := f.desiredVirtual(cfg, v)
+	for i := range spec.Virtuals {
+		v := &spec.Virtuals[i]
+		nv, err := f.desiredVirtual(spec, v)
 		if err != nil {
 			return err
 		}
 		want[v.Name] = nv
-		order = append(order, v.Name)
 		usedPools[v.Pool] = true
 	}
-
 	// Pools first: a service never points at a slot without its table.
-	for name := range usedPools {
+	if err := f.installPools(spec, usedPools); err != nil {
+		return err
+	}
+	if err := f.installVirtuals(spec, want); err != nil {
+		return err
+	}
+	var snat []netip.Addr
+	for _, nv := range want {
+		snat = append(snat, nv.snat...)
+	}
+	if err := f.setMartians(martianPrefixes(spec.Host, snat)); err != nil {
+		return err
+	}
+	// Then remove what is gone.
+	if err := f.removeVirtuals(want); err != nil {
+		return err
+	}
+	if err := f.removePools(usedPools); err != nil {
+		return err
+	}
+	f.neigh.want(f.memberAddrs())
+	return nil
+}
+
+// installPools builds the Maglev tables of the pools in use.
+func (f *FastPath) installPools(spec *Spec, used map[string]bool) error {
+	for name := range used {
 		p, err := f.poolFor(name)
 		if err != nil {
 			return err
 		}
-		ms, ok := members[name]
-		if !ok {
-			ms = fromConfig[name]
-		}
-		p.members = sortedMembers(ms)
+		p.members = sortedMembers(spec.Pools[name])
 		if err := f.installTables(p); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
-	// Virtuals that have an id keep it; then new ones get one, so that a
-	// new virtual never takes the id of one further down the list.
+// installVirtuals gives each wanted virtual its id and switches its
+// service. Virtuals that have an id keep it; then new ones get one, in
+// the spec's order, so that a new virtual never takes the id of one
+// further down the list.
+func (f *FastPath) installVirtuals(spec *Spec, want map[string]*virtual) error {
 	ids := map[string]int{}
-	for _, name := range order {
-		if id := slices.Index(f.vnames[1:], name); id >= 0 {
-			ids[name] = id + 1
+	for _, v := range spec.Virtuals {
+		if id := slices.Index(f.vnames[1:], v.Name); id >= 0 {
+			ids[v.Name] = id + 1
 		}
 	}
-	for _, name := range order {
-		if _, ok := ids[name]; ok {
+	for _, v := range spec.Virtuals {
+		if _, ok := ids[v.Name]; ok {
 			continue
 		}
-		id, err := f.virtualID(name, want)
+		id, err := f.virtualID(v.Name, want)
 		if err != nil {
 			return err
 		}
-		ids[name] = id
+		ids[v.Name] = id
 	}
-	for _, name := range order {
-		nv := want[name]
-		nv.id = ids[name]
+	for _, v := range spec.Virtuals {
+		nv := want[v.Name]
+		nv.id = ids[v.Name]
 		nv.val.Vid = uint32(nv.id)
-		nv.val.PoolSlot = uint32(f.pools[poolOf(cfg, name)].index * 2)
+		nv.val.PoolSlot = uint32(f.pools[v.Pool].index * 2)
 		if nv.key.Family == 6 {
 			nv.val.PoolSlot++
 		}
@@ -142,16 +137,12 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 			return err
 		}
 	}
+	return nil
+}
 
-	var snat []netip.Addr
-	for _, nv := range want {
-		snat = append(snat, nv.snat...)
-	}
-	if err := f.setMartians(martianPrefixes(cfg, snat)); err != nil {
-		return err
-	}
-
-	// Then remove what is gone.
+// removeVirtuals deletes the services of virtuals not wanted (or moved
+// to another VIP:port).
+func (f *FastPath) removeVirtuals(want map[string]*virtual) error {
 	for name, old := range f.virtuals {
 		nv, ok := want[name]
 		if ok && nv.key == old.key {
@@ -166,8 +157,13 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 			// flows keep their timeouts and labels.
 		}
 	}
+	return nil
+}
+
+// removePools empties the tables and slots of pools no longer used.
+func (f *FastPath) removePools(used map[string]bool) error {
 	for name, p := range f.pools {
-		if usedPools[name] {
+		if used[name] {
 			continue
 		}
 		for fam := range 2 {
@@ -182,26 +178,15 @@ func (f *FastPath) Apply(cfg *config.Config, members map[string][]Member) error 
 		f.pnames[p.index] = ""
 		delete(f.pools, name)
 	}
-
-	f.neigh.want(f.memberAddrs())
 	return nil
 }
 
-func poolOf(cfg *config.Config, virtualName string) string {
-	for _, v := range cfg.Virtuals {
-		if v != nil && v.Name == virtualName {
-			return v.Pool
-		}
-	}
-	return ""
-}
-
 // desiredVirtual translates a fastl4 virtual into its service entry.
-func (f *FastPath) desiredVirtual(cfg *config.Config, v *config.Virtual) (*virtual, error) {
+func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	if !v.Listen.IsValid() {
 		return nil, fmt.Errorf("%w %s: listen is not set: write it as address:port", ErrBadVirtual, v.Name)
 	}
-	if _, ok := cfg.Pools[v.Pool]; !ok {
+	if _, ok := spec.Pools[v.Pool]; !ok {
 		return nil, fmt.Errorf("%w %s: pool %q is not defined in pools", ErrBadVirtual, v.Name, v.Pool)
 	}
 	if len(v.Name) > 63 {
@@ -212,13 +197,13 @@ func (f *FastPath) desiredVirtual(cfg *config.Config, v *config.Virtual) (*virtu
 	nv.key.Vip = addrToBPF(vip)
 	nv.key.Port = htons(v.Listen.Port())
 	nv.key.Family = family(vip)
-	switch strings.ToLower(v.Proto) {
-	case "", "tcp":
-		nv.key.Proto = 6
-	case "udp":
-		nv.key.Proto = 17
+	switch v.Proto {
+	case 0, TCP:
+		nv.key.Proto = uint8(TCP)
+	case UDP:
+		nv.key.Proto = uint8(UDP)
 	default:
-		return nil, fmt.Errorf("%w %s: protocol %q: use tcp or udp", ErrBadVirtual, v.Name, v.Proto)
+		return nil, fmt.Errorf("%w %s: %s: use tcp or udp", ErrBadVirtual, v.Name, v.Proto)
 	}
 	port := v.Port
 	if port == 0 {
@@ -226,21 +211,35 @@ func (f *FastPath) desiredVirtual(cfg *config.Config, v *config.Virtual) (*virtu
 	}
 	nv.val.MemberPort = htons(port)
 	nv.val.Mss = v.MSSOverride
-	nv.val.IdleS = seconds(v.IdleTimeout.D(), config.DefaultIdleTimeout.D())
-	nv.val.HandshakeS = seconds(v.HandshakeTimeout.D(), config.DefaultHandshakeTimeout.D())
-	nv.val.CloseS = seconds(v.CloseTimeout.D(), config.DefaultCloseTimeout.D())
+	nv.val.IdleS = seconds(v.IdleTimeout, DefaultIdleTimeout)
+	nv.val.HandshakeS = seconds(v.HandshakeTimeout, DefaultHandshakeTimeout)
+	nv.val.CloseS = seconds(v.CloseTimeout, DefaultCloseTimeout)
 	if v.LooseInit {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOOSE_INIT)
 	}
 	if v.LooseClose {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOOSE_CLOSE)
 	}
-	if v.FastL4.ResetsOnTimeout() {
+	if v.ResetOnTimeout {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_RESET_ON_TIMEOUT)
 	}
+	snat, err := f.snatAddrs(v, vip)
+	if err != nil {
+		return nil, err
+	}
+	nv.snat = snat
+	return nv, nil
+}
 
-	snat := cfg.SNATAddresses(v)
-	if len(snat) == 0 && v.SNAT.Automap {
+// snatAddrs are a virtual's SNAT addresses of the VIP's family.
+func (f *FastPath) snatAddrs(v *Virtual, vip netip.Addr) ([]netip.Addr, error) {
+	var snat []netip.Addr
+	for _, a := range v.SNAT {
+		if a.Unmap().Is4() == vip.Is4() {
+			snat = append(snat, a.Unmap())
+		}
+	}
+	if len(snat) == 0 && v.Automap {
 		a, err := f.internalAddr(vip.Is4())
 		if err != nil {
 			return nil, fmt.Errorf("%w for virtual %s (snat: automap): %w", ErrNoSNATAddress, v.Name, err)
@@ -253,11 +252,7 @@ func (f *FastPath) desiredVirtual(cfg *config.Config, v *config.Virtual) (*virtu
 	if len(snat) > maxSNAT {
 		return nil, fmt.Errorf("%w: virtual %s has %d SNAT addresses, at most %d", ErrTooMany, v.Name, len(snat), maxSNAT)
 	}
-	for i := range snat {
-		snat[i] = snat[i].Unmap()
-	}
-	nv.snat = snat
-	return nv, nil
+	return snat, nil
 }
 
 // internalAddr is automap's address: the internal NIC's first global
@@ -300,6 +295,11 @@ func (f *FastPath) virtualID(name string, want map[string]*virtual) (int, error)
 	for pass := range 2 {
 		for id := 1; id < maxVirtuals; id++ {
 			if f.vnames[id] == "" || (pass == 1 && !live[f.vnames[id]]) {
+				// The counters of the id's previous virtual are not
+				// the new one's.
+				if err := f.zeroCounters(id); err != nil {
+					return 0, err
+				}
 				f.vnames[id] = name
 				return id, nil
 			}
@@ -466,11 +466,8 @@ func (f *FastPath) SetMemberUp(poolName string, addr netip.Addr, up bool) error 
 }
 
 // setPorts changes the SNAT port range.
-func (f *FastPath) setPorts(r config.PortRange) error {
-	if r.First == 0 || r.First > r.Last {
-		return fmt.Errorf("%w: SNAT ports %s: write a range such as 40000-59999", ErrBadOptions, r)
-	}
-	if err := f.inNS(func() error { return reservePorts(r) }); err != nil {
+func (f *FastPath) setPorts(r portlist.Range) error {
+	if err := checkPorts(r); err != nil {
 		return err
 	}
 	var s bpf.FastL4Config

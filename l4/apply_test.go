@@ -1,18 +1,19 @@
 package l4
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 func TestPrivilegedApplyChanges(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 
@@ -39,11 +40,11 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 	client := ap(client4, 51000)
 	p := expectRedirect(t, e, frame{src: client, dst: ap(vip4, 53), proto: protoUDP, payload: []byte("q")}.bytes(), toMember)
 	expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: protoUDP, payload: []byte("answer")}.bytes(), toClient)
-	cfg := testConfig(t, e.lab, "",
-		`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
-		`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`)
+	cfg := testSpec(e.lab,
+		fastl4("web", "198.18.0.10:443", "fe4", 4443),
+		fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443))
 	e.do(func() {
-		if err := e.fp.Apply(cfg, nil); err != nil {
+		if err := e.fp.Apply(cfg); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -87,10 +88,9 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 }
 
 func TestPrivilegedSNATPool(t *testing.T) {
-	e := newEnv(t, func(lab *testnet.Lab) *config.Config {
-		return testConfig(t, lab, "snat_ports: 40000-40003",
-			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: one4, port: 4443, snat: ["198.19.0.2", "198.19.0.3"]`)
-	}, nil)
+	e := newEnv(t, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab, fastl4("web", "198.18.0.10:443", "one4", 4443, func(v *Virtual) { v.SNAT = addrs("198.19.0.2", "198.19.0.3") }))
+	}, snatPorts(40000, 40003))
 	e.resolve()
 	used := map[netip.AddrPort]bool{}
 	// Two addresses of four ports each: eight connections to one member.
@@ -109,4 +109,42 @@ func TestPrivilegedSNATPool(t *testing.T) {
 		t.Errorf("SNAT addresses used: %v", addrs)
 	}
 	expectVerdict(t, e, frame{src: ap(client4, 2000), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes(), xdpDrop)
+}
+
+// A new virtual that takes the id of a removed one (every other id in
+// use) starts with its counters at zero, not with the removed one's.
+func TestPrivilegedCountersZeroedOnIDReuse(t *testing.T) {
+	virtuals := []Virtual{fastl4("old", "198.18.0.10:1000", "fe4", 4443)}
+	for i := range maxVirtuals - 2 {
+		virtuals = append(virtuals, fastl4(fmt.Sprintf("filler%d", i), fmt.Sprintf("198.18.0.10:%d", 1001+i), "fe4", 4443))
+	}
+	e := newEnv(t, func(lab *testnet.Lab) *Spec { return testSpec(lab, virtuals...) }, nil)
+	e.resolve()
+	toMember, _ := e.hops()
+	expectRedirect(t, e, frame{src: ap(client4, 52000), dst: ap(vip4, 1000), proto: protoTCP, flags: flagSYN}.bytes(), toMember)
+	if e.counter("old", bpf.FastL4ReasonREASON_FWD_NEW) != 1 {
+		t.Fatal("the new flow of virtual old is not counted")
+	}
+	names := e.fp.virtualNames()
+	oldID := slices.Index(names[:], "old")
+
+	// old goes (its id keeps its name for draining flows), then new
+	// comes.
+	for _, vs := range [][]Virtual{virtuals[1:], append(virtuals[1:], fastl4("new", "198.18.0.10:2000", "fe4", 4443))} {
+		spec := testSpec(e.lab, vs...)
+		e.do(func() {
+			if err := e.fp.Apply(spec); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	names = e.fp.virtualNames()
+	if id := slices.Index(names[:], "new"); id != oldID {
+		t.Fatalf("virtual new has id %d, want the removed old's %d", id, oldID)
+	}
+	for r := range bpf.FastL4Reason(reasonMax) {
+		if n := e.counter("new", r); n != 0 {
+			t.Errorf("virtual new starts with %d packets of reason %d", n, r)
+		}
+	}
 }

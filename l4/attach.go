@@ -11,8 +11,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // linkPin is where the bpf_link of an interface is pinned.
@@ -23,7 +21,7 @@ func (f *FastPath) linkPin(ifname string) string {
 // attach attaches the program to ifname, or adopts the pinned link and
 // updates it to this build of the program, and lists the interface as an
 // egress port of the fast path in slot of tx_ports.
-func (f *FastPath) attach(ifname, mode string, slot uint32) error {
+func (f *FastPath) attach(ifname string, mode XDPMode, slot uint32) error {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return fmt.Errorf("%w to %s: %w (check the interface name in network.external/internal)", ErrAttach, ifname, err)
@@ -139,9 +137,9 @@ func sameProgram(id ebpf.ProgramID, prog *ebpf.Program) (bool, error) {
 
 // attachNew attaches in the asked mode; native falls back to generic when
 // the driver has no native XDP.
-func (f *FastPath) attachNew(ifc *net.Interface, mode string) (link.Link, error) {
+func (f *FastPath) attachNew(ifc *net.Interface, mode XDPMode) (link.Link, error) {
 	flags := link.XDPDriverMode
-	if mode == config.XDPGeneric {
+	if mode == XDPGeneric {
 		flags = link.XDPGenericMode
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: f.objs.EdgeproxyFastl4, Interface: ifc.Index, Flags: flags})
@@ -159,16 +157,16 @@ func (f *FastPath) attachNew(ifc *net.Interface, mode string) (link.Link, error)
 }
 
 // attachedMode reads the mode the kernel reports for the interface.
-func attachedMode(ifindex int, asked string) string {
+func attachedMode(ifindex int, asked XDPMode) XDPMode {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil || l.Attrs().Xdp == nil {
 		return asked
 	}
 	switch l.Attrs().Xdp.AttachMode {
 	case xdpAttachedDrv:
-		return config.XDPNative
+		return XDPNative
 	case xdpAttachedSKB:
-		return config.XDPGeneric
+		return XDPGeneric
 	}
 	return asked
 }

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -35,10 +34,10 @@ func benchEnv(b *testing.B) *env {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	e := newEnv(b, func(lab *testnet.Lab) *config.Config {
-		return testConfig(b, lab, "",
-			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
-			`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`)
+	e := newEnv(b, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab,
+			fastl4("web", "198.18.0.10:443", "fe4", 4443),
+			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443))
 	}, func(o *Options) { o.MaxFlows = 1 << 16; o.Logger = slog.New(slog.DiscardHandler) })
 	e.resolve()
 	return e

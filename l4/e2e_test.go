@@ -33,19 +33,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 // e2eVirtuals publish the backend's services through the fast path.
-var e2eVirtuals = []virtualSpec{
-	`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`,
-	`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443`,
-	`name: whoami, mode: fastl4, listen: "198.18.0.10:7000", pool: fe4, port: 7000`,
-	`name: whoami6, mode: fastl4, listen: "[2001:db8:1::10]:7000", pool: fe6, port: 7000`,
-	`name: sink, mode: fastl4, listen: "198.18.0.10:5001", pool: fe4, port: 5001`,
-	`name: iperf, mode: fastl4, listen: "198.18.0.10:5201", pool: fe4, port: 5201`,
-	`name: idle, mode: fastl4, listen: "198.18.0.10:7100", pool: fe4, port: 7000, idle_timeout: 2s`,
+var e2eVirtuals = []Virtual{
+	fastl4("web", "198.18.0.10:443", "fe4", 4443),
+	fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443),
+	fastl4("whoami", "198.18.0.10:7000", "fe4", 7000),
+	fastl4("whoami6", "[2001:db8:1::10]:7000", "fe6", 7000),
+	fastl4("sink", "198.18.0.10:5001", "fe4", 5001),
+	fastl4("iperf", "198.18.0.10:5201", "fe4", 5201),
+	fastl4("idle", "198.18.0.10:7100", "fe4", 7000, func(v *Virtual) { v.IdleTimeout = 2 * time.Second }),
 }
 
 // e2eEnv is a lab with the fast path attached and running, and servers
@@ -57,8 +56,8 @@ type e2eEnv struct {
 }
 
 func newE2E(t *testing.T) *e2eEnv {
-	e := newEnv(t, func(lab *testnet.Lab) *config.Config {
-		return testConfig(t, lab, "", e2eVirtuals...)
+	e := newEnv(t, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab, e2eVirtuals...)
 	}, func(o *Options) { o.MaxFlows = 1 << 16 })
 	x := &e2eEnv{env: e, whoErrs: make(chan error, 1024)}
 	cert := selfSigned(t)
@@ -511,7 +510,7 @@ func TestPrivilegedReplaceProgram(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, lab: lab, cfg: testConfig(t, lab, "", e2eVirtuals...)}
+	e := &env{t: t, lab: lab, spec: testSpec(lab, e2eVirtuals...)}
 	e.opts = Options{PinPath: pin, ExtIf: testnet.ExtIf, IntIf: testnet.IntIf, MaxFlows: 1024, MaglevSize: 251, Logger: newEnvLogger(t)}
 	e.open()
 	t.Cleanup(func() { e.fp.Close() })

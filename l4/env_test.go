@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,8 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"github.com/edgeproxy/edgeproxy/netcfg"
 )
 
 // env is a fast path opened in the proxy namespace of a lab.
@@ -30,7 +30,7 @@ type env struct {
 	lab  *testnet.Lab
 	fp   *FastPath
 	opts Options
-	cfg  *config.Config
+	spec *Spec
 	nics map[string]nicAddr // by name, filled by nic
 }
 
@@ -80,61 +80,70 @@ func testPinPath(t testing.TB) string {
 	return p
 }
 
-// virtualSpec is one fastl4 virtual of a test configuration (YAML flow
-// mapping fields after name/mode).
-type virtualSpec string
+// fastl4 is a virtual of a test spec with F5's defaults (automap,
+// reset on timeout), changed by tune.
+func fastl4(name, listen, pool string, port uint16, tune ...func(*Virtual)) Virtual {
+	v := Virtual{Name: name, Listen: netip.MustParseAddrPort(listen), Proto: TCP, Pool: pool, Port: port,
+		Automap: true, ResetOnTimeout: true}
+	for _, f := range tune {
+		f(&v)
+	}
+	return v
+}
 
-// testConfig writes a configuration for the lab: pools fe4 and fe6 of
-// the lab's members, one4 of the first IPv4 member, and the given
-// virtuals.
-func testConfig(t testing.TB, lab *testnet.Lab, fastpath string, virtuals ...virtualSpec) *config.Config {
-	t.Helper()
-	var m4, m6 []string
-	for _, a := range lab.Members4 {
-		m4 = append(m4, `"`+a.String()+`"`)
+// addrs parses addresses.
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
 	}
-	for _, a := range lab.Members6 {
-		m6 = append(m6, `"`+a.String()+`"`)
+	return out
+}
+
+// snatPorts sets the SNAT port range of a test fast path.
+func snatPorts(first, last uint16) func(*Options) {
+	return func(o *Options) { o.SNATPorts = portlist.Range{First: first, Last: last} }
+}
+
+// testSpec is the fast path of the lab: pools fe4 and fe6 of the lab's
+// members, one4 of the first IPv4 member, and the given virtuals.
+func testSpec(lab *testnet.Lab, virtuals ...Virtual) *Spec {
+	pool := func(as ...netip.Addr) []Member {
+		var ms []Member
+		for _, a := range as {
+			ms = append(ms, Member{Name: a.String(), Addr: a, Up: true})
+		}
+		return ms
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `network:
-  external: {interface: ext0, addresses: ["%s/24", "%s/64"], gateway: %s}
-  internal:
-    interface: int0
-    addresses: ["%s/24", "%s/64"]
-    routes: [{to: "%s", via: "%s"}, {to: "%s", via: "%s"}]
-`, lab.ExtAddr4, lab.ExtAddr6, lab.ClientAddr4, lab.IntAddr4, lab.IntAddr6,
-		lab.MemberNet4, lab.RouterAddr4, lab.MemberNet6, lab.RouterAddr6)
-	if fastpath != "" {
-		fmt.Fprintf(&b, "fastpath: {%s}\n", fastpath)
+	s := &Spec{
+		Virtuals: virtuals,
+		Pools:    map[string][]Member{"fe4": pool(lab.Members4...), "fe6": pool(lab.Members6...), "one4": pool(lab.Members4[0])},
+		Host: Host{
+			Addresses: []netip.Prefix{netip.PrefixFrom(lab.ExtAddr4, 24), netip.PrefixFrom(lab.ExtAddr6, 64),
+				netip.PrefixFrom(lab.IntAddr4, 24), netip.PrefixFrom(lab.IntAddr6, 64)},
+			Internal: []netip.Prefix{netip.PrefixFrom(lab.IntAddr4, 24), netip.PrefixFrom(lab.IntAddr6, 64), lab.MemberNet4, lab.MemberNet6},
+		},
 	}
-	fmt.Fprintf(&b, "pools:\n  fe4: {members: [%s]}\n  fe6: {members: [%s]}\n  one4: {members: [%s]}\nvirtuals:\n",
-		strings.Join(m4, ", "), strings.Join(m6, ", "), m4[0])
 	for _, v := range virtuals {
-		fmt.Fprintf(&b, "  - {%s}\n", v)
+		s.Host.VIPs = append(s.Host.VIPs, v.Listen.Addr())
 	}
-	c, err := config.Parse("test.yaml", []byte(b.String()))
-	if err != nil {
-		t.Fatalf("test configuration: %v\n%s", err, b.String())
-	}
-	return c
+	return s
 }
 
 // newEnv builds a lab, opens the fast path in its proxy namespace on ext0
-// and int0 and applies cfg (built by mk for the lab).
-func newEnv(t testing.TB, mk func(*testnet.Lab) *config.Config, tune func(*Options)) *env {
+// and int0 and applies the spec mk builds for the lab.
+func newEnv(t testing.TB, mk func(*testnet.Lab) *Spec, tune func(*Options)) *env {
 	t.Helper()
 	testnet.RequireRoot(t)
 	lab := testnet.New(t, testnet.Options{Members: 2})
 	e := &env{t: t, lab: lab}
-	e.cfg = mk(lab)
+	e.spec = mk(lab)
 	e.opts = Options{
 		PinPath:    testPinPath(t),
 		ExtIf:      testnet.ExtIf,
 		IntIf:      testnet.IntIf,
 		MaxFlows:   1024,
 		MaglevSize: 251,
-		SNATPorts:  e.cfg.FastPath.SNATPorts,
 		Logger:     newEnvLogger(t),
 	}
 	if tune != nil {
@@ -145,19 +154,41 @@ func newEnv(t testing.TB, mk func(*testnet.Lab) *config.Config, tune func(*Optio
 	return e
 }
 
-// open opens (or re-opens) the fast path and applies the configuration.
+// open opens (or re-opens) the fast path and applies the spec with the
+// env's options, after netcfg has set the sysctls the spec declares.
 func (e *env) open() {
 	e.t.Helper()
+	spec := *e.spec
+	spec.Options = e.opts
+	keepSysctls(e.t, e.lab, &spec)
 	e.do(func() {
 		fp, err := Open(e.opts)
 		if err != nil {
 			e.t.Fatalf("open fast path: %v", err)
 		}
 		e.fp = fp
-		if err := fp.Apply(e.cfg, nil); err != nil {
+		if err := fp.Apply(&spec); err != nil {
 			e.t.Fatalf("apply: %v", err)
 		}
 	})
+}
+
+// keepSysctls has netcfg, their owner, set the sysctls the fast path of
+// spec declares in the lab's proxy namespace, as the daemon does.
+func keepSysctls(t testing.TB, lab *testnet.Lab, spec *Spec) {
+	t.Helper()
+	h, err := netcfg.Open(netcfg.Options{NetNS: lab.Proxy.Handle(), StatePath: "-", Logger: newEnvLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ns := &netcfg.Spec{External: netcfg.NIC{Interface: testnet.ExtIf}, Internal: netcfg.NIC{Interface: testnet.IntIf}}
+	for _, s := range spec.Sysctls() {
+		ns.Sysctls = append(ns.Sysctls, netcfg.Sysctl{Key: s.Key, Value: s.Value, Why: s.Why, Optional: s.Optional, Merge: s.Merge})
+	}
+	if _, err := h.ApplyRequired(ns); err != nil {
+		t.Fatalf("set the fast path's sysctls: %v", err)
+	}
 }
 
 // do runs fn in the proxy namespace.

@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -80,7 +79,7 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 		every  = 1000
 		before = 500
 	)
-	e := progEnv(t, "", func(o *Options) { o.MaxFlows = 65536 })
+	e := progEnv(t, func(o *Options) { o.MaxFlows = 65536 })
 	e.resolve()
 	toMember, toClient := e.hops()
 	vip := ap(vip4, 443)
@@ -172,8 +171,8 @@ func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
 		used   = 900
 		trials = 10000
 	)
-	e := progEnv(t, "snat_ports: 40000-40999", nil,
-		`name: one, mode: fastl4, listen: "198.18.0.10:7443", pool: one4, port: 4443`)
+	e := progEnv(t, snatPorts(40000, 40999),
+		fastl4("one", "198.18.0.10:7443", "one4", 4443))
 	e.resolve()
 	vip := ap(vip4, 7443)
 	member := ap(e.lab.Members4[0], 4443)
@@ -313,8 +312,8 @@ func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.Add
 // two.
 func TestPrivilegedLabSYNFlood(t *testing.T) {
 	testnet.RequireRoot(t, "curl")
-	e := newEnv(t, func(lab *testnet.Lab) *config.Config {
-		return testConfig(t, lab, "", e2eVirtuals...)
+	e := newEnv(t, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab, e2eVirtuals...)
 	}, func(o *Options) { o.MaxFlows = 1 << 14 })
 	x := &e2eEnv{env: e, whoErrs: make(chan error, 1024)}
 	cert := selfSigned(t)
@@ -427,7 +426,7 @@ func TestPrivilegedProgramUDPFlood(t *testing.T) {
 		every  = 1000
 		before = 200
 	)
-	e := progEnv(t, "", func(o *Options) { o.MaxFlows = 1 << 14 })
+	e := progEnv(t, func(o *Options) { o.MaxFlows = 1 << 14 })
 	e.resolve()
 	toMember, toClient := e.hops()
 	vip := ap(vip4, 53)
@@ -496,7 +495,7 @@ func TestPrivilegedProgramUDPFlood(t *testing.T) {
 // reused entry sees: the packet is dropped and counted, never rewritten
 // into the other flow.
 func TestPrivilegedProgramEntryReused(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	vip := ap(vip4, 443)
 	cx, cy := ap(client4, 51000), ap(client4, 51001)
@@ -524,7 +523,7 @@ func TestPrivilegedProgramEntryReused(t *testing.T) {
 // half-open connection: the client's ACK is dropped and counted, and its
 // next SYN opens the connection afresh.
 func TestPrivilegedProgramHalfOpenLost(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, _ := e.hops()
 	client, vip := ap(client4, 52000), ap(vip4, 443)
@@ -549,8 +548,8 @@ func TestPrivilegedProgramHalfOpenLost(t *testing.T) {
 // connection on its handshake timeout, but leaves half-open connections
 // alone while a flood is active.
 func TestPrivilegedGCHalfOpenDuringFlood(t *testing.T) {
-	e := progEnv(t, "", nil,
-		`name: short, mode: fastl4, listen: "198.18.0.10:9443", pool: fe4, port: 4443, handshake_timeout: 1s`)
+	e := progEnv(t, nil,
+		fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) { v.HandshakeTimeout = 1 * time.Second }))
 	e.resolve()
 	toMember, _ := e.hops()
 	client := ap(client4, 53000)

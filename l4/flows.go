@@ -48,7 +48,7 @@ func (f *FastPath) Flows() ([]Flow, error) {
 // works without the daemon.
 func ReadFlows(pinPath string) ([]Flow, error) {
 	if pinPath == "" {
-		pinPath = defaultPinPath()
+		pinPath = DefaultPinPath
 	}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
 	var t flowTable
@@ -84,6 +84,37 @@ func ReadFlows(pinPath string) ([]Flow, error) {
 	return listFlows(t, kn)
 }
 
+// flowOf describes a pair as a Flow, with its virtual's knobs.
+func flowOf(p *pair, kn [maxVirtuals]knobs, now uint64) (Flow, knobs) {
+	h := p.any()
+	k := defaultKnobs
+	if h.val.Vid < maxVirtuals && kn[h.val.Vid].idle > 0 {
+		k = kn[h.val.Vid]
+	}
+	ck, sk := p.keys()
+	st, _ := p.state(k)
+	fl := Flow{
+		Virtual: k.name,
+		Proto:   "tcp",
+		Client:  addrPort(ck.Saddr, ck.Sport, ck.Family),
+		VIP:     addrPort(ck.Daddr, ck.Dport, ck.Family),
+		Member:  addrPort(sk.Saddr, sk.Sport, sk.Family),
+		SNAT:    addrPort(sk.Daddr, sk.Dport, sk.Family),
+		State:   st,
+		Partial: p.c == nil || p.s == nil,
+	}
+	if ck.Proto == unix.IPPROTO_UDP {
+		fl.Proto = "udp"
+	}
+	if c := h.val.CreatedNs; now > c {
+		fl.Age = time.Duration(now - c)
+	}
+	if l := p.last(); now > l {
+		fl.Idle = time.Duration(now - l)
+	}
+	return fl, k
+}
+
 func listFlows(t flowTable, kn [maxVirtuals]knobs) ([]Flow, error) {
 	pairs, err := t.readPairs()
 	if err != nil {
@@ -92,32 +123,7 @@ func listFlows(t flowTable, kn [maxVirtuals]knobs) ([]Flow, error) {
 	now := monoNow()
 	out := make([]Flow, 0, len(pairs))
 	for _, p := range pairs {
-		h := p.any()
-		k := defaultKnobs
-		if h.val.Vid < maxVirtuals && kn[h.val.Vid].idle > 0 {
-			k = kn[h.val.Vid]
-		}
-		ck, sk := p.keys()
-		st, _ := p.state(k)
-		fl := Flow{
-			Virtual: k.name,
-			Proto:   "tcp",
-			Client:  addrPort(ck.Saddr, ck.Sport, ck.Family),
-			VIP:     addrPort(ck.Daddr, ck.Dport, ck.Family),
-			Member:  addrPort(sk.Saddr, sk.Sport, sk.Family),
-			SNAT:    addrPort(sk.Daddr, sk.Dport, sk.Family),
-			State:   st,
-			Partial: p.c == nil || p.s == nil,
-		}
-		if ck.Proto == unix.IPPROTO_UDP {
-			fl.Proto = "udp"
-		}
-		if c := h.val.CreatedNs; now > c {
-			fl.Age = time.Duration(now - c)
-		}
-		if l := p.last(); now > l {
-			fl.Idle = time.Duration(now - l)
-		}
+		fl, _ := flowOf(p, kn, now)
 		out = append(out, fl)
 	}
 	slices.SortFunc(out, func(a, b Flow) int {

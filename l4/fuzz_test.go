@@ -370,7 +370,7 @@ func fuzzBases(t *testing.T, e *env) []fuzzFrame {
 }
 
 func TestPrivilegedProgramFuzz(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("EDGEPROXY_FUZZ_SEED"); s != "" {

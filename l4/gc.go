@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // Flow states, as listed by Flows and counted in edgeproxy_flows.
@@ -119,9 +118,9 @@ func (p *pair) keys() (c, s bpf.FastL4FlowKey) {
 // defaultKnobs are F5's FastL4 defaults, for flows of a virtual id that
 // is not known (removed before a restart).
 var defaultKnobs = knobs{
-	idle:      config.DefaultIdleTimeout.D(),
-	handshake: config.DefaultHandshakeTimeout.D(),
-	closing:   config.DefaultCloseTimeout.D(),
+	idle:      DefaultIdleTimeout,
+	handshake: DefaultHandshakeTimeout,
+	closing:   DefaultCloseTimeout,
 	flags:     svcResetOnTimeout,
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -22,9 +21,9 @@ import (
 func TestPrivilegedEndToEndGeneric(t *testing.T) {
 	testnet.RequireRoot(t, "curl")
 	lab := testnet.New(t, testnet.Options{Members: 2, NoDummyXDP: true})
-	e := &env{t: t, lab: lab, cfg: testConfig(t, lab, "", e2eVirtuals...)}
+	e := &env{t: t, lab: lab, spec: testSpec(lab, e2eVirtuals...)}
 	e.opts = Options{
-		PinPath: testPinPath(t), ExtIf: testnet.ExtIf, IntIf: testnet.IntIf, XDPMode: config.XDPGeneric,
+		PinPath: testPinPath(t), ExtIf: testnet.ExtIf, IntIf: testnet.IntIf, XDPMode: XDPGeneric,
 		MaxFlows: 1024, MaglevSize: 251, Logger: newEnvLogger(t),
 	}
 	e.open()

@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // Ingress validation: the program accepts a client's packets only on the
@@ -90,35 +89,26 @@ func (f *FastPath) setIngress(v *bpf.FastL4FlowVal) {
 // their IPv4 subnets), the internal subnets, every virtual's VIP and the
 // given SNAT addresses. A route to everything (a /0) is no subnet of its
 // own and is left out.
-func martianPrefixes(c *config.Config, snat []netip.Addr) []netip.Prefix {
+func martianPrefixes(h Host, snat []netip.Addr) []netip.Prefix {
 	out := append([]netip.Prefix(nil), bogons...)
 	host := func(a netip.Addr) {
 		if a.IsValid() {
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 		}
 	}
-	for _, n := range []config.NIC{c.Network.External, c.Network.Internal} {
-		for _, p := range n.Addresses {
-			host(p.Addr())
-			if p.Addr().Is4() && p.Bits() < 31 {
-				host(broadcast4(p.Masked()))
-			}
+	for _, p := range h.Addresses {
+		host(p.Addr())
+		if p.Addr().Is4() && p.Bits() < 31 {
+			host(broadcast4(p.Masked()))
 		}
 	}
-	for _, p := range c.Network.Internal.Addresses {
+	for _, p := range h.Internal {
 		if p.Bits() > 0 {
 			out = append(out, p.Masked())
 		}
 	}
-	for _, r := range c.Network.Internal.Routes {
-		if r.To.Bits() > 0 {
-			out = append(out, r.To.Masked())
-		}
-	}
-	for _, v := range c.Virtuals {
-		if v != nil {
-			host(v.Listen.Addr())
-		}
+	for _, a := range h.VIPs {
+		host(a)
 	}
 	for _, a := range snat {
 		host(a)

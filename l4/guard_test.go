@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -31,7 +30,7 @@ func expectNotForwarded(t *testing.T, e *env, in []byte, nic string, virtual str
 }
 
 func TestPrivilegedProgramMartians(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, _ := e.hops()
 	lab := e.lab
@@ -87,7 +86,7 @@ func TestPrivilegedProgramMartians(t *testing.T) {
 }
 
 func TestPrivilegedProgramWrongIngress(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	for _, fam := range []string{"ipv4", "ipv6"} {
@@ -119,7 +118,7 @@ func TestPrivilegedProgramWrongIngress(t *testing.T) {
 }
 
 func TestPrivilegedProgramForeignMAC(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	client, vip := ap(client4, 53000), ap(vip4, 443)
@@ -188,7 +187,7 @@ func icmpQuote(t *testing.T, in, out []byte) (typ, code uint8, rest uint32) {
 }
 
 func TestPrivilegedProgramTTL(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	for _, fam := range []string{"ipv4", "ipv6"} {
@@ -269,7 +268,7 @@ func (e *env) setMTU(nic string, mtu int) {
 }
 
 func TestPrivilegedProgramPathMTU(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	e.setMTU(testnet.IntIf, 1400)
@@ -373,7 +372,7 @@ func retarget(b []byte, dst netip.Addr) {
 }
 
 func TestPrivilegedProgramTCPSanity(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	for _, fam := range []string{"ipv4", "ipv6"} {
@@ -468,7 +467,7 @@ func TestPrivilegedProgramTCPSanity(t *testing.T) {
 }
 
 func TestPrivilegedProgramBadHeaders(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	udpLen := func(b []byte, hl int, n uint16) []byte {
 		binary.BigEndian.PutUint16(b[14+hl+4:], n)
@@ -511,7 +510,7 @@ func TestPrivilegedProgramBadHeaders(t *testing.T) {
 // from a spoofed source: the program answers the first ones only (a
 // hundred per CPU at once, a thousand a second), the rest are dropped.
 func TestPrivilegedProgramICMPBudget(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	const n = 2000
 	in := e.toNIC(frame{src: ap(client4, 59000), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN, ttl: 1}.bytes(), testnet.ExtIf)
@@ -533,10 +532,10 @@ func TestPrivilegedProgramICMPBudget(t *testing.T) {
 
 func TestMartianPrefixes(t *testing.T) {
 	lab := testnet.Plan(testnet.Options{Members: 2})
-	cfg := testConfig(t, lab, "", `name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443`)
-	cfg.Network.Internal.Routes = append(cfg.Network.Internal.Routes, config.Route{To: netip.MustParsePrefix("0.0.0.0/0"), Via: lab.RouterAddr4})
+	cfg := testSpec(lab, fastl4("web", "198.18.0.10:443", "fe4", 4443))
+	cfg.Host.Internal = append(cfg.Host.Internal, netip.MustParsePrefix("0.0.0.0/0"))
 	got := map[netip.Prefix]bool{}
-	for _, p := range martianPrefixes(cfg, []netip.Addr{netip.MustParseAddr("198.19.0.50")}) {
+	for _, p := range martianPrefixes(cfg.Host, []netip.Addr{netip.MustParseAddr("198.19.0.50")}) {
 		got[p] = true
 	}
 	for _, want := range []string{

@@ -14,7 +14,7 @@ import (
 // run out never promotes the flow, a blind RST is dropped, and promotion
 // keeps the NICs.
 func TestPrivilegedProgramHalfOpenGuarded(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	ext, in := e.nic(testnet.ExtIf), e.nic(testnet.IntIf)

@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -73,6 +74,21 @@ func isEvent(r bpf.FastL4Reason) bool {
 // reason).
 func (f *FastPath) readCounters() ([]bpf.FastL4Stat, error) {
 	return sumStats(f.objs.Stats)
+}
+
+// zeroCounters clears the counters of a virtual id on every CPU.
+func (f *FastPath) zeroCounters(id int) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("zero counters of virtual id %d: %w", id, err)
+	}
+	zero := make([]bpf.FastL4Stat, cpus)
+	for r := range reasonMax {
+		if err := f.objs.Stats.Put(uint32(id*reasonMax+r), zero); err != nil {
+			return fmt.Errorf("zero counters of virtual id %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 func sumStats(m *ebpf.Map) ([]bpf.FastL4Stat, error) {

@@ -21,9 +21,9 @@ import (
 // completes.
 func TestPrivilegedPathMTUDiscovery(t *testing.T) {
 	x := newE2E(t)
-	cfg := testConfig(t, x.lab, "", append(e2eVirtuals, `name: sink6, mode: fastl4, listen: "[2001:db8:1::10]:5001", pool: fe6, port: 5001`)...)
+	cfg := testSpec(x.lab, append(e2eVirtuals, fastl4("sink6", "[2001:db8:1::10]:5001", "fe6", 5001))...)
 	x.do(func() {
-		if err := x.fp.Apply(cfg, nil); err != nil {
+		if err := x.fp.Apply(cfg); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -38,16 +37,16 @@ var (
 func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
 
 // progEnv is the lab used by the program's table tests.
-func progEnv(t *testing.T, fastpath string, tune func(*Options), extra ...virtualSpec) *env {
-	return newEnv(t, func(lab *testnet.Lab) *config.Config {
-		vs := []virtualSpec{
-			`name: web, mode: fastl4, listen: "198.18.0.10:443", pool: fe4, port: 4443, idle_timeout: 60s`,
-			`name: web6, mode: fastl4, listen: "[2001:db8:1::10]:443", pool: fe6, port: 4443, mss_override: 1200`,
-			`name: loose, mode: fastl4, listen: "198.18.0.10:8443", pool: fe4, port: 4443, loose_init: true`,
-			`name: dns, mode: fastl4, listen: "198.18.0.10:53", pool: fe4, port: 5353, protocol: udp`,
-			`name: dns6, mode: fastl4, listen: "[2001:db8:1::10]:53", pool: fe6, port: 5353, protocol: udp`,
+func progEnv(t *testing.T, tune func(*Options), extra ...Virtual) *env {
+	return newEnv(t, func(lab *testnet.Lab) *Spec {
+		vs := []Virtual{
+			fastl4("web", "198.18.0.10:443", "fe4", 4443, func(v *Virtual) { v.IdleTimeout = 60 * time.Second }),
+			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443, func(v *Virtual) { v.MSSOverride = 1200 }),
+			fastl4("loose", "198.18.0.10:8443", "fe4", 4443, func(v *Virtual) { v.LooseInit = true }),
+			fastl4("dns", "198.18.0.10:53", "fe4", 5353, func(v *Virtual) { v.Proto = UDP }),
+			fastl4("dns6", "[2001:db8:1::10]:53", "fe6", 5353, func(v *Virtual) { v.Proto = UDP }),
 		}
-		return testConfig(t, lab, fastpath, append(vs, extra...)...)
+		return testSpec(lab, append(vs, extra...)...)
 	}, tune)
 }
 
@@ -115,7 +114,7 @@ func (e *env) delta(virtual string, r bpf.FastL4Reason) func() uint64 {
 }
 
 func TestPrivilegedProgramNewAndEstablished(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 
@@ -237,7 +236,7 @@ func TestPrivilegedProgramNewAndEstablished(t *testing.T) {
 }
 
 func TestPrivilegedProgramPass(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	noService := e.delta("", bpf.FastL4ReasonREASON_PASS_NO_SERVICE)
 	arp := make([]byte, 60)
 	copy(arp, frame{src: ap(client4, 1), dst: ap(vip4, 1), proto: protoUDP, etherType: 0x0806}.bytes()[:14])
@@ -279,7 +278,7 @@ func icmpEcho(src, dst netip.Addr) []byte {
 }
 
 func TestPrivilegedProgramMalformed(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	syn := frame{src: ap(client4, 41000), dst: ap(vip4, 443), proto: protoTCP, flags: flagSYN}.bytes()
 	syn6 := frame{src: ap(client6, 41000), dst: ap(vip6, 443), proto: protoTCP, flags: flagSYN}.bytes()
 	mod := func(b []byte, f func([]byte) []byte) []byte { return f(slices.Clone(b)) }
@@ -324,7 +323,7 @@ func TestPrivilegedProgramMalformed(t *testing.T) {
 }
 
 func TestPrivilegedProgramIPv6ExtensionHeaders(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	client := ap(client6, 42000)
@@ -360,7 +359,7 @@ func TestPrivilegedProgramIPv6ExtensionHeaders(t *testing.T) {
 }
 
 func TestPrivilegedProgramLooseInit(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	ack := func(port, vport uint16, flags uint8) []byte {
@@ -402,7 +401,7 @@ func TestPrivilegedProgramLooseInit(t *testing.T) {
 }
 
 func TestPrivilegedProgramFragments(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, _ := e.hops()
 
@@ -441,7 +440,7 @@ func TestPrivilegedProgramFragments(t *testing.T) {
 }
 
 func TestPrivilegedProgramMSSClamp(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	mss := func(v uint16) []byte { return []byte{2, 4, byte(v >> 8), byte(v)} }
@@ -538,8 +537,13 @@ func (e *env) flowState(client netip.AddrPort) string {
 }
 
 func TestPrivilegedProgramCloseAndTimers(t *testing.T) {
-	e := progEnv(t, "", nil,
-		`name: short, mode: fastl4, listen: "198.18.0.10:9443", pool: fe4, port: 4443, idle_timeout: 1s, handshake_timeout: 1s, close_timeout: 1s, reset_on_timeout: false`)
+	e := progEnv(t, nil,
+		fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) {
+			v.IdleTimeout = 1 * time.Second
+			v.HandshakeTimeout = 1 * time.Second
+			v.CloseTimeout = 1 * time.Second
+			v.ResetOnTimeout = false
+		}))
 	e.resolve()
 	toMember, toClient := e.hops()
 	vip := ap(vip4, 9443)
@@ -620,8 +624,8 @@ func TestPrivilegedProgramCloseAndTimers(t *testing.T) {
 }
 
 func TestPrivilegedProgramSNATExhaustion(t *testing.T) {
-	e := progEnv(t, "snat_ports: 40000-40001", nil,
-		`name: one, mode: fastl4, listen: "198.18.0.10:7443", pool: one4, port: 4443`)
+	e := progEnv(t, snatPorts(40000, 40001),
+		fastl4("one", "198.18.0.10:7443", "one4", 4443))
 	e.resolve()
 	toMember, _ := e.hops()
 	vip := ap(vip4, 7443)
@@ -649,7 +653,7 @@ func TestPrivilegedProgramSNATExhaustion(t *testing.T) {
 }
 
 func TestPrivilegedProgramTableFull(t *testing.T) {
-	e := progEnv(t, "", func(o *Options) { o.MaxFlows = 3 })
+	e := progEnv(t, func(o *Options) { o.MaxFlows = 3 })
 	e.resolve()
 	toMember, toClient := e.hops()
 	for i := range 3 {
@@ -675,7 +679,7 @@ func TestPrivilegedProgramTableFull(t *testing.T) {
 }
 
 func TestPrivilegedProgramRepair(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 	client := ap(client4, 48000)
@@ -715,7 +719,7 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 }
 
 func TestPrivilegedProgramNoNeighbour(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	toMember, _ := e.hops()
 	e.lab.Proxy.Run(t, "ip", "neigh", "flush", "dev", testnet.IntIf)
 	noNeigh := e.delta("web", bpf.FastL4ReasonREASON_DROP_NO_NEIGH)
@@ -750,7 +754,7 @@ func TestPrivilegedProgramNoNeighbour(t *testing.T) {
 // drop_no_tx_port, never redirected there; with the route gone they go
 // out of int0 again.
 func TestPrivilegedProgramNoTxPort(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, _ := e.hops()
 	p := e.lab.Proxy
@@ -773,7 +777,7 @@ func TestPrivilegedProgramNoTxPort(t *testing.T) {
 }
 
 func TestPrivilegedProgramICMPErrors(t *testing.T) {
-	e := progEnv(t, "", nil)
+	e := progEnv(t, nil)
 	e.resolve()
 	toMember, toClient := e.hops()
 

@@ -1,66 +1,41 @@
 package l4
 
-import (
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"slices"
-	"strings"
+import "github.com/edgeproxy/edgeproxy/internal/portlist"
 
-	"github.com/edgeproxy/edgeproxy/config"
-	"github.com/edgeproxy/edgeproxy/internal/portlist"
-)
-
-// enableFIBLookups sets forwarding on the loopback device only.
-// bpf_fib_lookup refuses to work unless forwarding is enabled on the
-// device it is given; the program gives it loopback, which never receives
-// packets from outside, so the host still forwards nothing
-// (net.ipv4.ip_forward and net.ipv6.conf.all.forwarding stay 0). A write
-// to all/forwarding resets it, which is why upkeep sets it again.
-func enableFIBLookups() error {
-	for _, key := range []string{"net/ipv4/conf/lo/forwarding", "net/ipv6/conf/lo/forwarding"} {
-		if err := ensureSysctl(key, "1"); err != nil {
-			if key == "net/ipv6/conf/lo/forwarding" && errors.Is(err, fs.ErrNotExist) {
-				continue // IPv6 disabled on this host
-			}
-			return err
-		}
-	}
-	return nil
+// Sysctl is a kernel setting the fast path needs. The fast path writes
+// none: the owner of the host's settings (netcfg) does.
+type Sysctl struct {
+	Key   string // path under /proc/sys
+	Value string
+	Why   string
+	// Optional: absent on some hosts (IPv6 disabled) and then skipped.
+	Optional bool
+	// Merge: Value is a port list added to the current one.
+	Merge bool
 }
 
-func ensureSysctl(key, value string) error {
-	p := "/proc/sys/" + key
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return fmt.Errorf("read sysctl %s: %w", key, err)
+// Sysctls declares the kernel settings the fast path of s needs in its
+// network namespace:
+//   - forwarding on the loopback device only. bpf_fib_lookup refuses to
+//     work unless forwarding is enabled on the device it is given; the
+//     program gives it loopback, which never receives packets from
+//     outside, so the host still forwards nothing (net.ipv4.ip_forward
+//     and net.ipv6.conf.all.forwarding stay 0). A write to
+//     all/forwarding resets it: netcfg watches it.
+//   - the SNAT port range in net.ipv4.ip_local_reserved_ports (which
+//     covers IPv6 too), added to what is there: the host's own outgoing
+//     connections, the L7 proxy's among them, then never pick a SNAT
+//     port.
+func (s *Spec) Sysctls() []Sysctl {
+	ports := s.SNATPorts
+	if ports == (portlist.Range{}) {
+		ports = DefaultSNATPorts
 	}
-	if strings.TrimSpace(string(b)) == value {
-		return nil
+	why := "bpf_fib_lookup needs forwarding on the device it is given, loopback, which never receives packets from outside: the host still forwards nothing"
+	return []Sysctl{
+		{Key: "net/ipv4/conf/lo/forwarding", Value: "1", Why: why},
+		{Key: "net/ipv6/conf/lo/forwarding", Value: "1", Why: why, Optional: true},
+		{Key: "net/ipv4/ip_local_reserved_ports", Value: portlist.Of(ports).String(), Merge: true,
+			Why: "the SNAT ports of the fast path are kept out of the host's ephemeral ports"},
 	}
-	if err := os.WriteFile(p, []byte(value+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write sysctl %s = %s: %w", key, value, err)
-	}
-	return nil
-}
-
-// reservePorts adds the SNAT port range to net.ipv4.ip_local_reserved_ports
-// (which covers IPv6 too), keeping what is there: the host's own outgoing
-// connections, the L7 proxy's among them, then never pick a SNAT port.
-func reservePorts(r config.PortRange) error {
-	const key = "net/ipv4/ip_local_reserved_ports"
-	b, err := os.ReadFile("/proc/sys/" + key)
-	if err != nil {
-		return fmt.Errorf("read sysctl %s: %w", key, err)
-	}
-	have, err := portlist.Parse(string(b))
-	if err != nil {
-		return err
-	}
-	want := have.Add(portlist.Range{First: r.First, Last: r.Last})
-	if slices.Equal(have, want) {
-		return nil
-	}
-	return ensureSysctl(key, want.String())
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,14 +14,30 @@ import (
 // change. On success the changes are added to the journal and the whole
 // plan is returned (reports included); a second Apply finds nothing to
 // do.
-func (h *Host) Apply(cfg *config.Config) ([]Change, error) {
-	st, err := Desired(cfg)
+func (h *Host) Apply(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
 	if !st.Managed {
 		return nil, ErrNotManaged
 	}
+	return h.applyState(st, func(Change) bool { return true })
+}
+
+// ApplyRequired makes only the changes of the sysctls other planes
+// declare in spec (the fast path's), as Apply does: what they need is
+// kept even with network.manage false, where Apply changes nothing.
+func (h *Host) ApplyRequired(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
+	if err != nil {
+		return nil, err
+	}
+	return h.applyState(st, func(c Change) bool { return c.required })
+}
+
+// applyState makes the changes of the plan for st that keep says.
+func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	j, err := h.loadJournal()
@@ -33,7 +48,12 @@ func (h *Host) Apply(cfg *config.Config) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	todo := Changes(plan)
+	var todo []Change
+	for _, c := range Changes(plan) {
+		if keep(c) {
+			todo = append(todo, c)
+		}
+	}
 	if len(todo) == 0 {
 		return plan, nil
 	}
@@ -79,7 +99,8 @@ func rollback(h *Host, done []Change) error {
 }
 
 // repair makes each change of the plan on its own (no rollback: a partial
-// repair beats none) and records the ones that worked.
+// repair beats none) and records the ones that worked. With
+// network.manage false it makes only the changes of required sysctls.
 func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -91,10 +112,10 @@ func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
 	if err != nil {
 		return nil, nil, []failure{{"plan", err}}
 	}
-	if !st.Managed {
-		return plan, nil, nil
-	}
 	for _, c := range Changes(plan) {
+		if !st.Managed && !c.required {
+			continue // reported by the caller
+		}
 		if err := c.act.do(h); err != nil {
 			failed = append(failed, failure{c.Kind, fmt.Errorf("repair %q: %w", c.String(), err)})
 			continue
@@ -151,131 +172,153 @@ func (h *Host) Revert() ([]Change, error) {
 	return out, errors.Join(errs...)
 }
 
+// revertEntry undoes one journal entry; a nil change means there was
+// nothing left to undo (the link is gone, the change already undone).
 func (h *Host) revertEntry(e Entry) (*Change, error) {
-	gone := func(err error) bool { return errors.Is(err, ErrNoLink) }
 	switch e.Kind {
 	case KindLink:
-		lk, err := h.link(e.Link)
-		if gone(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := h.nl.LinkSetDown(lk); err != nil {
-			return nil, fmt.Errorf("revert: set link %s down: %w", e.Link, err)
-		}
-		return &Change{Op: OpModify, Kind: KindLink, Subject: "link " + e.Link, From: "up", To: "down", act: linkUp{e.Link}}, nil
-
+		return h.revertLink(e)
 	case KindAddress:
-		p, err := netip.ParsePrefix(e.Address)
-		if err != nil {
-			return nil, fmt.Errorf("revert: journal address %q: %w", e.Address, err)
-		}
-		lk, err := h.link(e.Link)
-		if gone(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		a := addrAdd{link: e.Link, prefix: p, nodad: e.NoDAD}
-		subject := fmt.Sprintf("address %s dev %s", p, e.Link)
-		if e.Op == "add" {
-			if err := h.nl.AddrDel(lk, a.nl()); err != nil {
-				if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH) {
-					return nil, nil
-				}
-				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
-			}
-			return &Change{Op: OpRemove, Kind: KindAddress, Subject: subject, act: addrDel(a)}, nil
-		}
-		if err := h.nl.AddrAdd(lk, a.nl()); err != nil {
-			if errors.Is(err, unix.EEXIST) {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("revert: add %s: %w", subject, err)
-		}
-		return &Change{Op: OpAdd, Kind: KindAddress, Subject: subject, act: a}, nil
-
+		return h.revertAddress(e)
 	case KindRoute:
-		if e.Route == nil {
-			return nil, nil
-		}
-		r, err := h.nlRoute(*e.Route)
-		if gone(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		subject := "route " + e.Route.text()
-		if e.Op == "add" {
-			if err := h.nl.RouteDel(r); err != nil {
-				if errors.Is(err, unix.ESRCH) {
-					return nil, nil
-				}
-				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
-			}
-			return &Change{Op: OpRemove, Kind: KindRoute, Subject: subject, act: routeDel{*e.Route}}, nil
-		}
-		if err := h.nl.RouteAdd(r); err != nil {
-			if errors.Is(err, unix.EEXIST) {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("revert: restore %s: %w", subject, err)
-		}
-		return &Change{Op: OpAdd, Kind: KindRoute, Subject: subject, act: routeSet{want: *e.Route}}, nil
-
+		return h.revertRoute(e)
 	case KindSysctl:
-		cur, err := h.readSysctls([]string{e.Key})
-		if err != nil {
-			return nil, err
-		}
-		v, ok := cur[e.Key]
-		if !ok {
-			return nil, nil
-		}
-		name := Sysctl{Key: e.Key}.Name()
-		if v != e.New {
-			return &Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + name,
-				Reason: fmt.Sprintf("changed since apply (%s, apply set %s): left as it is, it was %s before", show(v), show(e.New), show(e.Old))}, nil
-		}
-		if err := h.writeSysctl(e.Key, e.Old); err != nil {
-			return nil, fmt.Errorf("revert: %w", err)
-		}
-		return &Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + name, From: show(e.New), To: show(e.Old),
-			act: sysctlSet{key: e.Key, old: e.New, new: e.Old}}, nil
-
+		return h.revertSysctl(e)
 	case KindNeighbour:
-		a, err := netip.ParseAddr(e.Address)
-		if err != nil {
-			return nil, fmt.Errorf("revert: journal neighbour %q: %w", e.Address, err)
-		}
-		n := neighManage{link: e.Link, addr: a}
-		nn, err := n.nl(h)
-		if gone(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		subject := n.String()
-		if e.Op == "add" {
-			if err := h.nl.NeighDel(nn); err != nil {
-				if errors.Is(err, unix.ENOENT) {
-					return nil, nil
-				}
-				return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
-			}
-			return &Change{Op: OpRemove, Kind: KindNeighbour, Subject: subject, act: neighDel(n)}, nil
-		}
-		if err := n.do(h); err != nil {
-			return nil, fmt.Errorf("revert: %w", err)
-		}
-		return &Change{Op: OpAdd, Kind: KindNeighbour, Subject: subject, act: n}, nil
+		return h.revertNeighbour(e)
 	}
 	return nil, fmt.Errorf("revert: journal entry of unknown kind %q", e.Kind)
+}
+
+// revertLink sets a link netcfg brought up down again.
+func (h *Host) revertLink(e Entry) (*Change, error) {
+	lk, err := h.link(e.Link)
+	if errors.Is(err, ErrNoLink) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := h.nl.LinkSetDown(lk); err != nil {
+		return nil, fmt.Errorf("revert: set link %s down: %w", e.Link, err)
+	}
+	return &Change{Op: OpModify, Kind: KindLink, Subject: "link " + e.Link, From: "up", To: "down", act: linkUp{e.Link}}, nil
+}
+
+// revertAddress removes an address netcfg added, or restores one it removed.
+func (h *Host) revertAddress(e Entry) (*Change, error) {
+	p, err := netip.ParsePrefix(e.Address)
+	if err != nil {
+		return nil, fmt.Errorf("revert: journal address %q: %w", e.Address, err)
+	}
+	lk, err := h.link(e.Link)
+	if errors.Is(err, ErrNoLink) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := addrAdd{link: e.Link, prefix: p, nodad: e.NoDAD}
+	subject := fmt.Sprintf("address %s dev %s", p, e.Link)
+	if e.Op == "add" {
+		if err := h.nl.AddrDel(lk, a.nl()); err != nil {
+			if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ESRCH) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+		}
+		return &Change{Op: OpRemove, Kind: KindAddress, Subject: subject, act: addrDel(a)}, nil
+	}
+	if err := h.nl.AddrAdd(lk, a.nl()); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("revert: add %s: %w", subject, err)
+	}
+	return &Change{Op: OpAdd, Kind: KindAddress, Subject: subject, act: a}, nil
+}
+
+// revertRoute removes a route netcfg added, or restores one it replaced.
+func (h *Host) revertRoute(e Entry) (*Change, error) {
+	if e.Route == nil {
+		return nil, nil
+	}
+	r, err := h.nlRoute(*e.Route)
+	if errors.Is(err, ErrNoLink) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	subject := "route " + e.Route.text()
+	if e.Op == "add" {
+		if err := h.nl.RouteDel(r); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+		}
+		return &Change{Op: OpRemove, Kind: KindRoute, Subject: subject, act: routeDel{*e.Route}}, nil
+	}
+	if err := h.nl.RouteAdd(r); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("revert: restore %s: %w", subject, err)
+	}
+	return &Change{Op: OpAdd, Kind: KindRoute, Subject: subject, act: routeSet{want: *e.Route}}, nil
+}
+
+// revertSysctl restores a setting netcfg changed, unless it changed since.
+func (h *Host) revertSysctl(e Entry) (*Change, error) {
+	cur, err := h.readSysctls([]string{e.Key})
+	if err != nil {
+		return nil, err
+	}
+	v, ok := cur[e.Key]
+	if !ok {
+		return nil, nil
+	}
+	name := Sysctl{Key: e.Key}.Name()
+	if v != e.New {
+		return &Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + name,
+			Reason: fmt.Sprintf("changed since apply (%s, apply set %s): left as it is, it was %s before", show(v), show(e.New), show(e.Old))}, nil
+	}
+	if err := h.writeSysctl(e.Key, e.Old); err != nil {
+		return nil, fmt.Errorf("revert: %w", err)
+	}
+	return &Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + name, From: show(e.New), To: show(e.Old),
+		act: sysctlSet{key: e.Key, old: e.New, new: e.Old}}, nil
+}
+
+// revertNeighbour removes a neighbour entry netcfg added, or restores one it removed.
+func (h *Host) revertNeighbour(e Entry) (*Change, error) {
+	a, err := netip.ParseAddr(e.Address)
+	if err != nil {
+		return nil, fmt.Errorf("revert: journal neighbour %q: %w", e.Address, err)
+	}
+	n := neighManage{link: e.Link, addr: a}
+	nn, err := n.nl(h)
+	if errors.Is(err, ErrNoLink) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	subject := n.String()
+	if e.Op == "add" {
+		if err := h.nl.NeighDel(nn); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("revert: remove %s: %w", subject, err)
+		}
+		return &Change{Op: OpRemove, Kind: KindNeighbour, Subject: subject, act: neighDel(n)}, nil
+	}
+	if err := n.do(h); err != nil {
+		return nil, fmt.Errorf("revert: %w", err)
+	}
+	return &Change{Op: OpAdd, Kind: KindNeighbour, Subject: subject, act: n}, nil
 }
 
 func (n neighManage) String() string { return Neighbour{Link: n.link, Addr: n.addr}.String() }

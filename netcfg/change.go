@@ -47,6 +47,9 @@ type Change struct {
 	Reason string
 
 	act action
+	// required: a change of a sysctl another plane needs, made even
+	// with network.manage false.
+	required bool
 }
 
 // String renders the change as plan prints it: "+ address 198.19.0.2/24

@@ -3,10 +3,8 @@ package netcfg
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
@@ -75,122 +73,150 @@ type Sysctl struct {
 	Why string
 	// Report: checked and reported, never changed by netcfg.
 	Report bool
-	// optional: skipped when the key does not exist (IPv6 disabled).
-	optional bool
-	// merge: Value is a port list merged into the current one.
-	merge bool
+	// Optional: skipped when the key does not exist (IPv6 disabled).
+	Optional bool
+	// Merge: Value is a port list merged into the current one.
+	Merge bool
+	// required: declared by another plane (Spec.Sysctls), which cannot
+	// run without it: kept even with network.manage false.
+	required bool
 }
 
 // Name is the key in sysctl(8) notation.
 func (s Sysctl) Name() string { return strings.ReplaceAll(s.Key, "/", ".") }
 
-// Desired turns the configuration into the state netcfg maintains.
-func Desired(cfg *config.Config) (*State, error) {
-	if cfg == nil {
-		return nil, fmt.Errorf("%w: no configuration", ErrBadNetwork)
+// Desired turns the spec into the state netcfg maintains.
+func Desired(spec *Spec) (*State, error) {
+	if spec == nil {
+		return nil, fmt.Errorf("%w: no network spec", ErrBadNetwork)
 	}
-	n := cfg.Network
-	st := &State{
-		External: n.External.Interface,
-		Internal: n.Internal.Interface,
-		Managed:  n.Manage == nil || *n.Manage,
+	b := &builder{spec: spec, hostIPs: map[netip.Addr]bool{}, added: map[netip.Addr]bool{},
+		v6: map[string]bool{}, neigh: map[Neighbour]bool{}}
+	b.st = &State{External: spec.External.Interface, Internal: spec.Internal.Interface, Managed: spec.Managed}
+	for _, step := range []func() error{b.checkNICs, b.nicAddresses, b.virtualAddresses, b.gateways, b.staticRoutes, b.memberNeighbours, b.sysctls} {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
+	return b.st, nil
+}
+
+// builder builds a State from a Spec, section by section.
+type builder struct {
+	spec    *Spec
+	st      *State
+	hostIPs map[netip.Addr]bool // the NICs' own addresses
+	added   map[netip.Addr]bool // host addresses added for virtuals
+	v6      map[string]bool     // links with IPv6 settings
+	neigh   map[Neighbour]bool  // managed neighbours so far
+}
+
+// checkNICs refuses a spec with no NIC, one NIC named twice, or settings
+// that contradict the two-NIC layout; it lists the links.
+func (b *builder) checkNICs() error {
+	n, st := b.spec, b.st
 	if st.External == "" && st.Internal == "" {
-		return nil, ErrNoNetwork
+		return ErrNoNetwork
 	}
 	if st.External != "" && st.External == st.Internal {
-		return nil, fmt.Errorf("%w: network.external.interface and network.internal.interface are both %q: name two different NICs", ErrBadNetwork, st.External)
+		return fmt.Errorf("%w: network.external.interface and network.internal.interface are both %q: name two different NICs", ErrBadNetwork, st.External)
 	}
 	if st.Internal != "" {
 		if n.Internal.Gateway.IsValid() || n.Internal.Gateway6.IsValid() {
-			return nil, fmt.Errorf("%w: network.internal.gateway is set: the internal NIC has no default route; list the internal subnets under network.internal.routes instead", ErrBadNetwork)
+			return fmt.Errorf("%w: network.internal.gateway is set: the internal NIC has no default route; list the internal subnets under network.internal.routes instead", ErrBadNetwork)
 		}
 		for i, r := range n.Internal.Routes {
 			if r.To.IsValid() && r.To.Bits() == 0 {
-				return nil, fmt.Errorf("%w: network.internal.routes[%d] is a default route: the default route is on the external NIC only; route the internal subnets instead", ErrBadNetwork, i)
+				return fmt.Errorf("%w: network.internal.routes[%d] is a default route: the default route is on the external NIC only; route the internal subnets instead", ErrBadNetwork, i)
 			}
 		}
 	}
 	if st.External == "" && (n.External.Gateway.IsValid() || n.External.Gateway6.IsValid() || len(n.External.Addresses) > 0) {
-		return nil, fmt.Errorf("%w: network.external has settings but no interface: set network.external.interface", ErrBadNetwork)
+		return fmt.Errorf("%w: network.external has settings but no interface: set network.external.interface", ErrBadNetwork)
 	}
 	if st.Internal == "" && (len(n.Internal.Addresses) > 0 || len(n.Internal.Routes) > 0) {
-		return nil, fmt.Errorf("%w: network.internal has settings but no interface: set network.internal.interface", ErrBadNetwork)
+		return fmt.Errorf("%w: network.internal has settings but no interface: set network.internal.interface", ErrBadNetwork)
 	}
-
 	for _, l := range []string{st.External, st.Internal} {
 		if l != "" {
 			st.Links = append(st.Links, l)
 		}
 	}
+	return nil
+}
 
-	// Addresses of the NICs.
-	hostIPs := map[netip.Addr]bool{}
-	v6 := map[string]bool{}
-	for _, nic := range []struct {
-		key string
-		c   config.NIC
-	}{{"external", n.External}, {"internal", n.Internal}} {
+// keyedNIC is a NIC of the spec with its key in the file.
+type keyedNIC struct {
+	key string
+	c   NIC
+}
+
+func (b *builder) nics() []keyedNIC {
+	return []keyedNIC{{"external", b.spec.External}, {"internal", b.spec.Internal}}
+}
+
+// nicAddresses adds the addresses of the NICs.
+func (b *builder) nicAddresses() error {
+	for _, nic := range b.nics() {
 		for i, p := range nic.c.Addresses {
 			if !p.IsValid() {
-				return nil, fmt.Errorf("%w: network.%s.addresses[%d] is not an address/prefix: write it as 198.51.100.10/24", ErrBadNetwork, nic.key, i)
+				return fmt.Errorf("%w: network.%s.addresses[%d] is not an address/prefix: write it as 198.51.100.10/24", ErrBadNetwork, nic.key, i)
 			}
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
-			if hostIPs[p.Addr()] {
-				return nil, fmt.Errorf("%w: network.%s.addresses[%d]: %s is listed twice: keep it on one NIC", ErrBadNetwork, nic.key, i, p.Addr())
+			if b.hostIPs[p.Addr()] {
+				return fmt.Errorf("%w: network.%s.addresses[%d]: %s is listed twice: keep it on one NIC", ErrBadNetwork, nic.key, i, p.Addr())
 			}
-			hostIPs[p.Addr()] = true
-			st.Addresses = append(st.Addresses, Address{Link: nic.c.Interface, Prefix: p})
+			b.hostIPs[p.Addr()] = true
+			b.st.Addresses = append(b.st.Addresses, Address{Link: nic.c.Interface, Prefix: p})
 			if p.Addr().Is6() {
-				v6[nic.c.Interface] = true
+				b.v6[nic.c.Interface] = true
 			}
 		}
 	}
+	return nil
+}
 
-	// The virtuals' addresses on the external NIC, SNAT pool addresses on
-	// the internal one (they must answer ARP there).
-	added := map[netip.Addr]bool{}
+// virtualAddresses adds the virtuals' addresses on the external NIC and
+// SNAT pool addresses on the internal one (they must answer ARP there).
+func (b *builder) virtualAddresses() error {
 	addHost := func(link string, a netip.Addr) {
 		a = a.Unmap()
-		if link == "" || !a.IsValid() || a.IsUnspecified() || hostIPs[a] || added[a] {
+		if link == "" || !a.IsValid() || a.IsUnspecified() || b.hostIPs[a] || b.added[a] {
 			return
 		}
-		added[a] = true
-		st.Addresses = append(st.Addresses, Address{Link: link, Prefix: netip.PrefixFrom(a, a.BitLen()), VIP: true})
+		b.added[a] = true
+		b.st.Addresses = append(b.st.Addresses, Address{Link: link, Prefix: netip.PrefixFrom(a, a.BitLen()), VIP: true})
 		if a.Is6() {
-			v6[link] = true
+			b.v6[link] = true
 		}
 	}
-	fastl4 := false
-	for _, v := range cfg.Virtuals {
-		if v == nil {
-			continue
-		}
-		addHost(st.External, v.Listen.Addr())
-		if v.Mode == config.ModeFastL4 {
-			fastl4 = true
-			for _, a := range v.SNAT.Addresses {
-				addHost(st.Internal, a)
-			}
-		}
+	for _, a := range b.spec.VIPs {
+		addHost(b.st.External, a)
 	}
+	for _, a := range b.spec.SNAT {
+		addHost(b.st.Internal, a)
+	}
+	return nil
+}
 
-	// Routes: the default through the external gateway only; static
-	// routes through each NIC's next hops.
-	neigh := map[Neighbour]bool{}
-	addNeigh := func(link string, a netip.Addr) {
-		nb := Neighbour{Link: link, Addr: a.Unmap()}
-		if link == "" || !a.IsValid() || neigh[nb] {
-			return
-		}
-		neigh[nb] = true
-		st.Neighbours = append(st.Neighbours, nb)
+// addNeigh makes a next hop a managed neighbour, once.
+func (b *builder) addNeigh(link string, a netip.Addr) {
+	nb := Neighbour{Link: link, Addr: a.Unmap()}
+	if link == "" || !a.IsValid() || b.neigh[nb] {
+		return
 	}
+	b.neigh[nb] = true
+	b.st.Neighbours = append(b.st.Neighbours, nb)
+}
+
+// gateways adds the default routes, through the external gateway only.
+func (b *builder) gateways() error {
+	ext := b.spec.External
 	for _, gw := range []struct {
 		key string
 		a   netip.Addr
 		v6  bool
-	}{{"gateway", n.External.Gateway, false}, {"gateway6", n.External.Gateway6, true}} {
+	}{{"gateway", ext.Gateway, false}, {"gateway6", ext.Gateway6, true}} {
 		if !gw.a.IsValid() {
 			continue
 		}
@@ -200,64 +226,67 @@ func Desired(cfg *config.Config) (*State, error) {
 			if gw.v6 {
 				want = "an IPv6 address"
 			}
-			return nil, fmt.Errorf("%w: network.external.%s is %s: it must be %s", ErrBadNetwork, gw.key, a, want)
+			return fmt.Errorf("%w: network.external.%s is %s: it must be %s", ErrBadNetwork, gw.key, a, want)
 		}
-		st.Routes = append(st.Routes, Route{Link: st.External, Dst: netip.PrefixFrom(zeroOf(a), 0), Via: a})
-		addNeigh(st.External, a)
+		b.st.Routes = append(b.st.Routes, Route{Link: b.st.External, Dst: netip.PrefixFrom(zeroOf(a), 0), Via: a})
+		b.addNeigh(b.st.External, a)
 		if a.Is6() {
-			v6[st.External] = true
+			b.v6[b.st.External] = true
 		}
 	}
+	return nil
+}
+
+// staticRoutes adds each NIC's static routes through their next hops.
+func (b *builder) staticRoutes() error {
+	ext := b.spec.External
 	seen := map[netip.Prefix]bool{}
-	for _, nic := range []struct {
-		key string
-		c   config.NIC
-	}{{"external", n.External}, {"internal", n.Internal}} {
+	for _, nic := range b.nics() {
 		for i, r := range nic.c.Routes {
 			if !r.To.IsValid() {
-				return nil, fmt.Errorf("%w: network.%s.routes[%d].to is missing: write the destination as 10.10.0.0/16", ErrBadNetwork, nic.key, i)
+				return fmt.Errorf("%w: network.%s.routes[%d].to is missing: write the destination as 10.10.0.0/16", ErrBadNetwork, nic.key, i)
 			}
 			dst := netip.PrefixFrom(r.To.Addr().Unmap(), r.To.Bits()).Masked()
 			via := r.Via.Unmap()
 			if via.IsValid() && via.Is6() != dst.Addr().Is6() {
-				return nil, fmt.Errorf("%w: network.%s.routes[%d]: %s via %s mixes IPv4 and IPv6: use a next hop of the destination's family", ErrBadNetwork, nic.key, i, dst, via)
+				return fmt.Errorf("%w: network.%s.routes[%d]: %s via %s mixes IPv4 and IPv6: use a next hop of the destination's family", ErrBadNetwork, nic.key, i, dst, via)
 			}
 			if seen[dst] {
-				return nil, fmt.Errorf("%w: network.%s.routes[%d]: %s is routed twice: keep one route per destination", ErrBadNetwork, nic.key, i, dst)
+				return fmt.Errorf("%w: network.%s.routes[%d]: %s is routed twice: keep one route per destination", ErrBadNetwork, nic.key, i, dst)
 			}
-			if dst.Bits() == 0 && ((dst.Addr().Is4() && n.External.Gateway.IsValid()) || (dst.Addr().Is6() && n.External.Gateway6.IsValid())) {
-				return nil, fmt.Errorf("%w: network.%s.routes[%d] is a default route and network.external.gateway is set: keep one of them", ErrBadNetwork, nic.key, i)
+			if dst.Bits() == 0 && ((dst.Addr().Is4() && ext.Gateway.IsValid()) || (dst.Addr().Is6() && ext.Gateway6.IsValid())) {
+				return fmt.Errorf("%w: network.%s.routes[%d] is a default route and network.external.gateway is set: keep one of them", ErrBadNetwork, nic.key, i)
 			}
 			seen[dst] = true
-			st.Routes = append(st.Routes, Route{Link: nic.c.Interface, Dst: dst, Via: via})
-			addNeigh(nic.c.Interface, via)
+			b.st.Routes = append(b.st.Routes, Route{Link: nic.c.Interface, Dst: dst, Via: via})
+			b.addNeigh(nic.c.Interface, via)
 			if dst.Addr().Is6() {
-				v6[nic.c.Interface] = true
+				b.v6[nic.c.Interface] = true
 			}
 		}
 	}
+	return nil
+}
 
-	// Pool members on a NIC's own subnet are next hops themselves.
-	for _, name := range sortedKeys(cfg.Pools) {
-		p := cfg.Pools[name]
-		if p == nil {
-			continue
-		}
-		for _, m := range p.Members {
-			a, ok := staticAddr(n.Hosts, m.Address)
-			if !ok {
-				continue
-			}
-			for _, ad := range st.Addresses {
-				if !ad.VIP && ad.Prefix.Bits() < ad.Prefix.Addr().BitLen() && ad.Prefix.Masked().Contains(a) {
-					addNeigh(ad.Link, a)
-					break
-				}
+// memberNeighbours makes pool members on a NIC's own subnet managed
+// neighbours: they are next hops themselves.
+func (b *builder) memberNeighbours() error {
+	for _, a := range b.spec.Members {
+		a = a.Unmap()
+		for _, ad := range b.st.Addresses {
+			if !ad.VIP && ad.Prefix.Bits() < ad.Prefix.Addr().BitLen() && ad.Prefix.Masked().Contains(a) {
+				b.addNeigh(ad.Link, a)
+				break
 			}
 		}
 	}
+	return nil
+}
 
-	// Sysctls of a dual-homed host that is not a router.
+// sysctls adds the settings of a dual-homed host that is not a router,
+// then those the spec declares for other planes.
+func (b *builder) sysctls() error {
+	st := b.st
 	for _, l := range st.Links {
 		st.Sysctls = append(st.Sysctls,
 			// Loose reverse-path filtering: sources must be routable
@@ -269,49 +298,33 @@ func Desired(cfg *config.Config) (*State, error) {
 			Sysctl{Key: "net/ipv4/conf/" + l + "/arp_ignore", Value: "1"},
 			Sysctl{Key: "net/ipv4/conf/" + l + "/arp_announce", Value: "2"},
 			// Keep IPv6 addresses across a link flap.
-			Sysctl{Key: "net/ipv6/conf/" + l + "/keep_addr_on_down", Value: "1", optional: true},
+			Sysctl{Key: "net/ipv6/conf/" + l + "/keep_addr_on_down", Value: "1", Optional: true},
 		)
-		if v6[l] {
+		if b.v6[l] {
 			st.Sysctls = append(st.Sysctls, Sysctl{Key: "net/ipv6/conf/" + l + "/disable_ipv6", Value: "0"})
 		}
 	}
 	if st.Internal != "" {
 		// No router advertisements on the internal NIC: they would
 		// install a default route there.
-		st.Sysctls = append(st.Sysctls, Sysctl{Key: "net/ipv6/conf/" + st.Internal + "/accept_ra", Value: "0", optional: true})
+		st.Sysctls = append(st.Sysctls, Sysctl{Key: "net/ipv6/conf/" + st.Internal + "/accept_ra", Value: "0", Optional: true})
 	}
-	if fastl4 {
-		pr := cfg.FastPath.SNATPorts
-		if pr.First == 0 && pr.Last == 0 {
-			pr = config.PortRange{First: 40000, Last: 59999}
+	for _, s := range b.spec.Sysctls {
+		s.required = true
+		if s.Merge {
+			if _, err := portlist.Parse(s.Value); err != nil {
+				return fmt.Errorf("%w: sysctl %s %s: %w: write the ports as 40000-59999", ErrBadNetwork, s.Name(), s.Value, err)
+			}
 		}
-		if pr.First > pr.Last || pr.First == 0 {
-			return nil, fmt.Errorf("%w: fastpath.snat_ports %d-%d is not a range: write it as 40000-59999", ErrBadNetwork, pr.First, pr.Last)
-		}
-		st.Sysctls = append(st.Sysctls, Sysctl{
-			Key: "net/ipv4/ip_local_reserved_ports", Value: portlist.Of(portlist.Range{First: pr.First, Last: pr.Last}).String(), merge: true,
-			Why: "the SNAT ports of the fast path are kept out of the host's ephemeral ports",
-		})
+		st.Sysctls = append(st.Sysctls, s)
 	}
 	st.Sysctls = append(st.Sysctls,
 		Sysctl{Key: "net/ipv4/ip_forward", Value: "0", Report: true,
 			Why: "the host is not a router and the fast path does not need forwarding: set it to 0 unless something else on the host routes"},
-		Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "0", Report: true, optional: true,
+		Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "0", Report: true, Optional: true,
 			Why: "the host is not a router and the fast path does not need forwarding: set it to 0 unless something else on the host routes"},
 	)
-	return st, nil
-}
-
-// staticAddr resolves a member without DNS: an address or a name in
-// network.hosts.
-func staticAddr(hosts map[string]netip.Addr, s string) (netip.Addr, bool) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
-	}
-	if a, ok := lookupHosts(hosts, s); ok {
-		return a, true
-	}
-	return netip.Addr{}, false
+	return nil
 }
 
 func zeroOf(a netip.Addr) netip.Addr {
@@ -319,15 +332,6 @@ func zeroOf(a netip.Addr) netip.Addr {
 		return netip.IPv6Unspecified()
 	}
 	return netip.IPv4Unspecified()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // routeText renders a route as ip-route(8) does.

@@ -1,15 +1,19 @@
 // Package netcfg makes the dual-NIC DMZ host look like the network:
 // section of the configuration and keeps it that way.
 //
-// The file is turned into a desired state (links up, addresses on both
-// NICs and the virtuals' addresses on the external NIC, the default route
-// through the external gateway only, static routes through the internal
-// next hops, managed neighbour entries for the next hops and the sysctls a
-// dual-homed host needs). Plan compares it with the host through netlink
-// and lists the differences; Apply makes exactly those changes, records
-// what it did in a small JSON journal, and rolls back if one of them
-// fails; Revert undoes what the journal records. A Reconciler watches
-// netlink events and restores whatever someone else changes.
+// A Spec, compiled from the file by internal/plan, is turned into a
+// desired state (links up, addresses on both NICs and the virtuals'
+// addresses on the external NIC, the default route through the external
+// gateway only, static routes through the internal next hops, managed
+// neighbour entries for the next hops, the sysctls a dual-homed host needs
+// and those other planes declare: netcfg is the one writer of sysctls).
+// Plan compares it with the host through netlink and lists the
+// differences; Apply makes exactly those changes, records what it did in
+// a small JSON journal, and rolls back if one of them fails;
+// ApplyRequired makes only those of the sysctls other planes need, kept
+// even with network.manage false; Revert undoes what the journal records.
+// A Reconciler watches netlink events and restores whatever someone else
+// changes.
 //
 // Everything works inside a chosen network namespace, so the daemon (the
 // host's namespace) and the tests (fresh namespaces) run the same code.
@@ -22,7 +26,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -119,23 +122,23 @@ func (h *Host) Close() error {
 }
 
 // Plan is Host.Plan in the caller's namespace with the default journal.
-func Plan(cfg *config.Config) ([]Change, error) {
+func Plan(spec *Spec) ([]Change, error) {
 	h, err := Open(Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	return h.Plan(cfg)
+	return h.Plan(spec)
 }
 
 // Apply is Host.Apply in the caller's namespace with the default journal.
-func Apply(cfg *config.Config) ([]Change, error) {
+func Apply(spec *Spec) ([]Change, error) {
 	h, err := Open(Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	return h.Apply(cfg)
+	return h.Apply(spec)
 }
 
 // Revert is Host.Revert in the caller's namespace with the default

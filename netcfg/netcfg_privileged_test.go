@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -36,40 +35,29 @@ func lab(t *testing.T) (*testnet.Lab, *Host) {
 	return l, h
 }
 
-// labConfig is the lab's network as a user would write it.
-func labConfig(l *testnet.Lab) *config.Config {
+// labSpec is the lab's network: both NICs, routes to the members, VIPs
+// of fastl4 and L7 virtuals, the members and the fast path's SNAT ports.
+func labSpec(l *testnet.Lab) *Spec {
 	p := netip.MustParsePrefix
-	return &config.Config{
-		Network: config.Network{
-			External: config.NIC{
-				Interface: testnet.ExtIf,
-				Addresses: []netip.Prefix{p("198.18.0.2/24"), p("2001:db8:1::2/64")},
-				Gateway:   l.ClientAddr4,
-				Gateway6:  l.ClientAddr6,
-			},
-			Internal: config.NIC{
-				Interface: testnet.IntIf,
-				Addresses: []netip.Prefix{p("198.19.0.2/24"), p("2001:db8:2::2/64")},
-				Routes: []config.Route{
-					{To: l.MemberNet4, Via: l.RouterAddr4},
-					{To: l.MemberNet6, Via: l.RouterAddr6},
-				},
-			},
-			Hosts: map[string]netip.Addr{
-				"fe01.corp.example.com": l.Members4[0],
-				"fe02.corp.example.com": l.Members6[1],
+	return &Spec{
+		External: NIC{
+			Interface: testnet.ExtIf,
+			Addresses: []netip.Prefix{p("198.18.0.2/24"), p("2001:db8:1::2/64")},
+			Gateway:   l.ClientAddr4,
+			Gateway6:  l.ClientAddr6,
+		},
+		Internal: NIC{
+			Interface: testnet.IntIf,
+			Addresses: []netip.Prefix{p("198.19.0.2/24"), p("2001:db8:2::2/64")},
+			Routes: []StaticRoute{
+				{To: l.MemberNet4, Via: l.RouterAddr4},
+				{To: l.MemberNet6, Via: l.RouterAddr6},
 			},
 		},
-		FastPath: config.FastPath{SNATPorts: config.PortRange{First: 40000, Last: 59999}},
-		Pools: map[string]*config.Pool{
-			"sfb-fe": {Members: []config.Member{{Address: "fe01.corp.example.com"}, {Address: "fe02.corp.example.com"}}},
-		},
-		Virtuals: []*config.Virtual{
-			{Name: "web-l4", Mode: config.ModeFastL4, Listen: netip.AddrPortFrom(l.VIP4, 443), Pool: "sfb-fe", Port: 4443, SNAT: config.SNAT{Automap: true}},
-			{Name: "web-l4-6", Mode: config.ModeFastL4, Listen: netip.AddrPortFrom(l.VIP6, 443), Pool: "sfb-fe", Port: 4443, SNAT: config.SNAT{Automap: true}},
-			{Name: "web", Mode: config.ModeHTTPS, Listen: netip.MustParseAddrPort("198.18.0.2:8443")},
-			{Name: "any", Mode: config.ModeHTTP, Listen: netip.MustParseAddrPort("0.0.0.0:8080")},
-		},
+		Managed: true,
+		VIPs:    []netip.Addr{l.VIP4, l.VIP6, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("0.0.0.0")},
+		Members: []netip.Addr{l.Members4[0], l.Members6[1]},
+		Sysctls: []Sysctl{reservedPorts("40000-59999")},
 	}
 }
 
@@ -111,7 +99,7 @@ func pingOK(ns *testnet.NS, dst netip.Addr) bool {
 func TestPrivilegedPlanApplyIdempotent(t *testing.T) {
 	t.Parallel()
 	l, h := lab(t)
-	cfg := labConfig(l)
+	cfg := labSpec(l)
 	rootPorts, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
 
 	plan, err := h.Plan(cfg)
@@ -212,7 +200,7 @@ func TestPrivilegedPlanApplyIdempotent(t *testing.T) {
 func TestPrivilegedDefaultRouteOnInternalNICAndRevert(t *testing.T) {
 	t.Parallel()
 	l, h := lab(t)
-	cfg := labConfig(l)
+	cfg := labSpec(l)
 	// The host as an administrator left it: a default route on the
 	// internal NIC and a reserved port of its own.
 	l.Proxy.Run(t, "ip", "addr", "add", "198.19.0.2/24", "dev", "int0")
@@ -300,10 +288,10 @@ func hostState(t *testing.T, l *testnet.Lab) string {
 func TestPrivilegedApplyRollsBack(t *testing.T) {
 	t.Parallel()
 	l, h := lab(t)
-	cfg := labConfig(l)
+	cfg := labSpec(l)
 	// The last route's next hop is on no connected subnet.
-	cfg.Network.Internal.Routes = append(cfg.Network.Internal.Routes,
-		config.Route{To: netip.MustParsePrefix("198.19.50.0/24"), Via: netip.MustParseAddr("198.18.99.1")})
+	cfg.Internal.Routes = append(cfg.Internal.Routes,
+		StaticRoute{To: netip.MustParsePrefix("198.19.50.0/24"), Via: netip.MustParseAddr("198.18.99.1")})
 	before := hostState(t, l)
 	plan, err := h.Plan(cfg)
 	if err != nil {
@@ -311,12 +299,11 @@ func TestPrivilegedApplyRollsBack(t *testing.T) {
 	}
 
 	// network.manage: false only reports.
-	manage := false
-	cfg.Network.Manage = &manage
+	cfg.Managed = false
 	if _, err := h.Apply(cfg); !errors.Is(err, ErrNotManaged) {
 		t.Fatalf("apply with manage false: %v", err)
 	}
-	cfg.Network.Manage = nil
+	cfg.Managed = true
 
 	_, err = h.Apply(cfg)
 	var ae *ApplyError
@@ -350,7 +337,7 @@ func TestPrivilegedApplyRollsBack(t *testing.T) {
 func TestPrivilegedReconciler(t *testing.T) {
 	t.Parallel()
 	l, h := lab(t)
-	cfg := labConfig(l)
+	cfg := labSpec(l)
 	if _, err := h.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -443,5 +430,60 @@ func TestPrivilegedReconciler(t *testing.T) {
 	}
 	if rec.Repairs(KindRoute) == 0 {
 		t.Errorf("Repairs(route) = 0")
+	}
+}
+
+// The sysctls another plane declares (the fast path's loopback
+// forwarding and reserved ports) are kept even with network.manage
+// false, which leaves everything else alone, and a write to
+// all/forwarding, which resets loopback's, is undone by the reconciler
+// without waiting for its full resync.
+func TestPrivilegedRequiredSysctls(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	spec := labSpec(l)
+	spec.Managed = false
+	spec.Sysctls = append(spec.Sysctls, Sysctl{Key: "net/ipv4/conf/lo/forwarding", Value: "1", Why: "FIB lookups of the fast path"})
+	if _, err := h.Apply(spec); !errors.Is(err, ErrNotManaged) {
+		t.Fatalf("apply with manage false: %v", err)
+	}
+	if _, err := h.ApplyRequired(spec); err != nil {
+		t.Fatal(err)
+	}
+	read := func(key string) string {
+		return strings.TrimSpace(l.Proxy.Run(t, "cat", "/proc/sys/"+key))
+	}
+	if read("net/ipv4/conf/lo/forwarding") != "1" || read("net/ipv4/ip_local_reserved_ports") != "40000-59999" {
+		t.Fatalf("required sysctls not set: lo forwarding %s, reserved ports %q", read("net/ipv4/conf/lo/forwarding"), read("net/ipv4/ip_local_reserved_ports"))
+	}
+	if read("net/ipv4/conf/int0/arp_ignore") != "0" || strings.Contains(l.Proxy.Run(t, "ip", "addr", "show", "dev", "ext0"), "198.18.0.2") {
+		t.Fatal("network.manage false, yet netcfg changed more than the required sysctls")
+	}
+
+	rec, err := NewReconciler(h, spec, ReconcilerOptions{Resync: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.requiredDrift() {
+		t.Fatal("the watch sees a drift right after ApplyRequired")
+	}
+	// Turning forwarding on and off again, as a router script might,
+	// turns it off on every device; the watch sees it without an event.
+	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding; echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	if !rec.requiredDrift() {
+		t.Fatal("the watch does not see loopback forwarding turned off")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler: %v", err)
+		}
+	}()
+	eventually(t, "loopback forwarding restored", func() bool { return read("net/ipv4/conf/lo/forwarding") == "1" })
+	if read("net/ipv4/conf/int0/arp_ignore") != "0" {
+		t.Error("the reconciler changed arp_ignore with network.manage false")
 	}
 }

@@ -9,33 +9,41 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
-func exampleConfig() *config.Config {
+// reservedPorts is the sysctl the fast path declares for its SNAT ports.
+func reservedPorts(ports string) Sysctl {
+	return Sysctl{Key: "net/ipv4/ip_local_reserved_ports", Value: ports, Merge: true,
+		Why: "the SNAT ports of the fast path are kept out of the host's ephemeral ports"}
+}
+
+// exampleHosts is a network.hosts table.
+func exampleHosts() map[string]netip.Addr {
+	a := netip.MustParseAddr
+	return map[string]netip.Addr{"FE01.corp.example.com": a("198.19.1.11"), "onlink.corp.example.com": a("198.19.0.50")}
+}
+
+// exampleSpec has two NICs, a pool member behind a route, two on the
+// internal subnet, fastl4 virtuals with a SNAT pool, IPv6 and L7
+// virtuals on the host's own and the unspecified address.
+func exampleSpec() *Spec {
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
-	return &config.Config{
-		Network: config.Network{
-			External: config.NIC{Interface: "ext0", Addresses: []netip.Prefix{p("198.18.0.2/24")}, Gateway: a("198.18.0.1"), Gateway6: a("2001:db8:1::1")},
-			Internal: config.NIC{Interface: "int0", Addresses: []netip.Prefix{p("198.19.0.2/24")},
-				Routes: []config.Route{{To: p("198.19.1.0/24"), Via: a("198.19.0.1")}}},
-			Hosts: map[string]netip.Addr{"FE01.corp.example.com": a("198.19.1.11"), "onlink.corp.example.com": a("198.19.0.50")},
-		},
-		Pools: map[string]*config.Pool{"fe": {Members: []config.Member{{Address: "fe01.corp.example.com"}, {Address: "onlink.corp.example.com"}, {Address: "198.19.0.51"}}}},
-		Virtuals: []*config.Virtual{
-			{Name: "l4", Mode: config.ModeFastL4, Listen: netip.MustParseAddrPort("198.18.0.10:443"), SNAT: config.SNAT{Addresses: []netip.Addr{a("198.19.0.20"), a("198.19.0.2")}}},
-			{Name: "l4-6", Mode: config.ModeFastL4, Listen: netip.MustParseAddrPort("[2001:db8:1::10]:443")},
-			{Name: "same-vip", Mode: config.ModeFastL4, Listen: netip.MustParseAddrPort("198.18.0.10:80")},
-			{Name: "host", Mode: config.ModeHTTPS, Listen: netip.MustParseAddrPort("198.18.0.2:443")},
-			{Name: "any", Mode: config.ModeHTTP, Listen: netip.MustParseAddrPort("[::]:80")},
-		},
+	return &Spec{
+		External: NIC{Interface: "ext0", Addresses: []netip.Prefix{p("198.18.0.2/24")}, Gateway: a("198.18.0.1"), Gateway6: a("2001:db8:1::1")},
+		Internal: NIC{Interface: "int0", Addresses: []netip.Prefix{p("198.19.0.2/24")},
+			Routes: []StaticRoute{{To: p("198.19.1.0/24"), Via: a("198.19.0.1")}}},
+		Managed: true,
+		VIPs:    []netip.Addr{a("198.18.0.10"), a("2001:db8:1::10"), a("198.18.0.10"), a("198.18.0.2"), a("::")},
+		SNAT:    []netip.Addr{a("198.19.0.20"), a("198.19.0.2")},
+		Members: []netip.Addr{a("198.19.1.11"), a("198.19.0.50"), a("198.19.0.51")},
+		Sysctls: []Sysctl{reservedPorts("40000-59999")},
 	}
 }
 
 func TestDesired(t *testing.T) {
-	st, err := Desired(exampleConfig())
+	st, err := Desired(exampleSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +55,8 @@ func TestDesired(t *testing.T) {
 		"address 198.18.0.2/24 dev ext0",
 		"address 198.19.0.2/24 dev int0",
 		"address 198.18.0.10/32 dev ext0",     // a VIP, once for two virtuals
-		"address 198.19.0.20/32 dev int0",     // a SNAT pool address; 198.19.0.2 is already there
 		"address 2001:db8:1::10/128 dev ext0", // the IPv6 VIP
+		"address 198.19.0.20/32 dev int0",     // a SNAT pool address; 198.19.0.2 is already there
 	}
 	if !slices.Equal(addrs, want) {
 		t.Errorf("addresses:\n%s\nwant:\n%s", strings.Join(addrs, "\n"), strings.Join(want, "\n"))
@@ -107,32 +115,32 @@ func TestDesired(t *testing.T) {
 
 func TestDesiredErrors(t *testing.T) {
 	for name, tc := range map[string]struct {
-		mod  func(c *config.Config)
+		mod  func(s *Spec)
 		want string
 	}{
-		"internal gateway": {func(c *config.Config) { c.Network.Internal.Gateway = netip.MustParseAddr("198.19.0.1") },
+		"internal gateway": {func(s *Spec) { s.Internal.Gateway = netip.MustParseAddr("198.19.0.1") },
 			"network.internal.gateway is set"},
-		"internal default route": {func(c *config.Config) {
-			c.Network.Internal.Routes = append(c.Network.Internal.Routes, config.Route{To: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("198.19.0.1")})
+		"internal default route": {func(s *Spec) {
+			s.Internal.Routes = append(s.Internal.Routes, StaticRoute{To: netip.MustParsePrefix("0.0.0.0/0"), Via: netip.MustParseAddr("198.19.0.1")})
 		}, "network.internal.routes[1] is a default route"},
-		"gateway family": {func(c *config.Config) { c.Network.External.Gateway6 = netip.MustParseAddr("198.18.0.1") },
+		"gateway family": {func(s *Spec) { s.External.Gateway6 = netip.MustParseAddr("198.18.0.1") },
 			"network.external.gateway6 is 198.18.0.1: it must be an IPv6 address"},
-		"same NIC": {func(c *config.Config) { c.Network.Internal.Interface = "ext0" }, "name two different NICs"},
-		"mixed route": {func(c *config.Config) { c.Network.Internal.Routes[0].Via = netip.MustParseAddr("2001:db8:2::1") },
+		"same NIC": {func(s *Spec) { s.Internal.Interface = "ext0" }, "name two different NICs"},
+		"mixed route": {func(s *Spec) { s.Internal.Routes[0].Via = netip.MustParseAddr("2001:db8:2::1") },
 			"mixes IPv4 and IPv6"},
-		"bad snat ports": {func(c *config.Config) { c.FastPath.SNATPorts = config.PortRange{First: 50000, Last: 40000} },
-			"fastpath.snat_ports 50000-40000"},
+		"bad snat ports": {func(s *Spec) { s.Sysctls[0] = reservedPorts("50000-40000") },
+			"sysctl net.ipv4.ip_local_reserved_ports 50000-40000"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := exampleConfig()
-			tc.mod(c)
-			_, err := Desired(c)
+			s := exampleSpec()
+			tc.mod(s)
+			_, err := Desired(s)
 			if !errors.Is(err, ErrBadNetwork) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want ErrBadNetwork with %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := Desired(&config.Config{}); !errors.Is(err, ErrNoNetwork) {
+	if _, err := Desired(&Spec{}); !errors.Is(err, ErrNoNetwork) {
 		t.Fatalf("empty network: %v", err)
 	}
 }
@@ -181,7 +189,7 @@ func TestChangeString(t *testing.T) {
 }
 
 func TestResolverHosts(t *testing.T) {
-	r, err := NewResolver(exampleConfig().Network)
+	r, err := NewResolver(exampleHosts(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +218,7 @@ func TestResolverHosts(t *testing.T) {
 
 func TestResolverDMZ(t *testing.T) {
 	srv := testnet.DNSServer(t, testnet.DNSTable{"fe09.corp.example.com": {netip.MustParseAddr("198.19.1.99")}})
-	n := exampleConfig().Network
-	n.Resolver = srv
-	r, err := NewResolver(n)
+	r, err := NewResolver(exampleHosts(), srv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,10 +235,10 @@ func TestResolverDMZ(t *testing.T) {
 		t.Fatalf("missing name: %v", err)
 	}
 
-	if _, err := NewResolver(config.Network{Resolver: "dns.corp.example.com:53"}); !errors.Is(err, ErrBadNetwork) {
+	if _, err := NewResolver(nil, "dns.corp.example.com:53"); !errors.Is(err, ErrBadNetwork) {
 		t.Fatalf("resolver given as a name: %v", err)
 	}
-	if r, err := NewResolver(config.Network{Resolver: "198.19.0.53"}); err != nil || r.server != "198.19.0.53:53" {
+	if r, err := NewResolver(nil, "198.19.0.53"); err != nil || r.server != "198.19.0.53:53" {
 		t.Fatalf("resolver without port: %v", err)
 	}
 }

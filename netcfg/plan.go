@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -16,8 +15,8 @@ import (
 // Plan lists the differences between the host and the file, in the order
 // Apply would make them. Reports (OpReport) are findings Apply leaves to
 // the administrator.
-func (h *Host) Plan(cfg *config.Config) ([]Change, error) {
-	st, err := Desired(cfg)
+func (h *Host) Plan(spec *Spec) ([]Change, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -129,23 +128,60 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Change
+	d := &differ{st: st, o: o, j: j, removed: map[int]bool{}, wantRoutes: map[string]bool{}}
+	d.links()
+	if err := d.sysctls(); err != nil {
+		return nil, err
+	}
+	d.routesToRemove()
+	d.addresses()
+	d.routesToSet()
+	d.otherDefaults()
+	d.neighbours()
+	return d.out, nil
+}
 
-	// Links.
+// differ lists the changes that make the observed host the desired
+// state, section by section, in the order Apply makes them.
+type differ struct {
+	st  *State
+	o   *observed
+	j   *journal
+	out []Change
+	// removed marks the routes (indexes into o.routes) a change removes.
+	removed map[int]bool
+	// wantRoutes are the keys of the desired routes.
+	wantRoutes map[string]bool
+}
+
+// links brings the managed links up.
+func (d *differ) links() {
+	st, o := d.st, d.o
 	for _, name := range st.Links {
 		if o.links[name].Attrs().Flags&net.FlagUp == 0 {
-			out = append(out, Change{Op: OpModify, Kind: KindLink, Subject: "link " + name, From: "down", To: "up", act: linkUp{name}})
+			d.out = append(d.out, Change{Op: OpModify, Kind: KindLink, Subject: "link " + name, From: "down", To: "up", act: linkUp{name}})
 		}
 	}
+}
 
-	// Sysctls.
-	for _, s := range st.Sysctls {
-		cur, ok := o.sysctl[s.Key]
+// sysctls changes each setting that differs, or reports it.
+func (d *differ) sysctls() error {
+	cs, err := sysctlChanges(d.st.Sysctls, d.o.sysctl)
+	d.out = append(d.out, cs...)
+	return err
+}
+
+// sysctlChanges compares the wanted settings with the current values
+// (keys missing: the setting does not exist).
+func sysctlChanges(ss []Sysctl, current map[string]string) ([]Change, error) {
+	var out []Change
+	for _, s := range ss {
+		cur, ok := current[s.Key]
 		if !ok {
-			if s.optional || s.Report {
+			if s.Optional || s.Report {
 				continue
 			}
-			return nil, fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
+			return out, fmt.Errorf("read sysctl %s: it does not exist (IPv6 disabled in the kernel?): enable it or remove the IPv6 settings from network", s.Name())
 		}
 		if s.Report {
 			if cur != s.Value {
@@ -154,14 +190,14 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			continue
 		}
 		want := s.Value
-		if s.merge {
+		if s.Merge {
 			have, err := portlist.Parse(cur)
 			if err != nil {
-				return nil, fmt.Errorf("read sysctl %s: %w", s.Name(), err)
+				return out, fmt.Errorf("read sysctl %s: %w", s.Name(), err)
 			}
 			add, err := portlist.Parse(s.Value)
 			if err != nil {
-				return nil, err
+				return out, err
 			}
 			if have.Covers(add) {
 				continue
@@ -171,13 +207,16 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			continue
 		}
 		out = append(out, Change{Op: OpModify, Kind: KindSysctl, Subject: "sysctl " + s.Name(), From: show(cur), To: show(want), Reason: s.Why,
-			act: sysctlSet{key: s.Key, old: cur, new: want}})
+			act: sysctlSet{key: s.Key, old: cur, new: want}, required: s.required})
 	}
+	return out, nil
+}
 
-	// Routes to remove: default routes on the internal NIC, and routes
-	// netcfg added that the file no longer has.
-	removed := map[int]bool{} // index into o.routes
-	wantRoutes := map[string]bool{}
+// routesToRemove removes default routes on the internal NIC and the
+// routes netcfg added that the file no longer has.
+func (d *differ) routesToRemove() {
+	st, o, j := d.st, d.o, d.j
+	removed, wantRoutes := d.removed, d.wantRoutes
 	for _, r := range st.Routes {
 		wantRoutes[specOf(r).key()] = true
 	}
@@ -193,12 +232,12 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		if r.LinkIndex == intIdx && intIdx > 0 && len(r.MultiPath) == 0 {
 			removed[i] = true
 			s := o.spec(r)
-			out = append(out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
+			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
 			continue
 		}
 		for _, nh := range r.MultiPath {
 			if nh.LinkIndex == intIdx && intIdx > 0 {
-				out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(r).text(),
+				d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(r).text(),
 					Reason: "a multipath default route runs through the internal NIC: remove it by hand (ip route del default)"})
 				break
 			}
@@ -211,12 +250,16 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		for i, r := range o.routes {
 			if !removed[i] && len(r.MultiPath) == 0 && o.spec(r).key() == e.Route.key() {
 				removed[i] = true
-				out = append(out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + e.Route.text(), Reason: "added by edgeproxy, no longer in the file", act: routeDel{*e.Route}})
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + e.Route.text(), Reason: "added by edgeproxy, no longer in the file", act: routeDel{*e.Route}})
 			}
 		}
 	}
+}
 
-	// Addresses.
+// addresses adds or resizes addresses, reports one found on another
+// link, and removes those netcfg added that the file no longer has.
+func (d *differ) addresses() {
+	st, o, j := d.st, d.o, d.j
 	wantAddr := map[string]bool{}
 	for _, a := range st.Addresses {
 		wantAddr[a.Link+"|"+a.Prefix.String()] = true
@@ -229,14 +272,14 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			bits, _ := e.Mask.Size()
 			have := netip.PrefixFrom(a.Prefix.Addr(), bits)
 			if e.LinkIndex != idx {
-				out = append(out, Change{Op: OpReport, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", have, o.names[e.LinkIndex]),
+				d.out = append(d.out, Change{Op: OpReport, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", have, o.names[e.LinkIndex]),
 					Reason: fmt.Sprintf("the file puts %s on %s as well: remove one of them", a.Prefix.Addr(), a.Link)})
 				continue
 			}
 			present = true
 			if bits != a.Prefix.Bits() {
 				nodad := a.Prefix.Addr().Is6()
-				out = append(out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
+				d.out = append(d.out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
 					From: "/" + strconv.Itoa(bits), To: "/" + strconv.Itoa(a.Prefix.Bits()),
 					act: seq{addrDel{link: a.Link, prefix: have, nodad: nodad}, addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}}})
 			}
@@ -246,7 +289,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			if a.VIP {
 				reason = "virtual address"
 			}
-			out = append(out, Change{Op: OpAdd, Kind: KindAddress, Subject: a.String(), Reason: reason,
+			d.out = append(d.out, Change{Op: OpAdd, Kind: KindAddress, Subject: a.String(), Reason: reason,
 				act: addrAdd{link: a.Link, prefix: a.Prefix, nodad: a.Prefix.Addr().Is6()}})
 		}
 	}
@@ -262,14 +305,18 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		for _, a := range o.addrs {
 			bits, _ := a.Mask.Size()
 			if a.LinkIndex == idx && addrOf(a.IP) == p.Addr() && bits == p.Bits() {
-				out = append(out, Change{Op: OpRemove, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", p, e.Link),
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", p, e.Link),
 					Reason: "added by edgeproxy, no longer in the file", act: addrDel{link: e.Link, prefix: p, nodad: e.NoDAD}})
 				break
 			}
 		}
 	}
+}
 
-	// Routes to add or replace.
+// routesToSet adds or replaces the desired routes.
+func (d *differ) routesToSet() {
+	st, o := d.st, d.o
+	removed := d.removed
 	for _, r := range st.Routes {
 		want := specOf(r)
 		idx := o.index(r.Link)
@@ -281,7 +328,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			}
 			if e.Priority != want.Metric {
 				if e.Priority < want.Metric && e.Type == unix.RTN_UNICAST {
-					out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
+					d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
 						Reason: fmt.Sprintf("its lower metric wins over the file's route %s: remove it", r)})
 				}
 				continue
@@ -299,31 +346,40 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			continue
 		}
 		if old != nil {
-			out = append(out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
+			d.out = append(d.out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
 				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}})
 			continue
 		}
-		out = append(out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
+		d.out = append(d.out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
 	}
-	// Other default routes: reported, left alone.
+}
+
+// otherDefaults reports other default routes and leaves them alone.
+func (d *differ) otherDefaults() {
+	st, o := d.st, d.o
+	removed := d.removed
 	for _, r := range st.Routes {
 		if r.Dst.Bits() != 0 {
 			continue
 		}
 		for i, e := range o.routes {
-			d := prefixOf(e.Dst, e.Family)
-			if removed[i] || d.Bits() != 0 || d.Addr().Is6() != r.Dst.Addr().Is6() || e.Type != unix.RTN_UNICAST {
+			dst := prefixOf(e.Dst, e.Family)
+			if removed[i] || dst.Bits() != 0 || dst.Addr().Is6() != r.Dst.Addr().Is6() || e.Type != unix.RTN_UNICAST {
 				continue
 			}
 			if e.Priority == metric(r.Dst) || e.Priority < metric(r.Dst) {
 				continue // replaced or reported above
 			}
-			out = append(out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
+			d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
 				Reason: "another default route: the default route is via the external gateway only; remove it if nothing else needs it"})
 		}
 	}
+}
 
-	// Neighbours.
+// neighbours makes the next hops managed neighbour entries and removes
+// those netcfg added that the file no longer has.
+func (d *differ) neighbours() {
+	st, o, j := d.st, d.o, d.j
 	wantNeigh := map[string]bool{}
 	for _, n := range st.Neighbours {
 		wantNeigh[n.Link+"|"+n.Addr.String()] = true
@@ -335,7 +391,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 			}
 		}
 		if !managed {
-			out = append(out, Change{Op: OpAdd, Kind: KindNeighbour, Subject: n.String(), Reason: "managed: the kernel keeps the next hop resolved",
+			d.out = append(d.out, Change{Op: OpAdd, Kind: KindNeighbour, Subject: n.String(), Reason: "managed: the kernel keeps the next hop resolved",
 				act: neighManage{link: n.Link, addr: n.Addr}})
 		}
 	}
@@ -349,13 +405,12 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 		}
 		for _, n := range o.neigh[e.Link] {
 			if addrOf(n.IP) == a && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-				out = append(out, Change{Op: OpRemove, Kind: KindNeighbour, Subject: fmt.Sprintf("neighbour %s dev %s", a, e.Link),
+				d.out = append(d.out, Change{Op: OpRemove, Kind: KindNeighbour, Subject: fmt.Sprintf("neighbour %s dev %s", a, e.Link),
 					Reason: "added by edgeproxy, no longer in the file", act: neighDel{link: e.Link, addr: a}})
 				break
 			}
 		}
 	}
-	return out, nil
 }
 
 // spec describes a route found on the host.

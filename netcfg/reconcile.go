@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -25,6 +24,11 @@ type ReconcilerOptions struct {
 	// Retry is the delay before checking again after a failed repair
 	// (default 1s).
 	Retry time.Duration
+	// Watch is the interval at which the sysctls other planes need are
+	// read (default 200ms): one that someone changed (a write to
+	// all/forwarding resets lo/forwarding) is restored without waiting
+	// for Resync.
+	Watch time.Duration
 }
 
 // Reconciler keeps the host as the file says: it listens to netlink link,
@@ -39,9 +43,8 @@ type Reconciler struct {
 	opts ReconcilerOptions
 	log  *slog.Logger
 
-	mu  sync.Mutex
-	st  *State
-	cfg *config.Config
+	mu sync.Mutex
+	st *State
 
 	kick     chan struct{}
 	count    map[Kind]int
@@ -51,8 +54,8 @@ type Reconciler struct {
 }
 
 // NewReconciler returns a Reconciler for cfg on h.
-func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconciler, error) {
-	st, err := Desired(cfg)
+func NewReconciler(h *Host, spec *Spec, opts ReconcilerOptions) (*Reconciler, error) {
+	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +68,11 @@ func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconc
 	if opts.Retry <= 0 {
 		opts.Retry = time.Second
 	}
+	if opts.Watch <= 0 {
+		opts.Watch = 200 * time.Millisecond
+	}
 	r := &Reconciler{
-		h: h, opts: opts, log: h.log, st: st, cfg: cfg,
+		h: h, opts: opts, log: h.log, st: st,
 		kick: make(chan struct{}, 1), count: map[Kind]int{},
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_netcfg_repairs_total",
@@ -88,15 +94,15 @@ func NewReconciler(h *Host, cfg *config.Config, opts ReconcilerOptions) (*Reconc
 	return r, nil
 }
 
-// SetConfig switches to a new configuration (a reload) and checks the
-// host against it.
-func (r *Reconciler) SetConfig(cfg *config.Config) error {
-	st, err := Desired(cfg)
+// SetSpec switches to a new spec (a reload) and checks the host against
+// it.
+func (r *Reconciler) SetSpec(spec *Spec) error {
+	st, err := Desired(spec)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.st, r.cfg = st, cfg
+	r.st = st
 	r.mu.Unlock()
 	r.Trigger()
 	return nil
@@ -145,6 +151,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer settle.Stop()
 	resync := time.NewTicker(r.opts.Resync)
 	defer resync.Stop()
+	watch := time.NewTicker(r.opts.Watch)
+	defer watch.Stop()
 	pending := true
 	for {
 		select {
@@ -164,6 +172,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 		case <-resync.C:
 			if !pending {
+				pending = true
+				settle.Reset(0)
+			}
+		case <-watch.C:
+			if !pending && r.requiredDrift() {
 				pending = true
 				settle.Reset(0)
 			}
@@ -194,6 +207,9 @@ func (r *Reconciler) check() bool {
 	}
 	if !st.Managed {
 		for _, c := range Changes(plan) {
+			if c.required {
+				continue
+			}
 			r.log.Warn("netcfg: host network differs from the file (network.manage is false)", "change", c.String())
 		}
 	}
@@ -202,6 +218,30 @@ func (r *Reconciler) check() bool {
 		r.log.Error("netcfg: repair failed", "err", f.err)
 	}
 	return len(failed) == 0
+}
+
+// requiredDrift reports whether a sysctl another plane needs differs
+// from what it wants.
+func (r *Reconciler) requiredDrift() bool {
+	r.mu.Lock()
+	st := r.st
+	r.mu.Unlock()
+	var req []Sysctl
+	var keys []string
+	for _, s := range st.Sysctls {
+		if s.required {
+			req, keys = append(req, s), append(keys, s.Key)
+		}
+	}
+	if len(req) == 0 {
+		return false
+	}
+	cur, err := r.h.readSysctls(keys)
+	if err != nil {
+		return true // the check says what is wrong
+	}
+	cs, err := sysctlChanges(req, cur)
+	return err != nil || len(Changes(cs)) > 0
 }
 
 // watch subscribes to netlink events and signals relevant ones; it

@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/config"
 )
 
 // ErrUnresolved: a backend name resolves to nothing.
@@ -27,19 +25,20 @@ type Resolver struct {
 	Timeout time.Duration
 }
 
-// NewResolver returns the Resolver of a network section.
-func NewResolver(n config.Network) (*Resolver, error) {
-	r := &Resolver{hosts: make(map[string]netip.Addr, len(n.Hosts)), Timeout: 3 * time.Second}
-	for name, a := range n.Hosts {
+// NewResolver returns the Resolver of network.hosts and network.resolver
+// (an address with an optional port; "" for none).
+func NewResolver(hosts map[string]netip.Addr, server string) (*Resolver, error) {
+	r := &Resolver{hosts: make(map[string]netip.Addr, len(hosts)), Timeout: 3 * time.Second}
+	for name, a := range hosts {
 		if !a.IsValid() {
 			return nil, fmt.Errorf("%w: network.hosts[%s] has no address: write it as %s: 10.10.0.11", ErrBadNetwork, name, name)
 		}
 		r.hosts[canonical(name)] = a.Unmap()
 	}
-	if n.Resolver == "" {
+	if server == "" {
 		return r, nil
 	}
-	server, err := dnsServer(n.Resolver)
+	server, err := dnsServer(server)
 	if err != nil {
 		return nil, err
 	}
@@ -67,19 +66,6 @@ func dnsServer(s string) (string, error) {
 }
 
 func canonical(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
-
-func lookupHosts(hosts map[string]netip.Addr, name string) (netip.Addr, bool) {
-	if a, ok := hosts[name]; ok {
-		return a.Unmap(), true
-	}
-	c := canonical(name)
-	for k, a := range hosts {
-		if canonical(k) == c {
-			return a.Unmap(), true
-		}
-	}
-	return netip.Addr{}, false
-}
 
 // Resolve returns the address of a backend: an address is returned as it
 // is, a name from network.hosts, then from the DMZ resolver.

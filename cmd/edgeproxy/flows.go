@@ -14,14 +14,18 @@ import (
 )
 
 func init() {
-	register(command{name: "flows", summary: "list the L4 flow table: client, VIP, member, SNAT tuple, state, age", run: runFlows})
+	register(command{name: "flows", summary: "list the L4 flow table (filtered by virtual, member, client); flows kill resets and removes flows", run: runFlows})
 }
 
-func runFlows(_ context.Context, args []string) error {
-	fs := newFlagSet("flows", "[-config FILE | -pin-path DIR] [-virtual NAME] [-json] [-cleanup]")
+func runFlows(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "kill" {
+		return runFlowsKill(ctx, args[1:])
+	}
+	fs := newFlagSet("flows", "[-config FILE | -pin-path DIR] [-virtual NAME] [-member ADDR] [-client ADDR[:PORT]] [-json] [-cleanup]\n       edgeproxy flows kill [-config FILE | -socket PATH] [-virtual NAME] [-member ADDR] [-client ADDR[:PORT]] [-all]")
 	cfgPath := fs.String("config", "", "configuration file: its fastpath.pin_path locates the pinned state")
 	pin := fs.String("pin-path", "", "pinned fast path state (default "+config.DefaultPinPath+")")
-	virtual := fs.String("virtual", "", "list only the flows of this fastl4 virtual")
+	var sel flowSelection
+	sel.flags(fs)
 	asJSON := fs.Bool("json", false, "print the flows as JSON")
 	cleanup := fs.Bool("cleanup", false, "detach the XDP program and remove the pinned state instead (established flows stop)")
 	if err := fs.Parse(args); err != nil {
@@ -55,15 +59,21 @@ func runFlows(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *virtual != "" {
-		kept := flows[:0]
-		for _, f := range flows {
-			if f.Virtual == *virtual {
-				kept = append(kept, f)
-			}
-		}
-		flows = kept
+	a, err := sel.args()
+	if err != nil {
+		return err
 	}
+	q, err := a.Filter()
+	if err != nil {
+		return err
+	}
+	kept := flows[:0]
+	for _, f := range flows {
+		if q.Match(f) {
+			kept = append(kept, f)
+		}
+	}
+	flows = kept
 	if *asJSON {
 		return writeFlowsJSON(os.Stdout, flows)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	netplan "github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 	"github.com/vishvananda/netns"
 )
@@ -107,7 +108,7 @@ func runNetcfg(ctx context.Context, args []string) error {
 func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string, cfg *config.Config) error {
 	switch action {
 	case "plan":
-		plan, err := h.Plan(cfg)
+		plan, err := h.Plan(netplan.Network(cfg))
 		if err != nil {
 			return err
 		}
@@ -124,7 +125,7 @@ func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string,
 		}
 		return nil
 	case "apply":
-		plan, err := h.Apply(cfg)
+		plan, err := h.Apply(netplan.Network(cfg))
 		var ae *netcfg.ApplyError
 		if errors.As(err, &ae) {
 			for _, c := range ae.RolledBack {

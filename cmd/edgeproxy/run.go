@@ -13,16 +13,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
 )
 
-const defaultPIDFile = "/run/edgeproxy.pid"
-
 func init() {
-	register(command{name: "run", summary: "run the proxy daemon (SIGHUP reloads, SIGTERM drains)", run: runDaemon})
-	register(command{name: "reload", summary: "validate the file and make the running daemon reload it", run: runReload})
+	register(command{name: "run", summary: "run the proxy daemon (edgeproxy reload or SIGHUP reloads, SIGTERM drains)", run: runDaemon})
+	register(command{name: "reload", summary: "validate the file, have the running daemon reload it over the control socket, report its answer", run: runReload})
 }
 
 func runDaemon(ctx context.Context, args []string) error {
@@ -31,8 +29,10 @@ func runDaemon(ctx context.Context, args []string) error {
 	logFormat := fs.String("log-format", "", "log format: text or json (default: the file's log.format)")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default: the file's log.level)")
 	cleanup := fs.Bool("cleanup", false, "remove the pinned XDP programs and flow tables on exit (default: keep them so a restart drops no flow)")
-	pidFile := fs.String("pid-file", defaultPIDFile, "write the daemon's pid here for 'edgeproxy reload' (\"\" for none)")
+	pidFile := fs.String("pid-file", "", "write the daemon's pid here (for other tools; 'edgeproxy reload' uses the control socket)")
 	state := fs.String("netcfg-state", "", "journal of the network changes made (default /var/lib/edgeproxy/netcfg.json; - for none)")
+	ctlSocket := fs.String("control-socket", "", "the control socket (default: the file's control.socket; - for none)")
+	members := fs.String("member-state", daemon.DefaultMemberState, "the members' state set with 'edgeproxy member', kept across restarts (- for none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,13 +77,15 @@ func runDaemon(ctx context.Context, args []string) error {
 		}
 	}()
 	return daemon.Run(ctx, daemon.Options{
-		ConfigPath:  *cfgPath,
-		Version:     version,
-		Logger:      logger,
-		AccessLog:   access,
-		Cleanup:     *cleanup,
-		NetcfgState: *state,
-		Reload:      reload,
+		ConfigPath:    *cfgPath,
+		Version:       version,
+		Logger:        logger,
+		AccessLog:     access,
+		Cleanup:       *cleanup,
+		NetcfgState:   *state,
+		MemberState:   *members,
+		ControlSocket: *ctlSocket,
+		Reload:        reload,
 	})
 }
 
@@ -119,10 +121,11 @@ func accessLogger(dest, format string, def *slog.Logger) (*slog.Logger, func(), 
 }
 
 func runReload(ctx context.Context, args []string) error {
-	fs := newFlagSet("reload", "[-config FILE] [-pid-file FILE] [-wait DURATION]")
-	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "the configuration `file` the daemon runs; validated before the daemon is signalled")
-	pidFile := fs.String("pid-file", defaultPIDFile, "the daemon's pid file")
-	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the daemon's admin endpoint to say whether it applied the file (0: only signal)")
+	fs := newFlagSet("reload", "[-config FILE] [-socket PATH] [-pid-file FILE] [-wait DURATION]")
+	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "the configuration `file` the daemon runs; validated before the daemon is asked")
+	socket := fs.String("socket", "", "the daemon's control socket (default: the file's control.socket)")
+	pidFile := fs.String("pid-file", "", "when set, the daemon answering on the socket must have the pid this file names (it is never signalled)")
+	wait := fs.Duration("wait", 60*time.Second, "how long to wait for the daemon's answer")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,61 +133,46 @@ func runReload(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w\nreload not sent: the daemon keeps its running configuration", err)
 	}
-	pid, err := readPID(*pidFile)
+	if *socket == "" {
+		*socket = cfg.Control.Socket
+	}
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	cl, err := control.Dial(ctx, *socket)
 	if err != nil {
 		return err
 	}
-	addr := cfg.Admin.Listen
-	var before *admin.Status
-	if addr != "" && *wait > 0 {
-		before, _, _ = admin.FetchStatus(ctx, addr) // nil: the answer cannot be read
-	}
-	sent := time.Now()
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("signal daemon: no process %d (stale pid file %s)", pid, *pidFile)
+	defer cl.Close()
+	if *pidFile != "" {
+		if err := verifyPID(*pidFile, cl.PID(), *socket); err != nil {
+			return err
 		}
-		return fmt.Errorf("signal daemon %d: %w", pid, err)
 	}
-	if before == nil {
-		fmt.Printf("reload sent to pid %d at %s; its log says whether it applied\n", pid, sent.Format(time.TimeOnly))
-		return nil
+	var res daemon.ReloadResult
+	err = cl.Call(ctx, daemon.CmdReload, nil, &res)
+	var ce *control.CommandError
+	switch {
+	case errors.As(err, &ce):
+		return fmt.Errorf("reload rejected by pid %d, the running configuration keeps serving: %s", cl.PID(), strings.TrimPrefix(ce.Msg, daemon.ErrReload.Error()+": "))
+	case err != nil:
+		return fmt.Errorf("reload asked of pid %d, no answer: %w (its log says whether it applied)", cl.PID(), err)
 	}
-	return awaitReload(ctx, addr, pid, before.Loaded, sent, *wait)
+	fmt.Printf("reloaded: pid %d serves %s since %s\n", cl.PID(), res.Config, res.Loaded.Format(time.TimeOnly))
+	return nil
 }
 
-func readPID(path string) (int, error) {
+// verifyPID checks that the pid file names the daemon on the socket.
+func verifyPID(path string, pid int, socket string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("read pid file: %w (is 'edgeproxy run' running with -pid-file %s?)", err, path)
+		return fmt.Errorf("read pid file: %w (leave -pid-file out to trust the control socket alone)", err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0, fmt.Errorf("read pid file %s: %q is not a pid", path, strings.TrimSpace(string(b)))
+	want, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || want <= 1 {
+		return fmt.Errorf("read pid file %s: %q is not a pid", path, strings.TrimSpace(string(b)))
 	}
-	return pid, nil
-}
-
-// awaitReload reads the daemon's status until it applied the file (its
-// load time moves past loaded) or refused it (a rejection after sent).
-func awaitReload(ctx context.Context, addr string, pid int, loaded, sent time.Time, wait time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		st, _, err := admin.FetchStatus(ctx, addr)
-		switch {
-		case err == nil && st.Loaded.After(loaded):
-			fmt.Printf("reloaded: pid %d serves %s since %s\n", pid, st.Config, st.Loaded.Format(time.TimeOnly))
-			return nil
-		case err == nil && st.RejectedAt.After(sent):
-			return fmt.Errorf("reload rejected by pid %d, the running configuration keeps serving: %s", pid, st.Rejected)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("reload sent to pid %d, no answer from %s within %s: its log says whether it applied", pid, addr, wait)
-		case <-tick.C:
-		}
+	if want != pid {
+		return fmt.Errorf("verify daemon: pid file %s names pid %d but pid %d serves %s: reload not sent (remove the stale pid file)", path, want, pid, socket)
 	}
+	return nil
 }

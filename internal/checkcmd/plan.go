@@ -209,7 +209,7 @@ func fastl4Row(c *config.Config, v *config.Virtual, listen string) VirtualRow {
 		opts = append(opts, fmt.Sprintf("mss %d", v.MSSOverride))
 	}
 	if v.Proto != "" && v.Proto != "tcp" {
-		opts = append([]string{v.Proto}, opts...)
+		opts = append([]string{string(v.Proto)}, opts...)
 	}
 	return VirtualRow{Name: v.Name, Mode: string(v.Mode), Listen: listen, Pool: v.Pool, Port: v.Port, SNAT: snat, Options: opts}
 }

@@ -70,18 +70,18 @@ func (d *Daemon) withdrawRoutes() {
 		return
 	}
 	d.updateRoutes()
-	start, last, seen := time.Now(), time.Now(), d.requests()
+	start, last, seen := time.Now(), time.Now(), d.requestsServed()
 	for time.Since(start) < drainSettleMax && time.Since(last) < drainQuiet {
 		time.Sleep(50 * time.Millisecond)
-		if n := d.requests(); n != seen {
+		if n := d.requestsServed(); n != seen {
 			seen, last = n, time.Now()
 		}
 	}
 	d.log.Info("drain: routes withdrawn, new requests stopped", "after", time.Since(start).Round(time.Millisecond))
 }
 
-// requests counts the L7 requests answered so far.
-func (d *Daemon) requests() uint64 {
+// requestsServed counts the L7 requests answered so far.
+func (d *Daemon) requestsServed() uint64 {
 	var n uint64
 	if d.l7 != nil {
 		for _, s := range d.l7.Stats() {

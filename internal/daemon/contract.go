@@ -35,10 +35,12 @@ const (
 // missing here fails the daemon's tests, so a new knob cannot be
 // forgotten. Keys under a map use "*", list items "[]".
 var reloadKeys = map[string]when{
-	"admin.listen": atStart,
-	"log.format":   atStart,
-	"log.level":    atStart,
-	"log.access":   atStart,
+	"admin.listen":   atStart,
+	"control.socket": atStart,
+	"control.group":  atStart,
+	"log.format":     atStart,
+	"log.level":      atStart,
+	"log.access":     atStart,
 
 	"network.external.interface":    boundOnce,
 	"network.external.addresses":    onReload,
@@ -78,6 +80,7 @@ var reloadKeys = map[string]when{
 	"pools.*.monitor.auth_alive": onReload,
 	"pools.*.monitor.ca":         onReload,
 	"pools.*.lb":                 onReload,
+	"pools.*.kind":               onReload,
 
 	"virtuals[].name":                             onReload,
 	"virtuals[].mode":                             onReload,

@@ -18,9 +18,11 @@ import (
 	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
 	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
+	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +48,11 @@ type Options struct {
 	Cleanup bool
 	// NetcfgState is the netcfg journal path ("" default, "-" none).
 	NetcfgState string
+	// MemberState is the file keeping the members' runtime state
+	// ("" DefaultMemberState, "-" none).
+	MemberState string
+	// ControlSocket overrides the file's control.socket ("-": none).
+	ControlSocket string
 	// Reload receives a value for every reload request (SIGHUP).
 	Reload <-chan struct{}
 	// Ready, when set, is closed once everything serves.
@@ -83,6 +90,12 @@ type Daemon struct {
 	// planes, updated after both applied a health change, so /status
 	// never runs ahead of what the packets see.
 	inPlanes map[memberKey]bool
+	// members are the runtime states set with `edgeproxy member`, read
+	// under mu; the plan compiles them in.
+	members map[poolMember]memberEntry
+
+	ctl      *control.Server
+	requests chan request
 	// speaker announces the VIPs over BGP (nil without a bgp section);
 	// draining withdraws them. Both under mu.
 	speaker  *bgp.Speaker
@@ -97,10 +110,16 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.AccessLog == nil {
 		opts.AccessLog = opts.Logger
 	}
+	if opts.MemberState == "" {
+		opts.MemberState = DefaultMemberState
+	}
 	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now()}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
+	}
+	if d.members, err = loadMemberState(opts.MemberState); err != nil {
+		return err
 	}
 	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
 		return err
@@ -132,6 +151,9 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
+	if err := d.openControl(cfg); err != nil {
+		return err
+	}
 	d.adm = admin.New(admin.Options{
 		Listen:  cfg.Admin.Listen,
 		Version: d.opts.Version,
@@ -141,7 +163,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	})
 	d.reg = d.adm.Registry()
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
-	d.reg.MustRegister(d.checker)
+	d.reg.MustRegister(d.checker, newMemberStateMetric(d))
 	d.l7 = l7.New(l7.Options{
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,
@@ -167,6 +189,10 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
 	}
+	if d.ctl != nil {
+		d.spawn("control socket", d.ctl.Serve)
+	}
+	d.resumeDrains(cfg)
 	if cfg.Admin.Listen != "" {
 		if _, err := d.adm.Listen(); err != nil {
 			return fmt.Errorf("open admin endpoint: %w", err)
@@ -175,6 +201,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	d.spawn("health", d.checker.Run)
 	d.log.Info("edgeproxy running", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals), "version", d.opts.Version)
+	d.notify(sdnotify.Ready, sdnotify.Status("serving "+d.opts.ConfigPath))
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
@@ -191,19 +218,25 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-d.opts.Reload:
-			if err := d.Reload(ctx); err != nil {
-				d.log.Error("reload rejected; the running configuration keeps serving", "err", err)
-				d.mu.Lock()
-				d.rejected, d.rejectedAt = err.Error(), time.Now()
-				d.mu.Unlock()
-			}
+			_ = d.reloadRecorded(ctx)
+		case r := <-d.requests:
+			res, err := r.run(ctx)
+			r.done <- reply{res, err}
 		case runErr = <-errc:
 			d.log.Error("component failed", "err", runErr)
 			break loop
 		}
 	}
+	d.notify(sdnotify.Stopping, sdnotify.Status("draining"))
 	d.drain(ctx)
 	return runErr
+}
+
+// notify tells systemd (under Type=notify) the daemon's state.
+func (d *Daemon) notify(lines ...string) {
+	if err := sdnotify.Notify(lines...); err != nil {
+		d.log.Warn("tell systemd the daemon's state", "err", err)
+	}
 }
 
 // upState says which members take traffic now: a member not yet checked
@@ -314,6 +347,9 @@ func (d *Daemon) drainTimeout() time.Duration {
 
 func (d *Daemon) close() error {
 	errs := []error{d.stopBGP()}
+	if d.ctl != nil {
+		errs = append(errs, d.ctl.Close())
+	}
 	if d.adm != nil {
 		errs = append(errs, d.adm.Close())
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
-	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/l4"
 )
@@ -44,19 +44,18 @@ func (d *Daemon) applyFastL4(c *change) func(context.Context) error {
 		defer d.planeMu.Unlock()
 		f := d.fastPath()
 		if f == nil {
-			if !plan.FastPath(c.next) {
+			if c.nextPlan.L4 == nil {
 				return nil
 			}
 			var err error
-			if f, err = d.openFastPath(c.next); err != nil {
+			if f, err = d.openFastPath(c.next, c.nextPlan.L4); err != nil {
 				return err
 			}
 			d.setFastPath(f)
 			c.openedFastL4 = true
 			c.opened = append(c.opened, component{"fast path", f.run})
 		}
-		targets := c.nextPlan.Health.Targets
-		err := f.apply(c.next, targets, d.upState(targets))
+		err := f.apply(c.nextPlan.L4, d.upState(c.nextPlan.Health.Targets))
 		if err != nil && c.openedFastL4 {
 			err = errors.Join(err, d.closeFastPath(c))
 		}
@@ -75,8 +74,7 @@ func (d *Daemon) restoreFastL4(c *change) func(context.Context) error {
 		case c.openedFastL4:
 			return d.closeFastPath(c)
 		}
-		targets := c.prevPlan.Health.Targets
-		return f.apply(c.prev, targets, d.upState(targets))
+		return f.apply(c.prevPlan.L4, d.upState(c.prevPlan.Health.Targets))
 	}
 }
 
@@ -90,13 +88,13 @@ func (d *Daemon) closeFastPath(c *change) error {
 	return f.close(c.prev != nil)
 }
 
-// openFastPath loads (or adopts the pinned) XDP program, once the host
-// probe finds what it needs (a reload may open it first).
-func (d *Daemon) openFastPath(cfg *config.Config) (*fastPath, error) {
+// openFastPath loads (or adopts the pinned) XDP program for spec, once
+// the host probe finds what cfg needs (a reload may open it first).
+func (d *Daemon) openFastPath(cfg *config.Config, spec *l4.Spec) (*fastPath, error) {
 	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
 		return nil, err
 	}
-	opts := l4.OptionsFromConfig(cfg)
+	opts := spec.Options
 	opts.Logger = d.log
 	fp, err := l4.Open(opts)
 	if err != nil {
@@ -109,14 +107,22 @@ func (d *Daemon) openFastPath(cfg *config.Config) (*fastPath, error) {
 	return &fastPath{fp: fp, log: d.log, pin: opts.PinPath}, nil
 }
 
-func (f *fastPath) apply(cfg *config.Config, members []health.Target, up map[memberKey]bool) error {
-	byPool := map[string][]l4.Member{}
-	for _, m := range members {
-		byPool[m.Pool] = append(byPool[m.Pool], l4.Member{
-			Name: m.Member, Addr: m.Addr, Disabled: m.Disabled, Up: up[m.ID()],
-		})
+// apply gives the fast path its spec (nil: no fastl4 virtual) with the
+// members' current health.
+func (f *fastPath) apply(spec *l4.Spec, up map[memberKey]bool) error {
+	s := l4.Spec{}
+	if spec != nil {
+		s = *spec
 	}
-	return f.fp.Apply(cfg, byPool)
+	pools := s.Pools
+	s.Pools = map[string][]l4.Member{}
+	for pool, ms := range pools {
+		for _, m := range ms {
+			m.Up = up[member.New(pool, m.Addr)]
+			s.Pools[pool] = append(s.Pools[pool], m)
+		}
+	}
+	return f.fp.Apply(&s)
 }
 
 func (f *fastPath) setUp(pool string, addr netip.Addr, up bool) error {

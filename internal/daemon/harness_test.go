@@ -85,13 +85,15 @@ type params struct {
 const labConfig = `
 admin:
   listen: 127.0.0.1:9469
+control:
+  socket: {{.Dir}}/run/control.sock
 {{.Network}}fastpath:
   pin_path: {{.Pin}}
 {{if .MaxFlows}}  max_flows: {{.MaxFlows}}
 {{end}}pools:
   sfb-fe:
     members: [fe01.corp.example.com, fe02.corp.example.com]
-    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 1, ca: {{.Dir}}/internal-ca.pem}
+    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 2, ca: {{.Dir}}/internal-ca.pem}
   bulk:
     members: [fe01.corp.example.com]
     monitor: {type: tcp, port: 5201, interval: 1s, timeout: 500ms}
@@ -102,6 +104,7 @@ virtuals:
     pool: sfb-fe
     port: 4443
     snat: automap
+    drain_timeout: 5s
   - name: bulk
     mode: fastl4
     listen: {{.FastL4VIP}}:5201
@@ -181,8 +184,15 @@ func (d *deployment) writeConfig(t *testing.T, p params) {
 // ready with every member of sfb-fe up.
 func (d *deployment) start(t *testing.T) {
 	t.Helper()
-	labtest.Start(t, d.Daemon, labtest.PoolUp("sfb-fe", len(d.members)), labtest.Binary(t), "run", "-config", d.cfgPath,
-		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"))
+	d.startWhen(t, labtest.PoolUp("sfb-fe", len(d.members)))
+}
+
+// startWhen runs the daemon and waits until its status satisfies ready.
+func (d *deployment) startWhen(t *testing.T, ready labtest.Ready) {
+	t.Helper()
+	labtest.Start(t, d.Daemon, ready, labtest.Binary(t), "run", "-config", d.cfgPath,
+		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"),
+		"-member-state", filepath.Join(d.dir, "members.json"))
 }
 
 func (d *deployment) signal(t *testing.T, s os.Signal) {

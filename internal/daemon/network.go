@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 )
 
@@ -17,9 +18,10 @@ func hasInterface(cfg *config.Config) bool {
 	return cfg.Network.External.Interface != "" || cfg.Network.Internal.Interface != ""
 }
 
-// applyNetwork opens netcfg when the configuration names its first
-// interface, then applies the network section when it is managed.
-func (d *Daemon) applyNetwork(c *change) func(context.Context) error {
+// netcfgStep opens netcfg when the configuration names its first
+// interface, then applies the network section (with the members known
+// without DNS: the DMZ resolver may be reachable only through it).
+func (d *Daemon) netcfgStep(c *change) func(context.Context) error {
 	return func(context.Context) error {
 		if d.host == nil {
 			if !hasInterface(c.next) {
@@ -29,10 +31,7 @@ func (d *Daemon) applyNetwork(c *change) func(context.Context) error {
 				return err
 			}
 		}
-		if !c.next.Network.Managed() {
-			return nil
-		}
-		_, err := d.host.Apply(c.next)
+		err := applyNetwork(d.host, plan.Network(c.next))
 		if err != nil && c.openedNetwork {
 			d.closeNetwork()
 		}
@@ -49,13 +48,12 @@ func (d *Daemon) restoreNetwork(c *change) func(context.Context) error {
 			return nil
 		case c.openedNetwork:
 			var err error
-			if c.prev != nil && c.next.Network.Managed() {
+			if c.prev != nil {
 				_, err = d.host.Revert()
 			}
 			return errors.Join(err, d.closeNetwork())
 		case c.prev.Network.Managed():
-			_, err := d.host.Apply(c.prev)
-			return err
+			return applyNetwork(d.host, c.prevPlan.Network)
 		case c.next.Network.Managed():
 			_, err := d.host.Revert()
 			return err
@@ -69,7 +67,7 @@ func (d *Daemon) openNetwork(c *change) error {
 	if err != nil {
 		return fmt.Errorf("open host network: %w", err)
 	}
-	r, err := netcfg.NewReconciler(h, c.next, netcfg.ReconcilerOptions{})
+	r, err := netcfg.NewReconciler(h, plan.Network(c.next), netcfg.ReconcilerOptions{})
 	if err == nil {
 		err = d.reg.Register(r)
 	}
@@ -90,13 +88,25 @@ func (d *Daemon) closeNetwork() error {
 	return err
 }
 
-// updateReconciler points the running reconciler at the new network
-// section (one opened by this change has it already).
+// updateReconciler points the reconciler at the compiled network spec,
+// which has every resolved member (the one it opened with may not).
 func (d *Daemon) updateReconciler(c *change) func(context.Context) error {
 	return func(context.Context) error {
-		if d.recon == nil || c.openedNetwork {
+		if d.recon == nil {
 			return nil
 		}
-		return d.recon.SetConfig(c.next)
+		return d.recon.SetSpec(c.nextPlan.Network)
 	}
+}
+
+// applyNetwork gives netcfg its spec: all of it when the file manages the
+// host, else only the sysctls the planes need (netcfg reports the rest).
+func applyNetwork(h *netcfg.Host, spec *netcfg.Spec) error {
+	var err error
+	if spec.Managed {
+		_, err = h.Apply(spec)
+	} else if _, err = h.ApplyRequired(spec); errors.Is(err, netcfg.ErrNoNetwork) {
+		err = nil // nothing to manage, nothing required
+	}
+	return err
 }

@@ -48,6 +48,13 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 		}
 	}
 	st.Members = admin.MembersFromHealth(snap)
+	runtime := d.memberState()
+	for i, m := range st.Members {
+		if e, ok := runtime[poolMember{m.Pool, m.Member}]; ok {
+			st.Members[i].Runtime, st.Members[i].RuntimeSince = e.State, e.Since
+			st.Members[i].Reason = e.State + " with edgeproxy member since " + e.Since.Format(time.RFC3339)
+		}
+	}
 	up := map[string]int{}
 	total := map[string]int{}
 	for _, m := range snap {

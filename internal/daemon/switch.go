@@ -70,7 +70,7 @@ func (d *Daemon) switchTo(ctx context.Context, cfg *config.Config) error {
 	c := &change{prev: d.cfg, prevPlan: d.plan, next: cfg}
 	d.mu.Unlock()
 	steps := []step{
-		{"apply network section", d.applyNetwork(c), d.restoreNetwork(c)},
+		{"apply network section", d.netcfgStep(c), d.restoreNetwork(c)},
 		{"compile configuration", d.compile(c), nil},
 		{"apply fastl4 virtuals", d.applyFastL4(c), d.restoreFastL4(c)},
 		{"apply L7 virtuals", d.applyL7(c), d.restoreL7(c)},
@@ -95,11 +95,11 @@ func (d *Daemon) switchTo(ctx context.Context, cfg *config.Config) error {
 // network section, so that a DMZ resolver is reachable).
 func (d *Daemon) compile(c *change) func(context.Context) error {
 	return func(ctx context.Context) error {
-		r, err := netcfg.NewResolver(c.next.Network)
+		r, err := netcfg.NewResolver(c.next.Network.Hosts, c.next.Network.Resolver)
 		if err != nil {
 			return fmt.Errorf("build hosts table: %w", err)
 		}
-		c.nextPlan, err = plan.Compile(ctx, c.next, r.Resolve)
+		c.nextPlan, err = plan.Compile(ctx, withMemberState(c.next, d.memberState()), r.Resolve)
 		return err
 	}
 }

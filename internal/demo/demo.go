@@ -308,6 +308,8 @@ func (s *session) startDaemon(ctx context.Context) error {
 		s.opts.Executable, "run",
 		"-config", s.cfgPath,
 		"-pid-file", filepath.Join(s.dir, "edgeproxy.pid"),
+		"-control-socket", filepath.Join(s.dir, "control.sock"),
+		"-member-state", filepath.Join(s.dir, "members.json"),
 		"-netcfg-state", filepath.Join(s.dir, "netcfg.json"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: a Ctrl-C on the terminal reaches the demo, which

@@ -54,7 +54,7 @@ func TestSkypeYAML(t *testing.T) {
 				if v.Pool != "" && v.Pool != "sfb-fe" {
 					t.Errorf("virtual %s publishes pool %s, want sfb-fe", v.Name, v.Pool)
 				}
-				got = append(got, string(v.Mode)+"/"+v.Proto+" "+v.Listen.String())
+				got = append(got, string(v.Mode)+"/"+string(v.Proto)+" "+v.Listen.String())
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("virtuals %q, want %q\n%s", got, tc.want, text)

@@ -5,25 +5,10 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
 )
 
-// FastPath reports whether cfg loads the XDP fast path: some fastl4
-// virtual, and XDP not turned off on the external NIC, where their
-// traffic arrives.
-func FastPath(cfg *config.Config) bool {
-	if cfg.Network.External.XDPMode == config.XDPOff {
-		return false
-	}
-	for _, v := range cfg.Virtuals {
-		if v != nil && v.Mode == config.ModeFastL4 {
-			return true
-		}
-	}
-	return false
-}
-
 // HostNeeds is what cfg asks of the host, for the host probe `run` and
 // `check` share.
 func HostNeeds(cfg *config.Config) hostprobe.Needs {
-	n := hostprobe.Needs{FastPath: FastPath(cfg), PinPath: cfg.FastPath.PinPath}
+	n := hostprobe.Needs{FastPath: cfg.NeedsXDP(), PinPath: cfg.FastPath.PinPath}
 	nics := cfg.Network.External.Interface != "" || cfg.Network.Internal.Interface != ""
 	n.NetAdmin = n.FastPath || nics && cfg.Network.Managed()
 	for _, v := range cfg.Virtuals {

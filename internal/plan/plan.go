@@ -2,7 +2,8 @@
 // planes run: every default applied, every pool member resolved once
 // and shared by all of them, so that two planes never bind one name to
 // two addresses. Each plane's spec is built in its own file (l7.go,
-// health.go); a new plane adds its own file and a field of Plan.
+// health.go, l4.go, network.go); a new plane adds its own file and a
+// field of Plan.
 package plan
 
 import (
@@ -16,7 +17,9 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/member"
+	"github.com/edgeproxy/edgeproxy/l4"
 	"github.com/edgeproxy/edgeproxy/l7"
+	"github.com/edgeproxy/edgeproxy/netcfg"
 )
 
 // ErrUnresolved is returned for a member name that neither
@@ -46,6 +49,11 @@ type Plan struct {
 	Members map[string][]Member
 	L7      *l7.Spec
 	Health  health.Spec
+	// L4 is the fast path's spec; nil when the file runs no XDP.
+	L4 *l4.Spec
+	// Network is the host network's spec (netcfg), the fast path's
+	// sysctls included.
+	Network *netcfg.Spec
 	// BGP is nil without a bgp section.
 	BGP *bgp.Spec
 }
@@ -62,6 +70,8 @@ func Compile(ctx context.Context, cfg *config.Config, resolve Resolver) (*Plan, 
 		return nil, err
 	}
 	p.Health = compileHealth(cfg, members)
+	p.L4 = compileL4(cfg, members)
+	p.Network = compileNetwork(cfg, members, p.L4)
 	p.BGP = compileBGP(cfg)
 	return p, nil
 }

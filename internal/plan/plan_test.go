@@ -76,6 +76,16 @@ func TestCompileResolvesEachMemberOnce(t *testing.T) {
 	if !slices.Equal(site, want["sfb-fe"]) {
 		t.Errorf("l7 site members %v, want %v", site, want["sfb-fe"])
 	}
+	var fast []netip.Addr
+	for _, m := range p.L4.Pools["sfb-tcp"] {
+		fast = append(fast, m.Addr)
+	}
+	if !slices.Equal(fast, want["sfb-tcp"]) {
+		t.Errorf("fast path members of sfb-tcp %v, want %v", fast, want["sfb-tcp"])
+	}
+	if n := p.Network.Members; !slices.Contains(n, netip.MustParseAddr("198.18.0.1")) || slices.Contains(n, netip.MustParseAddr("198.18.0.2")) {
+		t.Errorf("host network members %v: want fe01 at 198.18.0.1 only", n)
+	}
 	if m := p.Health.Monitors["sfb-fe"]; m.Type != health.MonitorTLS || m.Port != 4443 {
 		t.Errorf("monitor of sfb-fe: %+v", m)
 	}

@@ -30,6 +30,8 @@ type Daemon struct {
 	// when empty).
 	Admin string
 	Log   lab.Log
+	// Env is added to the daemon's environment.
+	Env []string
 
 	run *run // the latest process
 }
@@ -85,6 +87,9 @@ var ErrDaemonExited = errors.New("daemon exited before it was ready")
 func (d *Daemon) Start(ready Ready, timeout time.Duration, bin string, args ...string) error {
 	cmd := d.NS.Command(context.Background(), bin, args...)
 	cmd.Stdout, cmd.Stderr = &d.Log, &d.Log
+	if len(d.Env) > 0 {
+		cmd.Env = append(os.Environ(), d.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start edgeproxy: %w", err)
 	}

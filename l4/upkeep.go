@@ -1,0 +1,43 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Run reaps expired flows, sends resets, keeps neighbours resolved and
+// logs table-full and SNAT-exhaustion conditions until ctx is done.
+func (f *FastPath) Run(ctx context.Context) error {
+	gc := time.NewTicker(f.opts.GCInterval)
+	defer gc.Stop()
+	nb := time.NewTicker(200 * time.Millisecond)
+	defer nb.Stop()
+	f.upkeep()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-gc.C:
+			if err := f.collect(); err != nil {
+				if errors.Is(err, ErrClosed) {
+					return err
+				}
+				f.limiter.log(f.log, "gc", slog.LevelWarn, "reap flows", "err", err)
+			}
+			f.warnDrops()
+		case <-nb.C:
+			f.upkeep()
+		}
+	}
+}
+
+// upkeep resolves reported and wanted next hops.
+func (f *FastPath) upkeep() {
+	if !f.acquire() {
+		return
+	}
+	defer f.life.RUnlock()
+	f.neigh.poll(f.objs.NeighMiss)
+}
