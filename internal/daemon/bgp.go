@@ -60,14 +60,16 @@ func (d *Daemon) updateRoutes() {
 }
 
 // withdrawRoutes is the first step of a drain: the routes go, then new
-// flows stop arriving as the routers converge.
-func (d *Daemon) withdrawRoutes() {
+// flows stop arriving as the routers converge. It returns how long
+// that took (0 when already drained or without bgp).
+func (d *Daemon) withdrawRoutes() time.Duration {
 	d.mu.Lock()
+	was := d.draining
 	d.draining = true
 	sp := d.speaker
 	d.mu.Unlock()
-	if sp == nil {
-		return
+	if sp == nil || was {
+		return 0
 	}
 	d.updateRoutes()
 	start, last, seen := time.Now(), time.Now(), d.requestsServed()
@@ -77,7 +79,9 @@ func (d *Daemon) withdrawRoutes() {
 			seen, last = n, time.Now()
 		}
 	}
-	d.log.Info("drain: routes withdrawn, new requests stopped", "after", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	d.log.Info("drain: routes withdrawn, new requests stopped", "after", took.Round(time.Millisecond))
+	return took
 }
 
 // requestsServed counts the L7 requests answered so far.
@@ -146,4 +150,38 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// CmdDrain stops the daemon gracefully: routes withdrawn, new requests
+// waited out, open connections finished up to drain_timeout. Its answer
+// (DrainResult) comes once the routes are withdrawn and new requests
+// have stopped; the daemon then finishes the drain and exits.
+const CmdDrain = "drain"
+
+// DrainResult answers CmdDrain.
+type DrainResult struct {
+	// Withdrawn lists the VIP routes taken back (none without bgp).
+	Withdrawn []string `json:"withdrawn"`
+	// Settled is how long new requests took to stop after that.
+	Settled time.Duration `json:"settled"`
+	// DrainTimeout bounds the open connections from now.
+	DrainTimeout time.Duration `json:"drain_timeout"`
+}
+
+// drainNow withdraws the routes, waits for new requests to stop and asks
+// the serve loop to finish the drain.
+func (d *Daemon) drainNow() (DrainResult, error) {
+	var res DrainResult
+	d.mu.Lock()
+	sp := d.speaker
+	d.mu.Unlock()
+	if sp != nil {
+		for _, p := range sp.Announced() {
+			res.Withdrawn = append(res.Withdrawn, p.String())
+		}
+	}
+	res.Settled = d.withdrawRoutes()
+	res.DrainTimeout = d.drainTimeout()
+	d.stopOnce.Do(func() { close(d.stopping) })
+	return res, nil
 }

@@ -3,8 +3,8 @@ package daemon_test
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,7 +14,8 @@ import (
 
 // The daemon announces its VIPs to a BIRD 2 router on the client side
 // while it can serve them: a VIP whose virtuals lose every member is
-// withdrawn, and SIGTERM withdraws before the connections drain.
+// withdrawn, and `edgeproxy drain` (as SIGTERM) withdraws before the
+// connections drain.
 func TestPrivilegedDaemonBGP(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
@@ -69,8 +70,13 @@ protocol bgp edge { local as 65000; neighbor %s as 65100; ipv4 { import all; exp
 		done <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
-	d.signal(t, syscall.SIGTERM)
-	d.waitRoute(t, web, false)
+	out, err := d.cli(t, "drain", "-socket", filepath.Join(d.dir, "run", "control.sock"))
+	if err != nil || !strings.Contains(out, "routes withdrawn: "+web) {
+		t.Fatalf("edgeproxy drain: %v\n%s", err, out)
+	}
+	if hops := lab.NextHops(d.lab.Client, web); len(hops) > 0 {
+		t.Fatalf("edgeproxy drain answered with the route still on the router via %v", hops)
+	}
 	select {
 	case err := <-done:
 		t.Fatalf("the in-flight request ended (%v) before the route was withdrawn", err)
@@ -80,7 +86,7 @@ protocol bgp edge { local as 65000; neighbor %s as 65100; ipv4 { import all; exp
 		t.Fatalf("in-flight request cut after the withdrawal: %v", err)
 	}
 	if err := d.Wait(); err != nil {
-		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.Log.String())
+		t.Fatalf("daemon exit after edgeproxy drain: %v\n%s", err, d.Log.String())
 	}
 }
 

@@ -100,6 +100,9 @@ type Daemon struct {
 	// draining withdraws them. Both under mu.
 	speaker  *bgp.Speaker
 	draining bool
+	// stopping is closed by `edgeproxy drain` to end the serve loop.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -113,7 +116,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.MemberState == "" {
 		opts.MemberState = DefaultMemberState
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now()}
+	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), stopping: make(chan struct{})}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
@@ -216,6 +219,8 @@ loop:
 	for {
 		select {
 		case <-ctx.Done():
+			break loop
+		case <-d.stopping:
 			break loop
 		case <-d.opts.Reload:
 			_ = d.reloadRecorded(ctx)
