@@ -37,6 +37,20 @@ func (d *Daemon) applyBGP(c *change) func(context.Context) error {
 	}
 }
 
+// restoreBGP brings the speaker back to the running configuration's
+// neighbours when a later step of a reload fails.
+func (d *Daemon) restoreBGP(c *change) func(context.Context) error {
+	return func(ctx context.Context) error {
+		d.mu.Lock()
+		sp := d.speaker
+		d.mu.Unlock()
+		if sp == nil || c.prevPlan == nil || c.prevPlan.BGP == nil {
+			return nil
+		}
+		return sp.Apply(ctx, *c.prevPlan.BGP)
+	}
+}
+
 // updateRoutes announces each VIP the node can serve now and withdraws
 // the others: called whenever readiness, a member's state in the data
 // planes or draining changes.
