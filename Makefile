@@ -4,6 +4,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 BIN       ?= bin/edgeproxy
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 TESTFLAGS ?= -race -count=1 -timeout 40m
 PKGS      ?= ./...
 
@@ -31,7 +32,18 @@ generate: ## regenerate the BPF objects and Go bindings (bpf2go)
 
 .PHONY: build
 build: ## build bin/edgeproxy
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgeproxy
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/edgeproxy
+
+DEB_DIR     := bin/deb
+DEB_VERSION ?= 0.1.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+
+.PHONY: deb
+deb: ## build the Debian package in bin/deb (nfpm): static binary, units, man page, /etc/edgeproxy/edgeproxy.yaml, logrotate, examples
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/pkg/units
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(DEB_VERSION) -X main.commit=$(COMMIT)" -o $(DEB_DIR)/pkg/edgeproxy ./cmd/edgeproxy
+	$(DEB_DIR)/pkg/edgeproxy man | gzip -9n > $(DEB_DIR)/pkg/edgeproxy.8.gz
+	for u in examples/*.service; do sed 's#/usr/local/bin/edgeproxy#/usr/bin/edgeproxy#g' $$u > $(DEB_DIR)/pkg/units/$$(basename $$u); done
+	EDGEPROXY_VERSION=$(DEB_VERSION) $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t $(DEB_DIR)/
 
 .PHONY: test
 test: deps ## run every test, privileged ones included (root), with the race detector

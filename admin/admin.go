@@ -1,5 +1,6 @@
-// Package admin serves the daemon's read-only management endpoint:
-// /metrics (Prometheus), /healthz (readiness) and /status (JSON). It
+// Package admin serves the daemon's read-only management endpoint: the
+// status page (/), /metrics (Prometheus), /healthz (readiness) and
+// /status (JSON). It
 // listens on loopback unless told otherwise; reloads are asked for with
 // SIGHUP, not through this endpoint.
 package admin
@@ -127,7 +128,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // other methods, 404 for unknown paths.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /{$}", s.page)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling:       promhttp.ContinueOnError,
@@ -153,7 +154,7 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "edgeproxy admin endpoint\n\n/metrics  Prometheus metrics\n/healthz  readiness\n/status   state as JSON (edgeproxy status)")
+	fmt.Fprintln(w, "edgeproxy admin endpoint\n\n/         status page (HTML)\n/metrics  Prometheus metrics\n/healthz  readiness\n/status   state as JSON (edgeproxy status)")
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

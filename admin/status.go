@@ -38,6 +38,16 @@ type Status struct {
 	FastPath *FastPath `json:"fastpath,omitempty"`
 	// BGP is the speaker's sessions and routes (nil without bgp).
 	BGP *bgp.Status `json:"bgp,omitempty"`
+	// Reloads are the last loads of the configuration, newest first.
+	Reloads []Reload `json:"reloads,omitempty"`
+	// Certificates are the certificate files in service.
+	Certificates []Certificate `json:"certificates,omitempty"`
+}
+
+// Certificate is a certificate file the L7 proxy serves.
+type Certificate struct {
+	File     string    `json:"file"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Virtual is one published address:port.
@@ -82,6 +92,10 @@ type Member struct {
 	// drain; empty when enabled), kept until enabled again.
 	Runtime      string    `json:"runtime_state,omitempty"`
 	RuntimeSince time.Time `json:"runtime_since,omitzero"`
+	// Requests forwarded to the member by the L7 proxy since start, and
+	// Errors of those answered with a 5xx status.
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
 }
 
 // FastPath is the XDP data path's state.

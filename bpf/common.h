@@ -115,6 +115,8 @@ enum reason {
 				    * sequence number or an MTU below the minimum */
 	REASON_DROP_ICMP_RATE,     /* ICMP error about a flow within ICMP_FLOW_GAP_MS
 				    * of the last one translated */
+	REASON_DROP_HANDSHAKE,     /* a client packet of a half-open flow that is not the
+				    * ACK of the member's SYN-ACK (blind or early) */
 	REASON_MAX,
 };
 

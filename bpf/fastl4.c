@@ -49,6 +49,7 @@
 #include "fib.h"
 #include "router.h"
 #include "icmp.h"
+#include "txerr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -137,6 +138,18 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 
 #include "flood.h"
 
+/* The acknowledgement number of m's packet when it is TCP, else 0. */
+static __always_inline __u32 tcp_ack(struct xdp_md *ctx, const struct pkt_meta *m)
+{
+	struct tcphdr *th;
+	struct pkt p;
+
+	if (m->key.proto != IPPROTO_TCP || pkt_load(ctx, m, &p) < 0)
+		return 0;
+	th = pkt_l4(&p, sizeof(*th));
+	return th ? bpf_ntohl(th->ack_seq) : 0;
+}
+
 /* A packet of a half-open flow (flood.h), or FLOW_MISS when m's key has
  * none. Forwarded as any flow's (counted as fwd_new when it just opened
  * the flow); the packet that completes the flow promotes it first and
@@ -169,7 +182,7 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 	if (opened)
 		reason = REASON_FWD_NEW;
 	else if (m->ttl > 1 && half_open_may_promote(m, f->dir)) {
-		r = half_open_promote(m);
+		r = half_open_promote(m, tcp_ack(ctx, m));
 		if (r == -1) {
 			f = flow_lookup(&m->key);
 			if (!f) {

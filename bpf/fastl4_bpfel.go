@@ -179,7 +179,8 @@ const (
 	FastL4ReasonREASON_DROP_RST_WINDOW      FastL4Reason = 37
 	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
 	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
-	FastL4ReasonREASON_MAX                  FastL4Reason = 40
+	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
+	FastL4ReasonREASON_MAX                  FastL4Reason = 41
 )
 
 type FastL4Scratch struct {
@@ -243,28 +244,32 @@ type FastL4Vinfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FastL4MapFlows4Tcp        = "flows4_tcp"
-	FastL4MapFlows4Udp        = "flows4_udp"
-	FastL4MapFlows6           = "flows6"
-	FastL4MapHalfOpen         = "half_open"
-	FastL4MapIcmpBudget       = "icmp_budget"
-	FastL4MapIcmpScratch      = "icmp_scratch"
-	FastL4MapMaglev           = "maglev"
-	FastL4MapMartians4        = "martians4"
-	FastL4MapMartians6        = "martians6"
-	FastL4MapNeighMiss        = "neigh_miss"
-	FastL4MapPools            = "pools"
-	FastL4MapScratch          = "scratch"
-	FastL4MapServices         = "services"
-	FastL4MapSettings         = "settings"
-	FastL4MapSnatAddrs        = "snat_addrs"
-	FastL4MapStats            = "stats"
-	FastL4MapTxPorts          = "tx_ports"
-	FastL4MapTxSlots          = "tx_slots"
-	FastL4MapVirtuals         = "virtuals"
-	FastL4ProgEdgeproxyFastl4 = "edgeproxy_fastl4"
-	FastL4VarClockJiffies     = "clock_jiffies"
-	FastL4VarClockNs          = "clock_ns"
+	FastL4MapFlows4Tcp                 = "flows4_tcp"
+	FastL4MapFlows4Udp                 = "flows4_udp"
+	FastL4MapFlows6                    = "flows6"
+	FastL4MapHalfOpen                  = "half_open"
+	FastL4MapIcmpBudget                = "icmp_budget"
+	FastL4MapIcmpScratch               = "icmp_scratch"
+	FastL4MapMaglev                    = "maglev"
+	FastL4MapMartians4                 = "martians4"
+	FastL4MapMartians6                 = "martians6"
+	FastL4MapNeighMiss                 = "neigh_miss"
+	FastL4MapPools                     = "pools"
+	FastL4MapScratch                   = "scratch"
+	FastL4MapServices                  = "services"
+	FastL4MapSettings                  = "settings"
+	FastL4MapSnatAddrs                 = "snat_addrs"
+	FastL4MapStats                     = "stats"
+	FastL4MapTxErrors                  = "tx_errors"
+	FastL4MapTxPorts                   = "tx_ports"
+	FastL4MapTxSlots                   = "tx_slots"
+	FastL4MapVirtuals                  = "virtuals"
+	FastL4ProgEdgeproxyFastl4          = "edgeproxy_fastl4"
+	FastL4ProgEdgeproxyRedirectRefused = "edgeproxy_redirect_refused"
+	FastL4ProgEdgeproxyTxRefused       = "edgeproxy_tx_refused"
+	FastL4VarClockJiffies              = "clock_jiffies"
+	FastL4VarClockNs                   = "clock_ns"
+	FastL4VarNetnsCookie               = "netns_cookie"
 )
 
 // LoadFastL4 returns the embedded CollectionSpec for FastL4.
@@ -309,7 +314,9 @@ type FastL4Specs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4ProgramSpecs struct {
-	EdgeproxyFastl4 *ebpf.ProgramSpec `ebpf:"edgeproxy_fastl4"`
+	EdgeproxyFastl4          *ebpf.ProgramSpec `ebpf:"edgeproxy_fastl4"`
+	EdgeproxyRedirectRefused *ebpf.ProgramSpec `ebpf:"edgeproxy_redirect_refused"`
+	EdgeproxyTxRefused       *ebpf.ProgramSpec `ebpf:"edgeproxy_tx_refused"`
 }
 
 // FastL4MapSpecs contains maps before they are loaded into the kernel.
@@ -332,6 +339,7 @@ type FastL4MapSpecs struct {
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
 	SnatAddrs   *ebpf.MapSpec `ebpf:"snat_addrs"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	TxErrors    *ebpf.MapSpec `ebpf:"tx_errors"`
 	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
 	TxSlots     *ebpf.MapSpec `ebpf:"tx_slots"`
 	Virtuals    *ebpf.MapSpec `ebpf:"virtuals"`
@@ -343,6 +351,7 @@ type FastL4MapSpecs struct {
 type FastL4VariableSpecs struct {
 	ClockJiffies *ebpf.VariableSpec `ebpf:"clock_jiffies"`
 	ClockNs      *ebpf.VariableSpec `ebpf:"clock_ns"`
+	NetnsCookie  *ebpf.VariableSpec `ebpf:"netns_cookie"`
 }
 
 // FastL4Objects contains all objects after they have been loaded into the kernel.
@@ -381,6 +390,7 @@ type FastL4Maps struct {
 	Settings    *ebpf.Map `ebpf:"settings"`
 	SnatAddrs   *ebpf.Map `ebpf:"snat_addrs"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	TxErrors    *ebpf.Map `ebpf:"tx_errors"`
 	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
 	TxSlots     *ebpf.Map `ebpf:"tx_slots"`
 	Virtuals    *ebpf.Map `ebpf:"virtuals"`
@@ -404,6 +414,7 @@ func (m *FastL4Maps) Close() error {
 		m.Settings,
 		m.SnatAddrs,
 		m.Stats,
+		m.TxErrors,
 		m.TxPorts,
 		m.TxSlots,
 		m.Virtuals,
@@ -416,18 +427,23 @@ func (m *FastL4Maps) Close() error {
 type FastL4Variables struct {
 	ClockJiffies *ebpf.Variable `ebpf:"clock_jiffies"`
 	ClockNs      *ebpf.Variable `ebpf:"clock_ns"`
+	NetnsCookie  *ebpf.Variable `ebpf:"netns_cookie"`
 }
 
 // FastL4Programs contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Programs struct {
-	EdgeproxyFastl4 *ebpf.Program `ebpf:"edgeproxy_fastl4"`
+	EdgeproxyFastl4          *ebpf.Program `ebpf:"edgeproxy_fastl4"`
+	EdgeproxyRedirectRefused *ebpf.Program `ebpf:"edgeproxy_redirect_refused"`
+	EdgeproxyTxRefused       *ebpf.Program `ebpf:"edgeproxy_tx_refused"`
 }
 
 func (p *FastL4Programs) Close() error {
 	return _FastL4Close(
 		p.EdgeproxyFastl4,
+		p.EdgeproxyRedirectRefused,
+		p.EdgeproxyTxRefused,
 	)
 }
 

@@ -14,9 +14,11 @@
  * from the client opens the flow afresh.
  *
  * When a flow is promoted:
- * - TCP opened by a SYN: on the client's first ACK (without SYN or RST)
- *   after the member's SYN-ACK, the end of the three-way handshake. A
- *   spoofed source never sees the SYN-ACK, so it never gets here.
+ * - TCP opened by a SYN: on the client's ACK (without SYN or RST) of the
+ *   member's SYN-ACK, the end of the three-way handshake: its
+ *   acknowledgement number must be the member's ISN + 1, recorded when
+ *   the SYN-ACK passed. A spoofed source never sees the SYN-ACK, so it
+ *   never gets here; its blind ACKs are dropped (drop_handshake).
  * - UDP, and TCP picked up mid-stream (loose_init): on the member's
  *   first packet back.
  */
@@ -41,30 +43,42 @@ static __always_inline int half_open_may_promote(const struct pkt_meta *m, __u8 
 }
 
 /* Whether the half-open pair (mine is the half of the packet, found under
- * m's key) is complete with this packet. */
+ * m's key) is complete with this packet, whose acknowledgement number is
+ * ack: -1 when it is, PROMOTE_NOT_YET, or a drop reason. A connection
+ * opened by a SYN completes on the client's ACK of the member's SYN-ACK,
+ * which must have passed here (the server half's seq_next is the
+ * member's ISN + 1, ct_track); any other client packet, before or after
+ * the SYN-ACK, acknowledges a SYN-ACK its source never saw (a blind
+ * spoofer) and is dropped. */
 static __always_inline int half_open_ready(const struct pkt_meta *m, const struct flow_val *mine,
-					   const struct flow_val *other)
+					   const struct flow_val *other, __u32 ack)
 {
 	const struct flow_val *c = mine->dir == DIR_CLIENT ? mine : other;
 	const struct flow_val *s = mine->dir == DIR_CLIENT ? other : mine;
 
-	if (m->key.proto == IPPROTO_TCP && (c->seen & SEEN_SYN))
-		return mine->dir == DIR_CLIENT && (m->tcp_flags & TCP_FLAG_ACK) &&
-		       (s->seen & SEEN_SYNACK);
-	return mine->dir == DIR_SERVER;
+	if (m->key.proto == IPPROTO_TCP && (c->seen & SEEN_SYN)) {
+		if (mine->dir != DIR_CLIENT)
+			return PROMOTE_NOT_YET;
+		if (!(m->tcp_flags & TCP_FLAG_ACK) || !(s->seen & SEEN_SYNACK) || ack != s->seq_next)
+			return REASON_DROP_HANDSHAKE;
+		return -1;
+	}
+	return mine->dir == DIR_SERVER ? -1 : PROMOTE_NOT_YET;
 }
 
 /* Moves the pair of the half-open entry found under m's key into the flow
- * tables when this packet completes it. Returns -1 when the pair is in
+ * tables when this packet (acknowledgement number ack) completes it
+ * (half_open_ready). Returns -1 when the pair is in
  * the flow tables, PROMOTE_NOT_YET, or a drop reason. Both halves are
  * copied out and checked to still point at each other after the copy
  * (flow_is), so a half reused meanwhile is never promoted. A global
  * function: checked once by the verifier, with a stack frame of its own. */
-__noinline int half_open_promote(const struct pkt_meta *m)
+__noinline int half_open_promote(const struct pkt_meta *m, __u32 ack)
 {
 	struct scratch *sc = scratch_get();
 	struct flow_val *f, *o, *mine, *other;
 	long err;
+	int r;
 
 	if (!m || !sc)
 		return REASON_DROP_TABLE_FULL;
@@ -80,8 +94,9 @@ __noinline int half_open_promote(const struct pkt_meta *m)
 	*other = *o;
 	if (!flow_is(f, &m->key) || !flow_is(o, &mine->peer) || !flow_key_eq(&other->peer, &m->key))
 		return REASON_DROP_HALF_OPEN_LOST;
-	if (!half_open_ready(m, mine, other))
-		return PROMOTE_NOT_YET;
+	r = half_open_ready(m, mine, other, ack);
+	if (r != -1)
+		return r;
 
 	mine->half_open = 0;
 	other->half_open = 0;

@@ -174,6 +174,87 @@ static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 	return -1;
 }
 
+/* Rewrites an IPv4 ICMP error (at fixed offsets, ICMP4_FRAME bytes from
+ * data) for the other side of the flow whose other half is peer: outer
+ * header from the address the receiver talks to, one hop on; the quoted
+ * packet as the receiver sent it. Returns 0, or -1 when it cannot. */
+static __always_inline int icmp_rewrite4(void *data, void *data_end, const struct flow_key *peer)
+{
+	struct iphdr *oh = data + ETH_HLEN;
+	struct icmphdr *icmp = (void *)(oh + 1);
+	struct iphdr *in = (void *)(icmp + 1);
+	__be16 *ports = (void *)(in + 1);
+
+	if ((void *)(ports + 4) > data_end)
+		return -1;
+	/* Outer: from the address the receiver talks to, one hop on. */
+	if (oh->ttl <= 1)
+		return -1;
+	oh->ttl--;
+	oh->saddr = peer->daddr.w[0];
+	oh->daddr = peer->saddr.w[0];
+	oh->tot_len = bpf_htons(sizeof(*oh) + ICMP4_LEN);
+	oh->check = 0;
+	oh->check = ~csum_fold64(csum_words((void *)oh, sizeof(*oh) / 2));
+	/* Embedded: what the receiver sent. */
+	if (in->protocol == IPPROTO_UDP && ports[3]) {
+		__u64 d = csum_delta32(in->saddr, peer->saddr.w[0]) +
+			  csum_delta32(in->daddr, peer->daddr.w[0]) +
+			  csum_delta16(ports[0], peer->sport) +
+			  csum_delta16(ports[1], peer->dport);
+		__u16 c = csum_apply(ports[3], d);
+
+		ports[3] = c ? c : 0xffff;
+	}
+	in->saddr = peer->saddr.w[0];
+	in->daddr = peer->daddr.w[0];
+	in->check = 0;
+	in->check = ~csum_fold64(csum_words((void *)in, sizeof(*in) / 2));
+	ports[0] = peer->sport;
+	ports[1] = peer->dport;
+	icmp->checksum = 0;
+	icmp->checksum = ~csum_fold64(csum_words((void *)icmp, ICMP4_LEN / 2));
+	return 0;
+}
+
+/* icmp_rewrite4 for IPv6 (ICMP6_FRAME bytes). */
+static __always_inline int icmp_rewrite6(void *data, void *data_end, const struct flow_key *peer)
+{
+	struct ipv6hdr *oh = data + ETH_HLEN;
+	struct icmp6hdr *icmp = (void *)(oh + 1);
+	struct ipv6hdr *in = (void *)(icmp + 1);
+	__be16 *ports = (void *)(in + 1);
+	__u64 s;
+
+	if ((void *)(ports + 4) > data_end)
+		return -1;
+	if (oh->hop_limit <= 1)
+		return -1;
+	oh->hop_limit--;
+	__builtin_memcpy(&oh->saddr, &peer->daddr, 16);
+	__builtin_memcpy(&oh->daddr, &peer->saddr, 16);
+	oh->payload_len = bpf_htons(ICMP6_LEN);
+	if (in->nexthdr == IPPROTO_UDP) {
+		__u64 d = csum_delta_addr((struct addr *)&in->saddr, &peer->saddr, 6) +
+			  csum_delta_addr((struct addr *)&in->daddr, &peer->daddr, 6) +
+			  csum_delta16(ports[0], peer->sport) +
+			  csum_delta16(ports[1], peer->dport);
+		__u16 c = csum_apply(ports[3], d);
+
+		ports[3] = c ? c : 0xffff;
+	}
+	__builtin_memcpy(&in->saddr, &peer->saddr, 16);
+	__builtin_memcpy(&in->daddr, &peer->daddr, 16);
+	ports[0] = peer->sport;
+	ports[1] = peer->dport;
+	icmp->icmp6_cksum = 0;
+	/* Pseudo header: addresses, length, next header. */
+	s = csum_words((void *)&oh->saddr, 16) + bpf_htons(ICMP6_LEN) +
+	    bpf_htons(IPPROTO_ICMPV6) + csum_words((void *)icmp, ICMP6_LEN / 2);
+	icmp->icmp6_cksum = ~csum_fold64(s);
+	return 0;
+}
+
 /* A global function: a rare path, checked once, with a stack frame of
  * its own. */
 __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
@@ -256,76 +337,8 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
-	if (p->m->key.family == 4) {
-		struct iphdr *oh = data + ETH_HLEN;
-		struct icmphdr *icmp = (void *)(oh + 1);
-		struct iphdr *in = (void *)(icmp + 1);
-		__be16 *ports = (void *)(in + 1);
-
-		if ((void *)(ports + 4) > data_end)
-			goto drop;
-		/* Outer: from the address the receiver talks to, one hop on. */
-		if (oh->ttl <= 1)
-			goto drop;
-		oh->ttl--;
-		oh->saddr = peer->daddr.w[0];
-		oh->daddr = peer->saddr.w[0];
-		oh->tot_len = bpf_htons(sizeof(*oh) + ICMP4_LEN);
-		oh->check = 0;
-		oh->check = ~csum_fold64(csum_words((void *)oh, sizeof(*oh) / 2));
-		/* Embedded: what the receiver sent. */
-		if (in->protocol == IPPROTO_UDP && ports[3]) {
-			__u64 d = csum_delta32(in->saddr, peer->saddr.w[0]) +
-				  csum_delta32(in->daddr, peer->daddr.w[0]) +
-				  csum_delta16(ports[0], peer->sport) +
-				  csum_delta16(ports[1], peer->dport);
-			__u16 c = csum_apply(ports[3], d);
-
-			ports[3] = c ? c : 0xffff;
-		}
-		in->saddr = peer->saddr.w[0];
-		in->daddr = peer->daddr.w[0];
-		in->check = 0;
-		in->check = ~csum_fold64(csum_words((void *)in, sizeof(*in) / 2));
-		ports[0] = peer->sport;
-		ports[1] = peer->dport;
-		icmp->checksum = 0;
-		icmp->checksum = ~csum_fold64(csum_words((void *)icmp, ICMP4_LEN / 2));
-	} else {
-		struct ipv6hdr *oh = data + ETH_HLEN;
-		struct icmp6hdr *icmp = (void *)(oh + 1);
-		struct ipv6hdr *in = (void *)(icmp + 1);
-		__be16 *ports = (void *)(in + 1);
-		__u64 s;
-
-		if ((void *)(ports + 4) > data_end)
-			goto drop;
-		if (oh->hop_limit <= 1)
-			goto drop;
-		oh->hop_limit--;
-		__builtin_memcpy(&oh->saddr, &peer->daddr, 16);
-		__builtin_memcpy(&oh->daddr, &peer->saddr, 16);
-		oh->payload_len = bpf_htons(ICMP6_LEN);
-		if (in->nexthdr == IPPROTO_UDP) {
-			__u64 d = csum_delta_addr((struct addr *)&in->saddr, &peer->saddr, 6) +
-				  csum_delta_addr((struct addr *)&in->daddr, &peer->daddr, 6) +
-				  csum_delta16(ports[0], peer->sport) +
-				  csum_delta16(ports[1], peer->dport);
-			__u16 c = csum_apply(ports[3], d);
-
-			ports[3] = c ? c : 0xffff;
-		}
-		__builtin_memcpy(&in->saddr, &peer->saddr, 16);
-		__builtin_memcpy(&in->daddr, &peer->daddr, 16);
-		ports[0] = peer->sport;
-		ports[1] = peer->dport;
-		icmp->icmp6_cksum = 0;
-		/* Pseudo header: addresses, length, next header. */
-		s = csum_words((void *)&oh->saddr, 16) + bpf_htons(ICMP6_LEN) +
-		    bpf_htons(IPPROTO_ICMPV6) + csum_words((void *)icmp, ICMP6_LEN / 2);
-		icmp->icmp6_cksum = ~csum_fold64(s);
-	}
-
+	if (p->m->key.family == 4 ? icmp_rewrite4(data, data_end, peer) : icmp_rewrite6(data, data_end, peer))
+		goto drop;
 	if (!flow_is(f, k)) {
 		count(0, REASON_DROP_FLOW_REUSED, bytes);
 		return XDP_DROP;

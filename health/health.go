@@ -143,6 +143,8 @@ type Checker struct {
 	pending     []Event
 	dispatching bool
 	subs        map[*subscriber]struct{}
+	// changes counts the changes of state by pool, member and new state.
+	changes map[[3]string]uint64
 }
 
 // New returns a Checker without members; give it members with Update and
@@ -154,6 +156,7 @@ func New(opts Options) *Checker {
 		dial:    opts.Dial,
 		members: map[memberKey]*member{},
 		subs:    map[*subscriber]struct{}{},
+		changes: map[[3]string]uint64{},
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -369,6 +372,7 @@ func (c *Checker) setLocked(m *member, s State, reason string, now time.Time) Ev
 	m.state = s
 	m.reason = reason
 	m.lastChange = now
+	c.changes[[3]string{m.t.Pool, m.t.Member, string(s)}]++
 	return ev
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 // floodWatch tells, once per GC pass, whether a flood of new flows is
@@ -71,7 +72,7 @@ func (w *floodWatch) isActive() bool {
 	return w.active
 }
 
-var descFloodActive = prometheus.NewDesc("edgeproxy_xdp_flood_active",
+var descFloodActive = prometheus.NewDesc(metric.Name("xdp_flood_active"),
 	"1 while a flood of new flows evicts half-open flows of the XDP fast path (at the last GC pass), else 0.", nil, nil)
 
 func (w *floodWatch) collect(ch chan<- prometheus.Metric) {

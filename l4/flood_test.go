@@ -68,12 +68,50 @@ func randomSource(rng *rand.Rand) netip.AddrPort {
 	return ap(a, uint16(1024+rng.IntN(64511)))
 }
 
-// TestPrivilegedProgramSYNFlood sends 1,000,000 SYNs from random sources
-// to a virtual whose flow table holds 65,536 connections. A legitimate
-// handshake is interleaved every 1,000 packets, its SYN-ACK 500 flood
-// packets after the SYN and its ACK 500 after that: every one completes.
-// Connections established before the flood all survive it.
+// TestPrivilegedProgramSYNFlood sends 1,000,000 flood packets from random
+// sources to a virtual whose flow table holds 65,536 connections: SYNs,
+// or spoofed handshakes (a SYN, the member's SYN-ACK, and the spoofed
+// source's blind ACK, which cannot acknowledge a SYN-ACK it never saw). A
+// legitimate handshake is interleaved every 1,000 packets, its SYN-ACK
+// 500 flood packets after the SYN and its ACK 500 after that: every one
+// completes, and only they are promoted. Connections established before
+// the flood all survive it.
 func TestPrivilegedProgramSYNFlood(t *testing.T) {
+	t.Run("syn", func(t *testing.T) { synFloodProgram(t, false) })
+	t.Run("blind-ack", func(t *testing.T) { synFloodProgram(t, true) })
+}
+
+// spoofer makes the packets of a flood from random sources: SYNs, or with
+// blind set, spoofed handshakes (SYN, the member's SYN-ACK, a blind ACK).
+type spoofer struct {
+	e     *env
+	rng   *rand.Rand
+	blind bool
+	n     int
+	src   netip.AddrPort
+	p     parsed
+}
+
+// next runs the flood's next packet through the program (inside e.do).
+func (s *spoofer) next(t *testing.T, vip netip.AddrPort) {
+	s.n++
+	switch {
+	case !s.blind || s.n%3 == 1 || s.src == (netip.AddrPort{}):
+		s.src = randomSource(s.rng)
+		_, out := s.e.runRaw(t, frame{src: s.src, dst: vip, proto: protoTCP, flags: flagSYN, seq: s.rng.Uint32()}.bytes())
+		p, err := parseFrame(out)
+		if err != nil {
+			s.src = netip.AddrPort{}
+		}
+		s.p = p
+	case s.n%3 == 2:
+		s.e.runRaw(t, frame{src: s.p.dst, dst: s.p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: 1000, ack: s.p.seq + 1}.bytes())
+	default:
+		s.e.runRaw(t, frame{src: s.src, dst: vip, proto: protoTCP, flags: flagACK, seq: s.p.seq + 1, ack: 1000 + 2 + s.rng.Uint32N(1<<31)}.bytes())
+	}
+}
+
+func synFloodProgram(t *testing.T, blind bool) {
 	const (
 		flood  = 1_000_000
 		every  = 1000
@@ -93,7 +131,8 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(14, 1))
-	t.Logf("seed 14/1: %d spoofed SYNs, a handshake every %d", flood, every)
+	t.Logf("seed 14/1: %d flood packets (blind ACKs %v), a handshake every %d", flood, blind, every)
+	spoof := &spoofer{e: e, rng: rng, blind: blind}
 	promoted := e.delta("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED)
 	var done, failed int
 	e.do(func() {
@@ -128,7 +167,7 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 					}
 				}
 			}
-			e.runRaw(t, frame{src: randomSource(rng), dst: vip, proto: protoTCP, flags: flagSYN, seq: rng.Uint32()}.bytes())
+			spoof.next(t, vip)
 		}
 	})
 	if want := flood / every; done != want || failed != 0 {
@@ -137,10 +176,13 @@ func TestPrivilegedProgramSYNFlood(t *testing.T) {
 	if n := promoted(); n != uint64(done) {
 		t.Errorf("promoted grew by %d, want %d", n, done)
 	}
-	t.Logf("counters: half_open %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d, drop_snat_exhausted %d",
+	t.Logf("counters: half_open %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d, drop_snat_exhausted %d, drop_handshake %d",
 		e.counter("web", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN), e.counter("web", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED),
 		e.counter("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST), e.counter("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL),
-		e.counter("web", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED))
+		e.counter("web", bpf.FastL4ReasonREASON_DROP_SNAT_EXHAUSTED), e.counter("web", bpf.FastL4ReasonREASON_DROP_HANDSHAKE))
+	if n := e.establishedEntries(); n != 2*(before+done) {
+		t.Errorf("%d entries in the flow tables after the flood, want %d (the connections established before and during it)", n, 2*(before+done))
+	}
 
 	lost := 0
 	for _, c := range established {
@@ -257,11 +299,28 @@ func floodGauge(t *testing.T, c prometheus.Collector) float64 {
 	return 0
 }
 
+// floodRate is the lab flood's target rate in SYNs a second. Unpaced, one
+// sender reaches about 45,000 a second on the 2-core test VM, but its
+// frames then arrive faster than the proxy namespace's softirq drains the
+// veth ring in front of XDP (256 frames): about a fifth of them overflow
+// it and are dropped before the program sees them (c0's TX dropped,
+// ENOBUFS to the sender), legitimate SYNs and the members' SYN-ACKs among
+// them, and a client whose SYN is dropped four times running times out.
+// That is the test host's CPU, not the proxy. Paced every millisecond the
+// sender reaches 20,000 to 25,000 a second with no frame refused, and the
+// flood still cycles the 8,192 connections of the half-open table two to
+// three times a second.
+const floodRate = 30000
+
+// floodStats counts a flood's frames: taken by the link, and refused
+// (ENOBUFS: the veth's ring in front of XDP was full).
+type floodStats struct{ sent, refused uint64 }
+
 // synFlood sends spoofed SYNs to vip from the client namespace through
 // an AF_PACKET socket, from random sources in 198.18.128.0/17 (routed
-// back towards the client, which drops the answers), as fast as it can
-// until ctx is done. It returns the frames sent.
-func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.AddrPort) uint64 {
+// back towards the client, which drops the answers), at rate frames a
+// second (paced every millisecond), until ctx is done.
+func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.AddrPort, rate int) floodStats {
 	dst := linkMAC(t, lab.Proxy, testnet.ExtIf)
 	src := linkMAC(t, lab.Client, testnet.ClientIf)
 	rng := rand.New(rand.NewPCG(14, 3))
@@ -292,19 +351,33 @@ func synFlood(ctx context.Context, t *testing.T, lab *testnet.Lab, vip netip.Add
 		t.Fatalf("open raw socket: %v", err)
 	}
 	defer unix.Close(fd)
-	var sent uint64
-	for i := 0; ctx.Err() == nil; i++ {
-		for j := range 256 {
-			if unix.Sendto(fd, frames[(i*256+j)%len(frames)], 0, &sa) == nil {
-				sent++
+	var st floodStats
+	start := time.Now()
+	for i := 0; ctx.Err() == nil; {
+		due := int(time.Since(start).Seconds() * float64(rate))
+		if i >= due {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if due-i > rate/100 { // after a stall, resume at the rate, not in one burst
+			i = due - rate/1000
+		}
+		for n := due - i; n > 0; n-- {
+			err := unix.Sendto(fd, frames[i%len(frames)], 0, &sa)
+			switch {
+			case err == nil:
+				st.sent++
+			case errors.Is(err, unix.ENOBUFS):
+				st.refused++
 			}
+			i++
 		}
 	}
-	return sent
+	return st
 }
 
 // TestPrivilegedLabSYNFlood floods the VIP with spoofed SYNs in the
-// namespace lab, at the highest rate one sender goroutine reaches, for 5 s
+// namespace lab, at floodRate (the highest the lab's links carry), for 5 s
 // and as long as curl takes to open 200 connections through the same VIP
 // (at most three minutes): all 200 succeed, a connection established before
 // the flood keeps working, and the flood gauge goes up. The flow table
@@ -339,9 +412,9 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 
 	fctx, stopFlood := context.WithCancel(ctx)
 	defer stopFlood()
-	sentc := make(chan uint64, 1)
+	sentc := make(chan floodStats, 1)
 	start := time.Now()
-	go func() { sentc <- synFlood(fctx, t, lab, ap(vip4, 443)) }()
+	go func() { sentc <- synFlood(fctx, t, lab, ap(vip4, 443), floodRate) }()
 
 	// The curl loop: 4 workers, 200 connections.
 	time.Sleep(500 * time.Millisecond) // the flood under way
@@ -380,8 +453,8 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 	stopFlood()
 	sent := <-sentc
 	elapsed := time.Since(start)
-	t.Logf("flood: %d SYNs in %v (%.0f/s); curl: %d of 200 succeeded, %d while the flood ran; half_open %d, promoted %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d",
-		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), ok.Load(), duringFlood.Load(),
+	t.Logf("flood: %d SYNs in %v (%.0f/s), %d refused by the full veth ring; curl: %d of 200 succeeded, %d while the flood ran; half_open %d, promoted %d, snat_reclaimed %d, drop_half_open_lost %d, drop_table_full %d",
+		sent.sent, elapsed.Round(time.Millisecond), float64(sent.sent)/elapsed.Seconds(), sent.refused, ok.Load(), duringFlood.Load(),
 		x.counter("web", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN), x.counter("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED),
 		x.counter("web", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED), x.counter("web", bpf.FastL4ReasonREASON_DROP_HALF_OPEN_LOST),
 		x.counter("web", bpf.FastL4ReasonREASON_DROP_TABLE_FULL))
@@ -390,13 +463,10 @@ func TestPrivilegedLabSYNFlood(t *testing.T) {
 		return true
 	})
 	// Without half-open flows most clients are locked out (about 40 in
-	// 100 handshakes complete). With them a few connects may still time
-	// out on this 2-core VM, where the flood and curl share both cores
-	// and the veth drops frames before XDP sees them: at least minOK of 200 must connect.
-	const minOK = 190
-	if ok.Load() < minOK || duringFlood.Load() < minOK {
-		t.Errorf("%d of 200 connections through the VIP succeeded during the flood (%d while it ran), want at least %d",
-			ok.Load(), duringFlood.Load(), minOK)
+	// 100 handshakes complete).
+	if ok.Load() != 200 || duringFlood.Load() != 200 {
+		t.Errorf("%d of 200 connections through the VIP succeeded during the flood (%d while it ran), want all; %d flood frames refused by the full veth ring",
+			ok.Load(), duringFlood.Load(), sent.refused)
 	}
 	if gauge != 1 {
 		t.Error("edgeproxy_xdp_flood_active never went to 1 during the flood")

@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -77,5 +78,85 @@ func TestPrivilegedProgramHalfOpenGuarded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrivilegedProgramBlindACK checks that a half-open flow is promoted
+// only by the client's ACK of the member's SYN-ACK: an ACK before the
+// SYN-ACK, or one acknowledging anything but the member's ISN + 1 (what a
+// spoofed source, which never sees the SYN-ACK, has to guess), is dropped
+// and counted as drop_handshake, and never enters the flow tables. The
+// real ACK then promotes the flow.
+func TestPrivilegedProgramBlindACK(t *testing.T) {
+	const pairs = 1000
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		t.Run(fam, func(t *testing.T) {
+			client, vip, virtual := ap(client4, 58000), ap(vip4, 443), "web"
+			if fam == "ipv6" {
+				client, vip, virtual = ap(client6, 58000), ap(vip6, 443), "web6"
+			}
+			promoted := e.delta(virtual, bpf.FastL4ReasonREASON_EVENT_PROMOTED)
+			blind := e.delta(virtual, bpf.FastL4ReasonREASON_DROP_HANDSHAKE)
+			p := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+			member, snat := p.dst, p.src
+			ack := frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}
+			expectVerdict(t, e, ack.bytes(), xdpDrop) // before the SYN-ACK
+			expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes(), toClient)
+			for _, guess := range []uint32{0, 900, 902, 101, 901 + 1<<31} {
+				a := ack
+				a.ack = guess
+				expectVerdict(t, e, a.bytes(), xdpDrop)
+			}
+			if n := blind(); n != 6 {
+				t.Errorf("drop_handshake grew by %d, want 6", n)
+			}
+			if n := promoted(); n != 0 {
+				t.Errorf("promoted by a blind ACK (%d)", n)
+			}
+			if _, ok := e.lookupFlow(client, vip, protoTCP); ok {
+				t.Errorf("%s -> %s in the flow tables before the handshake's ACK", client, vip)
+			}
+			expectRedirect(t, e, ack.bytes(), toMember)
+			if n := promoted(); n != 1 {
+				t.Errorf("promoted grew by %d on the handshake's ACK, want 1", n)
+			}
+		})
+	}
+
+	// Spoofed SYNs answered by the member, then blind ACKs.
+	rng := rand.New(rand.NewPCG(14, 3))
+	vip := ap(vip4, 443)
+	before := e.establishedEntries()
+	promoted := e.delta("web", bpf.FastL4ReasonREASON_EVENT_PROMOTED)
+	forwarded := 0
+	e.do(func() {
+		for range pairs {
+			src, isn := randomSource(rng), rng.Uint32()
+			_, out := e.runRaw(t, frame{src: src, dst: vip, proto: protoTCP, flags: flagSYN, seq: 7}.bytes())
+			p, err := parseFrame(out)
+			if err != nil {
+				t.Fatalf("spoofed SYN not forwarded: %v", err)
+			}
+			e.runRaw(t, frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: isn, ack: 8}.bytes())
+			guess := rng.Uint32()
+			if guess == isn+1 {
+				guess++
+			}
+			if ret, _ := e.runRaw(t, frame{src: src, dst: vip, proto: protoTCP, flags: flagACK, seq: 8, ack: guess}.bytes()); ret != xdpDrop {
+				forwarded++
+			}
+		}
+	})
+	if forwarded != 0 {
+		t.Errorf("%d of %d blind ACKs forwarded", forwarded, pairs)
+	}
+	if n := promoted(); n != 0 {
+		t.Errorf("%d of %d blind ACKs promoted their flow", n, pairs)
+	}
+	if n := e.establishedEntries() - before; n != 0 {
+		t.Errorf("the flow tables grew by %d entries during the blind ACKs", n)
 	}
 }

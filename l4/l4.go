@@ -32,6 +32,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
@@ -177,6 +178,7 @@ type FastPath struct {
 
 	mu       sync.Mutex           // the desired state below
 	links    map[string]link.Link // by interface name
+	tracing  []link.Link          // the programs counting refused frames (txerr.go)
 	modes    map[string]XDPMode   // attach mode by interface name
 	virtuals map[string]*virtual  // by name
 	vnames   [maxVirtuals]string  // id -> name, "" free (id 0 is reserved)
@@ -192,6 +194,8 @@ type FastPath struct {
 	stats   *gcStats
 	flood   floodWatch
 	limiter *logLimiter
+	// scrapeErrs reports the maps the collector failed to read.
+	scrapeErrs *metric.ScrapeErrors
 }
 
 // knobs are the FastL4 settings the GC needs, by virtual id.
@@ -219,6 +223,7 @@ func Open(opts Options) (_ *FastPath, err error) {
 		stats:    newGCStats(),
 		limiter:  newLogLimiter(opts.LogInterval),
 	}
+	f.scrapeErrs = metric.NewScrapeErrors("fastpath", f.log)
 	defer func() {
 		if err != nil {
 			f.release()
@@ -254,12 +259,15 @@ func Open(opts Options) (_ *FastPath, err error) {
 	if err := f.setNICs(); err != nil {
 		return nil, err
 	}
+	if err := f.attachTxErrors(); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
-// Close detaches nothing: the program stays attached through the pinned
-// links and the maps stay pinned, so flows keep going. It releases the
-// control plane's handles.
+// Close detaches nothing but the counting of refused frames (txerr.go):
+// the program stays attached through the pinned links and the maps stay
+// pinned, so flows keep going. It releases the control plane's handles.
 //
 // Call it after Run has returned; calls that race with it wait, and
 // later ones return ErrClosed.
@@ -290,6 +298,10 @@ func (f *FastPath) release() {
 		l.Close()
 	}
 	f.links = map[string]link.Link{}
+	for _, l := range f.tracing {
+		l.Close()
+	}
+	f.tracing = nil
 	f.objs.Close()
 	if f.resets != nil {
 		f.resets.Close()

@@ -39,6 +39,9 @@ func (f *FastPath) load() error {
 		f.maglevSize = size
 	}
 	spec.Maps[bpf.FastL4MapMaglev].InnerMap.MaxEntries = uint32(f.maglevSize)
+	if err := setNetnsCookie(spec); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(f.opts.PinPath, 0o700); err != nil {
 		return fmt.Errorf("create pin directory: %w (is the BPF file system mounted on /sys/fs/bpf?)", err)
 	}

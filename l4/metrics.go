@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/metric"
 )
 
 // reasonNames are the label values of the program's reasons (enum reason
@@ -58,6 +59,7 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_RST_WINDOW:   "drop_rst_window",
 	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
 	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
+	bpf.FastL4ReasonREASON_DROP_HANDSHAKE:    "drop_handshake",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
@@ -246,34 +248,36 @@ func (f *FastPath) Collector() prometheus.Collector { return (*collector)(f) }
 type collector FastPath
 
 var (
-	descPackets = prometheus.NewDesc("edgeproxy_xdp_packets_total",
+	descPackets = prometheus.NewDesc(metric.Name("xdp_packets_total"),
 		"Packets seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
 		[]string{"reason", "virtual"}, nil)
-	descBytes = prometheus.NewDesc("edgeproxy_xdp_bytes_total",
+	descBytes = prometheus.NewDesc(metric.Name("xdp_bytes_total"),
 		"Bytes seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
 		[]string{"reason", "virtual"}, nil)
-	descEvents = prometheus.NewDesc("edgeproxy_xdp_events_total",
+	descEvents = prometheus.NewDesc(metric.Name("xdp_events_total"),
 		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options, half-open flows opened and promoted, SNAT ports reclaimed.",
 		[]string{"event", "virtual"}, nil)
-	descFlows = prometheus.NewDesc("edgeproxy_flows",
+	descFlows = prometheus.NewDesc(metric.Name("flows"),
 		"Connections in the fast path's flow table at the last GC pass, by fastl4 virtual and state.",
 		[]string{"virtual", "state"}, nil)
-	descCapacity = prometheus.NewDesc("edgeproxy_flows_capacity",
+	descCapacity = prometheus.NewDesc(metric.Name("flows_capacity"),
 		"Connections the fast path's flow table holds.", nil, nil)
-	descReaped = prometheus.NewDesc("edgeproxy_flows_reaped_total",
+	descReaped = prometheus.NewDesc(metric.Name("flows_reaped_total"),
 		"Connections removed by the GC after their timeout, by fastl4 virtual and state.",
 		[]string{"virtual", "state"}, nil)
-	descResets = prometheus.NewDesc("edgeproxy_flow_resets_total",
+	descResets = prometheus.NewDesc(metric.Name("flow_resets_total"),
 		"TCP resets sent for connections that timed out (reset_on_timeout), by fastl4 virtual and result.",
 		[]string{"virtual", "result"}, nil)
-	descRepairs = prometheus.NewDesc("edgeproxy_flows_repaired_total",
+	descRepairs = prometheus.NewDesc(metric.Name("flows_repaired_total"),
 		"Flow pairs whose missing half the GC re-inserted.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors} {
 		ch <- d
 	}
+	describeLive(ch)
+	c.scrapeErrs.Describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -283,7 +287,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	defer f.life.RUnlock()
 	names := f.virtualNames()
-	if counters, err := f.readCounters(); err == nil {
+	defer f.scrapeErrs.Collect(ch)
+	f.collectLive(ch, names)
+	counters, err := f.readCounters()
+	f.scrapeErrs.Report("read the packet counters", err)
+	if err == nil {
 		for vid := range maxVirtuals {
 			for r := range reasonMax {
 				s := counters[vid*reasonMax+r]
@@ -302,6 +310,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCapacity, prometheus.GaugeValue, float64(f.opts.MaxFlows))
 	f.flood.collect(ch)
+	f.collectTxErrors(ch)
 	s := f.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -24,7 +24,9 @@ type connState struct {
 	tls     bool
 	sni     string
 	alpn    string
-	guard   *h1guard
+	// tlsVersion and cipher are what the handshake agreed.
+	tlsVersion, cipher uint16
+	guard              *h1guard
 
 	requests atomic.Int64 // HTTP/1 requests served, for the guard
 
@@ -94,6 +96,7 @@ func (cs *connState) count() {
 	if !cs.closed && !cs.counted {
 		cs.counted = true
 		cs.p.metrics.active.WithLabelValues(cs.virtual).Inc()
+		cs.p.metrics.connections.WithLabelValues(cs.virtual).Inc()
 	}
 }
 
@@ -164,6 +167,7 @@ func (cs *connState) pin(s *site, r *http.Request, tried map[*siteMember]bool) (
 	cs.pinWanted[s.pinKey] = true
 	m.active.Add(1)
 	cs.p.metrics.pinned.WithLabelValues(cs.virtual).Inc()
+	cs.p.metrics.pinnedTotal.WithLabelValues(cs.virtual).Inc()
 	return p, nil
 }
 

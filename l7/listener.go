@@ -216,6 +216,7 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 		}
 		st := tc.ConnectionState()
 		cs.tls, cs.sni, cs.alpn = true, st.ServerName, st.NegotiatedProtocol
+		cs.tlsVersion, cs.cipher = st.Version, st.CipherSuite
 		if cs.alpn == "h2" {
 			out = newH2Conn(tc, cs, vh.params.maxHeader)
 		} else {

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,12 @@ type metrics struct {
 	denied    *prometheus.CounterVec
 	refused   *prometheus.CounterVec
 	certs     *certCollector
+
+	connections    *prometheus.CounterVec
+	pinnedTotal    *prometheus.CounterVec
+	bytes          *prometheus.CounterVec
+	memberRequests *prometheus.CounterVec
+	memberDuration *prometheus.HistogramVec
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -56,6 +63,27 @@ func newMetrics(p *Proxy) *metrics {
 			Name: metric.Name("http_connections_refused_total"),
 			Help: "Client connections closed on accept because a limit was reached, by virtual and limit.",
 		}, []string{"virtual", "limit"}),
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metric.Name("http_connections_total"),
+			Help: "Client connections accepted and handed to the HTTP server, by virtual.",
+		}, []string{"virtual"}),
+		pinnedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metric.Name("http_pinned_connections_total"),
+			Help: "Upstream connections pinned to one client connection (NTLM/Negotiate), by virtual.",
+		}, []string{"virtual"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metric.Name("http_bytes_total"),
+			Help: "Body bytes of requests (direction in: read from clients) and responses (out: written to clients), by virtual.",
+		}, []string{"virtual", "direction"}),
+		memberRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metric.Name("member_http_requests_total"),
+			Help: "HTTP requests forwarded to the pool member (address:port), by the class of the status answered (2xx, 3xx, 4xx, 5xx).",
+		}, []string{"pool", "member", "class"}),
+		memberDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    metric.Name("member_response_duration_seconds"),
+			Help:    "Time from sending the request to the pool member to its response headers, by pool and member (address:port).",
+			Buckets: durationBuckets,
+		}, []string{"pool", "member"}),
 		certs: &certCollector{p: p, desc: prometheus.NewDesc(
 			metric.Name("certificate_expiry_seconds"),
 			"Seconds until the certificate expires (negative: expired), by certificate file.",
@@ -64,7 +92,8 @@ func newMetrics(p *Proxy) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.duration, m.active, m.pinned, m.tlsErrors, m.denied, m.refused, m.certs}
+	return []prometheus.Collector{m.requests, m.duration, m.active, m.pinned, m.tlsErrors, m.denied, m.refused, m.certs,
+		m.connections, m.pinnedTotal, m.bytes, m.memberRequests, m.memberDuration}
 }
 
 // certCollector reports the expiry of the certificates in service, read
@@ -91,4 +120,35 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, na.Sub(now).Seconds(), path)
 		}
 	}
+}
+
+// zero creates the series of the virtuals in service at 0, so that a
+// dashboard or an alert sees 0 rather than no data before the first event.
+func (m *metrics) zero(gen []*vhost) {
+	for _, vh := range gen {
+		m.active.WithLabelValues(vh.name)
+		m.pinned.WithLabelValues(vh.name)
+		m.connections.WithLabelValues(vh.name)
+		m.pinnedTotal.WithLabelValues(vh.name)
+		for _, dir := range []string{"in", "out"} {
+			m.bytes.WithLabelValues(vh.name, dir)
+		}
+		for _, limit := range []string{refuseMaxConns, refusePerSource, refuseHandshakes, refuseFDLimit} {
+			m.refused.WithLabelValues(vh.name, limit)
+		}
+		for _, s := range vh.sites {
+			m.denied.WithLabelValues(vh.name, s.name)
+		}
+	}
+	for _, reason := range []string{"timeout", "not_tls", "client_closed", "protocol_version", "no_shared_cipher", "alpn", "client_alert", "other"} {
+		m.tlsErrors.WithLabelValues(reason)
+	}
+}
+
+// codeClass is the class of an HTTP status: "2xx" for 204.
+func codeClass(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status/100) + "xx"
 }

@@ -2,7 +2,9 @@ package l7
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -270,5 +272,38 @@ func TestPinnedUpstreamKeyedBySite(t *testing.T) {
 	}
 	if echo.ServerName != "meet.example.com" {
 		t.Fatalf("the owas site's request reached the member with SNI %q, want its own server_name meet.example.com (the skype site's pinned connection was used)", echo.ServerName)
+	}
+}
+
+// The access log carries what a SIEM correlates on: the query string,
+// the user agent, X-Forwarded-For as received, the client's address and
+// port, the VIP, SNI, TLS version and cipher.
+func TestAccessLogSIEMFields(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dialTLS("webext.example.com")
+	req := get("webext.example.com", "/whoami?id=42&x=y")
+	req.Header.Set("User-Agent", "UCCAPI/16.0 OC/16.0")
+	req.Header.Add("X-Forwarded-For", "192.0.2.7, 10.1.1.1")
+	req.Header.Add("X-Forwarded-For", "192.0.2.9")
+	c.do(req)
+	var line map[string]any
+	if err := json.Unmarshal([]byte(strings.SplitN(strings.TrimSpace(e.access.String()), "\n", 2)[0]), &line); err != nil {
+		t.Fatalf("access log line: %v\n%s", err, e.access.String())
+	}
+	for k, want := range map[string]string{
+		"query": "id=42&x=y", "user_agent": "UCCAPI/16.0 OC/16.0", "xff": "192.0.2.7, 10.1.1.1, 192.0.2.9",
+		"sni": "webext.example.com", "tls_version": "TLS 1.3",
+	} {
+		if line[k] != want {
+			t.Errorf("access log %s = %v, want %q", k, line[k], want)
+		}
+	}
+	for _, k := range []string{"tls_cipher", "vip", "client"} {
+		if s, _ := line[k].(string); s == "" {
+			t.Errorf("access log lacks %s: %v", k, line)
+		}
+	}
+	if _, err := netip.ParseAddrPort(fmt.Sprint(line["client"])); err != nil {
+		t.Errorf("client %v is not address:port: %v", line["client"], err)
 	}
 }

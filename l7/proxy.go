@@ -233,6 +233,7 @@ func (p *Proxy) commit(gen []*vhost, states map[memberKey]*memberState, next map
 		}
 	}
 	p.listeners = next
+	p.metrics.zero(gen)
 	return prev
 }
 

@@ -1,10 +1,15 @@
 package l7
 
 import (
+	"maps"
+	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	memberid "github.com/edgeproxy/edgeproxy/internal/member"
 )
 
 // VirtualStats are one virtual's counters since the proxy started.
@@ -28,6 +33,9 @@ func (p *Proxy) Stats() map[string]VirtualStats {
 		out[v] = s
 	})
 	collect(p.metrics.active, func(m *dto.Metric) {
+		if m.GetGauge().GetValue() <= 0 {
+			return // the series every virtual has from the start
+		}
 		v := labelOf(m, "virtual")
 		s := out[v]
 		s.Connections += uint64(max(m.GetGauge().GetValue(), 0))
@@ -58,4 +66,37 @@ func labelOf(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// MemberStats returns the requests forwarded to each member and how many
+// were answered with a 5xx status, by pool and member address (its ports
+// added up).
+func (p *Proxy) MemberStats() map[memberid.ID]VirtualStats {
+	out := map[memberid.ID]VirtualStats{}
+	collect(p.metrics.memberRequests, func(m *dto.Metric) {
+		ap, err := netip.ParseAddrPort(labelOf(m, "member"))
+		if err != nil {
+			return
+		}
+		id := memberid.New(labelOf(m, "pool"), ap.Addr())
+		s := out[id]
+		n := uint64(m.GetCounter().GetValue())
+		s.Requests += n
+		if labelOf(m, "class") == "5xx" {
+			s.Errors += n
+		}
+		out[id] = s
+	})
+	return out
+}
+
+// Certificates returns the expiry of every certificate file in service.
+func (p *Proxy) Certificates() map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, vh := range p.vhosts() {
+		if vh.certs != nil {
+			maps.Copy(out, vh.certs.expiry())
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package l7
 import (
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -312,6 +313,14 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	code := strconv.Itoa(status)
 	p.metrics.requests.WithLabelValues(vh.name, siteName, code).Inc()
 	p.metrics.duration.WithLabelValues(vh.name, siteName).Observe(dur.Seconds())
+	p.metrics.bytes.WithLabelValues(vh.name, "in").Add(float64(rec.bodyRead()))
+	p.metrics.bytes.WithLabelValues(vh.name, "out").Add(float64(rw.bytes))
+	if member != "" && s != nil {
+		p.metrics.memberRequests.WithLabelValues(s.poolName, member, codeClass(status)).Inc()
+		if !upStart.IsZero() && !headersAt.IsZero() {
+			p.metrics.memberDuration.WithLabelValues(s.poolName, member).Observe(headersAt.Sub(upStart).Seconds())
+		}
+	}
 
 	if !p.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
@@ -321,14 +330,22 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 		slog.String("virtual", vh.name),
 		slog.String("client", remoteAddr(r).String()),
 	)
+	if vip, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		attrs = append(attrs, slog.String("vip", vip.String()))
+	}
 	if cs != nil && cs.tls {
-		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn))
+		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn),
+			slog.String("tls_version", tls.VersionName(cs.tlsVersion)),
+			slog.String("tls_cipher", tls.CipherSuiteName(cs.cipher)))
 	}
 	attrs = append(attrs,
 		slog.String("proto", r.Proto),
 		slog.String("host", r.Host),
 		slog.String("method", r.Method),
 		slog.String("path", truncate(r.URL.Path, 1024)),
+		slog.String("query", truncate(r.URL.RawQuery, 1024)),
+		slog.String("user_agent", truncate(r.UserAgent(), 512)),
+		slog.String("xff", truncate(strings.Join(r.Header.Values("X-Forwarded-For"), ", "), 512)),
 		slog.Int("status", status),
 		slog.Int64("bytes_in", rec.bodyRead()),
 		slog.Int64("bytes_out", rw.bytes),

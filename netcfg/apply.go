@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,21 +58,19 @@ func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 		}
 	}
 	if len(todo) == 0 {
+		h.setDesired(st)
 		return plan, nil
 	}
 	if err := h.checkJournal(); err != nil {
 		return nil, err
 	}
-	if err := h.execute(todo); err != nil {
-		return nil, err
+	before := slices.Clone(j.Entries)
+	if err := h.execute(j, todo); err != nil {
+		// The changes were rolled back: the journal is as before.
+		j.Entries = before
+		return nil, errors.Join(err, h.saveJournal(j))
 	}
-	for _, c := range todo {
-		j.record(time.Now(), c.act.entries()...)
-	}
-	if err := h.saveJournal(j); err != nil {
-		rb := rollback(h, todo)
-		return nil, errors.Join(err, rb, errors.New("apply: the changes were rolled back because they could not be recorded"))
-	}
+	h.setDesired(st)
 	for _, c := range todo {
 		h.log.Info("netcfg: changed", "change", c.String())
 	}
@@ -77,15 +78,56 @@ func (h *Host) applyState(st *State, keep func(Change) bool) ([]Change, error) {
 }
 
 // execute makes the changes; on a failure it undoes the ones made.
-func (h *Host) execute(todo []Change) error {
+func (h *Host) execute(j *journal, todo []Change) error {
 	for i, c := range todo {
-		if err := c.act.do(h); err != nil {
+		if err := h.make(j, c); err != nil {
 			ae := &ApplyError{Change: c, Err: err, RolledBack: todo[:i]}
 			ae.RollbackErr = rollback(h, todo[:i])
 			return ae
 		}
 	}
 	return nil
+}
+
+// make makes one change, write-ahead: what it will do is recorded and
+// synced to disk before it is made, and marked done after, so a process
+// killed at any point leaves a journal that Revert can undo.
+func (h *Host) make(j *journal, c Change) error {
+	j.begin(time.Now(), c.act.entries()...)
+	if err := h.saveJournal(j); err != nil {
+		j.abort()
+		return fmt.Errorf("record the change before making it: %w", err)
+	}
+	h.crashPoint()
+	if err := c.act.do(h); err != nil {
+		j.abort()
+		return errors.Join(err, h.saveJournal(j))
+	}
+	h.crashPoint()
+	j.commit()
+	if err := h.saveJournal(j); err != nil {
+		return errors.Join(fmt.Errorf("mark the change done: %w", err), c.act.undo(h))
+	}
+	return nil
+}
+
+// CrashEnv names the variable that makes netcfg kill its own process
+// (SIGKILL) at the Nth point between two steps of a change, counted from
+// 1: around every change, once after it is recorded and once after it
+// is made. The crash tests use it to prove that Revert undoes a change
+// interrupted anywhere.
+const CrashEnv = "EDGEPROXY_NETCFG_CRASH_AT"
+
+func (h *Host) crashPoint() {
+	at, err := strconv.Atoi(os.Getenv(CrashEnv))
+	if err != nil || at <= 0 {
+		return
+	}
+	h.crashes++
+	if h.crashes == at {
+		_ = unix.Kill(os.Getpid(), unix.SIGKILL)
+		select {} // the signal is on its way
+	}
 }
 
 func rollback(h *Host, done []Change) error {
@@ -98,37 +140,39 @@ func rollback(h *Host, done []Change) error {
 	return errors.Join(errs...)
 }
 
-// repair makes each change of the plan on its own (no rollback: a partial
-// repair beats none) and records the ones that worked. With
+// repair makes each change of the plan for the desired state on its own
+// (no rollback: a partial repair beats none), through the journal as
+// Apply does; allow says which changes it may make now. With
 // network.manage false it makes only the changes of required sysctls.
-func (h *Host) repair(st *State) (plan, made []Change, failed []failure) {
+func (h *Host) repair(allow func(Change) bool) (st *State, plan, made []Change, failed []failure) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	st = h.desiredState()
+	if st == nil {
+		return nil, nil, nil, nil
+	}
 	j, err := h.loadJournal()
 	if err != nil {
-		return nil, nil, []failure{{"journal", err}}
+		return st, nil, nil, []failure{{"journal", err}}
 	}
 	plan, err = h.plan(st, j)
 	if err != nil {
-		return nil, nil, []failure{{"plan", err}}
+		return st, nil, nil, []failure{{"plan", err}}
 	}
 	for _, c := range Changes(plan) {
 		if !st.Managed && !c.required {
 			continue // reported by the caller
 		}
-		if err := c.act.do(h); err != nil {
+		if !allow(c) {
+			continue
+		}
+		if err := h.make(j, c); err != nil {
 			failed = append(failed, failure{c.Kind, fmt.Errorf("repair %q: %w", c.String(), err)})
 			continue
 		}
 		made = append(made, c)
-		j.record(time.Now(), c.act.entries()...)
 	}
-	if len(made) > 0 {
-		if err := h.saveJournal(j); err != nil {
-			failed = append(failed, failure{"journal", err})
-		}
-	}
-	return plan, made, failed
+	return st, plan, made, failed
 }
 
 type failure struct {
@@ -218,7 +262,7 @@ func (h *Host) revertAddress(e Entry) (*Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := addrAdd{link: e.Link, prefix: p, nodad: e.NoDAD}
+	a := addrAdd{link: e.Link, prefix: p, nodad: e.NoDAD, attrs: e.AddrAttrs}
 	subject := fmt.Sprintf("address %s dev %s", p, e.Link)
 	if e.Op == "add" {
 		if err := h.nl.AddrDel(lk, a.nl()); err != nil {
@@ -280,6 +324,9 @@ func (h *Host) revertSysctl(e Entry) (*Change, error) {
 		return nil, nil
 	}
 	name := Sysctl{Key: e.Key}.Name()
+	if e.Pending && v == e.Old {
+		return nil, nil // killed before the write
+	}
 	if v != e.New {
 		return &Change{Op: OpReport, Kind: KindSysctl, Subject: "sysctl " + name,
 			Reason: fmt.Sprintf("changed since apply (%s, apply set %s): left as it is, it was %s before", show(v), show(e.New), show(e.Old))}, nil

@@ -50,6 +50,9 @@ type Change struct {
 	// required: a change of a sysctl another plane needs, made even
 	// with network.manage false.
 	required bool
+	// other names who made what the change undoes, when the host says
+	// (the rtm protocol of a route).
+	other string
 }
 
 // String renders the change as plan prints it: "+ address 198.19.0.2/24
@@ -192,6 +195,27 @@ type addrAdd struct {
 	link   string
 	prefix netip.Prefix
 	nodad  bool
+	attrs  *AddrAttrs // of an address found on the host
+}
+
+// AddrAttrs is what else an address found on the host had, so that
+// Revert restores it as it was.
+type AddrAttrs struct {
+	Broadcast string `json:"broadcast,omitempty"`
+	Scope     int    `json:"scope,omitempty"`
+	Flags     int    `json:"flags,omitempty"`
+	Label     string `json:"label,omitempty"`
+}
+
+// attrsOf keeps the attributes of a as found on the host (not the
+// states the kernel sets, such as secondary or tentative).
+func attrsOf(a netlink.Addr) *AddrAttrs {
+	const kept = unix.IFA_F_NODAD | unix.IFA_F_HOMEADDRESS | unix.IFA_F_NOPREFIXROUTE | unix.IFA_F_MANAGETEMPADDR | unix.IFA_F_PERMANENT
+	at := &AddrAttrs{Scope: a.Scope, Flags: a.Flags & kept, Label: a.Label}
+	if b := addrOf(a.Broadcast); b.IsValid() {
+		at.Broadcast = b.String()
+	}
+	return at
 }
 
 type addrDel addrAdd
@@ -200,6 +224,13 @@ func (a addrAdd) nl() *netlink.Addr {
 	na := &netlink.Addr{IPNet: ipNet(a.prefix)}
 	if a.nodad && a.prefix.Addr().Is6() {
 		na.Flags = unix.IFA_F_NODAD
+	}
+	if at := a.attrs; at != nil {
+		na.Scope, na.Flags, na.Label = at.Scope, na.Flags|(at.Flags&^unix.IFA_F_PERMANENT), at.Label
+		na.Broadcast = net.IPv4zero // none, unless it had one
+		if b, err := netip.ParseAddr(at.Broadcast); err == nil {
+			na.Broadcast = b.AsSlice()
+		}
 	}
 	return na
 }
@@ -235,7 +266,7 @@ func (a addrDel) do(h *Host) error {
 func (a addrDel) undo(h *Host) error { return addrAdd(a).do(h) }
 
 func (a addrDel) entries() []Entry {
-	return []Entry{{Kind: KindAddress, Op: "remove", Link: a.link, Address: a.prefix.String(), NoDAD: a.nodad}}
+	return []Entry{{Kind: KindAddress, Op: "remove", Link: a.link, Address: a.prefix.String(), NoDAD: a.nodad, AddrAttrs: a.attrs}}
 }
 
 // RouteSpec is a route as the journal keeps it.
@@ -247,6 +278,14 @@ type RouteSpec struct {
 	Table    int    `json:"table,omitempty"`
 	Protocol int    `json:"protocol,omitempty"`
 	Scope    int    `json:"scope,omitempty"`
+	// What else a route found on the host had, so that Revert restores
+	// it as it was.
+	Src      string `json:"src,omitempty"`
+	Type     int    `json:"type,omitempty"`
+	OnLink   bool   `json:"onlink,omitempty"`
+	MTU      int    `json:"mtu,omitempty"`
+	AdvMSS   int    `json:"advmss,omitempty"`
+	Hoplimit int    `json:"hoplimit,omitempty"`
 }
 
 func (s RouteSpec) key() string {
@@ -286,6 +325,20 @@ func (h *Host) nlRoute(s RouteSpec) (*netlink.Route, error) {
 		Table:     s.Table,
 		Protocol:  netlink.RouteProtocol(s.Protocol),
 		Scope:     netlink.Scope(s.Scope),
+		Type:      s.Type,
+		MTU:       s.MTU,
+		AdvMSS:    s.AdvMSS,
+		Hoplimit:  s.Hoplimit,
+	}
+	if s.OnLink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	if s.Src != "" {
+		src, err := netip.ParseAddr(s.Src)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: src: %w", s.text(), err)
+		}
+		r.Src = src.AsSlice()
 	}
 	if r.Table == 0 {
 		r.Table = unix.RT_TABLE_MAIN

@@ -16,15 +16,21 @@ type Entry struct {
 	Kind Kind `json:"kind"`
 	// Op: "add" and "remove" (addresses, routes, neighbours), "set"
 	// (sysctls), "up" (links).
-	Op      string     `json:"op"`
-	Link    string     `json:"link,omitempty"`
-	Address string     `json:"address,omitempty"` // prefix of an address, IP of a neighbour
-	NoDAD   bool       `json:"nodad,omitempty"`
-	Route   *RouteSpec `json:"route,omitempty"`
-	Key     string     `json:"key,omitempty"`
-	Old     string     `json:"old,omitempty"`
-	New     string     `json:"new,omitempty"`
-	At      time.Time  `json:"at"`
+	Op      string `json:"op"`
+	Link    string `json:"link,omitempty"`
+	Address string `json:"address,omitempty"` // prefix of an address, IP of a neighbour
+	NoDAD   bool   `json:"nodad,omitempty"`
+	// AddrAttrs: of an address removed, restored with it.
+	AddrAttrs *AddrAttrs `json:"addr_attrs,omitempty"`
+	Route     *RouteSpec `json:"route,omitempty"`
+	Key       string     `json:"key,omitempty"`
+	Old       string     `json:"old,omitempty"`
+	New       string     `json:"new,omitempty"`
+	At        time.Time  `json:"at"`
+	// Pending: recorded before the change was made, not yet marked done
+	// (the process may have died in between). Revert undoes it as far
+	// as it was made.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // id identifies the object an entry is about (not what was done to it).
@@ -53,6 +59,46 @@ func (j *journal) record(now time.Time, es ...Entry) {
 		e.At = now
 		j.add(e)
 	}
+}
+
+// begin records what a change is about to do, as pending entries kept
+// apart from the net difference until commit.
+func (j *journal) begin(now time.Time, es ...Entry) {
+	for _, e := range es {
+		e.At, e.Pending = now, true
+		j.Entries = append(j.Entries, e)
+	}
+}
+
+// commit marks the pending entries done, folding them into the net
+// difference.
+func (j *journal) commit() {
+	var pending []Entry
+	kept := j.Entries[:0]
+	for _, e := range j.Entries {
+		if e.Pending {
+			e.Pending = false
+			pending = append(pending, e)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	j.Entries = kept
+	for _, e := range pending {
+		j.add(e)
+	}
+}
+
+// abort drops the pending entries of a change that failed (and undid
+// what part of it was made).
+func (j *journal) abort() {
+	kept := j.Entries[:0]
+	for _, e := range j.Entries {
+		if !e.Pending {
+			kept = append(kept, e)
+		}
+	}
+	j.Entries = kept
 }
 
 func (j *journal) add(e Entry) {
@@ -128,7 +174,7 @@ func (h *Host) saveJournal(j *journal) error {
 		if err := os.Remove(h.state); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: remove %s: %v", ErrJournal, h.state, err)
 		}
-		return nil
+		return syncDir(filepath.Dir(h.state))
 	}
 	b, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
@@ -156,6 +202,22 @@ func (h *Host) saveJournal(j *journal) error {
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("%w: write %s: %v", ErrJournal, h.state, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename or removal in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = d.Sync()
+		d.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: sync directory %s: %v", ErrJournal, dir, err)
 	}
 	return nil
 }

@@ -8,12 +8,15 @@
 // neighbour entries for the next hops, the sysctls a dual-homed host needs
 // and those other planes declare: netcfg is the one writer of sysctls).
 // Plan compares it with the host through netlink and lists the
-// differences; Apply makes exactly those changes, records what it did in
-// a small JSON journal, and rolls back if one of them fails;
-// ApplyRequired makes only those of the sysctls other planes need, kept
-// even with network.manage false; Revert undoes what the journal records.
-// A Reconciler watches netlink events and restores whatever someone else
-// changes.
+// differences; Apply makes exactly those changes, each recorded in a
+// small JSON journal and synced to disk before it is made and marked done
+// after (a process killed anywhere leaves a journal Revert can undo), and
+// rolls back if one of them fails; ApplyRequired makes only those of the
+// sysctls other planes need, kept even with network.manage false; Revert
+// undoes what the journal records, restoring what was removed with its
+// attributes. A Reconciler watches netlink events and restores whatever
+// someone else changes, keeping the state of the last Apply, with a
+// repair budget per object against another party fighting over it.
 //
 // Everything works inside a chosen network namespace, so the daemon (the
 // host's namespace) and the tests (fresh namespaces) run the same code.
@@ -70,7 +73,28 @@ type Host struct {
 	state string
 	log   *slog.Logger
 
-	mu sync.Mutex // serialises Plan/Apply/Revert and repairs
+	mu      sync.Mutex // serialises Plan/Apply/Revert and repairs
+	crashes int        // crash points passed (CrashEnv)
+
+	// desired is the state the Reconciler keeps, switched by Apply under
+	// mu: a repair never works from a state older than the last apply.
+	// Written under mu and dmu, read under either.
+	dmu     sync.Mutex
+	desired *State
+}
+
+// setDesired switches the state repairs keep. Caller holds h.mu.
+func (h *Host) setDesired(st *State) {
+	h.dmu.Lock()
+	h.desired = st
+	h.dmu.Unlock()
+}
+
+// desiredState returns the state repairs keep (nil before any).
+func (h *Host) desiredState() *State {
+	h.dmu.Lock()
+	defer h.dmu.Unlock()
+	return h.desired
 }
 
 // Open returns a Host for the namespace in opts.

@@ -232,7 +232,7 @@ func (d *differ) routesToRemove() {
 		if r.LinkIndex == intIdx && intIdx > 0 && len(r.MultiPath) == 0 {
 			removed[i] = true
 			s := o.spec(r)
-			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}})
+			d.out = append(d.out, Change{Op: OpRemove, Kind: KindRoute, Subject: "route " + s.text(), Reason: "default route on the internal NIC", act: routeDel{s}, other: protocolName(s.Protocol)})
 			continue
 		}
 		for _, nh := range r.MultiPath {
@@ -281,7 +281,9 @@ func (d *differ) addresses() {
 				nodad := a.Prefix.Addr().Is6()
 				d.out = append(d.out, Change{Op: OpModify, Kind: KindAddress, Subject: fmt.Sprintf("address %s dev %s", a.Prefix.Addr(), a.Link),
 					From: "/" + strconv.Itoa(bits), To: "/" + strconv.Itoa(a.Prefix.Bits()),
-					act: seq{addrDel{link: a.Link, prefix: have, nodad: nodad}, addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}}})
+					// The new prefix first: the address never leaves the
+					// link, so the kernel keeps the routes through it.
+					act: seq{addrAdd{link: a.Link, prefix: a.Prefix, nodad: nodad}, addrDel{link: a.Link, prefix: have, nodad: nodad, attrs: attrsOf(e)}}})
 			}
 		}
 		if !present {
@@ -347,7 +349,7 @@ func (d *differ) routesToSet() {
 		}
 		if old != nil {
 			d.out = append(d.out, Change{Op: OpModify, Kind: KindRoute, Subject: "route " + routeText(r.Dst, netip.Addr{}, "", 0),
-				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}})
+				From: routeVia(*old), To: routeVia(want), act: routeSet{want: want, old: old}, other: protocolName(old.Protocol)})
 			continue
 		}
 		d.out = append(d.out, Change{Op: OpAdd, Kind: KindRoute, Subject: r.String(), act: routeSet{want: want}})
@@ -422,11 +424,26 @@ func (o *observed) spec(r netlink.Route) RouteSpec {
 		Table:    r.Table,
 		Protocol: int(r.Protocol),
 		Scope:    int(r.Scope),
+		OnLink:   r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		MTU:      r.MTU,
+		AdvMSS:   r.AdvMSS,
+		Hoplimit: r.Hoplimit,
+	}
+	if r.Type != unix.RTN_UNICAST {
+		s.Type = r.Type
 	}
 	if gw := addrOf(r.Gw); gw.IsValid() {
 		s.Via = gw.String()
 	}
+	if src := addrOf(r.Src); src.IsValid() {
+		s.Src = src.String()
+	}
 	return s
+}
+
+// protocolName names the rtm protocol of a route: who added it.
+func protocolName(p int) string {
+	return "rtm protocol " + netlink.RouteProtocol(p).String()
 }
 
 func routeVia(s RouteSpec) string {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	metricname "github.com/edgeproxy/edgeproxy/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -29,13 +30,24 @@ type ReconcilerOptions struct {
 	// all/forwarding resets lo/forwarding) is restored without waiting
 	// for Resync.
 	Watch time.Duration
+	// Budget is how many times an object is restored at once before
+	// another party fighting over it is given Backoff between repairs
+	// (default 10 and 5s); Quiet without a repair ends the fight
+	// (default 1m).
+	Budget  int
+	Backoff time.Duration
+	Quiet   time.Duration
 }
 
 // Reconciler keeps the host as the file says: it listens to netlink link,
 // address, route and neighbour events in the Host's namespace and
-// restores whatever contradicts the file, logging each repair and
-// counting it in edgeproxy_netcfg_repairs_total{kind}. With
-// network.manage false it logs the drift and changes nothing.
+// restores whatever contradicts the state of the last Apply (or
+// SetSpec), logging the first repair of an object and counting every one
+// in edgeproxy_netcfg_repairs_total{kind}. Another party that keeps
+// changing an object gets Budget repairs, then at most one per Backoff
+// (counted in edgeproxy_netcfg_conflicts_total{kind}). With
+// network.manage false it logs the drift and changes nothing; every
+// finding is logged once and counted in edgeproxy_netcfg_drift{kind}.
 //
 // A Reconciler is a prometheus.Collector.
 type Reconciler struct {
@@ -43,67 +55,98 @@ type Reconciler struct {
 	opts ReconcilerOptions
 	log  *slog.Logger
 
-	mu sync.Mutex
-	st *State
+	mu     sync.Mutex
+	count  map[Kind]int
+	fights map[string]*fight
+	said   map[string]bool // findings logged, while they last
 
-	kick     chan struct{}
-	count    map[Kind]int
-	repairs  *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	checks   prometheus.Counter
+	kick      chan struct{}
+	repairs   *prometheus.CounterVec
+	conflicts *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	drift     *prometheus.GaugeVec
+	checks    prometheus.Counter
 }
 
-// NewReconciler returns a Reconciler for cfg on h.
+// NewReconciler returns a Reconciler for spec on h: spec is the state it
+// keeps until the next Apply or SetSpec.
 func NewReconciler(h *Host, spec *Spec, opts ReconcilerOptions) (*Reconciler, error) {
 	st, err := Desired(spec)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Settle <= 0 {
-		opts.Settle = 50 * time.Millisecond
-	}
-	if opts.Resync <= 0 {
-		opts.Resync = 10 * time.Second
-	}
-	if opts.Retry <= 0 {
-		opts.Retry = time.Second
-	}
-	if opts.Watch <= 0 {
-		opts.Watch = 200 * time.Millisecond
-	}
+	h.mu.Lock()
+	h.setDesired(st)
+	h.mu.Unlock()
 	r := &Reconciler{
-		h: h, opts: opts, log: h.log, st: st,
-		kick: make(chan struct{}, 1), count: map[Kind]int{},
+		h: h, opts: opts.withDefaults(), log: h.log,
+		kick: make(chan struct{}, 1), count: map[Kind]int{}, fights: map[string]*fight{}, said: map[string]bool{},
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_netcfg_repairs_total",
+			Name: metricname.Name("netcfg_repairs_total"),
 			Help: "Host network changes that contradicted the configuration and were restored, by kind (link, address, route, sysctl, neighbour).",
 		}, []string{"kind"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricname.Name("netcfg_conflicts_total"),
+			Help: "Contradictions of an object netcfg had already restored (another party fighting over it), by kind; past the repair budget they are restored at most once per backoff.",
+		}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_netcfg_repair_failures_total",
+			Name: metricname.Name("netcfg_repair_failures_total"),
 			Help: "Repairs of the host network that failed (retried), by kind.",
 		}, []string{"kind"}),
+		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricname.Name("netcfg_drift"),
+			Help: "Differences between the host and the file that netcfg reports and does not change (plan lists them with !, or all with network.manage false), by kind.",
+		}, []string{"kind"}),
 		checks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgeproxy_netcfg_checks_total",
+			Name: metricname.Name("netcfg_checks_total"),
 			Help: "Comparisons of the host network with the configuration.",
 		}),
 	}
 	for _, k := range []Kind{KindLink, KindAddress, KindRoute, KindSysctl, KindNeighbour} {
 		r.repairs.WithLabelValues(string(k))
+		r.conflicts.WithLabelValues(string(k))
 		r.failures.WithLabelValues(string(k))
+		r.drift.WithLabelValues(string(k))
 	}
 	return r, nil
 }
 
-// SetSpec switches to a new spec (a reload) and checks the host against
-// it.
+func (o ReconcilerOptions) withDefaults() ReconcilerOptions {
+	if o.Settle <= 0 {
+		o.Settle = 50 * time.Millisecond
+	}
+	if o.Resync <= 0 {
+		o.Resync = 10 * time.Second
+	}
+	if o.Retry <= 0 {
+		o.Retry = time.Second
+	}
+	if o.Watch <= 0 {
+		o.Watch = 200 * time.Millisecond
+	}
+	if o.Budget <= 0 {
+		o.Budget = 10
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 5 * time.Second
+	}
+	if o.Quiet <= 0 {
+		o.Quiet = time.Minute
+	}
+	return o
+}
+
+// SetSpec switches to a new spec (the compiled one after a reload)
+// without changing the host, waiting for an Apply or repair under way,
+// and checks the host against it.
 func (r *Reconciler) SetSpec(spec *Spec) error {
 	st, err := Desired(spec)
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.st = st
-	r.mu.Unlock()
+	r.h.mu.Lock()
+	r.h.setDesired(st)
+	r.h.mu.Unlock()
 	r.Trigger()
 	return nil
 }
@@ -119,14 +162,18 @@ func (r *Reconciler) Trigger() {
 // Describe implements prometheus.Collector.
 func (r *Reconciler) Describe(ch chan<- *prometheus.Desc) {
 	r.repairs.Describe(ch)
+	r.conflicts.Describe(ch)
 	r.failures.Describe(ch)
+	r.drift.Describe(ch)
 	r.checks.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (r *Reconciler) Collect(ch chan<- prometheus.Metric) {
 	r.repairs.Collect(ch)
+	r.conflicts.Collect(ch)
 	r.failures.Collect(ch)
+	r.drift.Collect(ch)
 	r.checks.Collect(ch)
 }
 
@@ -190,42 +237,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
-// check compares the host with the file and repairs it; false means
-// something failed and a retry is due.
-func (r *Reconciler) check() bool {
-	r.mu.Lock()
-	st := r.st
-	r.mu.Unlock()
-	r.checks.Inc()
-	plan, made, failed := r.h.repair(st)
-	for _, c := range made {
-		r.repairs.WithLabelValues(string(c.Kind)).Inc()
-		r.mu.Lock()
-		r.count[c.Kind]++
-		r.mu.Unlock()
-		r.log.Warn("netcfg: restored the host network", "change", c.String(), "kind", string(c.Kind))
-	}
-	if !st.Managed {
-		for _, c := range Changes(plan) {
-			if c.required {
-				continue
-			}
-			r.log.Warn("netcfg: host network differs from the file (network.manage is false)", "change", c.String())
-		}
-	}
-	for _, f := range failed {
-		r.failures.WithLabelValues(string(f.kind)).Inc()
-		r.log.Error("netcfg: repair failed", "err", f.err)
-	}
-	return len(failed) == 0
-}
-
 // requiredDrift reports whether a sysctl another plane needs differs
 // from what it wants.
 func (r *Reconciler) requiredDrift() bool {
-	r.mu.Lock()
-	st := r.st
-	r.mu.Unlock()
+	st := r.h.desiredState()
+	if st == nil {
+		return false
+	}
 	var req []Sysctl
 	var keys []string
 	for _, s := range st.Sysctls {
@@ -313,9 +331,11 @@ func (r *Reconciler) subscribe(ctx context.Context, signal func()) error {
 		if !ok {
 			return false
 		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, l := range r.st.Links {
+		st := r.h.desiredState()
+		if st == nil {
+			return false
+		}
+		for _, l := range st.Links {
 			if l == name {
 				return true
 			}

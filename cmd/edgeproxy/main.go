@@ -60,6 +60,10 @@ func run(args []string, stderr io.Writer) error {
 		}
 		return nil
 	}
+	if args[0] == "-v" || args[0] == "--version" || args[0] == "-version" {
+		writeVersion(os.Stdout)
+		return nil
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		usage(stderr)
@@ -86,6 +90,9 @@ func usage(w io.Writer) {
 // newFlagSet returns a FlagSet that reports errors instead of exiting.
 func newFlagSet(name, usageLine string) *flag.FlagSet {
 	fs := flag.NewFlagSet("edgeproxy "+name, flag.ContinueOnError)
+	if helpOutput != nil {
+		fs.SetOutput(helpOutput)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: edgeproxy %s %s\n\nflags:\n", name, usageLine)
 		fs.PrintDefaults()
@@ -94,8 +101,8 @@ func newFlagSet(name, usageLine string) *flag.FlagSet {
 }
 
 func init() {
-	register(command{name: "version", summary: "print the version", run: func(context.Context, []string) error {
-		fmt.Println("edgeproxy", version)
+	register(command{name: "version", summary: "print the version, commit and Go toolchain (also -v, --version)", run: func(context.Context, []string) error {
+		writeVersion(os.Stdout)
 		return nil
 	}})
 }

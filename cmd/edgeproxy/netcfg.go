@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
 	netplan "github.com/edgeproxy/edgeproxy/internal/plan"
@@ -28,7 +29,9 @@ const netcfgUsage = `usage: edgeproxy netcfg <action> [flags]
 
 actions:
   plan    -config F   list the differences between the host and the file
-  apply   -config F   make them (idempotent; rolled back if one fails) and record them
+  apply   -config F   make them (idempotent; rolled back if one fails) and record them;
+                      with -confirm 120s they are reverted unless 'netcfg confirm' follows in time
+  confirm             keep what 'apply -confirm' made
   revert              undo what apply recorded
 
 Run 'edgeproxy netcfg <action> -h' for the flags.
@@ -44,22 +47,30 @@ func runNetcfg(ctx context.Context, args []string) error {
 	}
 	action := args[0]
 	switch action {
-	case "plan", "apply", "revert":
+	case "plan", "apply", "revert", "confirm", waitConfirmAction:
 	default:
 		fmt.Fprint(os.Stderr, netcfgUsage)
-		return fmt.Errorf("netcfg: unknown action %q: use plan, apply or revert", action)
+		return fmt.Errorf("netcfg: unknown action %q: use plan, apply, confirm or revert", action)
 	}
-	line := "-config FILE [-state PATH] [-netns NAME]"
-	if action == "revert" {
-		line = "[-state PATH] [-netns NAME]"
+	withConfig := action == "plan" || action == "apply"
+	line := "[-state PATH] [-netns NAME]"
+	if withConfig {
+		line = "-config FILE " + line
+	}
+	if action == "apply" {
+		line += " [-confirm DURATION]"
 	}
 	fs := newFlagSet("netcfg "+action, line)
-	cfgPath := ""
-	if action != "revert" {
+	cfgPath, confirm := "", time.Duration(0)
+	if withConfig {
 		fs.StringVar(&cfgPath, "config", "", "the configuration file (required)")
+	}
+	if action == "apply" {
+		fs.DurationVar(&confirm, "confirm", 0, "revert by itself after this long unless 'edgeproxy netcfg confirm' arrives (recommended for the first apply over SSH)")
 	}
 	state := fs.String("state", netcfg.DefaultStatePath, "the journal of what apply changed, read by revert")
 	nsName := fs.String("netns", "", "manage this network namespace (a name from 'ip netns' or a path) instead of the host's")
+	deadline := fs.Int64("deadline", 0, "") // waitConfirmAction only
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -68,7 +79,7 @@ func runNetcfg(ctx context.Context, args []string) error {
 		return fmt.Errorf("netcfg %s: unexpected argument %q", action, fs.Arg(0))
 	}
 	var cfg *config.Config
-	if action != "revert" {
+	if withConfig {
 		if cfgPath == "" {
 			fs.Usage()
 			return fmt.Errorf("netcfg %s: -config is required: name the configuration file", action)
@@ -78,31 +89,44 @@ func runNetcfg(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-
-	opts := netcfg.Options{
-		StatePath: *state,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	if action == "confirm" {
+		return confirmApply(os.Stdout, *state)
 	}
-	if *nsName != "" {
-		var ns netns.NsHandle
-		var err error
-		if strings.Contains(*nsName, "/") {
-			ns, err = netns.GetFromPath(*nsName)
-		} else {
-			ns, err = netns.GetFromName(*nsName)
-		}
-		if err != nil {
-			return fmt.Errorf("open netns %s: %w", *nsName, err)
-		}
-		defer ns.Close()
-		opts.NetNS = ns
-	}
-	h, err := netcfg.Open(opts)
+	h, err := openHost(*state, *nsName)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
+	switch {
+	case action == waitConfirmAction:
+		return waitConfirm(ctx, h, time.Unix(*deadline, 0))
+	case action == "apply" && confirm > 0:
+		return applyConfirmed(ctx, os.Stdout, h, cfg, confirm, *nsName)
+	}
 	return netcfgAction(ctx, os.Stdout, h, action, cfg)
+}
+
+// openHost opens netcfg on the namespace named (the caller's when "").
+func openHost(state, nsName string) (*netcfg.Host, error) {
+	opts := netcfg.Options{
+		StatePath: state,
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if nsName != "" {
+		var ns netns.NsHandle
+		var err error
+		if strings.Contains(nsName, "/") {
+			ns, err = netns.GetFromPath(nsName)
+		} else {
+			ns, err = netns.GetFromName(nsName)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open netns %s: %w", nsName, err)
+		}
+		defer ns.Close() // Open keeps its own copy
+		opts.NetNS = ns
+	}
+	return netcfg.Open(opts)
 }
 
 func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string, cfg *config.Config) error {
@@ -116,7 +140,7 @@ func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string,
 		n := len(netcfg.Changes(plan))
 		switch {
 		case n == 0:
-			fmt.Fprintln(w, "no changes: the host matches the file")
+			fmt.Fprintln(w, "no changes"+leftToAdmin(plan))
 		default:
 			fmt.Fprintf(w, "%d change(s); run 'edgeproxy netcfg apply' to make them\n", n)
 		}
@@ -141,7 +165,7 @@ func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string,
 		n := len(netcfg.Changes(plan))
 		switch {
 		case n == 0:
-			fmt.Fprintln(w, "no changes: the host matches the file")
+			fmt.Fprintln(w, "no changes"+leftToAdmin(plan))
 		case h.StatePath() != "":
 			fmt.Fprintf(w, "applied %d change(s), recorded in %s ('edgeproxy netcfg revert' undoes them)\n", n, h.StatePath())
 		default:
@@ -160,6 +184,16 @@ func netcfgAction(_ context.Context, w io.Writer, h *netcfg.Host, action string,
 		return nil
 	}
 	return fmt.Errorf("netcfg: unknown action %q", action)
+}
+
+// leftToAdmin ends the summary of a plan without changes: the host
+// matches the file only when there is no finding either.
+func leftToAdmin(plan []netcfg.Change) string {
+	n := len(plan) - len(netcfg.Changes(plan))
+	if n == 0 {
+		return ": the host matches the file"
+	}
+	return fmt.Sprintf(" to make; the %d finding(s) marked ! differ from the file and are left to the administrator", n)
 }
 
 func printChanges(w io.Writer, cs []netcfg.Change) {

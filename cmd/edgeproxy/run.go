@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,6 +15,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
+	"github.com/edgeproxy/edgeproxy/internal/logs"
 )
 
 func init() {
@@ -40,23 +40,23 @@ func runDaemon(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	format, level := cfg.Log.Format, cfg.Log.Level
-	if *logFormat != "" {
-		format = *logFormat
-	}
-	if *logLevel != "" {
-		level = *logLevel
-	}
-	logger, err := newLogger(os.Stderr, format, level)
+	lg, err := logs.New(os.Stderr, *logFormat, *logLevel, cfg.Log)
 	if err != nil {
 		return err
 	}
+	defer lg.Close()
+	logger := lg.Logger
 	slog.SetDefault(logger)
-	access, closeAccess, err := accessLogger(cfg.Log.Access, format, logger)
-	if err != nil {
-		return err
-	}
-	defer closeAccess()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			if err := lg.Reopen(); err != nil {
+				logger.Error("reopen the access log", "err", err)
+			}
+		}
+	}()
 	removePID, err := daemon.WritePIDFile(*pidFile)
 	if err != nil {
 		return err
@@ -80,44 +80,14 @@ func runDaemon(ctx context.Context, args []string) error {
 		ConfigPath:    *cfgPath,
 		Version:       version,
 		Logger:        logger,
-		AccessLog:     access,
+		AccessLog:     lg.Access,
+		ApplyLog:      lg.Apply,
 		Cleanup:       *cleanup,
 		NetcfgState:   *state,
 		MemberState:   *members,
 		ControlSocket: *ctlSocket,
 		Reload:        reload,
 	})
-}
-
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if level != "" {
-		if err := lv.UnmarshalText([]byte(level)); err != nil {
-			return nil, fmt.Errorf("parse log level %q: use debug, info, warn or error", level)
-		}
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("parse log format %q: use text or json", format)
-}
-
-func accessLogger(dest, format string, def *slog.Logger) (*slog.Logger, func(), error) {
-	switch dest {
-	case "":
-		return def, func() {}, nil
-	case "off":
-		return slog.New(slog.DiscardHandler), func() {}, nil
-	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open access log: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
 }
 
 func runReload(ctx context.Context, args []string) error {

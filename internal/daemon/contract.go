@@ -39,8 +39,8 @@ var reloadKeys = map[string]when{
 	"control.socket": atStart,
 	"control.group":  atStart,
 	"log.format":     atStart,
-	"log.level":      atStart,
-	"log.access":     atStart,
+	"log.level":      onReload,
+	"log.access":     onReload,
 
 	"network.external.interface":    boundOnce,
 	"network.external.addresses":    onReload,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
@@ -110,7 +111,9 @@ func (d *Daemon) inTurn(ctx context.Context, f func(context.Context) (any, error
 // reloadRecorded reloads and records a refusal for /status.
 func (d *Daemon) reloadRecorded(ctx context.Context) error {
 	d.notify(sdnotify.Reloading())
+	hash := admin.ConfigHash(d.opts.ConfigPath)
 	err := d.Reload(ctx)
+	d.reloads.Record(hash, err)
 	status := "serving " + d.opts.ConfigPath
 	if err != nil {
 		status += "; last reload rejected"

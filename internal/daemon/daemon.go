@@ -53,6 +53,9 @@ type Options struct {
 	MemberState string
 	// ControlSocket overrides the file's control.socket ("-": none).
 	ControlSocket string
+	// ApplyLog, when set, applies the log section of a reloaded file
+	// (log.level, log.access: redirected or reopened).
+	ApplyLog func(config.Log) error
 	// Reload receives a value for every reload request (SIGHUP).
 	Reload <-chan struct{}
 	// Ready, when set, is closed once everything serves.
@@ -80,6 +83,7 @@ type Daemon struct {
 	recon   *netcfg.Reconciler
 	checker *health.Checker
 	adm     *admin.Server
+	reloads *admin.Reloads
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
 	l7      *l7.Proxy
@@ -165,6 +169,8 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		Logger:  d.log,
 	})
 	d.reg = d.adm.Registry()
+	d.reloads = admin.NewReloads()
+	d.reg.MustRegister(d.reloads)
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
 	d.reg.MustRegister(d.checker, newMemberStateMetric(d))
 	d.l7 = l7.New(l7.Options{
@@ -196,6 +202,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		d.spawn("control socket", d.ctl.Serve)
 	}
 	d.resumeDrains(cfg)
+	d.reloads.Record(admin.ConfigHash(d.opts.ConfigPath), nil)
 	if cfg.Admin.Listen != "" {
 		if _, err := d.adm.Listen(); err != nil {
 			return fmt.Errorf("open admin endpoint: %w", err)
@@ -302,6 +309,11 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	if d.opts.ApplyLog != nil {
+		if err := d.opts.ApplyLog(cfg.Log); err != nil {
+			d.log.Error("reload: the log settings keep their previous values", "err", err)
+		}
 	}
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath, "virtuals", len(cfg.Virtuals))
 	return nil

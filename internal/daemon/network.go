@@ -56,6 +56,10 @@ func (d *Daemon) restoreNetwork(c *change) func(context.Context) error {
 			return applyNetwork(d.host, c.prevPlan.Network)
 		case c.next.Network.Managed():
 			_, err := d.host.Revert()
+			if d.recon != nil && c.prevPlan != nil {
+				// The reconciler keeps the previous state again.
+				err = errors.Join(err, d.recon.SetSpec(c.prevPlan.Network))
+			}
 			return err
 		}
 		return nil

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
@@ -64,6 +65,16 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 		}
 	}
 	l7 := d.l7.Stats()
+	byMember := d.l7.MemberStats()
+	for i, m := range snap {
+		c := byMember[member.New(m.Pool, m.Addr)]
+		st.Members[i].Requests, st.Members[i].Errors = c.Requests, c.Errors
+	}
+	st.Reloads = d.reloads.Recent()
+	for file, na := range d.l7.Certificates() {
+		st.Certificates = append(st.Certificates, admin.Certificate{File: file, NotAfter: na})
+	}
+	slices.SortFunc(st.Certificates, func(a, b admin.Certificate) int { return a.NotAfter.Compare(b.NotAfter) })
 	var fp *fastPathStatus
 	if l4 := d.fastPath(); l4 != nil {
 		fp = l4.status()

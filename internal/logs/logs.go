@@ -1,0 +1,191 @@
+// Package logs is the daemon's logging: the daemon log on stderr (with
+// journald severity prefixes under systemd), its level, and the access
+// log, which a reload redirects and SIGUSR1 reopens after rotation.
+package logs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/edgeproxy/edgeproxy/config"
+)
+
+// Logs are the daemon's loggers, changed in place on reload.
+type Logs struct {
+	level    slog.LevelVar
+	pinLevel bool // the level came from the command line
+	format   string
+	stderr   slog.Handler
+
+	// Logger is the daemon log; Access the access log.
+	Logger *slog.Logger
+	Access *slog.Logger
+	access atomic.Pointer[slog.Handler]
+
+	mu         sync.Mutex
+	accessPath string
+	file       *File
+}
+
+// New returns the loggers for the file's log section: format and
+// level, when not "", override the file's (command-line flags). Under
+// systemd (JOURNAL_STREAM set) every line written to stderr starts with
+// its syslog severity.
+func New(stderr io.Writer, format, level string, cfg config.Log) (*Logs, error) {
+	l := &Logs{format: cfg.Format, pinLevel: level != ""}
+	if format != "" {
+		l.format = format
+	}
+	if level == "" {
+		level = cfg.Level
+	}
+	if err := l.setLevel(level); err != nil {
+		return nil, err
+	}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		stderr = &journalWriter{w: stderr}
+	}
+	h, err := handler(stderr, l.format, &l.level)
+	if err != nil {
+		return nil, err
+	}
+	if jw, ok := stderr.(*journalWriter); ok {
+		h = &journalHandler{Handler: h, w: jw}
+	}
+	l.stderr = h
+	l.Logger = slog.New(h)
+	l.Access = slog.New(&switchHandler{cur: &l.access})
+	if err := l.setAccess(cfg.Access); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// handler is a text or JSON handler on w.
+func handler(w io.Writer, format string, level slog.Leveler) (slog.Handler, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.NewTextHandler(w, opts), nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("parse log format %q: use text or json", format)
+}
+
+func (l *Logs) setLevel(level string) error {
+	var lv slog.Level
+	if level != "" {
+		if err := lv.UnmarshalText([]byte(level)); err != nil {
+			return fmt.Errorf("parse log level %q: use debug, info, warn or error", level)
+		}
+	}
+	l.level.Set(lv)
+	return nil
+}
+
+// Apply applies the log section of a reloaded file: log.level (unless
+// the command line set it) and log.access (a new destination is opened,
+// the same file is reopened). log.format needs a restart.
+func (l *Logs) Apply(cfg config.Log) error {
+	if !l.pinLevel {
+		if err := l.setLevel(cfg.Level); err != nil {
+			return err
+		}
+	}
+	return l.setAccess(cfg.Access)
+}
+
+// setAccess points the access log at dest: "" or "stderr" the daemon
+// log, "off" nowhere, else a file (JSON lines), reopened if it is the
+// one already open.
+func (l *Logs) setAccess(dest string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if dest != "" && dest != "off" && dest != "stderr" {
+		if l.file != nil && l.accessPath == dest {
+			return l.file.Reopen()
+		}
+		f, err := OpenFile(dest)
+		if err != nil {
+			return err
+		}
+		h := slog.Handler(slog.NewJSONHandler(f, nil))
+		l.access.Store(&h)
+		l.closeFile()
+		l.file, l.accessPath = f, dest
+		return nil
+	}
+	h := l.stderr
+	if dest == "off" {
+		h = slog.DiscardHandler
+	}
+	l.access.Store(&h)
+	l.closeFile()
+	return nil
+}
+
+func (l *Logs) closeFile() {
+	if l.file != nil {
+		_ = l.file.Close()
+		l.file, l.accessPath = nil, ""
+	}
+}
+
+// Reopen reopens the access log file (after logrotate moved it; SIGUSR1).
+func (l *Logs) Reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file == nil {
+		return nil
+	}
+	return l.file.Reopen()
+}
+
+// Close closes the access log file.
+func (l *Logs) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closeFile()
+}
+
+// switchHandler sends records to the handler cur points at now, with the
+// attributes and groups added by With and WithGroup.
+type switchHandler struct {
+	cur  *atomic.Pointer[slog.Handler]
+	wrap []func(slog.Handler) slog.Handler
+}
+
+func (h *switchHandler) handler() slog.Handler {
+	out := *h.cur.Load()
+	for _, w := range h.wrap {
+		out = w(out)
+	}
+	return out
+}
+
+func (h *switchHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	return (*h.cur.Load()).Enabled(ctx, lv)
+}
+
+func (h *switchHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.handler().Handle(ctx, r)
+}
+
+func (h *switchHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithAttrs(attrs) })
+}
+
+func (h *switchHandler) WithGroup(name string) slog.Handler {
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithGroup(name) })
+}
+
+func (h *switchHandler) with(f func(slog.Handler) slog.Handler) slog.Handler {
+	wrap := append(append([]func(slog.Handler) slog.Handler(nil), h.wrap...), f)
+	return &switchHandler{cur: h.cur, wrap: wrap}
+}
