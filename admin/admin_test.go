@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -355,5 +356,33 @@ fast path on ext0 (native), int0 (native): 1234 of 262144 flows
 	}
 	if first, _, _ := strings.Cut(b.String(), "\n"); first != "edgeproxy 1.0.0, up 3h0m0s, NOT READY: netcfg: int0 missing" {
 		t.Fatalf("first line when not ready: %q", first)
+	}
+}
+
+// The text status lists the BGP sessions and why each VIP is or is not
+// announced.
+func TestWriteTextBGP(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := &Status{Version: "v", Started: now, Time: now, Ready: true, BGP: &bgp.Status{
+		LocalAS: 65100, RouterID: "198.18.11.2",
+		Sessions: []bgp.SessionStatus{{Neighbor: "198.18.11.1", AS: 65000, State: "established", BFD: "up"}},
+		Routes: []bgp.RouteStatus{
+			{Prefix: "198.18.100.10/32", Announced: true, Why: "announced: ready, every virtual on the VIP has a member up", Since: now.Add(-time.Minute)},
+			{Prefix: "198.18.100.20/32", Why: "withdrawn: no member up for virtual bulk", Since: now.Add(-2 * time.Second)},
+		},
+	}}
+	var b strings.Builder
+	if err := st.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"BGP AS 65100 router id 198.18.11.2",
+		"198.18.11.1  65000  ESTABLISHED  up",
+		"198.18.100.10/32  1m0s ago  announced: ready",
+		"198.18.100.20/32  2s ago    withdrawn: no member up for virtual bulk",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, b.String())
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/health"
 )
 
@@ -35,6 +36,8 @@ type Status struct {
 	Virtuals []Virtual `json:"virtuals"`
 	Members  []Member  `json:"members"`
 	FastPath *FastPath `json:"fastpath,omitempty"`
+	// BGP is the speaker's sessions and routes (nil without bgp).
+	BGP *bgp.Status `json:"bgp,omitempty"`
 	// Reloads are the last loads of the configuration, newest first.
 	Reloads []Reload `json:"reloads,omitempty"`
 	// Certificates are the certificate files in service.
@@ -220,6 +223,27 @@ func (s *Status) WriteText(w io.Writer) error {
 		if _, err := io.WriteString(w, b.String()); err != nil {
 			return fmt.Errorf("write status: %w", err)
 		}
+	}
+	return writeBGP(w, s.BGP, now)
+}
+
+// writeBGP lists the BGP sessions and, for each VIP, whether its route is
+// announced and why.
+func writeBGP(w io.Writer, st *bgp.Status, now time.Time) error {
+	if st == nil {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nBGP AS %d router id %s\nNEIGHBOR\tAS\tSESSION\tBFD\tLAST ERROR\n", st.LocalAS, st.RouterID)
+	for _, n := range st.Sessions {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", n.Neighbor, n.AS, strings.ToUpper(n.State), dash(n.BFD), dash(n.Reason))
+	}
+	fmt.Fprintln(tw, "\nROUTE\tSINCE\tSTATE")
+	for _, r := range st.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Prefix, ago(now, r.Since, true), r.Why)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
 }

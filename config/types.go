@@ -60,6 +60,8 @@ type Config struct {
 	FastPath FastPath         `yaml:"fastpath"`
 	Pools    map[string]*Pool `yaml:"pools"`
 	Virtuals []*Virtual       `yaml:"virtuals"`
+	// BGP announces the VIPs to upstream routers (nil: not announced).
+	BGP *BGP `yaml:"bgp"`
 
 	// File is the path the configuration was read from ("" when parsed
 	// from memory). Not part of the YAML.
@@ -205,6 +207,8 @@ type Virtual struct {
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// ConnLimits caps client connections (https/http).
 	ConnLimits ConnLimits `yaml:"limits"`
+	// Announce sets the BGP attributes of the VIP's route.
+	Announce Announce `yaml:"bgp"`
 }
 
 // ConnLimits cap an https/http virtual's client connections, so that one

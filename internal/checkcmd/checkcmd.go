@@ -196,6 +196,7 @@ func Render(w io.Writer, rep *Report) error {
 		fp := p.FastPath
 		fmt.Fprintf(ew, "\nfast path: pinned at %s, %d flows, SNAT ports %s, reaped every %s; admin endpoint: %s\n",
 			fp.PinPath, fp.MaxFlows, fp.SNATPorts, fp.GCInterval, p.Admin)
+		renderBGP(ew, p.BGP)
 	}
 
 	if len(rep.Host) > 0 {

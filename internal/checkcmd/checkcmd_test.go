@@ -275,3 +275,18 @@ func TestPrivilegedHostChecks(t *testing.T) {
 		t.Errorf("no error for a missing VIP on an unmanaged host:\n%s", out)
 	}
 }
+
+// check names the NIC each BGP neighbour is reached on and how its loss
+// is detected.
+func TestBGPNeighbours(t *testing.T) {
+	path := writeExample(t, "\nvirtuals:", "\nbgp:\n  local_as: 65100\n  router_id: 10.20.0.10\n  neighbors:\n    - {address: 203.0.113.1, as: 65000, bfd: true}\n    - {address: 10.20.0.1, as: 65000}\nvirtuals:")
+	var out bytes.Buffer
+	if err := checkcmd.Run(context.Background(), checkcmd.Options{Config: path}, &out); err != nil {
+		t.Fatalf("check failed: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"bgp: AS 65100, router id 10.20.0.10", "203.0.113.1  65000  ext0", "BFD 0.9s, hold 3s", "10.20.0.1    65000  int0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -21,6 +21,7 @@ type Plan struct {
 	Hosts     []HostRow    `json:"hosts"`
 	FastPath  FastPathRow  `json:"fastpath"`
 	Admin     string       `json:"admin"`
+	BGP       []BGPRow     `json:"bgp,omitempty"`
 }
 
 // VirtualRow is one virtual, or one site of an L7 virtual.
@@ -176,6 +177,7 @@ func NewPlan(c *config.Config) *Plan {
 
 	fp := c.FastPath
 	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, SNATPorts: fp.SNATPorts.String(), GCInterval: shortDur(fp.GCInterval)}
+	p.BGP = bgpRows(c)
 	return p
 }
 

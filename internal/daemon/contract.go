@@ -109,6 +109,19 @@ var reloadKeys = map[string]when{
 	"virtuals[].limits.max_conns_per_source":      onReload,
 	"virtuals[].limits.max_handshakes_per_source": onReload,
 
+	"virtuals[].bgp.communities": onReload,
+	"virtuals[].bgp.local_pref":  onReload,
+
+	// The speaker's identity is fixed while it runs; neighbours are
+	// added, changed and removed on reload.
+	"bgp.local_as":              atStart,
+	"bgp.router_id":             atStart,
+	"bgp.neighbors[].address":   onReload,
+	"bgp.neighbors[].as":        onReload,
+	"bgp.neighbors[].password":  onReload,
+	"bgp.neighbors[].bfd":       onReload,
+	"bgp.neighbors[].hold_time": onReload,
+
 	"virtuals[].sites[].hosts":                            onReload,
 	"virtuals[].sites[].pool":                             onReload,
 	"virtuals[].sites[].port":                             onReload,

@@ -86,8 +86,10 @@ func (d *Daemon) handle(ctx context.Context, cmd string, args json.RawMessage) (
 			return nil, err
 		}
 		return d.inTurn(ctx, func(context.Context) (any, error) { return d.killFlows(q) })
+	case CmdDrain:
+		return d.inTurn(ctx, func(context.Context) (any, error) { return d.drainNow() })
 	}
-	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows)
+	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows, CmdDrain)
 }
 
 // inTurn runs f in the serve loop and returns its answer.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/control"
@@ -99,6 +100,13 @@ type Daemon struct {
 
 	ctl      *control.Server
 	requests chan request
+	// speaker announces the VIPs over BGP (nil without a bgp section);
+	// draining withdraws them. Both under mu.
+	speaker  *bgp.Speaker
+	draining bool
+	// stopping is closed by `edgeproxy drain` to end the serve loop.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -112,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.MemberState == "" {
 		opts.MemberState = DefaultMemberState
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now()}
+	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), stopping: make(chan struct{})}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
@@ -219,6 +227,8 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-d.stopping:
+			break loop
 		case <-d.opts.Reload:
 			_ = d.reloadRecorded(ctx)
 		case r := <-d.requests:
@@ -280,6 +290,7 @@ func (d *Daemon) onHealth(ev health.Event) {
 	d.mu.Lock()
 	d.inPlanes[member.New(ev.Pool, ev.Addr)] = ev.Up
 	d.mu.Unlock()
+	d.updateRoutes()
 }
 
 // Reload reads the configuration file again and applies it atomically;
@@ -322,6 +333,7 @@ func (d *Daemon) ready() error {
 // (unless Cleanup).
 func (d *Daemon) drain(ctx context.Context) {
 	d.log.Info("draining")
+	d.withdrawRoutes()
 	if d.l7 != nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.drainTimeout())
 		defer cancel()
@@ -351,7 +363,7 @@ func (d *Daemon) drainTimeout() time.Duration {
 }
 
 func (d *Daemon) close() error {
-	var errs []error
+	errs := []error{d.stopBGP()}
 	if d.ctl != nil {
 		errs = append(errs, d.ctl.Close())
 	}

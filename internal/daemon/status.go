@@ -14,7 +14,7 @@ import (
 
 // status answers /status: the running configuration's virtuals with their
 // members' health, L7 request counts and L4 flow counts.
-func (d *Daemon) status(context.Context) (*admin.Status, error) {
+func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	d.mu.Lock()
 	cfg, loaded := d.cfg, d.loaded
 	inPlanes := maps.Clone(d.inPlanes)
@@ -108,5 +108,6 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 		}
 		st.Virtuals = append(st.Virtuals, av)
 	}
+	st.BGP = d.bgpStatus(ctx)
 	return st, nil
 }

@@ -75,6 +75,7 @@ func (d *Daemon) switchTo(ctx context.Context, cfg *config.Config) error {
 		{"apply fastl4 virtuals", d.applyFastL4(c), d.restoreFastL4(c)},
 		{"apply L7 virtuals", d.applyL7(c), d.restoreL7(c)},
 		{"apply monitors", d.applyMonitors(c), d.restoreMonitors(c)},
+		{"apply bgp neighbours", d.applyBGP(c), d.restoreBGP(c)},
 		{"update network reconciler", d.updateReconciler(c), nil},
 	}
 	if err := runSteps(ctx, steps); err != nil {
@@ -86,6 +87,7 @@ func (d *Daemon) switchTo(ctx context.Context, cfg *config.Config) error {
 	for _, o := range c.opened {
 		d.spawn(o.name, o.run)
 	}
+	d.updateRoutes()
 	return nil
 }
 

@@ -8,7 +8,7 @@ import (
 
 // planes are the packages that take specs from this package and must
 // not depend on the configuration file's format.
-var planes = []string{"l7", "health", "l4", "netcfg", "admin"}
+var planes = []string{"l7", "health", "l4", "netcfg", "admin", "bgp"}
 
 const configPkg = "github.com/edgeproxy/edgeproxy/config"
 

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/member"
@@ -53,6 +54,8 @@ type Plan struct {
 	// Network is the host network's spec (netcfg), the fast path's
 	// sysctls included.
 	Network *netcfg.Spec
+	// BGP is nil without a bgp section.
+	BGP *bgp.Spec
 }
 
 // Compile resolves every member of cfg once and builds the planes'
@@ -69,6 +72,7 @@ func Compile(ctx context.Context, cfg *config.Config, resolve Resolver) (*Plan, 
 	p.Health = compileHealth(cfg, members)
 	p.L4 = compileL4(cfg, members)
 	p.Network = compileNetwork(cfg, members, p.L4)
+	p.BGP = compileBGP(cfg)
 	return p, nil
 }
 
