@@ -117,7 +117,8 @@ func accessLogger(dest, format string, def *slog.Logger) (*slog.Logger, func(), 
 	if err != nil {
 		return nil, nil, fmt.Errorf("open access log: %w", err)
 	}
-	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
+	lb := newLineBuffer(f, accessLogBuffer, accessLogFlush)
+	return slog.New(slog.NewJSONHandler(lb, nil)), func() { lb.Close(); f.Close() }, nil
 }
 
 func runReload(ctx context.Context, args []string) error {
