@@ -288,11 +288,10 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 		if refOK && c != ref {
 			rt = ratio(refStat.median, s.median)
 		}
-		name := c.name
 		if k := r.invalid(sc.id, c.name); k > 0 {
-			name += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side saturated first)", k, r.env.reps)
+			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side saturated first)", k, r.env.reps)
 		}
-		w("| %s | %s | %s | %s | %s |\n", name, fmtNum(s.median, d.prec), fmtNum(s.min, d.prec), fmtNum(s.max, d.prec), rt)
+		w("| %s | %s | %s | %s | %s |\n", c.name, fmtNum(s.median, d.prec), fmtNum(s.min, d.prec), fmtNum(s.max, d.prec), rt)
 	}
 	w("\n")
 	if d.id == sc.id+".cpu" {
