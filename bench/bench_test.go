@@ -115,6 +115,41 @@ func TestParseCPUSet(t *testing.T) {
 	}
 }
 
+// TestSaturation: a measurement where the load generator and backend used
+// up their CPU while the proxy had room is flagged invalid, and one where
+// the proxy side saturated is not.
+func TestSaturation(t *testing.T) {
+	for _, c := range []struct {
+		name                         string
+		proxy, proxyCap, peers, pcap float64
+		invalid                      bool
+	}{
+		{"client side saturated, proxy idle", 0.3, 1, 0.97, 1, true},
+		{"both saturated: the proxy is measured", 0.95, 1, 0.99, 1, false},
+		{"proxy saturated", 0.98, 1, 0.6, 1, false},
+		{"nothing saturated", 0.4, 1, 0.5, 1, false},
+		{"shared CPUs, client side over 90%", 0.5, 2, 1.85, 2, true},
+	} {
+		got := saturation(c.proxy, c.proxyCap, c.peers, c.pcap)
+		if (got != "") != c.invalid || (got != "" && !strings.HasPrefix(got, "invalid: ")) {
+			t.Errorf("%s: saturation = %q, want invalid=%v", c.name, got, c.invalid)
+		}
+	}
+	if n := cpuCount(2, "1", "1"); n != 1 {
+		t.Errorf("load generator and backend sharing CPU 1: %v CPUs, want 1", n)
+	}
+	if n := cpuCount(4, "2", "3"); n != 2 {
+		t.Errorf("CPUs 2 and 3: %v, want 2", n)
+	}
+	if n := cpuCount(2, ""); n != 2 {
+		t.Errorf("unpinned on 2 CPUs: %v, want 2", n)
+	}
+	r := &results{notes: map[string]map[string][]string{"l4-conn": {"x": {"invalid: a", "ok", "y; invalid: b"}}}}
+	if k := r.invalid("l4-conn", "x"); k != 2 {
+		t.Errorf("invalid repetitions = %d, want 2", k)
+	}
+}
+
 func TestStats(t *testing.T) {
 	s, ok := stats([]float64{5, 1, 3})
 	if !ok || s.median != 3 || s.min != 1 || s.max != 5 {

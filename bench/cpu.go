@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // userHZ is the unit of the times in /proc/<pid>/stat and /proc/stat
@@ -189,4 +191,44 @@ func delta(a, b cpuSample, group string) float64 {
 		sum += b.pids[p] - a.pids[p]
 	}
 	return max(sum, 0)
+}
+
+// saturatedShare is the share of its CPUs at which a side counts as
+// saturated.
+const saturatedShare = 0.9
+
+// saturation says why a measurement does not measure the proxy: the load
+// generators and backend servers used up their CPUs while the proxy side
+// still had room, so they set the pace. It is "" when the proxy side
+// saturated, or neither did. Cores are used cores; caps are CPUs.
+func saturation(proxy, proxyCap, peers, peersCap float64) string {
+	if peersCap <= 0 || peers < saturatedShare*peersCap {
+		return ""
+	}
+	if proxyCap > 0 && proxy >= saturatedShare*proxyCap {
+		return ""
+	}
+	return fmt.Sprintf("invalid: load generator and backend saturated first (%.2f of %.0f cores, proxy side %.2f of %.0f): the client side set the pace, not the proxy",
+		peers, peersCap, proxy, proxyCap)
+}
+
+// cpuCount is the number of CPUs in a list ("0,2-3"); an empty list, or
+// one that does not parse, means all of them.
+func cpuCount(all int, lists ...string) float64 {
+	var set unix.CPUSet
+	for _, l := range lists {
+		if l == "" {
+			return float64(all)
+		}
+		s, err := parseCPUSet(l)
+		if err != nil {
+			return float64(all)
+		}
+		for c := range 1024 {
+			if s.IsSet(c) {
+				set.Set(c)
+			}
+		}
+	}
+	return float64(set.Count())
 }

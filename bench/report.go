@@ -288,6 +288,9 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 		if refOK && c != ref {
 			rt = ratio(refStat.median, s.median)
 		}
+		if k := r.invalid(sc.id, c.name); k > 0 {
+			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side saturated first)", k, r.env.reps)
+		}
 		w("| %s | %s | %s | %s | %s |\n", c.name, fmtNum(s.median, d.prec), fmtNum(s.min, d.prec), fmtNum(s.max, d.prec), rt)
 	}
 	w("\n")
@@ -312,8 +315,8 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 
 func (r *results) writeCPU(w func(string, ...any)) {
 	w("## CPU use during each scenario (median, in cores)\n\n")
-	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
-	w("| scenario | candidate | proxy process | proxy NAPI | softirq | workload | machine |\n|---|---|---:|---:|---:|---:|---:|\n")
+	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator + backend: their processes and the NAPI threads of c0/b0 (a measurement where these used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
+	w("| scenario | candidate | proxy process | proxy NAPI | load generator + backend | softirq | workload | machine |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, ph := range r.phases {
 		for _, sc := range ph.scenarios {
 			for _, c := range r.layerCands(ph.layer) {
@@ -322,7 +325,7 @@ func (r *results) writeCPU(w func(string, ...any)) {
 					continue
 				}
 				var cols []string
-				for _, k := range []string{"proc", "napi", "softirq", "work", "busy"} {
+				for _, k := range []string{"proc", "napi", "peers", "softirq", "work", "busy"} {
 					s, _ := r.stat(pre+k, c.name)
 					cols = append(cols, fmtNum(s.median, 2))
 				}
@@ -444,4 +447,16 @@ func (r *results) otherActivity() (float64, float64, bool) {
 	}
 	s, ok := stats(others)
 	return s.median, s.max, ok
+}
+
+// invalid counts the repetitions of a scenario in which the client side,
+// not the candidate, saturated first.
+func (r *results) invalid(scenario, cand string) int {
+	k := 0
+	for _, n := range r.notes[scenario][cand] {
+		if strings.Contains(n, "invalid: ") {
+			k++
+		}
+	}
+	return k
 }

@@ -469,7 +469,12 @@ func (e *env) measure(ctx context.Context, t *trial, in *installation, sc *scena
 	wall := s1.at.Sub(s0.at).Seconds()
 	proc := delta(s0, s1, grpProxy)
 	napi := delta(s0, s1, grpProxyNAPI)
-	work := proc + napi + delta(s0, s1, grpPeerNAPI) + delta(s0, s1, grpBackend) + delta(s0, s1, grpSoftirqd) + oc.loadCPU
+	peers := delta(s0, s1, grpPeerNAPI) + delta(s0, s1, grpBackend) + oc.loadCPU
+	work := proc + napi + peers + delta(s0, s1, grpSoftirqd)
+	n := runtime.NumCPU()
+	if why := saturation((proc+napi)/wall, cpuCount(n, e.cpus.proxy), peers/wall, cpuCount(n, e.cpus.client, e.cpus.backend)); why != "" {
+		oc.note = strings.TrimPrefix(oc.note+"; "+why, "; ")
+	}
 	if oc.work > 0 {
 		oc.metrics[sc.id+".cpu"] = (proc + napi) / oc.work
 	}
@@ -477,6 +482,7 @@ func (e *env) measure(ctx context.Context, t *trial, in *installation, sc *scena
 	oc.metrics[pre+"proc"] = proc / wall
 	oc.metrics[pre+"napi"] = napi / wall
 	oc.metrics[pre+"softirq"] = (s1.softirq - s0.softirq) / wall
+	oc.metrics[pre+"peers"] = peers / wall
 	oc.metrics[pre+"work"] = work / wall
 	oc.metrics[pre+"busy"] = (s1.busy - s0.busy) / wall
 	return oc, nil

@@ -25,15 +25,19 @@ type reqRecord struct {
 	conn        readExtender
 	reused      bool
 	connectTime time.Duration // dial + TLS to the member (0 when reused)
-	upStart     time.Time
+	upStart     time.Time     // when the attempt that got a connection was sent
+	tryStart    time.Time     // when the current attempt was sent
 	headersAt   time.Time
 	reqBytes    atomic.Int64
 }
 
 type recordKey struct{}
 
+// withRecord carries the record, and the trace that fills in its
+// upstream connection, to the round tripper.
 func withRecord(ctx context.Context, r *reqRecord) context.Context {
-	return context.WithValue(ctx, recordKey{}, r)
+	ctx = context.WithValue(ctx, recordKey{}, r)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: r.gotConn})
 }
 
 // recordFrom returns the request's record, or a throwaway one.
@@ -102,9 +106,17 @@ func (r *reqRecord) cookie() string {
 	return r.setCk
 }
 
-func (r *reqRecord) gotConn(info httptrace.GotConnInfo, start time.Time) {
+// startTry notes when an attempt at a member is sent.
+func (r *reqRecord) startTry() {
+	r.mu.Lock()
+	r.tryStart = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *reqRecord) gotConn(info httptrace.GotConnInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	start := r.tryStart
 	if x, ok := info.Conn.(readExtender); ok {
 		r.conn = x
 	}

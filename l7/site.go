@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
@@ -172,14 +171,6 @@ func (s *site) choosePin(r *http.Request, tried map[*siteMember]bool) (*siteMemb
 func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := recordFrom(req.Context())
 	cs := connStateFrom(req.Context())
-	var upStart time.Time
-	trace := &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) {
-			rec.gotConn(info, upStart)
-		},
-	}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-
 	if cs == nil {
 		if hasConnAuth(req.Header, "Authorization") {
 			// Never share an upstream connection for these.
@@ -189,10 +180,10 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Pinned from the first NTLM/Negotiate credentials, or once a
 		// challenge was answered (modifyResponse); anonymous requests,
 		// Windows-auth site or not, share the pool.
-		return s.roundTripPinned(req, cs, rec, &upStart)
+		return s.roundTripPinned(req, cs, rec)
 	}
 
-	return s.retry(req, rec, &upStart, func(tried map[*siteMember]bool) (*try, error) {
+	return s.retry(req, rec, func(tried map[*siteMember]bool) (*try, error) {
 		sm, hit := s.choose(req, tried)
 		if sm == nil {
 			return nil, &noMemberError{pool: s.poolName}
@@ -212,8 +203,8 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 // upstream. A member that cannot be reached is replaced by another
 // (nothing was sent); a request that went out is never sent again,
 // whatever happens to it.
-func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord, upStart *time.Time) (*http.Response, error) {
-	return s.retry(req, rec, upStart, func(tried map[*siteMember]bool) (*try, error) {
+func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord) (*http.Response, error) {
+	return s.retry(req, rec, func(tried map[*siteMember]bool) (*try, error) {
 		p, err := cs.pin(s, req, tried)
 		if err != nil {
 			return nil, err
@@ -244,7 +235,7 @@ type try struct {
 // tried) until one answers. Only a member that could not be reached is
 // replaced, at most maxDialAttempts times, and only while nothing of the
 // client's body was read; any other failure is the answer.
-func (s *site) retry(req *http.Request, rec *reqRecord, upStart *time.Time,
+func (s *site) retry(req *http.Request, rec *reqRecord,
 	next func(tried map[*siteMember]bool) (*try, error)) (*http.Response, error) {
 	var (
 		tried   map[*siteMember]bool
@@ -259,7 +250,7 @@ func (s *site) retry(req *http.Request, rec *reqRecord, upStart *time.Time,
 			return nil, err
 		}
 		rec.setAttempts(attempt + 1)
-		*upStart = time.Now()
+		rec.startTry()
 		res, err := t.rt.RoundTrip(req)
 		if err == nil {
 			s.wrapBody(res, rec, t.done)
@@ -492,11 +483,14 @@ func plainError(w http.ResponseWriter, code int) {
 // hostOnly strips the port, brackets and a trailing dot from a Host
 // header value and lower-cases it.
 func hostOnly(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	} else {
-		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	// Only a value with a colon can carry a port: the common Host without
+	// one skips the split and the error it would build.
+	if strings.IndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
 	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
 

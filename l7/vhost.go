@@ -38,6 +38,8 @@ type vhost struct {
 	ticketPeriod time.Duration
 	ticketMu     sync.Mutex
 	ticketGen    uint64 // generation of the keys installed in tlsH1/tlsH2
+
+	obs reqObservers
 }
 
 // serverParams are the settings of the http.Server itself, fixed for the
@@ -310,9 +312,7 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	if s != nil {
 		siteName = s.name
 	}
-	code := strconv.Itoa(status)
-	p.metrics.requests.WithLabelValues(vh.name, siteName, code).Inc()
-	p.metrics.duration.WithLabelValues(vh.name, siteName).Observe(dur.Seconds())
+	vh.obs.observe(p.metrics, vh.name, siteName, status, dur.Seconds())
 	p.metrics.bytes.WithLabelValues(vh.name, "in").Add(float64(rec.bodyRead()))
 	p.metrics.bytes.WithLabelValues(vh.name, "out").Add(float64(rw.bytes))
 	if member != "" && s != nil {
