@@ -22,6 +22,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
+	"github.com/edgeproxy/edgeproxy/l4"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,7 @@ type Daemon struct {
 	adm     *admin.Server
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
+	pins    *l4.PinLock
 	l7      *l7.Proxy
 	plan    *plan.Plan
 	// spawn runs a component until the daemon stops.
@@ -117,6 +119,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
+		return err
+	}
+	if err := d.ownPins(cfg); err != nil {
 		return err
 	}
 	return d.run(ctx, cfg)
@@ -352,6 +357,7 @@ func (d *Daemon) close() error {
 	if d.host != nil {
 		errs = append(errs, d.host.Close())
 	}
+	errs = append(errs, d.pins.Release())
 	return errors.Join(errs...)
 }
 

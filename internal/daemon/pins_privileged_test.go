@@ -1,0 +1,109 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
+)
+
+// TestPrivilegedPinsOwned: while a daemon runs, a second `edgeproxy run`
+// on the same pin directory (its configuration drops a virtual) and
+// `edgeproxy flows -cleanup` both exit non-zero naming the running
+// daemon's PID, and the pinned maps are as they were.
+func TestPrivilegedPinsOwned(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.start(t)
+	before := pinnedState(t, d.pin)
+
+	second := t.TempDir()
+	cfg := secondConfig(t, d, second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, runErr := d.lab.Proxy.Command(ctx, labtest.Binary(t), "run", "-config", cfg,
+		"-pid-file", filepath.Join(second, "edgeproxy.pid"), "-netcfg-state", filepath.Join(second, "netcfg.json"),
+		"-member-state", filepath.Join(second, "members.json")).CombinedOutput()
+	pid, err := os.ReadFile(filepath.Join(d.dir, "edgeproxy.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := "process " + strings.TrimSpace(string(pid))
+	if runErr == nil || ctx.Err() != nil || !strings.Contains(string(out), holder) {
+		t.Errorf("a second edgeproxy run on the same pins: %v (want an exit naming %s)\n%s", runErr, holder, out)
+	}
+	out2, err := d.cli(t, "flows", "-cleanup", "-pin-path", d.pin)
+	if err == nil || !strings.Contains(out2, holder) {
+		t.Errorf("edgeproxy flows -cleanup under a running daemon: %v (want an exit naming %s)\n%s", err, holder, out2)
+	}
+	if after := pinnedState(t, d.pin); !slices.Equal(before, after) {
+		t.Errorf("the pinned state changed:\nbefore %q\nafter  %q", before, after)
+	}
+}
+
+// secondConfig writes the deployment's configuration without the bulk
+// virtual, its control socket and admin endpoint apart from the first
+// daemon's, in dir.
+func secondConfig(t *testing.T, d *deployment, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(d.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("127.0.0.1:9469"), []byte("127.0.0.1:9479"), 1)
+	b = bytes.Replace(b, []byte(d.dir+"/run/control.sock"), []byte(dir+"/control.sock"), 1)
+	i := bytes.Index(b, []byte("  - name: bulk\n"))
+	j := bytes.Index(b, []byte("  - name: sfb-web\n"))
+	if i < 0 || j < i {
+		t.Fatalf("no bulk virtual in\n%s", b)
+	}
+	b = append(b[:i:i], b[j:]...)
+	path := filepath.Join(dir, "edgeproxy.yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// pinnedState lists what is pinned under dir with the contents of the
+// maps that describe the service and its flows (counters move on their
+// own).
+func pinnedState(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state []string
+	for _, e := range entries {
+		state = append(state, e.Name())
+		switch e.Name() {
+		case "settings", "virtuals", "pools", "services", "snat_addrs", "tx_ports", "flows4_tcp", "flows4_udp", "flows6":
+		default:
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, e.Name()), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k, v []byte
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			state = append(state, fmt.Sprintf("%s %x=%x", e.Name(), k, v))
+		}
+		if err := it.Err(); err != nil {
+			t.Fatalf("read %s: %v", e.Name(), err)
+		}
+		m.Close()
+	}
+	return state
+}
