@@ -186,6 +186,7 @@ type FastPath struct {
 	knobs    [maxVirtuals]knobs   // per virtual id, for the GC
 	ports    portlist.Range       // SNAT ports in force
 	nics     [2]nic               // external, internal (zero: not attached)
+	swept    bool                 // the pinned state of earlier runs is reconciled
 
 	nl      *netlink.Handle
 	resets  *resetter

@@ -3,11 +3,14 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,17 +64,76 @@ func secondConfig(t *testing.T, d *deployment, dir string) string {
 	}
 	b = bytes.Replace(b, []byte("127.0.0.1:9469"), []byte("127.0.0.1:9479"), 1)
 	b = bytes.Replace(b, []byte(d.dir+"/run/control.sock"), []byte(dir+"/control.sock"), 1)
-	i := bytes.Index(b, []byte("  - name: bulk\n"))
-	j := bytes.Index(b, []byte("  - name: sfb-web\n"))
-	if i < 0 || j < i {
-		t.Fatalf("no bulk virtual in\n%s", b)
-	}
-	b = append(b[:i:i], b[j:]...)
+	b = withoutBulk(t, b)
 	path := filepath.Join(dir, "edgeproxy.yaml")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// withoutBulk returns the configuration b without the bulk virtual.
+func withoutBulk(t *testing.T, b []byte) []byte {
+	t.Helper()
+	i := bytes.Index(b, []byte("  - name: bulk\n"))
+	j := bytes.Index(b, []byte("  - name: sfb-web\n"))
+	if i < 0 || j < i {
+		t.Fatalf("no bulk virtual in\n%s", b)
+	}
+	return append(b[:i:i], b[j:]...)
+}
+
+// TestPrivilegedRestartWithoutVirtual: a fastl4 virtual removed from the
+// file while the daemon was down takes no new connection after the
+// restart (its VIP:port is refused), while the other fastl4 virtual
+// keeps serving.
+func TestPrivilegedRestartWithoutVirtual(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	ln, err := d.lab.Backend.Listen("tcp", netip.AddrPortFrom(d.members[0].addr, 5201).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	d.start(t)
+	d.waitMember(t, "bulk", d.members[0].name, "up")
+	bulk := netip.AddrPortFrom(d.params.FastL4VIP, 5201)
+	c, err := d.lab.Client.DialContext(t.Context(), "tcp", bulk.String())
+	if err != nil {
+		t.Fatalf("connect to the bulk virtual: %v", err)
+	}
+	c.Close()
+
+	d.Stop()
+	b, err := os.ReadFile(d.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.cfgPath, withoutBulk(t, b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if c, err := d.lab.Client.DialContext(ctx, "tcp", bulk.String()); !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("connect to the removed bulk virtual after the restart: %v, want connection refused", err)
+	}
+	web := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	if _, err := echo(d.client(web, false), "https://webext.example.com/echo"); err != nil {
+		t.Errorf("the remaining fastl4 virtual after the restart: %v", err)
+	}
 }
 
 // pinnedState lists what is pinned under dir with the contents of the
