@@ -83,6 +83,7 @@ type Daemon struct {
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
 	pins    *l4.PinLock
+	retired *admin.FastPath // a pinned fast path being retired; read under mu
 	l7      *l7.Proxy
 	plan    *plan.Plan
 	// spawn runs a component until the daemon stops.
@@ -188,6 +189,9 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	defer cancel()
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
+	}
+	if d.fastPath() == nil && d.pins != nil {
+		d.spawn("fast path retirement", d.retireFastPath)
 	}
 	if d.ctl != nil {
 		d.spawn("control socket", d.ctl.Serve)

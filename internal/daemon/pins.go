@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"os"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/l4"
 )
@@ -38,4 +40,50 @@ func (d *Daemon) lockPins(dir string) (*l4.PinLock, error) {
 	_ = d.pins.Release()
 	d.pins = l
 	return l, nil
+}
+
+// retireFastPath drains, detaches and removes a pinned fast path when the
+// configuration at start has no fastl4 virtual; /status shows it
+// "draining", then "removed". A reload that opens the fast path first
+// keeps it.
+func (d *Daemon) retireFastPath(ctx context.Context) error {
+	d.setRetired(&admin.FastPath{State: "draining"})
+	d.log.Info("draining the pinned fast path: the configuration has no fastl4 virtual", "pin_path", d.pins.Dir())
+	progress := func(flows int) {
+		d.setRetired(&admin.FastPath{State: "draining", Flows: uint64(flows)})
+	}
+	if err := d.pins.Drain(ctx, config.DefaultDrainTimeout.D(), progress); err != nil {
+		return err // stopping: the pinned state stays for the next start
+	}
+	d.planeMu.Lock()
+	defer d.planeMu.Unlock()
+	if d.fastPath() != nil {
+		return nil
+	}
+	if err := d.pins.Cleanup(); err != nil {
+		// The daemon serves on; `edgeproxy flows -cleanup` finishes it.
+		d.log.Error("remove the pinned fast path", "pin_path", d.pins.Dir(), "err", err)
+		return nil
+	}
+	d.setRetired(&admin.FastPath{State: "removed"})
+	d.log.Info("removed the pinned fast path: XDP detached", "pin_path", d.pins.Dir())
+	return nil
+}
+
+func (d *Daemon) setRetired(fp *admin.FastPath) {
+	d.mu.Lock()
+	d.retired = fp
+	d.mu.Unlock()
+}
+
+// retiredFastPath is a copy of the retirement's state for /status, nil
+// when there is none.
+func (d *Daemon) retiredFastPath() *admin.FastPath {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.retired == nil {
+		return nil
+	}
+	r := *d.retired
+	return &r
 }

@@ -169,3 +169,33 @@ func pinnedState(t *testing.T, dir string) []string {
 	}
 	return state
 }
+
+// TestPrivilegedRestartWithoutFastPath: restarted with no fastl4 virtual
+// left, the daemon drains the pinned fast path, then detaches XDP from
+// both NICs and removes the pins; /status says so.
+func TestPrivilegedRestartWithoutFastPath(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.start(t)
+	if out := d.lab.Proxy.Run(t, "ip", "link", "show"); !strings.Contains(out, "xdp") {
+		t.Fatalf("no XDP program attached with fastl4 virtuals:\n%s", out)
+	}
+	d.Stop()
+	p := d.params
+	p.NoFastL4 = true
+	d.writeConfig(t, p)
+	d.start(t)
+	deadline := time.Now().Add(10 * time.Second)
+	var state, links string
+	for time.Now().Before(deadline) {
+		if st, err := d.Status(); err == nil && st.FastPath != nil {
+			state = st.FastPath.State
+		}
+		links = d.lab.Proxy.Run(t, "ip", "link", "show")
+		if _, err := os.Stat(d.pin); errors.Is(err, os.ErrNotExist) && state == "removed" && !strings.Contains(links, "xdp") {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("10 s after a restart without fastl4 virtual: /status fast path state %q, pins at %s, links:\n%s", state, d.pin, links)
+}
