@@ -199,3 +199,33 @@ func TestPrivilegedRestartWithoutFastPath(t *testing.T) {
 	}
 	t.Fatalf("10 s after a restart without fastl4 virtual: /status fast path state %q, pins at %s, links:\n%s", state, d.pin, links)
 }
+
+// TestPrivilegedReattachDetachedNIC: when someone else detaches the XDP
+// program from the internal NIC, the daemon re-attaches it: connections
+// through a fastl4 virtual work again within 2 s, without a restart, and
+// /status lists the NIC again.
+func TestPrivilegedReattachDetachedNIC(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.start(t)
+	web := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	if _, err := echo(d.client(web, false), "https://webext.example.com/echo"); err != nil {
+		t.Fatalf("the fastl4 virtual before the detach: %v", err)
+	}
+	d.lab.Proxy.Run(t, "bpftool", "link", "detach", "pinned", filepath.Join(d.pin, "link_int0"))
+	detached := time.Now()
+	var err error
+	for time.Since(detached) < 2*time.Second {
+		if _, err = echo(d.client(web, false), "https://webext.example.com/echo"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if took := time.Since(detached); err != nil || took > 2*time.Second {
+		t.Fatalf("the fastl4 virtual after its internal NIC lost the XDP program: %v after %v, want an answer within 2 s", err, took)
+	}
+	st, err := d.Status()
+	if err != nil || st.FastPath == nil || !slices.ContainsFunc(st.FastPath.Interfaces, func(s string) bool { return strings.HasPrefix(s, "int0 ") }) {
+		t.Fatalf("/status after the re-attach: %v %+v", err, st)
+	}
+}
