@@ -103,6 +103,9 @@ type FastPath struct {
 	Interfaces []string `json:"interfaces"` // attached NICs with their XDP mode, e.g. "ext0 (native)"
 	Flows      uint64   `json:"flows"`
 	MaxFlows   uint64   `json:"max_flows"`
+	// State says what becomes of a pinned fast path the configuration no
+	// longer has: "draining" then "removed" (empty while in service).
+	State string `json:"state,omitempty"`
 }
 
 // MembersFromHealth converts a health snapshot for Status.Members.

@@ -85,6 +85,12 @@ func (f *FastPath) Apply(spec *Spec) error {
 	if err := f.removePools(usedPools); err != nil {
 		return err
 	}
+	if !f.swept {
+		if err := f.sweepPinned(); err != nil {
+			return err
+		}
+		f.swept = true
+	}
 	f.neigh.want(f.memberAddrs())
 	return nil
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/internal/metric"
@@ -187,6 +188,8 @@ type FastPath struct {
 	knobs    [maxVirtuals]knobs   // per virtual id, for the GC
 	ports    portlist.Range       // SNAT ports in force
 	nics     [2]nic               // external, internal (zero: not attached)
+	swept    bool                 // the pinned state of earlier runs is reconciled
+	netns    netns.NsHandle       // the fast path's network namespace
 
 	nl      *netlink.Handle
 	resets  *resetter
@@ -222,6 +225,7 @@ func Open(opts Options) (_ *FastPath, err error) {
 		pools:    map[string]*pool{},
 		stats:    newGCStats(),
 		limiter:  newLogLimiter(opts.LogInterval),
+		netns:    netns.None(),
 	}
 	f.scrapeErrs = metric.NewScrapeErrors("fastpath", f.log)
 	defer func() {
@@ -233,6 +237,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 		return nil, err
 	}
 	if err := f.adopt(); err != nil {
+		return nil, err
+	}
+	if f.netns, err = ownNetns(); err != nil {
 		return nil, err
 	}
 	if f.nl, err = netlink.NewHandle(); err != nil {
@@ -308,5 +315,8 @@ func (f *FastPath) release() {
 	}
 	if f.nl != nil {
 		f.nl.Close()
+	}
+	if f.netns.IsOpen() {
+		f.netns.Close()
 	}
 }

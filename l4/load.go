@@ -119,11 +119,26 @@ func (f *FastPath) adopt() error {
 }
 
 // Cleanup detaches the program from every NIC it is pinned to and removes
-// the pinned state under pinPath: established flows stop.
+// the pinned state under pinPath: established flows stop. It refuses,
+// touching nothing, while another process holds the pin directory's lock.
 func Cleanup(pinPath string) error {
 	if pinPath == "" {
 		pinPath = DefaultPinPath
 	}
+	if _, err := os.Stat(pinPath); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	l, err := LockPins(pinPath)
+	if err != nil {
+		return fmt.Errorf("clean up fast path: %w", err)
+	}
+	defer l.Release()
+	return l.Cleanup()
+}
+
+// Cleanup is Cleanup for the lock's holder.
+func (l *PinLock) Cleanup() error {
+	pinPath := l.dir
 	entries, err := os.ReadDir(pinPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -33,11 +33,13 @@ func (f *FastPath) Run(ctx context.Context) error {
 	}
 }
 
-// upkeep resolves reported and wanted next hops.
+// upkeep resolves reported and wanted next hops and keeps the program
+// attached to the NICs.
 func (f *FastPath) upkeep() {
 	if !f.acquire() {
 		return
 	}
 	defer f.life.RUnlock()
 	f.neigh.poll(f.objs.NeighMiss)
+	f.keepAttached()
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
 	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
+	"github.com/edgeproxy/edgeproxy/l4"
 	"github.com/edgeproxy/edgeproxy/l7"
 	"github.com/edgeproxy/edgeproxy/netcfg"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,8 @@ type Daemon struct {
 	reloads *admin.Reloads
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
+	pins    *l4.PinLock
+	retired *admin.FastPath // a pinned fast path being retired; read under mu
 	l7      *l7.Proxy
 	plan    *plan.Plan
 	// spawn runs a component until the daemon stops.
@@ -129,6 +132,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	if err := probeHost(plan.HostNeeds(cfg), d.log); err != nil {
+		return err
+	}
+	if err := d.ownPins(cfg); err != nil {
 		return err
 	}
 	return d.run(ctx, cfg)
@@ -197,6 +203,9 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	defer cancel()
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
+	}
+	if d.fastPath() == nil && d.pins != nil {
+		d.spawn("fast path retirement", d.retireFastPath)
 	}
 	if d.ctl != nil {
 		d.spawn("control socket", d.ctl.Serve)
@@ -376,6 +385,7 @@ func (d *Daemon) close() error {
 	if d.host != nil {
 		errs = append(errs, d.host.Close())
 	}
+	errs = append(errs, d.pins.Release())
 	return errors.Join(errs...)
 }
 

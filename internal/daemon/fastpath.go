@@ -16,9 +16,9 @@ import (
 
 // fastPath drives the XDP data path for the fastl4 virtuals.
 type fastPath struct {
-	fp  *l4.FastPath
-	log *slog.Logger
-	pin string
+	fp   *l4.FastPath
+	log  *slog.Logger
+	pins *l4.PinLock
 }
 
 // fastPath returns the open fast path, nil before the first fastl4
@@ -96,6 +96,10 @@ func (d *Daemon) openFastPath(cfg *config.Config, spec *l4.Spec) (*fastPath, err
 	}
 	opts := spec.Options
 	opts.Logger = d.log
+	pins, err := d.lockPins(opts.PinPath)
+	if err != nil {
+		return nil, err
+	}
 	fp, err := l4.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open XDP fast path: %w", err)
@@ -104,7 +108,7 @@ func (d *Daemon) openFastPath(cfg *config.Config, spec *l4.Spec) (*fastPath, err
 		fp.Close()
 		return nil, fmt.Errorf("register fast path metrics: %w", err)
 	}
-	return &fastPath{fp: fp, log: d.log, pin: opts.PinPath}, nil
+	return &fastPath{fp: fp, log: d.log, pins: pins}, nil
 }
 
 // apply gives the fast path its spec (nil: no fastl4 virtual) with the
@@ -134,7 +138,7 @@ func (f *fastPath) run(ctx context.Context) error { return f.fp.Run(ctx) }
 func (f *fastPath) close(cleanup bool) error {
 	err := f.fp.Close()
 	if cleanup {
-		if cerr := l4.Cleanup(f.pin); cerr != nil && err == nil {
+		if cerr := f.pins.Cleanup(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}

@@ -82,6 +82,8 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 		for i := range st.Members {
 			st.Members[i].Flows = fp.byMember[st.Members[i].Address]
 		}
+	} else if r := d.retiredFastPath(); r != nil {
+		st.FastPath = r
 	}
 	for _, v := range cfg.Virtuals {
 		av := admin.Virtual{Name: v.Name, Mode: string(v.Mode), Listen: v.Listen.String(), Port: v.Port}
