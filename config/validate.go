@@ -85,6 +85,7 @@ func (v *validator) validate() {
 	v.pools()
 	v.virtuals()
 	v.listeners()
+	v.ha()
 }
 
 func (v *validator) admin() {
