@@ -68,6 +68,9 @@ func (v *validator) ha() {
 	if a := h.AdvertInterval.D(); a < 10*time.Millisecond || a > 40950*time.Millisecond || a%(10*time.Millisecond) != 0 {
 		v.errorf("ha.advert_interval", "%s is not a VRRPv3 advertisement interval: choose 10ms to 40.95s in steps of 10ms (default %s)", a, DefaultAdvertInterval.D())
 	}
+	if v.c.Admin.Listen == "" {
+		v.errorf("admin.listen", "an HA pair needs the admin endpoint: keepalived asks it (edgeproxy ha check) whether this node can serve; set admin.listen, e.g. %s", DefaultAdminListen)
+	}
 	if !filepath.IsAbs(h.Fifo) {
 		v.errorf("ha.fifo", "%q is not an absolute path: write it like %s", h.Fifo, DefaultHAFifo)
 	}
