@@ -35,6 +35,18 @@ type Status struct {
 	Virtuals []Virtual `json:"virtuals"`
 	Members  []Member  `json:"members"`
 	FastPath *FastPath `json:"fastpath,omitempty"`
+	// HA is the node's role in an active/standby pair (nil: single host).
+	HA *HA `json:"ha,omitempty"`
+}
+
+// HA is a pair node's role: keepalived's word, and the shared addresses
+// (VIPs, floating) the node holds.
+type HA struct {
+	Role  string    `json:"role"` // unknown | active | standby | fault | stopped
+	Since time.Time `json:"since,omitzero"`
+	// Held are the shared addresses on this node's NICs, of Shared.
+	Held   []string `json:"held"`
+	Shared int      `json:"shared"`
 }
 
 // Virtual is one published address:port.
@@ -161,6 +173,9 @@ func (s *Status) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "edgeproxy %s, up %s, %s\n", s.Version, ago(now, s.Started, false), ready)
 	if s.Config != "" {
 		fmt.Fprintf(&b, "config %s, loaded %s\n", s.Config, ago(now, s.Loaded, true))
+	}
+	if h := s.HA; h != nil {
+		fmt.Fprintf(&b, "ha %s since %s, holds %d of %d shared addresses\n", h.Role, ago(now, h.Since, true), len(h.Held), h.Shared)
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)

@@ -32,6 +32,9 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 	} else {
 		st.Ready = true
 	}
+	if d.pair != nil {
+		st.HA = d.pair.state()
+	}
 	if cfg == nil {
 		return st, nil
 	}
