@@ -38,10 +38,22 @@ type Status struct {
 	FastPath *FastPath `json:"fastpath,omitempty"`
 	// BGP is the speaker's sessions and routes (nil without bgp).
 	BGP *bgp.Status `json:"bgp,omitempty"`
+	// HA is the node's role in an active/standby pair (nil: single host).
+	HA *HA `json:"ha,omitempty"`
 	// Reloads are the last loads of the configuration, newest first.
 	Reloads []Reload `json:"reloads,omitempty"`
 	// Certificates are the certificate files in service.
 	Certificates []Certificate `json:"certificates,omitempty"`
+}
+
+// HA is a pair node's role: keepalived's word, and the shared addresses
+// (VIPs, floating) the node holds.
+type HA struct {
+	Role  string    `json:"role"` // unknown | active | standby | fault | stopped
+	Since time.Time `json:"since,omitzero"`
+	// Held are the shared addresses on this node's NICs, of Shared.
+	Held   []string `json:"held"`
+	Shared int      `json:"shared"`
 }
 
 // Certificate is a certificate file the L7 proxy serves.
@@ -181,6 +193,9 @@ func (s *Status) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "edgeproxy %s, up %s, %s\n", s.Version, ago(now, s.Started, false), ready)
 	if s.Config != "" {
 		fmt.Fprintf(&b, "config %s, loaded %s\n", s.Config, ago(now, s.Loaded, true))
+	}
+	if h := s.HA; h != nil {
+		fmt.Fprintf(&b, "ha %s since %s, holds %d of %d shared addresses\n", h.Role, ago(now, h.Since, true), len(h.Held), h.Shared)
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)

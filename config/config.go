@@ -192,9 +192,16 @@ func (c *Config) MemberAddr(m Member) (netip.Addr, bool) {
 
 // SNATAddresses returns the source addresses a fastl4 virtual translates
 // to, for the VIP's address family: the internal NIC's first address of
-// that family for automap, else the listed addresses of that family.
+// that family for automap (in an HA pair the floating address), else the
+// listed addresses of that family.
 func (c *Config) SNATAddresses(v *Virtual) []netip.Addr {
 	is4 := v.Listen.Addr().Is4()
+	if v.SNAT.Automap && c.HA != nil {
+		if a, ok := c.floating(is4); ok {
+			return []netip.Addr{a}
+		}
+		return nil
+	}
 	if v.SNAT.Automap {
 		for _, p := range c.Network.Internal.Addresses {
 			if p.Addr().Is4() == is4 {

@@ -279,6 +279,7 @@ func applyDefaults(c *Config) {
 	}
 	poolDefaults(c)
 	virtualDefaults(c)
+	haDefaults(c)
 }
 
 // poolDefaults fills each pool's method, members' weights and monitor.

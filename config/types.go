@@ -48,7 +48,8 @@ const (
 	XDPOff     XDPMode = "off"     // no program on this NIC
 )
 
-// SNATAutomap selects the internal NIC's first address of the right family.
+// SNATAutomap selects the internal NIC's first address of the right
+// family, or in an HA pair the floating internal address.
 const SNATAutomap = "automap"
 
 // Config is the whole file.
@@ -62,6 +63,9 @@ type Config struct {
 	Virtuals []*Virtual       `yaml:"virtuals"`
 	// BGP announces the VIPs to upstream routers (nil: not announced).
 	BGP *BGP `yaml:"bgp"`
+	// HA makes this host one node of an active/standby pair (nil: a
+	// single host).
+	HA *HA `yaml:"ha"`
 
 	// File is the path the configuration was read from ("" when parsed
 	// from memory). Not part of the YAML.
@@ -326,3 +330,36 @@ type Position struct {
 
 // Positions maps key paths to positions.
 type Positions map[string]Position
+
+// HA makes the host one node of an active/standby pair whose shared
+// addresses keepalived (VRRPv3) moves: the VIPs on the external NIC and
+// the floating internal address, in one sync group.
+type HA struct {
+	// Priority is this node's VRRP priority, 1-254: the higher one is
+	// active; the two nodes of a pair have different priorities.
+	Priority int `yaml:"priority"`
+	// AdvertInterval is the VRRPv3 advertisement interval, in steps of
+	// 10ms (default 100ms): the standby takes over after about three.
+	AdvertInterval Duration `yaml:"advert_interval"`
+	// External and Internal are the VRRP instances on the two NICs of
+	// the network section.
+	External HASide `yaml:"external"`
+	Internal HASide `yaml:"internal"`
+	// Fifo is where keepalived writes its state changes for the daemon
+	// (default /run/edgeproxy/keepalived.fifo).
+	Fifo string `yaml:"fifo"`
+}
+
+// HASide is one VRRP instance: on the external NIC it carries the VIPs,
+// on the internal NIC the floating address.
+type HASide struct {
+	// VRID is the virtual router ID, 1-255, unique on the segment.
+	VRID int `yaml:"vrid"`
+	// Peer is the other node's address on this NIC: advertisements go
+	// to it by unicast and are accepted only from it.
+	Peer netip.Addr `yaml:"peer"`
+	// Floating (internal only) are the addresses the active node holds
+	// on the internal NIC, one per family at most; snat: automap
+	// translates to them, so members answer whichever node is active.
+	Floating []netip.Prefix `yaml:"floating"`
+}

@@ -86,6 +86,7 @@ func (v *validator) validate() {
 	v.virtuals()
 	v.listeners()
 	v.bgp()
+	v.ha()
 }
 
 func (v *validator) admin() {

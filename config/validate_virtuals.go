@@ -167,7 +167,7 @@ func (v *validator) fastL4(vs *Virtual, base string) {
 		fam = "IPv6"
 	}
 	if vs.SNAT.Automap {
-		if len(in.Addresses) > 0 && len(v.c.SNATAddresses(vs)) == 0 {
+		if v.c.HA == nil && len(in.Addresses) > 0 && len(v.c.SNATAddresses(vs)) == 0 {
 			v.errorf(base+".snat", "snat automap needs an %s address on the internal NIC for VIP %s: add one to network.internal.addresses or list SNAT addresses", fam, vs.Listen.Addr())
 		}
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // listener is one listening socket of an https/http virtual. It survives
@@ -46,7 +49,9 @@ type server struct {
 
 func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	listen := p.opts.ListenConfig
-	if listen == nil {
+	if listen == nil && p.opts.FreeBind {
+		listen = freeBindListen
+	} else if listen == nil {
 		listen = defaultListen
 	}
 	ln, err := listen("tcp", vh.listen.String())
@@ -68,6 +73,27 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 
 func defaultListen(network, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	return lc.Listen(context.Background(), network, addr)
+}
+
+// freeBindListen is defaultListen with IP_FREEBIND: the socket binds to
+// an address the host does not hold (yet), so a standby node listens on
+// the VIPs before keepalived moves them to it.
+func freeBindListen(network, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			// IP_FREEBIND applies to IPv6 sockets too (IPV6_FREEBIND is
+			// the same flag on newer kernels).
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set IP_FREEBIND: %w", serr)
+		}
+		return nil
+	}}
 	return lc.Listen(context.Background(), network, addr)
 }
 

@@ -38,6 +38,9 @@ type Options struct {
 	// ListenConfig opens a listening socket. Default: net.ListenConfig
 	// with TCP keepalive (tests pass one that listens in a namespace).
 	ListenConfig func(network, addr string) (net.Listener, error)
+	// FreeBind binds listeners with IP_FREEBIND (when ListenConfig is
+	// nil): an HA standby listens on VIPs it does not hold yet.
+	FreeBind bool
 	// Dial connects to a member. Default: net.Dialer with TCP
 	// keepalive; the dial timeout is in ctx.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)

@@ -2,7 +2,7 @@
 # Installs the Debian packages edgeproxy's build, tests, demo and benchmarks
 # use. Idempotent: does nothing when everything is present.
 set -eu
-pkgs="clang llvm libbpf-dev bpftool iproute2 iputils-ping ethtool nftables haproxy nginx libnginx-mod-stream wrk iperf3 nghttp2-client curl openssl util-linux prometheus chromium bird2"
+pkgs="clang llvm libbpf-dev bpftool iproute2 iputils-ping ethtool nftables haproxy nginx libnginx-mod-stream wrk iperf3 nghttp2-client curl openssl util-linux prometheus chromium bird2 keepalived"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -20,6 +20,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing
 # The packaged daemons are started on demand by tests and benchmarks only.
-for s in nginx haproxy; do
+for s in nginx haproxy keepalived; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
 done

@@ -144,6 +144,18 @@ var reloadKeys = map[string]when{
 	"virtuals[].sites[].stall_timeout":                    onReload,
 	"virtuals[].sites[].dial_timeout":                     onReload,
 	"virtuals[].sites[].pool_idle_timeout":                onReload,
+
+	// keepalived reads these, from edgeproxy ha keepalived-conf; the
+	// daemon uses only the floating address (SNAT) and the fifo.
+	"ha.priority":          onReload,
+	"ha.advert_interval":   onReload,
+	"ha.external.vrid":     onReload,
+	"ha.external.peer":     onReload,
+	"ha.external.floating": onReload,
+	"ha.internal.vrid":     onReload,
+	"ha.internal.peer":     onReload,
+	"ha.internal.floating": onReload,
+	"ha.fifo":              atStart,
 }
 
 // running is what the running daemon has opened, which decides whether

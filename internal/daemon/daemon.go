@@ -110,6 +110,8 @@ type Daemon struct {
 	// stopping is closed by `edgeproxy drain` to end the serve loop.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// pair is the node's role in an HA pair (nil: single host).
+	pair *pairNode
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -183,6 +185,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,
 		Registry:  d.reg,
+		FreeBind:  cfg.HA != nil, // a standby listens on the VIPs it does not hold
 	})
 
 	// Components run until the daemon has drained, whatever ctx says.
@@ -201,6 +204,7 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	defer wg.Wait()
 	defer cancel()
+	d.startHA(cfg)
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
 	}

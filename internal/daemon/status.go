@@ -33,6 +33,9 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	} else {
 		st.Ready = true
 	}
+	if d.pair != nil {
+		st.HA = d.pair.state()
+	}
 	if cfg == nil {
 		return st, nil
 	}

@@ -84,6 +84,7 @@ func (d *Daemon) switchTo(ctx context.Context, cfg *config.Config) error {
 	d.mu.Lock()
 	d.cfg, d.plan, d.loaded = cfg, c.nextPlan, time.Now()
 	d.mu.Unlock()
+	d.setShared(cfg)
 	for _, o := range c.opened {
 		d.spawn(o.name, o.run)
 	}

@@ -32,8 +32,8 @@ func compileNetwork(cfg *config.Config, members map[string][]Member, fast *l4.Sp
 	n := cfg.Network
 	spec := &netcfg.Spec{External: netcfgNIC(n.External), Internal: netcfgNIC(n.Internal), Managed: n.Managed()}
 	for _, v := range cfg.Virtuals {
-		if v == nil {
-			continue
+		if v == nil || cfg.HA != nil {
+			continue // in an HA pair keepalived holds the VIPs and SNAT addresses
 		}
 		spec.VIPs = append(spec.VIPs, v.Listen.Addr())
 		if v.Mode == config.ModeFastL4 {
