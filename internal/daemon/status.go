@@ -39,40 +39,7 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	if cfg == nil {
 		return st, nil
 	}
-	snap := d.checker.Snapshot()
-	for i, m := range snap {
-		// A change the data planes have not applied yet is not reported.
-		in, ok := inPlanes[member.New(m.Pool, m.Addr)]
-		switch {
-		case !ok:
-		case in && m.State == health.StateDown:
-			snap[i].State = health.StateUp
-		case !in && m.State == health.StateUp:
-			snap[i].State = health.StateDown
-		}
-	}
-	st.Members = admin.MembersFromHealth(snap)
-	runtime := d.memberState()
-	for i, m := range st.Members {
-		if e, ok := runtime[poolMember{m.Pool, m.Member}]; ok {
-			st.Members[i].Runtime, st.Members[i].RuntimeSince = e.State, e.Since
-			st.Members[i].Reason = e.State + " with edgeproxy member since " + e.Since.Format(time.RFC3339)
-		}
-	}
-	up := map[string]int{}
-	total := map[string]int{}
-	for _, m := range snap {
-		total[m.Pool]++
-		if m.State == "up" {
-			up[m.Pool]++
-		}
-	}
-	l7 := d.l7.Stats()
-	byMember := d.l7.MemberStats()
-	for i, m := range snap {
-		c := byMember[member.New(m.Pool, m.Addr)]
-		st.Members[i].Requests, st.Members[i].Errors = c.Requests, c.Errors
-	}
+	snap := d.statusMembers(st, inPlanes)
 	st.Reloads = d.reloads.Recent()
 	for file, na := range d.l7.Certificates() {
 		st.Certificates = append(st.Certificates, admin.Certificate{File: file, NotAfter: na})
@@ -88,6 +55,54 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	} else if r := d.retiredFastPath(); r != nil {
 		st.FastPath = r
 	}
+	st.Virtuals = d.statusVirtuals(cfg, snap, fp)
+	st.BGP = d.bgpStatus(ctx)
+	return st, nil
+}
+
+// statusMembers fills st.Members with the health the data planes apply,
+// the runtime state and the L7 request counts; it returns the health
+// snapshot, in the order of st.Members.
+func (d *Daemon) statusMembers(st *admin.Status, inPlanes map[member.ID]bool) []health.MemberStatus {
+	snap := d.checker.Snapshot()
+	for i, m := range snap {
+		// A change the data planes have not applied yet is not reported.
+		in, ok := inPlanes[member.New(m.Pool, m.Addr)]
+		switch {
+		case !ok:
+		case in && m.State == health.StateDown:
+			snap[i].State = health.StateUp
+		case !in && m.State == health.StateUp:
+			snap[i].State = health.StateDown
+		}
+	}
+	st.Members = admin.MembersFromHealth(snap)
+	runtime := d.memberState()
+	byMember := d.l7.MemberStats()
+	for i, m := range snap {
+		if e, ok := runtime[poolMember{st.Members[i].Pool, st.Members[i].Member}]; ok {
+			st.Members[i].Runtime, st.Members[i].RuntimeSince = e.State, e.Since
+			st.Members[i].Reason = e.State + " with edgeproxy member since " + e.Since.Format(time.RFC3339)
+		}
+		c := byMember[member.New(m.Pool, m.Addr)]
+		st.Members[i].Requests, st.Members[i].Errors = c.Requests, c.Errors
+	}
+	return snap
+}
+
+// statusVirtuals is the running virtuals with their pools' member counts,
+// fastl4 flows (fp nil: no fast path) and L7 requests.
+func (d *Daemon) statusVirtuals(cfg *config.Config, snap []health.MemberStatus, fp *fastPathStatus) []admin.Virtual {
+	up := map[string]int{}
+	total := map[string]int{}
+	for _, m := range snap {
+		total[m.Pool]++
+		if m.State == health.StateUp {
+			up[m.Pool]++
+		}
+	}
+	l7 := d.l7.Stats()
+	var out []admin.Virtual
 	for _, v := range cfg.Virtuals {
 		av := admin.Virtual{Name: v.Name, Mode: string(v.Mode), Listen: v.Listen.String(), Port: v.Port}
 		pools := map[string]bool{}
@@ -111,8 +126,7 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 		if c, ok := l7[v.Name]; ok {
 			av.Requests, av.Errors, av.Connections = c.Requests, c.Errors, c.Connections
 		}
-		st.Virtuals = append(st.Virtuals, av)
+		out = append(out, av)
 	}
-	st.BGP = d.bgpStatus(ctx)
-	return st, nil
+	return out
 }
