@@ -14,12 +14,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	labcfg "github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
@@ -29,50 +29,19 @@ import (
 // that namespace: a healthy deployment passes, and each fault of the
 // seeds is found.
 
-const e2eConfig = `
-admin:
-  listen: 127.0.0.1:9469
-{{.Network}}fastpath:
-  pin_path: {{.Pin}}
-pools:
-  sfb-fe:
-    members: [fe01.corp.example.com, fe02.corp.example.com]
-    monitor: {type: https, port: 4443, path: /, host: webext.example.com, interval: 1s, timeout: 500ms, rise: 1, fall: 1, ca: {{.Dir}}/public-root-ca.pem}
-virtuals:
-  - name: sfb-web-l4
-    mode: fastl4
-    listen: {{.FastVIP}}:443
-    pool: sfb-fe
-    port: 4443
-    snat: automap
-  - name: sfb-web
-    mode: https
-    listen: {{.Lab.VIP4}}:443
-    certificates:
-      - {cert: {{.Dir}}/public.pem, key: {{.Dir}}/public.key}
-    sites:
-      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
-        pool: sfb-fe
-        port: {{.SitePort}}
-        backend_tls: {ca: {{.Dir}}/public-root-ca.pem}
-        profile: {{.Profile}}
-  - name: sfb-web-http
-    mode: http
-    listen: {{.Lab.VIP4}}:80
-    sites:
-      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
-        pool: sfb-fe
-        port: 8080
-`
-
-type e2eParams struct {
-	Kind     string // the pool's kind (fastl4 configuration)
-	Lab      *testnet.Lab
-	Network  string // the network section
-	Dir, Pin string
-	FastVIP  netip.Addr
-	SitePort int
-	Profile  string
+// e2eSkype is the deployment's configuration: the front ends published
+// through a fastl4 virtual on 198.18.0.20 and through the L7 proxy on the
+// lab's VIP4, monitored by an https check of the External Web Site.
+func e2eSkype(lab *testnet.Lab, dir, pin string) labcfg.Skype {
+	return labcfg.Skype{
+		Network: testnet.NetworkOptions{Unmanaged: true, Hosts: lab.MemberHosts(e2eMembers...)},
+		PinPath: pin, Members: e2eMembers,
+		Monitor: labcfg.SkypeMonitor{HTTPS: true, Path: "/", Host: "webext.example.com", CA: filepath.Join(dir, "public-root-ca.pem"),
+			Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 1},
+		FastL4: &labcfg.SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20")},
+		L7: &labcfg.SkypeL7{VIP: lab.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(dir, "public.pem"), Key: filepath.Join(dir, "public.key"),
+			InternalCA: filepath.Join(dir, "public-root-ca.pem"), Skype: true, HTTP: true, HTTPNoProfile: true},
+	}
 }
 
 // externalSite is what a front end's External Web Site serves: the fake
@@ -152,8 +121,7 @@ type e2eDeployment struct {
 	lab     *testnet.Lab
 	dir     string
 	certs   *certgen.Set
-	params  e2eParams
-	config  string // the template; default e2eConfig
+	skype   labcfg.Skype
 	cfgPath string
 	members []*e2eMember
 	fes     []*fakefe.Server
@@ -206,23 +174,14 @@ func newE2E(t *testing.T) *e2eDeployment {
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
 	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-59999")
-	d.params = e2eParams{Lab: lab, Dir: dir, Pin: testnet.TestPinDir(t, lab.Proxy.Name), FastVIP: fast, SitePort: 4443, Profile: "skype",
-		Network: lab.NetworkYAML(testnet.NetworkOptions{Unmanaged: true, Hosts: lab.MemberHosts(e2eMembers...)})}
+	d.skype = e2eSkype(lab, dir, testnet.TestPinDir(t, lab.Proxy.Name))
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	return d
 }
 
 func (d *e2eDeployment) writeConfig(t *testing.T) {
 	t.Helper()
-	var b bytes.Buffer
-	text := e2eConfig
-	if d.config != "" {
-		text = d.config
-	}
-	if err := template.Must(template.New("cfg").Parse(text)).Execute(&b, d.params); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.cfgPath, b.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(d.cfgPath, []byte(d.lab.SkypeYAML(d.skype)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -345,11 +304,11 @@ func TestPrivilegedDiagnoseEndToEnd(t *testing.T) {
 			defer m.stop(443)
 		}
 		d.Stop()
-		d.params.SitePort, d.params.Profile = 443, `""`
+		d.skype.L7.Port, d.skype.L7.Skype = 443, false
 		d.start(t)
 		defer func() {
 			d.Stop()
-			d.params.SitePort, d.params.Profile = 4443, "skype"
+			d.skype.L7.Port, d.skype.L7.Skype = 4443, true
 			d.start(t)
 		}()
 		fs := d.diagnose(t)

@@ -12,35 +12,9 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
+	labcfg "github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
-
-// e2eFastL4Config is the F5-certified layout: the front ends published
-// through fastl4 virtuals only, 443 → 4443 and 80 → 8080.
-const e2eFastL4Config = `
-admin:
-  listen: 127.0.0.1:9469
-{{.Network}}fastpath:
-  pin_path: {{.Pin}}
-pools:
-  sfb-fe:
-    kind: {{.Kind}}
-    members: [fe01.corp.example.com, fe02.corp.example.com]
-    monitor: {type: tcp, port: 4443, interval: 1s, timeout: 500ms, rise: 1, fall: 1}
-virtuals:
-  - name: sfb-web-l4
-    mode: fastl4
-    listen: {{.Lab.VIP4}}:443
-    pool: sfb-fe
-    port: {{.SitePort}}
-    snat: automap
-  - name: sfb-web-l4-http
-    mode: fastl4
-    listen: {{.Lab.VIP4}}:80
-    pool: sfb-fe
-    port: 8080
-    snat: automap
-`
 
 // fastl4Lab is the fastl4-only deployment with its own public PKI.
 type fastl4Lab struct {
@@ -52,7 +26,11 @@ type fastl4Lab struct {
 func newFastL4Lab(t *testing.T) *fastl4Lab {
 	t.Helper()
 	d := newE2E(t)
-	d.config, d.params.Kind = e2eFastL4Config, `"skype-fe"`
+	// The F5-certified layout: the front ends published through fastl4
+	// virtuals only, 443 → 4443 and 80 → 8080, monitored by a TCP connect.
+	d.skype.Kind, d.skype.L7 = config.PoolKindSkypeFE, nil
+	d.skype.Monitor = labcfg.SkypeMonitor{Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 1}
+	d.skype.FastL4 = &labcfg.SkypeFastL4{VIP: d.lab.VIP4, HTTP: true}
 	l := &fastl4Lab{e2eDeployment: d, pki: newTestPKI(t)}
 	l.good = tlsCert(issue(t, l.pki.Inter, certSpec{CN: "webext.example.com", DNS: skypeNames}), l.pki.Inter)
 	for i := range d.members {
@@ -199,11 +177,11 @@ func TestPrivilegedDiagnoseFastL4(t *testing.T) {
 			defer m.stop(443)
 		}
 		l.Stop()
-		l.params.SitePort, l.params.Kind = 443, `""`
+		l.skype.FastL4.Port, l.skype.Kind = 443, ""
 		l.start(t)
 		defer func() {
 			l.Stop()
-			l.params.SitePort, l.params.Kind = 4443, `"skype-fe"`
+			l.skype.FastL4.Port, l.skype.Kind = 4443, config.PoolKindSkypeFE
 			l.start(t)
 		}()
 		expectOneFail(t, l.diagnoseAll(t, l.loadConfig(t)), "virtual sfb-web-l4 → sfb-fe:443", "Internal Web Site")

@@ -25,6 +25,8 @@ type Skype struct {
 	PinPath string
 	// Pool names the pool; "" sfb-fe.
 	Pool string
+	// Kind is the pool's kind (config.PoolKindSkypeFE); "" none.
+	Kind string
 	// Members are the pool's members: names of Network.Hosts or
 	// addresses.
 	Members []string
@@ -38,7 +40,11 @@ type Skype struct {
 type SkypeMonitor struct {
 	// TLS checks a TLS handshake (verified against CA), else a TCP
 	// connect; on the members' port 4443 either way.
-	TLS               bool
+	TLS bool
+	// HTTPS checks GET Path with Host over TLS (verified against CA)
+	// instead.
+	HTTPS             bool
+	Path, Host        string
 	CA                string
 	Interval, Timeout time.Duration
 	// Rise and Fall: zero leaves the default.
@@ -52,6 +58,8 @@ type SkypeFastL4 struct {
 	HTTP bool
 	// UDP adds UDP VIP:443 to the members' 4443.
 	UDP bool
+	// Port is the members' port behind VIP:443; 0 4443.
+	Port uint16
 }
 
 // SkypeL7 publishes the pool through the L7 proxy: https on VIP:443,
@@ -65,8 +73,11 @@ type SkypeL7 struct {
 	// Skype applies the skype profile (management paths denied, long-poll
 	// timeouts).
 	Skype bool
-	// HTTP adds the http virtual on VIP:80 to the members' 8080.
-	HTTP bool
+	// HTTP adds the http virtual on VIP:80 to the members' 8080;
+	// HTTPNoProfile leaves the skype profile off it.
+	HTTP, HTTPNoProfile bool
+	// Port is the members' port behind the https virtual; 0 4443.
+	Port uint16
 	// Drain is the virtuals' drain timeout; 0 the default.
 	Drain time.Duration
 }
@@ -92,6 +103,9 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	y.b.WriteString("\n")
 	y.line(0, "pools:", "")
 	y.line(1, pool+":", "")
+	if s.Kind != "" {
+		y.line(2, "kind: "+s.Kind, "")
+	}
 	y.line(2, "members: ["+strings.Join(s.Members, ", ")+"]", "")
 	y.line(2, "monitor: "+s.Monitor.yaml(), "")
 	y.b.WriteString("\n")
@@ -110,17 +124,23 @@ func (l *Lab) SkypeYAML(s Skype) string {
 
 func (m SkypeMonitor) yaml() string {
 	f := []string{"type: tcp"}
-	if m.TLS {
+	switch {
+	case m.HTTPS:
+		f = []string{"type: https", "port: 4443", "path: " + m.Path, "host: " + m.Host}
+	case m.TLS:
 		f[0] = "type: tls"
 	}
-	f = append(f, "port: 4443", "interval: "+m.Interval.String(), "timeout: "+m.Timeout.String())
+	if !m.HTTPS {
+		f = append(f, "port: 4443")
+	}
+	f = append(f, "interval: "+m.Interval.String(), "timeout: "+m.Timeout.String())
 	if m.Rise != 0 {
 		f = append(f, fmt.Sprintf("rise: %d", m.Rise))
 	}
 	if m.Fall != 0 {
 		f = append(f, fmt.Sprintf("fall: %d", m.Fall))
 	}
-	if m.TLS && m.CA != "" {
+	if (m.TLS || m.HTTPS) && m.CA != "" {
 		f = append(f, "ca: "+m.CA)
 	}
 	return "{" + strings.Join(f, ", ") + "}"
@@ -138,7 +158,7 @@ func (f *SkypeFastL4) write(y *yamlLines, pool string) {
 		y.line(2, fmt.Sprintf("port: %d", memberPort), "")
 		y.line(2, "snat: automap", "")
 	}
-	virtual("sfb-web-l4", "F5 FastL4: DNAT + SNAT in XDP, TLS passes through", "", 443, 4443)
+	virtual("sfb-web-l4", "F5 FastL4: DNAT + SNAT in XDP, TLS passes through", "", 443, cmp.Or(f.Port, 4443))
 	if f.HTTP {
 		virtual("sfb-web-l4-http", "", "", 80, 8080)
 	}
@@ -167,7 +187,7 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 		if mode == "https" {
 			y.line(4, "backend_tls: {ca: "+v.InternalCA+"}", "")
 		}
-		if v.Skype {
+		if v.Skype && (mode == "https" || !v.HTTPNoProfile) {
 			comment := ""
 			if mode == "http" {
 				comment = "the management paths are closed on port 80 too"
@@ -175,7 +195,7 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 			y.line(4, "profile: skype", comment)
 		}
 	}
-	virtual("sfb-web", "https", "TLS terminated by the L7 proxy", 443, 4443)
+	virtual("sfb-web", "https", "TLS terminated by the L7 proxy", 443, cmp.Or(v.Port, 4443))
 	if v.HTTP {
 		virtual("sfb-web-http", "http", "", 80, 8080)
 	}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -64,5 +65,43 @@ func TestSkypeYAML(t *testing.T) {
 				t.Errorf("pool sfb-fe: %+v\n%s", p, text)
 			}
 		})
+	}
+}
+
+// The pool's kind, an https monitor, other member ports and an http
+// virtual without the profile come out as asked.
+func TestSkypeYAMLKnobs(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certgen.Write(dir, certgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	l := Plan(Options{Members: 2})
+	ca := filepath.Join(dir, certgen.InternalCAFile)
+	sk := Skype{Network: NetworkOptions{Unmanaged: true}, PinPath: "/sys/fs/bpf/edgeproxy-lab-test", Kind: config.PoolKindSkypeFE,
+		Members: []string{l.Members4[0].String(), l.Members4[1].String()},
+		Monitor: SkypeMonitor{HTTPS: true, Path: "/", Host: "webext.example.com", CA: ca, Interval: time.Second, Timeout: time.Second / 2},
+		FastL4:  &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20"), Port: 8443},
+		L7: &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(dir, certgen.PublicCertFile), Key: filepath.Join(dir, certgen.PublicKeyFile),
+			InternalCA: ca, Skype: true, HTTP: true, HTTPNoProfile: true, Port: 443}}
+	text := l.SkypeYAML(sk)
+	c, err := config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(text))
+	if err != nil {
+		t.Fatalf("edgeproxy rejects the configuration: %v\n%s", err, text)
+	}
+	p := c.Pools["sfb-fe"]
+	if p.Kind != config.PoolKindSkypeFE || p.Monitor.Type != config.MonitorHTTPS || p.Monitor.Path != "/" || p.Monitor.Host != "webext.example.com" {
+		t.Errorf("pool sfb-fe: %+v\n%s", p, text)
+	}
+	var got []string
+	for _, v := range c.Virtuals {
+		port, profile := v.Port, ""
+		if len(v.Sites) > 0 {
+			port, profile = v.Sites[0].Port, string(v.Sites[0].Profile)
+		}
+		got = append(got, fmt.Sprintf("%s:%d/%s", v.Name, port, profile))
+	}
+	want := []string{"sfb-web-l4:8443/", "sfb-web:443/skype", "sfb-web-http:8080/"}
+	if !slices.Equal(got, want) {
+		t.Errorf("virtuals %q, want %q\n%s", got, want, text)
 	}
 }
