@@ -35,6 +35,21 @@ type Status struct {
 	Virtuals []Virtual `json:"virtuals"`
 	Members  []Member  `json:"members"`
 	FastPath *FastPath `json:"fastpath,omitempty"`
+	// ACME are the certificates ordered from ACME CAs (never their keys).
+	ACME []ACMECert `json:"acme,omitempty"`
+}
+
+// ACMECert is the state of an ACME certificate: the first name's
+// certificate in service and the last order or renewal.
+type ACMECert struct {
+	Names       []string  `json:"names"`
+	CA          string    `json:"ca"`
+	Challenge   string    `json:"challenge"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	Serial      string    `json:"serial,omitempty"`
+	LastOutcome string    `json:"last_outcome,omitempty"` // obtained | renewed | failed
+	LastAt      time.Time `json:"last_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
 }
 
 // Virtual is one published address:port.
@@ -206,6 +221,29 @@ func (s *Status) WriteText(w io.Writer) error {
 		if _, err := io.WriteString(w, b.String()); err != nil {
 			return fmt.Errorf("write status: %w", err)
 		}
+	}
+	return s.writeACME(w, now)
+}
+
+// writeACME lists the ACME certificates, when there are any.
+func (s *Status) writeACME(w io.Writer, now time.Time) error {
+	if len(s.ACME) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nACME CERTIFICATE\tCHALLENGE\tEXPIRES\tLAST ORDER\tERROR")
+	for _, a := range s.ACME {
+		expires, last := "not obtained", "-"
+		if !a.NotAfter.IsZero() {
+			expires = a.NotAfter.Format(time.RFC3339)
+		}
+		if a.LastOutcome != "" {
+			last = a.LastOutcome + " " + ago(now, a.LastAt, true)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", strings.Join(a.Names, ","), a.Challenge, expires, last, dash(a.LastError))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
 }

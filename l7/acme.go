@@ -274,9 +274,9 @@ func (ac *acmeCert) certificate(hello *tls.ClientHelloInfo) *tls.Certificate {
 	return best
 }
 
-// leaf returns the leaf in service, or nil.
-func (ac *acmeCert) leaf() *x509.Certificate {
-	if c := ac.certificate(&tls.ClientHelloInfo{}); c != nil {
+// leaf returns the leaf in service for name, or nil.
+func (ac *acmeCert) leaf(name string) *x509.Certificate {
+	if c := ac.certificate(&tls.ClientHelloInfo{ServerName: name}); c != nil {
 		return c.Leaf
 	}
 	return nil
@@ -303,7 +303,7 @@ func (ac *acmeCert) status() ACMEStatus {
 	if st.Challenge == "" {
 		st.Challenge = ChallengeHTTP01
 	}
-	if l := ac.leaf(); l != nil {
+	if l := ac.leaf(ac.spec.Names[0]); l != nil {
 		st.NotAfter, st.Serial = l.NotAfter, l.SerialNumber.Text(16)
 	}
 	return st

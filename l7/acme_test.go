@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -163,10 +164,11 @@ func acmeSpec(pb *pebble, stateDir, challenge string) *Spec {
 	}
 }
 
-func startACMEProxy(t *testing.T, spec *Spec) *Proxy {
+func startACMEProxy(t *testing.T, spec *Spec) (*Proxy, *prometheus.Registry) {
 	t.Helper()
 	log := &syncBuffer{}
-	p := New(Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(log, nil))})
+	reg := prometheus.NewRegistry()
+	p := New(Options{Registry: reg, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err := p.Apply(spec); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,29 @@ func startACMEProxy(t *testing.T, spec *Spec) *Proxy {
 			t.Logf("proxy:\n%s", log.String())
 		}
 	})
-	return p
+	return p, reg
+}
+
+// gauge returns the value of the metric name with label cert, or NaN.
+func gauge(t *testing.T, reg *prometheus.Registry, name, cert string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "cert" && l.GetValue() == cert {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return math.NaN()
 }
 
 func stopProxy(p *Proxy) {
@@ -234,8 +258,14 @@ func TestACMEIssuanceAndRestart(t *testing.T) {
 			pb := startPebble(t, 24*time.Hour)
 			roots := pb.roots(t)
 			state := filepath.Join(t.TempDir(), "acme")
-			p := startACMEProxy(t, acmeSpec(pb, state, challenge))
+			p, reg := startACMEProxy(t, acmeSpec(pb, state, challenge))
 			serial := waitServed(t, roots)
+			if exp := gauge(t, reg, "edgeproxy_certificate_expiry_seconds", "acme:meet.example.com"); !(exp > 3600) {
+				t.Errorf("expiry metric of meet.example.com: %v, want about a day", exp)
+			}
+			if ok := gauge(t, reg, "edgeproxy_acme_last_order_success", "acme:webext.example.com"); ok != 1 {
+				t.Errorf("last order success metric: %v, want 1", ok)
+			}
 			if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 {
 				t.Fatalf("state directory %s: %v %v, want 0700", state, fi.Mode(), err)
 			}
@@ -247,7 +277,7 @@ func TestACMEIssuanceAndRestart(t *testing.T) {
 			// Restart with the CA down: the stored certificate serves.
 			stopProxy(p)
 			pb.stop()
-			startACMEProxy(t, acmeSpec(pb, state, challenge))
+			_, _ = startACMEProxy(t, acmeSpec(pb, state, challenge))
 			if again := waitServed(t, roots); again != serial {
 				t.Fatalf("after restart: serial %s, want the stored %s", again, serial)
 			}
@@ -262,7 +292,7 @@ func TestACMERenewal(t *testing.T) {
 	pb := startPebble(t, 30*time.Second)
 	roots := pb.roots(t)
 	state := filepath.Join(t.TempDir(), "acme")
-	p := startACMEProxy(t, acmeSpec(pb, state, ChallengeHTTP01))
+	p, reg := startACMEProxy(t, acmeSpec(pb, state, ChallengeHTTP01))
 	first := waitServed(t, roots)
 	renewed := first
 	deadline := time.Now().Add(40 * time.Second)
@@ -288,6 +318,9 @@ func TestACMERenewal(t *testing.T) {
 	st := p.ACMEStatus()
 	if st[0].LastOutcome != "failed" || st[0].LastError == "" {
 		t.Fatalf("CA down: status %+v, want a failed renewal", st)
+	}
+	if ok := gauge(t, reg, "edgeproxy_acme_last_order_success", "acme:webext.example.com"); ok != 0 {
+		t.Errorf("CA down: last order success metric %v, want 0", ok)
 	}
 	if now := waitServed(t, roots); now != renewed {
 		t.Fatalf("CA down: serving %s, want the still valid %s", now, renewed)

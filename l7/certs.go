@@ -29,8 +29,8 @@ type certSource interface {
 	// certificate returns the certificate for the hello, or nil while
 	// there is none.
 	certificate(hello *tls.ClientHelloInfo) *tls.Certificate
-	// leaf returns the leaf in service, or nil.
-	leaf() *x509.Certificate
+	// leaf returns the leaf in service for name, or nil.
+	leaf(name string) *x509.Certificate
 }
 
 // current returns the certificate to serve: with its OCSP staple while
@@ -195,12 +195,14 @@ func (s *certStore) defaultCovers(name string) bool {
 func (s *certStore) expiry() map[string]time.Time {
 	m := make(map[string]time.Time, len(s.entries))
 	for _, e := range s.entries {
-		leaf := e.leaf
-		if e.src != nil {
-			leaf = e.src.leaf()
+		if e.src == nil {
+			m[e.path] = e.leaf.NotAfter
+			continue
 		}
-		if leaf != nil {
-			m[e.path] = leaf.NotAfter
+		for _, n := range e.names {
+			if leaf := e.src.leaf(n); leaf != nil {
+				m["acme:"+n] = leaf.NotAfter
+			}
 		}
 	}
 	return m

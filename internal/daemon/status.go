@@ -97,5 +97,9 @@ func (d *Daemon) status(context.Context) (*admin.Status, error) {
 		}
 		st.Virtuals = append(st.Virtuals, av)
 	}
+	for _, a := range d.l7.ACMEStatus() {
+		st.ACME = append(st.ACME, admin.ACMECert{Names: a.Names, CA: a.CA, Challenge: a.Challenge,
+			NotAfter: a.NotAfter, Serial: a.Serial, LastOutcome: a.LastOutcome, LastAt: a.LastAt, LastError: a.LastError})
+	}
 	return st, nil
 }
