@@ -42,6 +42,7 @@ type acmeManager struct {
 	opts    ACMEOptions          // those in use, fixed by the first ACME certificate
 	next    ACMEOptions          // those of the spec being applied
 	configs map[string]*acmeCert // by acmeKey
+	inUse   map[string]bool      // acmeKeys of the spec being applied
 	stopped bool
 }
 
@@ -95,7 +96,7 @@ func (m *acmeManager) start(opts ACMEOptions) error {
 // setOptions keeps the options of the spec being applied.
 func (m *acmeManager) setOptions(o ACMEOptions) {
 	m.mu.Lock()
-	m.next = o
+	m.next, m.inUse = o, map[string]bool{}
 	m.mu.Unlock()
 }
 
@@ -120,6 +121,7 @@ func (m *acmeManager) cert(a *ACME, listen string) (*acmeCert, error) {
 	if err := m.start(m.next); err != nil {
 		return nil, err
 	}
+	m.inUse[acmeKey(a)] = true
 	if ac := m.configs[acmeKey(a)]; ac != nil {
 		return ac, nil
 	}
@@ -204,12 +206,23 @@ func (ac *acmeCert) onEvent(p *Proxy) func(context.Context, string, map[string]a
 	}
 }
 
-// manage starts ordering or loading every certificate not yet managed.
-// It runs once the listeners are open, so challenges can be answered.
+// manage starts ordering or loading every certificate not yet managed,
+// and stops renewing those the applied spec no longer has (their files
+// stay in the state directory). It runs once the listeners are open, so
+// challenges can be answered.
 func (m *acmeManager) manage() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, ac := range m.configs {
+	for k, ac := range m.configs {
+		if !m.inUse[k] {
+			var subjects []certmagic.SubjectIssuer
+			for _, n := range ac.spec.Names {
+				subjects = append(subjects, certmagic.SubjectIssuer{Subject: n, IssuerKey: ac.issuer.IssuerKey()})
+			}
+			m.cache.RemoveManaged(subjects)
+			delete(m.configs, k)
+			continue
+		}
 		if ac.managed {
 			continue
 		}

@@ -274,6 +274,17 @@ func TestACMEIssuanceAndRestart(t *testing.T) {
 				t.Fatalf("status: %+v", st)
 			}
 
+			// A reload keeps the certificate without a new order.
+			if err := p.Apply(acmeSpec(pb, state, challenge)); err != nil {
+				t.Fatal(err)
+			}
+			if again := waitServed(t, roots); again != serial {
+				t.Fatalf("after reload: serial %s, want %s", again, serial)
+			}
+			if st2 := p.ACMEStatus(); len(st2) != 1 || !st2[0].LastAt.Equal(st[0].LastAt) {
+				t.Fatalf("after reload: status %+v, want no new order since %s", st2, st[0].LastAt)
+			}
+
 			// Restart with the CA down: the stored certificate serves.
 			stopProxy(p)
 			pb.stop()
