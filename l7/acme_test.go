@@ -337,3 +337,12 @@ func TestACMERenewal(t *testing.T) {
 		t.Fatalf("CA down: serving %s, want the still valid %s", now, renewed)
 	}
 }
+
+// TestMain removes the Pebble binary the ACME tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pebbleBin != "" {
+		os.RemoveAll(filepath.Dir(pebbleBin))
+	}
+	os.Exit(code)
+}
