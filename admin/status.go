@@ -44,6 +44,8 @@ type Status struct {
 	Reloads []Reload `json:"reloads,omitempty"`
 	// Certificates are the certificate files in service.
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// ACME are the certificates ordered from ACME CAs (never their keys).
+	ACME []ACMECert `json:"acme,omitempty"`
 }
 
 // HA is a pair node's role: keepalived's word, and the shared addresses
@@ -60,6 +62,19 @@ type HA struct {
 type Certificate struct {
 	File     string    `json:"file"`
 	NotAfter time.Time `json:"not_after"`
+}
+
+// ACMECert is the state of an ACME certificate: the first name's
+// certificate in service and the last order or renewal.
+type ACMECert struct {
+	Names       []string  `json:"names"`
+	CA          string    `json:"ca"`
+	Challenge   string    `json:"challenge"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	Serial      string    `json:"serial,omitempty"`
+	LastOutcome string    `json:"last_outcome,omitempty"` // obtained | renewed | failed
+	LastAt      time.Time `json:"last_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
 }
 
 // Virtual is one published address:port.
@@ -242,7 +257,10 @@ func (s *Status) WriteText(w io.Writer) error {
 			return fmt.Errorf("write status: %w", err)
 		}
 	}
-	return writeBGP(w, s.BGP, now)
+	if err := writeBGP(w, s.BGP, now); err != nil {
+		return err
+	}
+	return s.writeACME(w, now)
 }
 
 // writeBGP lists the BGP sessions and, for each VIP, whether its route is
@@ -259,6 +277,29 @@ func writeBGP(w io.Writer, st *bgp.Status, now time.Time) error {
 	fmt.Fprintln(tw, "\nROUTE\tSINCE\tSTATE")
 	for _, r := range st.Routes {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Prefix, ago(now, r.Since, true), r.Why)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}
+
+// writeACME lists the ACME certificates, when there are any.
+func (s *Status) writeACME(w io.Writer, now time.Time) error {
+	if len(s.ACME) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nACME CERTIFICATE\tCHALLENGE\tEXPIRES\tLAST ORDER\tERROR")
+	for _, a := range s.ACME {
+		expires, last := "not obtained", "-"
+		if !a.NotAfter.IsZero() {
+			expires = a.NotAfter.Format(time.RFC3339)
+		}
+		if a.LastOutcome != "" {
+			last = a.LastOutcome + " " + ago(now, a.LastAt, true)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", strings.Join(a.Names, ","), a.Challenge, expires, last, dash(a.LastError))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write status: %w", err)

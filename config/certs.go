@@ -136,11 +136,22 @@ func samePublicKey(a crypto.PublicKey, b crypto.PublicKey) bool {
 // readable, parseable, leaf first and matching its key, within their
 // validity, with a chain, and covering the sites' host names.
 func (v *validator) certificates(vs *Virtual, base string) {
-	var leaves []*x509.Certificate
+	var covers []func(string) bool // per certificate: the names it serves
+	var first []string             // names of the first, as warnings give them
 	for i, c := range vs.Certificates {
 		path := joinIndex(base+".certificates", i)
+		if c.ACME != nil {
+			v.acmeCert(vs, path, c)
+			names := c.ACME.Names
+			covers = append(covers, func(h string) bool { return slicesContainsFold(names, h) })
+			if i == 0 && len(names) > 0 {
+				// Without SNI an ACME entry serves its first name's certificate.
+				first = names[:1]
+			}
+			continue
+		}
 		if c.Cert == "" {
-			v.errorf(path, "cert is required: the PEM file with the leaf certificate first, then the chain")
+			v.errorf(path, "cert is required: the PEM file with the leaf certificate first, then the chain (or acme: {...})")
 		}
 		if c.Key == "" {
 			v.errorf(path, "key is required: the PEM file with the certificate's private key")
@@ -150,11 +161,26 @@ func (v *validator) certificates(vs *Virtual, base string) {
 		}
 		leaf := v.certificate(path, c)
 		if leaf != nil {
-			leaves = append(leaves, leaf)
+			covers = append(covers, func(h string) bool { return leaf.VerifyHostname(h) == nil })
+			if i == 0 {
+				first = certNames(leaf)
+			}
 		}
 	}
-	if len(leaves) == 0 || len(leaves) != len(vs.Certificates) {
+	if len(covers) == 0 || len(covers) != len(vs.Certificates) {
 		return
+	}
+	v.coverage(vs, base, covers, first)
+}
+
+// coverage warns of sites' names no certificate covers, and of those the
+// first (no-SNI default) does not.
+func (v *validator) coverage(vs *Virtual, base string, covers []func(string) bool, first []string) {
+	firstCovers := func(h string) bool {
+		if vs.Certificates[0].ACME != nil {
+			return slicesContainsFold(first, h)
+		}
+		return covers[0](h)
 	}
 	for i, s := range vs.Sites {
 		if s == nil {
@@ -166,8 +192,8 @@ func (v *validator) certificates(vs *Virtual, base string) {
 				probe = "wildcard-check" + h[1:]
 			}
 			var covered bool
-			for _, l := range leaves {
-				if l.VerifyHostname(probe) == nil {
+			for _, c := range covers {
+				if c(probe) {
 					covered = true
 					break
 				}
@@ -175,12 +201,21 @@ func (v *validator) certificates(vs *Virtual, base string) {
 			hpath := joinIndex(joinIndex(base+".sites", i)+".hosts", j)
 			switch {
 			case !covered:
-				v.warnf(hpath, "no certificate of virtual %s covers %s (the first covers %s): clients will see a name mismatch; add the name to the certificate's SANs", vs.Name, h, strings.Join(certNames(leaves[0]), ", "))
-			case leaves[0].VerifyHostname(probe) != nil:
+				v.warnf(hpath, "no certificate of virtual %s covers %s (the first covers %s): clients will see a name mismatch; add the name to the certificate's SANs", vs.Name, h, strings.Join(first, ", "))
+			case !firstCovers(probe):
 				v.warnf(hpath, "the first certificate of virtual %s does not cover %s: clients without SNI (Lync mobile) get the first one; put a certificate that covers every name first", vs.Name, h)
 			}
 		}
 	}
+}
+
+func slicesContainsFold(names []string, h string) bool {
+	for _, n := range names {
+		if strings.EqualFold(n, h) {
+			return true
+		}
+	}
+	return false
 }
 
 func certNames(c *x509.Certificate) []string {

@@ -65,7 +65,8 @@ type Config struct {
 	BGP *BGP `yaml:"bgp"`
 	// HA makes this host one node of an active/standby pair (nil: a
 	// single host).
-	HA *HA `yaml:"ha"`
+	HA   *HA         `yaml:"ha"`
+	ACME ACMEOptions `yaml:"acme"`
 
 	// File is the path the configuration was read from ("" when parsed
 	// from memory). Not part of the YAML.
@@ -247,10 +248,47 @@ type SNAT struct {
 	Addresses []netip.Addr
 }
 
-// Certificate is a PEM leaf+chain and its key.
+// Certificate is a PEM leaf+chain and its key, or a certificate ordered
+// from an ACME CA (acme, without cert and key).
 type Certificate struct {
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
+	Cert string    `yaml:"cert"`
+	Key  string    `yaml:"key"`
+	ACME *ACMECert `yaml:"acme"`
+}
+
+// ACME challenges and key types.
+const (
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+	KeyECDSAP256       = "ecdsa-p256"
+	KeyRSA2048         = "rsa2048"
+)
+
+// ACMECert is a certificate obtained and renewed from an ACME CA, one per
+// name.
+type ACMECert struct {
+	Names []string `yaml:"names"`
+	// CA is the directory URL (https).
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file that verifies the CA's own TLS (a private
+	// CA); empty: the system roots.
+	CARoot string `yaml:"ca_root"`
+	Email  string `yaml:"email"`
+	// Challenge is http-01 (default; needs an http virtual on port 80 of
+	// the same address) or tls-alpn-01 (on the https virtual, port 443).
+	Challenge string `yaml:"challenge"`
+	// KeyType is ecdsa-p256 (default) or rsa2048.
+	KeyType string `yaml:"key_type"`
+}
+
+// ACMEOptions are shared by every ACME certificate.
+type ACMEOptions struct {
+	// StateDir keeps accounts, keys and certificates (default
+	// /var/lib/edgeproxy/acme, made 0700).
+	StateDir string `yaml:"state_dir"`
+	// CheckInterval is how often certificates are checked for renewal
+	// (default 10m).
+	CheckInterval Duration `yaml:"check_interval"`
 }
 
 // TLSOptions for an https virtual.

@@ -86,8 +86,14 @@ func newMetrics(p *Proxy) *metrics {
 		}, []string{"pool", "member"}),
 		certs: &certCollector{p: p, desc: prometheus.NewDesc(
 			metric.Name("certificate_expiry_seconds"),
-			"Seconds until the certificate expires (negative: expired), by certificate file.",
-			[]string{"cert"}, nil)},
+			"Seconds until the certificate expires (negative: expired), by certificate file (acme:NAME for ACME ones).",
+			[]string{"cert"}, nil),
+			acmeOK: prometheus.NewDesc(metric.Name("acme_last_order_success"),
+				"1 when the last order or renewal of the ACME certificate succeeded, 0 when it failed, by first name.",
+				[]string{"cert"}, nil),
+			acmeAt: prometheus.NewDesc(metric.Name("acme_last_order_timestamp_seconds"),
+				"When the last order or renewal of the ACME certificate ended (Unix time), by first name.",
+				[]string{"cert"}, nil)},
 	}
 }
 
@@ -99,13 +105,36 @@ func (m *metrics) collectors() []prometheus.Collector {
 // certCollector reports the expiry of the certificates in service, read
 // at scrape time.
 type certCollector struct {
-	p    *Proxy
-	desc *prometheus.Desc
+	p      *Proxy
+	desc   *prometheus.Desc
+	acmeOK *prometheus.Desc
+	acmeAt *prometheus.Desc
 }
 
-func (c *certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.acmeOK
+	ch <- c.acmeAt
+}
+
+// collectACME reports the outcome of each ACME certificate's last order.
+func (c *certCollector) collectACME(ch chan<- prometheus.Metric) {
+	for _, st := range c.p.ACMEStatus() {
+		if st.LastOutcome == "" {
+			continue
+		}
+		ok := 1.0
+		if st.LastOutcome == "failed" {
+			ok = 0
+		}
+		name := "acme:" + st.Names[0]
+		ch <- prometheus.MustNewConstMetric(c.acmeOK, prometheus.GaugeValue, ok, name)
+		ch <- prometheus.MustNewConstMetric(c.acmeAt, prometheus.GaugeValue, float64(st.LastAt.Unix()), name)
+	}
+}
 
 func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collectACME(ch)
 	now := time.Now()
 	seen := map[string]bool{}
 	for _, vh := range c.p.vhosts() {

@@ -228,6 +228,9 @@ var ocspClient = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeep
 // Apply starts once the configuration is in service.
 func (p *Proxy) attachStaplers(cs *certStore) {
 	for _, e := range cs.entries {
+		if e.src != nil {
+			continue // certmagic staples its own
+		}
 		key := staplerKey(e.cert)
 		st := p.pending[key]
 		if st == nil {

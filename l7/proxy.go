@@ -57,6 +57,7 @@ type Proxy struct {
 	skew    atomic.Int64           // added to the clock (tests)
 	maxPins atomic.Int64           // pinned upstream connections per member
 
+	acme     *acmeManager
 	staplers map[[32]byte]*stapler // OCSP, by certificate chain, in service
 	pending  map[[32]byte]*stapler // those of the configuration being built (applyMu)
 	open     atomic.Int64          // client connections of every listener
@@ -84,6 +85,7 @@ func New(opts Options) *Proxy {
 		p.access = discard
 	}
 	p.tickets = map[string]*ticketKeys{}
+	p.acme = newACMEManager(p)
 	p.maxPins.Store(maxPinsPerMember)
 	p.maxOpen = int64(fdConnBudget())
 	p.metrics = newMetrics(p)
@@ -146,6 +148,7 @@ func (p *Proxy) Apply(spec *Spec) error {
 	for _, l := range ls.opened {
 		l.start()
 	}
+	p.acme.manage()
 	for addr, l := range ls.old {
 		if ls.next[addr] == l {
 			continue
@@ -262,6 +265,7 @@ func (p *Proxy) warnUncovered(gen []*vhost) {
 func (p *Proxy) build(spec *Spec, states map[memberKey]*memberState) ([]*vhost, error) {
 	var gen []*vhost
 	seen := map[netip.AddrPort]string{}
+	p.acme.setOptions(spec.ACME)
 	for _, v := range spec.Virtuals {
 		if v == nil {
 			continue
@@ -344,7 +348,9 @@ func (p *Proxy) buildVirtual(v *Virtual, states map[memberKey]*memberState) (*vh
 // buildTLS loads an https virtual's certificates and makes its TLS
 // configurations and ticket keys.
 func (p *Proxy) buildTLS(vh *vhost, v *Virtual) error {
-	certs, err := loadCertStore(v.Certificates)
+	certs, err := loadCertStore(v.Certificates, func(a *ACME) (*acmeCert, error) {
+		return p.acme.cert(a, v.Listen.Addr().String())
+	})
 	if err != nil {
 		return err
 	}
@@ -363,8 +369,12 @@ func (p *Proxy) buildTLS(vh *vhost, v *Virtual) error {
 			Time:           p.now,
 		}
 	}
-	vh.tlsH2 = mk("h2", "http/1.1")
-	vh.tlsH1 = mk("http/1.1")
+	if certs.alpn != nil {
+		// tls-alpn-01 validations offer acme-tls/1 alone.
+		vh.tlsH2, vh.tlsH1 = mk("h2", "http/1.1", acmeTLSProto), mk("http/1.1", acmeTLSProto)
+	} else {
+		vh.tlsH2, vh.tlsH1 = mk("h2", "http/1.1"), mk("http/1.1")
+	}
 	vh.hsts = hstsValue(v.TLS.HSTS)
 	vh.tickets, vh.ticketPeriod = p.ticketKeysFor(v.Name), v.TLS.TicketRotation
 	vh.syncTickets()
@@ -525,6 +535,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			s.closeIdle()
 		}
 	}
+	p.acme.stop()
 	p.mu.Lock()
 	staplers := p.staplers
 	p.staplers = nil

@@ -9,6 +9,17 @@ import (
 // default applied and every member resolved.
 type Spec struct {
 	Virtuals []*Virtual
+	// ACME is where and how often ACME certificates are kept.
+	ACME ACMEOptions
+}
+
+// ACMEOptions are the settings shared by every ACME certificate. They
+// are read when the first ACME certificate is applied.
+type ACMEOptions struct {
+	// StateDir keeps the accounts, keys and certificates (0700).
+	StateDir string
+	// CheckInterval is how often certificates are checked for renewal.
+	CheckInterval time.Duration
 }
 
 // Mode is how a virtual speaks to clients.
@@ -37,10 +48,30 @@ type Virtual struct {
 	Limits       ConnLimits
 }
 
-// Certificate is a PEM leaf+chain file and its key file.
+// Certificate is a PEM leaf+chain file and its key file, or, with ACME
+// set, a certificate obtained and renewed from an ACME CA.
 type Certificate struct {
 	Cert string
 	Key  string
+	ACME *ACME
+}
+
+// ACME challenge types and key types.
+const (
+	ChallengeHTTP01    = "http-01"     // answered on the port-80 virtual of the same address
+	ChallengeTLSALPN01 = "tls-alpn-01" // answered on the https virtual itself
+	KeyECDSAP256       = "ecdsa-p256"
+	KeyRSA2048         = "rsa2048"
+)
+
+// ACME is a certificate ordered from an ACME CA for Names.
+type ACME struct {
+	Names     []string
+	CA        string // directory URL
+	CARoot    string // PEM file that verifies the CA's own TLS; empty: the system roots
+	Email     string
+	Challenge string // ChallengeHTTP01 or ChallengeTLSALPN01
+	KeyType   string // KeyECDSAP256 or KeyRSA2048
 }
 
 // TLS are an https virtual's handshake settings.

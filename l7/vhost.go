@@ -127,6 +127,11 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A deadline left by the previous response on this connection must
 	// not cut this one while it waits for its member.
 	x.rw.ctl.SetWriteDeadline(time.Time{})
+	// ACME http-01 validations come to port 80 before any redirect or
+	// site routing.
+	if !vh.https && vh.p.acme.serveHTTPChallenge(x.rw, r) {
+		return
+	}
 	for _, check := range requestChecks {
 		if c := check(vh, x); c != causeNone {
 			x.rec.setCause(c)

@@ -56,6 +56,10 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 		st.FastPath = r
 	}
 	st.Virtuals = d.statusVirtuals(cfg, snap, fp)
+	for _, a := range d.l7.ACMEStatus() {
+		st.ACME = append(st.ACME, admin.ACMECert{Names: a.Names, CA: a.CA, Challenge: a.Challenge,
+			NotAfter: a.NotAfter, Serial: a.Serial, LastOutcome: a.LastOutcome, LastAt: a.LastAt, LastError: a.LastError})
+	}
 	st.BGP = d.bgpStatus(ctx)
 	return st, nil
 }

@@ -3,9 +3,11 @@ package lab
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // DNSTable is what a lab DNS responder answers: lower-case names without
@@ -25,6 +27,39 @@ func ServeDNS(pc net.PacketConn, table DNSTable) {
 		if resp, err := dnsAnswer(buf[:n], table); err == nil {
 			_, _ = pc.WriteTo(resp, from)
 		}
+	}
+}
+
+// ServeDNSTCP answers the queries of the connections ln accepts, as
+// ServeDNS does, until ln is closed (RFC 7766: each message preceded by
+// its length).
+func ServeDNSTCP(ln net.Listener, table DNSTable) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			for {
+				var n [2]byte
+				if _, err := io.ReadFull(c, n[:]); err != nil {
+					return
+				}
+				q := make([]byte, binary.BigEndian.Uint16(n[:]))
+				if _, err := io.ReadFull(c, q); err != nil {
+					return
+				}
+				resp, err := dnsAnswer(q, table)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...)); err != nil {
+					return
+				}
+			}
+		}()
 	}
 }
 

@@ -10,7 +10,10 @@ import (
 
 // compileL7 builds the spec of the https and http virtuals.
 func compileL7(cfg *config.Config, members map[string][]Member) (*l7.Spec, error) {
-	spec := &l7.Spec{}
+	spec := &l7.Spec{ACME: l7.ACMEOptions{StateDir: cfg.ACME.StateDir, CheckInterval: cfg.ACME.CheckInterval.D()}}
+	if spec.ACME.StateDir == "" {
+		spec.ACME.StateDir = l7.DefaultACMEStateDir
+	}
 	for _, v := range cfg.Virtuals {
 		if v == nil || !v.IsL7() {
 			continue
@@ -45,7 +48,18 @@ func l7Virtual(cfg *config.Config, v *config.Virtual, members map[string][]Membe
 			MaxHandshakesPerSource: lim.MaxHandshakesPerSource},
 	}
 	for _, c := range v.Certificates {
-		out.Certificates = append(out.Certificates, l7.Certificate{Cert: c.Cert, Key: c.Key})
+		lc := l7.Certificate{Cert: c.Cert, Key: c.Key}
+		if a := c.ACME; a != nil {
+			lc.ACME = &l7.ACME{Names: a.Names, CA: a.CA, CARoot: a.CARoot, Email: a.Email,
+				Challenge: a.Challenge, KeyType: a.KeyType}
+			if lc.ACME.Challenge == "" {
+				lc.ACME.Challenge = l7.ChallengeHTTP01
+			}
+			if lc.ACME.KeyType == "" {
+				lc.ACME.KeyType = l7.KeyECDSAP256
+			}
+		}
+		out.Certificates = append(out.Certificates, lc)
 	}
 	for i, cs := range v.Sites {
 		if cs == nil {

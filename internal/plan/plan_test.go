@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/l7"
 )
 
 // roundRobin answers each lookup of a name with the next address, as a
@@ -153,5 +154,30 @@ func TestCompileErrors(t *testing.T) {
 	c.Network.Hosts = nil
 	if _, err := Compile(context.Background(), c, nil); !errors.Is(err, ErrUnresolved) || !strings.Contains(err.Error(), "network.hosts") {
 		t.Errorf("without a resolver: %v", err)
+	}
+}
+
+// An ACME certificate beside a file one reaches the l7 spec in order,
+// with the challenge and key type defaults and the state directory.
+func TestCompileACMECertificate(t *testing.T) {
+	c := testConfig()
+	c.Virtuals[0].Certificates = []config.Certificate{
+		{ACME: &config.ACMECert{Names: []string{"webext.example.com"}, CA: "https://acme.example.net/dir", CARoot: "/etc/ca.pem"}},
+		{Cert: "public.pem", Key: "public.key"},
+	}
+	p, err := Compile(context.Background(), c, (&roundRobin{calls: map[string]int{}}).resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := p.L7.Virtuals[0].Certificates
+	if len(certs) != 2 || certs[1].Cert != "public.pem" || certs[0].ACME == nil {
+		t.Fatalf("certificates %+v", certs)
+	}
+	a := certs[0].ACME
+	if a.CA != "https://acme.example.net/dir" || a.CARoot != "/etc/ca.pem" || a.Challenge != l7.ChallengeHTTP01 || a.KeyType != l7.KeyECDSAP256 {
+		t.Errorf("acme %+v", a)
+	}
+	if p.L7.ACME.StateDir != l7.DefaultACMEStateDir {
+		t.Errorf("state dir %q, want %s", p.L7.ACME.StateDir, l7.DefaultACMEStateDir)
 	}
 }

@@ -1,0 +1,340 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// DefaultACMEStateDir keeps ACME accounts and certificates when the spec
+// names no directory.
+const DefaultACMEStateDir = "/var/lib/edgeproxy/acme"
+
+// ErrACME is returned for an ACME certificate that cannot be set up.
+var ErrACME = errors.New("acme certificate")
+
+// acmeTLSProto is the ALPN protocol of the tls-alpn-01 challenge.
+const acmeTLSProto = "acme-tls/1"
+
+// acmeManager obtains and renews the proxy's ACME certificates through
+// certmagic: one cache (and its renewal loop) for the proxy, one
+// certmagic configuration per distinct ACME certificate. Certificates
+// live in the state directory, so a restart or a reload reuses them; a
+// failed renewal leaves the certificate in service until it expires.
+type acmeManager struct {
+	p      *Proxy
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	cache   *certmagic.Cache
+	opts    ACMEOptions          // those in use, fixed by the first ACME certificate
+	next    ACMEOptions          // those of the spec being applied
+	configs map[string]*acmeCert // by acmeKey
+	inUse   map[string]bool      // acmeKeys of the spec being applied
+	stopped bool
+}
+
+// acmeCert is one ACME certificate, managed once for every virtual that
+// serves it.
+type acmeCert struct {
+	spec    ACME
+	cache   *certmagic.Cache
+	cfg     *certmagic.Config
+	issuer  *certmagic.ACMEIssuer
+	managed bool
+
+	mu      sync.Mutex
+	outcome string // "": none yet; "obtained", "renewed", "failed"
+	at      time.Time
+	lastErr string
+}
+
+func newACMEManager(p *Proxy) *acmeManager {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &acmeManager{p: p, ctx: ctx, cancel: cancel, configs: map[string]*acmeCert{}}
+}
+
+func acmeKey(a *ACME) string {
+	return strings.Join([]string{strings.Join(a.Names, ","), a.CA, a.CARoot, a.Email, a.Challenge, a.KeyType}, "|")
+}
+
+// start makes the cache and the state directory on first use.
+func (m *acmeManager) start(opts ACMEOptions) error {
+	if m.cache != nil {
+		return nil
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultACMEStateDir
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create ACME state directory: %w (create %s, writable by the daemon)", err, opts.StateDir)
+	}
+	if err := os.Chmod(opts.StateDir, 0o700); err != nil {
+		return fmt.Errorf("restrict ACME state directory %s to its owner: %w", opts.StateDir, err)
+	}
+	m.opts = opts
+	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   m.configForCert,
+		RenewCheckInterval: opts.CheckInterval,
+		Logger:             zap.NewNop(),
+	})
+	return nil
+}
+
+// setOptions keeps the options of the spec being applied.
+func (m *acmeManager) setOptions(o ACMEOptions) {
+	m.mu.Lock()
+	m.next, m.inUse = o, map[string]bool{}
+	m.mu.Unlock()
+}
+
+// configForCert is the cache's GetConfigForCert: the configuration that
+// manages a certificate found in the cache.
+func (m *acmeManager) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ac := range m.configs {
+		if slices.Equal(ac.spec.Names, c.Names) || (len(c.Names) > 0 && slices.Contains(ac.spec.Names, c.Names[0])) {
+			return ac.cfg, nil
+		}
+	}
+	return nil, fmt.Errorf("no ACME certificate configured for %v", c.Names)
+}
+
+// cert returns the managed certificate for a, made on first use. listen
+// is the address the challenges are answered on.
+func (m *acmeManager) cert(a *ACME, listen string) (*acmeCert, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.start(m.next); err != nil {
+		return nil, err
+	}
+	m.inUse[acmeKey(a)] = true
+	if ac := m.configs[acmeKey(a)]; ac != nil {
+		return ac, nil
+	}
+	ac, err := m.newCert(a, listen)
+	if err != nil {
+		return nil, err
+	}
+	m.configs[acmeKey(a)] = ac
+	return ac, nil
+}
+
+func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
+	if len(a.Names) == 0 {
+		return nil, fmt.Errorf("%w: no names (list the names to order under acme.names)", ErrACME)
+	}
+	kt := certmagic.P256
+	switch a.KeyType {
+	case "", KeyECDSAP256:
+	case KeyRSA2048:
+		kt = certmagic.RSA2048
+	default:
+		return nil, fmt.Errorf("%w: key_type %q (use %s or %s)", ErrACME, a.KeyType, KeyECDSAP256, KeyRSA2048)
+	}
+	switch a.Challenge {
+	case "", ChallengeHTTP01, ChallengeTLSALPN01:
+	default:
+		return nil, fmt.Errorf("%w: challenge %q (use %s or %s)", ErrACME, a.Challenge, ChallengeHTTP01, ChallengeTLSALPN01)
+	}
+	var roots *x509.CertPool
+	if a.CARoot != "" {
+		pem, err := os.ReadFile(a.CARoot)
+		if err != nil {
+			return nil, fmt.Errorf("read ACME CA root: %w (put the PEM certificate that verifies the CA's directory there)", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: ca_root %s holds no PEM certificate", ErrACME, a.CARoot)
+		}
+	}
+	ac := &acmeCert{spec: *a, cache: m.cache}
+	ac.spec.Names = slices.Clone(a.Names)
+	ac.cfg = certmagic.New(m.cache, certmagic.Config{
+		Storage:   &certmagic.FileStorage{Path: m.opts.StateDir},
+		KeySource: certmagic.StandardKeyGenerator{KeyType: kt},
+		OnEvent:   ac.onEvent(m.p),
+		Logger:    zap.NewNop(),
+	})
+	ac.issuer = certmagic.NewACMEIssuer(ac.cfg, certmagic.ACMEIssuer{
+		CA: a.CA, Email: a.Email, Agreed: true, TrustedRoots: roots,
+		DisableHTTPChallenge:    a.Challenge == ChallengeTLSALPN01,
+		DisableTLSALPNChallenge: a.Challenge != ChallengeTLSALPN01,
+		// The virtuals hold the challenge ports on this address: the
+		// issuer finds them taken and relies on the handlers below.
+		ListenHost: listen,
+		Logger:     zap.NewNop(),
+	})
+	ac.cfg.Issuers = []certmagic.Issuer{ac.issuer}
+	return ac, nil
+}
+
+// onEvent records and logs the outcome of each order and renewal. The
+// event data name files, never keys; only the error is logged.
+func (ac *acmeCert) onEvent(p *Proxy) func(context.Context, string, map[string]any) error {
+	return func(_ context.Context, event string, data map[string]any) error {
+		renewal, _ := data["renewal"].(bool)
+		ac.mu.Lock()
+		defer ac.mu.Unlock()
+		switch event {
+		case "cert_obtained":
+			ac.outcome, ac.at, ac.lastErr = "obtained", time.Now(), ""
+			if renewal {
+				ac.outcome = "renewed"
+			}
+			p.log.Info("ACME certificate "+ac.outcome, "names", ac.spec.Names, "ca", ac.spec.CA)
+		case "cert_failed":
+			ac.outcome, ac.at = "failed", time.Now()
+			ac.lastErr = fmt.Sprint(data["error"])
+			p.log.Warn("ACME order failed: the certificate in service, if any, stays until it expires; retrying with backoff",
+				"names", ac.spec.Names, "ca", ac.spec.CA, "renewal", renewal, "err", ac.lastErr)
+		}
+		return nil
+	}
+}
+
+// manage starts ordering or loading every certificate not yet managed,
+// and stops renewing those the applied spec no longer has (their files
+// stay in the state directory). It runs once the listeners are open, so
+// challenges can be answered.
+func (m *acmeManager) manage() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, ac := range m.configs {
+		if !m.inUse[k] {
+			var subjects []certmagic.SubjectIssuer
+			for _, n := range ac.spec.Names {
+				subjects = append(subjects, certmagic.SubjectIssuer{Subject: n, IssuerKey: ac.issuer.IssuerKey()})
+			}
+			m.cache.RemoveManaged(subjects)
+			delete(m.configs, k)
+			continue
+		}
+		if ac.managed {
+			continue
+		}
+		if err := ac.cfg.ManageAsync(m.ctx, ac.spec.Names); err != nil {
+			m.p.log.Warn("manage ACME certificate: it is retried at the next reload", "names", ac.spec.Names, "err", err)
+			continue
+		}
+		ac.managed = true
+	}
+}
+
+// stop ends ordering and renewals.
+func (m *acmeManager) stop() {
+	m.cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cache != nil && !m.stopped {
+		m.cache.Stop()
+	}
+	m.stopped = true
+}
+
+// serveHTTPChallenge answers an http-01 challenge request on a port-80
+// virtual; it reports whether it did.
+func (m *acmeManager) serveHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
+	if !certmagic.LooksLikeHTTPChallenge(r) {
+		return false
+	}
+	m.mu.Lock()
+	var issuers []*certmagic.ACMEIssuer
+	for _, ac := range m.configs {
+		if ac.spec.Challenge != ChallengeTLSALPN01 {
+			issuers = append(issuers, ac.issuer)
+		}
+	}
+	m.mu.Unlock()
+	for _, is := range issuers {
+		if is.HandleHTTPChallenge(w, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// certificate is the certSource of an ACME entry: the newest
+// certificate in the cache for the hello's name (each name has its own),
+// the first name's without SNI, or nil while none has been obtained.
+func (ac *acmeCert) certificate(hello *tls.ClientHelloInfo) *tls.Certificate {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if name == "" || !slices.Contains(ac.spec.Names, name) {
+		name = ac.spec.Names[0]
+	}
+	var best *tls.Certificate
+	for _, c := range ac.cache.AllMatchingCertificates(name) {
+		if c.Leaf == nil || !slices.Contains(c.Names, name) {
+			continue
+		}
+		if best == nil || c.Leaf.NotAfter.After(best.Leaf.NotAfter) {
+			best = &c.Certificate
+		}
+	}
+	return best
+}
+
+// leaf returns the leaf in service for name, or nil.
+func (ac *acmeCert) leaf(name string) *x509.Certificate {
+	if c := ac.certificate(&tls.ClientHelloInfo{ServerName: name}); c != nil {
+		return c.Leaf
+	}
+	return nil
+}
+
+// ACMEStatus is the state of one ACME certificate.
+type ACMEStatus struct {
+	Names       []string  `json:"names"`
+	CA          string    `json:"ca"`
+	Challenge   string    `json:"challenge"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	Serial      string    `json:"serial,omitempty"`
+	LastOutcome string    `json:"last_outcome,omitempty"`
+	LastAt      time.Time `json:"last_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// status returns the certificate's state; never its key.
+func (ac *acmeCert) status() ACMEStatus {
+	ac.mu.Lock()
+	st := ACMEStatus{Names: ac.spec.Names, CA: ac.spec.CA, Challenge: ac.spec.Challenge,
+		LastOutcome: ac.outcome, LastAt: ac.at, LastError: ac.lastErr}
+	ac.mu.Unlock()
+	if st.Challenge == "" {
+		st.Challenge = ChallengeHTTP01
+	}
+	if l := ac.leaf(ac.spec.Names[0]); l != nil {
+		st.NotAfter, st.Serial = l.NotAfter, l.SerialNumber.Text(16)
+	}
+	return st
+}
+
+// ACMEStatus returns the state of every ACME certificate in service.
+func (p *Proxy) ACMEStatus() []ACMEStatus {
+	m := p.acme
+	m.mu.Lock()
+	certs := make([]*acmeCert, 0, len(m.configs))
+	for _, ac := range m.configs {
+		certs = append(certs, ac)
+	}
+	m.mu.Unlock()
+	out := make([]ACMEStatus, 0, len(certs))
+	for _, ac := range certs {
+		out = append(out, ac.status())
+	}
+	slices.SortFunc(out, func(a, b ACMEStatus) int { return strings.Compare(a.Names[0], b.Names[0]) })
+	return out
+}
