@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,7 +51,8 @@ func runNode(js string) int {
 		return 2
 	}
 	var conns sync.WaitGroup
-	go serveNode(ln, ns.Name, &conns)
+	var lastAccept atomic.Int64 // unix nanoseconds of the newest connection
+	go serveNode(ln, ns.Name, &conns, &lastAccept)
 	sp := New(log)
 	st := State{Ready: true, Up: map[string]int{"web": 1}}
 	if err := sp.Update(st); err != nil {
@@ -82,7 +84,14 @@ func runNode(js string) int {
 		case <-term:
 			st.Draining = true
 			_ = sp.Update(st)
-			time.Sleep(500 * time.Millisecond) // the router's convergence
+			// As the daemon does: the router has converged once no new
+			// connection has arrived for 0.5 s (10 s at most).
+			for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+				if time.Since(time.Unix(0, lastAccept.Load())) >= 500*time.Millisecond {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			_ = ln.Close()
 			waitTimeout(&conns, 5*time.Second)
 			_ = sp.Stop(context.Background())
@@ -91,12 +100,13 @@ func runNode(js string) int {
 	}
 }
 
-func serveNode(ln net.Listener, name string, conns *sync.WaitGroup) {
+func serveNode(ln net.Listener, name string, conns *sync.WaitGroup, lastAccept *atomic.Int64) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
+		lastAccept.Store(time.Now().UnixNano())
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
