@@ -35,7 +35,7 @@ type xdpBench struct {
 	values                []float64
 }
 
-var benchFunc = regexp.MustCompile(`(?m)^func (Benchmark\w*)\(`)
+var benchFunc = regexp.MustCompile(`(?m)^func (BenchmarkProgram\w*)\(`)
 
 // runXDP runs the Go benchmarks of the XDP program, if there are any.
 func (e *env) runXDP(ctx context.Context) *xdpResult {
@@ -55,7 +55,7 @@ func (e *env) runXDP(ctx context.Context) *xdpResult {
 		})
 	}
 	if len(pkgs) == 0 {
-		r.unavailable = "not available: no Benchmark functions in " + strings.Join(xdpDirs, "/ or ") + "/ yet"
+		r.unavailable = "not available: no BenchmarkProgram functions in " + strings.Join(xdpDirs, "/ or ") + "/ yet"
 		return r
 	}
 	var list []string
@@ -72,7 +72,7 @@ func (e *env) runXDP(ctx context.Context) *xdpResult {
 	if e.o.Quick {
 		benchtime = "20000x"
 	}
-	args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", benchtime, "-count", strconv.Itoa(count)}, list...)
+	args := append([]string{"test", "-run", "^$", "-bench", "^BenchmarkProgram", "-benchtime", benchtime, "-count", strconv.Itoa(count)}, list...)
 	r.cmd = "go " + joinArgs(args)
 	e.log.Info("XDP program benchmarks", "cmd", r.cmd)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
