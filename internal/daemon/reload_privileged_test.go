@@ -58,10 +58,34 @@ func (d *deployment) mustServe(t *testing.T, what string, addr netip.AddrPort) {
 }
 
 // TestPrivilegedDaemonReloadOpensFastPath: a daemon started without any
-// fastl4 virtual attaches XDP when a SIGHUP adds the first one, and
-// connections go through it to the members, from the SNAT address.
+// fastl4 virtual attaches XDP when `edgeproxy reload` adds the first one,
+// and connections go through it to the members, from the SNAT address.
 func TestPrivilegedDaemonReloadOpensFastPath(t *testing.T) {
 	t.Parallel()
+	testReloadOpensFastPath(t, func(d *deployment, p params) {
+		if out, err := d.reloadCLI(t, p); err != nil || !strings.Contains(out, "reloaded: pid") {
+			t.Fatalf("edgeproxy reload adding the first fastl4 virtual: %v\n%s", err, out)
+		}
+	})
+}
+
+// TestPrivilegedDaemonSIGHUPOpensFastPath: the same with a bare SIGHUP,
+// as an init system or an operator's kill -HUP sends it: once /status
+// shows the file loaded, the fastl4 virtual serves.
+func TestPrivilegedDaemonSIGHUPOpensFastPath(t *testing.T) {
+	t.Parallel()
+	testReloadOpensFastPath(t, func(d *deployment, p params) {
+		if !d.reload(t, p) {
+			t.Fatalf("SIGHUP adding the first fastl4 virtual rejected:\n%s", d.Log.String())
+		}
+	})
+}
+
+// testReloadOpensFastPath starts a daemon without fastl4 virtuals, has
+// reload apply the file that adds them and checks that connections
+// through the fastl4 VIP reach the members from the SNAT address.
+func testReloadOpensFastPath(t *testing.T, reload func(*deployment, params)) {
+	t.Helper()
 	d := newDeployment(t)
 	p := d.params
 	p.NoFastL4 = true
@@ -69,9 +93,7 @@ func TestPrivilegedDaemonReloadOpensFastPath(t *testing.T) {
 	d.start(t)
 	d.mustServe(t, "L7 before the reload", netip.AddrPortFrom(d.lab.VIP4, 443))
 
-	if out, err := d.reloadCLI(t, d.params); err != nil || !strings.Contains(out, "reloaded: pid") {
-		t.Fatalf("edgeproxy reload adding the first fastl4 virtual: %v\n%s", err, out)
-	}
+	reload(d, d.params)
 	l4 := d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), false)
 	if seen := spread(t, l4, "https://webext.example.com/echo", 8, d.lab.IntAddr4); len(seen) == 0 {
 		t.Fatal("no connection through the fastl4 virtual added by reload")
