@@ -105,3 +105,53 @@ func TestSkypeYAMLKnobs(t *testing.T) {
 		t.Errorf("virtuals %q, want %q\n%s", got, want, text)
 	}
 }
+
+// The control socket, the flow table's size, the bulk pool with its
+// fastl4 virtual, per-virtual drain timeouts and names served by the
+// https virtual alone come out as asked; without FastL4 the bulk pool
+// stays, unpublished.
+func TestSkypeYAMLBulkAndDrain(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certgen.Write(dir, certgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	l := Plan(Options{Members: 2})
+	ca := filepath.Join(dir, certgen.InternalCAFile)
+	members := []string{l.Members4[0].String(), l.Members4[1].String()}
+	sk := Skype{ControlSocket: filepath.Join(dir, "control.sock"), PinPath: "/sys/fs/bpf/edgeproxy-lab-test", MaxFlows: 4096,
+		Members: members, Monitor: SkypeMonitor{Interval: time.Second, Timeout: time.Second / 2},
+		Bulk:    &SkypeBulk{Members: members[:1], Interval: time.Second, Timeout: time.Second / 2},
+		FastL4:  &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20"), Drain: 5 * time.Second},
+		L7: &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, ExtraHosts: []string{"new.example.com"}, Cert: filepath.Join(dir, certgen.PublicCertFile),
+			Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, HTTP: true, HTTPSDrain: 10 * time.Second}}
+	text := l.SkypeYAML(sk)
+	c, err := config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(text))
+	if err != nil {
+		t.Fatalf("edgeproxy rejects the configuration: %v\n%s", err, text)
+	}
+	if c.Control.Socket != sk.ControlSocket || c.FastPath.MaxFlows != 4096 {
+		t.Errorf("control socket %q, max_flows %d\n%s", c.Control.Socket, c.FastPath.MaxFlows, text)
+	}
+	if b := c.Pools["bulk"]; b == nil || len(b.Members) != 1 || b.Monitor.Type != config.MonitorTCP || b.Monitor.Port != 5201 {
+		t.Errorf("pool bulk: %+v\n%s", b, text)
+	}
+	var got []string
+	for _, v := range c.Virtuals {
+		s := fmt.Sprintf("%s %s %s/%d %s", v.Name, v.Listen, v.Pool, v.Port, time.Duration(v.DrainTimeout))
+		if len(v.Sites) > 0 {
+			s += fmt.Sprintf(" %d hosts", len(v.Sites[0].Hosts))
+		}
+		got = append(got, s)
+	}
+	want := []string{"sfb-web-l4 198.18.0.20:443 sfb-fe/4443 5s", "bulk 198.18.0.20:5201 bulk/5201 30s",
+		"sfb-web 198.18.0.10:443 /0 10s 5 hosts", "sfb-web-http 198.18.0.10:80 /0 30s 4 hosts"}
+	if !slices.Equal(got, want) {
+		t.Errorf("virtuals %q, want %q\n%s", got, want, text)
+	}
+
+	sk.FastL4 = nil
+	c, err = config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(l.SkypeYAML(sk)))
+	if err != nil || c.Pools["bulk"] == nil || len(c.Virtuals) != 2 {
+		t.Fatalf("without FastL4: %v, pools %v, %d virtuals", err, c.Pools, len(c.Virtuals))
+	}
+}
