@@ -106,7 +106,7 @@ func TestSkypeYAMLKnobs(t *testing.T) {
 	}
 }
 
-// The control socket, the flow table's size, the bulk pool with its
+// An extra internal address, the control socket, the flow table's size, the bulk pool with its
 // fastl4 virtual, per-virtual drain timeouts and names served by the
 // https virtual alone come out as asked; without FastL4 the bulk pool
 // stays, unpublished.
@@ -118,10 +118,11 @@ func TestSkypeYAMLBulkAndDrain(t *testing.T) {
 	l := Plan(Options{Members: 2})
 	ca := filepath.Join(dir, certgen.InternalCAFile)
 	members := []string{l.Members4[0].String(), l.Members4[1].String()}
-	sk := Skype{ControlSocket: filepath.Join(dir, "control.sock"), PinPath: "/sys/fs/bpf/edgeproxy-lab-test", MaxFlows: 4096,
+	extra := netip.MustParsePrefix("198.19.0.5/24")
+	sk := Skype{Network: NetworkOptions{IntExtra: []netip.Prefix{extra}}, ControlSocket: filepath.Join(dir, "control.sock"), PinPath: "/sys/fs/bpf/edgeproxy-lab-test", MaxFlows: 4096,
 		Members: members, Monitor: SkypeMonitor{Interval: time.Second, Timeout: time.Second / 2},
-		Bulk:    &SkypeBulk{Members: members[:1], Interval: time.Second, Timeout: time.Second / 2},
-		FastL4:  &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20"), Drain: 5 * time.Second},
+		Bulk:   &SkypeBulk{Members: members[:1], Interval: time.Second, Timeout: time.Second / 2},
+		FastL4: &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20"), Drain: 5 * time.Second},
 		L7: &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, ExtraHosts: []string{"new.example.com"}, Cert: filepath.Join(dir, certgen.PublicCertFile),
 			Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, HTTP: true, HTTPSDrain: 10 * time.Second}}
 	text := l.SkypeYAML(sk)
@@ -131,6 +132,9 @@ func TestSkypeYAMLBulkAndDrain(t *testing.T) {
 	}
 	if c.Control.Socket != sk.ControlSocket || c.FastPath.MaxFlows != 4096 {
 		t.Errorf("control socket %q, max_flows %d\n%s", c.Control.Socket, c.FastPath.MaxFlows, text)
+	}
+	if a := c.Network.Internal.Addresses; len(a) != 3 || a[2] != extra {
+		t.Errorf("internal addresses %v, want the lab's and %s\n%s", a, extra, text)
 	}
 	if b := c.Pools["bulk"]; b == nil || len(b.Members) != 1 || b.Monitor.Type != config.MonitorTCP || b.Monitor.Port != 5201 {
 		t.Errorf("pool bulk: %+v\n%s", b, text)
