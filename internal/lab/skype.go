@@ -24,6 +24,10 @@ type Skype struct {
 	ControlSocket string
 	// Network shapes the network section.
 	Network NetworkOptions
+	// HA, when set, makes the proxy one node of an active/standby pair.
+	HA *SkypeHA
+	// BGP, when set, announces the VIPs to one neighbor.
+	BGP *SkypeBGP
 	// PinPath is where the fast path pins its maps.
 	PinPath string
 	// MaxFlows sizes the flow table; 0 the default.
@@ -52,6 +56,28 @@ type SkypeBulk struct {
 	// Port is the virtual's, the members' and the monitor's port; 0 5201.
 	Port              uint16
 	Interval, Timeout time.Duration
+}
+
+// SkypeHA is the ha section: the node's priority, keepalived's
+// notify_fifo and the VRRP instance of each side.
+type SkypeHA struct {
+	Priority           int
+	FIFO               string
+	External, Internal SkypeHASide
+}
+
+// SkypeHASide is one side's VRRP instance: its id, the peer node and the
+// addresses that float with the active node besides the VIPs.
+type SkypeHASide struct {
+	VRID     int
+	Peer     netip.Addr
+	Floating []netip.Prefix
+}
+
+// SkypeBGP is the bgp section: one neighbor.
+type SkypeBGP struct {
+	LocalAS, PeerAS    uint32
+	RouterID, Neighbor netip.Addr
 }
 
 // SkypeMonitor is the pool's health monitor.
@@ -123,6 +149,20 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	}
 	y.b.WriteString("\n")
 	y.b.WriteString(l.NetworkYAML(s.Network))
+	if h := s.HA; h != nil {
+		y.line(0, "ha:", "")
+		y.line(1, fmt.Sprintf("priority: %d", h.Priority), "")
+		y.line(1, "fifo: "+h.FIFO, "")
+		y.line(1, "external: "+h.External.yaml(), "")
+		y.line(1, "internal: "+h.Internal.yaml(), "")
+	}
+	if b := s.BGP; b != nil {
+		y.line(0, "bgp:", "")
+		y.line(1, fmt.Sprintf("local_as: %d", b.LocalAS), "")
+		y.line(1, "router_id: "+b.RouterID.String(), "")
+		y.line(1, "neighbors:", "")
+		y.line(2, fmt.Sprintf("- {address: %s, as: %d}", b.Neighbor, b.PeerAS), "")
+	}
 	y.b.WriteString("\n")
 	y.line(0, "fastpath:", "")
 	y.line(1, "pin_path: "+s.PinPath, "")
@@ -158,6 +198,18 @@ func (l *Lab) SkypeYAML(s Skype) string {
 		v.write(&y, pool)
 	}
 	return y.b.String()
+}
+
+func (h SkypeHASide) yaml() string {
+	f := []string{fmt.Sprintf("vrid: %d", h.VRID), "peer: " + h.Peer.String()}
+	if len(h.Floating) > 0 {
+		fl := make([]string, len(h.Floating))
+		for i, p := range h.Floating {
+			fl[i] = p.String()
+		}
+		f = append(f, "floating: ["+strings.Join(fl, ", ")+"]")
+	}
+	return "{" + strings.Join(f, ", ") + "}"
 }
 
 func (m SkypeMonitor) yaml() string {

@@ -159,3 +159,29 @@ func TestSkypeYAMLBulkAndDrain(t *testing.T) {
 		t.Fatalf("without FastL4: %v, pools %v, %d virtuals", err, c.Pools, len(c.Virtuals))
 	}
 }
+
+// The ha and bgp sections come out as asked.
+func TestSkypeYAMLHABGP(t *testing.T) {
+	l := Plan(Options{Members: 2})
+	floating := netip.MustParsePrefix("198.19.0.5/24")
+	sk := Skype{PinPath: "/sys/fs/bpf/edgeproxy-lab-test", Members: []string{l.Members4[0].String()},
+		Monitor: SkypeMonitor{Interval: time.Second, Timeout: time.Second / 2},
+		FastL4:  &SkypeFastL4{VIP: netip.MustParseAddr("198.18.0.20")},
+		HA: &SkypeHA{Priority: 150, FIFO: "/run/keepalived.fifo",
+			External: SkypeHASide{VRID: 51, Peer: netip.MustParseAddr("198.18.0.3")},
+			Internal: SkypeHASide{VRID: 52, Peer: netip.MustParseAddr("198.19.0.3"), Floating: []netip.Prefix{floating}}},
+		BGP: &SkypeBGP{LocalAS: 65100, PeerAS: 65000, RouterID: l.ExtAddr4, Neighbor: l.ClientAddr4}}
+	text := l.SkypeYAML(sk)
+	c, err := config.Parse("edgeproxy.yaml", []byte(text))
+	if err != nil {
+		t.Fatalf("edgeproxy rejects the configuration: %v\n%s", err, text)
+	}
+	if h := c.HA; h == nil || h.Priority != 150 || h.Fifo != sk.HA.FIFO || h.External.VRID != 51 || h.Internal.Peer != sk.HA.Internal.Peer ||
+		!slices.Equal(h.Internal.Floating, []netip.Prefix{floating}) {
+		t.Errorf("ha: %+v\n%s", c.HA, text)
+	}
+	if b := c.BGP; b == nil || b.LocalAS != 65100 || b.RouterID != l.ExtAddr4 || len(b.Neighbors) != 1 ||
+		b.Neighbors[0].Address != l.ClientAddr4 || b.Neighbors[0].AS != 65000 {
+		t.Errorf("bgp: %+v\n%s", c.BGP, text)
+	}
+}
