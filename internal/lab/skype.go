@@ -18,8 +18,10 @@ type Skype struct {
 	Admin string
 	// LogLevel is the daemon's log level; "" info.
 	LogLevel string
-	// NoAccessLog turns the access log off.
+	// NoAccessLog turns the access log off; AccessLog, when set, is its
+	// path.
 	NoAccessLog bool
+	AccessLog   string
 	// ControlSocket is the control socket's path; "" the default.
 	ControlSocket string
 	// Network shapes the network section.
@@ -56,6 +58,8 @@ type SkypeBulk struct {
 	// Port is the virtual's, the members' and the monitor's port; 0 5201.
 	Port              uint16
 	Interval, Timeout time.Duration
+	// NoVirtual leaves the pool unpublished.
+	NoVirtual bool
 }
 
 // SkypeHA is the ha section: the node's priority, keepalived's
@@ -142,6 +146,8 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	y.line(1, "level: "+cmp.Or(s.LogLevel, "info"), "")
 	if s.NoAccessLog {
 		y.line(1, `access: "off"`, "")
+	} else if s.AccessLog != "" {
+		y.line(1, "access: "+s.AccessLog, "")
 	}
 	if s.ControlSocket != "" {
 		y.line(0, "control:", "")
@@ -187,7 +193,7 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	y.line(0, "virtuals:", "")
 	if f := s.FastL4; f != nil {
 		f.write(&y, pool)
-		if s.Bulk != nil {
+		if s.Bulk != nil && !s.Bulk.NoVirtual {
 			f.writeBulk(&y, s.Bulk.port())
 		}
 	}

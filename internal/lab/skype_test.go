@@ -109,7 +109,8 @@ func TestSkypeYAMLKnobs(t *testing.T) {
 // An extra internal address, the control socket, the flow table's size, the bulk pool with its
 // fastl4 virtual, per-virtual drain timeouts and names served by the
 // https virtual alone come out as asked; without FastL4 the bulk pool
-// stays, unpublished.
+// stays, unpublished, as it does with NoVirtual; the access log goes
+// where asked.
 func TestSkypeYAMLBulkAndDrain(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := certgen.Write(dir, certgen.Options{}); err != nil {
@@ -153,10 +154,18 @@ func TestSkypeYAMLBulkAndDrain(t *testing.T) {
 		t.Errorf("virtuals %q, want %q\n%s", got, want, text)
 	}
 
-	sk.FastL4 = nil
+	bulk := *sk.Bulk
+	bulk.NoVirtual = true
+	sk.Bulk = &bulk
 	c, err = config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(l.SkypeYAML(sk)))
-	if err != nil || c.Pools["bulk"] == nil || len(c.Virtuals) != 2 {
-		t.Fatalf("without FastL4: %v, pools %v, %d virtuals", err, c.Pools, len(c.Virtuals))
+	if err != nil || c.Pools["bulk"] == nil || len(c.Virtuals) != 3 {
+		t.Fatalf("bulk unpublished: %v, pools %v, %d virtuals", err, c.Pools, len(c.Virtuals))
+	}
+	sk.FastL4 = nil
+	sk.AccessLog = filepath.Join(dir, "access.log")
+	c, err = config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(l.SkypeYAML(sk)))
+	if err != nil || c.Pools["bulk"] == nil || len(c.Virtuals) != 2 || c.Log.Access != sk.AccessLog {
+		t.Fatalf("without FastL4: %v, pools %v, %d virtuals, access log %q", err, c.Pools, len(c.Virtuals), c.Log.Access)
 	}
 }
 
