@@ -28,11 +28,11 @@ protocol bgp edge { local as 65000; neighbor %s as 65100; ipv4 { import all; exp
 		t.Fatal(err)
 	}
 	t.Cleanup(bird.Close)
-	d.params.Extra = fmt.Sprintf("bgp:\n  local_as: 65100\n  router_id: %s\n  neighbors:\n    - {address: %s, as: 65000}\n", d.lab.ExtAddr4, d.lab.ClientAddr4)
+	d.params.BGP = &lab.SkypeBGP{LocalAS: 65100, PeerAS: 65000, RouterID: d.lab.ExtAddr4, Neighbor: d.lab.ClientAddr4}
 	d.writeConfig(t, d.params)
 	d.start(t)
 
-	web, bulk := d.lab.VIP4.String()+"/32", d.params.FastL4VIP.String()+"/32"
+	web, bulk := d.lab.VIP4.String()+"/32", d.vip.String()+"/32"
 	d.waitRoute(t, web, true)
 	st := d.bgpStatus(t)
 	if len(st.Sessions) != 1 || !st.Sessions[0].Established() {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
@@ -49,7 +50,7 @@ func TestPrivilegedDaemonFailover(t *testing.T) {
 	d := newDeployment(t)
 	d.start(t)
 	l7 := d.client(netip.AddrPortFrom(d.lab.VIP4, 443), false)
-	l4 := d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), false)
+	l4 := d.client(netip.AddrPortFrom(d.vip, 443), false)
 	const url = "https://webext.example.com/echo"
 	fe1, fe2 := d.members[0].name, d.members[1].name
 
@@ -115,7 +116,7 @@ func TestPrivilegedDaemonReloadUnderLoad(t *testing.T) {
 	clients := []*http.Client{
 		d.client(netip.AddrPortFrom(d.lab.VIP4, 443), true),
 		d.client(netip.AddrPortFrom(d.lab.VIP4, 443), false),
-		d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), false),
+		d.client(netip.AddrPortFrom(d.vip, 443), false),
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -140,10 +141,10 @@ func TestPrivilegedDaemonReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	loaded := st.Loaded
-	for i, p := range []params{
-		withExtra(d.params, ", new.example.com", "700ms"),
-		withExtra(d.params, "", "500ms"),
-		withExtra(d.params, ", new.example.com", "600ms"),
+	for i, p := range []lab.Skype{
+		withExtra(d.params, []string{"new.example.com"}, 700*time.Millisecond),
+		withExtra(d.params, nil, 500*time.Millisecond),
+		withExtra(d.params, []string{"new.example.com"}, 600*time.Millisecond),
 	} {
 		time.Sleep(700 * time.Millisecond)
 		d.writeConfig(t, p)
@@ -173,9 +174,13 @@ func TestPrivilegedDaemonReloadUnderLoad(t *testing.T) {
 	}
 }
 
-func withExtra(p params, extra, interval string) params {
-	p.ExtraHost, p.Interval = extra, interval
-	return p
+// withExtra returns s with extra names on the https virtual and the
+// sfb-fe monitor's interval.
+func withExtra(s lab.Skype, extra []string, interval time.Duration) lab.Skype {
+	l7 := *s.L7
+	l7.ExtraHosts = extra
+	s.L7, s.Monitor.Interval = &l7, interval
+	return s
 }
 
 // TestPrivilegedDaemonBadReload: a broken file is refused with its errors
@@ -217,7 +222,7 @@ func TestPrivilegedDaemonBadReload(t *testing.T) {
 	if !after.Loaded.Equal(before.Loaded) {
 		t.Fatalf("bad file applied: loaded %v → %v", before.Loaded, after.Loaded)
 	}
-	for _, addr := range []netip.AddrPort{netip.AddrPortFrom(d.lab.VIP4, 443), netip.AddrPortFrom(d.params.FastL4VIP, 443)} {
+	for _, addr := range []netip.AddrPort{netip.AddrPortFrom(d.lab.VIP4, 443), netip.AddrPortFrom(d.vip, 443)} {
 		if _, err := echo(d.client(addr, false), "https://webext.example.com/echo"); err != nil {
 			t.Fatalf("after a rejected reload, %s: %v", addr, err)
 		}
@@ -239,7 +244,7 @@ func TestPrivilegedDaemonRestartKeepsFlows(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cli := d.lab.Client.Command(ctx, "iperf3", "-c", d.params.FastL4VIP.String(), "-p", "5201", "-t", "6", "-i", "1", "-J")
+	cli := d.lab.Client.Command(ctx, "iperf3", "-c", d.vip.String(), "-p", "5201", "-t", "6", "-i", "1", "-J")
 	type result struct {
 		out []byte
 		err error
@@ -293,7 +298,7 @@ func TestPrivilegedDaemonDrainAndMetrics(t *testing.T) {
 	d.start(t)
 	// A request through each path so every family has samples.
 	c := d.client(netip.AddrPortFrom(d.lab.VIP4, 443), false)
-	for _, addr := range []netip.AddrPort{netip.AddrPortFrom(d.lab.VIP4, 443), netip.AddrPortFrom(d.params.FastL4VIP, 443)} {
+	for _, addr := range []netip.AddrPort{netip.AddrPortFrom(d.lab.VIP4, 443), netip.AddrPortFrom(d.vip, 443)} {
 		if _, err := echo(d.client(addr, false), "https://webext.example.com/echo"); err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func TestPrivilegedFlowsKill(t *testing.T) {
 	}()
 	d.start(t)
 	d.waitMember(t, "bulk", fe1.name, "up")
-	vip := netip.AddrPortFrom(d.params.FastL4VIP, 5201)
+	vip := netip.AddrPortFrom(d.vip, 5201)
 	killed, killedAtMember := d.bulkConn(t, vip, accepted, "kill\n")
 	kept, keptAtMember := d.bulkConn(t, vip, accepted, "keep\n")
 	defer killed.Close()

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
@@ -22,10 +22,10 @@ func TestPrivilegedHANode(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	fifo := filepath.Join(d.dir, "run", "keepalived.fifo")
-	p := d.params
-	p.Network += fmt.Sprintf("ha:\n  priority: 150\n  fifo: %s\n  external: {vrid: 51, peer: 198.18.0.3}\n  internal: {vrid: 52, peer: 198.19.0.3, floating: [198.19.0.5/24]}\n", fifo)
-	d.params = p
-	d.writeConfig(t, p)
+	d.params.HA = &lab.SkypeHA{Priority: 150, FIFO: fifo,
+		External: lab.SkypeHASide{VRID: 51, Peer: netip.MustParseAddr("198.18.0.3")},
+		Internal: lab.SkypeHASide{VRID: 52, Peer: netip.MustParseAddr("198.19.0.3"), Floating: []netip.Prefix{netip.MustParsePrefix("198.19.0.5/24")}}}
+	d.writeConfig(t, d.params)
 	// The lab puts the VIP on the proxy; a standby does not hold it.
 	d.lab.Proxy.Run(t, "ip", "addr", "del", d.lab.VIP4.String()+"/32", "dev", testnet.ExtIf)
 	d.start(t)
@@ -49,7 +49,7 @@ func TestPrivilegedHANode(t *testing.T) {
 
 	// keepalived makes the node active: the addresses arrive.
 	for _, a := range []struct{ prefix, dev string }{
-		{d.lab.VIP4.String() + "/32", testnet.ExtIf}, {d.params.FastL4VIP.String() + "/32", testnet.ExtIf}, {"198.19.0.5/24", testnet.IntIf},
+		{d.lab.VIP4.String() + "/32", testnet.ExtIf}, {d.vip.String() + "/32", testnet.ExtIf}, {"198.19.0.5/24", testnet.IntIf},
 	} {
 		d.lab.Proxy.Run(t, "ip", "addr", "add", a.prefix, "dev", a.dev)
 	}

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -15,11 +14,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
@@ -64,73 +63,9 @@ type deployment struct {
 	members []*member
 	cfgPath string
 	pin     string
-	params  params
+	vip     netip.Addr // the fastl4 virtuals'
+	params  lab.Skype
 }
-
-type params struct {
-	Lab       *testnet.Lab
-	Network   string // the network section
-	Dir       string
-	FastL4VIP netip.Addr
-	Pin       string
-	Interval  string
-	ExtraHost string
-	// NoFastL4 leaves out the fastl4 virtuals; MaxFlows, when set, sizes
-	// the flow table; Extra is appended to the virtuals.
-	NoFastL4 bool
-	MaxFlows int
-	Extra    string
-}
-
-const labConfig = `
-admin:
-  listen: 127.0.0.1:9469
-control:
-  socket: {{.Dir}}/run/control.sock
-{{.Network}}fastpath:
-  pin_path: {{.Pin}}
-{{if .MaxFlows}}  max_flows: {{.MaxFlows}}
-{{end}}pools:
-  sfb-fe:
-    members: [fe01.corp.example.com, fe02.corp.example.com]
-    monitor: {type: tls, port: 4443, interval: {{.Interval}}, timeout: 400ms, rise: 1, fall: 2, ca: {{.Dir}}/internal-ca.pem}
-  bulk:
-    members: [fe01.corp.example.com]
-    monitor: {type: tcp, port: 5201, interval: 1s, timeout: 500ms}
-virtuals:
-{{if not .NoFastL4}}  - name: sfb-web-l4
-    mode: fastl4
-    listen: {{.FastL4VIP}}:443
-    pool: sfb-fe
-    port: 4443
-    snat: automap
-    drain_timeout: 5s
-  - name: bulk
-    mode: fastl4
-    listen: {{.FastL4VIP}}:5201
-    pool: bulk
-    port: 5201
-    snat: automap
-{{end}}  - name: sfb-web
-    mode: https
-    listen: {{.Lab.VIP4}}:443
-    certificates:
-      - {cert: {{.Dir}}/public.pem, key: {{.Dir}}/public.key}
-    sites:
-      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com{{.ExtraHost}}]
-        pool: sfb-fe
-        port: 4443
-        backend_tls: {ca: {{.Dir}}/internal-ca.pem}
-        profile: skype
-    drain_timeout: 10s
-  - name: sfb-web-http
-    mode: http
-    listen: {{.Lab.VIP4}}:80
-    sites:
-      - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
-        pool: sfb-fe
-        port: 8080
-{{.Extra}}`
 
 // memberNames are the members' names, in the order of the lab's Members4.
 var memberNames = []string{"fe01.corp.example.com", "fe02.corp.example.com"}
@@ -138,7 +73,7 @@ var memberNames = []string{"fe01.corp.example.com", "fe02.corp.example.com"}
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	testnet.RequireRoot(t, "curl", "iperf3")
-	lab := testnet.New(t, testnet.Options{Members: 2})
+	l := testnet.New(t, testnet.Options{Members: 2})
 	dir := t.TempDir()
 	names := append(slices.Clone(certgen.SkypeNames), "new.example.com")
 	certs, err := certgen.Write(dir, certgen.Options{PublicNames: names, Members: map[string][]string{
@@ -147,35 +82,53 @@ func newDeployment(t *testing.T) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deployment{Daemon: &labtest.Daemon{NS: lab.Proxy}, lab: lab, dir: dir, certs: certs}
-	d.pin = testnet.TestPinDir(t, lab.Proxy.Name)
+	d := &deployment{Daemon: &labtest.Daemon{NS: l.Proxy}, lab: l, dir: dir, certs: certs, vip: netip.MustParseAddr("198.18.0.20")}
+	d.pin = testnet.TestPinDir(t, l.Proxy.Name)
 	for i, name := range memberNames {
 		leaf := certs.Members[name]
 		cert, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &member{name: name, addr: lab.Members4[i],
+		m := &member{name: name, addr: l.Members4[i],
 			fe:  fakefe.New(fakefe.Options{Name: name}),
 			tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
-		m.start(t, lab)
+		m.start(t, l)
 		t.Cleanup(m.stop)
 		d.members = append(d.members, m)
 	}
-	d.params = params{Lab: lab, Dir: dir, FastL4VIP: netip.MustParseAddr("198.18.0.20"), Pin: d.pin, Interval: "500ms",
-		Network: lab.NetworkYAML(testnet.NetworkOptions{NoGateway6: true, Hosts: lab.MemberHosts(memberNames...)})}
+	d.params = d.skype()
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	d.writeConfig(t, d.params)
 	return d
 }
 
-func (d *deployment) writeConfig(t *testing.T, p params) {
-	t.Helper()
-	var b bytes.Buffer
-	if err := template.Must(template.New("cfg").Parse(labConfig)).Execute(&b, p); err != nil {
-		t.Fatal(err)
+// skype is the deployment's configuration: sfb-fe (both members, a TLS
+// monitor) in XDP on vip:443 and through the L7 proxy on the lab's VIP4,
+// and bulk (fe01's iperf3) in XDP on vip:5201.
+func (d *deployment) skype() lab.Skype {
+	ca := filepath.Join(d.dir, certgen.InternalCAFile)
+	return lab.Skype{
+		ControlSocket: filepath.Join(d.dir, "run", "control.sock"),
+		Network:       testnet.NetworkOptions{NoGateway6: true, Hosts: d.lab.MemberHosts(memberNames...)},
+		PinPath:       d.pin,
+		Members:       memberNames,
+		Monitor: lab.SkypeMonitor{TLS: true, CA: ca, Interval: 500 * time.Millisecond, Timeout: 400 * time.Millisecond,
+			Rise: 1, Fall: 2},
+		FastL4: &lab.SkypeFastL4{VIP: d.vip, Drain: 5 * time.Second},
+		Bulk:   &lab.SkypeBulk{Members: memberNames[:1], Interval: time.Second, Timeout: 500 * time.Millisecond},
+		L7: &lab.SkypeL7{VIP: d.lab.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(d.dir, certgen.PublicCertFile),
+			Key: filepath.Join(d.dir, certgen.PublicKeyFile), InternalCA: ca, Skype: true, HTTP: true, HTTPNoProfile: true,
+			HTTPSDrain: 10 * time.Second},
 	}
-	if err := os.WriteFile(d.cfgPath, b.Bytes(), 0o644); err != nil {
+}
+
+// writeConfig writes s as the configuration file, with extra (sections
+// or virtuals the builder does not describe) appended.
+func (d *deployment) writeConfig(t *testing.T, s lab.Skype, extra ...string) {
+	t.Helper()
+	text := d.lab.SkypeYAML(s) + strings.Join(extra, "")
+	if err := os.WriteFile(d.cfgPath, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

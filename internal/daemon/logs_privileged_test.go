@@ -19,13 +19,9 @@ func TestPrivilegedDaemonAccessLogRotation(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	access := filepath.Join(d.dir, "access.log")
-	cfg, err := os.ReadFile(d.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.cfgPath, append([]byte("log:\n  access: "+access+"\n"), cfg...), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := d.params
+	p.AccessLog = access
+	d.writeConfig(t, p)
 	d.start(t)
 	c := d.client(netip.AddrPortFrom(d.lab.VIP4, 443), true)
 	defer c.CloseIdleConnections()

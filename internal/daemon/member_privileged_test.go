@@ -64,7 +64,7 @@ func TestPrivilegedMemberDisable(t *testing.T) {
 	d := newDeployment(t)
 	d.start(t)
 	fe1 := d.members[0].name
-	l4 := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	l4 := netip.AddrPortFrom(d.vip, 443)
 	l7 := netip.AddrPortFrom(d.lab.VIP4, 443)
 	long, conn := d.connTo(t, l4, fe1)
 
@@ -203,7 +203,7 @@ func TestPrivilegedMemberDrain(t *testing.T) {
 	d := newDeployment(t)
 	d.start(t)
 	fe1 := d.members[0].name
-	l4 := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	l4 := netip.AddrPortFrom(d.vip, 443)
 	long, conn := d.connTo(t, l4, fe1)
 
 	out, err := d.cli(t, "member", "-config", d.cfgPath, "sfb-fe", fe1, "drain")

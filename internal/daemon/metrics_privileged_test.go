@@ -86,7 +86,7 @@ func TestPrivilegedDaemonMetricsMove(t *testing.T) {
 	}
 
 	// A keep-alive client holds one fastl4 connection open while scraped.
-	l4 := d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), true)
+	l4 := d.client(netip.AddrPortFrom(d.vip, 443), true)
 	defer l4.CloseIdleConnections()
 	l7 := d.client(netip.AddrPortFrom(d.lab.VIP4, 443), true)
 	defer l7.CloseIdleConnections()

@@ -49,7 +49,7 @@ func TestPrivilegedDaemonReloadAddingVIPsRemovesNone(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	p := d.params
-	p.NoFastL4 = true
+	p.FastL4 = nil
 	d.writeConfig(t, p)
 	d.start(t)
 
@@ -82,9 +82,9 @@ func TestPrivilegedDaemonReloadAddingVIPsRemovesNone(t *testing.T) {
 		_, _ = d.lab.Proxy.Output("ip", "addr", "del", "198.18.0.250/32", "dev", "ext0")
 		time.Sleep(100 * time.Millisecond)
 	}
-	vip := " " + d.params.FastL4VIP.String() + "/"
+	vip := " " + d.vip.String() + "/"
 	if !strings.Contains(mon.String(), vip) {
-		t.Fatalf("ip monitor never saw the reload add %s:\n%s", d.params.FastL4VIP, mon.String())
+		t.Fatalf("ip monitor never saw the reload add %s:\n%s", d.vip, mon.String())
 	}
 	for _, line := range strings.Split(mon.String(), "\n") {
 		if strings.HasPrefix(line, "Deleted") && strings.Contains(line, vip) {

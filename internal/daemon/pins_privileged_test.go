@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 )
 
@@ -58,29 +58,21 @@ func TestPrivilegedPinsOwned(t *testing.T) {
 // daemon's, in dir.
 func secondConfig(t *testing.T, d *deployment, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile(d.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = bytes.Replace(b, []byte("127.0.0.1:9469"), []byte("127.0.0.1:9479"), 1)
-	b = bytes.Replace(b, []byte(d.dir+"/run/control.sock"), []byte(dir+"/control.sock"), 1)
-	b = withoutBulk(t, b)
+	s := withoutBulk(d.params)
+	s.Admin, s.ControlSocket = "127.0.0.1:9479", filepath.Join(dir, "control.sock")
 	path := filepath.Join(dir, "edgeproxy.yaml")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(d.lab.SkypeYAML(s)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// withoutBulk returns the configuration b without the bulk virtual.
-func withoutBulk(t *testing.T, b []byte) []byte {
-	t.Helper()
-	i := bytes.Index(b, []byte("  - name: bulk\n"))
-	j := bytes.Index(b, []byte("  - name: sfb-web\n"))
-	if i < 0 || j < i {
-		t.Fatalf("no bulk virtual in\n%s", b)
-	}
-	return append(b[:i:i], b[j:]...)
+// withoutBulk returns s without the bulk virtual (the pool stays).
+func withoutBulk(s lab.Skype) lab.Skype {
+	bulk := *s.Bulk
+	bulk.NoVirtual = true
+	s.Bulk = &bulk
+	return s
 }
 
 // TestPrivilegedRestartWithoutVirtual: a fastl4 virtual removed from the
@@ -106,7 +98,7 @@ func TestPrivilegedRestartWithoutVirtual(t *testing.T) {
 	}()
 	d.start(t)
 	d.waitMember(t, "bulk", d.members[0].name, "up")
-	bulk := netip.AddrPortFrom(d.params.FastL4VIP, 5201)
+	bulk := netip.AddrPortFrom(d.vip, 5201)
 	c, err := d.lab.Client.DialContext(t.Context(), "tcp", bulk.String())
 	if err != nil {
 		t.Fatalf("connect to the bulk virtual: %v", err)
@@ -114,13 +106,7 @@ func TestPrivilegedRestartWithoutVirtual(t *testing.T) {
 	c.Close()
 
 	d.Stop()
-	b, err := os.ReadFile(d.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.cfgPath, withoutBulk(t, b), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	d.writeConfig(t, withoutBulk(d.params))
 	d.start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -130,7 +116,7 @@ func TestPrivilegedRestartWithoutVirtual(t *testing.T) {
 		}
 		t.Errorf("connect to the removed bulk virtual after the restart: %v, want connection refused", err)
 	}
-	web := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	web := netip.AddrPortFrom(d.vip, 443)
 	if _, err := echo(d.client(web, false), "https://webext.example.com/echo"); err != nil {
 		t.Errorf("the remaining fastl4 virtual after the restart: %v", err)
 	}
@@ -182,7 +168,7 @@ func TestPrivilegedRestartWithoutFastPath(t *testing.T) {
 	}
 	d.Stop()
 	p := d.params
-	p.NoFastL4 = true
+	p.FastL4 = nil
 	d.writeConfig(t, p)
 	d.start(t)
 	deadline := time.Now().Add(10 * time.Second)
@@ -208,7 +194,7 @@ func TestPrivilegedReattachDetachedNIC(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	d.start(t)
-	web := netip.AddrPortFrom(d.params.FastL4VIP, 443)
+	web := netip.AddrPortFrom(d.vip, 443)
 	if _, err := echo(d.client(web, false), "https://webext.example.com/echo"); err != nil {
 		t.Fatalf("the fastl4 virtual before the detach: %v", err)
 	}

@@ -10,19 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
 )
 
-// reload writes p, signals the daemon and waits, for at most 20 s, until
+// reload writes s (and extra), signals the daemon and waits, for at most 20 s, until
 // it applied the file (true) or logged that it rejected it (false).
-func (d *deployment) reload(t *testing.T, p params) bool {
+func (d *deployment) reload(t *testing.T, s lab.Skype, extra ...string) bool {
 	t.Helper()
 	before, err := d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	rejected := strings.Count(d.Log.String(), "reload rejected")
-	d.writeConfig(t, p)
+	d.writeConfig(t, s, extra...)
 	d.signal(t, syscall.SIGHUP)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if strings.Count(d.Log.String(), "reload rejected") > rejected {
@@ -36,11 +37,11 @@ func (d *deployment) reload(t *testing.T, p params) bool {
 	return false
 }
 
-// reloadCLI writes p and runs `edgeproxy reload` on the proxy host, which
+// reloadCLI writes s and runs `edgeproxy reload` on the proxy host, which
 // signals the daemon and reports whether it applied the file.
-func (d *deployment) reloadCLI(t *testing.T, p params) (string, error) {
+func (d *deployment) reloadCLI(t *testing.T, s lab.Skype) (string, error) {
 	t.Helper()
-	d.writeConfig(t, p)
+	d.writeConfig(t, s)
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
 	out, err := d.lab.Proxy.Command(ctx, labtest.Binary(t), "reload", "-config", d.cfgPath,
@@ -58,21 +59,43 @@ func (d *deployment) mustServe(t *testing.T, what string, addr netip.AddrPort) {
 }
 
 // TestPrivilegedDaemonReloadOpensFastPath: a daemon started without any
-// fastl4 virtual attaches XDP when a SIGHUP adds the first one, and
-// connections go through it to the members, from the SNAT address.
+// fastl4 virtual attaches XDP when `edgeproxy reload` adds the first one,
+// and connections go through it to the members, from the SNAT address.
 func TestPrivilegedDaemonReloadOpensFastPath(t *testing.T) {
 	t.Parallel()
+	testReloadOpensFastPath(t, func(d *deployment, p lab.Skype) {
+		if out, err := d.reloadCLI(t, p); err != nil || !strings.Contains(out, "reloaded: pid") {
+			t.Fatalf("edgeproxy reload adding the first fastl4 virtual: %v\n%s", err, out)
+		}
+	})
+}
+
+// TestPrivilegedDaemonSIGHUPOpensFastPath: the same with a bare SIGHUP,
+// as an init system or an operator's kill -HUP sends it: once /status
+// shows the file loaded, the fastl4 virtual serves.
+func TestPrivilegedDaemonSIGHUPOpensFastPath(t *testing.T) {
+	t.Parallel()
+	testReloadOpensFastPath(t, func(d *deployment, p lab.Skype) {
+		if !d.reload(t, p) {
+			t.Fatalf("SIGHUP adding the first fastl4 virtual rejected:\n%s", d.Log.String())
+		}
+	})
+}
+
+// testReloadOpensFastPath starts a daemon without fastl4 virtuals, has
+// reload apply the file that adds them and checks that connections
+// through the fastl4 VIP reach the members from the SNAT address.
+func testReloadOpensFastPath(t *testing.T, reload func(*deployment, lab.Skype)) {
+	t.Helper()
 	d := newDeployment(t)
 	p := d.params
-	p.NoFastL4 = true
+	p.FastL4 = nil
 	d.writeConfig(t, p)
 	d.start(t)
 	d.mustServe(t, "L7 before the reload", netip.AddrPortFrom(d.lab.VIP4, 443))
 
-	if out, err := d.reloadCLI(t, d.params); err != nil || !strings.Contains(out, "reloaded: pid") {
-		t.Fatalf("edgeproxy reload adding the first fastl4 virtual: %v\n%s", err, out)
-	}
-	l4 := d.client(netip.AddrPortFrom(d.params.FastL4VIP, 443), false)
+	reload(d, d.params)
+	l4 := d.client(netip.AddrPortFrom(d.vip, 443), false)
 	if seen := spread(t, l4, "https://webext.example.com/echo", 8, d.lab.IntAddr4); len(seen) == 0 {
 		t.Fatal("no connection through the fastl4 virtual added by reload")
 	}
@@ -93,7 +116,7 @@ func TestPrivilegedDaemonReloadNeedsRestart(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	d.start(t)
-	p := withExtra(d.params, ", new.example.com", "500ms")
+	p := withExtra(d.params, []string{"new.example.com"}, 500*time.Millisecond)
 	p.MaxFlows = 4096
 	out, err := d.reloadCLI(t, p)
 	if err == nil || !strings.Contains(out, "reload rejected by pid") || !strings.Contains(out, "needs restart: fastpath.max_flows") {
@@ -109,7 +132,7 @@ func TestPrivilegedDaemonReloadNeedsRestart(t *testing.T) {
 		t.Fatalf("the daemon's log does not name the key:\n%s", d.Log.String())
 	}
 	d.mustServe(t, "L7 after the refused reload", netip.AddrPortFrom(d.lab.VIP4, 443))
-	d.mustServe(t, "fastl4 after the refused reload", netip.AddrPortFrom(d.params.FastL4VIP, 443))
+	d.mustServe(t, "fastl4 after the refused reload", netip.AddrPortFrom(d.vip, 443))
 	if e, err := echo(d.client(netip.AddrPortFrom(d.lab.VIP4, 443), false), "https://new.example.com/echo"); err == nil {
 		t.Fatalf("site of the refused file served: %+v", e)
 	}
@@ -139,11 +162,11 @@ func TestPrivilegedDaemonReloadRollback(t *testing.T) {
 	int24 := netip.PrefixFrom(d.lab.IntAddr4, 24).Masked()
 	extra := netip.PrefixFrom(int24.Addr().Next().Next().Next().Next().Next(), 24) // .5
 	p := d.params
-	p.Network = strings.Replace(p.Network, "addresses: ["+netip.PrefixFrom(d.lab.IntAddr4, 24).String(),
-		"addresses: ["+netip.PrefixFrom(d.lab.IntAddr4, 24).String()+", "+extra.String(), 1)
-	p.Extra = `  - name: l4-8443
+	p.Network.IntExtra = []netip.Prefix{extra}
+	// Virtuals on other ports, appended to those of the file.
+	virtuals := `  - name: l4-8443
     mode: fastl4
-    listen: ` + d.params.FastL4VIP.String() + `:8443
+    listen: ` + d.vip.String() + `:8443
     pool: sfb-fe
     port: 4443
     snat: automap
@@ -158,10 +181,7 @@ func TestPrivilegedDaemonReloadRollback(t *testing.T) {
         port: 4443
         backend_tls: {ca: ` + d.dir + `/internal-ca.pem}
 `
-	if !strings.Contains(p.Network, extra.String()) {
-		t.Fatalf("no internal address list to extend in:\n%s", p.Network)
-	}
-	if d.reload(t, p) {
+	if d.reload(t, p, virtuals) {
 		t.Fatal("reload applied with its L7 port taken")
 	}
 	if log := d.Log.String(); !strings.Contains(log, "address already in use") {
@@ -182,20 +202,20 @@ func TestPrivilegedDaemonReloadRollback(t *testing.T) {
 		}
 		return err
 	}
-	if err := dialer(netip.AddrPortFrom(d.params.FastL4VIP, 8443)); err == nil {
+	if err := dialer(netip.AddrPortFrom(d.vip, 8443)); err == nil {
 		t.Fatal("fastl4 virtual of the rolled-back file still accepts connections")
 	}
-	d.mustServe(t, "fastl4 after the rollback", netip.AddrPortFrom(d.params.FastL4VIP, 443))
+	d.mustServe(t, "fastl4 after the rollback", netip.AddrPortFrom(d.vip, 443))
 	d.mustServe(t, "L7 after the rollback", netip.AddrPortFrom(d.lab.VIP4, 443))
 
 	taken.Close()
-	if !d.reload(t, p) {
+	if !d.reload(t, p, virtuals) {
 		t.Fatalf("reload with the port free rejected:\n%s", d.Log.String())
 	}
 	if !hasExtra() {
 		t.Fatalf("address %s not added once the reload applied", extra)
 	}
-	d.mustServe(t, "fastl4 virtual added by the reload", netip.AddrPortFrom(d.params.FastL4VIP, 8443))
+	d.mustServe(t, "fastl4 virtual added by the reload", netip.AddrPortFrom(d.vip, 8443))
 	d.mustServe(t, "L7 virtual added by the reload", netip.AddrPortFrom(d.lab.VIP4, 8443))
 }
 
@@ -207,19 +227,19 @@ func TestPrivilegedRunRefusesWhatCheckReports(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	p := d.params
-	p.Pin = filepath.Join(t.TempDir(), "pins") // not on bpffs
+	p.PinPath = filepath.Join(t.TempDir(), "pins") // not on bpffs
 	d.writeConfig(t, p)
 	const finding = "is not on a BPF file system, so pinned flows would not survive a restart: mount -t bpf bpf /sys/fs/bpf"
 
 	check, _ := d.lab.Proxy.Command(t.Context(), labtest.Binary(t), "check", "-config", d.cfgPath).CombinedOutput()
-	if !strings.Contains(string(check), p.Pin+" "+finding) {
+	if !strings.Contains(string(check), p.PinPath+" "+finding) {
 		t.Fatalf("check does not report the pin directory:\n%s", check)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	out, err := d.lab.Proxy.Command(ctx, labtest.Binary(t), "run", "-config", d.cfgPath, "-pid-file", "",
 		"-netcfg-state", filepath.Join(d.dir, "netcfg.json")).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "bpffs: "+p.Pin+" "+finding) {
+	if err == nil || !strings.Contains(string(out), "bpffs: "+p.PinPath+" "+finding) {
 		t.Fatalf("run started or failed otherwise (%v):\n%s", err, out)
 	}
 	if _, err := os.Stat(filepath.Join(d.dir, "netcfg.json")); err == nil {

@@ -21,6 +21,8 @@ type NetworkOptions struct {
 	Unmanaged bool
 	// NoGateway6 leaves out the external NIC's IPv6 default gateway.
 	NoGateway6 bool
+	// IntExtra are more addresses of the internal NIC, after the lab's.
+	IntExtra []netip.Prefix
 }
 
 // MemberHosts returns a hosts table naming the IPv4 members in order:
@@ -48,7 +50,7 @@ func (l *Lab) intPrefixes() []netip.Prefix {
 func (l *Lab) Network(opts NetworkOptions) config.Network {
 	n := config.Network{
 		External: config.NIC{Interface: ExtIf, Addresses: l.extPrefixes(), Gateway: l.ClientAddr4},
-		Internal: config.NIC{Interface: IntIf, Addresses: l.intPrefixes(), Routes: []config.Route{
+		Internal: config.NIC{Interface: IntIf, Addresses: append(l.intPrefixes(), opts.IntExtra...), Routes: []config.Route{
 			{To: l.MemberNet4, Via: l.RouterAddr4},
 			{To: l.MemberNet6, Via: l.RouterAddr6},
 		}},

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -17,12 +18,22 @@ type Skype struct {
 	Admin string
 	// LogLevel is the daemon's log level; "" info.
 	LogLevel string
-	// NoAccessLog turns the access log off.
+	// NoAccessLog turns the access log off; AccessLog, when set, is its
+	// path.
 	NoAccessLog bool
+	AccessLog   string
+	// ControlSocket is the control socket's path; "" the default.
+	ControlSocket string
 	// Network shapes the network section.
 	Network NetworkOptions
+	// HA, when set, makes the proxy one node of an active/standby pair.
+	HA *SkypeHA
+	// BGP, when set, announces the VIPs to one neighbor.
+	BGP *SkypeBGP
 	// PinPath is where the fast path pins its maps.
 	PinPath string
+	// MaxFlows sizes the flow table; 0 the default.
+	MaxFlows int
 	// Pool names the pool; "" sfb-fe.
 	Pool string
 	// Kind is the pool's kind (config.PoolKindSkypeFE); "" none.
@@ -34,6 +45,43 @@ type Skype struct {
 	// FastL4 and L7, when set, publish the pool.
 	FastL4 *SkypeFastL4
 	L7     *SkypeL7
+	// Bulk, when set, adds a second pool of plain TCP members, published
+	// in XDP on FastL4.VIP when FastL4 is set.
+	Bulk *SkypeBulk
+}
+
+// SkypeBulk is a pool of plain TCP members (iperf3's servers, say), named
+// bulk, monitored by a TCP connect and published by the fastl4 virtual
+// bulk: FastL4.VIP:Port to the members' Port.
+type SkypeBulk struct {
+	Members []string
+	// Port is the virtual's, the members' and the monitor's port; 0 5201.
+	Port              uint16
+	Interval, Timeout time.Duration
+	// NoVirtual leaves the pool unpublished.
+	NoVirtual bool
+}
+
+// SkypeHA is the ha section: the node's priority, keepalived's
+// notify_fifo and the VRRP instance of each side.
+type SkypeHA struct {
+	Priority           int
+	FIFO               string
+	External, Internal SkypeHASide
+}
+
+// SkypeHASide is one side's VRRP instance: its id, the peer node and the
+// addresses that float with the active node besides the VIPs.
+type SkypeHASide struct {
+	VRID     int
+	Peer     netip.Addr
+	Floating []netip.Prefix
+}
+
+// SkypeBGP is the bgp section: one neighbor.
+type SkypeBGP struct {
+	LocalAS, PeerAS    uint32
+	RouterID, Neighbor netip.Addr
 }
 
 // SkypeMonitor is the pool's health monitor.
@@ -60,6 +108,8 @@ type SkypeFastL4 struct {
 	UDP bool
 	// Port is the members' port behind VIP:443; 0 4443.
 	Port uint16
+	// Drain is the VIP:443 virtual's drain timeout; 0 the default.
+	Drain time.Duration
 }
 
 // SkypeL7 publishes the pool through the L7 proxy: https on VIP:443,
@@ -67,6 +117,8 @@ type SkypeFastL4 struct {
 type SkypeL7 struct {
 	VIP   netip.Addr
 	Hosts []string
+	// ExtraHosts are served by the https virtual only, after Hosts.
+	ExtraHosts []string
 	// Cert and Key are the public certificate (chain) and its key;
 	// InternalCA verifies the members.
 	Cert, Key, InternalCA string
@@ -79,7 +131,8 @@ type SkypeL7 struct {
 	// Port is the members' port behind the https virtual; 0 4443.
 	Port uint16
 	// Drain is the virtuals' drain timeout; 0 the default.
-	Drain time.Duration
+	// HTTPSDrain, when set, is the https virtual's instead.
+	Drain, HTTPSDrain time.Duration
 }
 
 // SkypeYAML returns s as a configuration file, with comments for the
@@ -93,12 +146,35 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	y.line(1, "level: "+cmp.Or(s.LogLevel, "info"), "")
 	if s.NoAccessLog {
 		y.line(1, `access: "off"`, "")
+	} else if s.AccessLog != "" {
+		y.line(1, "access: "+s.AccessLog, "")
+	}
+	if s.ControlSocket != "" {
+		y.line(0, "control:", "")
+		y.line(1, "socket: "+s.ControlSocket, "")
 	}
 	y.b.WriteString("\n")
 	y.b.WriteString(l.NetworkYAML(s.Network))
+	if h := s.HA; h != nil {
+		y.line(0, "ha:", "")
+		y.line(1, fmt.Sprintf("priority: %d", h.Priority), "")
+		y.line(1, "fifo: "+h.FIFO, "")
+		y.line(1, "external: "+h.External.yaml(), "")
+		y.line(1, "internal: "+h.Internal.yaml(), "")
+	}
+	if b := s.BGP; b != nil {
+		y.line(0, "bgp:", "")
+		y.line(1, fmt.Sprintf("local_as: %d", b.LocalAS), "")
+		y.line(1, "router_id: "+b.RouterID.String(), "")
+		y.line(1, "neighbors:", "")
+		y.line(2, fmt.Sprintf("- {address: %s, as: %d}", b.Neighbor, b.PeerAS), "")
+	}
 	y.b.WriteString("\n")
 	y.line(0, "fastpath:", "")
 	y.line(1, "pin_path: "+s.PinPath, "")
+	if s.MaxFlows != 0 {
+		y.line(1, fmt.Sprintf("max_flows: %d", s.MaxFlows), "")
+	}
 	pool := cmp.Or(s.Pool, "sfb-fe")
 	y.b.WriteString("\n")
 	y.line(0, "pools:", "")
@@ -108,10 +184,18 @@ func (l *Lab) SkypeYAML(s Skype) string {
 	}
 	y.line(2, "members: ["+strings.Join(s.Members, ", ")+"]", "")
 	y.line(2, "monitor: "+s.Monitor.yaml(), "")
+	if b := s.Bulk; b != nil {
+		y.line(1, "bulk:", "")
+		y.line(2, "members: ["+strings.Join(b.Members, ", ")+"]", "")
+		y.line(2, fmt.Sprintf("monitor: {type: tcp, port: %d, interval: %s, timeout: %s}", b.port(), b.Interval, b.Timeout), "")
+	}
 	y.b.WriteString("\n")
 	y.line(0, "virtuals:", "")
 	if f := s.FastL4; f != nil {
 		f.write(&y, pool)
+		if s.Bulk != nil && !s.Bulk.NoVirtual {
+			f.writeBulk(&y, s.Bulk.port())
+		}
 	}
 	if v := s.L7; v != nil {
 		if s.FastL4 != nil {
@@ -120,6 +204,18 @@ func (l *Lab) SkypeYAML(s Skype) string {
 		v.write(&y, pool)
 	}
 	return y.b.String()
+}
+
+func (h SkypeHASide) yaml() string {
+	f := []string{fmt.Sprintf("vrid: %d", h.VRID), "peer: " + h.Peer.String()}
+	if len(h.Floating) > 0 {
+		fl := make([]string, len(h.Floating))
+		for i, p := range h.Floating {
+			fl[i] = p.String()
+		}
+		f = append(f, "floating: ["+strings.Join(fl, ", ")+"]")
+	}
+	return "{" + strings.Join(f, ", ") + "}"
 }
 
 func (m SkypeMonitor) yaml() string {
@@ -146,6 +242,8 @@ func (m SkypeMonitor) yaml() string {
 	return "{" + strings.Join(f, ", ") + "}"
 }
 
+func (b *SkypeBulk) port() uint16 { return cmp.Or(b.Port, 5201) }
+
 func (f *SkypeFastL4) write(y *yamlLines, pool string) {
 	virtual := func(name, comment, proto string, port, memberPort uint16) {
 		y.line(1, "- name: "+name, comment)
@@ -157,6 +255,9 @@ func (f *SkypeFastL4) write(y *yamlLines, pool string) {
 		y.line(2, "pool: "+pool, "")
 		y.line(2, fmt.Sprintf("port: %d", memberPort), "")
 		y.line(2, "snat: automap", "")
+		if f.Drain != 0 && name == "sfb-web-l4" {
+			y.line(2, "drain_timeout: "+f.Drain.String(), "")
+		}
 	}
 	virtual("sfb-web-l4", "F5 FastL4: DNAT + SNAT in XDP, TLS passes through", "", 443, cmp.Or(f.Port, 4443))
 	if f.HTTP {
@@ -167,21 +268,34 @@ func (f *SkypeFastL4) write(y *yamlLines, pool string) {
 	}
 }
 
+// writeBulk publishes the bulk pool on VIP:port.
+func (f *SkypeFastL4) writeBulk(y *yamlLines, port uint16) {
+	y.line(1, "- name: bulk", "")
+	y.line(2, "mode: fastl4", "")
+	y.line(2, "listen: "+listenYAML(f.VIP, port), "")
+	y.line(2, "pool: bulk", "")
+	y.line(2, fmt.Sprintf("port: %d", port), "")
+	y.line(2, "snat: automap", "")
+}
+
 func (v *SkypeL7) write(y *yamlLines, pool string) {
-	hosts := "[" + strings.Join(v.Hosts, ", ") + "]"
 	virtual := func(name, mode, comment string, port, memberPort uint16) {
 		y.line(1, "- name: "+name, comment)
 		y.line(2, "mode: "+mode, "")
 		y.line(2, "listen: "+listenYAML(v.VIP, port), "")
-		if v.Drain != 0 {
-			y.line(2, "drain_timeout: "+v.Drain.String(), "")
+		hosts, drain := v.Hosts, v.Drain
+		if mode == "https" {
+			hosts, drain = append(slices.Clone(v.Hosts), v.ExtraHosts...), cmp.Or(v.HTTPSDrain, v.Drain)
+		}
+		if drain != 0 {
+			y.line(2, "drain_timeout: "+drain.String(), "")
 		}
 		if mode == "https" {
 			y.line(2, "certificates:", "")
 			y.line(3, fmt.Sprintf("- {cert: %s, key: %s}", v.Cert, v.Key), "")
 		}
 		y.line(2, "sites:", "")
-		y.line(3, "- hosts: "+hosts, "")
+		y.line(3, "- hosts: ["+strings.Join(hosts, ", ")+"]", "")
 		y.line(4, "pool: "+pool, "")
 		y.line(4, fmt.Sprintf("port: %d", memberPort), "")
 		if mode == "https" {
