@@ -56,6 +56,7 @@ type Proxy struct {
 	tickets map[string]*ticketKeys // by virtual name, across reloads
 	skew    atomic.Int64           // added to the clock (tests)
 	maxPins atomic.Int64           // pinned upstream connections per member
+	conns   memberConns            // open connections per member, for CloseMember
 
 	acme     *acmeManager
 	staplers map[[32]byte]*stapler // OCSP, by certificate chain, in service

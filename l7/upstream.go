@@ -147,6 +147,7 @@ type upConn struct {
 	stall time.Duration
 	// onClose runs once when the connection closes.
 	onClose   func()
+	untrack   func() // leaves the member's connections
 	closeOnce sync.Once
 }
 
@@ -160,6 +161,9 @@ func (c *upConn) Write(b []byte) (int, error) {
 func (c *upConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		if c.untrack != nil {
+			c.untrack()
+		}
 		if c.onClose != nil {
 			c.onClose()
 		}
@@ -198,6 +202,8 @@ type dialer struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	onConn  func(net.Conn) // pinned connections register themselves
 	onClose func(net.Conn)
+	conns   *memberConns // where the connections are tracked, under id
+	id      memberKey
 }
 
 func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
@@ -220,6 +226,9 @@ func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
 		return nil, &upstreamError{op: "dial", member: d.addr, cause: shortCause(err), err: err}
 	}
 	u := &upConn{Conn: c, stall: d.limits.stall}
+	if d.conns != nil {
+		u.untrack = d.conns.add(d.id, u)
+	}
 	return u, nil
 }
 
