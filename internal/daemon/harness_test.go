@@ -130,6 +130,7 @@ virtuals:
       - hosts: [webext.example.com, meet.example.com, dialin.example.com, lyncdiscover.example.com]
         pool: sfb-fe
         port: 8080
+    drain_timeout: 10s
 {{.Extra}}`
 
 // memberNames are the members' names, in the order of the lab's Members4.
