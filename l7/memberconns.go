@@ -53,8 +53,14 @@ func (r *memberConns) closeAll(id memberKey) int {
 // CloseMember closes the member's upstream connections, pooled and
 // pinned, and the client connections pinned to it: a request in flight
 // to the member ends (502 before its response headers, its connection
-// closed in the middle of a body). It returns how many connections it
-// closed.
+// closed in the middle of a body). No new connection goes to the member
+// until the configuration enables it, so that no request cut is sent to
+// it again. It returns how many connections it closed.
 func (p *Proxy) CloseMember(id memberKey) int {
+	p.mu.Lock()
+	if m := p.members[id]; m != nil {
+		m.cut.Store(true)
+	}
+	p.mu.Unlock()
 	return p.conns.closeAll(id)
 }

@@ -479,6 +479,9 @@ func (p *Proxy) memberState(states map[memberKey]*memberState, key memberKey, m 
 	}
 	p.mu.Unlock()
 	st.disabled.Store(m.Disabled)
+	if !m.Disabled {
+		st.cut.Store(false)
+	}
 	states[key] = st
 	return st
 }

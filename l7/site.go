@@ -91,6 +91,7 @@ func (s *site) dialer(m *memberState) *dialer {
 		dial:   s.vh.p.opts.Dial,
 		conns:  &s.vh.p.conns,
 		id:     m.key,
+		state:  m,
 	}
 }
 

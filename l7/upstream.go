@@ -65,6 +65,10 @@ type memberState struct {
 	active     atomic.Int64 // requests in flight plus pinned connections
 	pins       atomic.Int64 // pinned connections
 	disabled   atomic.Bool  // from the configuration
+	// cut is set by CloseMember and cleared when the configuration
+	// enables the member: no new upstream connection, so that a request
+	// cut by it is not sent again to the member.
+	cut atomic.Bool
 }
 
 func (m *memberState) healthy(now time.Time, passive bool) bool {
@@ -204,9 +208,17 @@ type dialer struct {
 	onClose func(net.Conn)
 	conns   *memberConns // where the connections are tracked, under id
 	id      memberKey
+	state   *memberState
 }
 
+// errMemberCut: the member's connections were closed by CloseMember.
+var errMemberCut = errors.New("member's connections closed by a drain")
+
 func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
+	if d.state != nil && d.state.cut.Load() {
+		// Not a dial failure: the request may have been sent already.
+		return nil, &upstreamError{op: "response", member: d.addr, cause: "member drained", err: errMemberCut}
+	}
 	var (
 		c   net.Conn
 		err error
