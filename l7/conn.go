@@ -27,6 +27,9 @@ type connState struct {
 	// tlsVersion and cipher are what the handshake agreed.
 	tlsVersion, cipher uint16
 	guard              *h1guard
+	// client is the accepted connection, closed when a pinned member is
+	// drained.
+	client net.Conn
 
 	requests atomic.Int64 // HTTP/1 requests served, for the guard
 
@@ -157,6 +160,9 @@ func (cs *connState) pin(s *site, r *http.Request, tried map[*siteMember]bool) (
 	d.onConn, d.onClose = p.add, p.remove
 	p.addr = d.addr
 	p.rt = newTransport(d, true)
+	if cs.client != nil {
+		p.untrack = cs.p.conns.add(m.key, &pinnedClient{cs.client})
+	}
 	if cs.pins == nil {
 		cs.pins = map[string]*pin{}
 	}
@@ -196,10 +202,18 @@ type pin struct {
 	addr   string
 	rt     *http.Transport
 
+	untrack func() // leaves the member's connections
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
 }
+
+// pinnedClient closes the client connection of a pin: a client
+// authenticated on a member's connection cannot move to another member.
+type pinnedClient struct{ c net.Conn }
+
+func (p *pinnedClient) Close() error { return p.c.Close() }
 
 func (p *pin) add(c net.Conn) {
 	p.mu.Lock()
@@ -228,6 +242,9 @@ func (p *pin) close() {
 	}
 	p.mu.Unlock()
 	p.rt.CloseIdleConnections()
+	if p.untrack != nil {
+		p.untrack()
+	}
 	for _, c := range conns {
 		c.Close()
 	}

@@ -234,6 +234,7 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 	}
 	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name, remote: remote}
 	cc := &clientConn{Conn: c, cs: cs, release: release}
+	cs.client = cc
 	var out net.Conn
 	if l.mode == ModeHTTPS {
 		tc, ok := l.handshake(cc, vh)

@@ -56,6 +56,7 @@ type Proxy struct {
 	tickets map[string]*ticketKeys // by virtual name, across reloads
 	skew    atomic.Int64           // added to the clock (tests)
 	maxPins atomic.Int64           // pinned upstream connections per member
+	conns   memberConns            // open connections per member, for CloseMember
 
 	acme     *acmeManager
 	staplers map[[32]byte]*stapler // OCSP, by certificate chain, in service
@@ -478,6 +479,9 @@ func (p *Proxy) memberState(states map[memberKey]*memberState, key memberKey, m 
 	}
 	p.mu.Unlock()
 	st.disabled.Store(m.Disabled)
+	if !m.Disabled {
+		st.cut.Store(false)
+	}
 	states[key] = st
 	return st
 }

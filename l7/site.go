@@ -89,6 +89,9 @@ func (s *site) dialer(m *memberState) *dialer {
 		tls:    s.tls,
 		limits: s.limits,
 		dial:   s.vh.p.opts.Dial,
+		conns:  &s.vh.p.conns,
+		id:     m.key,
+		state:  m,
 	}
 }
 

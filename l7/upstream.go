@@ -65,6 +65,10 @@ type memberState struct {
 	active     atomic.Int64 // requests in flight plus pinned connections
 	pins       atomic.Int64 // pinned connections
 	disabled   atomic.Bool  // from the configuration
+	// cut is set by CloseMember and cleared when the configuration
+	// enables the member: no new upstream connection, so that a request
+	// cut by it is not sent again to the member.
+	cut atomic.Bool
 }
 
 func (m *memberState) healthy(now time.Time, passive bool) bool {
@@ -147,6 +151,7 @@ type upConn struct {
 	stall time.Duration
 	// onClose runs once when the connection closes.
 	onClose   func()
+	untrack   func() // leaves the member's connections
 	closeOnce sync.Once
 }
 
@@ -160,6 +165,9 @@ func (c *upConn) Write(b []byte) (int, error) {
 func (c *upConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		if c.untrack != nil {
+			c.untrack()
+		}
 		if c.onClose != nil {
 			c.onClose()
 		}
@@ -198,9 +206,19 @@ type dialer struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	onConn  func(net.Conn) // pinned connections register themselves
 	onClose func(net.Conn)
+	conns   *memberConns // where the connections are tracked, under id
+	id      memberKey
+	state   *memberState
 }
 
+// errMemberCut: the member's connections were closed by CloseMember.
+var errMemberCut = errors.New("member's connections closed by a drain")
+
 func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
+	if d.state != nil && d.state.cut.Load() {
+		// Not a dial failure: the request may have been sent already.
+		return nil, &upstreamError{op: "response", member: d.addr, cause: "member drained", err: errMemberCut}
+	}
 	var (
 		c   net.Conn
 		err error
@@ -220,6 +238,9 @@ func (d *dialer) dialTCP(ctx context.Context) (*upConn, error) {
 		return nil, &upstreamError{op: "dial", member: d.addr, cause: shortCause(err), err: err}
 	}
 	u := &upConn{Conn: c, stall: d.limits.stall}
+	if d.conns != nil {
+		u.untrack = d.conns.add(d.id, u)
+	}
 	return u, nil
 }
 

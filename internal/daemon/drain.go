@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/member"
 	"github.com/edgeproxy/edgeproxy/l4"
 )
 
@@ -71,34 +72,66 @@ func (d *Daemon) killFlows(q l4.FlowFilter) ([]KilledFlow, error) {
 
 // scheduleDrain ends a draining member's remaining flows in each
 // fastl4 virtual of its pool at since plus that virtual's drain_timeout
-// (with a RST both ways), unless the member's state changed since.
+// (with a RST both ways), and its L7 connections at since plus the
+// largest drain_timeout of the L7 virtuals publishing the pool, unless
+// the member's state changed since.
 func (d *Daemon) scheduleDrain(cfg *config.Config, key poolMember, since time.Time) {
 	for _, v := range cfg.Virtuals {
 		if v.Mode != config.ModeFastL4 || v.Pool != key.Pool {
 			continue
 		}
-		virtual, by := v.Name, since.Add(v.DrainTimeout.D())
-		d.spawn("drain "+key.Member, func(ctx context.Context) error {
-			t := time.NewTimer(time.Until(by))
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
-			_, err := d.inTurn(ctx, func(context.Context) (any, error) {
-				e, ok := d.memberState()[key]
-				if !ok || e.State != MemberDrain || !e.Since.Equal(since) {
-					return nil, nil
-				}
-				return nil, d.cutMember(key, virtual)
-			})
-			if err != nil {
-				d.log.Error("drain: cut member's flows", "pool", key.Pool, "member", key.Member, "virtual", virtual, "err", err)
-			}
-			return nil
-		})
+		virtual := v.Name
+		d.afterDrain(key, since, since.Add(v.DrainTimeout.D()), func() error { return d.cutMember(key, virtual) })
 	}
+	if t, ok := l7DrainTimeout(cfg, key.Pool); ok {
+		d.afterDrain(key, since, since.Add(t), func() error { d.cutMemberL7(key); return nil })
+	}
+}
+
+// afterDrain runs cut in turn at by if the member is still draining
+// since since.
+func (d *Daemon) afterDrain(key poolMember, since, by time.Time, cut func() error) {
+	d.spawn("drain "+key.Member, func(ctx context.Context) error {
+		t := time.NewTimer(time.Until(by))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		_, err := d.inTurn(ctx, func(context.Context) (any, error) {
+			e, ok := d.memberState()[key]
+			if !ok || e.State != MemberDrain || !e.Since.Equal(since) {
+				return nil, nil
+			}
+			return nil, cut()
+		})
+		if err != nil {
+			d.log.Error("drain: cut member's connections", "pool", key.Pool, "member", key.Member, "err", err)
+		}
+		return nil
+	})
+}
+
+// l7DrainTimeout is the largest drain_timeout of the L7 virtuals with a
+// site on the pool: a member's upstream connections serve every one of
+// them, so they are cut once, when the longest grace has passed.
+func l7DrainTimeout(cfg *config.Config, pool string) (time.Duration, bool) {
+	var (
+		t     time.Duration
+		found bool
+	)
+	for _, v := range cfg.Virtuals {
+		if v.Mode == config.ModeFastL4 {
+			continue
+		}
+		for _, s := range v.Sites {
+			if s != nil && s.Pool == pool {
+				t, found = max(t, v.DrainTimeout.D()), true
+			}
+		}
+	}
+	return t, found
 }
 
 // resumeDrains schedules the cut of members left draining by the
@@ -132,4 +165,22 @@ func (d *Daemon) cutMember(key poolMember, virtual string) error {
 	}
 	d.log.Info("drain timeout: member's remaining flows cut", "pool", key.Pool, "member", key.Member, "virtual", virtual, "flows", n)
 	return nil
+}
+
+// cutMemberL7 closes the member's L7 connections: its upstream ones
+// and the client connections pinned to it.
+func (d *Daemon) cutMemberL7(key poolMember) {
+	d.mu.Lock()
+	pl := d.plan
+	d.mu.Unlock()
+	if d.l7 == nil || pl == nil {
+		return
+	}
+	var n int
+	for _, tg := range pl.Health.Targets {
+		if tg.Pool == key.Pool && tg.Member == key.Member {
+			n += d.l7.CloseMember(member.New(tg.Pool, tg.Addr))
+		}
+	}
+	d.log.Info("drain timeout: member's L7 connections closed", "pool", key.Pool, "member", key.Member, "connections", n)
 }

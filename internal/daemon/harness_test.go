@@ -119,7 +119,7 @@ func (d *deployment) skype() lab.Skype {
 		Bulk:   &lab.SkypeBulk{Members: memberNames[:1], Interval: time.Second, Timeout: 500 * time.Millisecond},
 		L7: &lab.SkypeL7{VIP: d.lab.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(d.dir, certgen.PublicCertFile),
 			Key: filepath.Join(d.dir, certgen.PublicKeyFile), InternalCA: ca, Skype: true, HTTP: true, HTTPNoProfile: true,
-			HTTPSDrain: 10 * time.Second},
+			Drain: 10 * time.Second},
 	}
 }
 

@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -230,5 +233,94 @@ func TestPrivilegedMemberDrain(t *testing.T) {
 			t.Fatal("the open connection to the draining member still works 20s after drain (drain_timeout 5s)")
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// slowDownload is a large download through addr read slowly, to the
+// member named in its response; done reports how reading ended.
+type slowDownload struct {
+	fe   string
+	read atomic.Int64
+	done chan error
+}
+
+// startSlowDownload opens downloads through addr until one reaches fe
+// (the pool spreads new requests), and reads it 64 KiB every 100 ms
+// until it fails or ctx ends.
+func (d *deployment) startSlowDownload(t *testing.T, ctx context.Context, addr netip.AddrPort, fe string) *slowDownload {
+	t.Helper()
+	c := d.client(addr, false)
+	c.Timeout = 0
+	for range 20 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://webext.example.com/download?size=4000000000", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("X-Fake-FE") != fe {
+			resp.Body.Close()
+			continue
+		}
+		s := &slowDownload{fe: fe, done: make(chan error, 1)}
+		go func() {
+			defer resp.Body.Close()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := io.ReadFull(resp.Body, buf)
+				s.read.Add(int64(n))
+				if err != nil {
+					s.done <- err
+					return
+				}
+				select {
+				case <-ctx.Done():
+					s.done <- ctx.Err()
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
+		return s
+	}
+	t.Fatalf("no download through %s reached %s in 20 tries", addr, fe)
+	return nil
+}
+
+// TestPrivilegedMemberDrainL7: a download in flight through the L7
+// virtual to a member set draining is cut at the drain_timeout of the
+// L7 virtuals on its pool (10 s), long before the client's
+// own 60 s bound, while one to the other member continues.
+func TestPrivilegedMemberDrainL7(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.start(t)
+	fe1, fe2 := d.members[0].name, d.members[1].name
+	l7 := netip.AddrPortFrom(d.lab.VIP4, 443)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	drained := d.startSlowDownload(t, ctx, l7, fe1)
+	other := d.startSlowDownload(t, ctx, l7, fe2)
+
+	if out, err := d.cli(t, "member", "-config", d.cfgPath, "sfb-fe", fe1, "drain"); err != nil || !strings.Contains(out, "draining since") {
+		t.Fatalf("edgeproxy member drain: %v\n%s", err, out)
+	}
+	var err error
+	select {
+	case err = <-drained.done:
+	case err = <-other.done:
+		t.Fatalf("the download from %s ended: %v", fe2, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		t.Fatalf("the download from draining %s ran to the client's own 60s bound (%d bytes read)", fe1, drained.read.Load())
+	}
+	t.Logf("download from %s ended after %d bytes: %v", fe1, drained.read.Load(), err)
+	before := other.read.Load()
+	select {
+	case err := <-other.done:
+		t.Fatalf("the download from %s ended with the draining member's: %v", fe2, err)
+	case <-time.After(time.Second):
+	}
+	if other.read.Load() == before {
+		t.Fatalf("the download from %s stopped moving when the draining member's was cut", fe2)
 	}
 }

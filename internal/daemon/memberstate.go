@@ -219,10 +219,11 @@ func (d *Daemon) setMemberStates(st map[poolMember]memberEntry) {
 	d.mu.Unlock()
 }
 
-// poolDrainTimeout is the largest drain_timeout of the fastl4 virtuals
-// using the pool: by then a draining member has no flow left.
+// poolDrainTimeout is the largest drain_timeout of the virtuals using
+// the pool, fastl4 ones and L7 ones with a site on it: by then a
+// draining member has no flow or connection left.
 func poolDrainTimeout(cfg *config.Config, pool string) time.Duration {
-	var t time.Duration
+	t, _ := l7DrainTimeout(cfg, pool)
 	for _, v := range cfg.Virtuals {
 		if v.Mode == config.ModeFastL4 && v.Pool == pool {
 			t = max(t, v.DrainTimeout.D())
