@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
 )
 
@@ -16,9 +15,7 @@ func init() {
 
 func runDrain(ctx context.Context, args []string) error {
 	fs := newFlagSet("drain", "[-config FILE | -socket PATH]")
-	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "configuration `file`: its control.socket locates the daemon")
-	socket := fs.String("socket", "", "the daemon's control socket (default: the file's control.socket)")
-	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	cc := controlFlags(fs, 60*time.Second)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -26,14 +23,8 @@ func runDrain(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	path, err := controlSocket(*socket, *cfgPath)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	var res daemon.DrainResult
-	if _, err := control.Call(ctx, path, daemon.CmdDrain, struct{}{}, &res); err != nil {
+	if err := cc.call(ctx, daemon.CmdDrain, struct{}{}, &res); err != nil {
 		return err
 	}
 	if len(res.Withdrawn) > 0 {

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
 )
 
@@ -45,10 +44,8 @@ func (s *flowSelection) args() (daemon.FlowArgs, error) {
 
 func runFlowsKill(ctx context.Context, args []string) error {
 	fs := newFlagSet("flows kill", "[-config FILE | -socket PATH] [-virtual NAME] [-member ADDR] [-client ADDR[:PORT]] [-all]")
-	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "configuration `file`: its control.socket locates the daemon")
-	socket := fs.String("socket", "", "the daemon's control socket (default: the file's control.socket)")
+	cc := controlFlags(fs, 30*time.Second)
 	all := fs.Bool("all", false, "kill every flow (without it, at least one filter is needed)")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	var sel flowSelection
 	sel.flags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -63,14 +60,8 @@ func runFlowsKill(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	path, err := controlSocket(*socket, *cfgPath)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	var killed []daemon.KilledFlow
-	if _, err := control.Call(ctx, path, daemon.CmdKillFlows, a, &killed); err != nil {
+	if err := cc.call(ctx, daemon.CmdKillFlows, a, &killed); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/config"
-	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/daemon"
 )
 
@@ -16,9 +14,7 @@ func init() {
 
 func runMember(ctx context.Context, args []string) error {
 	fs := newFlagSet("member", "[-config FILE | -socket PATH] POOL MEMBER enable|disable|drain")
-	cfgPath := fs.String("config", "/etc/edgeproxy/edgeproxy.yaml", "configuration `file`: its control.socket locates the daemon")
-	socket := fs.String("socket", "", "the daemon's control socket (default: the file's control.socket)")
-	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	cc := controlFlags(fs, 60*time.Second)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -26,15 +22,9 @@ func runMember(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	path, err := controlSocket(*socket, *cfgPath)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	a := daemon.MemberArgs{Pool: fs.Arg(0), Member: fs.Arg(1), State: fs.Arg(2)}
 	var res daemon.MemberResult
-	if _, err := control.Call(ctx, path, daemon.CmdMember, a, &res); err != nil {
+	if err := cc.call(ctx, daemon.CmdMember, a, &res); err != nil {
 		return err
 	}
 	switch res.State {
@@ -48,16 +38,4 @@ func runMember(ctx context.Context, args []string) error {
 			res.Pool, res.Member, res.Since.Format(time.TimeOnly), res.DrainBy.Format(time.TimeOnly))
 	}
 	return nil
-}
-
-// controlSocket is the socket named by -socket, else by the file.
-func controlSocket(socket, cfgPath string) (string, error) {
-	if socket != "" {
-		return socket, nil
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return "", fmt.Errorf("%w\n(-socket PATH finds the daemon without the file)", err)
-	}
-	return cfg.Control.Socket, nil
 }
