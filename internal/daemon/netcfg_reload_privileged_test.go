@@ -1,33 +1,15 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/lab"
 )
-
-// syncBuffer collects a command's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var checksTotal = regexp.MustCompile(`(?m)^edgeproxy_netcfg_checks_total ([0-9.e+]+)$`)
 
@@ -55,7 +37,7 @@ func TestPrivilegedDaemonReloadAddingVIPsRemovesNone(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var mon syncBuffer
+	var mon lab.Log // the monitor's output, read while it runs
 	cmd := d.lab.Proxy.Command(ctx, "ip", "monitor", "address")
 	cmd.Stdout = &mon
 	if err := cmd.Start(); err != nil {
