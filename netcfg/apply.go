@@ -304,9 +304,13 @@ func (h *Host) revertRoute(e Entry) (*Change, error) {
 		}
 		return &Change{Op: OpRemove, Kind: KindRoute, Subject: subject, act: routeDel{*e.Route}}, nil
 	}
-	if err := h.nl.RouteAdd(r); err != nil {
+	if err := h.putRoute(*e.Route, false); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, nil
+		}
+		if errors.Is(err, errExpired) {
+			return &Change{Op: OpReport, Kind: KindRoute, Subject: subject,
+				Reason: "expired since edgeproxy removed it (" + e.Route.ExpiresAt.Format(time.RFC3339) + "): not restored"}, nil
 		}
 		return nil, fmt.Errorf("revert: restore %s: %w", subject, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -286,6 +287,10 @@ type RouteSpec struct {
 	MTU      int    `json:"mtu,omitempty"`
 	AdvMSS   int    `json:"advmss,omitempty"`
 	Hoplimit int    `json:"hoplimit,omitempty"`
+	// ExpiresAt: when an IPv6 route that expires (learned from a router
+	// advertisement, or added with an expiry) would have; restored with
+	// the time it has left.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 func (s RouteSpec) key() string {
@@ -361,11 +366,7 @@ type routeSet struct {
 }
 
 func (a routeSet) do(h *Host) error {
-	r, err := h.nlRoute(a.want)
-	if err != nil {
-		return err
-	}
-	if err := h.nl.RouteReplace(r); err != nil {
+	if err := h.putRoute(a.want, true); err != nil {
 		return fmt.Errorf("add route %s: %w", a.want.text(), err)
 	}
 	return nil
@@ -373,14 +374,13 @@ func (a routeSet) do(h *Host) error {
 
 func (a routeSet) undo(h *Host) error {
 	if a.old != nil {
-		r, err := h.nlRoute(*a.old)
-		if err != nil {
-			return err
+		err := h.putRoute(*a.old, true)
+		if err == nil {
+			return nil
 		}
-		if err := h.nl.RouteReplace(r); err != nil {
+		if !errors.Is(err, errExpired) {
 			return fmt.Errorf("restore route %s: %w", a.old.text(), err)
 		}
-		return nil
 	}
 	return routeDel{a.want}.do(h)
 }
@@ -410,11 +410,7 @@ func (a routeDel) do(h *Host) error {
 }
 
 func (a routeDel) undo(h *Host) error {
-	r, err := h.nlRoute(a.spec)
-	if err != nil {
-		return err
-	}
-	if err := h.nl.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := h.putRoute(a.spec, false); err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, errExpired) {
 		return fmt.Errorf("restore route %s: %w", a.spec.text(), err)
 	}
 	return nil

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -283,6 +285,53 @@ func hostState(t *testing.T, l *testnet.Lab) string {
 	b.WriteString(l.Proxy.Run(t, "ip", "-6", "route", "show", "table", "main"))
 	b.WriteString(l.Proxy.Run(t, "sh", "-c", "grep -r . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/int0/arp_ignore /proc/sys/net/ipv4/conf/ext0/rp_filter /proc/sys/net/ipv4/ip_local_reserved_ports /proc/sys/net/ipv6/conf/int0/accept_ra"))
 	return b.String()
+}
+
+// IPv6 routes that expire (as router advertisements install them) and
+// that apply removes (a default route on the internal NIC) or replaces
+// (one in the slot of the file's default route) come back from revert
+// with the time they had left; one whose time has run out since is not
+// brought back.
+func TestPrivilegedRevertRestoresRouteExpiry(t *testing.T) {
+	t.Parallel()
+	l, h := lab(t)
+	l.Proxy.Run(t, "ip", "-6", "route", "add", "default", "via", "fe80::99", "dev", "int0", "proto", "ra", "metric", "512", "expires", "600")
+	l.Proxy.Run(t, "ip", "-6", "route", "add", "default", "via", "fe80::98", "dev", "ext0", "proto", "ra", "metric", "1024", "expires", "600")
+	if _, err := h.Apply(labSpec(l)); err != nil {
+		t.Fatal(err)
+	}
+	if out := l.Proxy.Run(t, "ip", "-6", "route", "show", "default"); strings.Contains(out, "fe80::") {
+		t.Fatalf("apply left the advertised default routes:\n%s", out)
+	}
+	if _, err := h.Revert(); err != nil {
+		t.Fatal(err)
+	}
+	out := l.Proxy.Run(t, "ip", "-6", "-d", "route", "show", "default")
+	for _, want := range []string{`via fe80::99 dev int0 proto ra .*metric 512\b`, `via fe80::98 dev ext0 proto ra .*metric 1024\b`} {
+		re := regexp.MustCompile(want + `(.*expires (\d+)sec)?`)
+		m := re.FindStringSubmatch(out)
+		switch {
+		case m == nil:
+			t.Errorf("revert did not restore %q:\n%s", want, out)
+		case m[1] == "":
+			t.Errorf("%q restored without its expiry:\n%s", want, out)
+		default:
+			if n, _ := strconv.Atoi(m[2]); n <= 0 || n > 600 {
+				t.Errorf("%q restored to expire in %ss, want what it had left of 600s", want, m[2])
+			}
+		}
+	}
+
+	// Recorded as expiring a minute ago: revert says so and adds nothing.
+	gone := Entry{Kind: KindRoute, Op: "remove", Route: &RouteSpec{Link: "int0", Dst: "2001:db8:77::/64", Via: "fe80::99", Metric: 1024,
+		Table: 254, Protocol: 9, ExpiresAt: time.Now().Add(-time.Minute)}}
+	c, err := h.revertEntry(gone)
+	if err != nil || c == nil || !c.IsReport() || !strings.Contains(c.String(), "expired") {
+		t.Errorf("revert of an expired route: %v, %v; want a report that it expired", c, err)
+	}
+	if out := l.Proxy.Run(t, "ip", "-6", "route", "show", "2001:db8:77::/64"); out != "" {
+		t.Errorf("revert restored a route that has expired since:\n%s", out)
+	}
 }
 
 func TestPrivilegedApplyRollsBack(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/portlist"
 	"github.com/vishvananda/netlink"
@@ -37,6 +38,8 @@ type observed struct {
 	routes []netlink.Route // main table, both families
 	neigh  map[string][]netlink.Neigh
 	sysctl map[string]string
+	// expires: when the IPv6 routes that expire will, by expiryKey.
+	expires map[string]time.Time
 }
 
 func (o *observed) index(name string) int {
@@ -102,6 +105,9 @@ func (h *Host) observe(st *State) (*observed, error) {
 			rs[i].Family = fam
 		}
 		o.routes = append(o.routes, rs...)
+	}
+	if o.expires, err = h.routeExpiries(); err != nil {
+		return nil, err
 	}
 	for _, name := range st.Links {
 		ns, err := dump(func() ([]netlink.Neigh, error) {
@@ -437,6 +443,9 @@ func (o *observed) spec(r netlink.Route) RouteSpec {
 	}
 	if src := addrOf(r.Src); src.IsValid() {
 		s.Src = src.String()
+	}
+	if r.Family == netlink.FAMILY_V6 {
+		s.ExpiresAt = o.expires[expiryKey(r.LinkIndex, prefixOf(r.Dst, r.Family), addrOf(r.Gw), r.Priority)]
 	}
 	return s
 }
