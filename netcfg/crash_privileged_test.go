@@ -108,6 +108,37 @@ func TestPrivilegedCrashAtEveryStepThenRevert(t *testing.T) {
 	}
 }
 
+// After an apply, plan lists what it leaves to the administrator (a
+// host that forwards, a more specific route taking part of the members'
+// subnet out of the external NIC) and never says the host matches.
+func TestPrivilegedPlanListsDrift(t *testing.T) {
+	bin := labtest.Binary(t)
+	ns := dhcpHost(t)
+	cfg, _ := filepath.Abs("testdata/crash.yaml")
+	state := filepath.Join(t.TempDir(), "netcfg.json")
+	if out, err := netcfgRun(t, bin, ns, state, 0, "apply", "-config", cfg); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	ns.Run(t, "ip", "route", "add", "198.19.1.0/25", "via", "198.18.0.1", "dev", "ext0")
+	ns.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	out, err := netcfgRun(t, bin, ns, state, 0, "plan", "-config", cfg)
+	if err != nil {
+		t.Fatalf("plan: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"! route 198.19.1.0/25 via 198.18.0.1 dev ext0: more specific than the file's route 198.19.1.0/24 via 198.19.0.1 dev int0",
+		"! sysctl net.ipv4.ip_forward: is 1;",
+		"the 2 finding(s) marked ! differ from the file",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "matches") {
+		t.Errorf("plan says the host matches while it lists findings:\n%s", out)
+	}
+}
+
 // diffLines lists the lines only one side has.
 func diffLines(a, b string) string {
 	in := func(s string) map[string]bool {

@@ -54,7 +54,9 @@ func (r *Reconciler) check() bool {
 	for _, c := range made {
 		r.repaired(now, c)
 	}
-	r.findings(st, plan)
+	if plan != nil || len(failed) == 0 { // nil with a failure: not compared
+		r.findings(st, plan)
+	}
 	for _, f := range failed {
 		r.failures.WithLabelValues(string(f.kind)).Inc()
 		r.log.Error("netcfg: repair failed", "err", f.err)

@@ -143,6 +143,7 @@ func (h *Host) plan(st *State, j *journal) ([]Change, error) {
 	d.addresses()
 	d.routesToSet()
 	d.otherDefaults()
+	d.moreSpecific()
 	d.neighbours()
 	return d.out, nil
 }
@@ -381,6 +382,49 @@ func (d *differ) otherDefaults() {
 			d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + o.spec(e).text(),
 				Reason: "another default route: the default route is via the external gateway only; remove it if nothing else needs it"})
 		}
+	}
+}
+
+// moreSpecific reports the routes that take part of a subnet the file
+// routes (a static route, or a NIC's own subnet) away from it: more
+// specific, and through another link or of another type (blackhole,
+// unreachable). The longest prefix wins, so the file's route no longer
+// carries that traffic; netcfg leaves them, not knowing who needs them.
+func (d *differ) moreSpecific() {
+	type cover struct {
+		dst  netip.Prefix
+		link string
+		text string
+	}
+	var covers []cover
+	for _, r := range d.st.Routes {
+		if r.Dst.Bits() > 0 {
+			covers = append(covers, cover{r.Dst, r.Link, r.String()})
+		}
+	}
+	for _, a := range d.st.Addresses {
+		if !a.VIP && a.Prefix.Bits() < a.Prefix.Addr().BitLen() {
+			dst := a.Prefix.Masked()
+			covers = append(covers, cover{dst, a.Link, fmt.Sprintf("subnet %s of %s", dst, a.Link)})
+		}
+	}
+	for i, e := range d.o.routes {
+		dst := prefixOf(e.Dst, e.Family)
+		s := d.o.spec(e)
+		if d.removed[i] || d.wantRoutes[s.key()] || len(e.MultiPath) != 0 {
+			continue
+		}
+		var best *cover
+		for j, c := range covers {
+			if c.dst.Bits() < dst.Bits() && c.dst.Contains(dst.Addr()) && (best == nil || c.dst.Bits() > best.dst.Bits()) {
+				best = &covers[j]
+			}
+		}
+		if best == nil || (s.Link == best.link && e.Type == unix.RTN_UNICAST) {
+			continue
+		}
+		d.out = append(d.out, Change{Op: OpReport, Kind: KindRoute, Subject: "route " + s.text(),
+			Reason: fmt.Sprintf("more specific than the file's %s, it takes %s away from it: remove it (ip route del %s) unless that traffic must go there", best.text, dst, s.text())})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -178,25 +179,59 @@ func TestPrivilegedApplyFixpointAcrossPrefixChanges(t *testing.T) {
 	}
 }
 
-// A finding plan reports is logged once, however often the host is
+// What plan reports and netcfg leaves alone, a host that forwards and a
+// more specific route that takes part of the members' subnet out of the
+// external NIC, is logged once with its fix however often the host is
 // checked, and exported while it lasts.
 func TestPrivilegedDriftLoggedOnceAndExported(t *testing.T) {
 	t.Parallel()
 	l, h := lab(t)
 	l.Proxy.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	rec, logs := runReconciler(t, h, labSpec(l))
+	hijack := netip.PrefixFrom(l.MemberNet4.Addr(), l.MemberNet4.Bits()+1).String()
+	l.Proxy.Run(t, "ip", "route", "add", hijack, "via", l.ClientAddr4.String(), "dev", "ext0")
+	plan, err := h.Plan(labSpec(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := lines(plan)
+	mustContain(t, reports,
+		"! route "+hijack+" via "+l.ClientAddr4.String()+" dev ext0: more specific than the file's route "+l.MemberNet4.String()+" via "+l.RouterAddr4.String()+" dev int0, it takes "+hijack+" away from it: remove it (ip route del "+hijack+" via "+l.ClientAddr4.String()+" dev ext0) unless that traffic must go there",
+		"! sysctl net.ipv4.ip_forward: is 1; the host is not a router and the fast path does not need forwarding: set it to 0 unless something else on the host routes",
+	)
 	for range 3 {
 		checked(t, rec)
 	}
-	if n := strings.Count(logs.String(), "net.ipv4.ip_forward"); n != 1 {
-		t.Errorf("ip_forward=1 logged %d times, want once:\n%s", n, logs)
+	// Checks that fail for a while (the journal unreadable) forget
+	// nothing that was said.
+	journal, err := os.ReadFile(h.StatePath())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if v := testutil.ToFloat64(rec.drift.WithLabelValues("sysctl")); v != 1 {
-		t.Errorf("edgeproxy_netcfg_drift{kind=sysctl} = %v, want 1", v)
+	if err := os.WriteFile(h.StatePath(), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checked(t, rec)
+	if err := os.WriteFile(h.StatePath(), journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checked(t, rec)
+	for _, c := range plan {
+		if n := strings.Count(logs.String(), c.String()); n != 1 {
+			t.Errorf("%q logged %d times in several checks, want once:\n%s", c, n, logs)
+		}
+	}
+	for kind, want := range map[string]float64{"sysctl": 1, "route": 1} {
+		if v := testutil.ToFloat64(rec.drift.WithLabelValues(kind)); v != want {
+			t.Errorf("edgeproxy_netcfg_drift{kind=%s} = %v, want %v", kind, v, want)
+		}
 	}
 	l.Proxy.Run(t, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+	l.Proxy.Run(t, "ip", "route", "del", hijack)
 	checked(t, rec)
-	if v := testutil.ToFloat64(rec.drift.WithLabelValues("sysctl")); v != 0 {
-		t.Errorf("edgeproxy_netcfg_drift{kind=sysctl} = %v after the fix, want 0", v)
+	for _, kind := range []string{"sysctl", "route"} {
+		if v := testutil.ToFloat64(rec.drift.WithLabelValues(kind)); v != 0 {
+			t.Errorf("edgeproxy_netcfg_drift{kind=%s} = %v after the fix, want 0", kind, v)
+		}
 	}
 }
