@@ -37,7 +37,7 @@ var migrateFault func(step string) error
 
 // pinSuffix names a new map pinned beside the old one before it takes
 // the old one's name.
-const pinSuffix = ".migrating"
+const pinSuffix = "_migrating" // bpffs refuses names with a dot
 
 // planMigration compares the pinned maps with spec. It refuses pins of a
 // newer layout, touching nothing; for pins of another layout it opens
@@ -220,21 +220,21 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 	}
 	it := mm.old.Iterate()
 	for {
-		var ok bool
 		var val any
 		if vs != nil {
-			ok = it.Next(&k, vs)
+			if !it.Next(&k, vs) {
+				break
+			}
 			conv := make([][]byte, len(vs))
 			for i := range vs {
 				conv[i] = mm.val.apply(vs[i])
 			}
 			val = conv
 		} else {
-			ok = it.Next(&k, &v)
+			if !it.Next(&k, &v) {
+				break
+			}
 			val = mm.val.apply(v)
-		}
-		if !ok {
-			break
 		}
 		err := m.Update(mm.key.apply(k), val, flags)
 		if late && errors.Is(err, ebpf.ErrKeyExist) {
