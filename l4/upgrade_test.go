@@ -179,32 +179,97 @@ loop:
 	return sent, counted, retrans, err
 }
 
-// upgradeEnv is a lab whose fast path publishes a paced transfer
-// (198.18.0.10:5002) and a long poll (198.18.0.10:7000) of one member.
-func upgradeEnv(t *testing.T) (*e2eEnv, *receiver, chan struct{}) {
+// trafficEnv is a lab whose fast path publishes a paced transfer
+// (198.18.0.10:5002), a long poll (198.18.0.10:7100) and whoami
+// (198.18.0.10:7000) of one member.
+func trafficEnv(t *testing.T) *e2eEnv {
 	e := newEnv(t, func(lab *testnet.Lab) *Spec {
-		return testSpec(lab, fastl4("stream", "198.18.0.10:5002", "one4", 5002), fastl4("poll", "198.18.0.10:7000", "one4", 7000))
+		return testSpec(lab, fastl4("stream", "198.18.0.10:5002", "one4", 5002), fastl4("poll", "198.18.0.10:7100", "one4", 7100),
+			fastl4("whoami", "198.18.0.10:7000", "one4", 7000))
 	}, nil)
 	x := &e2eEnv{env: e, whoErrs: make(chan error, 16)}
-	r := &receiver{}
-	release := make(chan struct{})
-	member := e.lab.Members4[0]
-	x.serve(t, member, 5002, r.serve)
-	// The long poll: the member answers once released, then reads the
-	// client's goodbye.
-	x.serve(t, member, 7000, func(c net.Conn) {
-		<-release
+	x.serveWhoami(t, e.lab.Members4[0])
+	x.start()
+	return x
+}
+
+// traffic is a paced transfer and an idle long poll through the fast
+// path of a trafficEnv.
+type traffic struct {
+	recv    receiver
+	release chan struct{} // the member answers the long poll
+	polled  chan error    // the member read the client's goodbye
+	poll    net.Conn
+	stop    chan struct{} // the transfer ends
+	res     chan transfer
+}
+
+type transfer struct {
+	sent, counted uint64
+	retrans       uint32
+	err           error
+}
+
+// startTraffic opens the long poll and starts the transfer.
+func startTraffic(ctx context.Context, t *testing.T, x *e2eEnv) *traffic {
+	tr := &traffic{release: make(chan struct{}), polled: make(chan error, 1), stop: make(chan struct{}), res: make(chan transfer, 1)}
+	member := x.lab.Members4[0]
+	x.serve(t, member, 5002, tr.recv.serve)
+	x.serve(t, member, 7100, func(c net.Conn) {
+		<-tr.release
 		if _, err := io.WriteString(c, "done\n"); err != nil {
+			tr.polled <- err
 			return
 		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		if line != "bye\n" {
-			x.whoErrs <- fmt.Errorf("member read %q after the upgrade, want bye", line)
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && line != "bye\n" {
+			err = fmt.Errorf("member read %q, want bye", line)
 		}
-		close(x.whoErrs)
+		tr.polled <- err
 	})
-	x.start()
-	return x, r, release
+	var err error
+	if tr.poll, err = x.lab.Client.DialContext(ctx, "tcp", "198.18.0.10:7100"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.poll.Close() })
+	go func() {
+		s, c, r, err := send(ctx, x.lab, "198.18.0.10:5002", tr.stop)
+		tr.res <- transfer{s, c, r, err}
+	}()
+	return tr
+}
+
+// finish completes the long poll and the transfer, and checks that both
+// went through whole, the transfer never waiting a second.
+func (tr *traffic) finish(t *testing.T, across string) {
+	t.Helper()
+	close(tr.release)
+	_ = tr.poll.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(tr.poll).ReadString('\n')
+	if err != nil || line != "done\n" {
+		t.Fatalf("long poll across %s: %q, %v", across, line, err)
+	}
+	if _, err := io.WriteString(tr.poll, "bye\n"); err != nil {
+		t.Fatalf("long poll across %s: %v", across, err)
+	}
+	if err := <-tr.polled; err != nil {
+		t.Fatalf("long poll across %s: %v", across, err)
+	}
+	close(tr.stop)
+	r := <-tr.res
+	if r.err != nil {
+		t.Fatalf("transfer across %s: %v (sent %d)", across, r.err, r.sent)
+	}
+	if r.sent == 0 || r.counted != r.sent {
+		t.Fatalf("transfer across %s: member counted %d of %d bytes", across, r.counted, r.sent)
+	}
+	tr.recv.mu.Lock()
+	gap := tr.recv.maxGap
+	tr.recv.mu.Unlock()
+	if gap > time.Second {
+		t.Errorf("the transfer across %s stalled for %v", across, gap)
+	}
+	t.Logf("%d bytes across %s; longest wait %v, %d retransmissions", r.sent, across, gap, r.retrans)
 }
 
 // restart stops the control plane and opens it again from the build obj
@@ -240,29 +305,14 @@ func (x *e2eEnv) restart(t *testing.T, obj string) error {
 func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	testnet.RequireRoot(t)
 	objB := buildVariant(t, "-DFLOW_VAL_TEST_PAD")
-	x, recv, release := upgradeEnv(t)
+	x := trafficEnv(t)
 	pins := x.opts.PinPath
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	// An idle long poll and a paced transfer, opened by the committed
 	// build (A).
-	poll, err := x.lab.Client.DialContext(ctx, "tcp", "198.18.0.10:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer poll.Close()
-	type result struct {
-		sent, counted uint64
-		retrans       uint32
-		err           error
-	}
-	stop := make(chan struct{})
-	res := make(chan result, 1)
-	go func() {
-		s, c, r, err := send(ctx, x.lab, "198.18.0.10:5002", stop)
-		res <- result{s, c, r, err}
-	}()
+	tr := startTraffic(ctx, t, x)
 	time.Sleep(time.Second)
 	sizeA := pinnedValueSize(t, pins, bpf.FastL4MapFlows4Tcp)
 
@@ -299,7 +349,7 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 
 	// The downgrade to A is refused and changes nothing.
 	before := pinState(t, pins)
-	err = x.restart(t, "")
+	err := x.restart(t, "")
 	if !errors.Is(err, ErrNewerPins) || !strings.Contains(err.Error(), "layout version 2") || !strings.Contains(err.Error(), "up to 1") {
 		t.Fatalf("downgrade: Open returned %v, want %v naming versions 2 and 1", err, ErrNewerPins)
 	}
@@ -311,32 +361,5 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 
-	// Both connections complete.
-	close(release)
-	_ = poll.SetDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(poll).ReadString('\n')
-	if err != nil || line != "done\n" {
-		t.Fatalf("long poll after the upgrade: %q, %v", line, err)
-	}
-	if _, err := io.WriteString(poll, "bye\n"); err != nil {
-		t.Fatalf("long poll after the upgrade: %v", err)
-	}
-	for err := range x.whoErrs {
-		t.Fatal(err)
-	}
-	close(stop)
-	r := <-res
-	if r.err != nil {
-		t.Fatalf("transfer across the upgrade: %v (sent %d)", r.err, r.sent)
-	}
-	if r.sent == 0 || r.counted != r.sent {
-		t.Fatalf("member counted %d of %d bytes", r.counted, r.sent)
-	}
-	recv.mu.Lock()
-	gap := recv.maxGap
-	recv.mu.Unlock()
-	if gap > time.Second {
-		t.Errorf("the transfer stalled for %v", gap)
-	}
-	t.Logf("%d bytes across two failed upgrades, the upgrade and a refused downgrade; longest wait %v, %d retransmissions", r.sent, gap, r.retrans)
+	tr.finish(t, "two failed upgrades, the upgrade and a refused downgrade")
 }
