@@ -68,6 +68,7 @@ func (f *FastPath) reattach() {
 			f.limiter.log(f.log, "reattach "+nic.name, slog.LevelWarn, "re-attach the XDP program", "interface", nic.name, "err", err)
 			continue
 		}
+		f.neigh.renew()
 		f.log.Info("re-attached the XDP program", "interface", nic.name)
 	}
 }
