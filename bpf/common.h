@@ -33,10 +33,14 @@ struct icmphdr {
  * meeting a higher version refuses to start and touches nothing.
  * l4's TestLayoutVersion fails until the new layout is recorded under its
  * version. */
-#ifdef FLOW_VAL_TEST_PAD
-#define LAYOUT_VERSION 2
-#else
 #define LAYOUT_VERSION 1
+
+/* The version this build declares: the test build of FLOW_VAL_TEST_PAD
+ * (struct flow_val) is one above. */
+#ifdef FLOW_VAL_TEST_PAD
+#define LAYOUT_VERSION_BUILT (LAYOUT_VERSION + 1)
+#else
+#define LAYOUT_VERSION_BUILT LAYOUT_VERSION
 #endif
 
 /* Limits. Each can be overridden at build time with -D. The control plane

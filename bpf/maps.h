@@ -193,9 +193,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meta SEC(".maps");
 
-/* The LAYOUT_VERSION of this build, for the control plane to read from
+/* The layout version of this build, for the control plane to read from
  * the object before it loads anything. */
-const volatile __u32 layout_version = LAYOUT_VERSION;
+const volatile __u32 layout_version = LAYOUT_VERSION_BUILT;
 
 /* Per CPU scratch space for values too large for the 512-byte stack.
  * The enum members are never used: they put the enums shared with the

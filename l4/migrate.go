@@ -46,6 +46,13 @@ const pinSuffix = "_migrating" // bpffs refuses names with a dot
 // the new map beside the old one. It returns nil when the pins can be
 // used as they are.
 func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *migration, err error) {
+	// New maps pinned beside the old ones by a migration that stopped
+	// before renaming them.
+	if stale, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix)); len(stale) > 0 {
+		for _, p := range stale {
+			_ = os.Remove(p)
+		}
+	}
 	from, build, ok, err := pinnedLayout(pinPath)
 	if err != nil || !ok || from == to {
 		return nil, err

@@ -61,6 +61,24 @@ func useBuild(t *testing.T, obj string) {
 	t.Cleanup(func() { loadSpec = bpf.LoadFastL4 })
 }
 
+// variantLayout is the layout of the build obj ("" the committed one).
+func variantLayout(t *testing.T, obj string) layout {
+	t.Helper()
+	load := bpf.LoadFastL4
+	if obj != "" {
+		load = func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(obj) }
+	}
+	spec, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := specLayout(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // pinState is what is pinned under a pin directory: the id of every map
 // and the program of every link.
 func pinState(t *testing.T, dir string) map[string]uint32 {
@@ -350,8 +368,13 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	// The downgrade to A is refused and changes nothing.
 	before := pinState(t, pins)
 	err := x.restart(t, "")
-	if !errors.Is(err, ErrNewerPins) || !strings.Contains(err.Error(), "layout version 2") || !strings.Contains(err.Error(), "up to 1") {
-		t.Fatalf("downgrade: Open returned %v, want %v naming versions 2 and 1", err, ErrNewerPins)
+	la, lb := variantLayout(t, ""), variantLayout(t, objB)
+	if lb.version != la.version+1 {
+		t.Fatalf("the test build declares layout version %d, want one above the committed %d", lb.version, la.version)
+	}
+	if !errors.Is(err, ErrNewerPins) || !strings.Contains(err.Error(), fmt.Sprintf("layout version %d", lb.version)) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("up to %d", la.version)) {
+		t.Fatalf("downgrade: Open returned %v, want %v naming versions %d and %d", err, ErrNewerPins, lb.version, la.version)
 	}
 	if after := pinState(t, pins); !maps.Equal(before, after) {
 		t.Fatalf("the refused downgrade changed the pins: %v, then %v", before, after)
