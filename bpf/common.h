@@ -27,6 +27,22 @@ struct icmphdr {
 	__be32 rest;
 };
 
+/* The layout of the pinned maps (the key and value types of every map
+ * pinned by name). Raise it with every change to one of them: a control
+ * plane meeting pins of a lower version migrates them (l4/migrate.go), one
+ * meeting a higher version refuses to start and touches nothing.
+ * l4's TestLayoutVersion fails until the new layout is recorded under its
+ * version. */
+#define LAYOUT_VERSION 1
+
+/* The version this build declares: the test build of FLOW_VAL_TEST_PAD
+ * (struct flow_val) is one above. */
+#ifdef FLOW_VAL_TEST_PAD
+#define LAYOUT_VERSION_BUILT (LAYOUT_VERSION + 1)
+#else
+#define LAYOUT_VERSION_BUILT LAYOUT_VERSION
+#endif
+
 /* Limits. Each can be overridden at build time with -D. The control plane
  * reads the map sizes from the object, so it follows any override. */
 #ifndef MAX_VIRTUALS
@@ -194,6 +210,12 @@ struct flow_val {
 	__u32 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (milliseconds, wrapping), 0: never */
 	__u8 half_open;   /* 1: an entry of the half_open table */
+#ifdef FLOW_VAL_TEST_PAD
+	/* Only in the second build the upgrade test compiles
+	 * (TestPrivilegedUpgradeKeepsFlows): a member the committed build
+	 * lacks, so that the two flow value layouts differ. */
+	__u64 test_pad;
+#endif
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

@@ -131,6 +131,14 @@ type FastL4NeighKey struct {
 	Family  uint32
 }
 
+type FastL4PinMeta struct {
+	_             structs.HostLayout
+	LayoutVersion uint32
+	Pad           uint32
+	LayoutHash    uint64
+	Build         [48]int8
+}
+
 type FastL4Pinfo struct {
 	_    structs.HostLayout
 	Name [64]int8
@@ -253,6 +261,7 @@ const (
 	FastL4MapMaglev                    = "maglev"
 	FastL4MapMartians4                 = "martians4"
 	FastL4MapMartians6                 = "martians6"
+	FastL4MapMeta                      = "meta"
 	FastL4MapNeighMiss                 = "neigh_miss"
 	FastL4MapPools                     = "pools"
 	FastL4MapScratch                   = "scratch"
@@ -269,6 +278,7 @@ const (
 	FastL4ProgEdgeproxyTxRefused       = "edgeproxy_tx_refused"
 	FastL4VarClockJiffies              = "clock_jiffies"
 	FastL4VarClockNs                   = "clock_ns"
+	FastL4VarLayoutVersion             = "layout_version"
 	FastL4VarNetnsCookie               = "netns_cookie"
 )
 
@@ -332,6 +342,7 @@ type FastL4MapSpecs struct {
 	Maglev      *ebpf.MapSpec `ebpf:"maglev"`
 	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
 	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
+	Meta        *ebpf.MapSpec `ebpf:"meta"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -349,9 +360,10 @@ type FastL4MapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4VariableSpecs struct {
-	ClockJiffies *ebpf.VariableSpec `ebpf:"clock_jiffies"`
-	ClockNs      *ebpf.VariableSpec `ebpf:"clock_ns"`
-	NetnsCookie  *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	ClockJiffies  *ebpf.VariableSpec `ebpf:"clock_jiffies"`
+	ClockNs       *ebpf.VariableSpec `ebpf:"clock_ns"`
+	LayoutVersion *ebpf.VariableSpec `ebpf:"layout_version"`
+	NetnsCookie   *ebpf.VariableSpec `ebpf:"netns_cookie"`
 }
 
 // FastL4Objects contains all objects after they have been loaded into the kernel.
@@ -383,6 +395,7 @@ type FastL4Maps struct {
 	Maglev      *ebpf.Map `ebpf:"maglev"`
 	Martians4   *ebpf.Map `ebpf:"martians4"`
 	Martians6   *ebpf.Map `ebpf:"martians6"`
+	Meta        *ebpf.Map `ebpf:"meta"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
 	Pools       *ebpf.Map `ebpf:"pools"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -407,6 +420,7 @@ func (m *FastL4Maps) Close() error {
 		m.Maglev,
 		m.Martians4,
 		m.Martians6,
+		m.Meta,
 		m.NeighMiss,
 		m.Pools,
 		m.Scratch,
@@ -425,9 +439,10 @@ func (m *FastL4Maps) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Variables struct {
-	ClockJiffies *ebpf.Variable `ebpf:"clock_jiffies"`
-	ClockNs      *ebpf.Variable `ebpf:"clock_ns"`
-	NetnsCookie  *ebpf.Variable `ebpf:"netns_cookie"`
+	ClockJiffies  *ebpf.Variable `ebpf:"clock_jiffies"`
+	ClockNs       *ebpf.Variable `ebpf:"clock_ns"`
+	LayoutVersion *ebpf.Variable `ebpf:"layout_version"`
+	NetnsCookie   *ebpf.Variable `ebpf:"netns_cookie"`
 }
 
 // FastL4Programs contains all programs after they have been loaded into the kernel.

@@ -174,6 +174,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pools SEC(".maps");
 
+/* What the pinned maps are, written by the control plane once they are
+ * loaded or migrated, and read by the next one to decide whether it reuses
+ * them, migrates them or refuses (l4/layout.go). The program never reads
+ * it. Its layout never changes: members may only be appended. */
+struct pin_meta {
+	__u32 layout_version; /* LAYOUT_VERSION of the build that wrote the maps */
+	__u32 pad;
+	__u64 layout_hash;    /* of the key and value types of every pinned map */
+	char build[48];       /* the program's tag and the control plane's build */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pin_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meta SEC(".maps");
+
+/* The layout version of this build, for the control plane to read from
+ * the object before it loads anything. */
+const volatile __u32 layout_version = LAYOUT_VERSION_BUILT;
+
 /* Per CPU scratch space for values too large for the 512-byte stack.
  * The enum members are never used: they put the enums shared with the
  * control plane into the object's BTF, where bpf2go -type finds them. */

@@ -67,12 +67,13 @@ func (f *FastPath) setNICs() error {
 	if err := f.objs.Settings.Lookup(uint32(0), &s); err != nil {
 		return fmt.Errorf("read fast path settings: %w", err)
 	}
+	before := [2]nic{{s.ExtIfindex, s.ExtMac}, {s.IntIfindex, s.IntMac}}
 	s.ExtIfindex, s.ExtMac = f.nics[0].ifindex, f.nics[0].mac
 	s.IntIfindex, s.IntMac = f.nics[1].ifindex, f.nics[1].mac
 	if err := f.objs.Settings.Put(uint32(0), &s); err != nil {
 		return fmt.Errorf("write fast path settings: %w", err)
 	}
-	return nil
+	return f.followNICs(before)
 }
 
 // setIngress records in a flow half the NIC its direction arrives on.

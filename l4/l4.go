@@ -13,7 +13,9 @@
 // netlink handle it sets up belong to that namespace.
 //
 // The FastPath is a small core (this file: options, open, close) around
-// the loader (load.go: the program, its maps and the pinned state), the
+// the loader (load.go: the program, its maps and the pinned state;
+// layout.go, migrate.go, convert.go: the layout the pins record, and the
+// migration of pins of an older layout), the
 // attacher (attach.go: the bpf_links on the NICs), the programmer
 // (apply.go: services, Maglev tables, SNAT; guard.go: martians) and the
 // upkeep (upkeep.go, gc.go, neigh.go, flood.go: reaping, resets, next

@@ -45,12 +45,30 @@ func (f *FastPath) load() error {
 	if err := os.MkdirAll(f.opts.PinPath, 0o700); err != nil {
 		return fmt.Errorf("create pin directory: %w (is the BPF file system mounted on /sys/fs/bpf?)", err)
 	}
+	to, err := specLayout(spec)
+	if err != nil {
+		return err
+	}
+	mg, err := planMigration(spec, f.opts.PinPath, to)
+	if err != nil {
+		return err
+	}
 	err = spec.LoadAndAssign(&f.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: f.opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		mg.close()
 		return fmt.Errorf("%w: %w: remove %s (edgeproxy flows -cleanup) to start afresh, which drops the established flows", ErrIncompatible, err, f.opts.PinPath)
 	}
 	if err != nil {
+		mg.close()
 		return fmt.Errorf("load fast path: %w", err)
+	}
+	if mg != nil {
+		if err := f.migrate(mg); err != nil {
+			return err
+		}
+	}
+	if err := f.writeLayout(to); err != nil {
+		return err
 	}
 	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6, half: f.objs.HalfOpen}
 	return nil

@@ -48,6 +48,14 @@ func (n *neighbours) want(members []netip.Addr) {
 	n.dirty = true
 }
 
+// renew has poll resolve the members' next hops again: after a NIC came
+// back, their neighbour entries are new ones.
+func (n *neighbours) renew() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dirty = true
+}
+
 // poll resolves the members' next hops after a change, and the next hops
 // the program reported missing.
 func (n *neighbours) poll(miss *ebpf.Map) {

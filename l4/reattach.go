@@ -1,12 +1,15 @@
 package l4
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netns"
 
+	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/internal/nsrun"
 )
 
@@ -65,6 +68,7 @@ func (f *FastPath) reattach() {
 			f.limiter.log(f.log, "reattach "+nic.name, slog.LevelWarn, "re-attach the XDP program", "interface", nic.name, "err", err)
 			continue
 		}
+		f.neigh.renew()
 		f.log.Info("re-attached the XDP program", "interface", nic.name)
 	}
 }
@@ -82,4 +86,48 @@ func (f *FastPath) attachedTo(name string, ifindex int) bool {
 	}
 	xdp := info.XDP()
 	return xdp != nil && int(xdp.Ifindex) == ifindex
+}
+
+// followNICs moves the flows of a NIC that was re-created (another
+// ifindex or MAC than before, the NICs the settings held) to the new one:
+// the halves arriving on it take its ifindex and MAC, and every cached
+// next hop is dropped (its MACs may be the old NIC's or its old
+// neighbour's), so that the next packet resolves it afresh. Without it
+// the program would drop the established flows' packets as arriving on
+// the wrong NIC. One pass over the flow tables, only when a NIC changed.
+func (f *FastPath) followNICs(before [2]nic) error {
+	if before == f.nics || before == ([2]nic{}) {
+		return nil
+	}
+	type entry struct {
+		key bpf.FastL4FlowKey
+		val bpf.FastL4FlowVal
+	}
+	var moved []entry
+	err := f.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
+		for i, old := range before {
+			if old != f.nics[i] && v.InIfindex == old.ifindex {
+				v.InIfindex, v.InMac = f.nics[i].ifindex, f.nics[i].mac
+				break
+			}
+		}
+		v.TxSlot = 0
+		moved = append(moved, entry{k, *v})
+	})
+	if err != nil {
+		return fmt.Errorf("move flows to the re-created NIC: %w", err)
+	}
+	for i := range moved {
+		e := &moved[i]
+		if e.val.HalfOpen != 0 {
+			err = f.flows.half.Update(&e.key, &e.val, ebpf.UpdateExist)
+		} else {
+			err = f.flows.Update(e.key, &e.val, ebpf.UpdateExist)
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("move flows to the re-created NIC: %w", err)
+		}
+	}
+	f.log.Info("moved the flows to the NICs as they are now", "flows", len(moved), "external_ifindex", f.nics[0].ifindex, "internal_ifindex", f.nics[1].ifindex)
+	return nil
 }

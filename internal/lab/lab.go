@@ -470,3 +470,57 @@ func PinDir(name string) (string, error) {
 	}
 	return dir, nil
 }
+
+// RecreateInternal deletes int0, and so its peer b0, then wires a new
+// pair the way Build did: addresses, routes and b0's XDP program. The new
+// int0 has another ifindex and MAC, as a NIC re-created under a running
+// proxy would.
+func (l *Lab) RecreateInternal() error {
+	ph, err := netlink.NewHandleAt(l.Proxy.handle)
+	if err != nil {
+		return fmt.Errorf("netlink handle in proxy: %w", err)
+	}
+	defer ph.Close()
+	old, err := ph.LinkByName(IntIf)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", IntIf, err)
+	}
+	if err := ph.LinkDel(old); err != nil {
+		return fmt.Errorf("delete %s: %w", IntIf, err)
+	}
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: IntIf}, PeerName: BackendIf, PeerNamespace: netlink.NsFd(int(l.Backend.handle))}
+	if err := ph.LinkAdd(v); err != nil {
+		return fmt.Errorf("add veth %s/%s: %w", IntIf, BackendIf, err)
+	}
+	p := func(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
+	if err := l.Backend.Do(func() error {
+		return setupLink(BackendIf, []netip.Prefix{p(l.RouterAddr4, 24), p(l.RouterAddr6, 64)})
+	}); err != nil {
+		return fmt.Errorf("set up %s: %w", BackendIf, err)
+	}
+	if err := l.Proxy.Do(func() error {
+		if err := setupLink(IntIf, l.intPrefixes()); err != nil {
+			return err
+		}
+		return addRoutes(route{IntIf, l.MemberNet4, l.RouterAddr4}, route{IntIf, l.MemberNet6, l.RouterAddr6})
+	}); err != nil {
+		return fmt.Errorf("set up %s: %w", IntIf, err)
+	}
+	for _, a := range []struct {
+		ns  *NS
+		ifc string
+	}{{l.Proxy, IntIf}, {l.Backend, BackendIf}} {
+		if out, err := a.ns.Command(context.Background(), "ethtool", "-K", a.ifc, "tx", "off").CombinedOutput(); err != nil {
+			return fmt.Errorf("turn off tx checksum offload on %s: %v: %s", a.ifc, err, strings.TrimSpace(string(out)))
+		}
+	}
+	var lk link.Link
+	if err := l.Backend.Do(func() (err error) {
+		lk, err = AttachPass(BackendIf)
+		return err
+	}); err != nil {
+		return err
+	}
+	l.dummies = append(l.dummies, &lk)
+	return nil
+}

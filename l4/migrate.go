@@ -1,0 +1,357 @@
+package l4
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+)
+
+// migration carries the pinned maps whose layout differs from this
+// build's into new maps of this build's layout.
+type migration struct {
+	from, to layout
+	build    string // of the pins
+	maps     []*mapMigration
+}
+
+// mapMigration is one pinned map to carry across.
+type mapMigration struct {
+	name     string
+	old      *ebpf.Map
+	key, val *conversion
+}
+
+// migrateFault, when set, fails the migration at the named step ("copy",
+// "swap"): what a failure part way does is tested with it.
+var migrateFault func(step string) error
+
+// pinSuffix names a new map pinned beside the old one before it takes
+// the old one's name.
+const pinSuffix = "_migrating" // bpffs refuses names with a dot
+
+// planMigration compares the pinned maps with spec. It refuses pins of a
+// newer layout, touching nothing; for pins of another layout it opens
+// every pinned map whose key or value layout differs, plans the
+// conversion of its entries, and unpins its spec so that loading creates
+// the new map beside the old one. It returns nil when the pins can be
+// used as they are.
+func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *migration, err error) {
+	// New maps pinned beside the old ones by a migration that stopped
+	// before renaming them.
+	if stale, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix)); len(stale) > 0 {
+		for _, p := range stale {
+			_ = os.Remove(p)
+		}
+	}
+	from, build, ok, err := pinnedLayout(pinPath)
+	if err != nil || !ok || from == to {
+		return nil, err
+	}
+	if from.version > to.version {
+		return nil, fmt.Errorf("%w: the pins under %s have layout version %d (build %s), this build reads up to %d: run the newer build, or remove the pins (edgeproxy flows -cleanup), which drops the established flows",
+			ErrNewerPins, pinPath, from.version, build, to.version)
+	}
+	mg := &migration{from: from, to: to, build: build}
+	defer func() {
+		if err != nil {
+			mg.close()
+		}
+	}()
+	names := make([]string, 0, len(spec.Maps))
+	for name := range spec.Maps {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		ms := spec.Maps[name]
+		if ms.Pinning != ebpf.PinByName || name == bpf.FastL4MapMeta {
+			continue
+		}
+		mm, err := planMapMigration(ms, filepath.Join(pinPath, name))
+		if err != nil {
+			return nil, fmt.Errorf("migrate pinned map %s from layout %d to %d: %w: remove %s (edgeproxy flows -cleanup) to start afresh, which drops the established flows",
+				name, from.version, to.version, err, pinPath)
+		}
+		if mm != nil {
+			mg.maps = append(mg.maps, mm)
+		}
+	}
+	for _, mm := range mg.maps {
+		spec.Maps[mm.name].Pinning = ebpf.PinNone
+	}
+	return mg, nil
+}
+
+// planMapMigration opens the pinned map at pin and plans its conversion to
+// ms, or returns nil when it is absent or already laid out as ms.
+func planMapMigration(ms *ebpf.MapSpec, pin string) (*mapMigration, error) {
+	old, err := ebpf.LoadPinnedMap(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	key, val, err := kernelMapTypes(old)
+	if err != nil {
+		old.Close()
+		return nil, err
+	}
+	info, err := old.Info()
+	if err != nil {
+		old.Close()
+		return nil, fmt.Errorf("read map info: %w", err)
+	}
+	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) {
+		old.Close()
+		return nil, nil
+	}
+	mm := &mapMigration{name: filepath.Base(pin), old: old}
+	switch ms.Type {
+	case ebpf.ArrayOfMaps, ebpf.HashOfMaps:
+		err = fmt.Errorf("%w: maps of maps are not migrated", errLayoutIncompatible)
+	default:
+		if mm.key, err = newConversion(key, ms.Key, info.KeySize, ms.KeySize); err == nil {
+			mm.val, err = newConversion(val, ms.Value, info.ValueSize, ms.ValueSize)
+		}
+	}
+	if err != nil {
+		old.Close()
+		return nil, err
+	}
+	return mm, nil
+}
+
+// sameLayout compares two types as far as both are known.
+func sameLayout(a, b btf.Type) bool {
+	return a == nil || b == nil || describeType(a, 0) == describeType(b, 0)
+}
+
+func (mg *migration) close() {
+	if mg == nil {
+		return
+	}
+	for _, mm := range mg.maps {
+		mm.old.Close()
+	}
+}
+
+// migrate carries every planned map across once the collection is loaded:
+// it copies the entries into the new maps, swaps the program of every
+// pinned link to this build (one update each), copies the flows the old
+// program opened meanwhile, and pins the new maps under the old names.
+// Until the swap nothing pinned has changed; a failure of the swap puts
+// the links back, so the old program keeps serving with the old maps.
+func (f *FastPath) migrate(mg *migration) error {
+	defer mg.close()
+	fail := func(step string) error {
+		if migrateFault == nil {
+			return nil
+		}
+		return migrateFault(step)
+	}
+	entries := 0
+	for _, mm := range mg.maps {
+		n, err := mm.copy(f.mapNamed(mm.name), false)
+		if err != nil {
+			return fmt.Errorf("migrate pinned map %s: %w: the old program keeps serving", mm.name, err)
+		}
+		entries += n
+	}
+	if err := fail("copy"); err != nil {
+		return fmt.Errorf("migrate pinned maps: %w: the old program keeps serving", err)
+	}
+	swap, err := swapLinks(f.opts.PinPath, f.objs.EdgeproxyFastl4)
+	if err == nil {
+		if err = fail("swap"); err != nil {
+			swap.undo()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("migrate pinned maps: %w: the old program keeps serving", err)
+	}
+	late := 0
+	for _, mm := range mg.maps {
+		n, err := mm.copy(f.mapNamed(mm.name), true)
+		if err != nil {
+			f.log.Warn("copy the flows opened during the migration", "map", mm.name, "err", err)
+		}
+		late += n
+	}
+	if err := f.repin(mg); err != nil {
+		swap.undo()
+		return fmt.Errorf("%w: the old program keeps serving", err)
+	}
+	swap.close()
+	names := make([]string, len(mg.maps))
+	for i, mm := range mg.maps {
+		names[i] = mm.name
+	}
+	f.log.Info("migrated the pinned maps to this build's layout", "from", mg.from.version, "from_build", mg.build, "to", mg.to.version,
+		"maps", strings.Join(names, ","), "entries", entries, "late_entries", late)
+	return nil
+}
+
+// copy copies the old map's entries into m, converted. The second pass
+// (late) only adds the keys m lacks: entries the old program created
+// while the first ran; the new program owns the others by then. Arrays
+// have nothing to add in that pass.
+func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
+	hash := mm.old.Type() == ebpf.Hash || mm.old.Type() == ebpf.LRUHash || mm.old.Type() == ebpf.PerCPUHash || mm.old.Type() == ebpf.LRUCPUHash
+	if late && !hash {
+		return 0, nil
+	}
+	flags := ebpf.UpdateAny
+	if late {
+		flags = ebpf.UpdateNoExist
+	}
+	n := 0
+	var k, v []byte
+	var vs [][]byte
+	if perCPU(mm.old.Type()) {
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return 0, err
+		}
+		vs = make([][]byte, cpus)
+	}
+	it := mm.old.Iterate()
+	for {
+		var val any
+		if vs != nil {
+			if !it.Next(&k, vs) {
+				break
+			}
+			conv := make([][]byte, len(vs))
+			for i := range vs {
+				conv[i] = mm.val.apply(vs[i])
+			}
+			val = conv
+		} else {
+			if !it.Next(&k, &v) {
+				break
+			}
+			val = mm.val.apply(v)
+		}
+		err := m.Update(mm.key.apply(k), val, flags)
+		if late && errors.Is(err, ebpf.ErrKeyExist) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read entries: %w", err)
+	}
+	return n, nil
+}
+
+func perCPU(t ebpf.MapType) bool {
+	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
+}
+
+// mapNamed is the loaded map of the given name.
+func (f *FastPath) mapNamed(name string) *ebpf.Map {
+	v := reflect.ValueOf(&f.objs.FastL4Maps).Elem()
+	for i := range v.NumField() {
+		if v.Type().Field(i).Tag.Get("ebpf") == name {
+			m, _ := v.Field(i).Interface().(*ebpf.Map)
+			return m
+		}
+	}
+	return nil
+}
+
+// linkSwap is the programs of the pinned links, swapped.
+type linkSwap struct {
+	links []link.Link
+	old   []*ebpf.Program
+}
+
+// swapLinks points every pinned XDP link under pinPath that is attached to
+// an interface at prog, one update each. On failure it points the ones it
+// swapped back at their old programs.
+func swapLinks(pinPath string, prog *ebpf.Program) (*linkSwap, error) {
+	s := &linkSwap{}
+	pins, err := filepath.Glob(filepath.Join(pinPath, "link_*"))
+	if err != nil {
+		return nil, err
+	}
+	for _, pin := range pins {
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			s.undo()
+			return nil, fmt.Errorf("load pinned link %s: %w", pin, err)
+		}
+		info, err := l.Info()
+		if err != nil || info.XDP() == nil || info.XDP().Ifindex == 0 {
+			l.Close() // not attached any more: attach replaces it
+			continue
+		}
+		old, err := ebpf.NewProgramFromID(info.Program)
+		if err == nil {
+			if err = l.Update(prog); err != nil {
+				old.Close()
+			}
+		}
+		if err != nil {
+			l.Close()
+			s.undo()
+			return nil, fmt.Errorf("swap the program of %s: %w", pin, err)
+		}
+		s.links, s.old = append(s.links, l), append(s.old, old)
+	}
+	return s, nil
+}
+
+// undo points the links back at their old programs.
+func (s *linkSwap) undo() {
+	for i, l := range s.links {
+		_ = l.Update(s.old[i])
+	}
+	s.close()
+}
+
+// close releases the handles; the links stay pinned.
+func (s *linkSwap) close() {
+	for i, l := range s.links {
+		l.Close()
+		s.old[i].Close()
+	}
+	s.links, s.old = nil, nil
+}
+
+// repin pins the new maps under the old names: each is pinned beside the
+// old one first, then all are renamed over the old ones (a rename
+// replaces a pin in one step).
+func (f *FastPath) repin(mg *migration) error {
+	for _, mm := range mg.maps {
+		tmp := filepath.Join(f.opts.PinPath, mm.name+pinSuffix)
+		_ = os.Remove(tmp)
+		if err := f.mapNamed(mm.name).Pin(tmp); err != nil {
+			for _, mm := range mg.maps {
+				_ = os.Remove(filepath.Join(f.opts.PinPath, mm.name+pinSuffix))
+			}
+			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
+		}
+	}
+	for _, mm := range mg.maps {
+		pin := filepath.Join(f.opts.PinPath, mm.name)
+		if err := os.Rename(pin+pinSuffix, pin); err != nil {
+			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
+		}
+	}
+	return nil
+}
