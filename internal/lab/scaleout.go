@@ -113,6 +113,14 @@ func (s *ScaleOut) wire() error {
 	if _, err := s.Router.Output("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
 		return err
 	}
+	// The router takes the L4 hash the client's socket put on each
+	// packet (the veth keeps it) rather than hashing the headers; a
+	// socket draws a new one when it retransmits, which would try
+	// another node each time. Fixed per connection, it behaves as a
+	// hardware router's hash of the 5-tuple does.
+	if _, err := s.Client.Output("sysctl", "-qw", "net.core.txrehash=0"); err != nil {
+		return err
+	}
 	if err := addSwitch(s.Router, "sw0", netip.PrefixFrom(s.RouterAddr, 24)); err != nil {
 		return err
 	}
