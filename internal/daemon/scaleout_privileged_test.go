@@ -37,6 +37,8 @@ const (
 // VIP:443, announced to the router with BFD.
 const scaleConfig = `admin:
   listen: 127.0.0.1:9469
+log:
+  access: "off"
 control:
   socket: %[1]s/control.sock
 %[2]sbgp:
