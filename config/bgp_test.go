@@ -76,3 +76,15 @@ func TestBGPRefusesSharedSNAT(t *testing.T) {
 		t.Errorf("with bgp, error %v; want the shared SNAT address refused", err)
 	}
 }
+
+// In scale-out the VIP is announced, not on a subnet of the nodes: with
+// bgp a VIP outside the external subnets is accepted, without it refused.
+func TestBGPVIPOffSubnet(t *testing.T) {
+	text := strings.ReplaceAll(example(t), "listen: 203.0.113.20:", "listen: 198.51.100.20:")
+	if _, err := config.Parse("skype.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "or announce it with bgp") {
+		t.Fatalf("without bgp, error %v; want the VIP off the subnets refused", err)
+	}
+	if _, err := config.Parse("skype.yaml", []byte(text+bgpSection)); err != nil {
+		t.Errorf("with bgp the announced VIP is refused:\n%v", err)
+	}
+}

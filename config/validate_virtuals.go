@@ -84,7 +84,26 @@ func (v *validator) listen(vs *Virtual, base string) {
 			return
 		}
 	}
-	v.errorf(path, "VIP %s is outside the external NIC's subnets (%s) and no route covers it: use an address in those subnets, add the VIP's subnet to network.external.addresses, or add a route for it to network.external.routes", a, subnets(n.External.Addresses))
+	if v.announced(a) {
+		return
+	}
+	v.errorf(path, "VIP %s is outside the external NIC's subnets (%s) and no route covers it: use an address in those subnets, add the VIP's subnet to network.external.addresses, add a route for it to network.external.routes, or announce it with bgp", a, subnets(n.External.Addresses))
+}
+
+// announced reports whether bgp announces the VIP a (a neighbour of its
+// family carries its host route): routers then reach it on this node
+// wherever it lies, as in scale-out, where the VIP is on no node's
+// subnet.
+func (v *validator) announced(a netip.Addr) bool {
+	if v.c.BGP == nil {
+		return false
+	}
+	for _, n := range v.c.BGP.Neighbors {
+		if n.Address.IsValid() && n.Address.Unmap().Is4() == a.Unmap().Is4() {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *validator) knownPool(path, pool string) *Pool {

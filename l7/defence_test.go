@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,6 +184,33 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	if err := e.proxy.Apply(e.cfg.spec()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("apply after shutdown: %v", err)
+	}
+}
+
+// Shutdown ends with its context: a client stalled in its TLS handshake
+// is cut then, not at the handshake timeout.
+func TestShutdownCutsStalledHandshake(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1,
+		virtual: func(v *Virtual) { v.TLS.HandshakeTimeout = time.Minute },
+		site:    func(s *Site) { s.HeaderTimeout = time.Minute }})
+	c, err := net.Dial("tcp", e.httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, func() bool { return e.proxy.open.Load() == 1 }) // accepted, waiting for the ClientHello
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { e.proxy.Shutdown(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown still waits 20s after its context ended, on a client stalled in its TLS handshake")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the stalled client's connection after Shutdown: %v; want it closed", err)
 	}
 }
 

@@ -38,6 +38,11 @@ type listener struct {
 	wg       sync.WaitGroup // the accept loop and handshakes
 	mu       sync.Mutex
 	old      []*server // replaced servers still draining
+
+	// cut ends the handshakes in progress: close calls cutHandshakes once
+	// its context (the drain timeout) ends.
+	cut           context.Context
+	cutHandshakes context.CancelFunc
 }
 
 // server is an http.Server fed by a listener.
@@ -59,6 +64,7 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 		return nil, err
 	}
 	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{})}
+	l.cut, l.cutHandshakes = context.WithCancel(context.Background())
 	l.refusals.interval = refuseLogInterval
 	l.tls = &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -283,7 +289,7 @@ func (l *listener) handshake(cc *clientConn, vh *vhost) (*tls.Conn, bool) {
 	deadline := time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout))
 	cc.SetDeadline(deadline)
 	tc := tls.Server(cc, l.tls)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(l.cut, deadline)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -361,7 +367,13 @@ func (l *listener) close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	// A client still in its TLS handshake (one the routers moved to
+	// another node, say) is cut when ctx ends, not at its handshake
+	// timeout.
+	stop := context.AfterFunc(ctx, l.cutHandshakes)
+	defer stop()
 	l.wg.Wait()
+	l.cutHandshakes()
 	return errors.Join(errs...)
 }
 

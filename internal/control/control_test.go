@@ -75,6 +75,47 @@ func TestControlAnswersAndNamesItsPID(t *testing.T) {
 	}
 }
 
+// TestControlAnswersAsItCloses: a request being answered when the
+// server closes (edgeproxy drain: the daemon stops as it answers) gets
+// its answer; an idle connection is ended.
+func TestControlAnswersAsItCloses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	asked, release := make(chan struct{}), make(chan struct{})
+	s, err := control.Listen(control.Spec{Path: path}, func(context.Context, string, json.RawMessage) (any, error) {
+		close(asked)
+		<-release
+		return "drained", nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background()) }()
+	idle, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	answer := make(chan error, 1)
+	var out string
+	go func() { _, err := control.Call(context.Background(), path, "drain", nil, &out); answer <- err }()
+	<-asked
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-answer; err != nil || out != "drained" {
+		t.Errorf("the request answered while the server closed: %q, %v; want its answer", out, err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the idle connection is still open after Close (read %d bytes)", n)
+	}
+}
+
 // TestControlStaleAndLiveSocket: a socket left by a dead daemon is
 // replaced; one a live daemon answers on is refused, and that daemon
 // keeps answering.

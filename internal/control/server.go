@@ -197,6 +197,9 @@ func (s *Server) untrack(c net.Conn) {
 }
 
 // Close stops accepting, ends open connections and removes the socket.
+// A connection whose request is being answered gets its answer first
+// (`edgeproxy drain` is answered as the daemon stops); Serve returns once
+// it has.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,7 +209,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	err := s.ln.Close()
 	for c := range s.conns {
-		c.Close()
+		_ = c.SetReadDeadline(time.Now())
 	}
 	if rerr := os.Remove(s.spec.Path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		err = fmt.Errorf("remove control socket: %w", rerr)
@@ -221,8 +224,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	sc.Buffer(make([]byte, 0, 4096), maxLine)
 	refused := s.allowed(c)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		if !sc.Scan() {
+		if !s.awaitNext(c) || !sc.Scan() {
 			return
 		}
 		var resp Response
@@ -240,6 +242,18 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// awaitNext gives the connection's next request 5 minutes, or reports
+// false once the server is closed.
+func (s *Server) awaitNext(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	return true
 }
 
 func (s *Server) answer(ctx context.Context, line []byte) Response {

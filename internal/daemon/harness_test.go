@@ -157,6 +157,12 @@ func (d *deployment) signal(t *testing.T, s os.Signal) {
 
 func (d *deployment) metrics(t *testing.T) string {
 	t.Helper()
+	return metricsText(t, d.Daemon)
+}
+
+// metricsText reads a daemon's /metrics.
+func metricsText(t *testing.T, d *labtest.Daemon) string {
+	t.Helper()
 	resp, err := d.AdminClient().Get(d.AdminURL("/metrics"))
 	if err != nil {
 		t.Fatal(err)

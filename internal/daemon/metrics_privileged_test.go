@@ -16,14 +16,21 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
 // scrape parses the daemon's /metrics.
 func (d *deployment) scrape(t *testing.T) map[string]*dto.MetricFamily {
 	t.Helper()
+	return scrapeDaemon(t, d.Daemon)
+}
+
+// scrapeDaemon parses a daemon's /metrics.
+func scrapeDaemon(t *testing.T, d *labtest.Daemon) map[string]*dto.MetricFamily {
+	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(d.metrics(t)))
+	fams, err := p.TextToMetricFamilies(strings.NewReader(metricsText(t, d)))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}

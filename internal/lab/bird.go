@@ -3,10 +3,16 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Bird is a BIRD 2 routing daemon running in a namespace, the upstream
@@ -64,3 +70,47 @@ func NextHops(ns *NS, dst string) []string {
 	}
 	return hops
 }
+
+// RouteWatch records when the kernel routes of a namespace to one
+// destination change.
+type RouteWatch struct {
+	dst  netip.Prefix
+	done chan struct{}
+	mu   sync.Mutex
+	at   []time.Time
+}
+
+// WatchRoute records the changes of the routes to dst in ns until Close.
+func WatchRoute(ns *NS, dst netip.Prefix) (*RouteWatch, error) {
+	w := &RouteWatch{dst: dst.Masked(), done: make(chan struct{})}
+	ch := make(chan netlink.RouteUpdate, 64)
+	h := ns.Handle()
+	if err := netlink.RouteSubscribeWithOptions(ch, w.done, netlink.RouteSubscribeOptions{Namespace: &h}); err != nil {
+		return nil, fmt.Errorf("watch routes to %s in %s: %w", dst, ns.Name, err)
+	}
+	go func() {
+		for u := range ch {
+			if u.Dst == nil {
+				continue
+			}
+			a, ok := netip.AddrFromSlice(u.Dst.IP)
+			ones, _ := u.Dst.Mask.Size()
+			if ok && netip.PrefixFrom(a.Unmap(), ones) == w.dst {
+				w.mu.Lock()
+				w.at = append(w.at, time.Now())
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w, nil
+}
+
+// Changes returns when the routes changed so far.
+func (w *RouteWatch) Changes() []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.at)
+}
+
+// Close stops watching.
+func (w *RouteWatch) Close() { close(w.done) }

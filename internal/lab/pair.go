@@ -78,43 +78,72 @@ func BuildPair(members int) (_ *Pair, err error) {
 // switches makes the bridges with the client's and the router's
 // addresses, and the members' addresses.
 func (p *Pair) switches() error {
-	var mem []netip.Prefix
-	for _, m := range p.Members {
-		mem = append(mem, netip.PrefixFrom(m, 32))
+	if err := addSwitch(p.Client, "sw0", netip.PrefixFrom(p.ClientAddr, 24)); err != nil {
+		return err
 	}
-	for _, s := range []struct {
-		ns    *NS
-		name  string
-		addrs []netip.Prefix
-	}{{p.Client, "sw0", []netip.Prefix{netip.PrefixFrom(p.ClientAddr, 24)}}, {p.Backend, "sw1", []netip.Prefix{netip.PrefixFrom(p.RouterAddr, 24)}}} {
-		if err := s.ns.Do(func() error {
-			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.name}}); err != nil {
-				return fmt.Errorf("add bridge %s: %w", s.name, err)
-			}
-			return setupLink(s.name, s.addrs)
-		}); err != nil {
-			return err
-		}
+	if err := addSwitch(p.Backend, "sw1", netip.PrefixFrom(p.RouterAddr, 24)); err != nil {
+		return err
 	}
-	return p.Backend.Do(func() error { return setupLink(MemberIf, mem) })
+	return addMembers(p.Backend, p.Members)
 }
 
 // wireNode connects node i's ext0 and int0 to the bridges and gives them
 // the node's own addresses and routes.
 func (p *Pair) wireNode(i int) error {
-	node := p.Nodes[i]
-	h, err := netlink.NewHandleAt(node.handle)
+	dummies, err := plugNode(nodePlug{node: p.Nodes[i], index: i, ext: p.Client, int: p.Backend,
+		extAddr: p.ExtAddrs[i], intAddr: p.IntAddrs[i], gateway: p.ClientAddr, memberNet: p.MemberNet, memberVia: p.RouterAddr})
+	p.dummies = append(p.dummies, dummies...)
+	return err
+}
+
+// addSwitch makes the bridge name in ns, up, with addrs.
+func addSwitch(ns *NS, name string, addrs ...netip.Prefix) error {
+	return ns.Do(func() error {
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+			return fmt.Errorf("add bridge %s: %w", name, err)
+		}
+		return setupLink(name, addrs)
+	})
+}
+
+// addMembers puts the members' addresses on the backend's MemberIf.
+func addMembers(backend *NS, members []netip.Addr) error {
+	var mem []netip.Prefix
+	for _, m := range members {
+		mem = append(mem, netip.PrefixFrom(m, 32))
+	}
+	return backend.Do(func() error { return setupLink(MemberIf, mem) })
+}
+
+// nodePlug is a proxy node plugged into two switches: ext0 into the
+// bridge sw0 of ext, int0 into sw1 of int.
+type nodePlug struct {
+	node             *NS
+	index            int // names the ports: p<index>-ext, p<index>-int
+	ext, int         *NS
+	extAddr, intAddr netip.Addr // the node's own, /24
+	gateway          netip.Addr // the default route, on the external side
+	memberNet        netip.Prefix
+	memberVia        netip.Addr // on the internal side
+}
+
+// plugNode connects the node's NICs to the switches (each port with an
+// XDP_PASS program, returned, so that XDP_REDIRECT into the node's NICs
+// works) and gives them their addresses and routes.
+func plugNode(n nodePlug) ([]link.Link, error) {
+	h, err := netlink.NewHandleAt(n.node.handle)
 	if err != nil {
-		return fmt.Errorf("netlink handle in %s: %w", node.Name, err)
+		return nil, fmt.Errorf("netlink handle in %s: %w", n.node.Name, err)
 	}
 	defer h.Close()
+	var dummies []link.Link
 	for _, s := range []struct {
 		local, port, bridge string
 		ns                  *NS
-	}{{ExtIf, fmt.Sprintf("p%d-ext", i), "sw0", p.Client}, {IntIf, fmt.Sprintf("p%d-int", i), "sw1", p.Backend}} {
+	}{{ExtIf, fmt.Sprintf("p%d-ext", n.index), "sw0", n.ext}, {IntIf, fmt.Sprintf("p%d-int", n.index), "sw1", n.int}} {
 		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.local}, PeerName: s.port, PeerNamespace: netlink.NsFd(int(s.ns.handle))}
 		if err := h.LinkAdd(v); err != nil {
-			return fmt.Errorf("add veth %s/%s: %w", s.local, s.port, err)
+			return dummies, fmt.Errorf("add veth %s/%s: %w", s.local, s.port, err)
 		}
 		var dummy link.Link
 		if err := s.ns.Do(func() error {
@@ -135,23 +164,30 @@ func (p *Pair) wireNode(i int) error {
 			dummy, err = AttachPass(s.port)
 			return err
 		}); err != nil {
-			return err
+			return dummies, err
 		}
-		p.dummies = append(p.dummies, dummy)
+		dummies = append(dummies, dummy)
 	}
-	if err := node.Do(func() error {
-		if err := setupLink(ExtIf, []netip.Prefix{netip.PrefixFrom(p.ExtAddrs[i], 24)}); err != nil {
+	if err := n.node.Do(func() error {
+		if err := setupLink(ExtIf, []netip.Prefix{netip.PrefixFrom(n.extAddr, 24)}); err != nil {
 			return err
 		}
-		if err := setupLink(IntIf, []netip.Prefix{netip.PrefixFrom(p.IntAddrs[i], 24)}); err != nil {
+		if err := setupLink(IntIf, []netip.Prefix{netip.PrefixFrom(n.intAddr, 24)}); err != nil {
 			return err
 		}
-		return addRoutes(route{IntIf, p.MemberNet, p.RouterAddr}, route{ExtIf, netip.Prefix{}, p.ClientAddr})
+		return addRoutes(route{IntIf, n.memberNet, n.memberVia}, route{ExtIf, netip.Prefix{}, n.gateway})
 	}); err != nil {
-		return err
+		return dummies, err
 	}
-	for _, ifc := range []string{ExtIf, IntIf} {
-		if out, err := node.Command(context.Background(), "ethtool", "-K", ifc, "tx", "off").CombinedOutput(); err != nil {
+	return dummies, txOff(n.node, ExtIf, IntIf)
+}
+
+// txOff turns TX checksum offload off on the named interfaces of ns, so
+// that the frames they send carry full checksums the fast path can
+// update.
+func txOff(ns *NS, ifcs ...string) error {
+	for _, ifc := range ifcs {
+		if out, err := ns.Command(context.Background(), "ethtool", "-K", ifc, "tx", "off").CombinedOutput(); err != nil {
 			return fmt.Errorf("turn off tx checksum offload on %s: %v: %s", ifc, err, strings.TrimSpace(string(out)))
 		}
 	}
@@ -173,6 +209,12 @@ func (p *Pair) Close() {
 
 // NodeNetworkYAML is node i's network section.
 func (p *Pair) NodeNetworkYAML(i int) string {
+	return nodeNetworkYAML(p.ExtAddrs[i], p.IntAddrs[i], p.ClientAddr, p.MemberNet, p.RouterAddr)
+}
+
+// nodeNetworkYAML is the network section of a node plugged into the
+// lab's switches (plugNode).
+func nodeNetworkYAML(extAddr, intAddr, gateway netip.Addr, memberNet netip.Prefix, memberVia netip.Addr) string {
 	return fmt.Sprintf(`network:
   external:
     interface: %s
@@ -183,5 +225,5 @@ func (p *Pair) NodeNetworkYAML(i int) string {
     addresses: [%s/24]
     routes:
       - {to: %s, via: %s}
-`, ExtIf, p.ExtAddrs[i], p.ClientAddr, IntIf, p.IntAddrs[i], p.MemberNet, p.RouterAddr)
+`, ExtIf, extAddr, gateway, IntIf, intAddr, memberNet, memberVia)
 }
