@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -245,17 +246,28 @@ func (m *acmeManager) stop() {
 	m.stopped = true
 }
 
+// ACMEUnknownToken is the body of the 404 that answers an http-01
+// challenge request, for a name ordered over http-01, whose token no
+// order is waiting for: a probe (edgeproxy diagnose) tells by it that
+// port 80 reaches the challenge handler.
+const ACMEUnknownToken = "edgeproxy: no pending ACME http-01 challenge for this token\n"
+
 // serveHTTPChallenge answers an http-01 challenge request on a port-80
-// virtual; it reports whether it did.
+// virtual; it reports whether it did. A request for a name ordered over
+// http-01 is answered here even when no order waits for its token (404,
+// ACMEUnknownToken), never passed to a site.
 func (m *acmeManager) serveHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
 	if !certmagic.LooksLikeHTTPChallenge(r) {
 		return false
 	}
+	host := hostOnly(r.Host)
 	m.mu.Lock()
 	var issuers []*certmagic.ACMEIssuer
+	ours := false
 	for _, ac := range m.configs {
 		if ac.spec.Challenge != ChallengeTLSALPN01 {
 			issuers = append(issuers, ac.issuer)
+			ours = ours || slices.Contains(ac.spec.Names, host)
 		}
 	}
 	m.mu.Unlock()
@@ -264,7 +276,13 @@ func (m *acmeManager) serveHTTPChallenge(w http.ResponseWriter, r *http.Request)
 			return true
 		}
 	}
-	return false
+	if !ours {
+		return false
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, ACMEUnknownToken)
+	return true
 }
 
 // certificate is the certSource of an ACME entry: the newest
