@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/diagnose"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/lab"
 	"github.com/edgeproxy/edgeproxy/internal/labtest"
@@ -170,6 +173,9 @@ func TestPrivilegedDaemonACME(t *testing.T) {
 			if exp, _ := value(fams, "edgeproxy_certificate_expiry_seconds", "cert", "acme:"+first); exp < 3600 {
 				t.Errorf("expiry metric of %s: %v, want about a day", first, exp)
 			}
+			if ok, _ := value(fams, "edgeproxy_acme_last_order_success", "cert", "acme:"+first); ok != 1 {
+				t.Errorf("edgeproxy_acme_last_order_success %v, want 1", ok)
+			}
 
 			// A reload that puts a file certificate first: it becomes the
 			// no-SNI default, and the ACME certificates are not ordered
@@ -184,10 +190,11 @@ func TestPrivilegedDaemonACME(t *testing.T) {
 				t.Fatalf("after reload: status %+v, want no new order since %s", now, st.LastAt)
 			}
 
-			// A restart with the ACME entry alone again serves the stored
-			// certificates and orders nothing.
+			// A restart with the ACME entry alone again, the CA down,
+			// serves the stored certificates and orders nothing.
 			a.writeConfig(t, a.params)
 			a.Stop()
+			a.pebble.Stop()
 			a.start(t)
 			if again := a.waitServed(t, roots); !equalMaps(again, serials) {
 				t.Fatalf("after restart: serials %v, want the stored %v", again, serials)
@@ -259,7 +266,6 @@ func TestPrivilegedDaemonACMERenewal(t *testing.T) {
 
 	a.pebble.Stop()
 	failed := a.waitACME(t, "failed", func(s admin.ACMECert) bool { return s.LastOutcome == "failed" && s.LastError != "" })
-	a.waitACME(t, "retried", func(s admin.ACMECert) bool { return s.LastOutcome == "failed" && s.LastAt.After(failed.LastAt) })
 	fams := a.scrape(t)
 	if ok, found := value(fams, "edgeproxy_acme_last_order_success", "cert", "acme:"+certgen.SkypeNames[0]); !found || ok != 0 {
 		t.Errorf("CA down: edgeproxy_acme_last_order_success %v (found %v), want 0", ok, found)
@@ -273,6 +279,9 @@ func TestPrivilegedDaemonACMERenewal(t *testing.T) {
 			t.Fatalf("CA down: %s serves %s, want the renewed %s", n, s, serial)
 		}
 	}
+	// The renewal is retried, failing again, while the certificate lasts
+	// (a third of its lifetime).
+	a.waitACME(t, "retried", func(s admin.ACMECert) bool { return s.LastOutcome == "failed" && s.LastAt.After(failed.LastAt) })
 	a.noKeyShown(t, keys)
 }
 
@@ -336,4 +345,82 @@ func (a *acmeDeployment) noKeyShown(t *testing.T, keys []string) {
 			}
 		}
 	}
+}
+
+// diagnoseACME runs edgeproxy diagnose's acme check on the deployment,
+// from the proxy namespace with the probes of port 80 from the client
+// namespace, and returns its failing findings.
+func (a *acmeDeployment) diagnoseACME(t *testing.T, resolver string) []diagnose.Finding {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, labtest.Binary(t), "diagnose", "-config", a.cfgPath, "-json", "-checks", "acme",
+		"-netns", a.lab.Proxy.Name, "-client-netns", a.lab.Client.Name, "-resolver", resolver).Output()
+	var doc struct {
+		Findings []diagnose.Finding `json:"findings"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("diagnose: %v\n%s", err, out)
+	}
+	var fails []diagnose.Finding
+	passes := 0
+	for _, f := range doc.Findings {
+		switch f.Verdict {
+		case diagnose.Fail:
+			fails = append(fails, f)
+		case diagnose.Pass:
+			passes++
+		}
+	}
+	if passes == 0 && len(fails) == 0 {
+		t.Fatalf("diagnose checked nothing:\n%s", out)
+	}
+	return fails
+}
+
+// oneFail fails the test unless fails is one finding about subject whose
+// fix says fix.
+func oneFail(t *testing.T, fault string, fails []diagnose.Finding, subject, fix string) {
+	t.Helper()
+	if len(fails) != 1 || !strings.Contains(fails[0].Subject, subject) || !strings.Contains(fails[0].Fix, fix) {
+		t.Fatalf("%s: failing findings %+v, want one about %q whose fix says %q", fault, fails, subject, fix)
+	}
+}
+
+// TestPrivilegedDaemonACMEDiagnose: edgeproxy diagnose passes the ACME
+// path of a deployment that obtained its certificates, and gives one
+// FAIL naming the fix for each fault: a name resolving elsewhere, port 80
+// not published to the Internet, the CA down.
+func TestPrivilegedDaemonACMEDiagnose(t *testing.T) {
+	a := newACMEDeployment(t, "http-01", 24*time.Hour)
+	a.start(t)
+	a.waitServed(t, a.pebble.Roots(t))
+	resolver := netip.AddrPortFrom(a.lab.ClientAddr4, 53).String()
+	if fails := a.diagnoseACME(t, resolver); len(fails) != 0 {
+		t.Fatalf("healthy ACME path: failing findings %+v", fails)
+	}
+
+	// A resolver that sends meet elsewhere.
+	table := lab.DNSTable{}
+	for _, n := range certgen.SkypeNames {
+		table[n] = []netip.Addr{a.lab.VIP4}
+	}
+	table["meet.example.com"] = []netip.Addr{netip.MustParseAddr("198.18.0.99")}
+	pc, err := a.lab.Client.ListenPacket("udp", netip.AddrPortFrom(a.lab.ClientAddr4, 5353).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go lab.ServeDNS(pc, table)
+	oneFail(t, "meet resolving elsewhere", a.diagnoseACME(t, pc.LocalAddr().String()), "meet.example.com", "point the public record")
+
+	// Port 80 dropped on the external NIC, as by a firewall that
+	// publishes 443 only.
+	a.lab.Proxy.Run(t, "nft", "add table inet acmefault; add chain inet acmefault in { type filter hook input priority 0; }; "+
+		"add rule inet acmefault in iifname ext0 tcp dport 80 drop")
+	oneFail(t, "port 80 dropped", a.diagnoseACME(t, resolver), "http-01", "publish TCP port 80")
+	a.lab.Proxy.Run(t, "nft", "delete table inet acmefault")
+
+	a.pebble.Stop()
+	oneFail(t, "CA down", a.diagnoseACME(t, resolver), "acme CA", "let the proxy host reach")
 }
