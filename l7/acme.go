@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 )
 
 // DefaultACMEStateDir keeps ACME accounts and certificates when the spec
@@ -89,7 +88,7 @@ func (m *acmeManager) start(opts ACMEOptions) error {
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   m.configForCert,
 		RenewCheckInterval: opts.CheckInterval,
-		Logger:             zap.NewNop(),
+		Logger:             acmeLogger(m.p.log),
 	})
 	return nil
 }
@@ -168,7 +167,7 @@ func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
 		Storage:   &certmagic.FileStorage{Path: m.opts.StateDir},
 		KeySource: certmagic.StandardKeyGenerator{KeyType: kt},
 		OnEvent:   ac.onEvent(m.p),
-		Logger:    zap.NewNop(),
+		Logger:    acmeLogger(m.p.log),
 	})
 	ac.issuer = certmagic.NewACMEIssuer(ac.cfg, certmagic.ACMEIssuer{
 		CA: a.CA, Email: a.Email, Agreed: true, TrustedRoots: roots,
@@ -177,7 +176,7 @@ func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
 		// The virtuals hold the challenge ports on this address: the
 		// issuer finds them taken and relies on the handlers below.
 		ListenHost: listen,
-		Logger:     zap.NewNop(),
+		Logger:     acmeLogger(m.p.log),
 	})
 	ac.cfg.Issuers = []certmagic.Issuer{ac.issuer}
 	return ac, nil
