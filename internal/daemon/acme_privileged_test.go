@@ -333,7 +333,8 @@ func (a *acmeDeployment) noKeyShown(t *testing.T, keys []string) {
 		resp.Body.Close()
 		shown[path] = string(b)
 	}
-	for _, want := range []string{"ACME certificate obtained", "ACME certificate renewed", "ACME order failed"} {
+	for _, want := range []string{"ACME certificate obtained", "ACME certificate renewed", "ACME order failed",
+		"level=DEBUG msg=\"obtaining certificate\" lib=certmagic"} {
 		if !strings.Contains(shown["daemon output"], want) {
 			t.Fatalf("the daemon's output lacks %q:\n%s", want, shown["daemon output"])
 		}
