@@ -31,6 +31,9 @@ func checkCertificates(ctx context.Context, e *Env) []Finding {
 		}
 		hosts := publishedHosts(v)
 		for _, vc := range v.Certificates {
+			if vc.ACME != nil {
+				continue // the acme check's
+			}
 			f = append(f, e.publicCert(ctx, v, vc, hosts)...)
 		}
 	}

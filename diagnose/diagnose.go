@@ -82,7 +82,7 @@ var (
 // All returns every check in the order the seeds troubleshoot: the
 // network path first, then certificates, then the application.
 func All() []Check {
-	return []Check{Listeners, PortRedirection, Routes, Names, Certificates, Application}
+	return []Check{Listeners, PortRedirection, Routes, Names, ACME, Certificates, Application}
 }
 
 // Select returns the named checks ("" or "all": every check).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -24,20 +25,38 @@ var Names = Check{
 	Run:  checkNames,
 }
 
-// virtualCert is one loaded certificate of an https virtual.
+// virtualCert is one loaded certificate of an https virtual. An ACME
+// entry stands for its names (one certificate each, ordered by the
+// daemon): Chain is a certificate with those names only.
 type virtualCert struct {
 	Path  string
 	Chain []*x509.Certificate
 	Err   error
+	ACME  bool
 }
 
 func loadVirtualCerts(v *config.Virtual) []virtualCert {
 	var out []virtualCert
 	for _, c := range v.Certificates {
+		if a := c.ACME; a != nil && len(a.Names) > 0 {
+			out = append(out, virtualCert{Path: "acme:" + a.Names[0], ACME: true,
+				Chain: []*x509.Certificate{{Subject: pkix.Name{CommonName: a.Names[0]}, DNSNames: a.Names}}})
+			continue
+		}
 		ch, err := loadChain(c.Cert)
 		out = append(out, virtualCert{Path: c.Cert, Chain: ch, Err: err})
 	}
 	return out
+}
+
+// defaultCert is what clients without SNI get from the first entry: an
+// ACME entry serves its first name's certificate.
+func defaultCert(vc virtualCert) (*x509.Certificate, string) {
+	if vc.ACME {
+		c := vc.Chain[0]
+		return &x509.Certificate{Subject: c.Subject, DNSNames: c.DNSNames[:1]}, "the ACME certificate of " + c.DNSNames[0]
+	}
+	return vc.Chain[0], describeCert(vc.Chain[0])
 }
 
 // publishedHosts lists a virtual's host names in order, once each.
@@ -100,7 +119,9 @@ func checkNames(ctx context.Context, e *Env) []Finding {
 			}
 		}
 		for _, h := range order {
-			f = append(f, e.resolveName(ctx, h, want[h]))
+			fd := e.resolveName(ctx, h, want[h])
+			fd.explains = []string{"dns " + h}
+			f = append(f, fd)
 		}
 	}
 	// Backend names, once each.
@@ -137,7 +158,7 @@ func (e *Env) certNames(ctx context.Context, v *config.Virtual, hosts []string) 
 		f.add(Fail, "virtual "+v.Name, "default certificate: "+errText(certs[0].Err), "see the certificates check")
 		return f
 	}
-	def := certs[0].Chain[0]
+	def, defDesc := defaultCert(certs[0])
 	addr := e.dialAddr(v)
 	var noSNI *tls.ConnectionState
 	liveErr := e.localVIP(v)
@@ -168,7 +189,7 @@ func (e *Env) certNames(ctx context.Context, v *config.Virtual, hosts []string) 
 			flag(Fail, fmt.Sprintf("the default certificate %s has it only in the subject CN, not in the SAN list that clients match", certs[0].Path),
 				"use a certificate with every published name in its Subject Alternative Names")
 		default:
-			flag(Fail, fmt.Sprintf("the default certificate %s (%s) does not cover it: clients without SNI (Lync mobile) get this certificate", certs[0].Path, describeCert(def)),
+			flag(Fail, fmt.Sprintf("the default certificate %s (%s) does not cover it: clients without SNI (Lync mobile) get this certificate", certs[0].Path, defDesc),
 				"put first a certificate whose SAN list covers every published name")
 		}
 		// The certificate chosen for its SNI: the first whose SAN list

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 )
 
 // DefaultACMEStateDir keeps ACME accounts and certificates when the spec
@@ -88,7 +88,7 @@ func (m *acmeManager) start(opts ACMEOptions) error {
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   m.configForCert,
 		RenewCheckInterval: opts.CheckInterval,
-		Logger:             zap.NewNop(),
+		Logger:             acmeLogger(m.p.log),
 	})
 	return nil
 }
@@ -167,7 +167,7 @@ func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
 		Storage:   &certmagic.FileStorage{Path: m.opts.StateDir},
 		KeySource: certmagic.StandardKeyGenerator{KeyType: kt},
 		OnEvent:   ac.onEvent(m.p),
-		Logger:    zap.NewNop(),
+		Logger:    acmeLogger(m.p.log),
 	})
 	ac.issuer = certmagic.NewACMEIssuer(ac.cfg, certmagic.ACMEIssuer{
 		CA: a.CA, Email: a.Email, Agreed: true, TrustedRoots: roots,
@@ -176,7 +176,7 @@ func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
 		// The virtuals hold the challenge ports on this address: the
 		// issuer finds them taken and relies on the handlers below.
 		ListenHost: listen,
-		Logger:     zap.NewNop(),
+		Logger:     acmeLogger(m.p.log),
 	})
 	ac.cfg.Issuers = []certmagic.Issuer{ac.issuer}
 	return ac, nil
@@ -245,17 +245,28 @@ func (m *acmeManager) stop() {
 	m.stopped = true
 }
 
+// ACMEUnknownToken is the body of the 404 that answers an http-01
+// challenge request, for a name ordered over http-01, whose token no
+// order is waiting for: a probe (edgeproxy diagnose) tells by it that
+// port 80 reaches the challenge handler.
+const ACMEUnknownToken = "edgeproxy: no pending ACME http-01 challenge for this token\n"
+
 // serveHTTPChallenge answers an http-01 challenge request on a port-80
-// virtual; it reports whether it did.
+// virtual; it reports whether it did. A request for a name ordered over
+// http-01 is answered here even when no order waits for its token (404,
+// ACMEUnknownToken), never passed to a site.
 func (m *acmeManager) serveHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
 	if !certmagic.LooksLikeHTTPChallenge(r) {
 		return false
 	}
+	host := hostOnly(r.Host)
 	m.mu.Lock()
 	var issuers []*certmagic.ACMEIssuer
+	ours := false
 	for _, ac := range m.configs {
 		if ac.spec.Challenge != ChallengeTLSALPN01 {
 			issuers = append(issuers, ac.issuer)
+			ours = ours || slices.Contains(ac.spec.Names, host)
 		}
 	}
 	m.mu.Unlock()
@@ -264,7 +275,13 @@ func (m *acmeManager) serveHTTPChallenge(w http.ResponseWriter, r *http.Request)
 			return true
 		}
 	}
-	return false
+	if !ours {
+		return false
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, ACMEUnknownToken)
+	return true
 }
 
 // certificate is the certSource of an ACME entry: the newest

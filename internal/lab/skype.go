@@ -133,6 +133,22 @@ type SkypeL7 struct {
 	// Drain is the virtuals' drain timeout; 0 the default.
 	// HTTPSDrain, when set, is the https virtual's instead.
 	Drain, HTTPSDrain time.Duration
+	// ACME, when set, orders the https virtual's certificate for Hosts
+	// from an ACME CA.
+	ACME *SkypeACME
+}
+
+// SkypeACME is the https virtual's ACME certificate and the acme section.
+type SkypeACME struct {
+	// CA is the directory URL, CARoot the PEM file verifying its TLS.
+	CA, CARoot string
+	// Challenge is http-01 or tls-alpn-01; "" the default (http-01).
+	Challenge     string
+	StateDir      string
+	CheckInterval time.Duration
+	// AfterFile keeps the file certificate (Cert, Key) first, the no-SNI
+	// default, with the ACME entry second; else the ACME entry is alone.
+	AfterFile bool
 }
 
 // SkypeYAML returns s as a configuration file, with comments for the
@@ -154,6 +170,15 @@ func (l *Lab) SkypeYAML(s Skype) string {
 		y.line(1, "socket: "+s.ControlSocket, "")
 	}
 	y.b.WriteString("\n")
+	if s.L7 != nil && s.L7.ACME != nil {
+		a := s.L7.ACME
+		y.line(0, "acme:", "")
+		y.line(1, "state_dir: "+a.StateDir, "accounts, keys and certificates")
+		if a.CheckInterval != 0 {
+			y.line(1, "check_interval: "+a.CheckInterval.String(), "")
+		}
+		y.b.WriteString("\n")
+	}
 	y.b.WriteString(l.NetworkYAML(s.Network))
 	if h := s.HA; h != nil {
 		y.line(0, "ha:", "")
@@ -291,8 +316,7 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 			y.line(2, "drain_timeout: "+drain.String(), "")
 		}
 		if mode == "https" {
-			y.line(2, "certificates:", "")
-			y.line(3, fmt.Sprintf("- {cert: %s, key: %s}", v.Cert, v.Key), "")
+			v.writeCertificates(y)
 		}
 		y.line(2, "sites:", "")
 		y.line(3, "- hosts: ["+strings.Join(hosts, ", ")+"]", "")
@@ -313,6 +337,27 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 	if v.HTTP {
 		virtual("sfb-web-http", "http", "", 80, 8080)
 	}
+}
+
+// writeCertificates writes the https virtual's certificates: the file,
+// the ACME entry, or both in ACME.AfterFile's order.
+func (v *SkypeL7) writeCertificates(y *yamlLines) {
+	y.line(2, "certificates:", "")
+	a := v.ACME
+	if a == nil || a.AfterFile {
+		y.line(3, fmt.Sprintf("- {cert: %s, key: %s}", v.Cert, v.Key), "")
+	}
+	if a == nil {
+		return
+	}
+	f := []string{"names: [" + strings.Join(v.Hosts, ", ") + "]", "ca: " + a.CA, "email: ops@example.com"}
+	if a.CARoot != "" {
+		f = append(f, "ca_root: "+a.CARoot)
+	}
+	if a.Challenge != "" {
+		f = append(f, "challenge: "+a.Challenge)
+	}
+	y.line(3, "- acme: {"+strings.Join(f, ", ")+"}", "ordered and renewed by edgeproxy")
 }
 
 // listenYAML is addr:port as a YAML scalar: quoted for IPv6, whose

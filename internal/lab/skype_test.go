@@ -194,3 +194,36 @@ func TestSkypeYAMLHABGP(t *testing.T) {
 		t.Errorf("bgp: %+v\n%s", c.BGP, text)
 	}
 }
+
+// An ACME certificate comes out alone or after the file certificate, for
+// the https virtual's names, with the acme section.
+func TestSkypeYAMLACME(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certgen.Write(dir, certgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	l := Plan(Options{Members: 2})
+	ca := filepath.Join(dir, certgen.InternalCAFile)
+	for _, afterFile := range []bool{false, true} {
+		acme := &SkypeACME{CA: "https://198.18.0.1:14000/dir", CARoot: ca, Challenge: "tls-alpn-01",
+			StateDir: filepath.Join(dir, "acme"), CheckInterval: time.Second, AfterFile: afterFile}
+		sk := Skype{PinPath: "/sys/fs/bpf/edgeproxy-lab-test", Members: []string{l.Members4[0].String()},
+			Monitor: SkypeMonitor{Interval: time.Second, Timeout: time.Second / 2},
+			L7: &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(dir, certgen.PublicCertFile),
+				Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, HTTP: true, ACME: acme}}
+		text := l.SkypeYAML(sk)
+		c, err := config.Parse(filepath.Join(dir, "edgeproxy.yaml"), []byte(text))
+		if err != nil {
+			t.Fatalf("edgeproxy rejects the configuration: %v\n%s", err, text)
+		}
+		if c.ACME.StateDir != acme.StateDir || c.ACME.CheckInterval.D() != time.Second {
+			t.Errorf("acme section %+v\n%s", c.ACME, text)
+		}
+		certs := c.Virtuals[0].Certificates
+		last := certs[len(certs)-1].ACME
+		if len(certs) != map[bool]int{false: 1, true: 2}[afterFile] || (afterFile && certs[0].Cert == "") || last == nil ||
+			!slices.Equal(last.Names, certgen.SkypeNames) || last.CA != acme.CA || last.CARoot != ca || last.Challenge != "tls-alpn-01" {
+			t.Errorf("after file %v: certificates %+v\n%s", afterFile, certs, text)
+		}
+	}
+}
