@@ -194,6 +194,17 @@ struct flow_val {
 	__u32 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (milliseconds, wrapping), 0: never */
 	__u8 half_open;   /* 1: an entry of the half_open table */
+	__u8 wscale;      /* window scale of this side's SYN: WSCALE_* */
+	__u32 win;        /* largest receive window this side advertised,
+			   * in bytes (scaled), for RST and ICMP checks */
+};
+
+/* flow_val.wscale: the shift this side sent in its SYN, whether it sent
+ * one, and whether both did (only then does the shift apply, RFC 7323). */
+enum flow_wscale {
+	WSCALE_SHIFT = 0x0f,
+	WSCALE_SENT = 1 << 6,
+	WSCALE_BOTH = 1 << 7,
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

@@ -122,7 +122,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 			return XDP_DROP;
 		}
 	}
-	ct_track(f, p, now);
+	ct_track(ctx, f, p, now);
 	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);

@@ -97,7 +97,10 @@ type FastL4FlowVal struct {
 	InIfindex uint32
 	IcmpMs    uint32
 	HalfOpen  uint8
-	_         [3]byte
+	Wscale    uint8
+	_         [2]byte
+	Win       uint32
+	_         [4]byte
 }
 
 type FastL4IcmpBudget struct {

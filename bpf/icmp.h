@@ -130,8 +130,8 @@ static __always_inline __s64 frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
  * from the error's side; the caller checks it is addressed to the quoted
  * packet's source): it arrived on f's NIC, its checksum is right,
  * a frag-needed / packet-too-big carries a usable MTU, and for TCP the
- * quoted sequence number lies in the window f's side acknowledged (a
- * blind attacker must guess it, as for a RST). Returns -1 when it may be
+ * quoted sequence number lies in the window f's side offers (ct_in_window:
+ * a blind attacker must guess it, as for a RST). Returns -1 when it may be
  * translated, else the reason. */
 static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 				 const struct flow_val *f, __u8 proto)
@@ -168,7 +168,7 @@ static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 		if ((void *)(th + 8) > p->end)
 			return REASON_DROP_ICMP_INVALID;
 		seq = bpf_ntohl(*(__be32 *)(th + 4));
-		if (seq - f->ack >= RST_WINDOW)
+		if (!ct_in_window(f, seq))
 			return REASON_DROP_ICMP_INVALID;
 	}
 	return -1;

@@ -78,21 +78,24 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 	}
 }
 
-/* Lowers the MSS option of a SYN or SYN-ACK whose TCP header is at l4_off
- * to mss. Returns 1 when the option was rewritten. A global function, so
- * that its loop is checked once. The options are scanned in a copy on the
- * stack: walking them with packet pointers makes every NOP-or-option
- * choice a new verifier state (2^40 paths); indexes into a stack buffer
- * only need their bounds, so iterations fold together. */
-__noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
+#define TCPOPT_WSCALE 3
+#define TCPOLEN_WSCALE 3
+
+/* Finds the option kind, len bytes long, of the TCP header at l4_off:
+ * returns the offset of its value from the start of the TCP header, or 0
+ * when the header has none (or the option would reach past the data
+ * offset into the payload). A global function, so that its loop is
+ * checked once. The options are scanned in a copy on the stack: walking
+ * them with packet pointers makes every NOP-or-option choice a new
+ * verifier state (2^40 paths); indexes into a stack buffer only need
+ * their bounds, so iterations fold together. */
+__noinline int tcp_option(struct xdp_md *ctx, __u32 l4_off, __u32 kind, __u32 len)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *th;
 	__u8 opt[64] = {};
-	__u32 optlen, off = 0, at = 0;
-	__be16 old, new;
-	__u8 *o;
+	__u32 optlen, off = 0;
 
 	l4_off &= 0x3fff;
 	th = data + l4_off;
@@ -106,35 +109,48 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 
 	/* Each option takes at least one byte: 40 steps cover 40 bytes. */
 	for (int i = 0; i < 40; i++) {
-		__u8 kind, len;
+		__u8 k, l;
 
 		if (off >= optlen)
 			return 0;
-		kind = opt[off & 63];
-		if (kind == TCPOPT_EOL)
+		k = opt[off & 63];
+		if (k == TCPOPT_EOL)
 			return 0;
-		if (kind == TCPOPT_NOP) {
+		if (k == TCPOPT_NOP) {
 			off++;
 			continue;
 		}
-		len = opt[(off + 1) & 63];
-		if (len < 2)
+		l = opt[(off + 1) & 63];
+		if (l < 2)
 			return 0;
-		if (kind == TCPOPT_MSS) {
+		if (k == kind) {
 			/* The value must lie inside the header, not past
 			 * the data offset in the payload. */
-			if (len != TCPOLEN_MSS || off + TCPOLEN_MSS > optlen)
+			if (l != len || off + len > optlen)
 				return 0;
-			at = off + 2;
-			break;
+			return sizeof(*th) + off + 2;
 		}
-		off += len;
+		off += l;
 	}
+	return 0;
+}
+
+/* Lowers the MSS option of a SYN or SYN-ACK whose TCP header is at l4_off
+ * to mss. Returns 1 when the option was rewritten. */
+static __always_inline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 at = tcp_option(ctx, l4_off, TCPOPT_MSS, TCPOLEN_MSS);
+	struct tcphdr *th;
+	__be16 old, new;
+	__u8 *o;
+
 	if (at == 0)
 		return 0;
-
-	o = (__u8 *)(th + 1) + (at & 63);
-	if ((void *)(o + 2) > data_end)
+	th = data + (l4_off & 0x3fff);
+	o = (__u8 *)th + (at & 63);
+	if ((void *)(th + 1) > data_end || (void *)(o + 2) > data_end)
 		return 0;
 	__builtin_memcpy(&old, o, 2);
 	if (bpf_ntohs(old) <= mss)
@@ -150,6 +166,19 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 		th->check = csum_apply(th->check, csum_delta16(old, new));
 	__builtin_memcpy(o, &new, 2);
 	return 1;
+}
+
+/* The window scale option of the SYN whose TCP header is at l4_off, as
+ * flow_val.wscale keeps it: WSCALE_SENT and the shift (at most 14, RFC
+ * 7323), or 0 when it has none. */
+static __always_inline __u8 tcp_wscale(struct xdp_md *ctx, __u32 l4_off)
+{
+	__u32 at = tcp_option(ctx, l4_off, TCPOPT_WSCALE, TCPOLEN_WSCALE);
+	__u8 shift;
+
+	if (at == 0 || bpf_xdp_load_bytes(ctx, (l4_off & 0x3fff) + (at & 63), &shift, 1))
+		return 0;
+	return WSCALE_SENT | (shift > 14 ? 14 : shift);
 }
 
 static __always_inline __u32 mix32(__u32 h)
