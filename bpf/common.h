@@ -117,6 +117,8 @@ enum reason {
 				    * of the last one translated */
 	REASON_DROP_HANDSHAKE,     /* a client packet of a half-open flow that is not the
 				    * ACK of the member's SYN-ACK (blind or early) */
+	REASON_DROP_TX_REFUSED,    /* redirected, then refused by the egress devmap or
+				    * driver: moved here from its fwd_* count (txerr.h) */
 	REASON_MAX,
 };
 

@@ -183,7 +183,8 @@ const (
 	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
 	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
 	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
-	FastL4ReasonREASON_MAX                  FastL4Reason = 41
+	FastL4ReasonREASON_DROP_TX_REFUSED      FastL4Reason = 41
+	FastL4ReasonREASON_MAX                  FastL4Reason = 42
 )
 
 type FastL4Scratch struct {
@@ -234,6 +235,18 @@ type FastL4SvcVal struct {
 	CloseS     uint32
 }
 
+type FastL4TxRing struct {
+	_       structs.HostLayout
+	Noted   uint32
+	Flushed uint32
+	F       [32]struct {
+		_      structs.HostLayout
+		Vid    uint16
+		Reason uint16
+		Bytes  uint32
+	}
+}
+
 type FastL4Vinfo struct {
 	_          structs.HostLayout
 	Name       [64]int8
@@ -265,6 +278,7 @@ const (
 	FastL4MapStats                     = "stats"
 	FastL4MapTxErrors                  = "tx_errors"
 	FastL4MapTxPorts                   = "tx_ports"
+	FastL4MapTxRings                   = "tx_rings"
 	FastL4MapTxSlots                   = "tx_slots"
 	FastL4MapVirtuals                  = "virtuals"
 	FastL4ProgEdgeproxyFastl4          = "edgeproxy_fastl4"
@@ -344,6 +358,7 @@ type FastL4MapSpecs struct {
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	TxErrors    *ebpf.MapSpec `ebpf:"tx_errors"`
 	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
+	TxRings     *ebpf.MapSpec `ebpf:"tx_rings"`
 	TxSlots     *ebpf.MapSpec `ebpf:"tx_slots"`
 	Virtuals    *ebpf.MapSpec `ebpf:"virtuals"`
 }
@@ -395,6 +410,7 @@ type FastL4Maps struct {
 	Stats       *ebpf.Map `ebpf:"stats"`
 	TxErrors    *ebpf.Map `ebpf:"tx_errors"`
 	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
+	TxRings     *ebpf.Map `ebpf:"tx_rings"`
 	TxSlots     *ebpf.Map `ebpf:"tx_slots"`
 	Virtuals    *ebpf.Map `ebpf:"virtuals"`
 }
@@ -419,6 +435,7 @@ func (m *FastL4Maps) Close() error {
 		m.Stats,
 		m.TxErrors,
 		m.TxPorts,
+		m.TxRings,
 		m.TxSlots,
 		m.Virtuals,
 	)

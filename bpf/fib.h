@@ -9,6 +9,7 @@
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
+#include "txerr.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -130,6 +131,7 @@ static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 slot, cons
 		return XDP_DROP;
 	}
 	count(vid, reason, bytes);
+	tx_note(slot, vid, reason, bytes);
 	return XDP_REDIRECT;
 }
 

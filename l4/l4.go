@@ -195,6 +195,7 @@ type FastPath struct {
 	resets  *resetter
 	neigh   *neighbours
 	stats   *gcStats
+	floor   counterFloor // readCounters' last values
 	flood   floodWatch
 	limiter *logLimiter
 	// scrapeErrs reports the maps the collector failed to read.
