@@ -16,27 +16,23 @@
  * f's direction, so p->key is f's own key. */
 static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
 {
-	struct config *cfg;
 	struct scratch *sc;
 	struct flow_val *v;
 
 	if (f->half_open || flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
-	cfg = settings_get();
-	if (!sc || !cfg)
+	if (!sc)
 		return;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
-	v->self = f->peer;
-	v->peer = p->key;
+	flow_set_keys(v, &f->peer, &p->key);
 	v->created_ns = f->created_ns;
 	v->last_ns = now;
 	v->vid = f->vid;
 	v->closing = f->closing;
 	v->mss = f->mss;
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
-	flow_set_ingress(v, cfg, v->dir);
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
 	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
@@ -119,12 +115,11 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 		f->seen |= bits;
 
 	/* The receive window this side offers, the largest yet: what RSTs
-	 * and ICMP errors towards it are held to (ct_in_window). A SYN's
-	 * window is never scaled (RFC 7323). */
+	 * and ICMP errors towards it are held to (ct_window). Kept as sent,
+	 * in the first cache line; the SYN's, never scaled (RFC 7323), in
+	 * the second. */
 	win = bpf_ntohs(th->window);
-	if (!(fl & TCP_FLAG_SYN) && (f->wscale & WSCALE_BOTH))
-		win <<= f->wscale & WSCALE_SHIFT;
-	if (win > f->win && !(fl & TCP_FLAG_RST))
+	if (!(fl & (TCP_FLAG_SYN | TCP_FLAG_RST)) && win > f->win)
 		f->win = win;
 
 	/* What a reset sent on timeout needs (see the control plane): the
@@ -135,6 +130,7 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 		seq = bpf_ntohl(th->seq) + 1;
 		if (f->seq_next != seq)
 			f->seq_next = seq;
+		f->syn_win = win;
 		ct_wscale(f, tcp_wscale(ctx, p->m->l4_off), fl & TCP_FLAG_ACK);
 	}
 	if (fl & TCP_FLAG_ACK) {
@@ -149,13 +145,25 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 		ct_close(f, f->dir == DIR_CLIENT ? CLOSE_FIN_CLIENT : CLOSE_FIN_SERVER);
 }
 
+/* The largest receive window the side of the half r advertised, in
+ * bytes: its SYN's, or a later one scaled by its shift when both sides
+ * sent one. */
+static __always_inline __u32 ct_window(const struct flow_val *r)
+{
+	__u32 w = r->win;
+
+	if (r->wscale & WSCALE_BOTH)
+		w <<= r->wscale & WSCALE_SHIFT;
+	return w > r->syn_win ? w : r->syn_win;
+}
+
 /* Whether the sequence number seq, sent towards the side of the half r,
  * lies in the window r offers: from the last number r acknowledged, as
- * many bytes as the largest window r advertised (scaled). A side not yet
- * heard from offers none: only its exact number fits. */
+ * many bytes as the largest window r advertised (ct_window). A side not
+ * yet heard from offers none: only its exact number fits. */
 static __always_inline int ct_in_window(const struct flow_val *r, __u32 seq)
 {
-	return seq - r->ack < r->win || seq == r->ack;
+	return seq - r->ack < ct_window(r) || seq == r->ack;
 }
 
 /* RFC 5961 §3 for a RST of f's direction, before it is tracked: one at
@@ -235,22 +243,20 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 		return REASON_DROP_TABLE_FULL;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
-	v->peer = p->key;
+	/* Its own key comes with the SNAT allocation (snat_alloc). */
+	flow_set_keys(v, &p->key, &p->key);
 	v->created_ns = now;
 	v->last_ns = now;
 	v->vid = svc->vid;
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
 	v->half_open = 1;
-	flow_set_ingress(v, cfg, DIR_SERVER);
 	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
 	if (r >= 0)
 		return r;
 
-	v->self = p->key;
-	v->peer = skey;
+	flow_set_keys(v, &p->key, &skey);
 	v->dir = DIR_CLIENT;
-	flow_set_ingress(v, cfg, DIR_CLIENT);
 	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
 	if (err) {
 		bpf_map_delete_elem(&half_open, &skey);

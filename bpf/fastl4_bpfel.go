@@ -78,29 +78,28 @@ const (
 
 type FastL4FlowVal struct {
 	_         structs.HostLayout
-	Self      FastL4FlowKey
-	Peer      FastL4FlowKey
-	CreatedNs uint64
+	Self4     FastL4FlowKey4
+	Peer4     FastL4FlowKey4
 	LastNs    uint64
-	FibNs     uint64
-	Vid       uint32
-	Closing   uint32
-	SeqNext   uint32
+	Bytes     uint64
+	Packets   uint32
 	Ack       uint32
-	TxSlot    uint32
-	Mss       uint16
+	Closing   uint32
+	Dmac      [6]uint8
+	Win       uint16
+	Vid       uint8
+	TxSlot    uint8
 	Dir       uint8
 	Seen      uint8
-	Macs      [12]uint8
-	InMac     [6]uint8
-	Mtu       uint16
-	InIfindex uint32
-	IcmpMs    uint32
-	HalfOpen  uint8
+	Peer      FastL4FlowKey
+	CreatedNs uint64
+	SeqNext   uint32
+	SynWin    uint16
+	IcmpMs    uint16
+	Mss       uint16
 	Wscale    uint8
-	_         [2]byte
-	Win       uint32
-	_         [4]byte
+	HalfOpen  uint8
+	Spare     uint32
 }
 
 type FastL4IcmpBudget struct {
@@ -235,6 +234,12 @@ type FastL4SvcVal struct {
 	CloseS     uint32
 }
 
+type FastL4TxDev struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Mtu uint16
+}
+
 type FastL4TxRing struct {
 	_       structs.HostLayout
 	Noted   uint32
@@ -287,6 +292,7 @@ const (
 	FastL4VarClockJiffies              = "clock_jiffies"
 	FastL4VarClockNs                   = "clock_ns"
 	FastL4VarNetnsCookie               = "netns_cookie"
+	FastL4VarTxDevs                    = "tx_devs"
 )
 
 // LoadFastL4 returns the embedded CollectionSpec for FastL4.
@@ -370,6 +376,7 @@ type FastL4VariableSpecs struct {
 	ClockJiffies *ebpf.VariableSpec `ebpf:"clock_jiffies"`
 	ClockNs      *ebpf.VariableSpec `ebpf:"clock_ns"`
 	NetnsCookie  *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	TxDevs       *ebpf.VariableSpec `ebpf:"tx_devs"`
 }
 
 // FastL4Objects contains all objects after they have been loaded into the kernel.
@@ -448,6 +455,7 @@ type FastL4Variables struct {
 	ClockJiffies *ebpf.Variable `ebpf:"clock_jiffies"`
 	ClockNs      *ebpf.Variable `ebpf:"clock_ns"`
 	NetnsCookie  *ebpf.Variable `ebpf:"netns_cookie"`
+	TxDevs       *ebpf.Variable `ebpf:"tx_devs"`
 }
 
 // FastL4Programs contains all programs after they have been loaded into the kernel.

@@ -138,11 +138,14 @@ static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 {
 	const struct pkt_meta *m = p->m;
 	__u8 *ih = p->l4;
+	struct config *cfg = settings_get();
 	__s64 sum;
 	__u32 seq;
 	int r;
 
-	r = guard_flow(ctx, p->eth, f);
+	if (!cfg)
+		return REASON_DROP_ICMP_INVALID;
+	r = guard_flow(ctx, p->eth, cfg, f);
 	if (r >= 0)
 		return r;
 	if ((void *)(ih + 8) > p->end)
@@ -308,9 +311,10 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		count(vid, r, bytes);
 		return guard_verdict(r);
 	}
-	/* Milliseconds (2^20 ns) that wrap; 0 is kept for "never". */
-	now_ms = (__u32)(bpf_ktime_get_coarse_ns() >> 20) | 1;
-	if (f->icmp_ms && now_ms - f->icmp_ms < ICMP_FLOW_GAP_MS) {
+	/* Milliseconds (2^20 ns) that wrap every 65 s; 0 is kept for
+	 * "never". */
+	now_ms = (__u16)(bpf_ktime_get_coarse_ns() >> 20) | 1;
+	if (f->icmp_ms && (__u16)(now_ms - f->icmp_ms) < ICMP_FLOW_GAP_MS) {
 		count(vid, REASON_DROP_ICMP_RATE, bytes);
 		return XDP_DROP;
 	}
@@ -354,7 +358,8 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	data_end = (void *)(long)ctx->data_end;
 	if (data + ETH_HLEN > data_end)
 		goto drop;
-	return nexthop_redirect(data, nh.tx_slot, nh.macs, vid, REASON_FWD_ICMP, bytes);
+	return nexthop_redirect(data, nh.tx_slot, nh.macs, tx_devs[nh.tx_slot & (MAX_TX_PORTS - 1)].mac, vid,
+				REASON_FWD_ICMP, bytes, NULL);
 
 drop:
 	count(vid, REASON_DROP_ICMP, bytes);

@@ -18,22 +18,46 @@
 #define TCPOPT_MSS 2
 #define TCPOLEN_MSS 4
 
-/* Rewrites a packet of the direction whose other half is peer: the new
- * source is peer->daddr:dport, the new destination peer->saddr:sport, and
- * the TTL (hop limit) one lower (the caller made sure it is above 1).
- * Fixes the IPv4 header checksum and the TCP/UDP checksum (pseudo header
- * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
-static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
+/* The IPv6 part of nat_rewrite: addresses and hop limit; returns the
+ * checksum delta of the addresses. Out of line: the frame of the
+ * established path (which holds both families') stays small enough for
+ * the calls below it. */
+static __noinline __u64 nat_rewrite6(const struct pkt *p, const struct flow_key *peer)
+{
+	struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
+	__u64 d;
+
+	if (!ip6)
+		return 0;
+	d = csum_delta_addr(&p->m->key.saddr, &peer->daddr, 6) +
+	    csum_delta_addr(&p->m->key.daddr, &peer->saddr, 6);
+	ip6->hop_limit--;
+	__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
+	__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
+	return d;
+}
+
+/* Rewrites a packet of the flow half f: the new source is
+ * peer.daddr:dport, the new destination peer.saddr:sport (IPv4 reads the
+ * short peer4, in the entry's first cache line), and the TTL (hop limit)
+ * one lower (the caller made sure it is above 1). Fixes the IPv4 header
+ * checksum and the TCP/UDP checksum (pseudo header included). A zero UDP
+ * checksum over IPv4 means "none" and stays zero. */
+static __always_inline void nat_rewrite(struct pkt *p, const struct flow_val *f)
 {
 	__u8 fam = p->m->key.family;
-	__u64 d = csum_delta_addr(&p->m->key.saddr, &peer->daddr, fam) +
-		  csum_delta_addr(&p->m->key.daddr, &peer->saddr, fam);
+	__be16 sport, dport;
+	__u64 d;
 
 	if (fam == 4) {
 		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
+		__be32 src = f->peer4.daddr, dst = f->peer4.saddr;
 
 		if (!iph)
 			return;
+		sport = f->peer4.dport;
+		dport = f->peer4.sport;
+		d = csum_delta32(p->m->key.saddr.w[0], src) + csum_delta32(p->m->key.daddr.w[0], dst);
 		/* TTL and protocol form one checksum word, which, read as
 		 * the sums here read it (little-endian), goes down by one:
 		 * its delta ~w + (w - 1) is 0xfffe whatever w. It joins the
@@ -41,27 +65,23 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 		 * pseudo header. */
 		iph->ttl--;
 		iph->check = csum_apply(iph->check, d + 0xfffe);
-		iph->saddr = peer->daddr.w[0];
-		iph->daddr = peer->saddr.w[0];
+		iph->saddr = src;
+		iph->daddr = dst;
 	} else {
-		struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
-
-		if (!ip6)
-			return;
-		ip6->hop_limit--;
-		__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
-		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
+		d = nat_rewrite6(p, &f->peer);
+		sport = f->peer.dport;
+		dport = f->peer.sport;
 	}
 
-	d += csum_delta16(p->m->key.sport, peer->dport) + csum_delta16(p->m->key.dport, peer->sport);
+	d += csum_delta16(p->m->key.sport, sport) + csum_delta16(p->m->key.dport, dport);
 	if (p->m->key.proto == IPPROTO_TCP) {
 		struct tcphdr *th = pkt_l4(p, sizeof(*th));
 
 		if (!th)
 			return;
 		th->check = csum_apply(th->check, d);
-		th->source = peer->dport;
-		th->dest = peer->sport;
+		th->source = sport;
+		th->dest = dport;
 	} else {
 		struct udphdr *uh = pkt_l4(p, sizeof(*uh));
 
@@ -73,8 +93,8 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 			/* 0 would read as "no checksum": send its other form. */
 			uh->check = c ? c : 0xffff;
 		}
-		uh->source = peer->dport;
-		uh->dest = peer->sport;
+		uh->source = sport;
+		uh->dest = dport;
 	}
 }
 
@@ -174,10 +194,13 @@ static __always_inline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss
 static __always_inline __u8 tcp_wscale(struct xdp_md *ctx, __u32 l4_off)
 {
 	__u32 at = tcp_option(ctx, l4_off, TCPOPT_WSCALE, TCPOLEN_WSCALE);
+	void *data = (void *)(long)ctx->data;
+	__u8 *o = data + (l4_off & 0x3fff) + (at & 63);
 	__u8 shift;
 
-	if (at == 0 || bpf_xdp_load_bytes(ctx, (l4_off & 0x3fff) + (at & 63), &shift, 1))
+	if (at == 0 || (void *)(o + 1) > (void *)(long)ctx->data_end)
 		return 0;
+	shift = *o;
 	return WSCALE_SENT | (shift > 14 ? 14 : shift);
 }
 
@@ -280,7 +303,7 @@ static long snat_probe(__u32 i, void *data)
 	}
 	if (flow_lookup(skey))
 		return 0;
-	st->sval->self = *skey;
+	flow_self4(skey, &st->sval->self4);
 	err = bpf_map_update_elem(&half_open, skey, st->sval, BPF_NOEXIST);
 	if (err == 0) {
 		st->result = -1;
@@ -345,7 +368,7 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 		return REASON_DROP_SNAT_EXHAUSTED;
 	skey->daddr = *a;
 	skey->dport = bpf_htons(st.oldest_port);
-	sval->self = *skey;
+	flow_self4(skey, &sval->self4);
 	o = bpf_map_lookup_elem(&half_open, skey);
 	if (o) {
 		victim = o->peer;

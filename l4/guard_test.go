@@ -332,7 +332,7 @@ func (e *env) forgetNextHop(client, vip netip.AddrPort) {
 	if !ok {
 		e.t.Fatalf("no flow %s -> %s", client, vip)
 	}
-	v.TxSlot, v.FibNs = 0, 0
+	v.TxSlot = 0
 	if err := e.fp.flows.Update(flowKey(client, vip, protoTCP), &v, 0); err != nil {
 		e.t.Fatal(err)
 	}
