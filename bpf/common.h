@@ -33,7 +33,7 @@ struct icmphdr {
  * meeting a higher version refuses to start and touches nothing.
  * l4's TestLayoutVersion fails until the new layout is recorded under its
  * version. */
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2
 
 /* The version this build declares: the test build of FLOW_VAL_TEST_PAD
  * (struct flow_val) is one above. */
@@ -133,6 +133,8 @@ enum reason {
 				    * of the last one translated */
 	REASON_DROP_HANDSHAKE,     /* a client packet of a half-open flow that is not the
 				    * ACK of the member's SYN-ACK (blind or early) */
+	REASON_DROP_TX_REFUSED,    /* redirected, then refused by the egress devmap or
+				    * driver: moved here from its fwd_* count (txerr.h) */
 	REASON_MAX,
 };
 
@@ -187,35 +189,67 @@ enum flow_close {
 
 /* The value stored under each of the two keys of a connection. The other
  * half is found at peer; the rewrite of a packet of this direction is
- * source = peer.daddr:peer.dport, destination = peer.saddr:peer.sport. */
+ * source = peer.daddr:peer.dport, destination = peer.saddr:peer.sport.
+ *
+ * Two cache lines (bpf/README.md, "Compact flows"). The first holds all
+ * that the established path reads and writes for an IPv4 flow: its own
+ * key and its peer's in the short IPv4 form, the tracking it updates, its
+ * counters and the cached next hop. The second holds the peer's full key
+ * (read for IPv6 flows, and about once a second for IPv4: next hop,
+ * repair) and what only new flows, RSTs, ICMP errors and the control
+ * plane read. 128 bytes: with the 16-byte IPv4 key and the kernel's
+ * 48-byte element header, an element of a preallocated IPv4 table is 192
+ * bytes, so every value starts on a cache line. */
 struct flow_val {
-	struct flow_key self; /* the entry's own key, see flow_is */
-	struct flow_key peer;
-	__u64 created_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) */
-	__u64 last_ns;    /* last packet of this direction, TS_GRANULARITY_NS */
-	__u64 fib_ns;     /* when the cached next hop was looked up, 0: none */
-	__u32 vid;        /* virtual id */
-	__u32 closing;    /* enum flow_close, atomic */
-	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
+	/* Line 1: the established path. */
+	struct flow_key4 self4; /* the entry's own key, see flow_is (IPv6: a
+				 * fold of it, flow_self4) */
+	struct flow_key4 peer4; /* IPv4: peer, short */
+	__u64 last_ns;    /* last packet of this direction, TS_GRANULARITY_NS;
+			   * bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) */
+	__u64 bytes;      /* forwarded in this direction (frames) */
+	__u32 packets;    /* forwarded in this direction */
 	__u32 ack;        /* host order: last ack this side sent */
-	__u32 tx_slot;    /* cached egress device: its slot in tx_ports */
-	__u16 mss;        /* mss_override of the virtual, 0: off */
+	__u32 closing;    /* enum flow_close, atomic */
+	__u8 dmac[6];     /* cached next hop's MAC; its device is tx_slot, whose
+			   * MAC and MTU are in tx_devs */
+	__u16 win;        /* largest window this side advertised after its SYN,
+			   * unscaled (ct_window) */
+	__u8 vid;         /* virtual id */
+	__u8 tx_slot;     /* cached egress device: its slot in tx_ports, 0: none */
 	__u8 dir;         /* enum flow_dir */
 	__u8 seen;        /* enum flow_seen */
-	__u8 macs[12];    /* cached next hop: destination then source MAC, as
-			   * in the Ethernet header */
-	__u8 in_mac[6];   /* MAC of the NIC this direction arrives on */
-	__u16 mtu;        /* MTU of the cached egress device */
-	__u32 in_ifindex; /* the NIC this direction arrives on */
-	__u32 icmp_ms;    /* when an ICMP error about this direction was last
-			   * translated (milliseconds, wrapping), 0: never */
+	/* Line 2: the rest. */
+	struct flow_key peer;
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns */
+	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
+	__u16 syn_win;    /* the window of this side's SYN (never scaled) */
+	__u16 icmp_ms;    /* when an ICMP error about this direction was last
+			   * translated (units of 2^20 ns, wrapping), 0: never */
+	__u16 mss;        /* mss_override of the virtual, 0: off */
+	__u8 wscale;      /* window scale of this side's SYN: WSCALE_* */
 	__u8 half_open;   /* 1: an entry of the half_open table */
+	__u32 spare;
 #ifdef FLOW_VAL_TEST_PAD
 	/* Only in the second build the upgrade test compiles
 	 * (TestPrivilegedUpgradeKeepsFlows): a member the committed build
 	 * lacks, so that the two flow value layouts differ. */
 	__u64 test_pad;
 #endif
+};
+
+#ifndef FLOW_VAL_TEST_PAD
+_Static_assert(sizeof(struct flow_val) == 128, "flow_val: two cache lines");
+#endif
+_Static_assert(__builtin_offsetof(struct flow_val, peer) == 64, "flow_val: hot fields in the first line");
+_Static_assert(MAX_VIRTUALS <= 256, "flow_val.vid is a byte");
+
+/* flow_val.wscale: the shift this side sent in its SYN, whether it sent
+ * one, and whether both did (only then does the shift apply, RFC 7323). */
+enum flow_wscale {
+	WSCALE_SHIFT = 0x0f,
+	WSCALE_SENT = 1 << 6,
+	WSCALE_BOTH = 1 << 7,
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

@@ -12,37 +12,27 @@
 #include "parse.h"
 #include "guard.h"
 
-#ifndef RST_WINDOW
-#define RST_WINDOW (1U << 24) /* a RST this far past the expected sequence
-			       * number is forwarded (the endpoint answers
-			       * it with a challenge ACK), beyond: dropped */
-#endif
-
 /* Re-inserts the other half of f when it is missing. p is a packet of
  * f's direction, so p->key is f's own key. */
 static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
 {
-	struct config *cfg;
 	struct scratch *sc;
 	struct flow_val *v;
 
 	if (f->half_open || flow_lookup(&f->peer))
 		return;
 	sc = scratch_get();
-	cfg = settings_get();
-	if (!sc || !cfg)
+	if (!sc)
 		return;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
-	v->self = f->peer;
-	v->peer = p->key;
+	flow_set_keys(v, &f->peer, &p->key);
 	v->created_ns = f->created_ns;
 	v->last_ns = now;
 	v->vid = f->vid;
 	v->closing = f->closing;
 	v->mss = f->mss;
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
-	flow_set_ingress(v, cfg, v->dir);
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
 	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
@@ -71,12 +61,31 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 		__sync_fetch_and_or(&o->closing, bit);
 }
 
+/* The window scale of a SYN of f's direction (tcp_wscale, sent); on the
+ * second SYN of the handshake, when both sides sent one, both halves are
+ * marked WSCALE_BOTH: from then on their windows are scaled. */
+static __always_inline void ct_wscale(struct flow_val *f, __u8 sent, __u8 synack)
+{
+	struct flow_val *o;
+
+	if (f->wscale != sent)
+		f->wscale = sent;
+	if (!synack || !sent)
+		return;
+	o = ct_other(f);
+	if (o && (o->wscale & WSCALE_SENT)) {
+		o->wscale |= WSCALE_BOTH;
+		f->wscale = sent | WSCALE_BOTH;
+	}
+}
+
 /* Follows one packet of f's direction. Fields are written only when they
  * change, to keep the entry's cache line clean on the common path. */
-static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __u64 now)
+static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, const struct pkt *p,
+				     __u64 now)
 {
 	struct tcphdr *th;
-	__u32 seq, ack;
+	__u32 seq, ack, win;
 	__u8 fl, bits;
 
 	if ((__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS) {
@@ -105,6 +114,14 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 	if ((f->seen & bits) != bits)
 		f->seen |= bits;
 
+	/* The receive window this side offers, the largest yet: what RSTs
+	 * and ICMP errors towards it are held to (ct_window). Kept as sent,
+	 * in the first cache line; the SYN's, never scaled (RFC 7323), in
+	 * the second. */
+	win = bpf_ntohs(th->window);
+	if (!(fl & (TCP_FLAG_SYN | TCP_FLAG_RST)) && win > f->win)
+		f->win = win;
+
 	/* What a reset sent on timeout needs (see the control plane): the
 	 * last ack of each side (the other side's next sequence number, the
 	 * only one a reset is accepted at) and the ISN of each SYN (a reset
@@ -113,6 +130,8 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 		seq = bpf_ntohl(th->seq) + 1;
 		if (f->seq_next != seq)
 			f->seq_next = seq;
+		f->syn_win = win;
+		ct_wscale(f, tcp_wscale(ctx, p->m->l4_off), fl & TCP_FLAG_ACK);
 	}
 	if (fl & TCP_FLAG_ACK) {
 		ack = bpf_ntohl(th->ack_seq);
@@ -126,13 +145,35 @@ static __always_inline void ct_track(struct flow_val *f, const struct pkt *p, __
 		ct_close(f, f->dir == DIR_CLIENT ? CLOSE_FIN_CLIENT : CLOSE_FIN_SERVER);
 }
 
+/* The largest receive window the side of the half r advertised, in
+ * bytes: its SYN's, or a later one scaled by its shift when both sides
+ * sent one. */
+static __always_inline __u32 ct_window(const struct flow_val *r)
+{
+	__u32 w = r->win;
+
+	if (r->wscale & WSCALE_BOTH)
+		w <<= r->wscale & WSCALE_SHIFT;
+	return w > r->syn_win ? w : r->syn_win;
+}
+
+/* Whether the sequence number seq, sent towards the side of the half r,
+ * lies in the window r offers: from the last number r acknowledged, as
+ * many bytes as the largest window r advertised (ct_window). A side not
+ * yet heard from offers none: only its exact number fits. */
+static __always_inline int ct_in_window(const struct flow_val *r, __u32 seq)
+{
+	return seq - r->ack < ct_window(r) || seq == r->ack;
+}
+
 /* RFC 5961 §3 for a RST of f's direction, before it is tracked: one at
  * exactly the sequence number the receiver expects (the last it
- * acknowledged) closes the flow; one further inside the window is
- * forwarded without closing it (the receiver answers with a challenge
- * ACK, and the sender's exact RST follows); any other is dropped. A
- * receiver that has only sent its SYN takes a RST that acknowledges it
- * (RFC 793). Returns -1 to forward the RST, else the drop reason. */
+ * acknowledged) closes the flow; one further inside the receiver's window
+ * (ct_in_window) is forwarded without closing it (the receiver answers
+ * with a challenge ACK, and the sender's exact RST follows); any other is
+ * dropped. A receiver that has only sent its SYN takes a RST that
+ * acknowledges it (RFC 793). Returns -1 to forward the RST, else the
+ * drop reason. */
 static __always_inline int ct_rst(struct flow_val *f, const struct pkt *p)
 {
 	struct tcphdr *th = pkt_l4(p, sizeof(*th));
@@ -155,7 +196,7 @@ static __always_inline int ct_rst(struct flow_val *f, const struct pkt *p)
 		ct_close(f, CLOSE_RST);
 		return -1;
 	}
-	if (seq - o->ack < RST_WINDOW)
+	if (ct_in_window(o, seq))
 		return -1;
 	return REASON_DROP_RST_WINDOW;
 }
@@ -202,22 +243,20 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 		return REASON_DROP_TABLE_FULL;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
-	v->peer = p->key;
+	/* Its own key comes with the SNAT allocation (snat_alloc). */
+	flow_set_keys(v, &p->key, &p->key);
 	v->created_ns = now;
 	v->last_ns = now;
 	v->vid = svc->vid;
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
 	v->half_open = 1;
-	flow_set_ingress(v, cfg, DIR_SERVER);
 	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
 	if (r >= 0)
 		return r;
 
-	v->self = p->key;
-	v->peer = skey;
+	flow_set_keys(v, &p->key, &skey);
 	v->dir = DIR_CLIENT;
-	flow_set_ingress(v, cfg, DIR_CLIENT);
 	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
 	if (err) {
 		bpf_map_delete_elem(&half_open, &skey);

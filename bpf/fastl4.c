@@ -68,52 +68,86 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 /* flow_hit's answer when the packet opens a new flow instead. */
 #define FLOW_MISS -1
 
+/* Whether the next hop cached in f is missing or due for a refresh: the
+ * flow re-resolves it on its first packet in each period of about a
+ * second (2^30 ns) of the coarse clock, told by last_ns, which the
+ * refresh sets; so the cache needs no timestamp of its own. */
+#define FIB_CACHE_SHIFT 30
+
+static __always_inline int fib_stale(const struct flow_val *f, const struct tx_dev *dev, __u64 now)
+{
+	return !f->tx_slot || !dev->mtu || ((now ^ f->last_ns) >> FIB_CACHE_SHIFT);
+}
+
+/* flow_nexthop's answer for a packet too big for the route: this less
+ * the route's MTU. */
+#define NEXTHOP_TOO_BIG -2
+
+/* Resolves the next hop of the flow half f for its packet p and caches it
+ * in f. Returns -1, a drop reason, or NEXTHOP_TOO_BIG less the MTU. Out
+ * of line: it runs about once a second per flow, and its frame stays off
+ * the established path's. */
+static __noinline int flow_nexthop(struct xdp_md *ctx, const struct pkt *p, struct flow_val *f,
+				   __u64 now)
+{
+	struct nexthop nh;
+	int r;
+
+	r = fib_resolve(ctx, p, &f->peer, &nh);
+	if (r == REASON_DROP_FRAG_NEEDED)
+		return NEXTHOP_TOO_BIG - (int)nh.mtu;
+	if (r >= 0)
+		return r;
+	f->tx_slot = nh.tx_slot;
+	__builtin_memcpy(f->dmac, nh.macs, sizeof(f->dmac));
+	f->last_ns = now;
+	/* A next hop cached in an entry reused meanwhile is not the new
+	 * flow's: drop the cache, its owner resolves its own. */
+	if (!flow_is(f, &p->m->key)) {
+		f->tx_slot = 0;
+		return REASON_DROP_FLOW_REUSED;
+	}
+	return -1;
+}
+
 /* Forwards a packet of an open flow: checks it came in on the flow's NIC
  * with TTL to spare and fits the egress MTU, tracks it, rewrites it,
  * sends it. The next hop is resolved before anything is changed, so that
  * a packet too big is quoted as it arrived. Inlined into flow_hit (the
  * established path) and half_open_hit (a half-open flow's packets, the
- * first one included). */
+ * first one included). For an IPv4 flow it reads and writes only the
+ * first cache line of f (bpf/README.md, "Compact flows"). */
 static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_meta *m,
 					struct flow_val *f, __u32 reason)
 {
 	__u64 now = coarse_now();
+	struct config *cfg = settings_get();
 	struct pkt pk, *p = &pk;
-	struct nexthop nh;
+	struct tx_dev *dev;
 	__u64 bytes;
 	int r;
 
-	if (pkt_load(ctx, m, p) < 0)
+	if (!cfg || pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
 	bytes = m->bytes;
-	if (!guard_flow_ok(ctx, p->eth, f))
-		return guard_flow_refuse(ctx, f, bytes);
+	if (!guard_flow_ok(ctx, p->eth, cfg, f))
+		return guard_flow_refuse(ctx, cfg, f, bytes);
 	if (m->ttl <= 1)
 		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TIME_EXCEEDED, 0);
 
-	if (!f->tx_slot || (__s64)(now - f->fib_ns) >= (__s64)FIB_CACHE_NS) {
-		r = fib_resolve(ctx, p, &f->peer, &nh);
-		if (r == REASON_DROP_FRAG_NEEDED)
-			return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, nh.mtu);
+	dev = &tx_devs[f->tx_slot & (MAX_TX_PORTS - 1)];
+	if (fib_stale(f, dev, now)) {
+		r = flow_nexthop(ctx, p, f, now);
+		if (r <= NEXTHOP_TOO_BIG)
+			return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, NEXTHOP_TOO_BIG - r);
 		if (r >= 0) {
-			count(f->vid, r, bytes);
+			count(r == REASON_DROP_FLOW_REUSED ? 0 : f->vid, r, bytes);
 			return XDP_DROP;
 		}
-		f->tx_slot = nh.tx_slot;
-		__builtin_memcpy(f->macs, nh.macs, sizeof(f->macs));
-		f->mtu = nh.mtu;
-		f->fib_ns = now;
-		/* A next hop cached in an entry reused meanwhile is not
-		 * the new flow's: drop the cache, its owner resolves its
-		 * own. */
-		if (!flow_is(f, &m->key)) {
-			f->tx_slot = 0;
-			count(0, REASON_DROP_FLOW_REUSED, bytes);
-			return XDP_DROP;
-		}
+		dev = &tx_devs[f->tx_slot & (MAX_TX_PORTS - 1)];
 	}
-	if (m->l3_len > f->mtu)
-		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, f->mtu);
+	if (m->l3_len > dev->mtu)
+		return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, dev->mtu);
 
 	if (m->tcp_flags & TCP_FLAG_RST) { /* TCP only: 0 for anything else */
 		r = ct_rst(f, p);
@@ -122,18 +156,18 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 			return XDP_DROP;
 		}
 	}
-	ct_track(f, p, now);
-	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
+	ct_track(ctx, f, p, now);
+	if (p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) && f->mss &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
-	nat_rewrite(p, &f->peer);
+	nat_rewrite(p, f);
 	/* The checks and the rewrite read f: was it still this flow's
 	 * (flow_is)? */
 	if (!flow_is(f, &m->key)) {
 		count(0, REASON_DROP_FLOW_REUSED, bytes);
 		return XDP_DROP;
 	}
-	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
+	return nexthop_redirect(p->eth, f->tx_slot, f->dmac, dev->mac, f->vid, reason, bytes, f);
 }
 
 #include "flood.h"
@@ -156,12 +190,13 @@ static __always_inline __u32 tcp_ack(struct xdp_md *ctx, const struct pkt_meta *
  * goes out through the flow tables. A global function, verified once. */
 __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32 opened)
 {
+	struct config *cfg = settings_get();
 	struct ethhdr *eth;
 	struct flow_val *f;
 	__u32 reason, vid;
 	int r;
 
-	if (!m)
+	if (!m || !cfg)
 		return XDP_PASS;
 	f = bpf_map_lookup_elem(&half_open, &m->key);
 	if (!f)
@@ -176,8 +211,8 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 	eth = (void *)(long)ctx->data;
 	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
 		return XDP_PASS;
-	if (!guard_flow_ok(ctx, eth, f))
-		return guard_flow_refuse(ctx, f, m->bytes);
+	if (!guard_flow_ok(ctx, eth, cfg, f))
+		return guard_flow_refuse(ctx, cfg, f, m->bytes);
 	reason = f->dir == DIR_SERVER ? REASON_FWD_SERVER : REASON_FWD_CLIENT;
 	if (opened)
 		reason = REASON_FWD_NEW;

@@ -78,26 +78,28 @@ const (
 
 type FastL4FlowVal struct {
 	_         structs.HostLayout
-	Self      FastL4FlowKey
-	Peer      FastL4FlowKey
-	CreatedNs uint64
+	Self4     FastL4FlowKey4
+	Peer4     FastL4FlowKey4
 	LastNs    uint64
-	FibNs     uint64
-	Vid       uint32
-	Closing   uint32
-	SeqNext   uint32
+	Bytes     uint64
+	Packets   uint32
 	Ack       uint32
-	TxSlot    uint32
-	Mss       uint16
+	Closing   uint32
+	Dmac      [6]uint8
+	Win       uint16
+	Vid       uint8
+	TxSlot    uint8
 	Dir       uint8
 	Seen      uint8
-	Macs      [12]uint8
-	InMac     [6]uint8
-	Mtu       uint16
-	InIfindex uint32
-	IcmpMs    uint32
+	Peer      FastL4FlowKey
+	CreatedNs uint64
+	SeqNext   uint32
+	SynWin    uint16
+	IcmpMs    uint16
+	Mss       uint16
+	Wscale    uint8
 	HalfOpen  uint8
-	_         [3]byte
+	Spare     uint32
 }
 
 type FastL4IcmpBudget struct {
@@ -188,7 +190,8 @@ const (
 	FastL4ReasonREASON_DROP_ICMP_INVALID    FastL4Reason = 38
 	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
 	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
-	FastL4ReasonREASON_MAX                  FastL4Reason = 41
+	FastL4ReasonREASON_DROP_TX_REFUSED      FastL4Reason = 41
+	FastL4ReasonREASON_MAX                  FastL4Reason = 42
 )
 
 type FastL4Scratch struct {
@@ -239,6 +242,24 @@ type FastL4SvcVal struct {
 	CloseS     uint32
 }
 
+type FastL4TxDev struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Mtu uint16
+}
+
+type FastL4TxRing struct {
+	_       structs.HostLayout
+	Noted   uint32
+	Flushed uint32
+	F       [32]struct {
+		_      structs.HostLayout
+		Vid    uint16
+		Reason uint16
+		Bytes  uint32
+	}
+}
+
 type FastL4Vinfo struct {
 	_          structs.HostLayout
 	Name       [64]int8
@@ -271,6 +292,7 @@ const (
 	FastL4MapStats                     = "stats"
 	FastL4MapTxErrors                  = "tx_errors"
 	FastL4MapTxPorts                   = "tx_ports"
+	FastL4MapTxRings                   = "tx_rings"
 	FastL4MapTxSlots                   = "tx_slots"
 	FastL4MapVirtuals                  = "virtuals"
 	FastL4ProgEdgeproxyFastl4          = "edgeproxy_fastl4"
@@ -280,6 +302,7 @@ const (
 	FastL4VarClockNs                   = "clock_ns"
 	FastL4VarLayoutVersion             = "layout_version"
 	FastL4VarNetnsCookie               = "netns_cookie"
+	FastL4VarTxDevs                    = "tx_devs"
 )
 
 // LoadFastL4 returns the embedded CollectionSpec for FastL4.
@@ -352,6 +375,7 @@ type FastL4MapSpecs struct {
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	TxErrors    *ebpf.MapSpec `ebpf:"tx_errors"`
 	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
+	TxRings     *ebpf.MapSpec `ebpf:"tx_rings"`
 	TxSlots     *ebpf.MapSpec `ebpf:"tx_slots"`
 	Virtuals    *ebpf.MapSpec `ebpf:"virtuals"`
 }
@@ -364,6 +388,7 @@ type FastL4VariableSpecs struct {
 	ClockNs       *ebpf.VariableSpec `ebpf:"clock_ns"`
 	LayoutVersion *ebpf.VariableSpec `ebpf:"layout_version"`
 	NetnsCookie   *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	TxDevs        *ebpf.VariableSpec `ebpf:"tx_devs"`
 }
 
 // FastL4Objects contains all objects after they have been loaded into the kernel.
@@ -405,6 +430,7 @@ type FastL4Maps struct {
 	Stats       *ebpf.Map `ebpf:"stats"`
 	TxErrors    *ebpf.Map `ebpf:"tx_errors"`
 	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
+	TxRings     *ebpf.Map `ebpf:"tx_rings"`
 	TxSlots     *ebpf.Map `ebpf:"tx_slots"`
 	Virtuals    *ebpf.Map `ebpf:"virtuals"`
 }
@@ -430,6 +456,7 @@ func (m *FastL4Maps) Close() error {
 		m.Stats,
 		m.TxErrors,
 		m.TxPorts,
+		m.TxRings,
 		m.TxSlots,
 		m.Virtuals,
 	)
@@ -443,6 +470,7 @@ type FastL4Variables struct {
 	ClockNs       *ebpf.Variable `ebpf:"clock_ns"`
 	LayoutVersion *ebpf.Variable `ebpf:"layout_version"`
 	NetnsCookie   *ebpf.Variable `ebpf:"netns_cookie"`
+	TxDevs        *ebpf.Variable `ebpf:"tx_devs"`
 }
 
 // FastL4Programs contains all programs after they have been loaded into the kernel.

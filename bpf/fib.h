@@ -9,6 +9,7 @@
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
+#include "txerr.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -25,13 +26,15 @@ struct nexthop {
 } __attribute__((aligned(8))); /* set_macs reads 8 bytes: the verifier wants
 				 * stack accesses aligned */
 
-/* Writes both MACs with two moves (clang copies byte arrays a byte at a
+/* Writes both MACs with four moves (clang copies byte arrays a byte at a
  * time). Unaligned accesses are fine: the program is not loaded with
  * BPF_F_STRICT_ALIGNMENT. */
-static __always_inline void set_macs(struct ethhdr *eth, const __u8 *macs)
+static __always_inline void set_macs(struct ethhdr *eth, const __u8 *dmac, const __u8 *smac)
 {
-	*(__u64 *)eth = *(const __u64 *)macs;
-	*(__u32 *)((__u8 *)eth + 8) = *(const __u32 *)(macs + 8);
+	*(__u32 *)eth = *(const __u32 *)dmac;
+	*(__u16 *)((__u8 *)eth + 4) = *(const __u16 *)(dmac + 4);
+	*(__u32 *)((__u8 *)eth + 6) = *(const __u32 *)smac;
+	*(__u16 *)((__u8 *)eth + 10) = *(const __u16 *)(smac + 4);
 }
 
 static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family, __u64 now)
@@ -45,6 +48,17 @@ static __always_inline void neigh_report(struct bpf_fib_lookup *fib, __u8 family
 	else
 		__builtin_memcpy(&k.addr, fib->ipv6_dst, sizeof(k.addr));
 	bpf_map_update_elem(&neigh_miss, &k, &now, BPF_ANY);
+}
+
+/* Records the egress device of nh (its MAC and MTU) in tx_devs, in one
+ * 8-byte store: a reader on another CPU sees the old or the new record. */
+static __always_inline void tx_dev_set(const struct nexthop *nh)
+{
+	struct tx_dev d __attribute__((aligned(8)));
+
+	__builtin_memcpy(d.mac, nh->macs + ETH_ALEN, ETH_ALEN);
+	d.mtu = nh->mtu;
+	*(volatile __u64 *)&tx_devs[nh->tx_slot & (MAX_TX_PORTS - 1)] = *(__u64 *)&d;
 }
 
 /* Looks up the next hop for a packet p that is rewritten to come from
@@ -104,6 +118,7 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 		nh->mtu = *mtu;
 		__builtin_memcpy(nh->macs, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(nh->macs + ETH_ALEN, fib.smac, ETH_ALEN);
+		tx_dev_set(nh);
 		return -1;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
 		neigh_report(&fib, p->m->key.family, bpf_ktime_get_coarse_ns());
@@ -116,20 +131,27 @@ static __noinline int fib_resolve(struct xdp_md *ctx, const struct pkt *p,
 	}
 }
 
-/* Sets the MACs and redirects to the device in slot of tx_ports. Returns
- * the XDP action. */
-static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 slot, const __u8 *macs,
-					    __u32 vid, __u32 reason, __u64 bytes)
+/* Sets the MACs and redirects to the device in slot of tx_ports, counted
+ * under (vid, reason) and, when f is given, in the flow half's own
+ * counters. Returns the XDP action. */
+static __always_inline int nexthop_redirect(struct ethhdr *eth, __u32 slot, const __u8 *dmac,
+					    const __u8 *smac, __u32 vid, __u32 reason, __u64 bytes,
+					    struct flow_val *f)
 {
 	long act;
 
-	set_macs(eth, macs);
+	set_macs(eth, dmac, smac);
 	act = bpf_redirect_map(&tx_ports, slot, 0);
 	if (act != XDP_REDIRECT) {
 		count(vid, REASON_DROP_NO_TX_PORT, bytes);
 		return XDP_DROP;
 	}
 	count(vid, reason, bytes);
+	tx_note(slot, vid, reason, bytes);
+	if (f) {
+		f->packets++;
+		f->bytes += bytes;
+	}
 	return XDP_REDIRECT;
 }
 

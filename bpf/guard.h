@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Ingress validation (BCP 38 at the edge). Clients arrive on the external
- * NIC and members on the internal one: each flow half remembers the NIC
- * (ifindex and MAC) its packets arrive on, so the established path checks
- * them with two compares on values it reads anyway. A packet of a flow on
+ * NIC and members on the internal one: a flow half's packets must arrive
+ * on the NIC of its side (the settings' ifindex and MAC, by the half's
+ * direction), two compares on values in cache. A packet of a flow on
  * the other NIC is dropped; a frame not addressed to the NIC's MAC (a
  * broadcast, multicast or another host's frame seen in promiscuous mode)
  * is left to the stack untranslated. The first packet of a new flow must
@@ -49,50 +49,59 @@ static __always_inline int mac_is(const struct ethhdr *eth, const __u8 *mac)
 	       *(const __u16 *)(d + 4) == *(const __u16 *)(mac + 4);
 }
 
-/* Records the NIC a new flow half of direction dir arrives on. */
-static __always_inline void flow_set_ingress(struct flow_val *v, const struct config *cfg, __u8 dir)
-{
-	if (dir == DIR_CLIENT) {
-		v->in_ifindex = cfg->ext_ifindex;
-		__builtin_memcpy(v->in_mac, cfg->ext_mac, sizeof(v->in_mac));
-	} else {
-		v->in_ifindex = cfg->int_ifindex;
-		__builtin_memcpy(v->in_mac, cfg->int_mac, sizeof(v->in_mac));
-	}
-}
-
 /* The verdict of a reason guard_* returned. */
 static __always_inline int guard_verdict(int reason)
 {
 	return reason == REASON_PASS_FOREIGN_MAC || reason == REASON_PASS_MALFORMED ? XDP_PASS : XDP_DROP;
 }
 
-/* Whether a packet of the flow half f arrived on f's NIC, addressed to
- * its MAC. */
-static __always_inline int guard_flow_ok(struct xdp_md *ctx, const struct ethhdr *eth,
-					 const struct flow_val *f)
+/* The NIC a flow half of direction dir arrives on: ifindex, and its MAC
+ * at mac. */
+static __always_inline __u32 flow_ingress(const struct config *cfg, __u8 dir, const __u8 **mac)
 {
-	return ctx->ingress_ifindex == f->in_ifindex && mac_is(eth, f->in_mac);
+	if (dir == DIR_CLIENT) {
+		*mac = cfg->ext_mac;
+		return cfg->ext_ifindex;
+	}
+	*mac = cfg->int_mac;
+	return cfg->int_ifindex;
 }
 
-/* Why guard_flow_ok refused a packet: the reason, counted. Returns the
- * verdict. Out of line: the established path only tests. */
-static __noinline int guard_flow_refuse(struct xdp_md *ctx, const struct flow_val *f, __u64 bytes)
+/* Whether a packet of the flow half f arrived on the NIC of f's side,
+ * addressed to its MAC. */
+static __always_inline int guard_flow_ok(struct xdp_md *ctx, const struct ethhdr *eth,
+					 const struct config *cfg, const struct flow_val *f)
 {
-	int r = ctx->ingress_ifindex != f->in_ifindex ? REASON_DROP_INGRESS : REASON_PASS_FOREIGN_MAC;
+	const __u8 *mac;
+	__u32 ifindex = flow_ingress(cfg, f->dir, &mac);
 
-	count(f->vid, r, bytes);
-	return guard_verdict(r);
+	return ctx->ingress_ifindex == ifindex && mac_is(eth, mac);
 }
 
 /* Checks a packet of the flow half f against the NIC it must arrive on.
  * Returns -1 when it did, else the reason. */
 static __always_inline int guard_flow(struct xdp_md *ctx, const struct ethhdr *eth,
-				      const struct flow_val *f)
+				      const struct config *cfg, const struct flow_val *f)
 {
-	if (guard_flow_ok(ctx, eth, f))
+	const __u8 *mac;
+
+	if (guard_flow_ok(ctx, eth, cfg, f))
 		return -1;
-	return ctx->ingress_ifindex != f->in_ifindex ? REASON_DROP_INGRESS : REASON_PASS_FOREIGN_MAC;
+	return ctx->ingress_ifindex != flow_ingress(cfg, f->dir, &mac) ? REASON_DROP_INGRESS
+								       : REASON_PASS_FOREIGN_MAC;
+}
+
+/* Why guard_flow_ok refused a packet: the reason, counted. Returns the
+ * verdict. Out of line: the established path only tests. */
+static __noinline int guard_flow_refuse(struct xdp_md *ctx, const struct config *cfg,
+					const struct flow_val *f, __u64 bytes)
+{
+	int r = ctx->ingress_ifindex != (f->dir == DIR_CLIENT ? cfg->ext_ifindex : cfg->int_ifindex)
+			? REASON_DROP_INGRESS
+			: REASON_PASS_FOREIGN_MAC;
+
+	count(f->vid, r, bytes);
+	return guard_verdict(r);
 }
 
 static __always_inline int martian_source(const struct flow_key *k)

@@ -130,19 +130,22 @@ static __always_inline __s64 frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
  * from the error's side; the caller checks it is addressed to the quoted
  * packet's source): it arrived on f's NIC, its checksum is right,
  * a frag-needed / packet-too-big carries a usable MTU, and for TCP the
- * quoted sequence number lies in the window f's side acknowledged (a
- * blind attacker must guess it, as for a RST). Returns -1 when it may be
+ * quoted sequence number lies in the window f's side offers (ct_in_window:
+ * a blind attacker must guess it, as for a RST). Returns -1 when it may be
  * translated, else the reason. */
 static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 				 const struct flow_val *f, __u8 proto)
 {
 	const struct pkt_meta *m = p->m;
 	__u8 *ih = p->l4;
+	struct config *cfg = settings_get();
 	__s64 sum;
 	__u32 seq;
 	int r;
 
-	r = guard_flow(ctx, p->eth, f);
+	if (!cfg)
+		return REASON_DROP_ICMP_INVALID;
+	r = guard_flow(ctx, p->eth, cfg, f);
 	if (r >= 0)
 		return r;
 	if ((void *)(ih + 8) > p->end)
@@ -168,7 +171,7 @@ static __noinline int icmp_check(struct xdp_md *ctx, const struct pkt *p,
 		if ((void *)(th + 8) > p->end)
 			return REASON_DROP_ICMP_INVALID;
 		seq = bpf_ntohl(*(__be32 *)(th + 4));
-		if (seq - f->ack >= RST_WINDOW)
+		if (!ct_in_window(f, seq))
 			return REASON_DROP_ICMP_INVALID;
 	}
 	return -1;
@@ -308,9 +311,10 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 		count(vid, r, bytes);
 		return guard_verdict(r);
 	}
-	/* Milliseconds (2^20 ns) that wrap; 0 is kept for "never". */
-	now_ms = (__u32)(bpf_ktime_get_coarse_ns() >> 20) | 1;
-	if (f->icmp_ms && now_ms - f->icmp_ms < ICMP_FLOW_GAP_MS) {
+	/* Milliseconds (2^20 ns) that wrap every 65 s; 0 is kept for
+	 * "never". */
+	now_ms = (__u16)(bpf_ktime_get_coarse_ns() >> 20) | 1;
+	if (f->icmp_ms && (__u16)(now_ms - f->icmp_ms) < ICMP_FLOW_GAP_MS) {
 		count(vid, REASON_DROP_ICMP_RATE, bytes);
 		return XDP_DROP;
 	}
@@ -354,7 +358,8 @@ __noinline int icmp_translate(struct xdp_md *ctx, const struct pkt_meta *m,
 	data_end = (void *)(long)ctx->data_end;
 	if (data + ETH_HLEN > data_end)
 		goto drop;
-	return nexthop_redirect(data, nh.tx_slot, nh.macs, vid, REASON_FWD_ICMP, bytes);
+	return nexthop_redirect(data, nh.tx_slot, nh.macs, tx_devs[nh.tx_slot & (MAX_TX_PORTS - 1)].mac, vid,
+				REASON_FWD_ICMP, bytes, NULL);
 
 drop:
 	count(vid, REASON_DROP_ICMP, bytes);

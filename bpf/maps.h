@@ -318,6 +318,31 @@ static __always_inline int flow_key_eq(const struct flow_key *x, const struct fl
 	return 1;
 }
 
+/* What a flow_val keeps of its own key (self4): the IPv4 key as it is; an
+ * IPv6 key folded to 12 bytes (each address's words XORed, the protocol
+ * into the destination's; the ports as they are). */
+static __always_inline void flow_self4(const struct flow_key *k, struct flow_key4 *o)
+{
+	if (k->family == 4) {
+		flow_key4_of(k, o);
+		return;
+	}
+	o->saddr = k->saddr.w[0] ^ k->saddr.w[1] ^ k->saddr.w[2] ^ k->saddr.w[3];
+	o->daddr = k->daddr.w[0] ^ k->daddr.w[1] ^ k->daddr.w[2] ^ k->daddr.w[3] ^ k->proto;
+	o->sport = k->sport;
+	o->dport = k->dport;
+}
+
+/* Sets the keys of a new value: its own and its peer's, in the forms the
+ * established path reads. */
+static __always_inline void flow_set_keys(struct flow_val *v, const struct flow_key *self,
+					  const struct flow_key *peer)
+{
+	flow_self4(self, &v->self4);
+	v->peer = *peer;
+	flow_key4_of(peer, &v->peer4);
+}
+
 /* Whether the entry f still belongs to the key k it was found under. A
  * map value is not locked: once deleted (the GC, an eviction, another
  * CPU) it can be reused for another flow while this packet holds f (the
@@ -325,24 +350,37 @@ static __always_inline int flow_key_eq(const struct flow_key *x, const struct fl
  * checks after it has read what it needs, and a write that must not land
  * in another flow (the next-hop cache) is checked after it is made, and
  * undone when the entry changed hands. The barrier keeps the compiler
- * from reading self earlier than where the check stands. */
+ * from reading self4 earlier than where the check stands. IPv4 compares
+ * the whole key; IPv6 its fold (flow_self4): an entry reused by another
+ * flow whose addresses fold alike and whose ports are the same passes. */
 static __always_inline int flow_is(const struct flow_val *f, const struct flow_key *k)
 {
-	const volatile __u32 *a = (const volatile __u32 *)&f->self;
-	const volatile __u64 *a8 = (const volatile __u64 *)&f->self;
-	const __u32 *b = (const __u32 *)k;
-	const __u64 *b8 = (const __u64 *)k;
+	const volatile __u32 *a = (const volatile __u32 *)&f->self4;
+	__u32 s, d;
 
 	asm volatile("" ::: "memory");
-	/* IPv4: the rest of the addresses is zero in both; ports, protocol
-	 * and family in one 64-bit word. */
-	if (k->family == 4)
-		return a[0] == b[0] && a[4] == b[4] && a8[4] == b8[4];
-	/* IPv6: the whole key, five 64-bit words folded into one test
-	 * rather than a branch per word. */
-	return !((a8[0] ^ b8[0]) | (a8[1] ^ b8[1]) | (a8[2] ^ b8[2]) | (a8[3] ^ b8[3]) |
-		 (a8[4] ^ b8[4]));
+	if (k->family == 4) {
+		s = k->saddr.w[0];
+		d = k->daddr.w[0];
+	} else {
+		s = k->saddr.w[0] ^ k->saddr.w[1] ^ k->saddr.w[2] ^ k->saddr.w[3];
+		d = k->daddr.w[0] ^ k->daddr.w[1] ^ k->daddr.w[2] ^ k->daddr.w[3] ^ k->proto;
+	}
+	/* The ports, one word in both. */
+	return a[0] == s && a[1] == d && a[2] == *(const __u32 *)&k->sport;
 }
+
+/* The egress devices by tx_ports slot: MAC and MTU, written when a next
+ * hop is resolved (fib_resolve), read by every forwarded packet (a global
+ * variable: a plain load). A slot whose MTU is 0 is not known yet. */
+struct tx_dev {
+	__u8 mac[6];
+	__u16 mtu;
+};
+
+_Static_assert((MAX_TX_PORTS & (MAX_TX_PORTS - 1)) == 0, "MAX_TX_PORTS: a power of two");
+
+struct tx_dev tx_devs[MAX_TX_PORTS];
 
 static __always_inline void count(__u32 vid, __u32 reason, __u64 bytes)
 {

@@ -18,22 +18,46 @@
 #define TCPOPT_MSS 2
 #define TCPOLEN_MSS 4
 
-/* Rewrites a packet of the direction whose other half is peer: the new
- * source is peer->daddr:dport, the new destination peer->saddr:sport, and
- * the TTL (hop limit) one lower (the caller made sure it is above 1).
- * Fixes the IPv4 header checksum and the TCP/UDP checksum (pseudo header
- * included). A zero UDP checksum over IPv4 means "none" and stays zero. */
-static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *peer)
+/* The IPv6 part of nat_rewrite: addresses and hop limit; returns the
+ * checksum delta of the addresses. Out of line: the frame of the
+ * established path (which holds both families') stays small enough for
+ * the calls below it. */
+static __noinline __u64 nat_rewrite6(const struct pkt *p, const struct flow_key *peer)
+{
+	struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
+	__u64 d;
+
+	if (!ip6)
+		return 0;
+	d = csum_delta_addr(&p->m->key.saddr, &peer->daddr, 6) +
+	    csum_delta_addr(&p->m->key.daddr, &peer->saddr, 6);
+	ip6->hop_limit--;
+	__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
+	__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
+	return d;
+}
+
+/* Rewrites a packet of the flow half f: the new source is
+ * peer.daddr:dport, the new destination peer.saddr:sport (IPv4 reads the
+ * short peer4, in the entry's first cache line), and the TTL (hop limit)
+ * one lower (the caller made sure it is above 1). Fixes the IPv4 header
+ * checksum and the TCP/UDP checksum (pseudo header included). A zero UDP
+ * checksum over IPv4 means "none" and stays zero. */
+static __always_inline void nat_rewrite(struct pkt *p, const struct flow_val *f)
 {
 	__u8 fam = p->m->key.family;
-	__u64 d = csum_delta_addr(&p->m->key.saddr, &peer->daddr, fam) +
-		  csum_delta_addr(&p->m->key.daddr, &peer->saddr, fam);
+	__be16 sport, dport;
+	__u64 d;
 
 	if (fam == 4) {
 		struct iphdr *iph = pkt_l3(p, sizeof(*iph));
+		__be32 src = f->peer4.daddr, dst = f->peer4.saddr;
 
 		if (!iph)
 			return;
+		sport = f->peer4.dport;
+		dport = f->peer4.sport;
+		d = csum_delta32(p->m->key.saddr.w[0], src) + csum_delta32(p->m->key.daddr.w[0], dst);
 		/* TTL and protocol form one checksum word, which, read as
 		 * the sums here read it (little-endian), goes down by one:
 		 * its delta ~w + (w - 1) is 0xfffe whatever w. It joins the
@@ -41,27 +65,23 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 		 * pseudo header. */
 		iph->ttl--;
 		iph->check = csum_apply(iph->check, d + 0xfffe);
-		iph->saddr = peer->daddr.w[0];
-		iph->daddr = peer->saddr.w[0];
+		iph->saddr = src;
+		iph->daddr = dst;
 	} else {
-		struct ipv6hdr *ip6 = pkt_l3(p, sizeof(*ip6));
-
-		if (!ip6)
-			return;
-		ip6->hop_limit--;
-		__builtin_memcpy(&ip6->saddr, &peer->daddr, sizeof(ip6->saddr));
-		__builtin_memcpy(&ip6->daddr, &peer->saddr, sizeof(ip6->daddr));
+		d = nat_rewrite6(p, &f->peer);
+		sport = f->peer.dport;
+		dport = f->peer.sport;
 	}
 
-	d += csum_delta16(p->m->key.sport, peer->dport) + csum_delta16(p->m->key.dport, peer->sport);
+	d += csum_delta16(p->m->key.sport, sport) + csum_delta16(p->m->key.dport, dport);
 	if (p->m->key.proto == IPPROTO_TCP) {
 		struct tcphdr *th = pkt_l4(p, sizeof(*th));
 
 		if (!th)
 			return;
 		th->check = csum_apply(th->check, d);
-		th->source = peer->dport;
-		th->dest = peer->sport;
+		th->source = sport;
+		th->dest = dport;
 	} else {
 		struct udphdr *uh = pkt_l4(p, sizeof(*uh));
 
@@ -73,26 +93,29 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct flow_key *pe
 			/* 0 would read as "no checksum": send its other form. */
 			uh->check = c ? c : 0xffff;
 		}
-		uh->source = peer->dport;
-		uh->dest = peer->sport;
+		uh->source = sport;
+		uh->dest = dport;
 	}
 }
 
-/* Lowers the MSS option of a SYN or SYN-ACK whose TCP header is at l4_off
- * to mss. Returns 1 when the option was rewritten. A global function, so
- * that its loop is checked once. The options are scanned in a copy on the
- * stack: walking them with packet pointers makes every NOP-or-option
- * choice a new verifier state (2^40 paths); indexes into a stack buffer
- * only need their bounds, so iterations fold together. */
-__noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
+#define TCPOPT_WSCALE 3
+#define TCPOLEN_WSCALE 3
+
+/* Finds the option kind, len bytes long, of the TCP header at l4_off:
+ * returns the offset of its value from the start of the TCP header, or 0
+ * when the header has none (or the option would reach past the data
+ * offset into the payload). A global function, so that its loop is
+ * checked once. The options are scanned in a copy on the stack: walking
+ * them with packet pointers makes every NOP-or-option choice a new
+ * verifier state (2^40 paths); indexes into a stack buffer only need
+ * their bounds, so iterations fold together. */
+__noinline int tcp_option(struct xdp_md *ctx, __u32 l4_off, __u32 kind, __u32 len)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *th;
 	__u8 opt[64] = {};
-	__u32 optlen, off = 0, at = 0;
-	__be16 old, new;
-	__u8 *o;
+	__u32 optlen, off = 0;
 
 	l4_off &= 0x3fff;
 	th = data + l4_off;
@@ -106,35 +129,48 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 
 	/* Each option takes at least one byte: 40 steps cover 40 bytes. */
 	for (int i = 0; i < 40; i++) {
-		__u8 kind, len;
+		__u8 k, l;
 
 		if (off >= optlen)
 			return 0;
-		kind = opt[off & 63];
-		if (kind == TCPOPT_EOL)
+		k = opt[off & 63];
+		if (k == TCPOPT_EOL)
 			return 0;
-		if (kind == TCPOPT_NOP) {
+		if (k == TCPOPT_NOP) {
 			off++;
 			continue;
 		}
-		len = opt[(off + 1) & 63];
-		if (len < 2)
+		l = opt[(off + 1) & 63];
+		if (l < 2)
 			return 0;
-		if (kind == TCPOPT_MSS) {
+		if (k == kind) {
 			/* The value must lie inside the header, not past
 			 * the data offset in the payload. */
-			if (len != TCPOLEN_MSS || off + TCPOLEN_MSS > optlen)
+			if (l != len || off + len > optlen)
 				return 0;
-			at = off + 2;
-			break;
+			return sizeof(*th) + off + 2;
 		}
-		off += len;
+		off += l;
 	}
+	return 0;
+}
+
+/* Lowers the MSS option of a SYN or SYN-ACK whose TCP header is at l4_off
+ * to mss. Returns 1 when the option was rewritten. */
+static __always_inline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 at = tcp_option(ctx, l4_off, TCPOPT_MSS, TCPOLEN_MSS);
+	struct tcphdr *th;
+	__be16 old, new;
+	__u8 *o;
+
 	if (at == 0)
 		return 0;
-
-	o = (__u8 *)(th + 1) + (at & 63);
-	if ((void *)(o + 2) > data_end)
+	th = data + (l4_off & 0x3fff);
+	o = (__u8 *)th + (at & 63);
+	if ((void *)(th + 1) > data_end || (void *)(o + 2) > data_end)
 		return 0;
 	__builtin_memcpy(&old, o, 2);
 	if (bpf_ntohs(old) <= mss)
@@ -150,6 +186,22 @@ __noinline int mss_clamp(struct xdp_md *ctx, __u32 l4_off, __u32 mss)
 		th->check = csum_apply(th->check, csum_delta16(old, new));
 	__builtin_memcpy(o, &new, 2);
 	return 1;
+}
+
+/* The window scale option of the SYN whose TCP header is at l4_off, as
+ * flow_val.wscale keeps it: WSCALE_SENT and the shift (at most 14, RFC
+ * 7323), or 0 when it has none. */
+static __always_inline __u8 tcp_wscale(struct xdp_md *ctx, __u32 l4_off)
+{
+	__u32 at = tcp_option(ctx, l4_off, TCPOPT_WSCALE, TCPOLEN_WSCALE);
+	void *data = (void *)(long)ctx->data;
+	__u8 *o = data + (l4_off & 0x3fff) + (at & 63);
+	__u8 shift;
+
+	if (at == 0 || (void *)(o + 1) > (void *)(long)ctx->data_end)
+		return 0;
+	shift = *o;
+	return WSCALE_SENT | (shift > 14 ? 14 : shift);
 }
 
 static __always_inline __u32 mix32(__u32 h)
@@ -251,7 +303,7 @@ static long snat_probe(__u32 i, void *data)
 	}
 	if (flow_lookup(skey))
 		return 0;
-	st->sval->self = *skey;
+	flow_self4(skey, &st->sval->self4);
 	err = bpf_map_update_elem(&half_open, skey, st->sval, BPF_NOEXIST);
 	if (err == 0) {
 		st->result = -1;
@@ -316,7 +368,7 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 		return REASON_DROP_SNAT_EXHAUSTED;
 	skey->daddr = *a;
 	skey->dport = bpf_htons(st.oldest_port);
-	sval->self = *skey;
+	flow_self4(skey, &sval->self4);
 	o = bpf_map_lookup_elem(&half_open, skey);
 	if (o) {
 		victim = o->peer;

@@ -48,6 +48,9 @@ func (f *FastPath) Apply(spec *Spec) error {
 	defer f.life.RUnlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.tablesSized(spec.Virtuals); err != nil {
+		return err
+	}
 	if spec.SNATPorts != (portlist.Range{}) && spec.SNATPorts != f.ports {
 		if err := f.setPorts(spec.SNATPorts); err != nil {
 			return err

@@ -3,6 +3,7 @@ package l4
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -108,55 +109,162 @@ func (e *env) benchFrame(f frame) []byte {
 	return e.toNIC(f.bytes(), testnet.ExtIf)
 }
 
-// BenchmarkProgramEstablished measures an established flow. The table
-// holds two entries that rewrite a packet into the other one (member to
-// client, client to member): each run takes the full established path
-// (flow lookup, tracking, rewrite with checksums, cached next hop,
-// redirect), alternating directions.
+// BenchmarkProgramEstablished measures the established path over working
+// sets of flows, each packet of a run hitting a different flow than the
+// packet before: flows that are not in the CPU's caches cost what the
+// table's layout makes them cost (bpf/README.md, "Compact flows"). The
+// flows form a cycle in a random order: each rewrites a packet into the
+// next one's (its peer is the next flow's key reversed), so each run
+// takes the full established path (flow lookup, checks, tracking, rewrite
+// with checksums, cached next hop, counters, redirect) on a packet that
+// is the next flow's. Every flow is a client half arriving on ext0; the
+// next hop towards the members is made ext0's own MAC, so a rewritten
+// frame is addressed as the next one must be. Each call of
+// BPF_PROG_TEST_RUN starts at the flow where the last one stopped, and
+// every run is checked as forwarded.
 func BenchmarkProgramEstablished(b *testing.B) {
-	e := benchEnv(b)
-	for _, tc := range []struct {
-		name           string
-		client, member netip.AddrPort
-	}{
-		{"ipv4", ap(client4, 40000), ap(e.lab.Members4[0], 4443)},
-		{"ipv6", ap(client6, 40000), ap(e.lab.Members6[0], 4443)},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			toClient := flowKey(tc.member, tc.client, protoTCP)
-			toMember := flowKey(tc.client, tc.member, protoTCP)
-			now := monoNow()
-			vid := e.fp.virtuals["web"].id
-			// Every run arrives on ext0, addressed to the MAC the run
-			// before set: the next hop's towards the destination.
-			ext := uint32(e.ifindex(testnet.ExtIf))
-			routerMAC := linkMAC(b, e.lab.Backend, testnet.BackendIf)
-			clientMAC := linkMAC(b, e.lab.Client, testnet.ClientIf)
-			for _, k := range []bpf.FastL4FlowKey{toClient, toMember} {
-				v := bpf.FastL4FlowVal{Self: k, Peer: k, CreatedNs: now, LastNs: now, Vid: uint32(vid), Seen: seenAny | seenACK, InIfindex: ext, InMac: [6]byte(clientMAC)}
-				if k == toMember {
-					v.Dir = dirServer
-					v.InMac = [6]byte(routerMAC)
-				}
-				if err := e.fp.flows.Update(k, &v, ebpf.UpdateAny); err != nil {
-					b.Fatal(err)
-				}
+	e := benchEnvFlows(b, 1<<20)
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		for _, n := range []int{1, 1 << 10, 1 << 16, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/%d", fam, n), func(b *testing.B) {
+				c := e.benchCycle(b, fam, n)
+				defer c.clear(b)
+				check := e.allForwarded()
+				c.run(b, n) // every flow resolves its next hop once
+				check(b, n)
+				check = e.allForwarded()
+				b.ResetTimer()
+				d := c.run(b, b.N)
+				b.StopTimer()
+				b.ReportMetric(float64(d.Nanoseconds()), "ns/packet")
+				b.ReportMetric(0, "ns/op")
+				check(b, b.N)
+			})
+		}
+	}
+}
+
+// allForwarded returns a check that at least n runs were forwarded
+// (fwd_client of the web virtual) since, and none of its packets took any
+// other verdict (nor any packet an entry reused meanwhile): a call the
+// kernel interrupts is run again (testRun), so a few runs may count twice.
+func (e *env) allForwarded() func(b *testing.B, n int) {
+	vid := e.fp.virtuals["web"].id
+	verdicts := func() (fwd, other uint64) {
+		c, err := e.fp.readCounters()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		other = c[bpf.FastL4ReasonREASON_DROP_FLOW_REUSED].Packets
+		for r, s := range c[vid*reasonMax : (vid+1)*reasonMax] {
+			switch reason := bpf.FastL4Reason(r); {
+			case reason == bpf.FastL4ReasonREASON_FWD_CLIENT:
+				fwd += s.Packets
+			case !isEvent(reason):
+				other += s.Packets
 			}
-			in := frame{src: tc.member, dst: tc.client, proto: protoTCP, flags: flagACK, seq: 1, ack: 1, ttl: 255}.bytes()
-			copy(in, clientMAC)
-			if ret, _ := e.repeat(b, in, 2); ret != xdpRedirect {
-				b.Fatalf("verdict %d, want redirect", ret)
+		}
+		return fwd, other
+	}
+	fwd0, other0 := verdicts()
+	return func(b *testing.B, n int) {
+		fwd, other := verdicts()
+		if fwd-fwd0 < uint64(n) || other != other0 {
+			b.Fatalf("%d runs: %d forwarded, %d with another verdict", n, fwd-fwd0, other-other0)
+		}
+	}
+}
+
+// benchEnvFlows is benchEnv with room for flows connections, its internal
+// next hop answering with ext0's MAC (see BenchmarkProgramEstablished).
+func benchEnvFlows(b *testing.B, flows int) *env {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	e := newEnv(b, func(lab *testnet.Lab) *Spec {
+		return testSpec(lab,
+			fastl4("web", "198.18.0.10:443", "fe4", 4443),
+			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443))
+	}, func(o *Options) { o.MaxFlows = flows; o.Logger = slog.New(slog.DiscardHandler) })
+	e.resolve()
+	ext := linkMAC(b, e.lab.Proxy, testnet.ExtIf).String()
+	for _, a := range []netip.Addr{e.lab.RouterAddr4, e.lab.RouterAddr6} {
+		e.lab.Proxy.Run(b, "ip", "neigh", "replace", a.String(), "lladdr", ext, "dev", testnet.IntIf, "nud", "permanent")
+	}
+	return e
+}
+
+// cycle is a working set of flows for BenchmarkProgramEstablished.
+type cycle struct {
+	e     *env
+	keys  []bpf.FastL4FlowKey // in the order of the cycle
+	start int                 // the flow the next call starts at
+}
+
+// benchCycle fills the flow table with n client halves of family fam
+// forming a cycle in a random order, inserted in another.
+func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
+	member := ap(e.lab.Members4[0], 4443)
+	if fam == "ipv6" {
+		member = ap(e.lab.Members6[0], 4443)
+	}
+	rng := rand.New(rand.NewPCG(16, uint64(n)))
+	keys := make([]bpf.FastL4FlowKey, n)
+	for j, i := range rng.Perm(n) {
+		var c netip.Addr
+		if fam == "ipv4" {
+			c = netip.AddrFrom4([4]byte{100, 64 + byte(i>>22), byte(i >> 14), byte(i >> 6)})
+		} else {
+			c = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 9, 13: byte(i >> 22), 14: byte(i >> 14), 15: byte(i >> 6)})
+		}
+		keys[j] = flowKey(ap(c, uint16(1024+i&63)), member, protoTCP)
+	}
+	now := monoNow()
+	vid := uint8(e.fp.virtuals["web"].id)
+	vals := make([]bpf.FastL4FlowVal, n)
+	for j := range keys {
+		next := keys[(j+1)%n]
+		peer := next
+		peer.Saddr, peer.Daddr, peer.Sport, peer.Dport = next.Daddr, next.Saddr, next.Dport, next.Sport
+		vals[j] = bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
+		setKeys(&vals[j], keys[j], peer)
+	}
+	// Inserted in the order of the clients' addresses, not the cycle's.
+	order := rng.Perm(n)
+	for at := 0; at < n; at += 4096 {
+		for _, j := range order[at:min(at+4096, n)] {
+			if err := e.fp.flows.Update(keys[j], &vals[j], ebpf.UpdateNoExist); err != nil {
+				b.Fatalf("fill the flow table (%d flows): %v", at, err)
 			}
-			fwd := e.delta("web", bpf.FastL4ReasonREASON_FWD_CLIENT)
-			b.ResetTimer()
-			_, d := e.repeat(b, in, b.N)
-			b.StopTimer()
-			b.ReportMetric(float64(d.Nanoseconds()), "ns/packet")
-			b.ReportMetric(0, "ns/op")
-			if fwd() == 0 {
-				b.Fatal("the runs did not take the established path")
-			}
-		})
+		}
+	}
+	return &cycle{e: e, keys: keys}
+}
+
+// run sends n packets around the cycle, benchChunk per call, and returns
+// the kernel's average time per packet.
+func (c *cycle) run(b *testing.B, n int) time.Duration {
+	var total time.Duration
+	for done := 0; done < n; {
+		k := min(n-done, benchChunk)
+		key := c.keys[c.start]
+		in := c.e.benchFrame(frame{src: addrPort(key.Saddr, key.Sport, key.Family), dst: addrPort(key.Daddr, key.Dport, key.Family), proto: protoTCP, flags: flagACK, seq: 1, ack: 1})
+		ret, d := c.e.repeat(b, in, k)
+		if ret != xdpRedirect {
+			b.Fatalf("verdict %d, want redirect", ret)
+		}
+		total += d * time.Duration(k)
+		done += k
+		c.start = (c.start + k) % len(c.keys)
+	}
+	return total / time.Duration(max(n, 1))
+}
+
+func (c *cycle) clear(b *testing.B) {
+	for _, k := range c.keys {
+		if err := c.e.fp.flows.Delete(k); err != nil {
+			b.Fatalf("clear the flow table: %v", err)
+		}
 	}
 }
 

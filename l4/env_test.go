@@ -55,17 +55,6 @@ func (e *env) nic(name string) nicAddr {
 	return n
 }
 
-// setIngress sets the NIC a flow half made by hand arrives on, as the
-// program sets it: the external NIC for the client's half, the internal
-// one for the member's.
-func (e *env) setIngress(v *bpf.FastL4FlowVal) {
-	nic := e.nic(testnet.ExtIf)
-	if v.Dir == dirServer {
-		nic = e.nic(testnet.IntIf)
-	}
-	v.InIfindex, v.InMac = uint32(nic.ifindex), [6]byte(nic.mac)
-}
-
 // testPinPath is a fresh directory of the BPF file system, removed (with
 // whatever is pinned there) when the test ends.
 func testPinPath(t testing.TB) string {

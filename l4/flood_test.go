@@ -219,7 +219,7 @@ func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
 	vip := ap(vip4, 7443)
 	member := ap(e.lab.Members4[0], 4443)
 	rng := rand.New(rand.NewPCG(14, 2))
-	vid := uint32(e.fp.virtuals["one"].id)
+	vid := uint8(e.fp.virtuals["one"].id)
 	for _, i := range rng.Perm(ports)[:used] {
 		snat := ap(snat4, uint16(40000+i))
 		client := ap(netip.AddrFrom4([4]byte{198, 18, 2, byte(i % 250)}), uint16(30000+i))
@@ -228,8 +228,8 @@ func TestPrivilegedProgramSNATNearExhaustion(t *testing.T) {
 			key, peer bpf.FastL4FlowKey
 			dir       uint8
 		}{{sk, ck, dirServer}, {ck, sk, dirClient}} {
-			v := bpf.FastL4FlowVal{Self: h.key, Peer: h.peer, CreatedNs: monoNow(), LastNs: monoNow(), Vid: vid, Dir: h.dir, Seen: seenAny | seenACK}
-			e.setIngress(&v)
+			v := bpf.FastL4FlowVal{CreatedNs: monoNow(), LastNs: monoNow(), Vid: vid, Dir: h.dir, Seen: seenAny | seenACK}
+			setKeys(&v, h.key, h.peer)
 			if err := e.fp.flows.Update(h.key, &v, ebpf.UpdateNoExist); err != nil {
 				t.Fatal(err)
 			}

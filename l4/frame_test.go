@@ -53,6 +53,7 @@ type frame struct {
 	vlan       uint16
 	etherType  uint16 // override (ARP etc.)
 	rawL4      []byte // the L4 bytes as given (ICMP)
+	window     uint16 // TCP window, 0: 65535
 }
 
 func (f frame) bytes() []byte {
@@ -69,7 +70,11 @@ func (f frame) bytes() []byte {
 		binary.BigEndian.PutUint32(l4[8:], f.ack)
 		l4[12] = byte(hl/4) << 4
 		l4[13] = f.flags
-		binary.BigEndian.PutUint16(l4[14:], 65535)
+		win := f.window
+		if win == 0 {
+			win = 65535
+		}
+		binary.BigEndian.PutUint16(l4[14:], win)
 		copy(l4[20:], f.tcpOpts)
 		l4 = append(l4, f.payload...)
 	case f.proto == protoUDP:

@@ -158,7 +158,7 @@ func (f *FastPath) collect() error {
 	var reaped []reapedFlow
 	for id, p := range pairs {
 		h := p.any()
-		k := knobsOf(h.val.Vid)
+		k := knobsOf(uint32(h.val.Vid))
 		st, timeout := p.state(k)
 		last := p.last()
 		if now > last && time.Duration(now-last) > timeout {
@@ -222,8 +222,6 @@ func (f *FastPath) stillIdle(ck, sk bpf.FastL4FlowKey, last uint64) bool {
 func (f *FastPath) repair(p *pair) {
 	h := p.any()
 	v := bpf.FastL4FlowVal{
-		Self:      h.val.Peer,
-		Peer:      h.key,
 		CreatedNs: h.val.CreatedNs,
 		LastNs:    h.val.LastNs,
 		Vid:       h.val.Vid,
@@ -235,7 +233,7 @@ func (f *FastPath) repair(p *pair) {
 	if h.val.Dir == dirServer {
 		v.Dir = dirClient
 	}
-	f.setIngress(&v)
+	setKeys(&v, h.val.Peer, h.key)
 	if err := f.flows.Update(h.val.Peer, &v, ebpf.UpdateNoExist); err == nil {
 		f.stats.repaired()
 	}

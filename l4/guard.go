@@ -76,15 +76,6 @@ func (f *FastPath) setNICs() error {
 	return f.followNICs(before)
 }
 
-// setIngress records in a flow half the NIC its direction arrives on.
-func (f *FastPath) setIngress(v *bpf.FastL4FlowVal) {
-	n := f.nics[0]
-	if v.Dir == dirServer {
-		n = f.nics[1]
-	}
-	v.InIfindex, v.InMac = n.ifindex, n.mac
-}
-
 // martianPrefixes lists the sources the program refuses new flows from:
 // the bogons, the host's own addresses (and the broadcast address of
 // their IPv4 subnets), the internal subnets, every virtual's VIP and the

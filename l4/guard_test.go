@@ -332,7 +332,7 @@ func (e *env) forgetNextHop(client, vip netip.AddrPort) {
 	if !ok {
 		e.t.Fatalf("no flow %s -> %s", client, vip)
 	}
-	v.TxSlot, v.FibNs = 0, 0
+	v.TxSlot = 0
 	if err := e.fp.flows.Update(flowKey(client, vip, protoTCP), &v, 0); err != nil {
 		e.t.Fatal(err)
 	}
@@ -463,6 +463,67 @@ func TestPrivilegedProgramTCPSanity(t *testing.T) {
 	expectRedirect(t, e, frame{src: s.dst, dst: s.src, proto: protoTCP, flags: flagRST | flagACK, ack: 7001}.bytes(), toClient)
 	if st := e.flowState(client); st != StateReset {
 		t.Errorf("after the refusal: state %q, want reset", st)
+	}
+}
+
+// TestPrivilegedProgramRSTWindow holds RSTs and the sequence number an
+// ICMP error quotes to the window the receiver advertised, scaled when
+// both SYNs carried a window scale (RFC 5961 §3, RFC 7323): the client's
+// next sequence number is 101, the member's 901; the member advertises a
+// 65,535-byte window, scaled by 2^7 when both sides asked for it.
+func TestPrivilegedProgramRSTWindow(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	ws7 := []byte{1, 3, 3, 7}
+	const off = 1 << 20
+	for i, tc := range []struct {
+		name               string
+		synOpts, synackOpt []byte
+		rst                uint32 // the client's RST, 0: none
+		icmp               uint32 // the quoted sequence number, 0: none
+		want               uint32
+		state              string
+	}{
+		{"unscaled, RST 2^20 off", nil, nil, 101 + off, 0, xdpDrop, StateEstablished},
+		{"unscaled, exact RST", nil, nil, 101, 0, xdpRedirect, StateReset},
+		{"unscaled, RST inside the window", nil, nil, 101 + 60000, 0, xdpRedirect, StateEstablished},
+		{"wscale 7, RST 2^20 off", ws7, ws7, 101 + off, 0, xdpRedirect, StateEstablished},
+		{"wscale 7, RST past the scaled window", ws7, ws7, 101 + 65535<<7, 0, xdpDrop, StateEstablished},
+		{"wscale from the client only, RST 2^20 off", ws7, nil, 101 + off, 0, xdpDrop, StateEstablished},
+		{"unscaled, frag-needed quoting 2^20 off", nil, nil, 0, 101 + off, xdpDrop, StateEstablished},
+		{"wscale 7, frag-needed quoting 2^20 off", ws7, ws7, 0, 101 + off, xdpRedirect, StateEstablished},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, vip := ap(client4, uint16(57000+i)), ap(vip4, 443)
+			p := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100, tcpOpts: tc.synOpts}.bytes(), toMember)
+			member, snat := p.dst, p.src
+			expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101, tcpOpts: tc.synackOpt}.bytes(), toClient)
+			expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+			expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101, payload: []byte("hello")}.bytes(), toClient)
+
+			reason, in := bpf.FastL4ReasonREASON_DROP_RST_WINDOW, []byte(nil)
+			if tc.rst != 0 {
+				in = frame{src: client, dst: vip, proto: protoTCP, flags: flagRST, seq: tc.rst}.bytes()
+			} else {
+				reason = bpf.FastL4ReasonREASON_DROP_ICMP_INVALID
+				in = icmpTooBig(e.lab.RouterAddr4, snat, member, tc.icmp, 1400)
+			}
+			dropped := e.delta("web", reason)
+			if tc.want == xdpDrop {
+				expectVerdict(t, e, in, xdpDrop)
+			} else if tc.rst != 0 {
+				expectRedirect(t, e, in, toMember)
+			} else {
+				expectRedirect(t, e, in, toClient)
+			}
+			if n, want := dropped(), map[bool]uint64{true: 1}[tc.want == xdpDrop]; n != want {
+				t.Errorf("%s grew by %d, want %d", reasonNames[reason], n, want)
+			}
+			if st := e.flowState(client); st != tc.state {
+				t.Errorf("state %q, want %q", st, tc.state)
+			}
+		})
 	}
 }
 

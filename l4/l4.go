@@ -93,8 +93,12 @@ type Options struct {
 	// MaxFlows is the number of connections the flow table holds, each
 	// taking two entries (one per direction) in the program's flow maps
 	// (bpf/common.h MAX_FLOWS counts connections too); default
-	// DefaultMaxFlows. Changing it needs Cleanup.
+	// DefaultMaxFlows. A table pinned by an earlier run keeps its size
+	// while it holds flows.
 	MaxFlows int
+	// Tables are the flow tables the virtuals use (TablesFor); the others
+	// get one entry. The zero value sizes all of them.
+	Tables FlowTables
 	// MaglevSize is the size of each pool's Maglev table, a prime
 	// (default 65537). Pinned state keeps the size it was created with.
 	MaglevSize int
@@ -197,6 +201,7 @@ type FastPath struct {
 	resets  *resetter
 	neigh   *neighbours
 	stats   *gcStats
+	floor   counterFloor // readCounters' last values
 	flood   floodWatch
 	limiter *logLimiter
 	// scrapeErrs reports the maps the collector failed to read.

@@ -13,6 +13,7 @@ import (
 // share a version.
 var layouts = map[uint32]uint64{
 	1: 0x77d889d6d246e273,
+	2: 0xce1c47f323b8bac8,
 }
 
 func TestLayoutVersion(t *testing.T) {

@@ -29,10 +29,9 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
-	spec.Maps[bpf.FastL4MapFlows4Tcp].MaxEntries = uint32(2 * f.opts.MaxFlows)
-	spec.Maps[bpf.FastL4MapFlows4Udp].MaxEntries = uint32(2 * f.opts.MaxFlows)
-	spec.Maps[bpf.FastL4MapFlows6].MaxEntries = uint32(2 * f.opts.MaxFlows)
-	spec.Maps[bpf.FastL4MapHalfOpen].MaxEntries = uint32(halfOpenEntries(f.opts.MaxFlows))
+	if err := f.sizeFlowTables(spec); err != nil {
+		return err
+	}
 	f.maglevSize = f.opts.MaglevSize
 	if size, ok := pinnedMaglevSize(f.opts.PinPath); ok && size != f.maglevSize {
 		f.log.Warn("keeping the Maglev table size of the pinned state", "pinned", size, "asked", f.maglevSize)

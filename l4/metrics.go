@@ -60,6 +60,7 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_ICMP_INVALID: "drop_icmp_invalid",
 	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
 	bpf.FastL4ReasonREASON_DROP_HANDSHAKE:    "drop_handshake",
+	bpf.FastL4ReasonREASON_DROP_TX_REFUSED:   "drop_tx_refused",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
@@ -73,9 +74,50 @@ func isEvent(r bpf.FastL4Reason) bool {
 }
 
 // readCounters sums the per-CPU counters (index: virtual id * reasons +
-// reason).
+// reason), never lower than they were last read (counterFloor).
 func (f *FastPath) readCounters() ([]bpf.FastL4Stat, error) {
-	return sumStats(f.objs.Stats)
+	c, err := sumStats(f.objs.Stats)
+	if err != nil {
+		return nil, err
+	}
+	f.floor.apply(c)
+	return c, nil
+}
+
+// counterFloor keeps the counters monotonic. A frame the egress refuses
+// is counted as forwarded by the program and moved to drop_tx_refused by
+// the tracepoint that sees it refused, microseconds later (bpf/txerr.h):
+// a read in between sees the forwarded count one higher than the next
+// read does, which Prometheus would take for a counter reset. Each
+// counter is reported at least at its last reported value.
+type counterFloor struct {
+	mu sync.Mutex
+	v  []bpf.FastL4Stat
+}
+
+func (c *counterFloor) apply(s []bpf.FastL4Stat) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.v) != len(s) {
+		c.v = make([]bpf.FastL4Stat, len(s))
+	}
+	for i := range s {
+		if s[i].Packets < c.v[i].Packets {
+			s[i] = c.v[i]
+		}
+		c.v[i] = s[i]
+	}
+}
+
+// reset forgets the counters of a virtual id, zeroed for a new virtual.
+func (c *counterFloor) reset(id int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r := range reasonMax {
+		if i := id*reasonMax + r; i < len(c.v) {
+			c.v[i] = bpf.FastL4Stat{}
+		}
+	}
 }
 
 // zeroCounters clears the counters of a virtual id on every CPU.
@@ -90,6 +132,7 @@ func (f *FastPath) zeroCounters(id int) error {
 			return fmt.Errorf("zero counters of virtual id %d: %w", id, err)
 		}
 	}
+	f.floor.reset(id)
 	return nil
 }
 

@@ -89,12 +89,12 @@ func (f *FastPath) attachedTo(name string, ifindex int) bool {
 }
 
 // followNICs moves the flows of a NIC that was re-created (another
-// ifindex or MAC than before, the NICs the settings held) to the new one:
-// the halves arriving on it take its ifindex and MAC, and every cached
-// next hop is dropped (its MACs may be the old NIC's or its old
-// neighbour's), so that the next packet resolves it afresh. Without it
-// the program would drop the established flows' packets as arriving on
-// the wrong NIC. One pass over the flow tables, only when a NIC changed.
+// ifindex or MAC than before, the NICs the settings held) to the new one.
+// A half's ingress NIC follows from its direction and the settings, which
+// setNICs has rewritten; what remains is every cached next hop (its
+// neighbour's MAC, and the egress MAC in tx_devs, may be the old NIC's):
+// it is dropped so that the next packet resolves it afresh. One pass over
+// the flow tables, only when a NIC changed.
 func (f *FastPath) followNICs(before [2]nic) error {
 	if before == f.nics || before == ([2]nic{}) {
 		return nil
@@ -105,12 +105,6 @@ func (f *FastPath) followNICs(before [2]nic) error {
 	}
 	var moved []entry
 	err := f.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
-		for i, old := range before {
-			if old != f.nics[i] && v.InIfindex == old.ifindex {
-				v.InIfindex, v.InMac = f.nics[i].ifindex, f.nics[i].mac
-				break
-			}
-		}
 		v.TxSlot = 0
 		moved = append(moved, entry{k, *v})
 	})

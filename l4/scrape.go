@@ -39,8 +39,8 @@ func (f *FastPath) countLive() (liveFlows, error) {
 		if v.Dir != dirServer {
 			return
 		}
-		c.byVirtual[v.Vid]++
-		c.byMember[memberFlows{v.Vid, addrFromBPF(k.Saddr, k.Family)}]++
+		c.byVirtual[uint32(v.Vid)]++
+		c.byMember[memberFlows{uint32(v.Vid), addrFromBPF(k.Saddr, k.Family)}]++
 		c.snat[addrFromBPF(k.Daddr, k.Family)]++
 	})
 	return c, err

@@ -37,9 +37,10 @@ func BenchmarkScrapeFlows(b *testing.B) {
 		s.Daddr.W[0] = binary.LittleEndian.Uint32([]byte{198, 19, 1, byte(i / 20000)})
 		s.Sport, s.Dport = 4443, uint16(40000+i%20000) // five SNAT addresses
 		keys = append(keys, key4(&c), key4(&s))
-		vals = append(vals,
-			bpf.FastL4FlowVal{Self: c, Peer: s, Vid: 1, Dir: dirClient},
-			bpf.FastL4FlowVal{Self: s, Peer: c, Vid: 1, Dir: dirServer})
+		vc, vs := bpf.FastL4FlowVal{Vid: 1, Dir: dirClient}, bpf.FastL4FlowVal{Vid: 1, Dir: dirServer}
+		setKeys(&vc, c, s)
+		setKeys(&vs, s, c)
+		vals = append(vals, vc, vs)
 	}
 	if _, err := e.fp.objs.Flows4Tcp.BatchUpdate(keys, vals, nil); err != nil {
 		b.Fatalf("fill the flow table: %v", err)

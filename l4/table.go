@@ -25,6 +25,24 @@ func key4(k *bpf.FastL4FlowKey) bpf.FastL4FlowKey4 {
 	return bpf.FastL4FlowKey4{Saddr: k.Saddr.W[0], Daddr: k.Daddr.W[0], Sport: k.Sport, Dport: k.Dport}
 }
 
+// flowSelf4 is what a flow value keeps of its own key (bpf/maps.h,
+// flow_self4): an IPv4 key as it is, an IPv6 key folded.
+func flowSelf4(k bpf.FastL4FlowKey) bpf.FastL4FlowKey4 {
+	if k.Family == 4 {
+		return key4(&k)
+	}
+	fold := func(a bpf.FastL4Addr) uint32 { return a.W[0] ^ a.W[1] ^ a.W[2] ^ a.W[3] }
+	return bpf.FastL4FlowKey4{Saddr: fold(k.Saddr), Daddr: fold(k.Daddr) ^ uint32(k.Proto), Sport: k.Sport, Dport: k.Dport}
+}
+
+// setKeys sets the keys of a flow value: its own and its peer's, in the
+// forms the program reads (bpf/maps.h, flow_set_keys).
+func setKeys(v *bpf.FastL4FlowVal, self, peer bpf.FastL4FlowKey) {
+	v.Self4 = flowSelf4(self)
+	v.Peer = peer
+	v.Peer4 = key4(&peer)
+}
+
 func keyFrom4(k *bpf.FastL4FlowKey4, proto uint8) bpf.FastL4FlowKey {
 	var out bpf.FastL4FlowKey
 	out.Saddr.W[0], out.Daddr.W[0] = k.Saddr, k.Daddr

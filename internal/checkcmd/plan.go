@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/l4"
 )
 
 // Plan is what run would set up, derived from the configuration.
@@ -75,8 +78,12 @@ type HostRow struct {
 
 // FastPathRow summarises the XDP data path settings.
 type FastPathRow struct {
-	PinPath    string `json:"pin_path"`
-	MaxFlows   int    `json:"max_flows"`
+	PinPath  string `json:"pin_path"`
+	MaxFlows int    `json:"max_flows"`
+	// FlowBytes is the map memory the flow tables pin with every flow in
+	// use (l4.FlowMemory): sized by max_flows, for the families and
+	// protocols of the fastl4 virtuals.
+	FlowBytes  uint64 `json:"flow_table_bytes"`
 	SNATPorts  string `json:"snat_ports"`
 	GCInterval string `json:"gc_interval"`
 }
@@ -176,9 +183,28 @@ func NewPlan(c *config.Config) *Plan {
 	}
 
 	fp := c.FastPath
-	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, SNATPorts: fp.SNATPorts.String(), GCInterval: shortDur(fp.GCInterval)}
+	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, FlowBytes: flowBytes(c), SNATPorts: fp.SNATPorts.String(), GCInterval: shortDur(fp.GCInterval)}
 	p.BGP = bgpRows(c)
 	return p
+}
+
+// flowBytes is the memory the fast path's flow tables will pin.
+func flowBytes(c *config.Config) uint64 {
+	var vs []l4.Virtual
+	for _, v := range c.Virtuals {
+		if v != nil && v.Mode == config.ModeFastL4 {
+			lv := l4.Virtual{Listen: v.Listen}
+			if v.Proto == config.ProtoUDP {
+				lv.Proto = l4.UDP
+			}
+			vs = append(vs, lv)
+		}
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		cpus = 1
+	}
+	return l4.FlowMemory(c.FastPath.MaxFlows, l4.TablesFor(vs), cpus)
 }
 
 // fastl4Row is the row of a fastl4 virtual: its SNAT and TCP options.

@@ -37,6 +37,7 @@ func compileL4(cfg *config.Config, members map[string][]Member) *l4.Spec {
 		}
 		spec.Pools[v.Pool] = ms
 	}
+	spec.Tables = l4.TablesFor(spec.Virtuals)
 	return spec
 }
 
