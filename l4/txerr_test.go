@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -59,6 +60,10 @@ func TestPrivilegedTxErrors(t *testing.T) {
 		t.Fatalf("%v frames refused with both links up", n)
 	}
 
+	// Carrier loss flushes the neighbours learnt on int0, and a flow whose
+	// next hop is looked up again finds none (drop_no_neigh): the frames
+	// must keep reaching the egress to be refused there.
+	keepNeighbours(t, lab.Proxy, testnet.IntIf)
 	lab.Backend.Run(t, "ip", "link", "set", testnet.BackendIf, "down")
 	defer lab.Backend.Run(t, "ip", "link", "set", testnet.BackendIf, "up")
 	fwd := x.delta("sink", bpf.FastL4ReasonREASON_FWD_CLIENT)
@@ -90,5 +95,23 @@ func TestPrivilegedTxErrors(t *testing.T) {
 	}
 	if n := txErrors(t, col, testnet.ExtIf); n != 0 {
 		t.Errorf("%v frames refused on %s", n, testnet.ExtIf)
+	}
+}
+
+// keepNeighbours makes the neighbours resolved on dev in ns permanent, so
+// that the kernel keeps them when dev loses its carrier.
+func keepNeighbours(t *testing.T, ns *testnet.NS, dev string) {
+	t.Helper()
+	var neigh []struct {
+		Dst    string `json:"dst"`
+		Lladdr string `json:"lladdr"`
+	}
+	if err := json.Unmarshal([]byte(ns.Run(t, "ip", "-j", "neigh", "show", "dev", dev)), &neigh); err != nil {
+		t.Fatalf("read the neighbours on %s: %v", dev, err)
+	}
+	for _, n := range neigh {
+		if n.Lladdr != "" {
+			ns.Run(t, "ip", "neigh", "replace", n.Dst, "lladdr", n.Lladdr, "dev", dev, "nud", "permanent")
+		}
 	}
 }
