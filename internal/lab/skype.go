@@ -133,6 +133,8 @@ type SkypeL7 struct {
 	// Drain is the virtuals' drain timeout; 0 the default.
 	// HTTPSDrain, when set, is the https virtual's instead.
 	Drain, HTTPSDrain time.Duration
+	// NoSessionTickets turns the https virtual's session tickets off.
+	NoSessionTickets bool
 }
 
 // SkypeYAML returns s as a configuration file, with comments for the
@@ -293,6 +295,9 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 		if mode == "https" {
 			y.line(2, "certificates:", "")
 			y.line(3, fmt.Sprintf("- {cert: %s, key: %s}", v.Cert, v.Key), "")
+			if v.NoSessionTickets {
+				y.line(2, "tls: {session_tickets: false}", "no resumption: every new connection makes a full handshake")
+			}
 		}
 		y.line(2, "sites:", "")
 		y.line(3, "- hosts: ["+strings.Join(hosts, ", ")+"]", "")
