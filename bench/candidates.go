@@ -260,6 +260,7 @@ const haproxyGlobal = `global
 	nbthread {{.Threads}}
 	maxconn 8000
 	tune.ssl.default-dh-param 2048
+	tune.ssl.cachesize 0
 	ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
 	timeout connect 5s
@@ -283,7 +284,7 @@ backend members
 const haproxyTLSTmpl = haproxyGlobal + `	mode http
 	option http-keep-alive
 frontend vip
-	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1
+	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1 no-tls-tickets
 	default_backend members
 backend members
 	balance roundrobin
@@ -374,6 +375,8 @@ const nginxTLSTmpl = nginxMain + `http {
 		ssl_certificate {{.Certs.PublicChain}};
 		ssl_certificate_key {{.Certs.PublicKey}};
 		ssl_protocols TLSv1.2 TLSv1.3;
+		ssl_session_tickets off;
+		ssl_session_cache off;
 		location / {
 			proxy_pass https://members;
 			proxy_http_version 1.1;
@@ -466,7 +469,7 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 	}
 	if phase == phaseWeb {
 		sk.L7 = &lab.SkypeL7{VIP: t.lab.VIP4, Hosts: []string{d.Host}, Cert: d.Certs.PublicChain, Key: d.Certs.PublicKey,
-			InternalCA: d.Certs.InternalCA, Drain: time.Second}
+			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: true}
 	} else {
 		sk.FastL4 = &lab.SkypeFastL4{VIP: t.lab.VIP4, UDP: d.UDP}
 	}

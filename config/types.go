@@ -305,7 +305,13 @@ type TLSOptions struct {
 	// replaced (default 12h); tickets under the previous key are still
 	// accepted for one more period.
 	TicketRotation Duration `yaml:"ticket_rotation"`
+	// SessionTickets: false issues no session tickets (TLS 1.2 and 1.3),
+	// so every new connection makes a full handshake; default true.
+	SessionTickets *bool `yaml:"session_tickets"`
 }
+
+// TicketsOn reports whether session tickets are issued (the default).
+func (t TLSOptions) TicketsOn() bool { return t.SessionTickets == nil || *t.SessionTickets }
 
 // Site is a set of host names routed to a pool.
 type Site struct {

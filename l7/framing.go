@@ -136,8 +136,33 @@ var forwardingHeaders = []string{
 }
 
 func isForwardingHeader(name string) bool {
-	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
-	return strings.HasPrefix(n, "x-forwarded-") || slices.Contains(forwardingHeaders, n)
+	const prefix = "x-forwarded-"
+	if len(name) >= len(prefix) && sameHeaderName(name[:len(prefix)], prefix) {
+		return true
+	}
+	return slices.ContainsFunc(forwardingHeaders, func(f string) bool { return sameHeaderName(name, f) })
+}
+
+// sameHeaderName reports whether a header name is want (lower-case, with
+// "-") as IIS reads it: ASCII letters in any case, "_" for "-". It
+// compares in place: this runs on every header of every request.
+func sameHeaderName(name, want string) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i := range len(name) {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // dropForwarding removes the forwarding and rewrite headers of a request

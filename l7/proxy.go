@@ -363,11 +363,12 @@ func (p *Proxy) buildTLS(vh *vhost, v *Virtual) error {
 	}
 	mk := func(protos ...string) *tls.Config {
 		return &tls.Config{
-			MinVersion:     minV,
-			CipherSuites:   cipherSuites(minV),
-			GetCertificate: certs.getCertificate,
-			NextProtos:     protos,
-			Time:           p.now,
+			MinVersion:             minV,
+			CipherSuites:           cipherSuites(minV),
+			GetCertificate:         certs.getCertificate,
+			NextProtos:             protos,
+			Time:                   p.now,
+			SessionTicketsDisabled: v.TLS.NoSessionTickets,
 		}
 	}
 	if certs.alpn != nil {

@@ -80,6 +80,7 @@ type TLS struct {
 	HSTS             time.Duration // Strict-Transport-Security max-age; 0: none
 	HandshakeTimeout time.Duration
 	TicketRotation   time.Duration // session-ticket key lifetime
+	NoSessionTickets bool          // issue no session tickets: every connection makes a full handshake
 }
 
 // ConnLimits cap a virtual's client connections.

@@ -37,6 +37,26 @@ func cipherSuites(minVersion uint16) []uint16 {
 	return aeadSuites
 }
 
+// cipherNames are the names of the cipher suites crypto/tls knows, made
+// once: tls.CipherSuiteName builds the whole list on every call.
+var cipherNames = func() map[uint16]string {
+	m := map[uint16]string{}
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, c := range list {
+			m[c.ID] = c.Name
+		}
+	}
+	return m
+}()
+
+// cipherName is tls.CipherSuiteName without its allocations.
+func cipherName(id uint16) string {
+	if n, ok := cipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
+}
+
 // ticketKeys are one virtual's session-ticket keys: the current one
 // encrypts new tickets, the previous one still decrypts for one more
 // period. They belong to the proxy, keyed by virtual name, so a reload

@@ -120,8 +120,14 @@ func waitFor(t *testing.T, cond func() bool) {
 // resumed.
 func (e *env) resumes(t *testing.T, cache tls.ClientSessionCache) bool {
 	t.Helper()
+	return e.resumesAt(t, cache, tls.VersionTLS13)
+}
+
+// resumesAt is resumes with the client's highest TLS version.
+func (e *env) resumesAt(t *testing.T, cache tls.ClientSessionCache, maxVersion uint16) bool {
+	t.Helper()
 	c, err := tls.Dial("tcp", e.httpsAddr, &tls.Config{ServerName: owasHost, RootCAs: e.public.pool(),
-		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}, MaxVersion: maxVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +173,35 @@ func TestSessionTicketRotation(t *testing.T) {
 	}
 	if !e.resumes(t, b) {
 		t.Fatal("a ticket of the previous key (13h, across a reload) was not accepted at 25h")
+	}
+}
+
+// With session_tickets off no client resumes, over TLS 1.3 or 1.2, and a
+// reload turns tickets on and off for new connections.
+func TestSessionTicketsOff(t *testing.T) {
+	off := func(v *Virtual) { v.TLS.NoSessionTickets = true }
+	e := newEnv(t, envOptions{virtual: off})
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		cache := tls.NewLRUClientSessionCache(4)
+		for i := range 3 {
+			if e.resumesAt(t, cache, v) {
+				t.Fatalf("%s: connection %d resumed with session_tickets off", tls.VersionName(v), i+1)
+			}
+		}
+	}
+	if err := e.proxy.Apply(e.config(envOptions{}).spec()); err != nil {
+		t.Fatal(err)
+	}
+	cache := tls.NewLRUClientSessionCache(4)
+	e.resumes(t, cache)
+	if !e.resumes(t, cache) {
+		t.Fatal("tickets back on after a reload: the second connection did not resume")
+	}
+	if err := e.proxy.Apply(e.config(envOptions{virtual: off}).spec()); err != nil {
+		t.Fatal(err)
+	}
+	if e.resumes(t, cache) {
+		t.Fatal("tickets off again after a reload: a ticket issued before was accepted")
 	}
 }
 

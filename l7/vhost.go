@@ -341,7 +341,7 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	if cs != nil && cs.tls {
 		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn),
 			slog.String("tls_version", tls.VersionName(cs.tlsVersion)),
-			slog.String("tls_cipher", tls.CipherSuiteName(cs.cipher)))
+			slog.String("tls_cipher", cipherName(cs.cipher)))
 	}
 	attrs = append(attrs,
 		slog.String("proto", r.Proto),

@@ -111,6 +111,7 @@ var reloadKeys = map[string]when{
 	"virtuals[].tls.hsts":                         onReload,
 	"virtuals[].tls.handshake_timeout":            onReload,
 	"virtuals[].tls.ticket_rotation":              onReload,
+	"virtuals[].tls.session_tickets":              onReload,
 	"virtuals[].trusted_proxies":                  onReload,
 	"virtuals[].drain_timeout":                    onReload,
 	"virtuals[].limits.max_conns":                 onReload,

@@ -136,6 +136,8 @@ type SkypeL7 struct {
 	// ACME, when set, orders the https virtual's certificate for Hosts
 	// from an ACME CA.
 	ACME *SkypeACME
+	// NoSessionTickets turns the https virtual's session tickets off.
+	NoSessionTickets bool
 }
 
 // SkypeACME is the https virtual's ACME certificate and the acme section.
@@ -317,6 +319,9 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 		}
 		if mode == "https" {
 			v.writeCertificates(y)
+			if v.NoSessionTickets {
+				y.line(2, "tls: {session_tickets: false}", "no resumption: every new connection makes a full handshake")
+			}
 		}
 		y.line(2, "sites:", "")
 		y.line(3, "- hosts: ["+strings.Join(hosts, ", ")+"]", "")

@@ -24,7 +24,7 @@ func TestSkypeYAML(t *testing.T) {
 	names := []string{"fe01.corp.example.com", "fe02.corp.example.com"}
 	ca := filepath.Join(dir, certgen.InternalCAFile)
 	l7 := &SkypeL7{VIP: l.VIP4, Hosts: certgen.SkypeNames, Cert: filepath.Join(dir, certgen.PublicCertFile),
-		Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, Skype: true, Drain: time.Second}
+		Key: filepath.Join(dir, certgen.PublicKeyFile), InternalCA: ca, Skype: true, Drain: time.Second, NoSessionTickets: true}
 	for _, tc := range []struct {
 		name string
 		sk   Skype

@@ -41,7 +41,7 @@ func l7Virtual(cfg *config.Config, v *config.Virtual, members map[string][]Membe
 	out := &l7.Virtual{
 		Name: v.Name, Mode: l7.Mode(v.Mode), Listen: v.Listen,
 		TLS: l7.TLS{MinVersion: minV, HSTS: t.HSTS.D(), HandshakeTimeout: t.HandshakeTimeout.D(),
-			TicketRotation: t.TicketRotation.D()},
+			TicketRotation: t.TicketRotation.D(), NoSessionTickets: !t.TicketsOn()},
 		TrustedProxies: v.TrustedProxies,
 		DrainTimeout:   drain.D(),
 		Limits: l7.ConnLimits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource,
