@@ -49,6 +49,7 @@
 #include "fib.h"
 #include "router.h"
 #include "icmp.h"
+#include "partial.h"
 #include "txerr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -81,7 +82,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	struct pkt pk, *p = &pk;
 	struct nexthop nh;
 	__u64 bytes;
-	int r;
+	int r, partial;
 
 	if (pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
@@ -123,10 +124,13 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		}
 	}
 	ct_track(f, p, now);
+	partial = l4_csum_partial(p);
 	if (f->mss && p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, &f->peer);
+	if (partial)
+		l4_csum_complete(ctx, p);
 	/* The checks and the rewrite read f: was it still this flow's
 	 * (flow_is)? */
 	if (!flow_is(f, &m->key)) {
