@@ -274,6 +274,16 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 			r = half_open_hit(ctx, m, 0);
 			if (r != FLOW_MISS)
 				return r;
+			/* A member's segment to a SNAT port that no flow owns
+			 * (the flow lives on the node that was active, or
+			 * expired): the stack would reset the member's side.
+			 * Dropped, the connection waits for the client's next
+			 * segment, which loose_init turns into the flow again. */
+			if (m->key.proto == IPPROTO_TCP && !(m->tcp_flags & TCP_FLAG_SYN) &&
+			    ctx->ingress_ifindex == cfg->int_ifindex) {
+				count(0, REASON_DROP_NO_FLOW, bytes);
+				return XDP_DROP;
+			}
 		}
 		count(0, REASON_PASS_NO_SERVICE, bytes);
 		return XDP_PASS;

@@ -269,6 +269,23 @@ func TestPrivilegedProgramPartialChecksum(t *testing.T) {
 	}
 }
 
+// A member's segment to a SNAT port that no flow owns (the flow lives on
+// the node of a pair that was active, or expired) is dropped, not handed
+// to the stack, which would reset the member's side of a connection the
+// client's next segment can still pick up (loose_init). A SYN to such a
+// port, a connection to the host, still goes to the stack.
+func TestPrivilegedProgramMemberSegmentWithoutFlow(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	member := ap(e.lab.Members4[0], 4443)
+	noFlow := e.delta("", bpf.FastL4ReasonREASON_DROP_NO_FLOW)
+	expectVerdict(t, e, frame{src: member, dst: ap(snat4, 45000), proto: protoTCP, flags: flagACK | flagPSH, seq: 7, ack: 9, payload: []byte("late")}.bytes(), xdpDrop)
+	if n := noFlow(); n != 1 {
+		t.Errorf("drop_no_flow grew by %d, want 1", n)
+	}
+	expectPassUntouched(t, e, frame{src: member, dst: ap(snat4, 45001), proto: protoTCP, flags: flagSYN}.bytes())
+}
+
 func TestPrivilegedProgramPass(t *testing.T) {
 	e := progEnv(t, nil)
 	noService := e.delta("", bpf.FastL4ReasonREASON_PASS_NO_SERVICE)
