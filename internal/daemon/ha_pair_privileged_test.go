@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -560,4 +561,117 @@ func (pg *pinger) end() (n int, stall time.Duration, err string) {
 	close(pg.stop)
 	<-pg.done
 	return pg.n, pg.stall, pg.err
+}
+
+// TestPrivilegedHAMemberLossNoFlapping: a node that reaches no member
+// over its internal NIC (its health checks dropped there) gives up the
+// active role through keepalived's check, and the pair does not flap: a
+// blip shorter than the check's hysteresis (two failures a second apart)
+// moves nothing, the member coming back to the node that left does not
+// take the role back (no preemption), and over the toggles the active
+// node changes at most once per toggle.
+func TestPrivilegedHAMemberLossNoFlapping(t *testing.T) {
+	r := startPair(t)
+	a := waitActive(t, r.nodes)
+	b := 1 - a
+	w := r.watchActive(a)
+	defer w.end()
+
+	steps := []struct {
+		name    string
+		node    int
+		block   bool
+		active  int // the active node once the step settled
+		changes int // active-node changes so far
+	}{
+		{"members unreachable from the active node", a, true, b, 1},
+		{"members reachable again from it", a, false, b, 1},
+		{"members unreachable from the new active node", b, true, a, 2},
+		{"members reachable again from it", b, false, a, 2},
+	}
+	// A blip first: 300 ms without members is one failed check at most.
+	r.nodes[a].blockMembers(t, r.p, true)
+	time.Sleep(300 * time.Millisecond)
+	r.nodes[a].blockMembers(t, r.p, false)
+	w.settle(t, "a 300 ms blip on the active node", a, 0)
+	for _, s := range steps {
+		r.nodes[s.node].blockMembers(t, r.p, s.block)
+		w.settle(t, s.name, s.active, s.changes)
+	}
+}
+
+// blockMembers drops (or lets through again) the node's packets to the
+// members' HTTP port, which its health monitor checks.
+func (n *pairNodeRun) blockMembers(t *testing.T, p *lab.Pair, block bool) {
+	t.Helper()
+	if block {
+		n.ns.Run(t, "nft", "add table ip members_off")
+		n.ns.Run(t, "nft", "add chain ip members_off out { type filter hook output priority 0 ; }")
+		n.ns.Run(t, "nft", "add rule ip members_off out ip daddr "+p.MemberNet.String()+" tcp dport 8080 drop")
+		return
+	}
+	n.ns.Run(t, "nft", "delete table ip members_off")
+}
+
+// activeWatch follows which node is active, from both nodes' status.
+type activeWatch struct {
+	mu      sync.Mutex
+	active  int
+	changes int
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (r *pairRun) watchActive(first int) *activeWatch {
+	w := &activeWatch{active: first, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for range 100000 {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			act := -1
+			for i, n := range r.nodes {
+				if st, err := n.daemon.Status(); err == nil && st.HA != nil && st.HA.Role == "active" {
+					act = i
+				}
+			}
+			w.mu.Lock()
+			if act >= 0 && act != w.active {
+				w.active, w.changes = act, w.changes+1
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// settle waits for the active node to be want, then watches 3 s more
+// (past keepalived's hysteresis) and checks the count of changes.
+func (w *activeWatch) settle(t *testing.T, step string, want, changes int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		act := w.active
+		w.mu.Unlock()
+		if act == want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("%s: node %d active, %d changes so far", step, w.active, w.changes)
+	if w.active != want || w.changes != changes {
+		t.Fatalf("%s: node %d active after %d changes, want node %d after %d", step, w.active, w.changes, want, changes)
+	}
+}
+
+func (w *activeWatch) end() {
+	close(w.stop)
+	<-w.done
 }
