@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
 	"github.com/edgeproxy/edgeproxy/internal/lab"
@@ -264,27 +265,35 @@ func startPairNode(t *testing.T, p *lab.Pair, i int, bin, dir string, cfg func(n
 	if err != nil {
 		t.Fatalf("keepalived-conf: %v", err)
 	}
-	kconf := filepath.Join(nd, "keepalived.conf")
-	if err := os.WriteFile(kconf, conf, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(nd, "keepalived.conf"), conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	n.startKeepalived(t, i)
+	return n
+}
+
+// startKeepalived starts keepalived in the node with the configuration
+// edgeproxy generated; it is killed at the test's end, its log shown
+// when the test failed.
+func (n *pairNodeRun) startKeepalived(t *testing.T, i int) {
+	t.Helper()
 	var log strings.Builder
-	n.keepalived = n.ns.Command(context.Background(), "keepalived", "--dont-fork", "--log-console", "--vrrp",
-		"--use-file="+kconf, "--pid="+filepath.Join(nd, "keepalived.pid"), "--vrrp_pid="+filepath.Join(nd, "vrrp.pid"))
-	n.keepalived.Stdout, n.keepalived.Stderr = &log, &log
-	n.keepalived.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	n.keepalivedStart = time.Now()
-	if err := n.keepalived.Start(); err != nil {
+	cmd := n.ns.Command(context.Background(), "keepalived", "--dont-fork", "--log-console", "--vrrp",
+		"--use-file="+filepath.Join(n.dir, "keepalived.conf"), "--pid="+filepath.Join(n.dir, "keepalived.pid"),
+		"--vrrp_pid="+filepath.Join(n.dir, "vrrp.pid"))
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	n.keepalived, n.keepalivedStart = cmd, time.Now()
+	if err := cmd.Start(); err != nil {
 		t.Fatalf("start keepalived: %v", err)
 	}
 	t.Cleanup(func() {
-		n.killKeepalived()
-		n.keepalived.Wait()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
 		if t.Failed() {
-			t.Logf("node %d keepalived log:\n%s", i, log.String())
+			t.Logf("node %d keepalived log (started %s):\n%s", i, n.keepalivedStart.Format(time.TimeOnly), log.String())
 		}
 	})
-	return n
 }
 
 // die is an unplanned failure: the links go down, then keepalived (its
@@ -410,9 +419,9 @@ func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	defer viaB.c.Close()
 	pingB := viaB.ping()
 
-	// Maintenance on the old active: its daemon restarts. keepalived
-	// keeps it out of the role until its check passes twice.
-	r.nodes[a].restart(t)
+	// Maintenance on the old active: it restarts. keepalived keeps it
+	// out of the role until its check passes.
+	r.nodes[a].restart(t, a)
 	r.nodes[a].waitSettled(t)
 	if got := waitActive(t, r.nodes); got != b {
 		t.Fatalf("node %d active after node %d returned, want node %d (no preemption)", got, a, b)
@@ -452,29 +461,40 @@ func (n *pairNodeRun) standby(t *testing.T, bin string) {
 	t.Logf("edgeproxy ha standby: %s", strings.TrimSpace(string(out)))
 }
 
-// restart stops the node's daemon and starts it again with the same
-// arguments.
-func (n *pairNodeRun) restart(t *testing.T) {
+// restart stops the node, keepalived then the daemon, and starts them
+// again in the other order, as a reboot does.
+func (n *pairNodeRun) restart(t *testing.T, i int) {
 	t.Helper()
+	n.killKeepalived()
+	n.keepalived.Wait()
+	// Its VRRP process, killed with it, may outlive it for a moment:
+	// the new keepalived must not take its pid file for a running one.
+	for _, f := range []string{"keepalived.pid", "vrrp.pid"} {
+		os.Remove(filepath.Join(n.dir, f))
+	}
 	n.daemon.Stop()
 	n.daemon = &labtest.Daemon{NS: n.ns}
 	labtest.Start(t, n.daemon, labtest.PoolUp("web", 1), n.args[0], n.args[1:]...)
+	n.startKeepalived(t, i)
 }
 
 // waitSettled waits until the node is a ready standby since keepalived
-// said so (or, for a daemon restarted under a running keepalived, since
-// the daemon started), a second ago at least.
+// (started before) said so, two seconds ago at least (two checks).
 func (n *pairNodeRun) waitSettled(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
+	var ha *admin.HA
 	for time.Now().Before(deadline) {
 		st, err := n.daemon.Status()
-		if err == nil && st.Ready && st.HA != nil && st.HA.Role == "standby" && st.HA.Since.After(n.keepalivedStart) && time.Since(st.HA.Since) > time.Second {
-			return
+		if err == nil && st.Ready && st.HA != nil {
+			ha = st.HA
+			if ha.Role == "standby" && ha.Since.After(n.keepalivedStart) && time.Since(ha.Since) > 2*time.Second {
+				return
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("node not a settled standby within 15s")
+	t.Fatalf("node not a settled standby within 15s: %+v (keepalived started %s)", ha, n.keepalivedStart.Format(time.StampMilli))
 }
 
 // l7Loop sends HTTPS requests through the L7 VIP back to back, in the
