@@ -98,7 +98,8 @@ enum reason {
 	REASON_FWD_SERVER,         /* member to client, forwarded */
 	REASON_FWD_ICMP,           /* ICMP error translated and forwarded */
 	REASON_DROP_FRAGMENT,      /* first fragment to a fastl4 virtual */
-	REASON_DROP_NO_FLOW,       /* TCP non-SYN without a flow (loose_init off) */
+	REASON_DROP_NO_FLOW,       /* TCP non-SYN without a flow (loose_init off), or a
+				    * member's to a SNAT port no flow owns */
 	REASON_DROP_NO_MEMBER,     /* the pool has no member up */
 	REASON_DROP_SNAT_EXHAUSTED, /* no free SNAT (address, port) */
 	REASON_DROP_TABLE_FULL,    /* flow table full */

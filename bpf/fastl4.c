@@ -49,6 +49,7 @@
 #include "fib.h"
 #include "router.h"
 #include "icmp.h"
+#include "partial.h"
 #include "txerr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -125,7 +126,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	struct pkt pk, *p = &pk;
 	struct tx_dev *dev;
 	__u64 bytes;
-	int r;
+	int r, partial;
 
 	if (!cfg || pkt_load(ctx, m, p) < 0)
 		return XDP_PASS;
@@ -157,10 +158,13 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		}
 	}
 	ct_track(ctx, f, p, now);
+	partial = l4_csum_partial(p);
 	if (p->m->key.proto == IPPROTO_TCP && (p->m->tcp_flags & TCP_FLAG_SYN) && f->mss &&
 	    mss_clamp(ctx, p->m->l4_off, f->mss))
 		count(f->vid, REASON_EVENT_MSS_CLAMPED, 0);
 	nat_rewrite(p, f);
+	if (partial)
+		l4_csum_complete(ctx, p);
 	/* The checks and the rewrite read f: was it still this flow's
 	 * (flow_is)? */
 	if (!flow_is(f, &m->key)) {
@@ -305,6 +309,16 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 			r = half_open_hit(ctx, m, 0);
 			if (r != FLOW_MISS)
 				return r;
+			/* A member's segment to a SNAT port that no flow owns
+			 * (the flow lives on the node that was active, or
+			 * expired): the stack would reset the member's side.
+			 * Dropped, the connection waits for the client's next
+			 * segment, which loose_init turns into the flow again. */
+			if (m->key.proto == IPPROTO_TCP && !(m->tcp_flags & TCP_FLAG_SYN) &&
+			    ctx->ingress_ifindex == cfg->int_ifindex) {
+				count(0, REASON_DROP_NO_FLOW, bytes);
+				return XDP_DROP;
+			}
 		}
 		count(0, REASON_PASS_NO_SERVICE, bytes);
 		return XDP_PASS;

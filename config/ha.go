@@ -49,6 +49,13 @@ func (c *Config) floating(is4 bool) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// HoldFile is the file beside the FIFO that keepalived tracks
+// (track_file): "1" makes it give up the active role, for a planned
+// switchover (edgeproxy ha standby), "0" lets it serve.
+func (h *HA) HoldFile() string {
+	return filepath.Join(filepath.Dir(h.Fifo), "keepalived.hold")
+}
+
 // Floating returns the floating internal addresses (nil without HA).
 func (h *HA) Floating() []netip.Prefix {
 	if h == nil {

@@ -17,6 +17,7 @@ const (
 	ExternalInstance = "edgeproxy_ext"
 	InternalInstance = "edgeproxy_int"
 	checkScript      = "edgeproxy_serves"
+	holdTrack        = "edgeproxy_hold"
 )
 
 // Spec is one node's part in the pair.
@@ -36,6 +37,10 @@ type Spec struct {
 	Check []string
 	// Fifo is where keepalived writes its state changes for the daemon.
 	Fifo string
+	// Hold is the file keepalived tracks: a non-zero number in it gives
+	// up the active role at once (a planned switchover), 0 lets the node
+	// serve.
+	Hold string
 }
 
 // Instance is one VRRP instance, on one NIC.
@@ -78,6 +83,14 @@ vrrp_script %s {
     rise 2
 }
 
+# edgeproxy ha standby writes 1 here to hand the active role over at
+# once (this node goes to FAULT and the peer takes over), then 0.
+track_file %s {
+    file "%s"
+    weight 0
+    init_file 0
+}
+
 # Both instances move together, like a traffic group.
 vrrp_sync_group %s {
     group {
@@ -85,7 +98,7 @@ vrrp_sync_group %s {
         %s
     }
 }
-`, s.Source, s.Fifo, checkScript, quote(s.Check), SyncGroup, ExternalInstance, InternalInstance)
+`, s.Source, s.Fifo, checkScript, quote(s.Check), holdTrack, s.Hold, SyncGroup, ExternalInstance, InternalInstance)
 	s.instance(&b, ExternalInstance, s.External)
 	s.instance(&b, InternalInstance, s.Internal)
 	return []byte(b.String()), nil
@@ -122,10 +135,13 @@ vrrp_instance %s {
     track_script {
         %s
     }
+    track_file {
+        %s
+    }
     virtual_ipaddress {
 %s    }
 `, name, in.Interface, in.VRID, s.Priority, strconv.FormatFloat(s.AdvertInterval.Seconds(), 'f', -1, 64),
-		in.Source, in.Peer, checkScript, strings.Join(same, ""))
+		in.Source, in.Peer, checkScript, holdTrack, strings.Join(same, ""))
 	if len(other) > 0 {
 		fmt.Fprintf(b, "    virtual_ipaddress_excluded {\n%s    }\n", strings.Join(other, ""))
 	}
@@ -133,8 +149,8 @@ vrrp_instance %s {
 }
 
 func (s Spec) validate() error {
-	if len(s.Check) == 0 || s.Fifo == "" {
-		return fmt.Errorf("write keepalived configuration: the check command and the fifo are required")
+	if len(s.Check) == 0 || s.Fifo == "" || s.Hold == "" {
+		return fmt.Errorf("write keepalived configuration: the check command, the fifo and the hold file are required")
 	}
 	for _, in := range []Instance{s.External, s.Internal} {
 		if in.Interface == "" || !in.Source.IsValid() || !in.Peer.IsValid() {

@@ -108,3 +108,19 @@ func Held(ifname string, addrs []netip.Addr) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// SetHold writes the file keepalived tracks: on, this node gives up the
+// active role at once and takes it no more (FAULT); off, it may serve.
+func SetHold(path string, on bool) error {
+	v := "0\n"
+	if on {
+		v = "1\n"
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create directory of keepalived hold file: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+		return fmt.Errorf("write keepalived hold file %s: %w", path, err)
+	}
+	return nil
+}

@@ -48,6 +48,7 @@ type frame struct {
 	fragMore   bool
 	fragHeader bool // IPv6: add a fragment header
 	noUDPCsum  bool
+	partial    bool  // TCP/UDP checksum left partial (the folded pseudo-header sum), as by a sender offloading it
 	ttl        uint8 // TTL / hop limit, 0: 64
 	df         bool  // IPv4: don't fragment
 	vlan       uint16
@@ -84,7 +85,10 @@ func (f frame) bytes() []byte {
 		binary.BigEndian.PutUint16(l4[4:], uint16(8+len(f.payload)))
 		l4 = append(l4, f.payload...)
 	}
-	if f.rawL4 == nil && f.fragOff == 0 {
+	if f.rawL4 == nil && f.fragOff == 0 && f.partial {
+		at := map[uint8]int{protoTCP: 16, protoUDP: 6}[f.proto]
+		binary.BigEndian.PutUint16(l4[at:], foldSum(pseudo(f.src.Addr(), f.dst.Addr(), f.proto, len(l4))))
+	} else if f.rawL4 == nil && f.fragOff == 0 {
 		switch f.proto {
 		case protoTCP:
 			binary.BigEndian.PutUint16(l4[16:], ^foldSum(pseudo(f.src.Addr(), f.dst.Addr(), f.proto, len(l4))+sum16(l4)))

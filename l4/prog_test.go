@@ -235,6 +235,57 @@ func TestPrivilegedProgramNewAndEstablished(t *testing.T) {
 	})
 }
 
+// Frames whose TCP or UDP checksum a sender in the same kernel left
+// partial (a veth peer or a bridge offloading checksums) leave the
+// program, both ways, with the checksum complete: the member and the
+// client would drop them otherwise.
+func TestPrivilegedProgramPartialChecksum(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	for _, tc := range []struct {
+		name        string
+		client, vip netip.AddrPort
+		proto       uint8
+	}{
+		{"tcp4", ap(client4, 41001), ap(vip4, 443), protoTCP},
+		{"tcp6", ap(client6, 41001), ap(vip6, 443), protoTCP},
+		{"udp4", ap(client4, 41053), ap(vip4, 53), protoUDP},
+		{"udp6", ap(client6, 41053), ap(vip6, 53), protoUDP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var q, a []byte // TCP: a handshake without data
+			if tc.proto == protoUDP {
+				q, a = []byte("q"), []byte("answer")
+			}
+			// expectRedirect parses the output, every checksum verified.
+			p := expectRedirect(t, e, frame{src: tc.client, dst: tc.vip, proto: tc.proto, flags: flagSYN, seq: 1000, payload: q, partial: true}.bytes(), toMember)
+			r := expectRedirect(t, e, frame{src: p.dst, dst: p.src, proto: tc.proto, flags: flagSYN | flagACK, seq: 5000, ack: 1001, payload: a, partial: true}.bytes(), toClient)
+			d := expectRedirect(t, e, frame{src: tc.client, dst: tc.vip, proto: tc.proto, flags: flagACK | flagPSH, seq: 1001, ack: 5001, payload: []byte("GET / HTTP/1.1\r\n\r\n"), partial: true}.bytes(), toMember)
+			if r.src != tc.vip || r.dst != tc.client || d.src != p.src || d.dst != p.dst {
+				t.Errorf("tuples: reply %s -> %s, data %s -> %s", r.src, r.dst, d.src, d.dst)
+			}
+		})
+	}
+}
+
+// A member's segment to a SNAT port that no flow owns (the flow lives on
+// the node of a pair that was active, or expired) is dropped, not handed
+// to the stack, which would reset the member's side of a connection the
+// client's next segment can still pick up (loose_init). A SYN to such a
+// port, a connection to the host, still goes to the stack.
+func TestPrivilegedProgramMemberSegmentWithoutFlow(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	member := ap(e.lab.Members4[0], 4443)
+	noFlow := e.delta("", bpf.FastL4ReasonREASON_DROP_NO_FLOW)
+	expectVerdict(t, e, frame{src: member, dst: ap(snat4, 45000), proto: protoTCP, flags: flagACK | flagPSH, seq: 7, ack: 9, payload: []byte("late")}.bytes(), xdpDrop)
+	if n := noFlow(); n != 1 {
+		t.Errorf("drop_no_flow grew by %d, want 1", n)
+	}
+	expectPassUntouched(t, e, frame{src: member, dst: ap(snat4, 45001), proto: protoTCP, flags: flagSYN}.bytes())
+}
+
 func TestPrivilegedProgramPass(t *testing.T) {
 	e := progEnv(t, nil)
 	noService := e.delta("", bpf.FastL4ReasonREASON_PASS_NO_SERVICE)

@@ -10,11 +10,12 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/ha"
+	"github.com/edgeproxy/edgeproxy/internal/daemon"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
 )
 
 func init() {
-	register(command{name: "ha", summary: "an active/standby pair: keepalived-conf prints keepalived's configuration, check tells keepalived whether this node can serve", run: runHA})
+	register(command{name: "ha", summary: "an active/standby pair: keepalived-conf prints keepalived's configuration, check tells keepalived whether this node can serve, standby hands the active role over to the peer", run: runHA})
 }
 
 func runHA(ctx context.Context, args []string) error {
@@ -24,9 +25,11 @@ func runHA(ctx context.Context, args []string) error {
 			return runKeepalivedConf(args[1:])
 		case "check":
 			return runHACheck(ctx, args[1:])
+		case "standby":
+			return runHAStandby(ctx, args[1:])
 		}
 	}
-	fmt.Fprintln(os.Stderr, "usage: edgeproxy ha keepalived-conf -config FILE\n       edgeproxy ha check [-admin ADDRESS]")
+	fmt.Fprintln(os.Stderr, "usage: edgeproxy ha keepalived-conf -config FILE\n       edgeproxy ha check [-admin ADDRESS]\n       edgeproxy ha standby [-config FILE | -socket PATH]")
 	return errUsage
 }
 
@@ -80,5 +83,26 @@ func runHACheck(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "edgeproxy ha check: this node cannot serve:", err)
 		return exitError{1}
 	}
+	return nil
+}
+
+// runHAStandby is a planned switchover: the running daemon makes
+// keepalived hand the active role to the peer, and answers once the peer
+// holds it; this node stays a ready standby.
+func runHAStandby(ctx context.Context, args []string) error {
+	fs := newFlagSet("ha standby", "[-config FILE | -socket PATH]")
+	cc := controlFlags(fs, 15*time.Second)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	var res daemon.HAStandbyResult
+	if err := cc.call(ctx, daemon.CmdHAStandby, struct{}{}, &res); err != nil {
+		return err
+	}
+	fmt.Printf("standby: the shared addresses left this node %s after the request and the peer holds the active role\n", res.Released.Round(time.Millisecond))
 	return nil
 }

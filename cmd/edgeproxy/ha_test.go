@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -32,8 +33,10 @@ func stdout(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+var update = flag.Bool("update", false, "write examples/ha/keepalived-*.conf from the example nodes' files")
+
 // The keepalived configuration of both example nodes is what
-// examples/ha holds, and keepalived itself accepts it.
+// examples/ha holds (-update writes it), and keepalived itself accepts it.
 func TestKeepalivedConfOfTheExamplePair(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := certgen.Write(filepath.Join(dir, "tls"), certgen.Options{}); err != nil {
@@ -51,12 +54,17 @@ func TestKeepalivedConfOfTheExamplePair(t *testing.T) {
 		got := stdout(t, "ha", "keepalived-conf", "-config", cfg, "-edgeproxy", "/usr/local/bin/edgeproxy")
 		got = strings.ReplaceAll(got, cfg, "/etc/edgeproxy/edgeproxy.yaml")
 		golden := filepath.Join("..", "..", "examples", "ha", "keepalived-"+node+".conf")
+		if *update {
+			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		want, err := os.ReadFile(golden)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != string(want) {
-			t.Errorf("%s: keepalived-conf differs from %s:\n%s", node, golden, got)
+			t.Errorf("%s: keepalived-conf differs from %s (go test ./cmd/edgeproxy -run %s -update writes it):\n%s", node, golden, t.Name(), got)
 		}
 		checkKeepalived(t, got)
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,8 +89,13 @@ func (d *Daemon) handle(ctx context.Context, cmd string, args json.RawMessage) (
 		return d.inTurn(ctx, func(context.Context) (any, error) { return d.killFlows(q) })
 	case CmdDrain:
 		return d.inTurn(ctx, func(context.Context) (any, error) { return d.drainNow() })
+	case CmdHAStandby:
+		if d.pair == nil {
+			return nil, errors.New("hand over the active role: this host is no pair node: its file has no ha section")
+		}
+		return d.pair.handOver(ctx)
 	}
-	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows, CmdDrain)
+	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s, %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows, CmdDrain, CmdHAStandby)
 }
 
 // inTurn runs f in the serve loop and returns its answer.

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -22,6 +24,11 @@ type pairNode struct {
 	since   time.Time
 	shared  []netip.Addr // VIPs and floating addresses
 	desc    *prometheus.Desc
+	// hold is the file keepalived tracks (ha standby), advert its
+	// advertisement interval; handing serialises hand-overs.
+	hold    string
+	advert  time.Duration
+	handing sync.Mutex
 }
 
 // startHA follows keepalived's notifications when the file makes this
@@ -34,6 +41,11 @@ func (d *Daemon) startHA(cfg *config.Config) {
 		desc: prometheus.NewDesc(metric.Name("ha_role"),
 			"This node's role in the HA pair (1 for the current role): keepalived's last word, or active while the node holds every shared address.",
 			[]string{"role"}, nil)}
+	p.hold, p.advert = cfg.HA.HoldFile(), cfg.HA.AdvertInterval.D()
+	// A hold left by a daemon that stopped in a hand-over ends here.
+	if err := ha.SetHold(p.hold, false); err != nil {
+		d.log.Error("keepalived may keep this node from the active role", "err", err)
+	}
 	d.pair = p
 	d.reg.MustRegister(p)
 	fifo := cfg.HA.Fifo
@@ -104,5 +116,74 @@ func (p *pairNode) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, v, string(r))
+	}
+}
+
+// CmdHAStandby hands the active role over to the peer (HAStandbyResult).
+const CmdHAStandby = "ha-standby"
+
+// HAStandbyResult answers CmdHAStandby once the peer holds the role.
+type HAStandbyResult struct {
+	// Released is how long keepalived took to give up the shared
+	// addresses after the hold was written.
+	Released time.Duration `json:"released"`
+}
+
+// handOver is a planned switchover: the hold file makes keepalived give
+// up the active role at once (FAULT, the peer takes over); it stays
+// written while the peer takes the role and advertises, then is cleared
+// so that this node is a standby ready for the next failover. A node the
+// peer did not relieve (down, not ready) takes the role back and says so.
+func (p *pairNode) handOver(ctx context.Context) (*HAStandbyResult, error) {
+	if !p.handing.TryLock() {
+		return nil, errors.New("hand over the active role: a hand-over is under way already")
+	}
+	defer p.handing.Unlock()
+	if st := p.state(); st.Role != string(ha.RoleActive) {
+		return nil, fmt.Errorf("hand over the active role: this node is %s, not active: nothing to hand over", st.Role)
+	}
+	start := time.Now()
+	if err := ha.SetHold(p.hold, true); err != nil {
+		return nil, fmt.Errorf("hand over the active role: %w", err)
+	}
+	released := p.await(ctx, 5*time.Second, func(st *admin.HA) bool { return st.Role != string(ha.RoleActive) && len(st.Held) == 0 })
+	took := time.Since(start)
+	if released {
+		// The peer takes over within about three intervals.
+		sleepCtx(ctx, 3*p.advert+500*time.Millisecond)
+	}
+	if err := ha.SetHold(p.hold, false); err != nil {
+		return nil, fmt.Errorf("hand over the active role: %w", err)
+	}
+	if !released {
+		return nil, fmt.Errorf("hand over the active role: keepalived did not give up the shared addresses within 5s: is it running with the configuration edgeproxy ha keepalived-conf prints (track_file %s)?", p.hold)
+	}
+	if p.await(ctx, 3*p.advert+500*time.Millisecond, func(st *admin.HA) bool { return st.Role == string(ha.RoleActive) }) {
+		return nil, errors.New("hand over the active role: no peer took it, so this node took it back: check that the peer runs and is ready (edgeproxy status there)")
+	}
+	return &HAStandbyResult{Released: took}, nil
+}
+
+// await polls the node's state until ok or timeout; it says whether ok
+// came.
+func (p *pairNode) await(ctx context.Context, timeout time.Duration, ok func(*admin.HA) bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok(p.state()) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		sleepCtx(ctx, 10*time.Millisecond)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }

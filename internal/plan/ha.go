@@ -17,7 +17,7 @@ func HA(cfg *config.Config, check []string) (*ha.Spec, error) {
 	}
 	n := cfg.Network
 	s := &ha.Spec{
-		Source: cfg.File, Priority: h.Priority, AdvertInterval: h.AdvertInterval.D(), Check: check, Fifo: h.Fifo,
+		Source: cfg.File, Priority: h.Priority, AdvertInterval: h.AdvertInterval.D(), Check: check, Fifo: h.Fifo, Hold: h.HoldFile(),
 		External: ha.Instance{Interface: n.External.Interface, VRID: h.External.VRID, Peer: h.External.Peer, Addresses: hostPrefixes(cfg.VIPs())},
 		Internal: ha.Instance{Interface: n.Internal.Interface, VRID: h.Internal.VRID, Peer: h.Internal.Peer, Addresses: haInternal(cfg)},
 	}
