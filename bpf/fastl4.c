@@ -133,6 +133,8 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 		count(0, REASON_DROP_FLOW_REUSED, bytes);
 		return XDP_DROP;
 	}
+	f->packets++;
+	f->bytes += bytes;
 	return nexthop_redirect(p->eth, f->tx_slot, f->macs, f->vid, reason, bytes);
 }
 

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Flow events: what the program reports about flows to the control plane
+ * through the flow_events ring buffer. The connection log writes them
+ * (l4/flowlog.go), and the record carries what a peer needs to install
+ * the flow too (both tuples, the virtual, the times, the counters).
+ *
+ * Only virtuals whose flags carry SVC_LOG report: the program reads the
+ * virtual's flags once per new flow, on promotion, never on the
+ * established path. A full ring drops the event, never the packet, and
+ * counts it (event_log_ring_full). Close events come from the control
+ * plane, which removes the flows (the GC and flows kill), in the same
+ * record. */
+#ifndef EDGEPROXY_EVENTS_H
+#define EDGEPROXY_EVENTS_H
+
+#include "common.h"
+#include "maps.h"
+
+#ifndef FLOW_EVENTS_SIZE
+#define FLOW_EVENTS_SIZE (1 << 20) /* bytes (a power of two pages): about
+				    * 7,000 events waiting for the reader */
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FLOW_EVENTS_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_events SEC(".maps");
+
+/* Reports that the pair c (client half) and s (server half) became
+ * established, when its virtual logs. */
+static __always_inline void flow_event_open(const struct flow_val *c, const struct flow_val *s, __u64 now)
+{
+	struct flow_event *e;
+	struct vinfo *vi;
+	__u32 vid = c->vid;
+
+	vi = bpf_map_lookup_elem(&virtuals, &vid);
+	if (!vi || !(vi->flags & SVC_LOG))
+		return;
+	e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
+	if (!e) {
+		count(vid, REASON_EVENT_LOG_RING_FULL, 0);
+		return;
+	}
+	e->ts_ns = now;
+	e->created_ns = c->created_ns;
+	e->client = c->self;
+	e->server = s->self;
+	e->bytes[DIR_CLIENT] = c->bytes;
+	e->bytes[DIR_SERVER] = s->bytes;
+	e->packets[DIR_CLIENT] = c->packets;
+	e->packets[DIR_SERVER] = s->packets;
+	e->vid = vid;
+	e->kind = FLOW_EVENT_OPEN;
+	e->end = FLOW_END_NONE;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif
