@@ -48,6 +48,7 @@ func (f *FastPath) Apply(spec *Spec) error {
 	defer f.life.RUnlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.flowLog.setRate(spec.LogRate)
 	if spec.SNATPorts != (portlist.Range{}) && spec.SNATPorts != f.ports {
 		if err := f.setPorts(spec.SNATPorts); err != nil {
 			return err
@@ -228,6 +229,9 @@ func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	}
 	if v.ResetOnTimeout {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_RESET_ON_TIMEOUT)
+	}
+	if v.Log {
+		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOG)
 	}
 	snat, err := f.snatAddrs(v, vip)
 	if err != nil {

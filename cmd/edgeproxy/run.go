@@ -81,6 +81,7 @@ func runDaemon(ctx context.Context, args []string) error {
 		Version:       version,
 		Logger:        logger,
 		AccessLog:     lg.Access,
+		FlowLog:       lg.FastL4,
 		ApplyLog:      lg.Apply,
 		Cleanup:       *cleanup,
 		NetcfgState:   *state,
