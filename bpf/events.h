@@ -20,6 +20,10 @@
 #define FLOW_EVENTS_SIZE (1 << 20) /* bytes (a power of two pages): about
 				    * 7,000 events waiting for the reader */
 #endif
+#ifndef FLOW_EVENTS_WAKEUP
+#define FLOW_EVENTS_WAKEUP (FLOW_EVENTS_SIZE / 8) /* bytes waiting that wake
+						   * the reader up */
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -55,7 +59,12 @@ static __always_inline void flow_event_open(const struct flow_val *c, const stru
 	e->kind = FLOW_EVENT_OPEN;
 	e->end = FLOW_END_NONE;
 	e->pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader up for every event costs more than the rest of
+	 * the new flow (an interrupt of its own): it is woken once the ring
+	 * fills up, and otherwise polls the ring a few times a second. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&flow_events, BPF_RB_AVAIL_DATA) >= FLOW_EVENTS_WAKEUP
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 }
 
 #endif

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,10 @@ import (
 
 // DefaultLogRate is the connection log's default cap, lines per second.
 const DefaultLogRate = 1000
+
+// eventPoll is how often the flow events ring is read when the program
+// has not woken the reader up: the delay of an open line at most.
+const eventPoll = 200 * time.Millisecond
 
 // Why a flow ended, in its close record (the termination field).
 const (
@@ -202,8 +207,14 @@ func (f *FastPath) readEvents(ctx context.Context) error {
 	defer rd.Close()
 	var rec ringbuf.Record
 	for {
+		// The program wakes the reader only once the ring fills up
+		// (bpf/events.h): poll it meanwhile.
+		rd.SetDeadline(time.Now().Add(eventPoll))
 		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				continue
+			case errors.Is(err, ringbuf.ErrClosed):
 				return nil
 			}
 			return fmt.Errorf("read flow events ring: %w", err)
