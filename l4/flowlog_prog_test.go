@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -118,5 +119,44 @@ func TestPrivilegedProgramFlowEventOpen(t *testing.T) {
 				t.Errorf("virtual %s without log reported %+v", tc.quiet, ev)
 			}
 		})
+	}
+}
+
+// TestPrivilegedProgramFlowEventRingFull fills a one-page ring that no
+// one reads: the connections that find no room are still forwarded and
+// established, and each event lost is counted.
+func TestPrivilegedProgramFlowEventRingFull(t *testing.T) {
+	load := loadSpec
+	t.Cleanup(func() { loadSpec = load })
+	loadSpec = func() (*ebpf.CollectionSpec, error) {
+		spec, err := load()
+		if err == nil {
+			spec.Maps[bpf.FastL4MapFlowEvents].MaxEntries = uint32(os.Getpagesize())
+		}
+		return spec, err
+	}
+	e := progEnv(t, nil, fastl4("logged", "198.18.0.10:9443", "fe4", 4443, logged))
+	e.resolve()
+	room := os.Getpagesize() / (int(binary.Size(bpf.FastL4FlowEvent{})) + 8) // each record has an 8-byte header
+	const conns = 40
+	full := e.delta("logged", bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL)
+	promoted := e.delta("logged", bpf.FastL4ReasonREASON_EVENT_PROMOTED)
+	for i := range conns {
+		handshake(t, e, ap(client4, uint16(42000+i)), ap(vip4, 9443))
+	}
+	if p, f := promoted(), full(); p != conns || f != uint64(conns-room) {
+		t.Errorf("%d connections through a ring with room for %d events: %d established, %d events counted lost; want %d and %d",
+			conns, room, p, f, conns, conns-room)
+	}
+	rd := eventReader(t, e)
+	n := 0
+	for n < conns {
+		if _, ok := nextEvent(t, rd, 100*time.Millisecond); !ok {
+			break
+		}
+		n++
+	}
+	if n != room {
+		t.Errorf("ring held %d events, want %d", n, room)
 	}
 }
