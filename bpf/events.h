@@ -9,7 +9,8 @@
  * established path. A full ring drops the event, never the packet, and
  * counts it (event_log_ring_full). Close events come from the control
  * plane, which removes the flows (the GC and flows kill), in the same
- * record. */
+ * record, and from the program for the closing flows it deletes itself
+ * (a new SYN on the tuple). */
 #ifndef EDGEPROXY_EVENTS_H
 #define EDGEPROXY_EVENTS_H
 
@@ -31,9 +32,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } flow_events SEC(".maps");
 
-/* Reports that the pair c (client half) and s (server half) became
- * established, when its virtual logs. */
-static __always_inline void flow_event_open(const struct flow_val *c, const struct flow_val *s, __u64 now)
+/* Reports an event of kind about the pair c (client half) and s (server
+ * half, NULL when missing), when its virtual logs. */
+static __always_inline void flow_event(const struct flow_val *c, const struct flow_val *s, __u8 kind,
+				       __u8 end, __u64 now)
 {
 	struct flow_event *e;
 	struct vinfo *vi;
@@ -50,14 +52,14 @@ static __always_inline void flow_event_open(const struct flow_val *c, const stru
 	e->ts_ns = now;
 	e->created_ns = c->created_ns;
 	e->client = c->self;
-	e->server = s->self;
+	e->server = c->peer;
 	e->bytes[DIR_CLIENT] = c->bytes;
-	e->bytes[DIR_SERVER] = s->bytes;
 	e->packets[DIR_CLIENT] = c->packets;
-	e->packets[DIR_SERVER] = s->packets;
+	e->bytes[DIR_SERVER] = s ? s->bytes : 0;
+	e->packets[DIR_SERVER] = s ? s->packets : 0;
 	e->vid = vid;
-	e->kind = FLOW_EVENT_OPEN;
-	e->end = FLOW_END_NONE;
+	e->kind = kind;
+	e->end = end;
 	e->pad = 0;
 	/* Waking the reader up for every event costs more than the rest of
 	 * the new flow (an interrupt of its own): it is woken once the ring
@@ -65,6 +67,20 @@ static __always_inline void flow_event_open(const struct flow_val *c, const stru
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&flow_events, BPF_RB_AVAIL_DATA) >= FLOW_EVENTS_WAKEUP
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
+}
+
+/* The pair c (client half) and s (server half) became established. */
+static __always_inline void flow_event_open(const struct flow_val *c, const struct flow_val *s, __u64 now)
+{
+	flow_event(c, s, FLOW_EVENT_OPEN, FLOW_END_NONE, now);
+}
+
+/* The closing pair of the client half c is deleted by the program: a new
+ * SYN from the client's tuple starts a new connection (fastl4.c). */
+static __always_inline void flow_event_restart(const struct flow_val *c)
+{
+	flow_event(c, flow_lookup(&c->peer), FLOW_EVENT_CLOSE,
+		   (c->closing & CLOSE_RST) ? FLOW_END_RST : FLOW_END_FIN, coarse_now());
 }
 
 #endif

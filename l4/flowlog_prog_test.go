@@ -65,7 +65,8 @@ func handshake(t *testing.T, e *env, client, vip netip.AddrPort) (member, snat n
 
 // TestPrivilegedProgramFlowEventOpen checks the open event a virtual
 // with Log reports when a connection becomes established: its tuples,
-// virtual, times and what each side sent so far, for IPv4 and IPv6; a
+// virtual, times and what each side sent so far, for IPv4 and IPv6; the
+// close event of a closing pair the program replaces on a new SYN; a
 // virtual without Log reports nothing; the flow table counts every
 // forwarded packet per direction.
 func TestPrivilegedProgramFlowEventOpen(t *testing.T) {
@@ -112,6 +113,20 @@ func TestPrivilegedProgramFlowEventOpen(t *testing.T) {
 			if c.Packets != 2 || c.Bytes != uint64(len(frames[0])+len(frames[2])) || s.Packets != 1 || s.Bytes != uint64(len(frames[1])) {
 				t.Errorf("flow counters: client %d packets %d bytes, member %d packets %d bytes; want 2 %d, 1 %d",
 					c.Packets, c.Bytes, s.Packets, s.Bytes, len(frames[0])+len(frames[2]), len(frames[1]))
+			}
+
+			// The client closes, then opens a new connection from the
+			// same tuple: the program deletes the closing pair itself
+			// and reports its close.
+			toMember, _ := e.hops()
+			fin := frame{src: tc.client, dst: tc.vip, proto: protoTCP, flags: flagFIN | flagACK, seq: 101, ack: 901}.bytes()
+			expectRedirect(t, e, fin, toMember)
+			expectRedirect(t, e, frame{src: tc.client, dst: tc.vip, proto: protoTCP, flags: flagSYN, seq: 7000}.bytes(), toMember)
+			ev, ok = nextEvent(t, rd, 2*time.Second)
+			want.Kind, want.End, want.TsNs, want.CreatedNs = eventClose, endCodes[EndFIN], ev.TsNs, ev.CreatedNs
+			want.Bytes[0], want.Packets[0] = uint64(len(frames[0])+len(frames[2])+len(fin)), 3
+			if !ok || ev != want {
+				t.Errorf("close event of the pair a new SYN replaced (%v)\n got  %+v\n want %+v", ok, ev, want)
 			}
 
 			handshake(t, e, tc.client, tc.plain)
