@@ -175,3 +175,25 @@ func TestPrivilegedProgramFlowEventRingFull(t *testing.T) {
 		t.Errorf("ring held %d events, want %d", n, room)
 	}
 }
+
+// TestPrivilegedProgramFlowEventSYNFlood sends a bounded flood of spoofed
+// SYNs to a virtual with log: every SYN is forwarded, none completes a
+// handshake, and none is reported.
+func TestPrivilegedProgramFlowEventSYNFlood(t *testing.T) {
+	e := progEnv(t, nil, fastl4("logged", "198.18.0.10:9443", "fe4", 4443, logged))
+	e.resolve()
+	rd := eventReader(t, e)
+	toMember, _ := e.hops()
+	const syns = 500
+	opened := e.delta("logged", bpf.FastL4ReasonREASON_EVENT_HALF_OPEN)
+	for i := range syns {
+		src := ap(netip.AddrFrom4([4]byte{198, 18, byte(100 + i/250), byte(1 + i%250)}), uint16(20000+i))
+		expectRedirect(t, e, frame{src: src, dst: ap(vip4, 9443), proto: protoTCP, flags: flagSYN, seq: uint32(i)}.bytes(), toMember)
+	}
+	if n := opened(); n != syns {
+		t.Errorf("%d half-open flows for %d SYNs", n, syns)
+	}
+	if ev, ok := nextEvent(t, rd, 300*time.Millisecond); ok {
+		t.Errorf("a SYN flood was reported: %+v", ev)
+	}
+}
