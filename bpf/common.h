@@ -136,6 +136,7 @@ enum reason {
 				    * ACK of the member's SYN-ACK (blind or early) */
 	REASON_DROP_TX_REFUSED,    /* redirected, then refused by the egress devmap or
 				    * driver: moved here from its fwd_* count (txerr.h) */
+	REASON_EVENT_LOG_RING_FULL, /* event: a flow event dropped, its ring was full */
 	REASON_MAX,
 };
 
@@ -253,6 +254,41 @@ enum flow_wscale {
 	WSCALE_BOTH = 1 << 7,
 };
 
+/* Flow events (events.h). */
+enum flow_event_kind {
+	FLOW_EVENT_OPEN = 1,  /* the flow became established (promoted) */
+	FLOW_EVENT_CLOSE = 2, /* the flow was removed (control plane) */
+	FLOW_EVENT_STATE = 3, /* the flow's TCP state changed */
+};
+
+/* Why a flow ended, in a close event. */
+enum flow_end {
+	FLOW_END_NONE = 0,
+	FLOW_END_FIN = 1,       /* both sides closed, close timer ran out */
+	FLOW_END_RST = 2,       /* a side reset the connection */
+	FLOW_END_IDLE = 3,      /* idle timeout */
+	FLOW_END_HANDSHAKE = 4, /* the handshake did not complete in time */
+	FLOW_END_KILLED = 5,    /* flows kill */
+	FLOW_END_DRAINED = 6,   /* the member's drain timeout ran out */
+};
+
+/* One event. The tuples are the keys of the two halves: client is what
+ * the client sends (client -> VIP), server what the member sends
+ * (member -> SNAT). Counters are by direction (enum flow_dir): [0] from
+ * the client, [1] from the member. */
+struct flow_event {
+	__u64 ts_ns;      /* when, bpf_ktime_get_coarse_ns's clock */
+	__u64 created_ns; /* the flow's first packet */
+	struct flow_key client;
+	struct flow_key server;
+	__u64 bytes[2];
+	__u64 packets[2];
+	__u32 vid;
+	__u8 kind; /* enum flow_event_kind */
+	__u8 end;  /* enum flow_end, close events */
+	__u16 pad;
+};
+
 /* A fastl4 virtual: VIP, port and protocol. */
 struct svc_key {
 	struct addr vip;
@@ -265,6 +301,7 @@ enum svc_flags {
 	SVC_LOOSE_INIT = 1 << 0,  /* any TCP packet may open a flow */
 	SVC_LOOSE_CLOSE = 1 << 1, /* first FIN starts the close timer */
 	SVC_RESET_ON_TIMEOUT = 1 << 2,
+	SVC_LOG = 1 << 3, /* report its flows in flow_events (events.h) */
 };
 
 struct svc_val {

@@ -46,6 +46,7 @@
 #include "nat.h"
 #include "guard.h"
 #include "ct.h"
+#include "events.h"
 #include "fib.h"
 #include "router.h"
 #include "icmp.h"
@@ -271,6 +272,7 @@ static __always_inline int flow_hit(struct xdp_md *ctx, const struct pkt_meta *m
 	if (f->closing && m->key.proto == IPPROTO_TCP &&
 	    (m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN) {
 		count(f->vid, REASON_EVENT_RESTARTED, 0);
+		flow_event_restart(&m->key, f);
 		ct_delete(f, &m->key);
 		return FLOW_MISS;
 	}

@@ -46,6 +46,40 @@ const (
 	FastL4FlowDirDIR_SERVER FastL4FlowDir = 1
 )
 
+type FastL4FlowEnd uint32
+
+const (
+	FastL4FlowEndFLOW_END_NONE      FastL4FlowEnd = 0
+	FastL4FlowEndFLOW_END_FIN       FastL4FlowEnd = 1
+	FastL4FlowEndFLOW_END_RST       FastL4FlowEnd = 2
+	FastL4FlowEndFLOW_END_IDLE      FastL4FlowEnd = 3
+	FastL4FlowEndFLOW_END_HANDSHAKE FastL4FlowEnd = 4
+	FastL4FlowEndFLOW_END_KILLED    FastL4FlowEnd = 5
+	FastL4FlowEndFLOW_END_DRAINED   FastL4FlowEnd = 6
+)
+
+type FastL4FlowEvent struct {
+	_         structs.HostLayout
+	TsNs      uint64
+	CreatedNs uint64
+	Client    FastL4FlowKey
+	Server    FastL4FlowKey
+	Bytes     [2]uint64
+	Packets   [2]uint64
+	Vid       uint32
+	Kind      uint8
+	End       uint8
+	Pad       uint16
+}
+
+type FastL4FlowEventKind uint32
+
+const (
+	FastL4FlowEventKindFLOW_EVENT_OPEN  FastL4FlowEventKind = 1
+	FastL4FlowEventKindFLOW_EVENT_CLOSE FastL4FlowEventKind = 2
+	FastL4FlowEventKindFLOW_EVENT_STATE FastL4FlowEventKind = 3
+)
+
 type FastL4FlowKey struct {
 	_      structs.HostLayout
 	Saddr  FastL4Addr
@@ -191,19 +225,23 @@ const (
 	FastL4ReasonREASON_DROP_ICMP_RATE       FastL4Reason = 39
 	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
 	FastL4ReasonREASON_DROP_TX_REFUSED      FastL4Reason = 41
-	FastL4ReasonREASON_MAX                  FastL4Reason = 42
+	FastL4ReasonREASON_EVENT_LOG_RING_FULL  FastL4Reason = 42
+	FastL4ReasonREASON_MAX                  FastL4Reason = 43
 )
 
 type FastL4Scratch struct {
-	_        structs.HostLayout
-	Val      FastL4FlowVal
-	Val2     FastL4FlowVal
-	Reason   FastL4Reason
-	Dir      FastL4FlowDir
-	Seen     FastL4FlowSeen
-	Closing  FastL4FlowClose
-	SvcFlags FastL4SvcFlags
-	_        [4]byte
+	_         structs.HostLayout
+	Val       FastL4FlowVal
+	Val2      FastL4FlowVal
+	Reason    FastL4Reason
+	Dir       FastL4FlowDir
+	Seen      FastL4FlowSeen
+	Closing   FastL4FlowClose
+	SvcFlags  FastL4SvcFlags
+	EventKind FastL4FlowEventKind
+	FlowEnd   FastL4FlowEnd
+	_         [4]byte
+	Event     FastL4FlowEvent
 }
 
 type FastL4Stat struct {
@@ -218,6 +256,7 @@ const (
 	FastL4SvcFlagsSVC_LOOSE_INIT       FastL4SvcFlags = 1
 	FastL4SvcFlagsSVC_LOOSE_CLOSE      FastL4SvcFlags = 2
 	FastL4SvcFlagsSVC_RESET_ON_TIMEOUT FastL4SvcFlags = 4
+	FastL4SvcFlagsSVC_LOG              FastL4SvcFlags = 8
 )
 
 type FastL4SvcKey struct {
@@ -273,6 +312,7 @@ type FastL4Vinfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	FastL4MapFlowEvents                = "flow_events"
 	FastL4MapFlows4Tcp                 = "flows4_tcp"
 	FastL4MapFlows4Udp                 = "flows4_udp"
 	FastL4MapFlows6                    = "flows6"
@@ -356,6 +396,7 @@ type FastL4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastL4MapSpecs struct {
+	FlowEvents  *ebpf.MapSpec `ebpf:"flow_events"`
 	Flows4Tcp   *ebpf.MapSpec `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.MapSpec `ebpf:"flows4_udp"`
 	Flows6      *ebpf.MapSpec `ebpf:"flows6"`
@@ -411,6 +452,7 @@ func (o *FastL4Objects) Close() error {
 //
 // It can be passed to LoadFastL4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type FastL4Maps struct {
+	FlowEvents  *ebpf.Map `ebpf:"flow_events"`
 	Flows4Tcp   *ebpf.Map `ebpf:"flows4_tcp"`
 	Flows4Udp   *ebpf.Map `ebpf:"flows4_udp"`
 	Flows6      *ebpf.Map `ebpf:"flows6"`
@@ -437,6 +479,7 @@ type FastL4Maps struct {
 
 func (m *FastL4Maps) Close() error {
 	return _FastL4Close(
+		m.FlowEvents,
 		m.Flows4Tcp,
 		m.Flows4Udp,
 		m.Flows6,

@@ -28,6 +28,7 @@
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
+#include "events.h"
 
 /* half_open_promote's answer when the flow is not ready yet. */
 #define PROMOTE_NOT_YET -2
@@ -118,6 +119,10 @@ __noinline int half_open_promote(const struct pkt_meta *m, __u32 ack)
 	bpf_map_delete_elem(&half_open, &mine->peer);
 	bpf_map_delete_elem(&half_open, &m->key);
 	count(mine->vid, REASON_EVENT_PROMOTED, 0);
+	if (mine->dir == DIR_CLIENT)
+		flow_event_open(mine, other, coarse_now());
+	else
+		flow_event_open(other, mine, coarse_now());
 	return -1;
 }
 

@@ -208,6 +208,9 @@ struct scratch {
 	enum flow_seen seen;
 	enum flow_close closing;
 	enum svc_flags svc_flags;
+	enum flow_event_kind event_kind;
+	enum flow_end flow_end;
+	struct flow_event event;
 };
 
 struct {

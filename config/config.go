@@ -97,6 +97,9 @@ func resolvePaths(c *Config, base string) {
 	if a := c.Log.Access; a != "" && a != "off" && a != "stderr" {
 		abs(&c.Log.Access)
 	}
+	if a := c.Log.FastL4.Path; a != "" && a != "off" && a != "stderr" {
+		abs(&c.Log.FastL4.Path)
+	}
 	for _, p := range c.Pools {
 		if p != nil {
 			abs(&p.Monitor.CA)

@@ -13,6 +13,8 @@ const (
 
 	DefaultLogFormat = "text"
 	DefaultLogLevel  = "info"
+	// DefaultFastL4LogRate is log.fastl4.rate, lines per second.
+	DefaultFastL4LogRate = 1000
 
 	DefaultXDPMode = XDPNative
 
@@ -254,6 +256,9 @@ func applyDefaults(c *Config) {
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
+	}
+	if _, set := c.Pos["log.fastl4.rate"]; !set {
+		c.Log.FastL4.Rate = DefaultFastL4LogRate
 	}
 	for _, nic := range []*NIC{&c.Network.External, &c.Network.Internal} {
 		if nic.XDPMode == "" {

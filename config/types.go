@@ -99,6 +99,18 @@ type Log struct {
 	Format string `yaml:"format"` // text (default) | json
 	Level  string `yaml:"level"`  // debug | info (default) | warn | error
 	Access string `yaml:"access"` // access log: "" (stderr with the daemon log) | "off" | a file path
+	// FastL4 is the connection log of the fastl4 virtuals with log: true.
+	FastL4 FastL4Log `yaml:"fastl4"`
+}
+
+// FastL4Log is where the fastl4 connection log goes and how fast.
+type FastL4Log struct {
+	// Path: "" (stderr with the daemon log, so the journal under
+	// systemd) | "off" | a file path (JSON lines).
+	Path string `yaml:"path"`
+	// Rate caps the lines written per second (default 1000); the rest
+	// are counted in edgeproxy_fastl4_log_dropped_total{reason="rate"}.
+	Rate int `yaml:"rate"`
 }
 
 // Network is the dual-NIC DMZ host, managed by netcfg.
@@ -240,6 +252,8 @@ type FastL4 struct {
 	LooseInit        bool     `yaml:"loose_init"`        // false
 	LooseClose       bool     `yaml:"loose_close"`       // false
 	MSSOverride      uint16   `yaml:"mss_override"`      // 0: off
+	// Log writes an open and a close line per connection to log.fastl4.
+	Log bool `yaml:"log"` // false
 }
 
 // SNAT is "automap" or a list of addresses (a SNAT pool).

@@ -121,6 +121,12 @@ func (v *validator) control() {
 func (v *validator) log() {
 	choice(v, "log.format", "log format", v.c.Log.Format, false, "text", "json")
 	choice(v, "log.level", "log level", v.c.Log.Level, false, "debug", "info", "warn", "error")
+	if r := v.c.Log.FastL4.Rate; r < 1 || r > 1000000 {
+		v.errorf("log.fastl4.rate", "rate %d is out of range: 1 to 1000000 lines a second (default %d)", r, DefaultFastL4LogRate)
+	}
+	if a := v.c.Log.FastL4.Path; a != "" && a == v.c.Log.Access && a != "off" && a != "stderr" {
+		v.errorf("log.fastl4.path", "%s is the access log too: give the connection log a file of its own", a)
+	}
 }
 
 func (v *validator) fastPath() {

@@ -51,6 +51,7 @@ func (f *FastPath) Apply(spec *Spec) error {
 	if err := f.tablesSized(spec.Virtuals); err != nil {
 		return err
 	}
+	f.flowLog.setRate(spec.LogRate)
 	if spec.SNATPorts != (portlist.Range{}) && spec.SNATPorts != f.ports {
 		if err := f.setPorts(spec.SNATPorts); err != nil {
 			return err
@@ -231,6 +232,9 @@ func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	}
 	if v.ResetOnTimeout {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_RESET_ON_TIMEOUT)
+	}
+	if v.Log {
+		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOG)
 	}
 	snat, err := f.snatAddrs(v, vip)
 	if err != nil {

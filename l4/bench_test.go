@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -38,7 +40,9 @@ func benchEnv(b *testing.B) *env {
 	e := newEnv(b, func(lab *testnet.Lab) *Spec {
 		return testSpec(lab,
 			fastl4("web", "198.18.0.10:443", "fe4", 4443),
-			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443))
+			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443),
+			fastl4("weblog", "198.18.0.10:9443", "fe4", 4443, logged),
+			fastl4("weblog6", "[2001:db8:1::10]:9443", "fe6", 4443, logged))
 	}, func(o *Options) { o.MaxFlows = 1 << 16; o.Logger = slog.New(slog.DiscardHandler) })
 	e.resolve()
 	return e
@@ -295,6 +299,61 @@ func BenchmarkProgramNewFlow(b *testing.B) {
 	if int(newFlows()) != b.N {
 		b.Fatalf("%d new flows for %d runs", newFlows(), b.N)
 	}
+}
+
+// BenchmarkProgramPromote measures the packet that establishes a
+// connection (the client's ACK of the member's SYN-ACK): the half-open
+// pair moves into the flow tables and, for a virtual with log, the open
+// event goes into the ring (drained by a reader, as the control plane
+// does). The SYN and SYN-ACK before it are not timed.
+func BenchmarkProgramPromote(b *testing.B) {
+	e := benchEnv(b)
+	rd, err := ringbuf.NewReader(e.fp.objs.FlowEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rd.Close()
+	var events atomic.Int64
+	go func() {
+		for {
+			if _, err := rd.Read(); err != nil {
+				return
+			}
+			events.Add(1)
+		}
+	}()
+	for _, tc := range []struct{ name, virtual string }{{"log-off", "web"}, {"log-on", "weblog"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			vip := e.fp.virtuals[tc.virtual].key
+			port := ntohs(vip.Port)
+			promoted := e.delta(tc.virtual, bpf.FastL4ReasonREASON_EVENT_PROMOTED)
+			e.clearFlows(b)
+			var total time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				if i%10000 == 0 && i > 0 {
+					e.clearFlows(b)
+				}
+				c := ap(netip.AddrFrom4([4]byte{198, 18, byte(1 + i/20000%200), byte(1 + i/100%250)}), uint16(40000+i%20000))
+				_, out := e.runOn(e.benchFrame(frame{src: c, dst: ap(vip4, port), proto: protoTCP, flags: flagSYN, seq: 1}), testnet.ExtIf)
+				p, err := parseFrame(out)
+				if err != nil {
+					b.Fatal(err)
+				}
+				synack := frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 2, ttl: 255}.bytes()
+				e.runOn(e.toNIC(synack, testnet.IntIf), testnet.IntIf)
+				_, d := e.repeat(b, e.benchFrame(frame{src: c, dst: ap(vip4, port), proto: protoTCP, flags: flagACK, seq: 2, ack: 901}), 1)
+				total += d
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
+			b.ReportMetric(0, "ns/op")
+			if int(promoted()) != b.N {
+				b.Fatalf("%d flows promoted for %d runs", promoted(), b.N)
+			}
+		})
+	}
+	b.Logf("%d open events read", events.Load())
 }
 
 func (e *env) clearFlows(b *testing.B) {

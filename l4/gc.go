@@ -177,7 +177,7 @@ func (f *FastPath) collect() error {
 			if p.s != nil {
 				*keys = append(*keys, sk)
 			}
-			reaped = append(reaped, reapedFlow{p: p, state: st, k: k})
+			reaped = append(reaped, reapedFlow{p: p, state: st, k: k, half: id.half})
 			continue
 		}
 		// A half-open pair missing a half was evicted: it is lost, not
@@ -189,6 +189,7 @@ func (f *FastPath) collect() error {
 	}
 	f.flows.deleteKeys(dead)
 	f.flows.deleteHalfOpen(deadHalf)
+	f.logClosed(reaped, "")
 	for _, r := range reaped {
 		f.stats.reaped(r.k.name, r.state)
 		if r.k.flags&svcResetOnTimeout != 0 {
@@ -203,6 +204,7 @@ type reapedFlow struct {
 	p     *pair
 	state string
 	k     knobs
+	half  bool // a half-open pair
 }
 
 // stillIdle reads both halves again just before deleting them: a packet

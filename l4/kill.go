@@ -32,7 +32,14 @@ func (q FlowFilter) Match(fl Flow) bool {
 // KillFlows removes the flows q selects from the table and resets both
 // sides of each TCP connection among them, as reset-on-timeout does,
 // from the sequence numbers last seen; it returns the flows removed.
+// Their close records give the termination EndKilled.
 func (f *FastPath) KillFlows(q FlowFilter) ([]Flow, error) {
+	return f.EndFlows(q, EndKilled)
+}
+
+// EndFlows is KillFlows, with end (EndKilled, EndDrained) as the
+// termination of the close records.
+func (f *FastPath) EndFlows(q FlowFilter, end string) ([]Flow, error) {
 	if !f.acquire() {
 		return nil, ErrClosed
 	}
@@ -65,10 +72,11 @@ func (f *FastPath) KillFlows(q FlowFilter) ([]Flow, error) {
 			*keys = append(*keys, sk)
 		}
 		killed = append(killed, fl)
-		resets = append(resets, reapedFlow{p: p, state: fl.State, k: k})
+		resets = append(resets, reapedFlow{p: p, state: fl.State, k: k, half: id.half})
 	}
 	f.flows.deleteKeys(dead)
 	f.flows.deleteHalfOpen(deadHalf)
+	f.logClosed(resets, end)
 	for _, r := range resets {
 		f.resetFlow(r)
 	}

@@ -112,6 +112,9 @@ type Options struct {
 	LogInterval time.Duration
 	// Logger receives the fast path's records (default slog.Default()).
 	Logger *slog.Logger
+	// FlowLog receives the connection log of the virtuals with Log, one
+	// record per open and close (nil: nowhere).
+	FlowLog *slog.Logger
 }
 
 func (o *Options) defaults() error {
@@ -204,6 +207,7 @@ type FastPath struct {
 	floor   counterFloor // readCounters' last values
 	flood   floodWatch
 	limiter *logLimiter
+	flowLog flowLog
 	// scrapeErrs reports the maps the collector failed to read.
 	scrapeErrs *metric.ScrapeErrors
 }
@@ -234,6 +238,8 @@ func Open(opts Options) (_ *FastPath, err error) {
 		limiter:  newLogLimiter(opts.LogInterval),
 		netns:    netns.None(),
 	}
+	f.flowLog.log = opts.FlowLog
+	f.flowLog.setRate(0)
 	f.scrapeErrs = metric.NewScrapeErrors("fastpath", f.log)
 	defer func() {
 		if err != nil {

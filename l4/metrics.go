@@ -61,13 +61,17 @@ var reasonNames = map[bpf.FastL4Reason]string{
 	bpf.FastL4ReasonREASON_DROP_ICMP_RATE:    "drop_icmp_rate",
 	bpf.FastL4ReasonREASON_DROP_HANDSHAKE:    "drop_handshake",
 	bpf.FastL4ReasonREASON_DROP_TX_REFUSED:   "drop_tx_refused",
+
+	// The connection log.
+	bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL: "log_ring_full",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
 func isEvent(r bpf.FastL4Reason) bool {
 	switch r {
 	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED,
-		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED:
+		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED,
+		bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL:
 		return true
 	}
 	return false
@@ -313,10 +317,13 @@ var (
 		[]string{"virtual", "result"}, nil)
 	descRepairs = prometheus.NewDesc(metric.Name("flows_repaired_total"),
 		"Flow pairs whose missing half the GC re-inserted.", nil, nil)
+	descLogDropped = prometheus.NewDesc(metric.Name("fastl4_log_dropped_total"),
+		"Connection log lines not written: over log.fastl4.rate (rate), or events the program found no room for in its ring (ring_full).",
+		[]string{"reason"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors, descLogDropped} {
 		ch <- d
 	}
 	describeLive(ch)
@@ -334,7 +341,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	f.collectLive(ch, names)
 	counters, err := f.readCounters()
 	f.scrapeErrs.Report("read the packet counters", err)
+	ch <- prometheus.MustNewConstMetric(descLogDropped, prometheus.CounterValue, float64(f.flowLog.dropped.Load()), "rate")
 	if err == nil {
+		var ringFull uint64
+		for vid := range maxVirtuals {
+			ringFull += counters[vid*reasonMax+int(bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL)].Packets
+		}
+		ch <- prometheus.MustNewConstMetric(descLogDropped, prometheus.CounterValue, float64(ringFull), "ring_full")
 		for vid := range maxVirtuals {
 			for r := range reasonMax {
 				s := counters[vid*reasonMax+r]

@@ -19,6 +19,9 @@ type Spec struct {
 	// Host is the host's own addressing: the program takes no new flow
 	// from it.
 	Host Host
+	// LogRate caps the connection log's lines per second (virtuals with
+	// Log); 0: DefaultLogRate.
+	LogRate int
 }
 
 // Protocol is the IP protocol of a virtual.
@@ -70,6 +73,8 @@ type Virtual struct {
 	LooseInit, LooseClose                       bool
 	// MSSOverride clamps the MSS of SYNs; 0: off.
 	MSSOverride uint16
+	// Log reports each connection's open and close to Options.FlowLog.
+	Log bool
 }
 
 // Member is a pool member as the fast path sees it.

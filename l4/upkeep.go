@@ -7,9 +7,19 @@ import (
 	"time"
 )
 
-// Run reaps expired flows, sends resets, keeps neighbours resolved and
-// logs table-full and SNAT-exhaustion conditions until ctx is done.
+// Run reaps expired flows, sends resets, keeps neighbours resolved,
+// writes the connection log and logs table-full and SNAT-exhaustion
+// conditions until ctx is done.
 func (f *FastPath) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	events := make(chan error, 1)
+	go func() { events <- f.readEvents(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-events; err != nil {
+			f.log.Warn("connection log stopped", "err", err)
+		}
+	}()
 	gc := time.NewTicker(f.opts.GCInterval)
 	defer gc.Stop()
 	nb := time.NewTicker(200 * time.Millisecond)

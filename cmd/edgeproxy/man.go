@@ -48,7 +48,7 @@ func writeMan(ctx context.Context, w io.Writer) error {
 			fmt.Fprintf(&b, ".PP\n.nf\n%s\n.fi\n", roff(text))
 		}
 	}
-	b.WriteString(".SH SIGNALS\nSIGHUP reloads the configuration file atomically; SIGUSR1 reopens the access log; SIGTERM drains and stops.\n")
+	b.WriteString(".SH SIGNALS\nSIGHUP reloads the configuration file atomically; SIGUSR1 reopens the access and connection logs; SIGTERM drains and stops.\n")
 	b.WriteString(".SH FILES\n/etc/edgeproxy/edgeproxy.yaml, /sys/fs/bpf/edgeproxy (pinned fast path state), /var/lib/edgeproxy/netcfg.json (network changes made)\n")
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -53,7 +53,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	go func() {
 		for range usr1 {
 			if err := lg.Reopen(); err != nil {
-				logger.Error("reopen the access log", "err", err)
+				logger.Error("reopen the log files", "err", err)
 			}
 		}
 	}()
@@ -81,6 +81,7 @@ func runDaemon(ctx context.Context, args []string) error {
 		Version:       version,
 		Logger:        logger,
 		AccessLog:     lg.Access,
+		FlowLog:       lg.FastL4,
 		ApplyLog:      lg.Apply,
 		Cleanup:       *cleanup,
 		NetcfgState:   *state,

@@ -42,6 +42,9 @@ var reloadKeys = map[string]when{
 	"log.level":      onReload,
 	"log.access":     onReload,
 
+	"log.fastl4.path": onReload,
+	"log.fastl4.rate": onReload,
+
 	"network.external.interface":    boundOnce,
 	"network.external.addresses":    onReload,
 	"network.external.gateway":      onReload,
@@ -96,6 +99,7 @@ var reloadKeys = map[string]when{
 	"virtuals[].loose_init":                       onReload,
 	"virtuals[].loose_close":                      onReload,
 	"virtuals[].mss_override":                     onReload,
+	"virtuals[].log":                              onReload,
 	"virtuals[].certificates[].cert":              onReload,
 	"virtuals[].certificates[].key":               onReload,
 	"virtuals[].certificates[].acme.names":        onReload,

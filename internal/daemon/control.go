@@ -11,6 +11,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
+	"github.com/edgeproxy/edgeproxy/l4"
 )
 
 // Commands of the control socket.
@@ -86,7 +87,7 @@ func (d *Daemon) handle(ctx context.Context, cmd string, args json.RawMessage) (
 		if err != nil {
 			return nil, err
 		}
-		return d.inTurn(ctx, func(context.Context) (any, error) { return d.killFlows(q) })
+		return d.inTurn(ctx, func(context.Context) (any, error) { return d.killFlows(q, l4.EndKilled) })
 	case CmdDrain:
 		return d.inTurn(ctx, func(context.Context) (any, error) { return d.drainNow() })
 	case CmdHAStandby:

@@ -44,6 +44,8 @@ type Options struct {
 	Logger     *slog.Logger
 	// AccessLog receives the L7 access log (nil: Logger).
 	AccessLog *slog.Logger
+	// FlowLog receives the fastl4 connection log (nil: Logger).
+	FlowLog *slog.Logger
 	// Cleanup removes the pinned XDP state on exit instead of leaving it
 	// for the next start.
 	Cleanup bool
@@ -121,6 +123,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.AccessLog == nil {
 		opts.AccessLog = opts.Logger
+	}
+	if opts.FlowLog == nil {
+		opts.FlowLog = opts.Logger
 	}
 	if opts.MemberState == "" {
 		opts.MemberState = DefaultMemberState

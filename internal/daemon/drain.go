@@ -50,13 +50,14 @@ type KilledFlow struct {
 }
 
 // killFlows removes the selected flows of the fast path and resets
-// their TCP connections both ways.
-func (d *Daemon) killFlows(q l4.FlowFilter) ([]KilledFlow, error) {
+// their TCP connections both ways; end (l4.EndKilled, l4.EndDrained) is
+// why, in the connection log.
+func (d *Daemon) killFlows(q l4.FlowFilter, end string) ([]KilledFlow, error) {
 	f := d.fastPath()
 	if f == nil {
 		return nil, fmt.Errorf("kill flows: the fast path is not open (no fastl4 virtual)")
 	}
-	flows, err := f.fp.KillFlows(q)
+	flows, err := f.fp.EndFlows(q, end)
 	if err != nil {
 		return nil, fmt.Errorf("kill flows: %w", err)
 	}
@@ -157,7 +158,7 @@ func (d *Daemon) cutMember(key poolMember, virtual string) error {
 		if tg.Pool != key.Pool || tg.Member != key.Member {
 			continue
 		}
-		killed, err := d.killFlows(l4.FlowFilter{Virtual: virtual, Member: tg.Addr})
+		killed, err := d.killFlows(l4.FlowFilter{Virtual: virtual, Member: tg.Addr}, l4.EndDrained)
 		if err != nil {
 			return err
 		}

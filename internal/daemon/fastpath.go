@@ -96,6 +96,7 @@ func (d *Daemon) openFastPath(cfg *config.Config, spec *l4.Spec) (*fastPath, err
 	}
 	opts := spec.Options
 	opts.Logger = d.log
+	opts.FlowLog = d.opts.FlowLog
 	pins, err := d.lockPins(opts.PinPath)
 	if err != nil {
 		return nil, err

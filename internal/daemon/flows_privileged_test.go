@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,10 +16,16 @@ import (
 // TestPrivilegedFlowsKill: `edgeproxy flows kill -client ADDR:PORT`
 // removes one fastl4 flow and resets its TCP connection both ways: the
 // client and the member each read ECONNRESET, and another flow of the
-// same virtual keeps working.
+// same virtual keeps working. The virtual's connection log (log.fastl4)
+// has both openings and the killed flow's close.
 func TestPrivilegedFlowsKill(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
+	connLog := filepath.Join(d.dir, "fastl4.log")
+	s := d.skype()
+	s.FastL4Log = connLog
+	s.FastL4.LogBulk = true
+	d.writeConfig(t, s)
 	fe1 := d.members[0]
 	ln, err := d.lab.Backend.Listen("tcp", netip.AddrPortFrom(fe1.addr, 5201).String())
 	if err != nil {
@@ -57,6 +65,31 @@ func TestPrivilegedFlowsKill(t *testing.T) {
 	if err != nil || !strings.Contains(out, "0 flows") {
 		t.Fatalf("the killed flow is still listed: %v\n%s", err, out)
 	}
+	// Opens are read from the program's ring a few times a second.
+	want := []string{
+		`"msg":"open","virtual":"bulk","proto":"tcp","client":"` + killed.LocalAddr().String() + `"`,
+		`"msg":"open","virtual":"bulk","proto":"tcp","client":"` + kept.LocalAddr().String() + `"`,
+		`"msg":"close","virtual":"bulk","proto":"tcp","client":"` + killed.LocalAddr().String() + `"`,
+		`"termination":"killed"`,
+	}
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, _ = os.ReadFile(connLog); containsAll(string(b), want) {
+			break
+		}
+	}
+	if !containsAll(string(b), want) || strings.Count(string(b), "\n") != 3 {
+		t.Errorf("connection log %s:\n%s\nwant 3 lines with %q", connLog, b, want)
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // bulkConn opens a connection through the bulk virtual and returns both

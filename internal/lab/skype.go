@@ -22,6 +22,9 @@ type Skype struct {
 	// path.
 	NoAccessLog bool
 	AccessLog   string
+	// FastL4Log, when set, is the fastl4 connection log's path
+	// (log.fastl4.path).
+	FastL4Log string
 	// ControlSocket is the control socket's path; "" the default.
 	ControlSocket string
 	// Network shapes the network section.
@@ -110,6 +113,8 @@ type SkypeFastL4 struct {
 	Port uint16
 	// Drain is the VIP:443 virtual's drain timeout; 0 the default.
 	Drain time.Duration
+	// LogBulk sets log: true on the bulk virtual (the connection log).
+	LogBulk bool
 }
 
 // SkypeL7 publishes the pool through the L7 proxy: https on VIP:443,
@@ -166,6 +171,9 @@ func (l *Lab) SkypeYAML(s Skype) string {
 		y.line(1, `access: "off"`, "")
 	} else if s.AccessLog != "" {
 		y.line(1, "access: "+s.AccessLog, "")
+	}
+	if s.FastL4Log != "" {
+		y.line(1, "fastl4: {path: "+s.FastL4Log+"}", "")
 	}
 	if s.ControlSocket != "" {
 		y.line(0, "control:", "")
@@ -303,6 +311,9 @@ func (f *SkypeFastL4) writeBulk(y *yamlLines, port uint16) {
 	y.line(2, "pool: bulk", "")
 	y.line(2, fmt.Sprintf("port: %d", port), "")
 	y.line(2, "snat: automap", "")
+	if f.LogBulk {
+		y.line(2, "log: true", "")
+	}
 }
 
 func (v *SkypeL7) write(y *yamlLines, pool string) {

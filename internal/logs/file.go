@@ -27,7 +27,7 @@ func OpenFile(path string) (*File, error) {
 func open(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("open log file: %w (check log.access and its directory's permissions)", err)
+		return nil, fmt.Errorf("open log file: %w (check the path and its directory's permissions)", err)
 	}
 	return f, nil
 }

@@ -1,10 +1,12 @@
 // Package logs is the daemon's logging: the daemon log on stderr (with
 // journald severity prefixes under systemd), its level, and the access
-// log, which a reload redirects and SIGUSR1 reopens after rotation.
+// log and the fastl4 connection log, which a reload redirects and
+// SIGUSR1 reopens after rotation.
 package logs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,14 +24,23 @@ type Logs struct {
 	format   string
 	stderr   slog.Handler
 
-	// Logger is the daemon log; Access the access log.
+	// Logger is the daemon log; Access the access log; FastL4 the
+	// fastl4 connection log.
 	Logger *slog.Logger
 	Access *slog.Logger
-	access atomic.Pointer[slog.Handler]
+	FastL4 *slog.Logger
 
-	mu         sync.Mutex
-	accessPath string
-	file       *File
+	mu     sync.Mutex
+	access sink
+	fastl4 sink
+}
+
+// sink is where one of the logs goes: its handler now, and the file
+// behind it when it is one.
+type sink struct {
+	cur  atomic.Pointer[slog.Handler]
+	path string
+	file *File
 }
 
 // New returns the loggers for the file's log section: format and
@@ -59,8 +70,10 @@ func New(stderr io.Writer, format, level string, cfg config.Log) (*Logs, error) 
 	}
 	l.stderr = h
 	l.Logger = slog.New(h)
-	l.Access = slog.New(&switchHandler{cur: &l.access})
-	if err := l.setAccess(cfg.Access); err != nil {
+	l.Access = slog.New(&switchHandler{cur: &l.access.cur})
+	l.FastL4 = slog.New(&switchHandler{cur: &l.fastl4.cur})
+	if err := l.setDests(cfg); err != nil {
+		l.Close()
 		return nil, err
 	}
 	return l, nil
@@ -90,68 +103,77 @@ func (l *Logs) setLevel(level string) error {
 }
 
 // Apply applies the log section of a reloaded file: log.level (unless
-// the command line set it) and log.access (a new destination is opened,
-// the same file is reopened). log.format needs a restart.
+// the command line set it), log.access and log.fastl4.path (a new
+// destination is opened, the same file is reopened). log.format needs a
+// restart.
 func (l *Logs) Apply(cfg config.Log) error {
 	if !l.pinLevel {
 		if err := l.setLevel(cfg.Level); err != nil {
 			return err
 		}
 	}
-	return l.setAccess(cfg.Access)
+	return l.setDests(cfg)
 }
 
-// setAccess points the access log at dest: "" or "stderr" the daemon
-// log, "off" nowhere, else a file (JSON lines), reopened if it is the
-// one already open.
-func (l *Logs) setAccess(dest string) error {
+func (l *Logs) setDests(cfg config.Log) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return errors.Join(l.setDest(&l.access, cfg.Access, "log.access"), l.setDest(&l.fastl4, cfg.FastL4.Path, "log.fastl4.path"))
+}
+
+// setDest points the log s at dest: "" or "stderr" the daemon log,
+// "off" nowhere, else a file (JSON lines), reopened if it is the one
+// already open. key names the setting in errors.
+func (l *Logs) setDest(s *sink, dest, key string) error {
 	if dest != "" && dest != "off" && dest != "stderr" {
-		if l.file != nil && l.accessPath == dest {
-			return l.file.Reopen()
+		if s.file != nil && s.path == dest {
+			return s.file.Reopen()
 		}
 		f, err := OpenFile(dest)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", key, err)
 		}
 		h := slog.Handler(slog.NewJSONHandler(f, nil))
-		l.access.Store(&h)
-		l.closeFile()
-		l.file, l.accessPath = f, dest
+		s.cur.Store(&h)
+		s.closeFile()
+		s.file, s.path = f, dest
 		return nil
 	}
 	h := l.stderr
 	if dest == "off" {
 		h = slog.DiscardHandler
 	}
-	l.access.Store(&h)
-	l.closeFile()
+	s.cur.Store(&h)
+	s.closeFile()
 	return nil
 }
 
-func (l *Logs) closeFile() {
-	if l.file != nil {
-		_ = l.file.Close()
-		l.file, l.accessPath = nil, ""
+func (s *sink) closeFile() {
+	if s.file != nil {
+		_ = s.file.Close()
+		s.file, s.path = nil, ""
 	}
 }
 
-// Reopen reopens the access log file (after logrotate moved it; SIGUSR1).
+// Reopen reopens the log files (after logrotate moved them; SIGUSR1).
 func (l *Logs) Reopen() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.file == nil {
-		return nil
+	var errs []error
+	for _, s := range []*sink{&l.access, &l.fastl4} {
+		if s.file != nil {
+			errs = append(errs, s.file.Reopen())
+		}
 	}
-	return l.file.Reopen()
+	return errors.Join(errs...)
 }
 
-// Close closes the access log file.
+// Close closes the log files.
 func (l *Logs) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.closeFile()
+	l.access.closeFile()
+	l.fastl4.closeFile()
 }
 
 // switchHandler sends records to the handler cur points at now, with the

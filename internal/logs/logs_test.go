@@ -139,3 +139,36 @@ func TestJournalSeverity(t *testing.T) {
 		t.Fatalf("prefixes %v, want <3><4><6><6><7>:\n%s", got, stderr.String())
 	}
 }
+
+// TestFastL4LogFileReopened: the connection log goes to its own file,
+// apart from the access log, follows a reload to a new file and is
+// reopened with the access log after rotation.
+func TestFastL4LogFileReopened(t *testing.T) {
+	dir := t.TempDir()
+	access, conns := filepath.Join(dir, "access.log"), filepath.Join(dir, "fastl4.log")
+	var stderr bytes.Buffer
+	l, err := New(&stderr, "", "", config.Log{Access: access})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.FastL4.Info("open", "virtual", "before")
+	if err := l.Apply(config.Log{Access: access, FastL4: config.FastL4Log{Path: conns}}); err != nil {
+		t.Fatal(err)
+	}
+	l.FastL4.Info("open", "virtual", "sfb-web-l4")
+	if err := os.Rename(conns, conns+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.FastL4.Info("close", "virtual", "sfb-web-l4")
+	old, _ := os.ReadFile(conns + ".1")
+	cur, _ := os.ReadFile(conns)
+	acc, _ := os.ReadFile(access)
+	if !strings.Contains(stderr.String(), `virtual=before`) || !strings.Contains(string(old), `"msg":"open","virtual":"sfb-web-l4"`) ||
+		!strings.Contains(string(cur), `"msg":"close"`) || strings.Contains(string(cur), `"open"`) || len(acc) != 0 {
+		t.Fatalf("stderr:\n%s\nrotated:\n%s\ncurrent:\n%s\naccess:\n%s", stderr.String(), old, cur, acc)
+	}
+}

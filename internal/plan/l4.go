@@ -18,8 +18,9 @@ func compileL4(cfg *config.Config, members map[string][]Member) *l4.Spec {
 			PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, GCInterval: fp.GCInterval.D(),
 			SNATPorts: portlist.Range{First: fp.SNATPorts.First, Last: fp.SNATPorts.Last},
 		},
-		Pools: map[string][]l4.Member{},
-		Host:  l4Host(cfg),
+		Pools:   map[string][]l4.Member{},
+		Host:    l4Host(cfg),
+		LogRate: cfg.Log.FastL4.Rate,
 	}
 	spec.ExtIf, spec.XDPMode = nicXDP(n.External)
 	spec.IntIf, spec.IntXDPMode = nicXDP(n.Internal)
@@ -59,7 +60,7 @@ func l4Virtual(cfg *config.Config, v *config.Virtual) l4.Virtual {
 		SNAT: cfg.SNATAddresses(v), Automap: v.SNAT.Automap,
 		IdleTimeout: v.IdleTimeout.D(), HandshakeTimeout: v.HandshakeTimeout.D(), CloseTimeout: v.CloseTimeout.D(),
 		ResetOnTimeout: v.ResetsOnTimeout(), LooseInit: v.LooseInit, LooseClose: v.LooseClose,
-		MSSOverride: v.MSSOverride,
+		MSSOverride: v.MSSOverride, Log: v.Log,
 	}
 	if v.Proto == config.ProtoUDP {
 		out.Proto = l4.UDP

@@ -22,10 +22,11 @@ network:
     xdp_mode: generic
   hosts: {fe01.corp.example.com: 10.10.0.11}
 fastpath: {max_flows: 1000, snat_ports: 41000-41999}
+log: {fastl4: {rate: 50}}
 pools:
   fe: {members: [fe01.corp.example.com]}
 virtuals:
-  - {name: web, mode: fastl4, listen: 203.0.113.20:443, pool: fe, port: 4443}
+  - {name: web, mode: fastl4, listen: 203.0.113.20:443, pool: fe, port: 4443, log: true}
   - {name: dns, mode: fastl4, listen: 203.0.113.20:53, pool: fe, port: 5353, protocol: udp,
      snat: [10.20.0.50], idle_timeout: 60s, reset_on_timeout: false}
 `
@@ -57,12 +58,15 @@ func TestCompileFastPath(t *testing.T) {
 	}
 	web, dns := s.Virtuals[0], s.Virtuals[1]
 	if web.Proto != l4.TCP || !web.Automap || !slices.Equal(web.SNAT, []netip.Addr{netip.MustParseAddr("10.20.0.10")}) ||
-		!web.ResetOnTimeout || web.IdleTimeout != 300*time.Second || web.HandshakeTimeout != 5*time.Second {
+		!web.ResetOnTimeout || web.IdleTimeout != 300*time.Second || web.HandshakeTimeout != 5*time.Second || !web.Log {
 		t.Errorf("web: %+v", web)
 	}
 	if dns.Proto != l4.UDP || dns.Automap || !slices.Equal(dns.SNAT, []netip.Addr{netip.MustParseAddr("10.20.0.50")}) ||
-		dns.ResetOnTimeout || dns.IdleTimeout != time.Minute || dns.Port != 5353 {
+		dns.ResetOnTimeout || dns.IdleTimeout != time.Minute || dns.Port != 5353 || dns.Log {
 		t.Errorf("dns: %+v", dns)
+	}
+	if s.LogRate != 50 {
+		t.Errorf("connection log rate %d, want the file's 50", s.LogRate)
 	}
 	if m := s.Pools["fe"]; len(m) != 1 || m[0].Addr != netip.MustParseAddr("10.10.0.11") || !m[0].Up {
 		t.Errorf("pool fe: %+v", m)
