@@ -347,6 +347,9 @@ func (ac *acmeCert) loadStored(ctx context.Context, p *Proxy) {
 		if err == nil {
 			kp, err = tls.X509KeyPair(certPEM, keyPEM)
 		}
+		if err == nil && kp.Leaf == nil { // GODEBUG=x509keypairleaf=0
+			kp.Leaf, err = x509.ParseCertificate(kp.Certificate[0])
+		}
 		if err != nil {
 			p.log.Warn("load ACME certificate from the shared state directory: the one loaded before stays; retried at the next check",
 				"name", n, "err", err)
