@@ -72,7 +72,7 @@ type ACMECert struct {
 	Challenge   string    `json:"challenge"`
 	NotAfter    time.Time `json:"not_after,omitzero"`
 	Serial      string    `json:"serial,omitempty"`
-	LastOutcome string    `json:"last_outcome,omitempty"` // obtained | renewed | failed
+	LastOutcome string    `json:"last_outcome,omitempty"` // obtained | renewed | failed | loaded (a standby, from the shared state directory)
 	LastAt      time.Time `json:"last_at,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 }

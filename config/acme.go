@@ -10,6 +10,14 @@ import (
 // same address that answers it.
 func (v *validator) acmeCert(vs *Virtual, path string, c Certificate) {
 	a := c.ACME
+	if v.c.HA != nil && !v.acmeHA {
+		v.acmeHA = true
+		dir := v.c.ACME.StateDir
+		if dir == "" {
+			dir = "/var/lib/edgeproxy/acme"
+		}
+		v.warnf("acme.state_dir", "in an HA pair only the active node orders ACME certificates; the standby serves those it reads from %s: make it a directory both nodes share (NFS, a replicated volume), or after a takeover the new active node serves no ACME certificate until it has ordered its own", dir)
+	}
 	if c.Cert != "" || c.Key != "" {
 		v.errorf(path, "acme and cert/key together: an entry is either files or ACME; split it into two entries")
 	}

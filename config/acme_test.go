@@ -83,3 +83,22 @@ func TestACMEHTTP01NeedsPort80(t *testing.T) {
 		t.Fatalf("tls-alpn-01 without port 80: %v", err)
 	}
 }
+
+// In an HA pair, check says the ACME state directory must be shared.
+func TestACMEInHAPairWarnsSharedStateDir(t *testing.T) {
+	text := apply(t, haNode(t, "node-a"), []edit{{"    certificates:\n",
+		"    certificates:\n      - acme: {names: [www.example.com], ca: https://acme.example.net/directory, challenge: tls-alpn-01}\n"}})
+	c, err := config.Parse("node-a.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range c.Warnings {
+		if w.Path == "acme.state_dir" {
+			got = append(got, w.Msg)
+		}
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "/var/lib/edgeproxy/acme: make it a directory both nodes share") {
+		t.Fatalf("state_dir warnings %q, want one saying the directory must be shared", got)
+	}
+}

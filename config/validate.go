@@ -19,6 +19,8 @@ type validator struct {
 	// decoded marks the paths the decoder already reported, so that a
 	// value that did not decode is not reported again as missing.
 	decoded map[string]bool
+	// acmeHA is set once the HA pair's shared ACME state is warned about.
+	acmeHA bool
 }
 
 func (v *validator) finding(path, format string, args ...any) *Error {

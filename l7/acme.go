@@ -1,12 +1,14 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"slices"
@@ -27,6 +29,14 @@ var ErrACME = errors.New("acme certificate")
 // acmeTLSProto is the ALPN protocol of the tls-alpn-01 challenge.
 const acmeTLSProto = "acme-tls/1"
 
+// ACMELoaded is the outcome of a certificate a standby loaded from the
+// state directory it shares with the active node, which ordered it.
+const ACMELoaded = "loaded"
+
+// standbyReload is how often a standby re-reads the shared state
+// directory when no check interval is set.
+const standbyReload = time.Minute
+
 // acmeManager obtains and renews the proxy's ACME certificates through
 // certmagic: one cache (and its renewal loop) for the proxy, one
 // certmagic configuration per distinct ACME certificate. Certificates
@@ -44,6 +54,11 @@ type acmeManager struct {
 	configs map[string]*acmeCert // by acmeKey
 	inUse   map[string]bool      // acmeKeys of the spec being applied
 	stopped bool
+	// With a shared state directory, certificates are managed only while
+	// active; managing ends (its orders are cancelled) on demotion.
+	active       bool
+	manageCtx    context.Context
+	manageCancel context.CancelFunc
 }
 
 // acmeCert is one ACME certificate, managed once for every virtual that
@@ -56,14 +71,18 @@ type acmeCert struct {
 	managed bool
 
 	mu      sync.Mutex
-	outcome string // "": none yet; "obtained", "renewed", "failed"
+	outcome string // "": none yet; "obtained", "renewed", "failed", ACMELoaded
 	at      time.Time
 	lastErr string
+	stored  map[string]*tls.Certificate // by name: loaded from the state directory while standby
+	pems    map[string][]byte           // by name: the certificate PEM loaded
 }
 
 func newACMEManager(p *Proxy) *acmeManager {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &acmeManager{p: p, ctx: ctx, cancel: cancel, configs: map[string]*acmeCert{}}
+	m := &acmeManager{p: p, ctx: ctx, cancel: cancel, configs: map[string]*acmeCert{}}
+	m.manageCtx, m.manageCancel = context.WithCancel(ctx)
+	return m
 }
 
 func acmeKey(a *ACME) string {
@@ -90,6 +109,9 @@ func (m *acmeManager) start(opts ACMEOptions) error {
 		RenewCheckInterval: opts.CheckInterval,
 		Logger:             acmeLogger(m.p.log),
 	})
+	if opts.Shared {
+		go m.reloadStandby()
+	}
 	return nil
 }
 
@@ -161,7 +183,7 @@ func (m *acmeManager) newCert(a *ACME, listen string) (*acmeCert, error) {
 			return nil, fmt.Errorf("%w: ca_root %s holds no PEM certificate", ErrACME, a.CARoot)
 		}
 	}
-	ac := &acmeCert{spec: *a, cache: m.cache}
+	ac := &acmeCert{spec: *a, cache: m.cache, stored: map[string]*tls.Certificate{}, pems: map[string][]byte{}}
 	ac.spec.Names = slices.Clone(a.Names)
 	ac.cfg = certmagic.New(m.cache, certmagic.Config{
 		Storage:   &certmagic.FileStorage{Path: m.opts.StateDir},
@@ -209,28 +231,135 @@ func (ac *acmeCert) onEvent(p *Proxy) func(context.Context, string, map[string]a
 // manage starts ordering or loading every certificate not yet managed,
 // and stops renewing those the applied spec no longer has (their files
 // stay in the state directory). It runs once the listeners are open, so
-// challenges can be answered.
+// challenges can be answered. A standby of a pair sharing the state
+// directory only loads what the active node stored.
 func (m *acmeManager) manage() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k, ac := range m.configs {
 		if !m.inUse[k] {
-			var subjects []certmagic.SubjectIssuer
-			for _, n := range ac.spec.Names {
-				subjects = append(subjects, certmagic.SubjectIssuer{Subject: n, IssuerKey: ac.issuer.IssuerKey()})
-			}
-			m.cache.RemoveManaged(subjects)
+			m.cache.RemoveManaged(ac.subjects())
 			delete(m.configs, k)
+			continue
+		}
+		if m.opts.Shared && !m.active {
+			ac.loadStored(m.ctx, m.p)
 			continue
 		}
 		if ac.managed {
 			continue
 		}
-		if err := ac.cfg.ManageAsync(m.ctx, ac.spec.Names); err != nil {
+		if err := ac.cfg.ManageAsync(m.manageCtx, ac.spec.Names); err != nil {
 			m.p.log.Warn("manage ACME certificate: it is retried at the next reload", "names", ac.spec.Names, "err", err)
 			continue
 		}
 		ac.managed = true
+	}
+}
+
+func (ac *acmeCert) subjects() []certmagic.SubjectIssuer {
+	var subjects []certmagic.SubjectIssuer
+	for _, n := range ac.spec.Names {
+		subjects = append(subjects, certmagic.SubjectIssuer{Subject: n, IssuerKey: ac.issuer.IssuerKey()})
+	}
+	return subjects
+}
+
+// setActive says whether this node of a pair sharing the state directory
+// is the active one, which alone orders and renews. A demoted node
+// cancels its orders, stops renewing and serves what it loads from the
+// state directory; a promoted one serves the stored certificates at once
+// and manages them from then on.
+func (m *acmeManager) setActive(active bool) {
+	m.mu.Lock()
+	if m.active == active {
+		m.mu.Unlock()
+		return
+	}
+	m.active = active
+	if !active {
+		m.manageCancel()
+		m.manageCtx, m.manageCancel = context.WithCancel(m.ctx)
+		for _, ac := range m.configs {
+			ac.loadStored(m.ctx, m.p) // served while no longer managed
+			if ac.managed {
+				m.cache.RemoveManaged(ac.subjects())
+				ac.managed = false
+			}
+		}
+	}
+	m.mu.Unlock()
+	m.manage()
+}
+
+// SetACMEActive tells the proxy whether this node of an HA pair is the
+// active one: with a shared state directory (ACMEOptions.Shared) only the
+// active node orders and renews ACME certificates; until told, none does.
+func (p *Proxy) SetACMEActive(active bool) { p.acme.setActive(active) }
+
+// reloadStandby re-reads the shared state directory while standby, so
+// that the certificates the active node renews are served on takeover.
+func (m *acmeManager) reloadStandby() {
+	every := m.opts.CheckInterval
+	if every <= 0 {
+		every = standbyReload
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		if !m.active {
+			for _, ac := range m.configs {
+				ac.loadStored(m.ctx, m.p)
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+// loadStored loads each name's certificate from the state directory,
+// where the active node stored it, when it changed since the last load.
+// A name not ordered yet is skipped; one that does not load (half
+// written) keeps the certificate loaded before and is retried.
+func (ac *acmeCert) loadStored(ctx context.Context, p *Proxy) {
+	key := ac.issuer.IssuerKey()
+	for _, n := range ac.spec.Names {
+		certPEM, err := ac.cfg.Storage.Load(ctx, certmagic.StorageKeys.SiteCert(key, n))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		ac.mu.Lock()
+		same := bytes.Equal(certPEM, ac.pems[n])
+		ac.mu.Unlock()
+		if err == nil && same {
+			continue
+		}
+		var keyPEM []byte
+		if err == nil {
+			keyPEM, err = ac.cfg.Storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(key, n))
+		}
+		var kp tls.Certificate
+		if err == nil {
+			kp, err = tls.X509KeyPair(certPEM, keyPEM)
+		}
+		if err == nil && kp.Leaf == nil { // GODEBUG=x509keypairleaf=0
+			kp.Leaf, err = x509.ParseCertificate(kp.Certificate[0])
+		}
+		if err != nil {
+			p.log.Warn("load ACME certificate from the shared state directory: the one loaded before stays; retried at the next check",
+				"name", n, "err", err)
+			continue
+		}
+		ac.mu.Lock()
+		ac.stored[n], ac.pems[n] = &kp, certPEM
+		ac.outcome, ac.at, ac.lastErr = ACMELoaded, time.Now(), ""
+		ac.mu.Unlock()
+		p.log.Info("ACME certificate loaded from the shared state directory", "name", n, "not_after", kp.Leaf.NotAfter)
 	}
 }
 
@@ -300,6 +429,12 @@ func (ac *acmeCert) certificate(hello *tls.ClientHelloInfo) *tls.Certificate {
 		if best == nil || c.Leaf.NotAfter.After(best.Leaf.NotAfter) {
 			best = &c.Certificate
 		}
+	}
+	ac.mu.Lock()
+	st := ac.stored[name]
+	ac.mu.Unlock()
+	if st != nil && (best == nil || st.Leaf.NotAfter.After(best.Leaf.NotAfter)) {
+		best = st
 	}
 	return best
 }

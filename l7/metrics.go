@@ -120,8 +120,8 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 // collectACME reports the outcome of each ACME certificate's last order.
 func (c *certCollector) collectACME(ch chan<- prometheus.Metric) {
 	for _, st := range c.p.ACMEStatus() {
-		if st.LastOutcome == "" {
-			continue
+		if st.LastOutcome == "" || st.LastOutcome == ACMELoaded {
+			continue // no order of this node's
 		}
 		ok := 1.0
 		if st.LastOutcome == "failed" {

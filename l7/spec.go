@@ -18,8 +18,13 @@ type Spec struct {
 type ACMEOptions struct {
 	// StateDir keeps the accounts, keys and certificates (0700).
 	StateDir string
-	// CheckInterval is how often certificates are checked for renewal.
+	// CheckInterval is how often certificates are checked for renewal,
+	// and how often a standby re-reads them from StateDir.
 	CheckInterval time.Duration
+	// Shared says StateDir is shared with the other node of an HA pair:
+	// certificates are ordered and renewed only while SetACMEActive says
+	// this node is active; otherwise they are loaded from StateDir.
+	Shared bool
 }
 
 // Mode is how a virtual speaks to clients.

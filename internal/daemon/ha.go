@@ -32,7 +32,8 @@ type pairNode struct {
 }
 
 // startHA follows keepalived's notifications when the file makes this
-// host a pair node; the role shows in status and a metric.
+// host a pair node; the role shows in status and a metric, and decides
+// whether this node orders ACME certificates.
 func (d *Daemon) startHA(cfg *config.Config) {
 	if cfg.HA == nil {
 		return
@@ -53,6 +54,7 @@ func (d *Daemon) startHA(cfg *config.Config) {
 		return ha.Follow(ctx, fifo, func(r ha.Role) {
 			d.log.Info("ha role", "role", r)
 			p.set(r)
+			d.l7.SetACMEActive(r == ha.RoleActive) // only the active node orders
 		})
 	})
 }

@@ -10,7 +10,8 @@ import (
 
 // compileL7 builds the spec of the https and http virtuals.
 func compileL7(cfg *config.Config, members map[string][]Member) (*l7.Spec, error) {
-	spec := &l7.Spec{ACME: l7.ACMEOptions{StateDir: cfg.ACME.StateDir, CheckInterval: cfg.ACME.CheckInterval.D()}}
+	spec := &l7.Spec{ACME: l7.ACMEOptions{StateDir: cfg.ACME.StateDir, CheckInterval: cfg.ACME.CheckInterval.D(),
+		Shared: cfg.HA != nil}}
 	if spec.ACME.StateDir == "" {
 		spec.ACME.StateDir = l7.DefaultACMEStateDir
 	}
