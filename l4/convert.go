@@ -19,6 +19,7 @@ type conversion struct {
 	size     int
 	identity bool
 	ops      []copyOp
+	hook     *valueHook // converts what the plan leaves out, or nil
 }
 
 // copyOp copies srcN bytes at src to dst, extending to dstN bytes (sign
@@ -31,7 +32,13 @@ type copyOp struct {
 // newConversion plans the conversion from one layout to another. Without
 // BTF on either side, only identical sizes convert (as a plain copy).
 func newConversion(from, to btf.Type, fromSize, toSize uint32) (*conversion, error) {
-	c := &conversion{size: int(toSize)}
+	return newHookedConversion(from, to, fromSize, toSize, nil)
+}
+
+// newHookedConversion is newConversion leaving the members the hook
+// writes (when not nil) to it.
+func newHookedConversion(from, to btf.Type, fromSize, toSize uint32, hook *valueHook) (*conversion, error) {
+	c := &conversion{size: int(toSize), hook: hook}
 	if from == nil || to == nil {
 		if fromSize != toSize {
 			return nil, fmt.Errorf("%w: %d bytes become %d and the types are unknown", errLayoutIncompatible, fromSize, toSize)
@@ -39,7 +46,7 @@ func newConversion(from, to btf.Type, fromSize, toSize uint32) (*conversion, err
 		c.identity = true
 		return c, nil
 	}
-	if describeType(from, fromSize) == describeType(to, toSize) {
+	if describeType(from, fromSize) == describeType(to, toSize) && hook == nil {
 		c.identity = true
 		return c, nil
 	}
@@ -70,7 +77,7 @@ func (c *conversion) plan(from, to btf.Type, src, dst int, path string) error {
 		}
 		for _, m := range t.Members {
 			om, found := memberNamed(f, m.Name)
-			if !found {
+			if !found || (path == "value" && c.hook != nil && c.hook.writes(m.Name)) {
 				continue
 			}
 			if m.Name == "" || m.BitfieldSize != 0 || om.BitfieldSize != 0 {
@@ -130,7 +137,19 @@ func integer(t btf.Type) (size int, signed, ok bool) {
 	return 0, false, false
 }
 
-// apply converts one entry.
+// convert converts one entry, refusing it when the hook cannot carry it.
+func (c *conversion) convert(src []byte) ([]byte, error) {
+	dst := c.apply(src)
+	if c.hook == nil {
+		return dst, nil
+	}
+	if err := c.hook.fill(src, dst); err != nil {
+		return nil, fmt.Errorf("%w: %w", errLayoutIncompatible, err)
+	}
+	return dst, nil
+}
+
+// apply converts one entry, as planned.
 func (c *conversion) apply(src []byte) []byte {
 	if c.identity {
 		return src

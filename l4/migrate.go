@@ -29,6 +29,7 @@ type mapMigration struct {
 	name     string
 	old      *ebpf.Map
 	key, val *conversion
+	reset    bool // the new map starts empty (the counters)
 }
 
 // migrateFault, when set, fails the migration at the named step ("copy",
@@ -77,7 +78,7 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 		if ms.Pinning != ebpf.PinByName || name == bpf.FastL4MapMeta {
 			continue
 		}
-		mm, err := planMapMigration(ms, filepath.Join(pinPath, name))
+		mm, err := planMapMigration(spec, name, filepath.Join(pinPath, name), from.version, to.version)
 		if err != nil {
 			return nil, fmt.Errorf("migrate pinned map %s from layout %d to %d: %w: remove %s (edgeproxy flows -cleanup) to start afresh, which drops the established flows",
 				name, from.version, to.version, err, pinPath)
@@ -92,9 +93,14 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 	return mg, nil
 }
 
-// planMapMigration opens the pinned map at pin and plans its conversion to
-// ms, or returns nil when it is absent or already laid out as ms.
-func planMapMigration(ms *ebpf.MapSpec, pin string) (*mapMigration, error) {
+// planMapMigration opens the pinned map at pin, of layout version
+// version, and plans its conversion to the map name of spec (layout
+// version to), or returns nil when it is absent or already laid out that
+// way. The counters start afresh at a change of layout version: they are
+// indexed by reason (enum reason), whose numbering each version may
+// change and which the pinned BTF does not carry.
+func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to uint32) (*mapMigration, error) {
+	ms := spec.Maps[name]
 	old, err := ebpf.LoadPinnedMap(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -112,17 +118,22 @@ func planMapMigration(ms *ebpf.MapSpec, pin string) (*mapMigration, error) {
 		old.Close()
 		return nil, fmt.Errorf("read map info: %w", err)
 	}
-	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) {
+	mm := &mapMigration{name: name, old: old, reset: name == bpf.FastL4MapStats && version != to}
+	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) && !mm.reset {
 		old.Close()
 		return nil, nil
 	}
-	mm := &mapMigration{name: filepath.Base(pin), old: old}
-	switch ms.Type {
-	case ebpf.ArrayOfMaps, ebpf.HashOfMaps:
+	switch {
+	case mm.reset:
+	case ms.Type == ebpf.ArrayOfMaps || ms.Type == ebpf.HashOfMaps:
 		err = fmt.Errorf("%w: maps of maps are not migrated", errLayoutIncompatible)
 	default:
+		var hook *valueHook
+		if hook, err = valueHookFor(version, val, ms.Value); err != nil {
+			break
+		}
 		if mm.key, err = newConversion(key, ms.Key, info.KeySize, ms.KeySize); err == nil {
-			mm.val, err = newConversion(val, ms.Value, info.ValueSize, ms.ValueSize)
+			mm.val, err = newHookedConversion(val, ms.Value, info.ValueSize, ms.ValueSize, hook)
 		}
 	}
 	if err != nil {
@@ -196,6 +207,10 @@ func (f *FastPath) migrate(mg *migration) error {
 	names := make([]string, len(mg.maps))
 	for i, mm := range mg.maps {
 		names[i] = mm.name
+		if mm.reset {
+			f.log.Info("the fast path's packet counters start at zero: the pinned ones are numbered by the reasons of layout "+fmt.Sprint(mg.from.version),
+				"map", mm.name, "from", mg.from.version, "to", mg.to.version)
+		}
 	}
 	f.log.Info("migrated the pinned maps to this build's layout", "from", mg.from.version, "from_build", mg.build, "to", mg.to.version,
 		"maps", strings.Join(names, ","), "entries", entries, "late_entries", late)
@@ -208,7 +223,7 @@ func (f *FastPath) migrate(mg *migration) error {
 // have nothing to add in that pass.
 func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 	hash := mm.old.Type() == ebpf.Hash || mm.old.Type() == ebpf.LRUHash || mm.old.Type() == ebpf.PerCPUHash || mm.old.Type() == ebpf.LRUCPUHash
-	if late && !hash {
+	if (late && !hash) || mm.reset {
 		return 0, nil
 	}
 	flags := ebpf.UpdateAny
@@ -234,14 +249,20 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 			}
 			conv := make([][]byte, len(vs))
 			for i := range vs {
-				conv[i] = mm.val.apply(vs[i])
+				var err error
+				if conv[i], err = mm.val.convert(vs[i]); err != nil {
+					return n, fmt.Errorf("convert entry: %w", err)
+				}
 			}
 			val = conv
 		} else {
 			if !it.Next(&k, &v) {
 				break
 			}
-			val = mm.val.apply(v)
+			var err error
+			if val, err = mm.val.convert(v); err != nil {
+				return n, fmt.Errorf("convert entry: %w", err)
+			}
 		}
 		err := m.Update(mm.key.apply(k), val, flags)
 		if late && errors.Is(err, ebpf.ErrKeyExist) {

@@ -29,6 +29,41 @@ import (
 // given -D flags into a temporary directory, and returns the object.
 func buildVariant(t *testing.T, defines ...string) string {
 	t.Helper()
+	return compileProgram(t, filepath.Join("..", "bpf"), defines...)
+}
+
+// buildCommit compiles bpf/fastl4.c as it was at commit (every bpf/*.c
+// and *.h of that commit), and returns the object.
+func buildCommit(t *testing.T, commit string) string {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is absent: this test compiles an earlier build from the history")
+	}
+	out, err := exec.Command("git", "ls-tree", "--name-only", commit, "../bpf/").Output()
+	if err != nil {
+		t.Skipf("the history has no commit %s (a shallow clone?): %v", commit, err)
+	}
+	dir := t.TempDir()
+	for _, name := range strings.Fields(string(out)) {
+		if !strings.HasSuffix(name, ".c") && !strings.HasSuffix(name, ".h") {
+			continue
+		}
+		src, err := exec.Command("git", "show", commit+":"+name).Output()
+		if err != nil {
+			t.Fatalf("read %s at %s: %v", name, commit, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(name)), src, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return compileProgram(t, dir)
+}
+
+// compileProgram compiles fastl4.c of the directory src with the
+// Makefile's flags and the given -D flags into a temporary directory, and
+// returns the object.
+func compileProgram(t *testing.T, src string, defines ...string) string {
+	t.Helper()
 	clang, err := exec.LookPath("clang")
 	if err != nil {
 		t.Skip("clang is absent: this test compiles a second build of bpf/fastl4.c")
@@ -43,9 +78,9 @@ func buildVariant(t *testing.T, defines ...string) string {
 	}
 	obj := filepath.Join(t.TempDir(), "fastl4_variant.o")
 	args := append([]string{"-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-I/usr/include/" + multiarch,
-		"-target", "bpfel", "-c", filepath.Join("..", "bpf", "fastl4.c"), "-o", obj}, defines...)
+		"-target", "bpfel", "-c", filepath.Join(src, "fastl4.c"), "-o", obj}, defines...)
 	if out, err := exec.Command(clang, args...).CombinedOutput(); err != nil {
-		t.Fatalf("compile the program with %v: %v\n%s", defines, err, out)
+		t.Fatalf("compile the program of %s with %v: %v\n%s", src, defines, err, out)
 	}
 	return obj
 }
@@ -386,3 +421,7 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 
 	tr.finish(t, "two failed upgrades, the upgrade and a refused downgrade")
 }
+
+// layout1Commit is main's last commit with flow layout 1 (full keys in
+// struct flow_val, LAYOUT_VERSION 1).
+const layout1Commit = "8b64bca"

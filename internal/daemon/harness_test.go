@@ -143,7 +143,14 @@ func (d *deployment) start(t *testing.T) {
 // startWhen runs the daemon and waits until its status satisfies ready.
 func (d *deployment) startWhen(t *testing.T, ready labtest.Ready) {
 	t.Helper()
-	labtest.Start(t, d.Daemon, ready, labtest.Binary(t), "run", "-config", d.cfgPath,
+	d.startBinary(t, ready, labtest.Binary(t))
+}
+
+// startBinary runs the daemon from the binary bin and waits until its
+// status satisfies ready.
+func (d *deployment) startBinary(t *testing.T, ready labtest.Ready, bin string) {
+	t.Helper()
+	labtest.Start(t, d.Daemon, ready, bin, "run", "-config", d.cfgPath,
 		"-pid-file", filepath.Join(d.dir, "edgeproxy.pid"), "-netcfg-state", filepath.Join(d.dir, "netcfg.json"),
 		"-member-state", filepath.Join(d.dir, "members.json"))
 }
