@@ -126,7 +126,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 	struct config *cfg = settings_get();
 	struct pkt pk, *p = &pk;
 	struct tx_dev *dev;
-	__u64 bytes;
+	__u64 bytes, last;
 	int r, partial;
 
 	if (!cfg || pkt_load(ctx, m, p) < 0)
@@ -139,6 +139,7 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 
 	dev = &tx_devs[f->tx_slot & (MAX_TX_PORTS - 1)];
 	if (fib_stale(f, dev, now)) {
+		last = f->last_ns;
 		r = flow_nexthop(ctx, p, f, now);
 		if (r <= NEXTHOP_TOO_BIG)
 			return icmp_reply(ctx, m, f->vid, ICMP_REPLY_TOO_BIG, NEXTHOP_TOO_BIG - r);
@@ -146,6 +147,11 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 			count(r == REASON_DROP_FLOW_REUSED ? 0 : f->vid, r, bytes);
 			return XDP_DROP;
 		}
+		/* flow_nexthop set last_ns to now; when ct_track is due to run
+		 * its once-per-granularity work (last-seen, repair of a missing
+		 * other half), give it back its turn: it sets last_ns to now. */
+		if ((__s64)(now - last) >= (__s64)TS_GRANULARITY_NS)
+			f->last_ns = last;
 		dev = &tx_devs[f->tx_slot & (MAX_TX_PORTS - 1)];
 	}
 	if (m->l3_len > dev->mtu)
