@@ -432,10 +432,17 @@ func (n *pairNodeRun) restart(t *testing.T, i int) {
 	for _, f := range []string{"keepalived.pid", "vrrp.pid"} {
 		os.Remove(filepath.Join(n.dir, f))
 	}
+	n.restartDaemon(t, labtest.PoolUp("web", 1))
+	n.startKeepalived(t, i)
+}
+
+// restartDaemon stops the node's daemon and starts it again, waiting for
+// a status that is ready.
+func (n *pairNodeRun) restartDaemon(t *testing.T, ready labtest.Ready) {
+	t.Helper()
 	n.daemon.Stop()
 	n.daemon = &labtest.Daemon{NS: n.ns}
-	labtest.Start(t, n.daemon, labtest.PoolUp("web", 1), n.args[0], n.args[1:]...)
-	n.startKeepalived(t, i)
+	labtest.Start(t, n.daemon, ready, n.args[0], n.args[1:]...)
 }
 
 // waitSettled waits until the node is a ready standby since keepalived
@@ -578,6 +585,49 @@ func TestPrivilegedHAMemberLossNoFlapping(t *testing.T) {
 		r.nodes[s.node].blockMembers(t, r.p, s.block)
 		w.settle(t, s.name, s.active, s.changes)
 	}
+}
+
+// TestPrivilegedHAStatusAfterRestart: a node keepalived holds in FAULT
+// (it reaches no member) still says fault after its daemon restarts,
+// although keepalived does not repeat its state to the new daemon, and
+// says why; once the members are back, keepalived's word (standby)
+// reaches the new daemon.
+func TestPrivilegedHAStatusAfterRestart(t *testing.T) {
+	r := startPair(t)
+	b := 1 - waitActive(t, r.nodes)
+	n := r.nodes[b]
+	n.waitSettled(t)
+	n.blockMembers(t, r.p, true)
+	n.waitRole(t, "fault", 10*time.Second)
+
+	n.restartDaemon(t, func(st *admin.Status) bool { return st.Ready })
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		st, err := n.daemon.Status()
+		if err != nil || st.HA == nil || st.HA.Role != "fault" || st.HA.Cause == "" {
+			t.Fatalf("status of the node in FAULT after its daemon restarted: %+v, %v; want role fault with a cause", st.HA, err)
+		}
+	}
+	out := n.ns.Run(t, r.bin, "status", "-admin", "127.0.0.1:9469")
+	if !strings.Contains(out, "ha fault since") || !strings.Contains(out, "ha fault: no member is up") {
+		t.Errorf("edgeproxy status lacks the fault and its cause:\n%s", out)
+	}
+	n.blockMembers(t, r.p, false)
+	n.waitRole(t, "standby", 10*time.Second)
+}
+
+// waitRole waits until the node's status shows role as keepalived's
+// word (no derived cause).
+func (n *pairNodeRun) waitRole(t *testing.T, role string, limit time.Duration) {
+	t.Helper()
+	var last *admin.HA
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if st, err := n.daemon.Status(); err == nil && st.HA != nil {
+			if last = st.HA; last.Role == role && last.Cause == "" {
+				return
+			}
+		}
+	}
+	t.Fatalf("node not %s within %s: %+v", role, limit, last)
 }
 
 // blockMembers drops (or lets through again) the node's packets to the
