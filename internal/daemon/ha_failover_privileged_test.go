@@ -27,14 +27,16 @@ const (
 	pollPort  = 8081
 )
 
-// idleFlowsSurvive says whether a fastl4 connection idle across a
-// failover, whose member speaks first afterwards (a long poll's answer),
+// memberFirstSurvives says whether a fastl4 connection whose member is
+// the next to send after a failover (a long poll's answer after idling
+// across it, or a download: the client only acknowledges what arrives)
 // goes on through the new active node. Recreating a flow from the next
 // segment (loose_init) needs the client's segment: the member's names only
 // the floating SNAT address and port, never the client's address, so the
-// new active node drops it and the member retransmits to no avail. Only
-// flow mirroring hands the new active node such flows.
-const idleFlowsSurvive = false
+// new active node drops it and the member retransmits to no avail (an
+// iperf3 -R stream stalled to the end of its run). Only flow mirroring
+// hands the new active node such flows.
+const memberFirstSurvives = false
 
 // TestPrivilegedHAUnplannedFailover: two nodes with keepalived carry 50
 // long-lived TCP connections (each echoing a numbered line every 100 ms),
@@ -45,7 +47,7 @@ const idleFlowsSurvive = false
 // them, the longest stall of each is within 1.5 s, and the L7 VIP serves
 // again within 1.5 s, from the other node. The long polls' answers, sent
 // after the failover, are required only where idle flows survive
-// (idleFlowsSurvive); their RSTs are counted in any case.
+// (memberFirstSurvives); their RSTs are counted in any case.
 //
 // Without flow mirroring the connections survive because their virtuals
 // have loose_init, the client's ports are in the SNAT range (the client
@@ -91,7 +93,7 @@ func TestPrivilegedHAUnplannedFailover(t *testing.T) {
 		t.Errorf("the surviving node's status: %+v, %v; want role active", st, err)
 	}
 
-	checkLongPolls(t, polls, idleFlowsSurvive)
+	checkLongPolls(t, polls, memberFirstSurvives)
 	checkIperf(t, bulk.end(), 1500*time.Millisecond)
 	time.Sleep(time.Until(killed.Add(5 * time.Second)))
 	checkPingers(t, pingers, 1500*time.Millisecond)
