@@ -193,9 +193,9 @@ func startLongPolls(ns *lab.NS, addr netip.AddrPort, n int, wait time.Duration) 
 }
 
 // longPoll is one long poll on a connection of its own, bounded to
-// wait+10s.
+// wait+3s.
 func longPoll(ns *lab.NS, addr netip.AddrPort, wait time.Duration, want string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait+3*time.Second)
 	defer cancel()
 	c, err := ns.DialContext(ctx, "tcp", addr.String())
 	if err != nil {

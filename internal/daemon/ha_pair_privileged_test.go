@@ -348,7 +348,7 @@ func (e *echoConn) tryLine(line string) string {
 // and takes the role back only when `edgeproxy ha standby` runs on the
 // other node (no automatic preemption). fastl4 connections opened through
 // either node carry on across both switches (loose_init, client ports in
-// the SNAT range).
+// the SNAT range), and no RST is seen for them on the client or the member.
 func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	r := startPair(t)
 	a := waitActive(t, r.nodes)
@@ -356,6 +356,7 @@ func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	if err := r.get(300 * time.Millisecond); err != nil {
 		t.Fatalf("the L7 VIP does not serve: %v", err)
 	}
+	rsts := map[string]*rstCounter{"client": countRSTs(t, r.p.Client, echoPort), "member": countRSTs(t, r.p.Backend, echoPort)}
 	viaA, err := openEcho(r.p, r.l4VIP, 45001)
 	if err != nil {
 		t.Fatalf("fastl4 through node %d: %v", a, err)
@@ -407,6 +408,11 @@ func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 		t.Logf("fastl4 connection %s: %d echoes, longest stall %s, %s", c.name, n, stall.Round(time.Millisecond), err)
 		if err != "" {
 			t.Errorf("fastl4 connection %s: %s", c.name, err)
+		}
+	}
+	for side, c := range rsts {
+		if n := c.count(t); n != 0 {
+			t.Errorf("%d RSTs on the fastl4 connections seen by the %s", n, side)
 		}
 	}
 }
