@@ -46,8 +46,8 @@ const memberFirstSurvives = false
 // with its data intact, no RST is seen on the client or the member for
 // them, the longest stall of each is within 1.5 s, and the L7 VIP serves
 // again within 1.5 s, from the other node. The long polls' answers, sent
-// after the failover, are required only where idle flows survive
-// (memberFirstSurvives); their RSTs are counted in any case.
+// after the failover, are required only once a connection whose member
+// sends next survives (memberFirstSurvives); their RSTs count in any case.
 //
 // Without flow mirroring the connections survive because their virtuals
 // have loose_init, the client's ports are in the SNAT range (the client
@@ -84,9 +84,8 @@ func TestPrivilegedHAUnplannedFailover(t *testing.T) {
 	killed := time.Now()
 	nodes[active].die(t)
 	back := r.l7Back(killed, 10*time.Second)
-	if back < 0 {
-		t.Errorf("no HTTPS request through the L7 VIP succeeded within 10s of the failover")
-	} else if t.Logf("L7 VIP served again %s after the active node died", back.Round(time.Millisecond)); back > 1500*time.Millisecond {
+	t.Logf("L7 VIP served again %s after the active node died (-1: not within 10s)", back.Round(time.Millisecond))
+	if back < 0 || back > 1500*time.Millisecond {
 		t.Errorf("L7 VIP served again after %s, want within 1.5s", back)
 	}
 	if st, err := nodes[1-active].daemon.Status(); err != nil || st.HA == nil || st.HA.Role != "active" {
