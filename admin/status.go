@@ -56,6 +56,9 @@ type HA struct {
 	// Held are the shared addresses on this node's NICs, of Shared.
 	Held   []string `json:"held"`
 	Shared int      `json:"shared"`
+	// Cause says why the node is in fault when the role is derived
+	// rather than keepalived's word (none since the daemon started).
+	Cause string `json:"cause,omitempty"`
 }
 
 // Certificate is a certificate file the L7 proxy serves.
@@ -211,6 +214,9 @@ func (s *Status) WriteText(w io.Writer) error {
 	}
 	if h := s.HA; h != nil {
 		fmt.Fprintf(&b, "ha %s since %s, holds %d of %d shared addresses\n", h.Role, ago(now, h.Since, true), len(h.Held), h.Shared)
+		if h.Cause != "" {
+			fmt.Fprintf(&b, "ha fault: %s\n", h.Cause)
+		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)

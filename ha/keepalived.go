@@ -20,6 +20,11 @@ const (
 	holdTrack        = "edgeproxy_hold"
 )
 
+// CheckRise is how long the check keepalived runs (vrrp_script below:
+// interval 1, rise 2) must pass before keepalived lets the node out of
+// FAULT.
+const CheckRise = 2 * time.Second
+
 // Spec is one node's part in the pair.
 type Spec struct {
 	// Source names the file the configuration is generated from.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Role is this node's part in the pair.
@@ -107,6 +109,18 @@ func Held(ifname string, addrs []netip.Addr) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// Running tells whether the interface is up and running (carrier), as
+// keepalived requires of an instance's interface: one that is not puts
+// the instance in FAULT.
+func Running(ifname string) (bool, error) {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, fmt.Errorf("find interface %s: %w", ifname, err)
+	}
+	a := link.Attrs()
+	return a.Flags&net.FlagUp != 0 && a.RawFlags&unix.IFF_RUNNING != 0, nil
 }
 
 // SetHold writes the file keepalived tracks: on, this node gives up the

@@ -29,6 +29,11 @@ type pairNode struct {
 	hold    string
 	advert  time.Duration
 	handing sync.Mutex
+	// serveErr is the last answer of the check keepalived runs (ha
+	// check) as the daemon computed it for a status, serving since when
+	// it has been nil (zero: not yet).
+	serveErr error
+	serving  time.Time
 }
 
 // startHA follows keepalived's notifications when the file makes this
@@ -73,6 +78,20 @@ func (d *Daemon) setShared(cfg *config.Config) {
 	d.pair.mu.Unlock()
 }
 
+// observe records whether the node can serve, as the check keepalived
+// runs answers from the same status.
+func (p *pairNode) observe(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case err != nil:
+		p.serving = time.Time{}
+	case p.serving.IsZero():
+		p.serving = time.Now()
+	}
+	p.serveErr = err
+}
+
 func (p *pairNode) set(r ha.Role) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -82,30 +101,58 @@ func (p *pairNode) set(r ha.Role) {
 }
 
 // state returns the role and the shared addresses held. Before keepalived
-// has said anything, a node holding every shared address is active and
-// one holding none standby.
+// has said anything since the daemon started (it says nothing again
+// after a daemon restart), a node holding every shared address is
+// active, and one holding none is in fault while keepalived keeps it
+// there (faultCause), standby otherwise.
 func (p *pairNode) state() *admin.HA {
 	p.mu.Lock()
 	role, since, shared := p.role, p.since, p.shared
+	serveErr, serving := p.serveErr, p.serving
 	p.mu.Unlock()
 	var held []netip.Addr
 	for _, ifname := range []string{p.ext, p.in} {
 		h, _ := ha.Held(ifname, shared) // a missing NIC holds nothing
 		held = append(held, h...)
 	}
+	var cause string
 	if role == ha.RoleUnknown && len(shared) > 0 {
 		switch len(held) {
 		case len(shared):
 			role = ha.RoleActive
 		case 0:
 			role = ha.RoleStandby
+			if cause = p.faultCause(serveErr, serving); cause != "" {
+				role = ha.RoleFault
+			}
 		}
 	}
-	out := &admin.HA{Role: string(role), Since: since, Held: []string{}, Shared: len(shared)}
+	out := &admin.HA{Role: string(role), Since: since, Held: []string{}, Shared: len(shared), Cause: cause}
 	for _, a := range held {
 		out.Held = append(out.Held, a.String())
 	}
 	return out
+}
+
+// faultCause says why keepalived holds the node in FAULT, from what puts
+// an instance there: its interface down, or the check failing (or not yet
+// passing for CheckRise); "" when nothing does. It is derived rather than
+// asked of keepalived (a state dump on SIGUSR1 needs its pid, a signal
+// across the daemon's sandbox and a file format of its version); the
+// check is the daemon's own answer, so only its rise is estimated.
+func (p *pairNode) faultCause(serveErr error, serving time.Time) string {
+	for _, ifname := range []string{p.ext, p.in} {
+		if up, err := ha.Running(ifname); err != nil || !up {
+			return ifname + " is not running"
+		}
+	}
+	switch {
+	case serveErr != nil:
+		return serveErr.Error()
+	case serving.IsZero() || time.Since(serving) < ha.CheckRise:
+		return "the check has not passed for " + ha.CheckRise.String() + " yet"
+	}
+	return ""
 }
 
 func (p *pairNode) Describe(ch chan<- *prometheus.Desc) { ch <- p.desc }

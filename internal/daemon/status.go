@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/ha"
 	"github.com/edgeproxy/edgeproxy/health"
 	"github.com/edgeproxy/edgeproxy/internal/member"
 )
@@ -33,10 +34,8 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	} else {
 		st.Ready = true
 	}
-	if d.pair != nil {
-		st.HA = d.pair.state()
-	}
 	if cfg == nil {
+		d.pairState(st)
 		return st, nil
 	}
 	snap := d.statusMembers(st, inPlanes)
@@ -61,7 +60,17 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 			NotAfter: a.NotAfter, Serial: a.Serial, LastOutcome: a.LastOutcome, LastAt: a.LastAt, LastError: a.LastError})
 	}
 	st.BGP = d.bgpStatus(ctx)
+	d.pairState(st)
 	return st, nil
+}
+
+// pairState fills st.HA on a pair node, after noting whether the node
+// can serve by the rest of st (what keepalived's check sees).
+func (d *Daemon) pairState(st *admin.Status) {
+	if d.pair != nil {
+		d.pair.observe(ha.Serves(st))
+		st.HA = d.pair.state()
+	}
 }
 
 // statusMembers fills st.Members with the health the data planes apply,
