@@ -204,6 +204,7 @@ type FastPath struct {
 	resets  *resetter
 	neigh   *neighbours
 	stats   *gcStats
+	reap    reaper
 	floor   counterFloor // readCounters' last values
 	flood   floodWatch
 	limiter *logLimiter
@@ -322,6 +323,7 @@ func (f *FastPath) release() {
 		l.Close()
 	}
 	f.tracing = nil
+	f.reap.close()
 	f.objs.Close()
 	if f.resets != nil {
 		f.resets.Close()

@@ -30,11 +30,13 @@ func (f *FastPath) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-gc.C:
-			if err := f.collect(); err != nil {
-				if errors.Is(err, ErrClosed) {
-					return err
+			if f.reapDue(monoNow()) {
+				if err := f.collect(); err != nil {
+					if errors.Is(err, ErrClosed) {
+						return err
+					}
+					f.limiter.log(f.log, "gc", slog.LevelWarn, "reap flows", "err", err)
 				}
-				f.limiter.log(f.log, "gc", slog.LevelWarn, "reap flows", "err", err)
 			}
 			f.warnDrops()
 		case <-nb.C:
