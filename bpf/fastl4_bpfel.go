@@ -209,6 +209,7 @@ type FastL4ReapRun struct {
 	_             structs.HostLayout
 	Now           uint64
 	NextNs        uint64
+	WalkNs        uint64
 	Table         uint32
 	Skip          uint32
 	Budget        uint32
@@ -222,7 +223,7 @@ type FastL4ReapRun struct {
 	Reported      uint32
 	Lost          uint32
 	Repaired      uint32
-	Pad           uint32
+	Exact         uint32
 }
 
 type FastL4Reason uint32
@@ -374,6 +375,7 @@ const (
 	FastL4MapReapCtl                   = "reap_ctl"
 	FastL4MapReapEvents                = "reap_events"
 	FastL4MapReapMembers               = "reap_members"
+	FastL4MapReapWatch                 = "reap_watch"
 	FastL4MapScratch                   = "scratch"
 	FastL4MapServices                  = "services"
 	FastL4MapSettings                  = "settings"
@@ -465,6 +467,7 @@ type FastL4MapSpecs struct {
 	ReapCtl     *ebpf.MapSpec `ebpf:"reap_ctl"`
 	ReapEvents  *ebpf.MapSpec `ebpf:"reap_events"`
 	ReapMembers *ebpf.MapSpec `ebpf:"reap_members"`
+	ReapWatch   *ebpf.MapSpec `ebpf:"reap_watch"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
@@ -526,6 +529,7 @@ type FastL4Maps struct {
 	ReapCtl     *ebpf.Map `ebpf:"reap_ctl"`
 	ReapEvents  *ebpf.Map `ebpf:"reap_events"`
 	ReapMembers *ebpf.Map `ebpf:"reap_members"`
+	ReapWatch   *ebpf.Map `ebpf:"reap_watch"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
 	Services    *ebpf.Map `ebpf:"services"`
 	Settings    *ebpf.Map `ebpf:"settings"`
@@ -557,6 +561,7 @@ func (m *FastL4Maps) Close() error {
 		m.ReapCtl,
 		m.ReapEvents,
 		m.ReapMembers,
+		m.ReapWatch,
 		m.Scratch,
 		m.Services,
 		m.Settings,

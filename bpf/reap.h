@@ -8,17 +8,29 @@
  * and member. What the control plane must act on, and only that, goes
  * through the reap_events ring: a pair reaped whose virtual resets on
  * timeout (the RSTs are sent from user space) or logs its flows (the
- * close record). No flow is copied out otherwise, so a pass costs the
- * kernel's walk and no system call per entry.
+ * close record). No flow is copied out otherwise.
  *
- * A pair is judged once, on its client half: the server half's visit
- * looks its client half up and stops there when it is present. A run
- * writes at most budget reports; when a pair needing one finds the budget
- * spent, the run stops before deleting it and the control plane drains
- * the ring and runs the table again from where it stopped (skip). The
- * walk restarts from the table's first bucket each run and passes over
- * skip entries cheaply; entries deleted meanwhile shift that count, so a
- * few entries may wait for the next pass. */
+ * How often: the flow tables are walked as often as the shortest idle
+ * timeout needs; the pairs that close (FIN, RST: a short close timeout)
+ * are noted in reap_watch by the program (ct_close) and by the walk, and
+ * the watch is run every fraction of a second (REAP_WATCH). The half-open
+ * table is walked as often as the shortest handshake timeout needs.
+ *
+ * A pair is judged once, on its client half. An entry seen within its
+ * idle timeout is live whatever its other half says, so the walk looks
+ * the other half up only for entries idle longer, closing pairs and the
+ * half-open table: the walk's cost is one visit per entry. A pair missing
+ * a half is repaired (or reaped) once its present half has been idle that
+ * long, or by an exact walk (every reapExactEvery walks (l4/reap.go), and the control
+ * plane's explicit passes), which looks every other half up; until then
+ * the program repairs it on its next packet (ct_repair).
+ *
+ * A run writes at most budget reports; when a pair needing one finds the
+ * budget spent, the run stops before deleting it and the control plane
+ * drains the ring and runs the table again from where it stopped (skip).
+ * The walk restarts from the table's first bucket each run and passes
+ * over skip entries cheaply; entries deleted meanwhile shift that count,
+ * so a few entries may wait for the next walk. */
 #ifndef EDGEPROXY_REAP_H
 #define EDGEPROXY_REAP_H
 
@@ -41,12 +53,16 @@ enum reap_table {
 	REAP_UDP4,
 	REAP_FLOWS6,
 	REAP_HALF_OPEN,
+	REAP_WATCH, /* the closing pairs noted in reap_watch */
 };
 
 /* One run's orders and results, the only entry of reap_ctl. */
 struct reap_run {
 	__u64 now;         /* in: the pass's clock (bpf_ktime_get_coarse_ns) */
 	__u64 next_ns;     /* in/out: earliest deadline of the pairs left, 0: none */
+	__u64 walk_ns;     /* in: when the flow tables are walked next: a
+			    * watched pair whose deadline is later leaves the
+			    * watch */
 	__u32 table;       /* in: enum reap_table */
 	__u32 skip;        /* in: entries visited by earlier runs of this pass */
 	__u32 budget;      /* in: reports this run may write */
@@ -60,7 +76,8 @@ struct reap_run {
 	__u32 reported;    /* out: reports written */
 	__u32 lost;        /* out: reports the ring had no room for */
 	__u32 repaired;    /* out: missing halves re-inserted */
-	__u32 pad;
+	__u32 exact;       /* in: 1: look every other half up (repairs the
+			    * halves gone missing under a live one) */
 };
 
 struct {
@@ -224,13 +241,13 @@ static __always_inline int reap_report(struct reap_run *ctl, const struct flow_k
 	return 0;
 }
 
-static __always_inline void reap_count_member(const struct flow_key *sk)
+static __always_inline void reap_count_member(const struct addr *a, __u8 family)
 {
 	struct reap_member m = {};
 	__u32 one = 1, *n;
 
-	m.addr = sk->saddr;
-	m.family = sk->family;
+	m.addr = *a;
+	m.family = family;
 	n = bpf_map_lookup_elem(&reap_members, &m);
 	if (n)
 		(*n)++;
@@ -240,8 +257,8 @@ static __always_inline void reap_count_member(const struct flow_key *sk)
 
 /* The missing half of the live pair whose present half is h (own key
  * self): l4/gc.go's repair, as ct_repair does on a packet. */
-static __always_inline void reap_repair(void *map, const void *peer_key, const struct flow_key *self,
-					const struct flow_val *h, struct reap_run *ctl)
+static __always_inline void reap_repair(const struct flow_key *self, const struct flow_val *h,
+					struct reap_run *ctl)
 {
 	struct flow_val v = {};
 
@@ -253,7 +270,7 @@ static __always_inline void reap_repair(void *map, const void *peer_key, const s
 	v.mss = h->mss;
 	v.dir = h->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
 	v.seen = SEEN_ANY | SEEN_ACK;
-	if (bpf_map_update_elem(map, peer_key, &v, BPF_NOEXIST) == 0)
+	if (flow_update(&h->peer, &v, BPF_NOEXIST) == 0)
 		ctl->repaired++;
 }
 
@@ -264,77 +281,152 @@ static __always_inline struct reap_run *reap_ctl_get(void)
 	return bpf_map_lookup_elem(&reap_ctl, &zero);
 }
 
-/* Visits one entry: v under key (in the map's form) whose full form is
- * self; peer_key is where its other half is in the same map. Returns 1 to
- * stop the walk. */
-static __always_inline long reap_visit(void *map, const void *key, const void *peer_key,
-				       const struct flow_key *self, struct flow_val *v, __u32 *idx)
+static __always_inline void reap_delete(const struct flow_key *k, int half)
+{
+	if (half)
+		bpf_map_delete_elem(&half_open, k);
+	else
+		flow_delete(k);
+}
+
+static __always_inline void reap_deadline(struct reap_run *ctl, __u64 deadline)
+{
+	if (!ctl->next_ns || deadline < ctl->next_ns)
+		ctl->next_ns = deadline;
+}
+
+enum reap_verdict {
+	REAP_LIVE = 0,
+	REAP_GONE,
+	REAP_STOP, /* the report budget is spent: stop the walk here */
+};
+
+/* Judges the pair: c under ck and s under sk, one of them may be NULL.
+ * An expired pair is reported when it must be, then deleted; a live
+ * one's deadline is written to *deadline and its state to *state. */
+static __always_inline int reap_judge(struct reap_run *ctl, const struct flow_key *ck, struct flow_val *c,
+				      const struct flow_key *sk, struct flow_val *s, int half,
+				      __u64 *deadline, __u32 *state)
+{
+	struct flow_val *h = c ? c : s;
+	struct reap_count *cnt;
+	struct reap_knobs k;
+	__u64 timeout, last;
+	__u32 st, vid;
+
+	if (!h)
+		return REAP_GONE;
+	vid = h->vid;
+	reap_knobs_of(ctl, vid, &k);
+	st = reap_state(c, s, ck->proto, &k, &timeout);
+	last = c ? c->last_ns : 0;
+	if (s && s->last_ns > last)
+		last = s->last_ns;
+	*state = st;
+	*deadline = last + timeout;
+	if (ctl->now <= last || ctl->now - last <= timeout)
+		return REAP_LIVE;
+	if (reap_must_report(st, ck->proto, k.flags, half)) {
+		if (ctl->reported >= ctl->budget) {
+			ctl->more = 1;
+			return REAP_STOP;
+		}
+		reap_report(ctl, ck, c, sk, s, st, half);
+	}
+	if (s)
+		reap_delete(sk, half);
+	if (c)
+		reap_delete(ck, half);
+	ctl->reaped++;
+	cnt = bpf_map_lookup_elem(&reap_counts, &vid);
+	if (cnt && st < REAP_STATES)
+		cnt->reaped[st]++;
+	return REAP_GONE;
+}
+
+static __always_inline void reap_count_live(__u32 vid, __u32 st)
+{
+	struct reap_count *cnt = bpf_map_lookup_elem(&reap_counts, &vid);
+
+	if (cnt && st < REAP_STATES)
+		cnt->live[st]++;
+}
+
+/* Visits one entry of a walk: v under self (its full key), its other
+ * half at peer_key in map. Returns 1 to stop the walk. */
+static __always_inline long reap_visit(void *map, const void *peer_key, const struct flow_key *self,
+				       struct flow_val *v, __u32 *idx, int half)
 {
 	struct reap_run *ctl = reap_ctl_get();
-	struct flow_val *c, *s, *o;
+	struct flow_val *o, *c, *s;
+	struct flow_key ck, sk;
 	struct reap_knobs k;
-	struct reap_count *cnt;
-	__u64 timeout, last, deadline;
-	struct flow_key sk;
-	__u32 st, vid;
-	int half;
+	__u64 deadline;
+	__u32 st;
+	int r;
 
 	if (!ctl)
 		return 1;
 	if ((*idx)++ < ctl->skip)
 		return 0;
-	half = v->half_open;
+	if (!half && !v->closing && !ctl->exact) {
+		/* Seen within the idle timeout: live whatever the other
+		 * half says (an open pair's timeout is the idle one). */
+		reap_knobs_of(ctl, v->vid, &k);
+		if (ctl->now <= v->last_ns || ctl->now - v->last_ns <= k.idle) {
+			if (v->dir == DIR_SERVER)
+				return 0; /* counted on its client half */
+			reap_count_live(v->vid, self->proto == IPPROTO_UDP ? REAP_UDP : REAP_ESTABLISHED);
+			/* The member is the source of the server half's key:
+			 * in line 1 for IPv4 (peer4). */
+			if (self->family == 4) {
+				struct addr a = {};
+
+				a.w[0] = v->peer4.saddr;
+				reap_count_member(&a, 4);
+			} else {
+				reap_count_member(&v->peer.saddr, v->peer.family);
+			}
+			reap_deadline(ctl, v->last_ns + k.idle);
+			return 0;
+		}
+	}
 	o = bpf_map_lookup_elem(map, peer_key);
 	if (v->dir == DIR_SERVER) {
 		if (o)
 			return 0; /* judged on its client half */
 		c = NULL;
 		s = v;
+		ck = v->peer;
 		sk = *self;
 	} else {
 		c = v;
 		s = o;
+		ck = *self;
 		sk = v->peer;
 	}
-	vid = v->vid;
-	reap_knobs_of(ctl, vid, &k);
-	st = reap_state(c, s, self->proto, &k, &timeout);
-	last = v->last_ns;
-	if (o && o->last_ns > last)
-		last = o->last_ns;
-	cnt = bpf_map_lookup_elem(&reap_counts, &vid);
-	if (ctl->now > last && ctl->now - last > timeout) {
-		if (reap_must_report(st, self->proto, k.flags, half)) {
-			if (ctl->reported >= ctl->budget) {
-				ctl->more = 1;
-				(*idx)--; /* this entry again, first */
-				return 1;
-			}
-			if (c)
-				reap_report(ctl, self, c, &sk, s, st, half);
-			else
-				reap_report(ctl, &v->peer, c, &sk, s, st, half);
-		}
-		/* The other half first: key may point into the entry itself
-		 * when a preallocated element is reused at once. */
-		if (o)
-			bpf_map_delete_elem(map, peer_key);
-		bpf_map_delete_elem(map, key);
-		ctl->reaped++;
-		if (cnt && st < REAP_STATES)
-			cnt->reaped[st]++;
-		return 0;
+	r = reap_judge(ctl, &ck, c, &sk, s, half, &deadline, &st);
+	if (r == REAP_STOP) {
+		(*idx)--; /* this entry again, first */
+		return 1;
 	}
-	deadline = last + timeout;
-	if (!ctl->next_ns || deadline < ctl->next_ns)
-		ctl->next_ns = deadline;
-	if (cnt && st < REAP_STATES)
-		cnt->live[st]++;
-	reap_count_member(&sk);
+	if (r == REAP_GONE)
+		return 0;
+	reap_count_live(v->vid, st);
+	reap_count_member(&sk.saddr, sk.family);
+	if (!half && v->closing) {
+		__u32 one = 1;
+
+		/* Closing: the watch judges it until the next walk. */
+		if (bpf_map_update_elem(&reap_watch, self, &one, BPF_ANY))
+			reap_deadline(ctl, deadline);
+	} else {
+		reap_deadline(ctl, deadline);
+	}
 	/* A half-open pair missing a half was evicted: lost, not repaired
 	 * (flood.h). */
 	if (!o && !half)
-		reap_repair(map, peer_key, self, v, ctl);
+		reap_repair(self, v, ctl);
 	return 0;
 }
 
@@ -342,43 +434,77 @@ static __always_inline long reap_visit(void *map, const void *key, const void *p
 static long reap_tcp4(void *map, struct flow_key4 *key, struct flow_val *v, __u32 *idx)
 {
 	struct flow_key self = {};
-	struct flow_key4 k = *key, pk = v->peer4;
+	struct flow_key4 pk = v->peer4;
 
-	self.saddr.w[0] = k.saddr;
-	self.daddr.w[0] = k.daddr;
-	self.sport = k.sport;
-	self.dport = k.dport;
+	self.saddr.w[0] = key->saddr;
+	self.daddr.w[0] = key->daddr;
+	self.sport = key->sport;
+	self.dport = key->dport;
 	self.proto = IPPROTO_TCP;
 	self.family = 4;
-	return reap_visit(&flows4_tcp, &k, &pk, &self, v, idx);
+	return reap_visit(&flows4_tcp, &pk, &self, v, idx, 0);
 }
 
 static long reap_udp4(void *map, struct flow_key4 *key, struct flow_val *v, __u32 *idx)
 {
 	struct flow_key self = {};
-	struct flow_key4 k = *key, pk = v->peer4;
+	struct flow_key4 pk = v->peer4;
 
-	self.saddr.w[0] = k.saddr;
-	self.daddr.w[0] = k.daddr;
-	self.sport = k.sport;
-	self.dport = k.dport;
+	self.saddr.w[0] = key->saddr;
+	self.daddr.w[0] = key->daddr;
+	self.sport = key->sport;
+	self.dport = key->dport;
 	self.proto = IPPROTO_UDP;
 	self.family = 4;
-	return reap_visit(&flows4_udp, &k, &pk, &self, v, idx);
+	return reap_visit(&flows4_udp, &pk, &self, v, idx, 0);
 }
 
 static long reap_full6(void *map, struct flow_key *key, struct flow_val *v, __u32 *idx)
 {
 	struct flow_key self = *key, pk = v->peer;
 
-	return reap_visit(&flows6, &self, &pk, &self, v, idx);
+	return reap_visit(&flows6, &pk, &self, v, idx, 0);
 }
 
 static long reap_half(void *map, struct flow_key *key, struct flow_val *v, __u32 *idx)
 {
 	struct flow_key self = *key, pk = v->peer;
 
-	return reap_visit(&half_open, &self, &pk, &self, v, idx);
+	return reap_visit(&half_open, &pk, &self, v, idx, 1);
+}
+
+/* A watched pair: k is the key of either half. */
+static long reap_watched(void *map, struct flow_key *key, __u32 *val, __u32 *idx)
+{
+	struct reap_run *ctl = reap_ctl_get();
+	struct flow_key k = *key, pk;
+	struct flow_val *h, *o;
+	__u64 deadline;
+	__u32 st;
+	int r;
+
+	if (!ctl)
+		return 1;
+	if ((*idx)++ < ctl->skip)
+		return 0;
+	h = flow_lookup(&k);
+	if (!h) {
+		bpf_map_delete_elem(&reap_watch, &k);
+		return 0;
+	}
+	pk = h->peer;
+	o = flow_lookup(&pk);
+	if (h->dir == DIR_CLIENT)
+		r = reap_judge(ctl, &k, h, &pk, o, 0, &deadline, &st);
+	else
+		r = reap_judge(ctl, &pk, o, &k, h, 0, &deadline, &st);
+	if (r == REAP_STOP) {
+		(*idx)--;
+		return 1;
+	}
+	if (r == REAP_GONE || deadline > ctl->walk_ns)
+		bpf_map_delete_elem(&reap_watch, &k);
+	return 0;
 }
 
 SEC("syscall")
@@ -402,6 +528,9 @@ int reap(void *ctx)
 		break;
 	case REAP_HALF_OPEN:
 		bpf_for_each_map_elem(&half_open, reap_half, &idx, 0);
+		break;
+	case REAP_WATCH:
+		bpf_for_each_map_elem(&reap_watch, reap_watched, &idx, 0);
 		break;
 	}
 	ctl->visited = idx;

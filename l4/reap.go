@@ -25,28 +25,40 @@ const (
 	reapUDP4
 	reapFlows6
 	reapHalfOpen
+	reapWatch
 )
 
 const (
 	// reapBudget is how many reports one run of the program may write:
 	// what the reap_events ring holds, with room to spare.
 	reapBudget = 512
-	// reapMaxPeriod bounds the time between passes, so that the flow
-	// gauges stay fresh when every timeout is long.
-	reapMaxPeriod = 10 * time.Second
+	// reapMaxPeriod bounds the time between walks of the flow tables,
+	// so that the flow gauges stay fresh when every timeout is long.
+	reapMaxPeriod = 30 * time.Second
+	// reapWatchPeriod is how often the closing pairs are judged: within
+	// this of their close timeout.
+	reapWatchPeriod = 500 * time.Millisecond
+	// reapExactEvery: every so many walks of the flow tables look up the
+	// other half of every entry (bpf/reap.h); the others only that of
+	// the entries idle past their idle timeout.
+	reapExactEvery = 8
 )
 
 // reaper is the control plane's side of the program's reaper: the ring
-// reader and the buffers a pass reuses.
+// reader, the buffers a pass reuses and the schedule (monoNow times).
 type reaper struct {
-	mu     sync.Mutex
-	rd     *ringbuf.Reader
-	rec    ringbuf.Record
-	counts []bpf.FastL4ReapCount
-	zero   []bpf.FastL4ReapCount
-	keys   []uint32
-	last   uint64 // when the last pass ran (monoNow)
-	next   uint64 // the earliest deadline it left, 0: none
+	mu       sync.Mutex
+	rd       *ringbuf.Reader
+	rec      ringbuf.Record
+	counts   []bpf.FastL4ReapCount
+	zero     []bpf.FastL4ReapCount
+	keys     []uint32
+	walked   uint64 // the flow tables' last walk
+	walkNext uint64 // the earliest deadline it left, 0: none
+	halfed   uint64 // the half-open table's last walk
+	halfNext uint64
+	watched  uint64 // the watch's last run
+	walks    int    // walks of the flow tables so far
 }
 
 func (r *reaper) close() {
@@ -55,11 +67,62 @@ func (r *reaper) close() {
 	}
 }
 
-// collect is one GC pass, run in the kernel (bpf/reap.h): it reaps
+// reapTimes are the shortest idle and handshake timeouts in force.
+func reapTimes(kn *[maxVirtuals]knobs) (idle, handshake time.Duration) {
+	idle, handshake = defaultKnobs.idle, defaultKnobs.handshake
+	for _, k := range kn {
+		if k.idle > 0 {
+			idle, handshake = min(idle, k.idle), min(handshake, k.handshake)
+		}
+	}
+	return idle, handshake
+}
+
+// due is when a table group is walked next: at the earliest deadline its
+// last walk left, or when a pair that changed since may have expired (it
+// cannot before the shortest timeout that applies to it), or after
+// reapMaxPeriod.
+func due(last, next uint64, shortest time.Duration) uint64 {
+	at := last + uint64(min(shortest, reapMaxPeriod))
+	if next != 0 && next < at {
+		at = next
+	}
+	return at
+}
+
+// collect is one full GC pass, run in the kernel (bpf/reap.h): it reaps
 // expired pairs, repairs pairs missing a half and counts the rest. The
 // pairs whose virtual resets on timeout or logs its flows come back
 // through a ring, for the resets and the close records.
 func (f *FastPath) collect() error {
+	return f.reapRun(monoNow(), true, true, true, true)
+}
+
+// reapTick runs what is due: the flow tables' walk (then everything),
+// the half-open table's, the watch of the closing pairs.
+func (f *FastPath) reapTick() error {
+	now := monoNow()
+	f.mu.Lock()
+	kn := f.knobs
+	f.mu.Unlock()
+	idle, handshake := reapTimes(&kn)
+	r := &f.reap
+	r.mu.Lock()
+	walk := r.walked == 0 || now >= due(r.walked, r.walkNext, idle)
+	half := now >= due(r.halfed, r.halfNext, handshake)
+	watch := now >= r.watched+uint64(reapWatchPeriod)
+	exact := r.walks%reapExactEvery == 0
+	r.mu.Unlock()
+	if !walk && !half && !watch {
+		return nil
+	}
+	return f.reapRun(now, walk, walk || half, true, exact)
+}
+
+// reapRun runs the program over the groups of tables asked: the flow
+// tables (walk, which publishes the counts), the half-open table, the
+// watch; exact walks look every other half up.
+func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 	if !f.acquire() {
 		return ErrClosed
 	}
@@ -72,7 +135,8 @@ func (f *FastPath) collect() error {
 	if err := f.reapStart(); err != nil {
 		return err
 	}
-	now := monoNow()
+	r := &f.reap
+	idle, _ := reapTimes(&kn)
 	run := bpf.FastL4ReapRun{
 		Now:           now,
 		Budget:        reapBudget,
@@ -81,24 +145,50 @@ func (f *FastPath) collect() error {
 		DefCloseS:     uint32(defaultKnobs.closing / time.Second),
 		DefFlags:      defaultKnobs.flags,
 	}
-	tables := []uint32{reapTCP4, reapUDP4, reapFlows6, reapHalfOpen}
-	if f.flood.isActive() {
-		// During a flood the half-open table is the flood's: the LRU
-		// evicts it, and reaping it would cost a pass over the whole
-		// table and send resets to spoofed sources.
-		tables = tables[:3]
+	var repaired uint64
+	group := func(tables ...uint32) (uint64, error) {
+		run.NextNs = 0
+		for _, t := range tables {
+			if err := f.reapTable(&run, t, &kn); err != nil {
+				return 0, err
+			}
+		}
+		repaired += uint64(run.Repaired)
+		return run.NextNs, nil
 	}
-	for _, t := range tables {
-		if err := f.reapTable(&run, t, &kn); err != nil {
+	var err error
+	if walk {
+		if exact {
+			run.Exact = 1
+		}
+		r.walks++
+		if r.walkNext, err = group(reapTCP4, reapUDP4, reapFlows6); err != nil {
 			return err
 		}
+		r.walked = now
+		run.Exact = 0
 	}
-	f.reap.last, f.reap.next = now, run.NextNs
-	f.stats.repaired(uint64(run.Repaired))
+	// During a flood the half-open table is the flood's: the LRU evicts
+	// it, and reaping it would cost a pass over the whole table and send
+	// resets to spoofed sources.
+	if half && !f.flood.isActive() {
+		if r.halfNext, err = group(reapHalfOpen); err != nil {
+			return err
+		}
+		r.halfed = now
+	}
+	if watch {
+		run.WalkNs = due(r.walked, r.walkNext, idle)
+		if _, err = group(reapWatch); err != nil {
+			return err
+		}
+		r.watched = now
+	}
+	f.stats.repaired(repaired)
 	if run.Lost > 0 {
 		f.limiter.log(f.log, "reap-lost", slog.LevelWarn, "reaper reports lost: no resets or close records for some reaped flows", "lost", run.Lost)
 	}
-	return f.reapCounts(&kn)
+	return f.reapCounts(&kn, walk)
 }
 
 // reapStart opens the ring reader once and zeroes the pass's counts.
@@ -199,7 +289,7 @@ func (f *FastPath) reapReported(ev *bpf.FastL4ReapEvent, kn *[maxVirtuals]knobs)
 
 // reapCounts publishes the pass's counts: pairs by virtual, state and
 // member, and those reaped.
-func (f *FastPath) reapCounts(kn *[maxVirtuals]knobs) error {
+func (f *FastPath) reapCounts(kn *[maxVirtuals]knobs, publish bool) error {
 	r := &f.reap
 	var cursor ebpf.MapBatchCursor
 	if _, err := f.objs.ReapCounts.BatchLookup(&cursor, r.keys, r.counts, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -221,6 +311,9 @@ func (f *FastPath) reapCounts(kn *[maxVirtuals]knobs) error {
 			}
 		}
 	}
+	if !publish {
+		return nil
+	}
 	var k bpf.FastL4ReapMember
 	var n uint32
 	it := f.objs.ReapMembers.Iterate()
@@ -239,24 +332,3 @@ func knobsOf(kn *[maxVirtuals]knobs, vid uint32) knobs {
 	return defaultKnobs
 }
 
-// reapDue tells whether a pass is due: the earliest deadline the last
-// pass left has come, or a pair that changed since may have expired (it
-// cannot before the shortest timeout in force), or reapMaxPeriod passed.
-func (f *FastPath) reapDue(now uint64) bool {
-	f.reap.mu.Lock()
-	last, next := f.reap.last, f.reap.next
-	f.reap.mu.Unlock()
-	if last == 0 || next != 0 && now >= next {
-		return true
-	}
-	f.mu.Lock()
-	kn := f.knobs
-	f.mu.Unlock()
-	shortest := min(reapMaxPeriod, defaultKnobs.idle, defaultKnobs.handshake, defaultKnobs.closing)
-	for _, k := range kn {
-		if k.idle > 0 {
-			shortest = min(shortest, k.idle, k.handshake, k.closing)
-		}
-	}
-	return now >= last+uint64(shortest)
-}
