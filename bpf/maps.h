@@ -62,7 +62,7 @@ struct {
  * the whole flow tables only as often as the idle timeouts need. A full
  * table loses the note: the pair then waits for the next walk. */
 #ifndef REAP_WATCH_MAX
-#define REAP_WATCH_MAX 262144
+#define REAP_WATCH_MAX 65536
 #endif
 
 struct {

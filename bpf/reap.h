@@ -29,8 +29,9 @@
  * budget spent, the run stops before deleting it and the control plane
  * drains the ring and runs the table again from where it stopped (skip).
  * The walk restarts from the table's first bucket each run and passes
- * over skip entries cheaply; entries deleted meanwhile shift that count,
- * so a few entries may wait for the next walk. */
+ * over skip entries cheaply. The entries deleted by the earlier runs are
+ * taken off skip, as if they all stood before the stop: so no entry is
+ * passed over, and a few live ones are judged (and counted) twice. */
 #ifndef EDGEPROXY_REAP_H
 #define EDGEPROXY_REAP_H
 
@@ -138,7 +139,7 @@ struct reap_event {
 struct reap_event *reap_event_type;
 
 #ifndef REAP_EVENTS_SIZE
-#define REAP_EVENTS_SIZE (1 << 18) /* bytes: about 700 reports per run */
+#define REAP_EVENTS_SIZE (1 << 22) /* bytes: about 11,900 reports per run */
 #endif
 
 struct {
