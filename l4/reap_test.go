@@ -126,7 +126,7 @@ func cpuTime(ru unix.Rusage) time.Duration {
 // within 2s of their close timeout.
 func TestPrivilegedReapCost(t *testing.T) {
 	const pairs, closing = 1 << 20, 1000
-	e := reapEnv(t, 1<<20, false)
+	e := reapEnv(t, pairs+1<<13, false) // and room for the closing ones
 	e.fillPairs(t, "web", 0, pairs, monoNow(), 0)
 	stop := e.runFastPath()
 	defer stop()
