@@ -220,7 +220,8 @@ func (e *env) waitGone(t *testing.T, keys []bpf.FastL4FlowKey, last uint64, time
 			return
 		}
 		if now > bound {
-			t.Fatalf("%d of %d pairs still in the table %v after their last packet, timeout %v", left, len(keys), time.Duration(now-last), timeout)
+			t.Errorf("%d of %d pairs still in the table %v after their last packet, timeout %v", left, len(keys), time.Duration(now-last), timeout)
+			return
 		}
 	}
 }
