@@ -85,7 +85,6 @@ func (f *FastPath) collectByScan() error {
 	return nil
 }
 
-
 // stillIdle reads both halves again just before deleting them: a packet
 // may have refreshed the pair since the table was read.
 func (f *FastPath) stillIdle(ck, sk bpf.FastL4FlowKey, last uint64) bool {
@@ -119,4 +118,3 @@ func (f *FastPath) repairByScan(p *pair) {
 		f.stats.repaired(1)
 	}
 }
-

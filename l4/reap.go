@@ -336,4 +336,3 @@ func knobsOf(kn *[maxVirtuals]knobs, vid uint32) knobs {
 	}
 	return defaultKnobs
 }
-
