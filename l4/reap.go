@@ -136,8 +136,6 @@ func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 	if err := f.reapStart(); err != nil {
 		return err
 	}
-	r := &f.reap
-	idle, _ := reapTimes(&kn)
 	run := bpf.FastL4ReapRun{
 		Now:           now,
 		Budget:        reapBudget,
@@ -146,15 +144,26 @@ func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 		DefCloseS:     uint32(defaultKnobs.closing / time.Second),
 		DefFlags:      defaultKnobs.flags,
 	}
-	var repaired uint64
+	if err := f.reapGroups(&run, &kn, walk, half, watch, exact); err != nil {
+		return err
+	}
+	f.stats.repaired(uint64(run.Repaired))
+	if run.Lost > 0 {
+		f.limiter.log(f.log, "reap-lost", slog.LevelWarn, "reaper reports lost: no resets or close records for some reaped flows", "lost", run.Lost)
+	}
+	return f.reapCounts(&kn, walk)
+}
+
+// reapGroups runs the groups asked and notes their schedule.
+func (f *FastPath) reapGroups(run *bpf.FastL4ReapRun, kn *[maxVirtuals]knobs, walk, half, watch, exact bool) error {
+	r := &f.reap
 	group := func(tables ...uint32) (uint64, error) {
 		run.NextNs = 0
 		for _, t := range tables {
-			if err := f.reapTable(&run, t, &kn); err != nil {
+			if err := f.reapTable(run, t, kn); err != nil {
 				return 0, err
 			}
 		}
-		repaired += uint64(run.Repaired)
 		return run.NextNs, nil
 	}
 	var err error
@@ -166,7 +175,7 @@ func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 		if r.walkNext, err = group(reapTCP4, reapUDP4, reapFlows6); err != nil {
 			return err
 		}
-		r.walked = now
+		r.walked = run.Now
 		run.Exact = 0
 	}
 	// During a flood the half-open table is the flood's: the LRU evicts
@@ -176,20 +185,17 @@ func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 		if r.halfNext, err = group(reapHalfOpen); err != nil {
 			return err
 		}
-		r.halfed = now
+		r.halfed = run.Now
 	}
 	if watch {
+		idle, _ := reapTimes(kn)
 		run.WalkNs = due(r.walked, r.walkNext, idle)
 		if _, err = group(reapWatch); err != nil {
 			return err
 		}
-		r.watched = now
+		r.watched = run.Now
 	}
-	f.stats.repaired(repaired)
-	if run.Lost > 0 {
-		f.limiter.log(f.log, "reap-lost", slog.LevelWarn, "reaper reports lost: no resets or close records for some reaped flows", "lost", run.Lost)
-	}
-	return f.reapCounts(&kn, walk)
+	return nil
 }
 
 // reapStart opens the ring reader once and zeroes the pass's counts.
