@@ -232,3 +232,46 @@ func (f *FastPath) countedPairs() int {
 	defer f.stats.mu.Unlock()
 	return f.stats.counts.total
 }
+
+// TestPrivilegedReapWatch: the program notes a pair in reap_watch when it
+// marks a FIN, and the reaper's watch removes the closed pair within 2s
+// of its close timeout, without a walk of the flow tables.
+func TestPrivilegedReapWatch(t *testing.T) {
+	e := progEnv(t, nil, fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) { v.CloseTimeout = time.Second }))
+	e.resolve()
+	toMember, toClient := e.hops()
+	vip := ap(vip4, 9443)
+	c := ap(client4, 46101)
+	member, snat := establish(t, e, c, vip)
+	tick := func() {
+		e.do(func() {
+			if err := e.fp.reapTick(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	tick() // the first walk: the next one is 30s away (idle timeouts of 60s and more)
+	expectRedirect(t, e, frame{src: c, dst: vip, proto: protoTCP, flags: flagFIN | flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagFIN | flagACK, seq: 901, ack: 102}.bytes(), toClient)
+	var one uint32
+	ck := flowKey(c, vip, protoTCP)
+	sk := flowKey(member, snat, protoTCP)
+	if e.fp.objs.ReapWatch.Lookup(&ck, &one) != nil && e.fp.objs.ReapWatch.Lookup(&sk, &one) != nil {
+		t.Fatal("the closing pair is not in reap_watch")
+	}
+	closed := time.Now()
+	for e.flowState(c) != "" {
+		if time.Since(closed) > 3*time.Second {
+			t.Fatalf("the closed pair is still in the table (%s) %v after its FIN, close timeout 1s", e.flowState(c), time.Since(closed))
+		}
+		time.Sleep(100 * time.Millisecond)
+		tick()
+	}
+	t.Logf("closed pair gone %v after its FIN", time.Since(closed).Round(10*time.Millisecond))
+	if e.fp.reap.walks != 1 {
+		t.Errorf("%d walks of the flow tables, want the first one only", e.fp.reap.walks)
+	}
+	if err := e.fp.objs.ReapWatch.Lookup(&ck, &one); err == nil {
+		t.Error("the watch keeps a pair that is gone")
+	}
+}
