@@ -13,17 +13,20 @@
  * How often: the flow tables are walked as often as the shortest idle
  * timeout needs; the pairs that close (FIN, RST: a short close timeout)
  * are noted in reap_watch by the program (ct_close) and by the walk, and
- * the watch is run every fraction of a second (REAP_WATCH). The half-open
- * table is walked as often as the shortest handshake timeout needs.
+ * the watch (table REAP_WATCH) is run every 500 ms (l4/reap.go). The
+ * half-open table is walked as often as the shortest handshake timeout
+ * needs.
  *
- * A pair is judged once, on its client half. An entry seen within its
- * idle timeout is live whatever its other half says, so the walk looks
+ * A pair is judged once, on its client half. An entry without FIN or RST
+ * seen within its idle timeout is live whatever its other half says, so
+ * the walk looks
  * the other half up only for entries idle longer, closing pairs and the
  * half-open table: the walk's cost is one visit per entry. A pair missing
  * a half is repaired (or reaped) once its present half has been idle that
- * long, or by an exact walk (every reapExactEvery walks (l4/reap.go), and the control
- * plane's explicit passes), which looks every other half up; until then
- * the program repairs it on its next packet (ct_repair).
+ * long, or by an exact walk, which looks every other half up (every
+ * reapExactEvery-th walk, l4/reap.go, and the control plane's explicit
+ * passes); until then the program repairs it on its next packet
+ * (ct_repair).
  *
  * A run writes at most budget reports; when a pair needing one finds the
  * budget spent, the run stops before deleting it and the control plane
