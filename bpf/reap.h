@@ -19,9 +19,8 @@
  *
  * A pair is judged once, on its client half. An entry without FIN or RST
  * seen within its idle timeout is live whatever its other half says, so
- * the walk looks
- * the other half up only for entries idle longer, closing pairs and the
- * half-open table: the walk's cost is one visit per entry. A pair missing
+ * the walk looks the other half up only for entries idle longer, closing
+ * pairs and the half-open table: the walk's cost is one visit per entry. A pair missing
  * a half is repaired (or reaped) once its present half has been idle that
  * long, or by an exact walk, which looks every other half up (every
  * reapExactEvery-th walk, l4/reap.go, and the control plane's explicit
