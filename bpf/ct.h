@@ -59,6 +59,11 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 	o = ct_other(f);
 	if (o)
 		__sync_fetch_and_or(&o->closing, bit);
+	if (!f->half_open) {
+		__u32 one = 1;
+
+		bpf_map_update_elem(&reap_watch, &f->peer, &one, BPF_ANY);
+	}
 }
 
 /* The window scale of a SYN of f's direction (tcp_wscale, sent); on the

@@ -52,6 +52,7 @@
 #include "icmp.h"
 #include "partial.h"
 #include "txerr.h"
+#include "reap.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

@@ -180,6 +180,52 @@ type FastL4Pinfo struct {
 	Name [64]int8
 }
 
+type FastL4ReapCount struct {
+	_      structs.HostLayout
+	Live   [6]uint32
+	Reaped [6]uint32
+}
+
+type FastL4ReapEvent struct {
+	_     structs.HostLayout
+	Ckey  FastL4FlowKey
+	Skey  FastL4FlowKey
+	C     FastL4FlowVal
+	S     FastL4FlowVal
+	HasC  uint8
+	HasS  uint8
+	Half  uint8
+	State uint8
+	Pad   uint32
+}
+
+type FastL4ReapMember struct {
+	_      structs.HostLayout
+	Addr   FastL4Addr
+	Family uint32
+}
+
+type FastL4ReapRun struct {
+	_             structs.HostLayout
+	Now           uint64
+	NextNs        uint64
+	WalkNs        uint64
+	Table         uint32
+	Skip          uint32
+	Budget        uint32
+	DefIdleS      uint32
+	DefHandshakeS uint32
+	DefCloseS     uint32
+	DefFlags      uint32
+	Visited       uint32
+	More          uint32
+	Reaped        uint32
+	Reported      uint32
+	Lost          uint32
+	Repaired      uint32
+	Exact         uint32
+}
+
 type FastL4Reason uint32
 
 const (
@@ -325,6 +371,11 @@ const (
 	FastL4MapMeta                      = "meta"
 	FastL4MapNeighMiss                 = "neigh_miss"
 	FastL4MapPools                     = "pools"
+	FastL4MapReapCounts                = "reap_counts"
+	FastL4MapReapCtl                   = "reap_ctl"
+	FastL4MapReapEvents                = "reap_events"
+	FastL4MapReapMembers               = "reap_members"
+	FastL4MapReapWatch                 = "reap_watch"
 	FastL4MapScratch                   = "scratch"
 	FastL4MapServices                  = "services"
 	FastL4MapSettings                  = "settings"
@@ -338,10 +389,12 @@ const (
 	FastL4ProgEdgeproxyFastl4          = "edgeproxy_fastl4"
 	FastL4ProgEdgeproxyRedirectRefused = "edgeproxy_redirect_refused"
 	FastL4ProgEdgeproxyTxRefused       = "edgeproxy_tx_refused"
+	FastL4ProgReap                     = "reap"
 	FastL4VarClockJiffies              = "clock_jiffies"
 	FastL4VarClockNs                   = "clock_ns"
 	FastL4VarLayoutVersion             = "layout_version"
 	FastL4VarNetnsCookie               = "netns_cookie"
+	FastL4VarReapEventType             = "reap_event_type"
 	FastL4VarTxDevs                    = "tx_devs"
 )
 
@@ -390,6 +443,7 @@ type FastL4ProgramSpecs struct {
 	EdgeproxyFastl4          *ebpf.ProgramSpec `ebpf:"edgeproxy_fastl4"`
 	EdgeproxyRedirectRefused *ebpf.ProgramSpec `ebpf:"edgeproxy_redirect_refused"`
 	EdgeproxyTxRefused       *ebpf.ProgramSpec `ebpf:"edgeproxy_tx_refused"`
+	Reap                     *ebpf.ProgramSpec `ebpf:"reap"`
 }
 
 // FastL4MapSpecs contains maps before they are loaded into the kernel.
@@ -409,6 +463,11 @@ type FastL4MapSpecs struct {
 	Meta        *ebpf.MapSpec `ebpf:"meta"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
+	ReapCounts  *ebpf.MapSpec `ebpf:"reap_counts"`
+	ReapCtl     *ebpf.MapSpec `ebpf:"reap_ctl"`
+	ReapEvents  *ebpf.MapSpec `ebpf:"reap_events"`
+	ReapMembers *ebpf.MapSpec `ebpf:"reap_members"`
+	ReapWatch   *ebpf.MapSpec `ebpf:"reap_watch"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
@@ -429,6 +488,7 @@ type FastL4VariableSpecs struct {
 	ClockNs       *ebpf.VariableSpec `ebpf:"clock_ns"`
 	LayoutVersion *ebpf.VariableSpec `ebpf:"layout_version"`
 	NetnsCookie   *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	ReapEventType *ebpf.VariableSpec `ebpf:"reap_event_type"`
 	TxDevs        *ebpf.VariableSpec `ebpf:"tx_devs"`
 }
 
@@ -465,6 +525,11 @@ type FastL4Maps struct {
 	Meta        *ebpf.Map `ebpf:"meta"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
 	Pools       *ebpf.Map `ebpf:"pools"`
+	ReapCounts  *ebpf.Map `ebpf:"reap_counts"`
+	ReapCtl     *ebpf.Map `ebpf:"reap_ctl"`
+	ReapEvents  *ebpf.Map `ebpf:"reap_events"`
+	ReapMembers *ebpf.Map `ebpf:"reap_members"`
+	ReapWatch   *ebpf.Map `ebpf:"reap_watch"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
 	Services    *ebpf.Map `ebpf:"services"`
 	Settings    *ebpf.Map `ebpf:"settings"`
@@ -492,6 +557,11 @@ func (m *FastL4Maps) Close() error {
 		m.Meta,
 		m.NeighMiss,
 		m.Pools,
+		m.ReapCounts,
+		m.ReapCtl,
+		m.ReapEvents,
+		m.ReapMembers,
+		m.ReapWatch,
 		m.Scratch,
 		m.Services,
 		m.Settings,
@@ -513,6 +583,7 @@ type FastL4Variables struct {
 	ClockNs       *ebpf.Variable `ebpf:"clock_ns"`
 	LayoutVersion *ebpf.Variable `ebpf:"layout_version"`
 	NetnsCookie   *ebpf.Variable `ebpf:"netns_cookie"`
+	ReapEventType *ebpf.Variable `ebpf:"reap_event_type"`
 	TxDevs        *ebpf.Variable `ebpf:"tx_devs"`
 }
 
@@ -523,6 +594,7 @@ type FastL4Programs struct {
 	EdgeproxyFastl4          *ebpf.Program `ebpf:"edgeproxy_fastl4"`
 	EdgeproxyRedirectRefused *ebpf.Program `ebpf:"edgeproxy_redirect_refused"`
 	EdgeproxyTxRefused       *ebpf.Program `ebpf:"edgeproxy_tx_refused"`
+	Reap                     *ebpf.Program `ebpf:"reap"`
 }
 
 func (p *FastL4Programs) Close() error {
@@ -530,6 +602,7 @@ func (p *FastL4Programs) Close() error {
 		p.EdgeproxyFastl4,
 		p.EdgeproxyRedirectRefused,
 		p.EdgeproxyTxRefused,
+		p.Reap,
 	)
 }
 

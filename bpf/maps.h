@@ -56,6 +56,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } half_open SEC(".maps");
 
+/* Closing connections for the reaper (reap.h): ct_close notes the key of
+ * a half of every pair whose FIN or RST it marks, so that the reaper
+ * checks these pairs, whose close timeout is short, every run, and walks
+ * the whole flow tables only as often as the idle timeouts need. A full
+ * table loses the note: the pair then waits for the next walk. */
+#ifndef REAP_WATCH_MAX
+#define REAP_WATCH_MAX 65536
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, REAP_WATCH_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} reap_watch SEC(".maps");
+
 /* fastl4 virtuals by VIP, port and protocol. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -105,7 +105,9 @@ type Options struct {
 	// SNATPorts is the source port range of SNAT (default
 	// DefaultSNATPorts); Apply changes it to its Spec's.
 	SNATPorts portlist.Range
-	// GCInterval is how often expired flows are reaped (default 1s).
+	// GCInterval is how often the drop counters are checked (default
+	// 1s), and at most how long the reaper waits between two looks at
+	// its schedule: flows expire on their timeouts (reap.go).
 	GCInterval time.Duration
 	// LogInterval bounds how often a recurring condition (table full,
 	// SNAT exhausted) is logged (default 10s).
@@ -204,6 +206,7 @@ type FastPath struct {
 	resets  *resetter
 	neigh   *neighbours
 	stats   *gcStats
+	reap    reaper
 	floor   counterFloor // readCounters' last values
 	flood   floodWatch
 	limiter *logLimiter
@@ -322,6 +325,7 @@ func (f *FastPath) release() {
 		l.Close()
 	}
 	f.tracing = nil
+	f.reap.close()
 	f.objs.Close()
 	if f.resets != nil {
 		f.resets.Close()

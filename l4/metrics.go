@@ -215,9 +215,9 @@ func (s *gcStats) setCounts(c *flowCounts) {
 	s.mu.Unlock()
 }
 
-func (s *gcStats) reaped(virtual, state string) {
+func (s *gcStats) reaped(virtual, state string, n uint64) {
 	s.mu.Lock()
-	s.reapedBy[[2]string{virtual, state}]++
+	s.reapedBy[[2]string{virtual, state}] += n
 	s.mu.Unlock()
 }
 
@@ -231,9 +231,9 @@ func (s *gcStats) reset(virtual string, err error) {
 	s.mu.Unlock()
 }
 
-func (s *gcStats) repaired() {
+func (s *gcStats) repaired(n uint64) {
 	s.mu.Lock()
-	s.repairs++
+	s.repairs += n
 	s.mu.Unlock()
 }
 

@@ -22,6 +22,8 @@ func (f *FastPath) Run(ctx context.Context) error {
 	}()
 	gc := time.NewTicker(f.opts.GCInterval)
 	defer gc.Stop()
+	reap := time.NewTicker(min(f.opts.GCInterval, reapWatchPeriod/2))
+	defer reap.Stop()
 	nb := time.NewTicker(200 * time.Millisecond)
 	defer nb.Stop()
 	f.upkeep()
@@ -29,13 +31,14 @@ func (f *FastPath) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-gc.C:
-			if err := f.collect(); err != nil {
+		case <-reap.C:
+			if err := f.reapTick(); err != nil {
 				if errors.Is(err, ErrClosed) {
 					return err
 				}
 				f.limiter.log(f.log, "gc", slog.LevelWarn, "reap flows", "err", err)
 			}
+		case <-gc.C:
 			f.warnDrops()
 		case <-nb.C:
 			f.upkeep()
