@@ -200,7 +200,7 @@ type pin struct {
 	sm     *siteMember
 	member *memberState
 	addr   string
-	rt     *http.Transport
+	rt     *memberTransport
 
 	untrack func() // leaves the member's connections
 
