@@ -116,8 +116,11 @@ var (
 	errHeaderLimit = errors.New("response headers over the limit")
 	errSkipBody    = errors.New("request body not sent: the member answered first")
 	errTooMany1xx  = errors.New("too many informational responses")
-	readerPool     = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, ioBufferSize) }}
-	writerPool     = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, ioBufferSize) }}
+	// A response head rarely needs more than the reader's 4 KiB (a longer
+	// one is read in several fills); a body is read straight into the
+	// caller's buffer. A long poll holds this reader while it waits.
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, ioBufferSize) }}
 )
 
 // RoundTrip sends req over an idle connection or a new one. A request
