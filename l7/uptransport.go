@@ -348,10 +348,10 @@ func tlsStillOpen(tc *tlsUpConn) bool {
 // exchange writes req and reads its response on u. It never retries.
 func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	trace := httptrace.ContextClientTrace(ctx)
-	if trace != nil && trace.GotConn != nil {
-		trace.GotConn(httptrace.GotConnInfo{Conn: u.conn, Reused: u.reused})
+	if rec, ok := ctx.Value(recordKey{}).(*reqRecord); ok {
+		rec.gotConn(u.conn, u.reused)
 	}
+	trace := httptrace.ContextClientTrace(ctx)
 	// A client that goes away ends the exchange (and the body read).
 	cut := context.AfterFunc(ctx, func() { u.conn.Close() })
 	u.lr.n, u.lr.ended = 0, false
