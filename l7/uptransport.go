@@ -369,7 +369,7 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 		cut()
 		if w != nil {
 			u.conn.Close()
-			if berr := w.wait(); berr != nil {
+			if berr := w.clientError(); berr != nil {
 				return nil, berr
 			}
 		}
@@ -415,29 +415,35 @@ type bodyWrite struct {
 	headers bool // the final response head was read
 }
 
-// wait returns the body's own error, if any, once the write ended.
-func (w *bodyWrite) wait() error {
-	<-w.done
-	return w.bodyErr
-}
-
-// finished reports whether the write ended without error, waiting a
-// little for it.
-func (w *bodyWrite) finished() bool {
+// ended waits a little for the write to end and reports whether it did.
+// A write blocked on a slow client's body is left to its stall timeout.
+func (w *bodyWrite) ended() bool {
 	select {
 	case <-w.done:
-		return w.err == nil
+		return true
 	default:
 	}
 	t := time.NewTimer(writeDoneWait)
 	defer t.Stop()
 	select {
 	case <-w.done:
-		return w.err == nil
+		return true
 	case <-t.C:
 		return false
 	}
 }
+
+// clientError is the body's own error (the client's fault), if the
+// write ended with one.
+func (w *bodyWrite) clientError() error {
+	if w.ended() {
+		return w.bodyErr
+	}
+	return nil
+}
+
+// finished reports whether the whole request was written.
+func (w *bodyWrite) finished() bool { return w.ended() && w.err == nil }
 
 // startBody writes a request with a body in a goroutine of its own; an
 // error closes the connection, which ends the response read too.
