@@ -408,11 +408,11 @@ func (u *upstream) writeHead(req *http.Request) error {
 type bodyWrite struct {
 	done    chan struct{}
 	err     error     // the write's error, once done is closed
-	bodyErr error     // the body's own read error (the client's fault)
 	proceed chan bool // 100-continue: send the body (true) or skip it
 
 	mu      sync.Mutex
-	headers bool // the final response head was read
+	headers bool  // the final response head was read
+	bodyErr error // the body's own read error (the client's fault)
 }
 
 // ended waits a little for the write to end and reports whether it did.
@@ -436,10 +436,12 @@ func (w *bodyWrite) ended() bool {
 // clientError is the body's own error (the client's fault), if the
 // write ended with one.
 func (w *bodyWrite) clientError() error {
-	if w.ended() {
-		return w.bodyErr
+	if !w.ended() {
+		return nil
 	}
-	return nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bodyErr
 }
 
 // finished reports whether the whole request was written.
@@ -505,7 +507,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
+		b.w.mu.Lock()
 		b.w.bodyErr = err
+		b.w.mu.Unlock()
 	}
 	return n, err
 }
@@ -540,7 +544,9 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 				w.proceed <- !(res.Close || req.Close)
 			}
 			u.lr.limit = 0
-			u.headersRead(w)
+			if err := u.headersRead(w); err != nil {
+				return nil, err // the connection closes: no drain
+			}
 			return res, nil
 		}
 		if n >= max1xx {
@@ -565,16 +571,20 @@ func (u *upstream) wrote(w *bodyWrite) {
 	w.mu.Unlock()
 }
 
-// headersRead clears the response header timeout.
-func (u *upstream) headersRead(w *bodyWrite) {
+// headersRead clears the response header timeout. A response that
+// comes after the client's body failed is the member's answer to a
+// truncated request (the connection's close told it): the client's error
+// is returned instead.
+func (u *upstream) headersRead(w *bodyWrite) error {
 	if w == nil {
 		u.raw.Conn.SetReadDeadline(time.Time{})
-		return
+		return nil
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.headers = true
 	u.raw.Conn.SetReadDeadline(time.Time{})
-	w.mu.Unlock()
+	return w.bodyErr
 }
 
 // upBody is a response body: at its end the connection goes back to the
