@@ -50,10 +50,11 @@ type memberTransport struct {
 	maxHeader int64
 	sem       chan struct{} // pinned: one connection in use at a time
 
-	mu    sync.Mutex
-	idle  []*upstream // most recently used last
-	sweep *time.Timer
-	armed bool
+	mu      sync.Mutex
+	idle    []*upstream // most recently used last
+	sweep   *time.Timer
+	armed   bool
+	closing bool // CloseIdleConnections was called and no request came since
 }
 
 // newTransport returns the HTTP/1.1 transport of one member of a site.
@@ -213,6 +214,7 @@ func (t *memberTransport) get(ctx context.Context, key string) (*upstream, error
 func (t *memberTransport) takeIdle(key string) *upstream {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closing = false
 	for i := len(t.idle) - 1; i >= 0; i-- {
 		if u := t.idle[i]; u.key == key {
 			t.idle = slices.Delete(t.idle, i, i+1)
@@ -233,7 +235,7 @@ func (t *memberTransport) putIdle(u *upstream) {
 			n++
 		}
 	}
-	keep := n < t.maxIdle
+	keep := n < t.maxIdle && !t.closing
 	if keep {
 		t.idle = append(t.idle, u)
 		if t.idleLimit > 0 && !t.armed {
@@ -275,11 +277,12 @@ func (t *memberTransport) sweepIdle() {
 }
 
 // CloseIdleConnections closes the idle connections; busy ones finish
-// their requests.
+// their requests and close too, unless a request comes in the meantime
+// (a reload closes the previous configuration's connections this way).
 func (t *memberTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = nil
+	t.idle, t.closing = nil, true
 	t.mu.Unlock()
 	for _, u := range idle {
 		u.close()

@@ -317,3 +317,38 @@ func TestClientGoneClosesUpstream(t *testing.T) {
 		t.Fatal("the member's connection stayed open after the client left")
 	}
 }
+
+// A reload closes the previous configuration's upstream connections:
+// idle ones at once, busy ones when their request is done.
+func TestReloadClosesBusyUpstreamAfterward(t *testing.T) {
+	t.Parallel()
+	closed := make(chan struct{})
+	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+		line, err := readRawRequest(r)
+		if err != nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+		okResponse(c, line)
+		if _, err := r.ReadByte(); err == io.EOF && n == 0 {
+			close(closed)
+		}
+	})
+	e := scriptEnv(t, m, nil)
+	rc := e.dialTLS("webext.example.com")
+	req := get("webext.example.com", "/slow")
+	rc.c.SetDeadline(time.Now().Add(20 * time.Second))
+	req.Write(rc.c)
+	time.Sleep(200 * time.Millisecond)
+	if err := e.proxy.Apply(e.cfg.spec()); err != nil {
+		t.Fatal(err)
+	}
+	if res, body := rc.read(req); res.StatusCode != 200 || body != "GET /slow HTTP/1.1" {
+		t.Fatalf("%d %q", res.StatusCode, body)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the previous configuration's upstream connection stayed open after its request")
+	}
+}
