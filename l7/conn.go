@@ -194,13 +194,13 @@ func (cs *connState) unpin(key string, p *pin) {
 	}
 }
 
-// pin is one client connection's own upstream: a transport that holds at
-// most one connection per Host to one member, used by nobody else.
+// pin is one client connection's own upstream: a transport to one member
+// that uses one connection at a time, used by nobody else.
 type pin struct {
 	sm     *siteMember
 	member *memberState
 	addr   string
-	rt     *http.Transport
+	rt     *memberTransport
 
 	untrack func() // leaves the member's connections
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,11 +33,10 @@ type reqRecord struct {
 
 type recordKey struct{}
 
-// withRecord carries the record, and the trace that fills in its
-// upstream connection, to the round tripper.
+// withRecord carries the record to the round tripper, which notes its
+// upstream connection in it.
 func withRecord(ctx context.Context, r *reqRecord) context.Context {
-	ctx = context.WithValue(ctx, recordKey{}, r)
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: r.gotConn})
+	return context.WithValue(ctx, recordKey{}, r)
 }
 
 // recordFrom returns the request's record, or a throwaway one.
@@ -113,16 +112,17 @@ func (r *reqRecord) startTry() {
 	r.mu.Unlock()
 }
 
-func (r *reqRecord) gotConn(info httptrace.GotConnInfo) {
+// gotConn notes the upstream connection an attempt goes out on.
+func (r *reqRecord) gotConn(c net.Conn, reused bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := r.tryStart
-	if x, ok := info.Conn.(readExtender); ok {
+	if x, ok := c.(readExtender); ok {
 		r.conn = x
 	}
-	r.reused = info.Reused
+	r.reused = reused
 	r.upStart = start
-	if !info.Reused && !start.IsZero() {
+	if !reused && !start.IsZero() {
 		r.connectTime = time.Since(start)
 	}
 }

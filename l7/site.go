@@ -79,7 +79,7 @@ type site struct {
 type siteMember struct {
 	m      *memberState
 	addr   string // addr:port
-	rt     *http.Transport
+	rt     *memberTransport
 	cookie string // MS-WSMAN value
 }
 

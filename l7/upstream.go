@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -185,9 +184,9 @@ func (c *upConn) extendRead(stop bool) {
 	c.Conn.SetReadDeadline(time.Now().Add(c.stall))
 }
 
-// tlsUpConn is a TLS upstream connection handed to http.Transport. It is
-// not a *tls.Conn so that httptrace's GotConn yields it and the body
-// reader can reach the upConn underneath.
+// tlsUpConn is a TLS upstream connection. It is not a *tls.Conn so that
+// httptrace's GotConn yields it and the body reader can reach the upConn
+// underneath.
 type tlsUpConn struct {
 	*tls.Conn
 	up *upConn
@@ -253,8 +252,7 @@ func (d *dialer) register(c net.Conn, u *upConn) {
 	}
 }
 
-// dialPlain is http.Transport.DialContext for members spoken to in
-// plain HTTP.
+// dialPlain connects to a member spoken to in plain HTTP.
 func (d *dialer) dialPlain(ctx context.Context, _, _ string) (net.Conn, error) {
 	u, err := d.dialTCP(ctx)
 	if err != nil {
@@ -264,7 +262,7 @@ func (d *dialer) dialPlain(ctx context.Context, _, _ string) (net.Conn, error) {
 	return u, nil
 }
 
-// dialTLS is http.Transport.DialTLSContext: the member's certificate is
+// dialTLS connects to a member over TLS: the member's certificate is
 // verified against the site's CA for the name in the URL, which is the
 // client's Host (or the configured server_name), sent as SNI as well.
 func (d *dialer) dialTLS(ctx context.Context, _, hostport string) (net.Conn, error) {
@@ -290,39 +288,6 @@ func (d *dialer) dialTLS(ctx context.Context, _, hostport string) (net.Conn, err
 	c := &tlsUpConn{Conn: tc, up: u}
 	d.register(c, u)
 	return c, nil
-}
-
-// newTransport returns the HTTP/1.1 transport of one member of a site.
-// Pinned transports hold at most one connection per Host and close it
-// after pinnedIdleTimeout idle.
-func newTransport(d *dialer, pinned bool) *http.Transport {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	t := &http.Transport{
-		Proxy:                  nil, // never the environment's proxy
-		ResponseHeaderTimeout:  d.limits.response,
-		IdleConnTimeout:        d.limits.poolIdle,
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    64,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: int64(max(d.limits.maxHeader, upstreamHeaderFloor)),
-		WriteBufferSize:        ioBufferSize,
-		ReadBufferSize:         ioBufferSize,
-		Protocols:              &p,
-		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
-	}
-	if d.tls != nil {
-		t.DialTLSContext = d.dialTLS
-	} else {
-		t.DialContext = d.dialPlain
-	}
-	if pinned {
-		t.MaxConnsPerHost = 1
-		t.MaxIdleConnsPerHost = 1
-		t.IdleConnTimeout = pinnedIdleTimeout
-	}
-	return t
 }
 
 // bodyReader wraps an upstream response body: the connection's read
@@ -361,9 +326,8 @@ func (b *bodyReader) finish() {
 	if !b.done.CompareAndSwap(false, true) {
 		return
 	}
-	if b.conn != nil {
-		b.conn.extendRead(true)
-	}
+	// The transport clears the read deadline when the body ends: the
+	// connection may already carry another request.
 	if b.onDone != nil {
 		b.onDone()
 	}

@@ -1,0 +1,666 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Upstream transport constants.
+const (
+	// maxIdlePerHost caps the idle connections a pooled transport keeps
+	// per Host.
+	maxIdlePerHost = 64
+	// expectContinueWait is how long a request with "Expect:
+	// 100-continue" waits for the member's 100 before sending its body.
+	expectContinueWait = time.Second
+	// checkIdleAfter: a connection idle at least this long is checked
+	// for a close by the member (one non-blocking peek) before reuse.
+	checkIdleAfter = 50 * time.Millisecond
+	// writeDoneWait is how long the end of a response waits for the
+	// request body to finish before the connection is closed instead of
+	// reused.
+	writeDoneWait = 50 * time.Millisecond
+	// max1xx bounds the informational responses before the final one.
+	max1xx = 5
+)
+
+// memberTransport sends HTTP/1.1 requests to one member over connections
+// it keeps idle between requests. A request is written and its response
+// read in the caller's goroutine (a request body is written by a
+// goroutine of its own, so that the member may answer before reading
+// it): no goroutine per connection and no handoff per request. Idle
+// connections hold no buffers.
+type memberTransport struct {
+	d         *dialer
+	maxIdle   int
+	idleLimit time.Duration // close idle connections after this; 0: never
+	response  time.Duration // response header timeout; 0: none
+	maxHeader int64
+	sem       chan struct{} // pinned: one connection in use at a time
+
+	mu      sync.Mutex
+	idle    []*upstream // most recently used last
+	sweep   *time.Timer
+	armed   bool
+	closing bool // CloseIdleConnections was called and no request came since
+}
+
+// newTransport returns the HTTP/1.1 transport of one member of a site.
+// Pinned transports hold at most one connection in use and close it
+// after pinnedIdleTimeout idle.
+func newTransport(d *dialer, pinned bool) *memberTransport {
+	t := &memberTransport{d: d, maxIdle: maxIdlePerHost, idleLimit: d.limits.poolIdle,
+		response: d.limits.response, maxHeader: int64(max(d.limits.maxHeader, upstreamHeaderFloor))}
+	if pinned {
+		t.maxIdle, t.idleLimit = 1, pinnedIdleTimeout
+		t.sem = make(chan struct{}, 1)
+	}
+	return t
+}
+
+// upstream is one connection to the member.
+type upstream struct {
+	t      *memberTransport
+	key    string   // the request's URL.Host: SNI and certificate name
+	conn   net.Conn // *upConn or *tlsUpConn
+	raw    *upConn
+	lr     limitReader
+	br     *bufio.Reader // while a response is read
+	idleAt time.Time
+	reused bool
+}
+
+// limitReader is the connection as the response parser reads it: the
+// header size limit applies while limit > 0, and the end of the stream
+// is noted.
+type limitReader struct {
+	c       net.Conn
+	limit   int64 // 0: none
+	base    int64 // n where the limit starts
+	n       int64 // bytes read in this exchange
+	ended   bool  // EOF or an error: the connection is done
+	limited bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.limit > 0 {
+		left := l.limit - (l.n - l.base)
+		if left <= 0 {
+			l.limited, l.ended = true, true
+			return 0, errHeaderLimit
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	n, err := l.c.Read(p)
+	l.n += int64(n)
+	if err != nil && !isTimeout(err) {
+		l.ended = true
+	}
+	return n, err
+}
+
+var (
+	errHeaderLimit = errors.New("response headers over the limit")
+	errSkipBody    = errors.New("request body not sent: the member answered first")
+	errTooMany1xx  = errors.New("too many informational responses")
+	// A response head rarely needs more than the reader's 4 KiB (a longer
+	// one is read in several fills); a body is read straight into the
+	// caller's buffer. A long poll holds this reader while it waits.
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, ioBufferSize) }}
+)
+
+// RoundTrip sends req over an idle connection or a new one. A request
+// that can be sent again (no body, idempotent) is retried once per idle
+// connection that turns out closed by the member before answering.
+func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if t.sem != nil {
+		select {
+		case t.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	for {
+		u, err := t.get(ctx, req.URL.Host)
+		if err != nil {
+			t.release()
+			return nil, err
+		}
+		res, err := u.exchange(req)
+		if err == nil {
+			return res, nil
+		}
+		u.close()
+		if !u.reused || u.lr.n > 0 || !replayable(req) || ctx.Err() != nil {
+			t.release()
+			return nil, err
+		}
+	}
+}
+
+func (t *memberTransport) release() {
+	if t.sem != nil {
+		<-t.sem
+	}
+}
+
+// replayable: the request can be sent again without the client's help.
+func replayable(r *http.Request) bool {
+	if r.Body != nil && r.Body != http.NoBody {
+		return false
+	}
+	switch r.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+// get returns the most recently used idle connection for key that is
+// still open, or dials one.
+func (t *memberTransport) get(ctx context.Context, key string) (*upstream, error) {
+	for {
+		u := t.takeIdle(key)
+		if u == nil {
+			break
+		}
+		idle := time.Since(u.idleAt)
+		if (t.idleLimit > 0 && idle >= t.idleLimit) || (idle >= checkIdleAfter && !u.open()) {
+			u.close()
+			continue
+		}
+		u.reused = true
+		return u, nil
+	}
+	var (
+		c   net.Conn
+		err error
+	)
+	if t.d.tls != nil {
+		c, err = t.d.dialTLS(ctx, "tcp", key)
+	} else {
+		c, err = t.d.dialPlain(ctx, "tcp", key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{t: t, key: key, conn: c}
+	switch c := c.(type) {
+	case *upConn:
+		u.raw = c
+	case *tlsUpConn:
+		u.raw = c.up
+	}
+	u.lr.c = c
+	return u, nil
+}
+
+func (t *memberTransport) takeIdle(key string) *upstream {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closing = false
+	for i := len(t.idle) - 1; i >= 0; i-- {
+		if u := t.idle[i]; u.key == key {
+			t.idle = slices.Delete(t.idle, i, i+1)
+			return u
+		}
+	}
+	return nil
+}
+
+// putIdle keeps u for the next request, or closes it when the transport
+// holds enough idle connections for its Host.
+func (t *memberTransport) putIdle(u *upstream) {
+	u.idleAt = time.Now()
+	t.mu.Lock()
+	n := 0
+	for _, o := range t.idle {
+		if o.key == u.key {
+			n++
+		}
+	}
+	keep := n < t.maxIdle && !t.closing
+	if keep {
+		t.idle = append(t.idle, u)
+		if t.idleLimit > 0 && !t.armed {
+			t.armed = true
+			if t.sweep == nil {
+				t.sweep = time.AfterFunc(t.idleLimit, t.sweepIdle)
+			} else {
+				t.sweep.Reset(t.idleLimit)
+			}
+		}
+	}
+	t.mu.Unlock()
+	if !keep {
+		u.close()
+	}
+}
+
+// sweepIdle closes the connections idle for idleLimit and runs again
+// when the oldest of the others reaches it.
+func (t *memberTransport) sweepIdle() {
+	now := time.Now()
+	var expired []*upstream
+	t.mu.Lock()
+	t.idle = slices.DeleteFunc(t.idle, func(u *upstream) bool {
+		if now.Sub(u.idleAt) >= t.idleLimit {
+			expired = append(expired, u)
+			return true
+		}
+		return false
+	})
+	t.armed = len(t.idle) > 0
+	if t.armed {
+		t.sweep.Reset(t.idleLimit - now.Sub(t.idle[0].idleAt))
+	}
+	t.mu.Unlock()
+	for _, u := range expired {
+		u.close()
+	}
+}
+
+// CloseIdleConnections closes the idle connections; busy ones finish
+// their requests and close too, unless a request comes in the meantime
+// (a reload closes the previous configuration's connections this way).
+func (t *memberTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle, t.closing = nil, true
+	t.mu.Unlock()
+	for _, u := range idle {
+		u.close()
+	}
+}
+
+func (u *upstream) close() {
+	u.conn.Close()
+	u.dropReader()
+}
+
+func (u *upstream) dropReader() {
+	if u.br != nil {
+		u.br.Reset(nil)
+		readerPool.Put(u.br)
+		u.br = nil
+	}
+}
+
+// open reports whether an idle connection is still open: the member has
+// neither closed it nor sent anything unasked. One non-blocking peek.
+func (u *upstream) open() bool {
+	sc, ok := u.raw.Conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var (
+		buf  [1]byte
+		n    int
+		rerr error
+	)
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return false
+	}
+	switch {
+	case errors.Is(rerr, syscall.EAGAIN):
+		return true
+	case rerr != nil || n == 0:
+		return false
+	}
+	// Bytes on an idle connection: in TLS they may be a record the
+	// member may send at any time (a session ticket, close_notify).
+	if tc, ok := u.conn.(*tlsUpConn); ok {
+		return tlsStillOpen(tc)
+	}
+	return false
+}
+
+// tlsStillOpen lets TLS read the records waiting on an idle connection:
+// open if none of them is data or the end.
+func tlsStillOpen(tc *tlsUpConn) bool {
+	var b [1]byte
+	tc.up.Conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	n, err := tc.Conn.Read(b[:])
+	tc.up.Conn.SetReadDeadline(time.Time{})
+	return n == 0 && isTimeout(err)
+}
+
+// exchange writes req and reads its response on u. It never retries.
+func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if rec, ok := ctx.Value(recordKey{}).(*reqRecord); ok {
+		rec.gotConn(u.conn, u.reused)
+	}
+	trace := httptrace.ContextClientTrace(ctx)
+	// A client that goes away ends the exchange (and the body read).
+	cut := context.AfterFunc(ctx, func() { u.conn.Close() })
+	u.lr.n, u.lr.ended = 0, false
+	var w *bodyWrite
+	if req.Body == nil || req.Body == http.NoBody {
+		if err := u.writeHead(req); err != nil {
+			cut()
+			return nil, fmt.Errorf("write request: %w", err)
+		}
+	} else {
+		w = u.startBody(req)
+	}
+	res, err := u.readResponse(req, trace, w)
+	if err != nil {
+		cut()
+		if w != nil {
+			u.conn.Close()
+			if berr := w.clientError(); berr != nil {
+				return nil, berr
+			}
+		}
+		return nil, err
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		cut()
+		u.raw.Conn.SetReadDeadline(time.Time{})
+		res.Body = &upgradeBody{u: u}
+		return res, nil
+	}
+	done := &upBody{u: u, res: res, req: req, w: w, cut: cut}
+	if res.Body == http.NoBody {
+		done.finish(true)
+	} else {
+		done.rc = res.Body
+		res.Body = done
+	}
+	return res, nil
+}
+
+// writeHead writes a request without a body: one write.
+func (u *upstream) writeHead(req *http.Request) error {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(u.conn)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	return err
+}
+
+// bodyWrite is a request with a body being written.
+type bodyWrite struct {
+	done    chan struct{}
+	err     error     // the write's error, once done is closed
+	proceed chan bool // 100-continue: send the body (true) or skip it
+
+	mu      sync.Mutex
+	headers bool  // the final response head was read
+	bodyErr error // the body's own read error (the client's fault)
+}
+
+// ended waits a little for the write to end and reports whether it did.
+// A write blocked on a slow client's body is left to its stall timeout.
+func (w *bodyWrite) ended() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+	}
+	t := time.NewTimer(writeDoneWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// clientError is the body's own error (the client's fault), if the
+// write ended with one.
+func (w *bodyWrite) clientError() error {
+	if !w.ended() {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bodyErr
+}
+
+// finished reports whether the whole request was written.
+func (w *bodyWrite) finished() bool { return w.ended() && w.err == nil }
+
+// startBody writes a request with a body in a goroutine of its own; an
+// error closes the connection, which ends the response read too.
+func (u *upstream) startBody(req *http.Request) *bodyWrite {
+	w := &bodyWrite{done: make(chan struct{})}
+	out := *req
+	tb := &trackedBody{ReadCloser: req.Body, w: w}
+	out.Body = tb
+	if hasToken(req.Header, "Expect", "100-continue") {
+		w.proceed = make(chan bool, 1)
+	}
+	go func() {
+		defer close(w.done)
+		bw := writerPool.Get().(*bufio.Writer)
+		bw.Reset(u.conn)
+		err := out.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		writerPool.Put(bw)
+		switch {
+		case err == nil:
+			u.wrote(w)
+		case errors.Is(err, errSkipBody):
+			// The member answered without the body; the connection
+			// closes after its response.
+			w.err = err
+		default:
+			w.err = err
+			u.conn.Close()
+		}
+	}()
+	return w
+}
+
+// trackedBody is a request body as the upstream write reads it: it
+// waits for the member's 100 Continue when asked for one, and keeps the
+// body's own error apart from the connection's.
+type trackedBody struct {
+	io.ReadCloser
+	w      *bodyWrite
+	waited bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if !b.waited && b.w.proceed != nil {
+		b.waited = true
+		t := time.NewTimer(expectContinueWait)
+		select {
+		case ok := <-b.w.proceed:
+			if !ok {
+				t.Stop()
+				return 0, errSkipBody
+			}
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.w.mu.Lock()
+		b.w.bodyErr = err
+		b.w.mu.Unlock()
+	}
+	return n, err
+}
+
+// readResponse reads the final response head, passing informational
+// ones to the trace (ReverseProxy forwards them to the client).
+func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace, w *bodyWrite) (*http.Response, error) {
+	u.lr.limit, u.lr.base = u.t.maxHeader, u.lr.n
+	if u.br == nil {
+		u.br = readerPool.Get().(*bufio.Reader)
+		u.br.Reset(&u.lr)
+	}
+	proceed := w != nil && w.proceed != nil
+	if w == nil && u.t.response > 0 {
+		u.raw.Conn.SetReadDeadline(time.Now().Add(u.t.response))
+	}
+	for n := 0; ; n++ {
+		res, err := http.ReadResponse(u.br, req)
+		if err != nil {
+			if u.lr.limited {
+				err = fmt.Errorf("read response: %w (%d bytes)", errHeaderLimit, u.t.maxHeader)
+			}
+			return nil, err
+		}
+		code := res.StatusCode
+		if code == http.StatusContinue && proceed {
+			w.proceed <- true
+			proceed = false
+		}
+		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+			if proceed {
+				w.proceed <- !(res.Close || req.Close)
+			}
+			u.lr.limit = 0
+			if err := u.headersRead(w); err != nil {
+				return nil, err // the connection closes: no drain
+			}
+			return res, nil
+		}
+		if n >= max1xx {
+			return nil, errTooMany1xx
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, err
+			}
+			u.lr.base = u.lr.n
+		}
+	}
+}
+
+// wrote starts the response header timeout once the request is written
+// (a long upload is not bounded by it), unless the response came first.
+func (u *upstream) wrote(w *bodyWrite) {
+	w.mu.Lock()
+	if !w.headers && u.t.response > 0 {
+		u.raw.Conn.SetReadDeadline(time.Now().Add(u.t.response))
+	}
+	w.mu.Unlock()
+}
+
+// headersRead clears the response header timeout. A response that
+// comes after the client's body failed is the member's answer to a
+// truncated request (the connection's close told it): the client's error
+// is returned instead.
+func (u *upstream) headersRead(w *bodyWrite) error {
+	if w == nil {
+		u.raw.Conn.SetReadDeadline(time.Time{})
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.headers = true
+	u.raw.Conn.SetReadDeadline(time.Time{})
+	return w.bodyErr
+}
+
+// upBody is a response body: at its end the connection goes back to the
+// idle list when it can carry another request, else it closes.
+type upBody struct {
+	u    *upstream
+	rc   io.ReadCloser
+	res  *http.Response
+	req  *http.Request
+	w    *bodyWrite
+	cut  func() bool
+	done bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.finish(err == io.EOF)
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish ends the exchange: complete says the body was read to its end.
+func (b *upBody) finish(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	u := b.u
+	reuse := b.cut() && complete && !b.res.Close && !b.req.Close && !u.lr.ended &&
+		u.br.Buffered() == 0 && (b.w == nil || b.w.finished())
+	if !reuse {
+		u.close()
+		u.t.release()
+		return
+	}
+	u.raw.Conn.SetReadDeadline(time.Time{})
+	u.dropReader()
+	u.t.release()
+	u.reused = false
+	u.t.putIdle(u)
+}
+
+// upgradeBody is the connection after a 101: what the parser read ahead
+// first, then the connection itself.
+type upgradeBody struct {
+	u    *upstream
+	once sync.Once
+}
+
+func (b *upgradeBody) Read(p []byte) (int, error) { return b.u.br.Read(p) }
+
+func (b *upgradeBody) Write(p []byte) (int, error) { return b.u.conn.Write(p) }
+
+func (b *upgradeBody) Close() error {
+	err := b.u.conn.Close()
+	b.once.Do(b.u.t.release)
+	return err
+}
+
+// hasToken reports whether a comma-separated header lists token.
+func hasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
