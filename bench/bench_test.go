@@ -135,6 +135,15 @@ func TestSaturation(t *testing.T) {
 			t.Errorf("%s: saturation = %q, want invalid=%v", c.name, got, c.invalid)
 		}
 	}
+	if got := crowded(2.0, 0.6, 0.5, 1, 2); !strings.HasPrefix(got, "invalid: ") {
+		t.Errorf("machine saturated by other activity, proxy at half: %q, want invalid", got)
+	}
+	if got := crowded(2.0, 0.6, 0.97, 1, 2); got != "" {
+		t.Errorf("machine saturated, proxy saturated too: %q, want valid", got)
+	}
+	if got := crowded(2.0, 0.02, 0.5, 1, 2); got != "" {
+		t.Errorf("machine saturated by the workload itself: %q, want valid", got)
+	}
 	if n := cpuCount(2, "1", "1"); n != 1 {
 		t.Errorf("load generator and backend sharing CPU 1: %v CPUs, want 1", n)
 	}

@@ -99,6 +99,7 @@ func allCandidates() []*candidate {
 	return []*candidate{
 		{name: "edgeproxy fastl4", product: prodEdgeproxy, layer: layerL4, unsupported: l4, available: edgeproxyAvailable, install: installEdgeproxy},
 		{name: "nftables DNAT+SNAT", product: prodNftables, layer: layerL4, unsupported: l4, available: lookPath("nft"), install: installNftables},
+		{name: nftTSOName, product: prodNftables, layer: layerL4, unsupported: l4, available: lookPath("nft"), install: installNftablesTSO},
 		{name: "haproxy tcp", product: prodHAProxy, layer: layerL4, unsupported: func(phase string) string {
 			if phase == phaseUDP {
 				return "HAProxy does not proxy UDP"
@@ -254,6 +255,33 @@ func installNftables(ctx context.Context, t *trial, phase string) (*installation
 	return in, nil
 }
 
+// nftTSOName is nftables on veth ends left with their defaults (TX
+// checksum offload, so TSO and GSO, on): what a user without XDP deploys.
+// The lab turns TX checksum offload off for every other candidate, as
+// XDP_REDIRECT needs full checksums.
+const nftTSOName = "nftables, veth defaults (TSO on)"
+
+func installNftablesTSO(ctx context.Context, t *trial, phase string) (*installation, error) {
+	l := t.lab
+	var cmds []string
+	for _, d := range []struct {
+		ns  *lab.NS
+		dev string
+	}{{l.Client, lab.ClientIf}, {l.Proxy, lab.ExtIf}, {l.Proxy, lab.IntIf}, {l.Backend, lab.BackendIf}} {
+		args := []string{"-K", d.dev, "tx", "on", "tso", "on", "gso", "on"}
+		if out, err := d.ns.Command(ctx, "ethtool", args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("turn on TX offloads on %s: %v: %s", d.dev, err, strings.TrimSpace(string(out)))
+		}
+		cmds = append(cmds, "ethtool "+joinArgs(args))
+	}
+	in, err := installNftables(ctx, t, phase)
+	if err != nil {
+		return nil, err
+	}
+	in.cmds = append([]string{strings.Join(cmds, "; ") + " (in each end's namespace)"}, in.cmds...)
+	return in, nil
+}
+
 // --- HAProxy ---
 
 const haproxyGlobal = `global
@@ -394,15 +422,21 @@ const nginxTLSTmpl = nginxMain + `http {
 `
 
 // nginxBackendTmpl is the backend: a small static file over TLS on 4443
-// and plain HTTP on 8080, on every member address.
+// and plain HTTP on 8080, on every member address; in the conn phase,
+// plain HTTP on 4443 answering one byte.
 const nginxBackendTmpl = nginxMain + `http {
 ` + nginxHTTPTemps + `	server {
+{{- if .Plain}}
+		listen 4443 backlog=8192;
+		location = ` + connPath + ` { return 200 "x"; }
+{{- else}}
 		listen 4443 ssl;
 		listen 8080;
 		ssl_certificate {{.Certs.BackendCert}};
 		ssl_certificate_key {{.Certs.BackendKey}};
 		ssl_protocols TLSv1.2 TLSv1.3;
 		root {{.WWW}};
+{{- end}}
 	}
 }
 `
@@ -410,6 +444,7 @@ const nginxBackendTmpl = nginxMain + `http {
 type nginxData struct {
 	tmplData
 	ModDir, WWW string
+	Plain       bool
 }
 
 func installNginxStream(ctx context.Context, t *trial, phase string) (*installation, error) {
@@ -440,20 +475,25 @@ func installNginx(t *trial, phase, tmpl string) (*installation, error) {
 	}}, nil
 }
 
-// startNginxBackend starts the web backend in the backend namespace.
-func (t *trial) startNginxBackend() error {
+// startNginxBackend starts the web backend of phase in the backend
+// namespace.
+func (t *trial) startNginxBackend(phase string) error {
 	prefix := filepath.Join(t.dir, "nginx-backend")
 	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 		return fmt.Errorf("create nginx prefix: %w", err)
 	}
-	d := nginxData{tmplData: t.data(phaseWeb), WWW: t.env.www}
+	d := nginxData{tmplData: t.data(phase), WWW: t.env.www, Plain: phase == phaseConn}
 	d.Dir = prefix
 	d.Threads = 1
 	path, _, err := t.render("nginx-backend.conf", nginxBackendTmpl, d)
 	if err != nil {
 		return err
 	}
-	return t.startBackend(nil, []uint16{4443, 8080}, nginxBin, "-p", prefix, "-c", path, "-g", "daemon off;")
+	ports := []uint16{4443, 8080}
+	if d.Plain {
+		ports = ports[:1]
+	}
+	return t.startBackend(nil, ports, nginxBin, "-p", prefix, "-c", path, "-g", "daemon off;")
 }
 
 // --- edgeproxy ---

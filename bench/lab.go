@@ -34,8 +34,9 @@ type trial struct {
 // proxyDevs and peerDevs are the veth ends whose receive work is counted
 // as the proxy's and as the client's/backend's.
 var (
-	proxyDevs = []string{lab.ExtIf, lab.IntIf}
-	peerDevs  = []string{lab.ClientIf, lab.BackendIf}
+	proxyDevs   = []string{lab.ExtIf, lab.IntIf}
+	clientDevs  = []string{lab.ClientIf}
+	backendDevs = []string{lab.BackendIf}
 )
 
 // newTrial builds and tunes a lab.

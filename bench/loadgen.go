@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -18,11 +17,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -31,9 +28,7 @@ const roleEnv = "EDGEPROXY_BENCH_ROLE"
 
 // Roles.
 const (
-	roleEcho    = "echo"    // short-connection backend: read 1 byte, answer 1 byte
-	roleConnect = "connect" // new TCP connections per second
-	roleTLS     = "tls"     // full TLS handshakes per second, one request each
+	roleTLS = "tls" // TLS handshakes per second, one request each
 )
 
 // loadResult is what a load generator prints (JSON) on stdout.
@@ -50,64 +45,16 @@ type loadResult struct {
 func runRole(role string, args []string) int {
 	var err error
 	switch role {
-	case roleEcho:
-		err = echoServer(args)
-	case roleConnect, roleTLS:
+	case roleTLS:
 		err = loadGen(role, args)
 	default:
-		err = fmt.Errorf("run role: unknown role %q: use %s, %s or %s", role, roleEcho, roleConnect, roleTLS)
+		err = fmt.Errorf("run role: unknown role %q: use %s", role, roleTLS)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench %s: %v\n", role, err)
 		return 1
 	}
 	return 0
-}
-
-// echoServer accepts on every -listen address; per connection it reads one
-// byte, writes one byte, waits for the client to close and closes.
-func echoServer(args []string) error {
-	fs := flag.NewFlagSet(roleEcho, flag.ContinueOnError)
-	listen := fs.String("listen", "0.0.0.0:4443", "address to accept on")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			// EMFILE and friends: back off, keep serving.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			var b [1]byte
-			if _, err := io.ReadFull(c, b[:]); err != nil {
-				return
-			}
-			if _, err := c.Write(b[:]); err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, c)
-		}()
-	}
 }
 
 // loadGen runs workers at a fixed concurrency until the duration or the
@@ -131,8 +78,6 @@ func loadGen(role string, args []string) error {
 	var op func() error
 	var tlsVersion atomic.Value
 	switch role {
-	case roleConnect:
-		op = func() error { return shortConn(*addr, *timeout) }
 	case roleTLS:
 		if *sni == "" || *caFile == "" {
 			return errors.New("parse flags: -sni and -ca are required for TLS handshakes")
@@ -214,24 +159,6 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	}
 	i := int(p * float64(len(sorted)-1))
 	return float64(sorted[i]) / float64(time.Microsecond)
-}
-
-// shortConn connects, sends one byte, reads the one-byte answer and closes.
-func shortConn(addr string, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	b := [1]byte{'x'}
-	if _, err := c.Write(b[:]); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	return nil
 }
 
 // tlsRequest does a full TLS handshake, one HTTP/1.1 request with

@@ -289,7 +289,7 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 			rt = ratio(refStat.median, s.median)
 		}
 		if k := r.invalid(sc.id, c.name); k > 0 {
-			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side saturated first)", k, r.env.reps)
+			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side or the machine saturated first, see below)", k, r.env.reps)
 		}
 		w("| %s | %s | %s | %s | %s |\n", c.name, fmtNum(s.median, d.prec), fmtNum(s.min, d.prec), fmtNum(s.max, d.prec), rt)
 	}
@@ -315,8 +315,8 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 
 func (r *results) writeCPU(w func(string, ...any)) {
 	w("## CPU use during each scenario (median, in cores)\n\n")
-	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator + backend: their processes and the NAPI threads of c0/b0 (a measurement where these used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
-	w("| scenario | candidate | proxy process | proxy NAPI | load generator + backend | softirq | workload | machine |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator, backend: their processes and the NAPI threads of c0 and b0 respectively (a measurement where these two used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side; so is one where the machine was 90%% busy, partly with other activity, while the proxy side had room); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
+	w("| scenario | candidate | proxy process | proxy NAPI | load generator | backend | softirq | workload | machine | valid |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, ph := range r.phases {
 		for _, sc := range ph.scenarios {
 			for _, c := range r.layerCands(ph.layer) {
@@ -325,10 +325,15 @@ func (r *results) writeCPU(w func(string, ...any)) {
 					continue
 				}
 				var cols []string
-				for _, k := range []string{"proc", "napi", "peers", "softirq", "work", "busy"} {
+				for _, k := range []string{"proc", "napi", "client", "backend", "softirq", "work", "busy"} {
 					s, _ := r.stat(pre+k, c.name)
 					cols = append(cols, fmtNum(s.median, 2))
 				}
+				valid := "yes"
+				if k := r.invalid(sc.id, c.name); k > 0 {
+					valid = fmt.Sprintf("**no** in %d of %d", k, r.env.reps)
+				}
+				cols = append(cols, valid)
 				w("| %s | %s | %s |\n", sc.id, c.name, strings.Join(cols, " | "))
 			}
 		}
@@ -385,7 +390,7 @@ func (r *results) writeCommands(w func(string, ...any)) {
 	w("Backends (in `$BACKEND_NS`):\n\n")
 	w("- tcp: `%siperf3 -s -p 4443` (serves both members)\n", pin)
 	w("- udp: `%siperf3 -s -p 4443 -B 198.19.1.11` (bound, so that it answers from the member's address; the pool has this one member in the UDP phase)\n", pin)
-	w("- conn: `env %s=%s %sBENCH -listen 0.0.0.0:4443` (reads 1 byte, answers 1 byte, closes after the client)\n", roleEnv, roleEcho, pin)
+	w("- conn: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (plain HTTP on 4443, `%s` answers 1 byte)\n", pin, connPath)
 	w("- web: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (TLS on 4443 with the internal CA's certificate, a 1 KiB static file `/small.txt`)\n\n", pin)
 	w("Candidates (in `$PROXY_NS`):\n\n")
 	for _, c := range r.candidates {
@@ -418,7 +423,7 @@ func (r *results) writeNotes(w func(string, ...any)) {
 		"Same backend and same client load for every candidate; every candidate forwards to member:4443 and SNATs to 198.19.0.2 (nftables `snat`, HAProxy `source`, nginx `proxy_bind`, edgeproxy `snat: automap`).",
 		fmt.Sprintf("HAProxy runs `nbthread %d` and nginx `worker_processes %d`: as many as the proxy's CPUs; edgeproxy's Go runtime sees the same CPUs through `taskset`.", e.cpus.proxyN, e.cpus.proxyN),
 		"L7: one ECDSA P-256 certificate for webext.example.com (public CA) on every proxy; the backend is nginx with TLS on member:4443, verified against an internal CA, with upstream keep-alive on every proxy; HTTP/1.1 keep-alive from wrk with " + strconv.Itoa(e.webConc) + " connections. The handshake client makes a full handshake per request, without session resumption, " + strconv.Itoa(e.hsConc) + " at a time; negotiated: " + tlsSeen + ".",
-		"Short connections: " + strconv.Itoa(e.connConc) + " at a time, each connect → write 1 byte → read 1 byte → close; bounded by time and by 5,000,000 connections.",
+		"Short connections: wrk with `Connection: close`, " + strconv.Itoa(e.connConc) + " connections at a time, each connect → one HTTP request → 1-byte answer → close (the backend closes first).",
 		"UDP: iperf3 sends 64-byte payloads at up to 1 Gbit/s (about 1.9 Mpps, more than the client can send); the figure is what the server received (sent − lost). The single sender on a shared CPU bounds it; loss shows where the proxy drops.",
 		"veth is not a NIC: there is no wire, no RSS and no interrupt; XDP on veth runs in the receiving veth's NAPI (here a pinned kernel thread) and XDP_REDIRECT hands frames to the peer veth in memory. Native XDP on a real NIC is faster and the kernel stack slower relative to it; treat ratios as indicative.",
 		"The load generators and backend share CPUs with each other (and, on a machine with other users, with them): on a 2-core VM the client side is often the bottleneck, so throughput ratios understate the differences; CPU per unit of work shows them better.",
