@@ -190,7 +190,7 @@ func TestEdgeproxyConfigs(t *testing.T) {
 		Members4: []netip.Addr{netip.MustParseAddr("198.19.1.11"), netip.MustParseAddr("198.19.1.12")},
 	}
 	tr := &trial{env: e, lab: lab, dir: dir}
-	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb} {
+	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume} {
 		path, text, err := edgeproxyConfig(tr, phase, "/sys/fs/bpf/edgeproxy-bench-test")
 		if err != nil {
 			t.Fatal(err)
@@ -199,9 +199,12 @@ func TestEdgeproxyConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: edgeproxy rejects the configuration: %v\n%s", phase, err, text)
 		}
-		want := map[string]int{phaseTCP: 1, phaseUDP: 2, phaseConn: 1, phaseWeb: 1}[phase]
+		want := map[string]int{phaseTCP: 1, phaseUDP: 2, phaseConn: 1, phaseWeb: 1, phaseResume: 1}[phase]
 		if len(c.Virtuals) != want {
 			t.Errorf("%s: %d virtuals, want %d", phase, len(c.Virtuals), want)
+		}
+		if noTickets := strings.Contains(text, "session_tickets: false"); isL7(phase) && noTickets != (phase == phaseWeb) {
+			t.Errorf("%s: session tickets off = %v, want off only for full handshakes:\n%s", phase, noTickets, text)
 		}
 	}
 }

@@ -189,8 +189,10 @@ type tmplData struct {
 	Dir                     string
 	Threads                 int
 	UDP                     bool
-	Certs                   *certFiles
-	Host                    string
+	// Resume turns TLS session resumption on (tickets and a cache).
+	Resume bool
+	Certs  *certFiles
+	Host   string
 }
 
 func (t *trial) data(phase string) tmplData {
@@ -207,7 +209,7 @@ func (t *trial) data(phase string) tmplData {
 	return tmplData{
 		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), MemberNet: l.MemberNet4.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
-		UDP: phase == phaseUDP, Certs: t.env.certs, Host: benchHost,
+		UDP: phase == phaseUDP, Resume: phase == phaseResume, Certs: t.env.certs, Host: benchHost,
 	}
 }
 
@@ -288,7 +290,9 @@ const haproxyGlobal = `global
 	nbthread {{.Threads}}
 	maxconn 8000
 	tune.ssl.default-dh-param 2048
+{{- if not .Resume}}
 	tune.ssl.cachesize 0
+{{- end}}
 	ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
 	timeout connect 5s
@@ -312,7 +316,7 @@ backend members
 const haproxyTLSTmpl = haproxyGlobal + `	mode http
 	option http-keep-alive
 frontend vip
-	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1 no-tls-tickets
+	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1{{if not .Resume}} no-tls-tickets{{end}}
 	default_backend members
 backend members
 	balance roundrobin
@@ -403,8 +407,13 @@ const nginxTLSTmpl = nginxMain + `http {
 		ssl_certificate {{.Certs.PublicChain}};
 		ssl_certificate_key {{.Certs.PublicKey}};
 		ssl_protocols TLSv1.2 TLSv1.3;
+{{- if .Resume}}
+		ssl_session_tickets on;
+		ssl_session_cache shared:bench:10m;
+{{- else}}
 		ssl_session_tickets off;
 		ssl_session_cache off;
+{{- end}}
 		location / {
 			proxy_pass https://members;
 			proxy_http_version 1.1;
@@ -507,9 +516,9 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 		LogLevel: "warn", NoAccessLog: true, PinPath: pinPath, Pool: "members", Members: d.Members,
 		Monitor: lab.SkypeMonitor{Interval: 2 * time.Second, Timeout: time.Second, Rise: 1},
 	}
-	if phase == phaseWeb {
+	if isL7(phase) {
 		sk.L7 = &lab.SkypeL7{VIP: t.lab.VIP4, Hosts: []string{d.Host}, Cert: d.Certs.PublicChain, Key: d.Certs.PublicKey,
-			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: true}
+			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: !d.Resume}
 	} else {
 		sk.FastL4 = &lab.SkypeFastL4{VIP: t.lab.VIP4, UDP: d.UDP}
 	}

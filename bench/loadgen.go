@@ -40,6 +40,7 @@ type loadResult struct {
 	P99us   float64  `json:"p99_us"`
 	Samples []string `json:"error_samples,omitempty"`
 	TLS     string   `json:"tls,omitempty"`
+	Resumed int64    `json:"resumed"`
 }
 
 func runRole(role string, args []string) int {
@@ -69,6 +70,7 @@ func loadGen(role string, args []string) error {
 	sni := fs.String("sni", "", "TLS server name and Host header ("+roleTLS+")")
 	caFile := fs.String("ca", "", "CA bundle to verify the server with ("+roleTLS+")")
 	path := fs.String("path", "/", "request path ("+roleTLS+")")
+	resume := fs.Bool("resume", false, "keep sessions and resume them ("+roleTLS+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +79,7 @@ func loadGen(role string, args []string) error {
 	}
 	var op func() error
 	var tlsVersion atomic.Value
+	var resumed atomic.Int64
 	switch role {
 	case roleTLS:
 		if *sni == "" || *caFile == "" {
@@ -90,20 +93,29 @@ func loadGen(role string, args []string) error {
 		if !pool.AppendCertsFromPEM(pem) {
 			return fmt.Errorf("read CA %s: no certificate found", *caFile)
 		}
-		// No ClientSessionCache: every connection is a full handshake.
+		// Without -resume, no ClientSessionCache: every connection is a
+		// full handshake.
 		// X25519 for every candidate: Go's default offers the
 		// X25519MLKEM768 hybrid first, which Go servers take and the
 		// peers' OpenSSL 3.0 does not have, so a default client would
 		// measure a costlier key exchange on edgeproxy only.
 		cfg := &tls.Config{ServerName: *sni, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
 			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
+		if *resume {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(*conc)
+		}
 		req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *sni + "\r\nConnection: close\r\n\r\n")
 		op = func() error {
-			v, err := tlsRequest(*addr, cfg, req, *timeout)
-			if err == nil && tlsVersion.Load() == nil {
-				tlsVersion.Store(v)
+			st, err := tlsRequest(*addr, cfg, req, *timeout)
+			if err != nil {
+				return err
 			}
-			return err
+			if st.DidResume {
+				resumed.Add(1)
+			} else if tlsVersion.Load() == nil {
+				tlsVersion.Store(tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String())
+			}
+			return nil
 		}
 	}
 
@@ -139,7 +151,7 @@ func loadGen(role string, args []string) error {
 		}()
 	}
 	wg.Wait()
-	res := loadResult{OK: ok.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Samples: samples}
+	res := loadResult{OK: ok.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Samples: samples, Resumed: resumed.Load()}
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -161,34 +173,34 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i]) / float64(time.Microsecond)
 }
 
-// tlsRequest does a full TLS handshake, one HTTP/1.1 request with
+// tlsRequest does a TLS handshake, one HTTP/1.1 request with
 // Connection: close, reads the whole answer and closes.
-func tlsRequest(addr string, cfg *tls.Config, req []byte, timeout time.Duration) (string, error) {
+func tlsRequest(addr string, cfg *tls.Config, req []byte, timeout time.Duration) (tls.ConnectionState, error) {
+	var none tls.ConnectionState
 	raw, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	defer raw.Close()
 	_ = raw.SetDeadline(time.Now().Add(timeout))
 	c := tls.Client(raw, cfg)
 	if err := c.Handshake(); err != nil {
-		return "", fmt.Errorf("tls handshake: %w", err)
+		return none, fmt.Errorf("tls handshake: %w", err)
 	}
 	if _, err := c.Write(req); err != nil {
-		return "", err
+		return none, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		return "", fmt.Errorf("read response: %w", err)
+		return none, fmt.Errorf("read response: %w", err)
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
+		return none, fmt.Errorf("read body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s", resp.Status)
+		return none, fmt.Errorf("status %s", resp.Status)
 	}
-	st := c.ConnectionState()
-	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String(), nil
+	return c.ConnectionState(), nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,11 +20,16 @@ const (
 	phaseTCP  = "tcp"  // iperf3 TCP through L4 candidates
 	phaseUDP  = "udp"  // iperf3 UDP small packets through L4 candidates
 	phaseConn = "conn" // short TCP connections through L4 candidates
-	phaseWeb  = "web"  // HTTPS through L7 candidates
-	phaseXDP  = "xdp"  // the XDP program alone, BPF_PROG_TEST_RUN
+	phaseWeb  = "web"  // HTTPS through L7 candidates, no TLS resumption
+	// phaseResume is HTTPS through L7 candidates that resume TLS sessions.
+	phaseResume = "resume"
+	phaseXDP    = "xdp" // the XDP program alone, BPF_PROG_TEST_RUN
 )
 
-var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseXDP}
+var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume, phaseXDP}
+
+// isL7 says whether a phase measures the L7 candidates.
+func isL7(phase string) bool { return phase == phaseWeb || phase == phaseResume }
 
 // phase is a set of scenarios that share a backend.
 type phase struct {
@@ -83,7 +89,8 @@ func (e *env) phases() []*phase {
 			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
 		}, probe: probeIperf, scenarios: []*scenario{e.udp()}},
 		{name: phaseConn, layer: layerL4, backend: func(t *trial) error { return t.startNginxBackend(phaseConn) }, probe: probeHTTP, scenarios: []*scenario{e.conn()}},
-		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes()}},
+		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes(false)}},
+		{name: phaseResume, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.handshakes(true)}},
 	}
 }
 
@@ -226,14 +233,19 @@ func (e *env) keepAlive() *scenario {
 	}
 }
 
-// handshakes is new TLS handshakes per second, one request each, with
-// the benchmark's own client.
-func (e *env) handshakes() *scenario {
+// handshakes is new TLS connections per second, one request each, with
+// the benchmark's own client: full handshakes, or (resume) handshakes
+// resuming the session of an earlier connection.
+func (e *env) handshakes(resume bool) *scenario {
 	hsArgs := []string{"-addr", benchVIP + ":443", "-sni", benchHost, "-ca", e.certs.PublicCA, "-path", "/small.txt",
 		"-c", strconv.Itoa(e.hsConc), "-d", e.dur.String(), "-n", "5000000", "-timeout", "3s"}
+	id, title := "hs", "L7 full TLS handshakes (one request each, no resumption)"
+	if resume {
+		hsArgs = append(hsArgs, "-resume")
+		id, title = "hsr", "L7 resumed TLS handshakes (one request each, session resumed)"
+	}
 	return &scenario{
-		id: "hs", perUnit: "1k handshakes",
-		title: "L7 new TLS handshakes (one request each, no resumption)",
+		id: id, perUnit: "1k handshakes", title: title,
 		cmd: func(e *env) string {
 			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleTLS + " " + tasksetPrefix(e.cpus.client) + "BENCH " + joinArgs(hsArgs)
 		},
@@ -249,12 +261,30 @@ func (e *env) handshakes() *scenario {
 			if lr.TLS != "" {
 				e.tlsSeen.Store(lr.TLS)
 			}
-			return outcome{
-				metrics: map[string]float64{"hs.rate": float64(lr.OK) / lr.Seconds, "hs.errors": float64(lr.Errors)},
-				work:    float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
-			}, nil
+			oc := outcome{
+				metrics: map[string]float64{id + ".rate": float64(lr.OK) / lr.Seconds, id + ".errors": float64(lr.Errors),
+					id + ".resumed": 100 * float64(lr.Resumed) / float64(lr.OK)},
+				work: float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
+			}
+			if why := resumeMismatch(resume, lr); why != "" {
+				oc.note = strings.TrimPrefix(oc.note+"; "+why, "; ")
+			}
+			return oc, nil
 		},
 	}
+}
+
+// resumeMismatch says when a handshake scenario did not measure what it
+// names: resumptions in the full scenario, or fewer than 90% resumed.
+func resumeMismatch(resume bool, lr loadResult) string {
+	share := float64(lr.Resumed) / float64(max(lr.OK, 1))
+	switch {
+	case !resume && lr.Resumed > 0:
+		return fmt.Sprintf("invalid: %d of %d handshakes resumed a session", lr.Resumed, lr.OK)
+	case resume && share < 0.9:
+		return fmt.Sprintf("invalid: only %.0f%% of the handshakes resumed a session", 100*share)
+	}
+	return ""
 }
 
 // metricDefs lists the reported numbers in report order.
@@ -274,8 +304,11 @@ var metricDefs = []metricDef{
 	{id: "ka.p50", scenario: "ka", title: "L7 keep-alive latency p50", unit: "ms", chart: "HTTPS p50", cunit: "ms", prec: 3},
 	{id: "ka.p99", scenario: "ka", title: "L7 keep-alive latency p99", unit: "ms", chart: "HTTPS p99", cunit: "ms", prec: 3},
 	{id: "ka.cpu", scenario: "ka", title: "Proxy CPU per 1k keep-alive requests", unit: "CPU-s/1k req", prec: 4},
-	{id: "hs.rate", scenario: "hs", title: "L7 new TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS handshakes/s", cunit: "hs/s", prec: 0},
-	{id: "hs.cpu", scenario: "hs", title: "Proxy CPU per 1k TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k hs", cunit: "CPU-s", prec: 3},
+	{id: "hs.rate", scenario: "hs", title: "L7 full TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS full hs/s", cunit: "hs/s", prec: 0},
+	{id: "hs.cpu", scenario: "hs", title: "Proxy CPU per 1k full TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k full hs", cunit: "CPU-s", prec: 3},
+	{id: "hsr.rate", scenario: "hsr", title: "L7 resumed TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS resumed hs/s", cunit: "hs/s", prec: 0},
+	{id: "hsr.cpu", scenario: "hsr", title: "Proxy CPU per 1k resumed TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k resumed hs", cunit: "CPU-s", prec: 3},
+	{id: "hsr.resumed", scenario: "hsr", title: "Share of handshakes that resumed a session", unit: "%", higherBetter: true, prec: 1},
 }
 
 func plural(n int) string {
