@@ -180,7 +180,7 @@ func TestEdgeproxyConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{certs: certs, cpus: cpuPlan{proxyN: 1}}
+	e := &env{certs: certs, cpus: cpuPlan{proxyN: 1}, idleConns: 10_000}
 	lab := &testnet.Lab{
 		ClientAddr4: netip.MustParseAddr("198.18.0.1"), ClientAddr6: netip.MustParseAddr("2001:db8:1::1"),
 		ExtAddr4: netip.MustParseAddr("198.18.0.2"), ExtAddr6: netip.MustParseAddr("2001:db8:1::2"),
@@ -190,7 +190,7 @@ func TestEdgeproxyConfigs(t *testing.T) {
 		Members4: []netip.Addr{netip.MustParseAddr("198.19.1.11"), netip.MustParseAddr("198.19.1.12")},
 	}
 	tr := &trial{env: e, lab: lab, dir: dir}
-	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume} {
+	for _, phase := range []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume, phaseIdle} {
 		path, text, err := edgeproxyConfig(tr, phase, "/sys/fs/bpf/edgeproxy-bench-test")
 		if err != nil {
 			t.Fatal(err)
@@ -199,12 +199,15 @@ func TestEdgeproxyConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: edgeproxy rejects the configuration: %v\n%s", phase, err, text)
 		}
-		want := map[string]int{phaseTCP: 1, phaseUDP: 2, phaseConn: 1, phaseWeb: 1, phaseResume: 1}[phase]
+		want := map[string]int{phaseTCP: 1, phaseUDP: 2, phaseConn: 1, phaseWeb: 1, phaseResume: 1, phaseIdle: 1}[phase]
 		if len(c.Virtuals) != want {
 			t.Errorf("%s: %d virtuals, want %d", phase, len(c.Virtuals), want)
 		}
-		if noTickets := strings.Contains(text, "session_tickets: false"); isL7(phase) && noTickets != (phase == phaseWeb) {
-			t.Errorf("%s: session tickets off = %v, want off only for full handshakes:\n%s", phase, noTickets, text)
+		if noTickets := strings.Contains(text, "session_tickets: false"); isL7(phase) && noTickets != (phase != phaseResume) {
+			t.Errorf("%s: session tickets off = %v, want on only for resumed handshakes:\n%s", phase, noTickets, text)
+		}
+		if phase == phaseIdle && (c.Virtuals[0].ConnLimits.MaxConnsPerSource < 2*e.idleConns || !strings.Contains(text, "profile: skype")) {
+			t.Errorf("idle: want a skype site and room for %d long polls from one source:\n%s", e.idleConns, text)
 		}
 	}
 }

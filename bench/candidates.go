@@ -191,8 +191,20 @@ type tmplData struct {
 	UDP                     bool
 	// Resume turns TLS session resumption on (tickets and a cache).
 	Resume bool
-	Certs  *certFiles
-	Host   string
+	// Conns is the proxies' connection cap: room for the idle phase's
+	// long polls on both sides.
+	Conns int
+	Certs *certFiles
+	Host  string
+}
+
+// connCap is the proxies' connection cap in phase: 8000, or in the idle
+// phase room for every long poll, client and upstream side.
+func (e *env) connCap(phase string) int {
+	if phase == phaseIdle {
+		return max(8000, 2*e.idleConns+1000)
+	}
+	return 8000
 }
 
 func (t *trial) data(phase string) tmplData {
@@ -209,7 +221,7 @@ func (t *trial) data(phase string) tmplData {
 	return tmplData{
 		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), MemberNet: l.MemberNet4.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
-		UDP: phase == phaseUDP, Resume: phase == phaseResume, Certs: t.env.certs, Host: benchHost,
+		UDP: phase == phaseUDP, Resume: phase == phaseResume, Conns: t.env.connCap(phase), Certs: t.env.certs, Host: benchHost,
 	}
 }
 
@@ -288,7 +300,7 @@ func installNftablesTSO(ctx context.Context, t *trial, phase string) (*installat
 
 const haproxyGlobal = `global
 	nbthread {{.Threads}}
-	maxconn 8000
+	maxconn {{.Conns}}
 	tune.ssl.default-dh-param 2048
 {{- if not .Resume}}
 	tune.ssl.cachesize 0
@@ -355,10 +367,10 @@ func installHAProxy(t *trial, phase, tmpl string) (*installation, error) {
 // --- nginx ---
 
 const nginxMain = `worker_processes {{.Threads}};
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile {{.Conns}};
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/nginx-error.log warn;
-events { worker_connections 8000; }
+events { worker_connections {{.Conns}}; }
 `
 
 const nginxStreamTmpl = `load_module ` + "{{.ModDir}}" + `/ngx_stream_module.so;
@@ -519,6 +531,11 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 	if isL7(phase) {
 		sk.L7 = &lab.SkypeL7{VIP: t.lab.VIP4, Hosts: []string{d.Host}, Cert: d.Certs.PublicChain, Key: d.Certs.PublicKey,
 			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: !d.Resume}
+		if phase == phaseIdle {
+			// A Skype site (long-poll timeouts); every long poll comes
+			// from the one client address, the peers set no cap on that.
+			sk.L7.Skype, sk.L7.MaxConnsPerSource = true, d.Conns
+		}
 	} else {
 		sk.FastL4 = &lab.SkypeFastL4{VIP: t.lab.VIP4, UDP: d.UDP}
 	}

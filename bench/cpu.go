@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -211,6 +212,18 @@ func saturation(proxy, proxyCap, peers, peersCap float64) string {
 	}
 	return fmt.Sprintf("invalid: load generator and backend saturated first (%.2f of %.0f cores, proxy side %.2f of %.0f): the client side set the pace, not the proxy",
 		peers, peersCap, proxy, proxyCap)
+}
+
+// loadCheck says why a measurement does not measure the proxy ("" when
+// it does): the client side or the machine saturated first. Arguments
+// are cores used during the measurement.
+func (e *env) loadCheck(busy, other, proxy, peers float64) string {
+	n := runtime.NumCPU()
+	proxyCap := cpuCount(n, e.cpus.proxy)
+	if why := saturation(proxy, proxyCap, peers, cpuCount(n, e.cpus.client, e.cpus.backend)); why != "" {
+		return why
+	}
+	return crowded(busy, other, proxy, proxyCap, float64(n))
 }
 
 // crowded says why a measurement in which neither side saturated does not

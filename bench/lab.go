@@ -29,6 +29,9 @@ type trial struct {
 	napi     map[string][]int // veth name → its NAPI thread(s)
 	backend  []*process
 	hostsDir string
+	// proxy is the candidate installed; hold the idle phase's backend.
+	proxy *installation
+	hold  *holdBackend
 }
 
 // proxyDevs and peerDevs are the veth ends whose receive work is counted
@@ -175,6 +178,9 @@ func (t *trial) close() {
 		p.stop(syscall.SIGTERM, 5*time.Second)
 	}
 	t.backend = nil
+	if t.hold != nil {
+		t.hold.close()
+	}
 	if t.hostsDir != "" {
 		_ = os.RemoveAll(t.hostsDir)
 	}

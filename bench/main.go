@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -42,7 +43,8 @@ func mainErr() error {
 	fs.DurationVar(&o.Duration, "d", 0, "duration of each measurement (default 5s, 1s with -quick)")
 	fs.IntVar(&o.Reps, "reps", 0, "interleaved repetitions per candidate (default 3, 1 with -quick)")
 	fs.StringVar(&o.Edgeproxy, "edgeproxy", "", "edgeproxy binary (default bin/edgeproxy at the module root)")
-	fs.StringVar(&o.Only, "only", "", "comma-separated phases to run: tcp,udp,conn,web,xdp (default all)")
+	fs.StringVar(&o.Only, "only", "", "comma-separated phases to run: "+strings.Join(allPhases, ",")+" (default all)")
+	fs.IntVar(&o.IdleConns, "idle-conns", 0, "idle HTTPS long polls held in the idle phase (default 10000, 200 with -quick)")
 	fs.StringVar(&o.Candidates, "candidates", "", "comma-separated candidate products: edgeproxy,nftables,haproxy,nginx (default all)")
 	fs.StringVar(&o.ProxyCPUs, "proxy-cpus", "", "CPU list for the proxy under test (default: the first CPU)")
 	fs.StringVar(&o.ClientCPUs, "client-cpus", "", "CPU list for the load generators (default: the last CPU)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type options struct {
 	Candidates                         string
 	ProxyCPUs, ClientCPUs, BackendCPUs string
 	Verbose                            bool
+	IdleConns                          int
 	NoThreadedNAPI                     bool
 	Log                                *slog.Logger
 }
@@ -55,6 +57,8 @@ type env struct {
 	dur            time.Duration
 	reps           int
 	connConc       int
+	idleConns      int
+	idleNote       string // why idleConns is lower than asked
 	webConc        int
 	hsConc         int
 	tlsSeen        atomic.Value
@@ -105,6 +109,9 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	e, err := newEnv(o)
 	if err != nil {
+		return nil, err
+	}
+	if err := e.raiseFileLimit(); err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(e.dir)
@@ -177,9 +184,9 @@ func parseList(s string, all []string, what string) ([]string, error) {
 }
 
 func newEnv(o options) (*env, error) {
-	e := &env{o: o, log: o.Log, dur: o.Duration, reps: o.Reps, connConc: 16, webConc: 32, hsConc: 16}
+	e := &env{o: o, log: o.Log, dur: o.Duration, reps: o.Reps, connConc: 16, webConc: 32, hsConc: 16, idleConns: cmp.Or(o.IdleConns, 10_000)}
 	if o.Quick {
-		e.connConc, e.webConc, e.hsConc = 4, 8, 4
+		e.connConc, e.webConc, e.hsConc, e.idleConns = 4, 8, 4, cmp.Or(o.IdleConns, 200)
 		if e.dur == 0 {
 			e.dur = time.Second
 		}
@@ -192,6 +199,9 @@ func newEnv(o options) (*env, error) {
 	}
 	if e.reps == 0 {
 		e.reps = 3
+	}
+	if e.idleConns < 1 || e.idleConns > 50_000 {
+		return nil, fmt.Errorf("check flags: -idle-conns %d: use 1 to 50000", e.idleConns)
 	}
 	if e.dur < time.Second || e.dur > 10*time.Minute || e.reps < 1 || e.reps > 50 {
 		return nil, fmt.Errorf("check flags: -d %s and -reps %d: use 1s to 10m and 1 to 50 repetitions", e.dur, e.reps)
@@ -367,6 +377,7 @@ func (e *env) runTrial(ctx context.Context, res *results, ph *phase, c *candidat
 		return fmt.Errorf("install %s: %w", c.name, err)
 	}
 	defer in.stop()
+	t.proxy = in
 	res.configs[c.name+"/"+ph.name] = in.config
 	res.cmds[c.name] = in.cmds
 	if err := e.waitReady(ctx, t, ph, in); err != nil {
@@ -452,7 +463,7 @@ func (e *env) waitReady(ctx context.Context, t *trial, ph *phase, in *installati
 func (e *env) measure(ctx context.Context, t *trial, in *installation, sc *scenario) (outcome, error) {
 	trees := map[string][]int{grpProxy: in.pids(), grpBackend: t.backendPids()}
 	exact := map[string][]int{grpProxyNAPI: t.napiPids(proxyDevs), grpClientNAPI: t.napiPids(clientDevs), grpBackendNAPI: t.napiPids(backendDevs)}
-	mctx, cancel := context.WithTimeout(ctx, e.dur+30*time.Second)
+	mctx, cancel := context.WithTimeout(ctx, cmp.Or(sc.timeout, e.dur+30*time.Second))
 	defer cancel()
 	s0 := sample(trees, exact)
 	oc, err := sc.run(mctx, t)
@@ -473,16 +484,14 @@ func (e *env) measure(ctx context.Context, t *trial, in *installation, sc *scena
 	backend := delta(s0, s1, grpBackendNAPI) + delta(s0, s1, grpBackend)
 	peers := client + backend
 	work := proc + napi + peers + delta(s0, s1, grpSoftirqd)
-	n := runtime.NumCPU()
 	busy := s1.busy - s0.busy
-	why := saturation((proc+napi)/wall, cpuCount(n, e.cpus.proxy), peers/wall, cpuCount(n, e.cpus.client, e.cpus.backend))
-	if why == "" {
-		why = crowded(busy/wall, (busy-work)/wall, (proc+napi)/wall, cpuCount(n, e.cpus.proxy), float64(n))
-	}
-	if why != "" {
-		oc.note = strings.TrimPrefix(oc.note+"; "+why, "; ")
+	if !sc.idle {
+		if why := e.loadCheck(busy/wall, (busy-work)/wall, (proc+napi)/wall, peers/wall); why != "" {
+			oc.note = strings.TrimPrefix(oc.note+"; "+why, "; ")
+		}
 	}
 	switch {
+	case sc.idle:
 	case proc+napi < 0.01*wall:
 		// The proxy's forwarding ran in its senders' softirq (a veth
 		// whose sender has TSO on skips NAPI): it is counted with them.

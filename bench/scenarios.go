@@ -26,10 +26,10 @@ const (
 	phaseXDP    = "xdp" // the XDP program alone, BPF_PROG_TEST_RUN
 )
 
-var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume, phaseXDP}
+var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume, phaseIdle, phaseXDP}
 
 // isL7 says whether a phase measures the L7 candidates.
-func isL7(phase string) bool { return phase == phaseWeb || phase == phaseResume }
+func isL7(phase string) bool { return phase == phaseWeb || phase == phaseResume || phase == phaseIdle }
 
 // phase is a set of scenarios that share a backend.
 type phase struct {
@@ -51,6 +51,11 @@ type scenario struct {
 	run func(ctx context.Context, t *trial) (outcome, error)
 	// perUnit names the unit of work CPU is divided by ("GB", "1k connections").
 	perUnit string
+	// idle marks a scenario that holds connections instead of driving
+	// load: no saturation check.
+	idle bool
+	// timeout bounds the scenario; 0: its duration plus 30 s.
+	timeout time.Duration
 }
 
 // outcome is what one run of a scenario produced.
@@ -91,6 +96,7 @@ func (e *env) phases() []*phase {
 		{name: phaseConn, layer: layerL4, backend: func(t *trial) error { return t.startNginxBackend(phaseConn) }, probe: probeHTTP, scenarios: []*scenario{e.conn()}},
 		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes(false)}},
 		{name: phaseResume, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.handshakes(true)}},
+		{name: phaseIdle, layer: layerL7, backend: func(t *trial) error { return t.startHoldBackend() }, probe: probeHold, scenarios: []*scenario{e.idle()}},
 	}
 }
 
@@ -309,6 +315,9 @@ var metricDefs = []metricDef{
 	{id: "hsr.rate", scenario: "hsr", title: "L7 resumed TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS resumed hs/s", cunit: "hs/s", prec: 0},
 	{id: "hsr.cpu", scenario: "hsr", title: "Proxy CPU per 1k resumed TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k resumed hs", cunit: "CPU-s", prec: 3},
 	{id: "hsr.resumed", scenario: "hsr", title: "Share of handshakes that resumed a session", unit: "%", higherBetter: true, prec: 1},
+	{id: "idle.kib", scenario: "idle", title: "Proxy memory per idle HTTPS long-poll client (its client and upstream connections)", unit: "KiB RSS", chart: "KiB per idle client", cunit: "KiB", prec: 1},
+	{id: "idle.rss", scenario: "idle", title: "Proxy memory with the long polls held", unit: "MiB RSS", prec: 0},
+	{id: "idle.held", scenario: "idle", title: "Long polls held (reached the backend)", unit: "connections", higherBetter: true, prec: 0},
 }
 
 func plural(n int) string {
