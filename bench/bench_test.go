@@ -320,3 +320,62 @@ func tableAfter(md, prefix string) map[string][]string {
 	}
 	return rows
 }
+
+// TestReadmeTable: README.md's performance table is the one generated from
+// the committed report.
+func TestReadmeTable(t *testing.T) {
+	md, err := os.ReadFile("results/latest.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := readmeTable(string(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := readmeWithTable(string(readme), table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != string(readme) {
+		t.Errorf("README.md's performance table differs from bench/results/latest.md: run `go run ./bench -readme`")
+	}
+}
+
+// TestReadmeTableFlags: the generated table names the run's noise, a
+// build from a modified tree and invalid repetitions.
+func TestReadmeTableFlags(t *testing.T) {
+	md := `# edgeproxy benchmark
+
+- Run: 2026-12-03T12:00:00Z, took 7m1s. Mode: full — 5s per measurement, 3 interleaved repetitions (candidates A B C A B C …, each trial in a fresh lab); medians with min and max.
+- edgeproxy: bin/edgeproxy built 2026-12-03T11:59:00Z, ` + "`edgeproxy abc1234-dirty`" + `, source tree abc1234-dirty.
+- Other activity on the machine during the measurements (all CPU time minus this workload's): median 0.52 cores, at most 0.90, out of 2. **The machine was shared: expect noise**, and more.
+
+## L4: pass-through
+
+### L4 new connections per second (wrk, Connection: close) — conn/s, higher is better
+
+| candidate | median | min | max | edgeproxy ÷ this |
+|---|---:|---:|---:|---:|
+| edgeproxy fastl4 | 7287 | 7000 | 7400 | — (**invalid** in 2 of 3 repetitions: the client side or the machine saturated first, see below) |
+| nftables DNAT+SNAT | 6091 | 6000 | 6100 | 1.20× |
+| haproxy tcp | 3353 | 3300 | 3400 | 2.17× (**invalid** in 1 of 3 repetitions: the client side or the machine saturated first, see below) |
+`
+	got, err := readmeTable(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"**Noisy run**: other activity on the machine median 0.52 cores", "**built from a modified tree**",
+		"| L4 new connections per second (wrk, Connection: close) | conn/s | higher | 7287 (invalid in 2 of 3) | 1.20× | 2.17× (invalid in 1 of 3) |",
+		"Without figures until the next full run: "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("generated table lacks %q:\n%s", want, got)
+		}
+	}
+	if _, err := readmeTable("# not a report\n"); err == nil {
+		t.Error("a file that is not a report gave a table")
+	}
+}

@@ -51,11 +51,15 @@ func mainErr() error {
 	fs.StringVar(&o.BackendCPUs, "backend-cpus", "", "CPU list for the backend servers (default: the last CPU)")
 	fs.BoolVar(&o.NoThreadedNAPI, "no-threaded-napi", false, "leave GRO and NAPI of the veth ends as the lab sets them (receive work then runs in softirq on the sender's CPU and the proxy's share cannot be told apart)")
 	fs.BoolVar(&o.Verbose, "v", false, "log every step")
+	readme := fs.Bool("readme", false, "measure nothing: regenerate README.md's performance table from -out's latest.md")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("parse arguments: unexpected %q: bench takes flags only", fs.Arg(0))
+	}
+	if *readme {
+		return writeReadme(moduleRoot(), o.Out)
 	}
 	level := slog.LevelInfo
 	if o.Verbose {
