@@ -140,7 +140,7 @@ func (e *env) idle() *scenario {
 		id: "idle", title: "L7 memory per idle HTTPS long-poll client", idle: true,
 		timeout: 4 * time.Minute,
 		cmd: func(e *env) string {
-			return fmt.Sprintf("%d TLS connections from the client namespace, each `GET %s` held unanswered by the backend; proxy RSS (VmRSS of its processes) before and while held",
+			return fmt.Sprintf("%d TLS connections from the client namespace, each GET %s held unanswered by the backend; proxy RSS (VmRSS of its processes) before and while held",
 				e.idleConns, pollPath)
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {

@@ -42,9 +42,13 @@ var (
 	backendDevs = []string{lab.BackendIf}
 )
 
+// nsPrefix names this run's namespaces: runs side by side tell theirs
+// apart.
+func nsPrefix() string { return "epb" + strconv.Itoa(os.Getpid()) }
+
 // newTrial builds and tunes a lab.
 func (e *env) newTrial(ctx context.Context, name string) (_ *trial, err error) {
-	l, err := lab.Build(lab.Options{Members: 2, Prefix: "epb"})
+	l, err := lab.Build(lab.Options{Members: 2, Prefix: nsPrefix()})
 	if err != nil {
 		return nil, err
 	}
