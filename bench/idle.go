@@ -56,7 +56,6 @@ func (e *env) raiseFileLimit() error {
 	if fit := (int(want.Cur) - 1000) / 2; e.idleConns > fit {
 		e.idleNote = fmt.Sprintf("%d long polls instead of %d: the descriptor limit is %d and could not be raised (ulimit -Hn, or run with CAP_SYS_RESOURCE)",
 			fit, e.idleConns, want.Cur)
-		e.log.Warn("fewer long polls", "why", e.idleNote)
 		e.idleConns = fit
 	}
 	return nil
@@ -161,7 +160,11 @@ func (e *env) idle() *scenario {
 			if err != nil {
 				return outcome{}, err
 			}
-			time.Sleep(2 * time.Second) // let lazily freed memory settle
+			settle := 2 * time.Second // let lazily freed memory settle
+			if e.o.Quick {
+				settle = 200 * time.Millisecond
+			}
+			time.Sleep(settle)
 			rss, err := rssKiB(t.proxy.pids())
 			if err != nil {
 				return outcome{}, err
