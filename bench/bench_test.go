@@ -181,7 +181,7 @@ func TestEdgeproxyConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{certs: certs, cpus: cpuPlan{proxyN: 1}, idleConns: 10_000}
+	e := &env{certs: certs, cpus: cpuPlan{proxyN: 1}, idleConns: 10_000, files: 20_000}
 	lab := &testnet.Lab{
 		ClientAddr4: netip.MustParseAddr("198.18.0.1"), ClientAddr6: netip.MustParseAddr("2001:db8:1::1"),
 		ExtAddr4: netip.MustParseAddr("198.18.0.2"), ExtAddr6: netip.MustParseAddr("2001:db8:1::2"),

@@ -191,18 +191,32 @@ type tmplData struct {
 	UDP                     bool
 	// Resume turns TLS session resumption on (tickets and a cache).
 	Resume bool
-	// Conns is the proxies' connection cap: room for the idle phase's
-	// long polls on both sides.
-	Conns int
+	// Conns is nginx's cap on connections (client and upstream sides),
+	// MaxConn HAProxy's (client side): room for the idle phase's polls.
+	Conns, MaxConn int
+	// Files is the descriptor limit the harness runs with (nginx's
+	// worker_rlimit_nofile).
+	Files int
 	Certs *certFiles
 	Host  string
 }
 
-// connCap is the proxies' connection cap in phase: 8000, or in the idle
-// phase room for every long poll, client and upstream side.
+// connCap is nginx's connection cap in phase: 8000, or in the idle phase
+// room for every long poll, client and upstream side, plus the sixteenth
+// nginx keeps free (below it, it closes connections still in their TLS
+// handshake to make room).
 func (e *env) connCap(phase string) int {
 	if phase == phaseIdle {
-		return max(8000, 2*e.idleConns+1000)
+		return max(8000, (2*e.idleConns+400)*17/16)
+	}
+	return 8000
+}
+
+// maxConn is HAProxy's maxconn (client connections; it sizes its own
+// descriptor limit to about twice that) in phase.
+func (e *env) maxConn(phase string) int {
+	if phase == phaseIdle {
+		return max(8000, e.idleConns+200)
 	}
 	return 8000
 }
@@ -221,7 +235,7 @@ func (t *trial) data(phase string) tmplData {
 	return tmplData{
 		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), MemberNet: l.MemberNet4.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
-		UDP: phase == phaseUDP, Resume: phase == phaseResume, Conns: t.env.connCap(phase), Certs: t.env.certs, Host: benchHost,
+		UDP: phase == phaseUDP, Resume: phase == phaseResume, Conns: t.env.connCap(phase), MaxConn: t.env.maxConn(phase), Files: t.env.files, Certs: t.env.certs, Host: benchHost,
 	}
 }
 
@@ -300,7 +314,7 @@ func installNftablesTSO(ctx context.Context, t *trial, phase string) (*installat
 
 const haproxyGlobal = `global
 	nbthread {{.Threads}}
-	maxconn {{.Conns}}
+	maxconn {{.MaxConn}}
 	tune.ssl.default-dh-param 2048
 {{- if not .Resume}}
 	tune.ssl.cachesize 0
@@ -367,7 +381,7 @@ func installHAProxy(t *trial, phase, tmpl string) (*installation, error) {
 // --- nginx ---
 
 const nginxMain = `worker_processes {{.Threads}};
-worker_rlimit_nofile {{.Conns}};
+worker_rlimit_nofile {{.Files}};
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/nginx-error.log warn;
 events { worker_connections {{.Conns}}; }

@@ -53,7 +53,8 @@ func (e *env) raiseFileLimit() error {
 			return fmt.Errorf("raise file limit to %d: %w", r.Max, err)
 		}
 	}
-	if fit := (int(want.Cur) - 1000) / 2; e.idleConns > fit {
+	e.files = int(min(want.Cur, 1<<30))
+	if fit := (e.files - 1000) / 2; e.idleConns > fit {
 		e.idleNote = fmt.Sprintf("%d long polls instead of %d: the descriptor limit is %d and could not be raised (ulimit -Hn, or run with CAP_SYS_RESOURCE)",
 			fit, e.idleConns, want.Cur)
 		e.idleConns = fit

@@ -59,6 +59,7 @@ type env struct {
 	connConc       int
 	idleConns      int
 	idleNote       string // why idleConns is lower than asked
+	files          int    // the descriptor limit the harness runs with
 	webConc        int
 	hsConc         int
 	tlsSeen        atomic.Value
