@@ -393,7 +393,8 @@ func (r *results) writeCommands(w func(string, ...any)) {
 	w("- tcp: `%siperf3 -s -p 4443` (serves both members)\n", pin)
 	w("- udp: `%siperf3 -s -p 4443 -B 198.19.1.11` (bound, so that it answers from the member's address; the pool has this one member in the UDP phase)\n", pin)
 	w("- conn: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (plain HTTP on 4443, `%s` answers 1 byte)\n", pin, connPath)
-	w("- web: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (TLS on 4443 with the internal CA's certificate, a 1 KiB static file `/small.txt`)\n\n", pin)
+	w("- web: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (TLS on 4443 with the internal CA's certificate, a 1 KiB static file `/small.txt`); the resume phase has the same\n", pin)
+	w("- idle: the harness itself, in the backend namespace: TLS on 4443 with the internal CA's certificate, reads each request and never answers\n\n")
 	w("Candidates (in `$PROXY_NS`):\n\n")
 	for _, c := range r.candidates {
 		if cmds := r.cmds[c.name]; len(cmds) > 0 {
