@@ -77,6 +77,7 @@ demo: deps build ## build a namespace lab and show edgeproxy publishing it (root
 .PHONY: bench
 bench: deps build ## benchmark edgeproxy against nftables NAT, HAProxy and nginx (root)
 	$(GO) run ./bench -out bench/results
+	$(GO) run ./bench -readme -out bench/results
 
 .PHONY: certs
 certs: ## write examples/skype.yaml's certificates to /etc/edgeproxy/tls (public CA + SAN leaf, internal CA)

@@ -99,6 +99,7 @@ func allCandidates() []*candidate {
 	return []*candidate{
 		{name: "edgeproxy fastl4", product: prodEdgeproxy, layer: layerL4, unsupported: l4, available: edgeproxyAvailable, install: installEdgeproxy},
 		{name: "nftables DNAT+SNAT", product: prodNftables, layer: layerL4, unsupported: l4, available: lookPath("nft"), install: installNftables},
+		{name: nftTSOName, product: prodNftables, layer: layerL4, unsupported: l4, available: lookPath("nft"), install: installNftablesTSO},
 		{name: "haproxy tcp", product: prodHAProxy, layer: layerL4, unsupported: func(phase string) string {
 			if phase == phaseUDP {
 				return "HAProxy does not proxy UDP"
@@ -188,8 +189,36 @@ type tmplData struct {
 	Dir                     string
 	Threads                 int
 	UDP                     bool
-	Certs                   *certFiles
-	Host                    string
+	// Resume turns TLS session resumption on (tickets and a cache).
+	Resume bool
+	// Conns is nginx's cap on connections (client and upstream sides),
+	// MaxConn HAProxy's (client side): room for the idle phase's polls.
+	Conns, MaxConn int
+	// Files is the descriptor limit the harness runs with (nginx's
+	// worker_rlimit_nofile).
+	Files int
+	Certs *certFiles
+	Host  string
+}
+
+// connCap is nginx's connection cap in phase: 8000, or in the idle phase
+// room for every long poll, client and upstream side, plus the sixteenth
+// nginx keeps free (below it, it closes connections still in their TLS
+// handshake to make room).
+func (e *env) connCap(phase string) int {
+	if phase == phaseIdle {
+		return max(8000, (2*e.idleConns+400)*17/16)
+	}
+	return 8000
+}
+
+// maxConn is HAProxy's maxconn (client connections; it sizes its own
+// descriptor limit to about twice that) in phase.
+func (e *env) maxConn(phase string) int {
+	if phase == phaseIdle {
+		return max(8000, e.idleConns+200)
+	}
+	return 8000
 }
 
 func (t *trial) data(phase string) tmplData {
@@ -206,7 +235,7 @@ func (t *trial) data(phase string) tmplData {
 	return tmplData{
 		VIP: l.VIP4.String(), IntAddr: l.IntAddr4.String(), MemberNet: l.MemberNet4.String(),
 		Members: members, Dir: t.dir, Threads: t.env.cpus.proxyN,
-		UDP: phase == phaseUDP, Certs: t.env.certs, Host: benchHost,
+		UDP: phase == phaseUDP, Resume: phase == phaseResume, Conns: t.env.connCap(phase), MaxConn: t.env.maxConn(phase), Files: t.env.files, Certs: t.env.certs, Host: benchHost,
 	}
 }
 
@@ -254,13 +283,42 @@ func installNftables(ctx context.Context, t *trial, phase string) (*installation
 	return in, nil
 }
 
+// nftTSOName is nftables on veth ends left with their defaults (TX
+// checksum offload, so TSO and GSO, on): what a user without XDP deploys.
+// The lab turns TX checksum offload off for every other candidate, as
+// XDP_REDIRECT needs full checksums.
+const nftTSOName = "nftables, veth defaults (TSO on)"
+
+func installNftablesTSO(ctx context.Context, t *trial, phase string) (*installation, error) {
+	l := t.lab
+	var cmds []string
+	for _, d := range []struct {
+		ns  *lab.NS
+		dev string
+	}{{l.Client, lab.ClientIf}, {l.Proxy, lab.ExtIf}, {l.Proxy, lab.IntIf}, {l.Backend, lab.BackendIf}} {
+		args := []string{"-K", d.dev, "tx", "on", "tso", "on", "gso", "on"}
+		if out, err := d.ns.Command(ctx, "ethtool", args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("turn on TX offloads on %s: %v: %s", d.dev, err, strings.TrimSpace(string(out)))
+		}
+		cmds = append(cmds, "ethtool "+joinArgs(args))
+	}
+	in, err := installNftables(ctx, t, phase)
+	if err != nil {
+		return nil, err
+	}
+	in.cmds = append([]string{strings.Join(cmds, "; ") + " (in each end's namespace)"}, in.cmds...)
+	return in, nil
+}
+
 // --- HAProxy ---
 
 const haproxyGlobal = `global
 	nbthread {{.Threads}}
-	maxconn 8000
+	maxconn {{.MaxConn}}
 	tune.ssl.default-dh-param 2048
+{{- if not .Resume}}
 	tune.ssl.cachesize 0
+{{- end}}
 	ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
 	timeout connect 5s
@@ -284,7 +342,7 @@ backend members
 const haproxyTLSTmpl = haproxyGlobal + `	mode http
 	option http-keep-alive
 frontend vip
-	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1 no-tls-tickets
+	bind {{.VIP}}:443 ssl crt {{.Certs.PublicBoth}} alpn http/1.1{{if not .Resume}} no-tls-tickets{{end}}
 	default_backend members
 backend members
 	balance roundrobin
@@ -323,10 +381,10 @@ func installHAProxy(t *trial, phase, tmpl string) (*installation, error) {
 // --- nginx ---
 
 const nginxMain = `worker_processes {{.Threads}};
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile {{.Files}};
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/nginx-error.log warn;
-events { worker_connections 8000; }
+events { worker_connections {{.Conns}}; }
 `
 
 const nginxStreamTmpl = `load_module ` + "{{.ModDir}}" + `/ngx_stream_module.so;
@@ -375,8 +433,13 @@ const nginxTLSTmpl = nginxMain + `http {
 		ssl_certificate {{.Certs.PublicChain}};
 		ssl_certificate_key {{.Certs.PublicKey}};
 		ssl_protocols TLSv1.2 TLSv1.3;
+{{- if .Resume}}
+		ssl_session_tickets on;
+		ssl_session_cache shared:bench:10m;
+{{- else}}
 		ssl_session_tickets off;
 		ssl_session_cache off;
+{{- end}}
 		location / {
 			proxy_pass https://members;
 			proxy_http_version 1.1;
@@ -394,15 +457,21 @@ const nginxTLSTmpl = nginxMain + `http {
 `
 
 // nginxBackendTmpl is the backend: a small static file over TLS on 4443
-// and plain HTTP on 8080, on every member address.
+// and plain HTTP on 8080, on every member address; in the conn phase,
+// plain HTTP on 4443 answering one byte.
 const nginxBackendTmpl = nginxMain + `http {
 ` + nginxHTTPTemps + `	server {
+{{- if .Plain}}
+		listen 4443 backlog=8192;
+		location = ` + connPath + ` { return 200 "x"; }
+{{- else}}
 		listen 4443 ssl;
 		listen 8080;
 		ssl_certificate {{.Certs.BackendCert}};
 		ssl_certificate_key {{.Certs.BackendKey}};
 		ssl_protocols TLSv1.2 TLSv1.3;
 		root {{.WWW}};
+{{- end}}
 	}
 }
 `
@@ -410,6 +479,7 @@ const nginxBackendTmpl = nginxMain + `http {
 type nginxData struct {
 	tmplData
 	ModDir, WWW string
+	Plain       bool
 }
 
 func installNginxStream(ctx context.Context, t *trial, phase string) (*installation, error) {
@@ -440,20 +510,25 @@ func installNginx(t *trial, phase, tmpl string) (*installation, error) {
 	}}, nil
 }
 
-// startNginxBackend starts the web backend in the backend namespace.
-func (t *trial) startNginxBackend() error {
+// startNginxBackend starts the web backend of phase in the backend
+// namespace.
+func (t *trial) startNginxBackend(phase string) error {
 	prefix := filepath.Join(t.dir, "nginx-backend")
 	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 		return fmt.Errorf("create nginx prefix: %w", err)
 	}
-	d := nginxData{tmplData: t.data(phaseWeb), WWW: t.env.www}
+	d := nginxData{tmplData: t.data(phase), WWW: t.env.www, Plain: phase == phaseConn}
 	d.Dir = prefix
 	d.Threads = 1
 	path, _, err := t.render("nginx-backend.conf", nginxBackendTmpl, d)
 	if err != nil {
 		return err
 	}
-	return t.startBackend(nil, []uint16{4443, 8080}, nginxBin, "-p", prefix, "-c", path, "-g", "daemon off;")
+	ports := []uint16{4443, 8080}
+	if d.Plain {
+		ports = ports[:1]
+	}
+	return t.startBackend(nil, ports, nginxBin, "-p", prefix, "-c", path, "-g", "daemon off;")
 }
 
 // --- edgeproxy ---
@@ -467,9 +542,14 @@ func edgeproxyConfig(t *trial, phase, pinPath string) (string, string, error) {
 		LogLevel: "warn", NoAccessLog: true, PinPath: pinPath, Pool: "members", Members: d.Members,
 		Monitor: lab.SkypeMonitor{Interval: 2 * time.Second, Timeout: time.Second, Rise: 1},
 	}
-	if phase == phaseWeb {
+	if isL7(phase) {
 		sk.L7 = &lab.SkypeL7{VIP: t.lab.VIP4, Hosts: []string{d.Host}, Cert: d.Certs.PublicChain, Key: d.Certs.PublicKey,
-			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: true}
+			InternalCA: d.Certs.InternalCA, Drain: time.Second, NoSessionTickets: !d.Resume}
+		if phase == phaseIdle {
+			// A Skype site (long-poll timeouts); every long poll comes
+			// from the one client address, the peers set no cap on that.
+			sk.L7.Skype, sk.L7.MaxConnsPerSource = true, d.Conns
+		}
 	} else {
 		sk.FastL4 = &lab.SkypeFastL4{VIP: t.lab.VIP4, UDP: d.UDP}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,11 +18,12 @@ const userHZ = 100
 
 // CPU groups a sample distinguishes.
 const (
-	grpProxy     = "proxy"      // the candidate's processes and their children
-	grpProxyNAPI = "proxy-napi" // threaded NAPI of ext0/int0: receive work in the proxy namespace
-	grpPeerNAPI  = "peer-napi"  // threaded NAPI of c0/b0: receive work of client and backend
-	grpBackend   = "backend"    // backend servers
-	grpSoftirqd  = "ksoftirqd"  // softirq work deferred to the per-CPU threads
+	grpProxy       = "proxy"        // the candidate's processes and their children
+	grpProxyNAPI   = "proxy-napi"   // threaded NAPI of ext0/int0: receive work in the proxy namespace
+	grpClientNAPI  = "client-napi"  // threaded NAPI of c0: receive work of the load generator
+	grpBackendNAPI = "backend-napi" // threaded NAPI of b0: receive work of the backend
+	grpBackend     = "backend"      // backend servers
+	grpSoftirqd    = "ksoftirqd"    // softirq work deferred to the per-CPU threads
 )
 
 // cpuSample is the CPU time consumed so far by the processes of a trial,
@@ -210,6 +212,30 @@ func saturation(proxy, proxyCap, peers, peersCap float64) string {
 	}
 	return fmt.Sprintf("invalid: load generator and backend saturated first (%.2f of %.0f cores, proxy side %.2f of %.0f): the client side set the pace, not the proxy",
 		peers, peersCap, proxy, proxyCap)
+}
+
+// loadCheck says why a measurement does not measure the proxy ("" when
+// it does): the client side or the machine saturated first. Arguments
+// are cores used during the measurement.
+func (e *env) loadCheck(busy, other, proxy, peers float64) string {
+	n := runtime.NumCPU()
+	proxyCap := cpuCount(n, e.cpus.proxy)
+	if why := saturation(proxy, proxyCap, peers, cpuCount(n, e.cpus.client, e.cpus.backend)); why != "" {
+		return why
+	}
+	return crowded(busy, other, proxy, proxyCap, float64(n))
+}
+
+// crowded says why a measurement in which neither side saturated does not
+// measure the proxy either: the machine was busy, others' work (other
+// cores) taking the CPU the proxy side could have had. Cores are used
+// cores; caps are CPUs.
+func crowded(busy, other, proxy, proxyCap, machineCap float64) string {
+	if busy < saturatedShare*machineCap || proxy >= saturatedShare*proxyCap || other < 0.1 {
+		return ""
+	}
+	return fmt.Sprintf("invalid: the machine was saturated (%.2f of %.0f cores busy, %.2f by other activity) before the proxy side (%.2f of %.0f cores)",
+		busy, machineCap, other, proxy, proxyCap)
 }
 
 // cpuCount is the number of CPUs in a list ("0,2-3"); an empty list, or

@@ -29,18 +29,26 @@ type trial struct {
 	napi     map[string][]int // veth name → its NAPI thread(s)
 	backend  []*process
 	hostsDir string
+	// proxy is the candidate installed; hold the idle phase's backend.
+	proxy *installation
+	hold  *holdBackend
 }
 
 // proxyDevs and peerDevs are the veth ends whose receive work is counted
 // as the proxy's and as the client's/backend's.
 var (
-	proxyDevs = []string{lab.ExtIf, lab.IntIf}
-	peerDevs  = []string{lab.ClientIf, lab.BackendIf}
+	proxyDevs   = []string{lab.ExtIf, lab.IntIf}
+	clientDevs  = []string{lab.ClientIf}
+	backendDevs = []string{lab.BackendIf}
 )
+
+// nsPrefix names this run's namespaces: runs side by side tell theirs
+// apart.
+func nsPrefix() string { return "epb" + strconv.Itoa(os.Getpid()) }
 
 // newTrial builds and tunes a lab.
 func (e *env) newTrial(ctx context.Context, name string) (_ *trial, err error) {
-	l, err := lab.Build(lab.Options{Members: 2, Prefix: "epb"})
+	l, err := lab.Build(lab.Options{Members: 2, Prefix: nsPrefix()})
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +182,9 @@ func (t *trial) close() {
 		p.stop(syscall.SIGTERM, 5*time.Second)
 	}
 	t.backend = nil
+	if t.hold != nil {
+		t.hold.close()
+	}
 	if t.hostsDir != "" {
 		_ = os.RemoveAll(t.hostsDir)
 	}

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -18,11 +17,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -31,9 +28,7 @@ const roleEnv = "EDGEPROXY_BENCH_ROLE"
 
 // Roles.
 const (
-	roleEcho    = "echo"    // short-connection backend: read 1 byte, answer 1 byte
-	roleConnect = "connect" // new TCP connections per second
-	roleTLS     = "tls"     // full TLS handshakes per second, one request each
+	roleTLS = "tls" // TLS handshakes per second, one request each
 )
 
 // loadResult is what a load generator prints (JSON) on stdout.
@@ -45,69 +40,22 @@ type loadResult struct {
 	P99us   float64  `json:"p99_us"`
 	Samples []string `json:"error_samples,omitempty"`
 	TLS     string   `json:"tls,omitempty"`
+	Resumed int64    `json:"resumed"`
 }
 
 func runRole(role string, args []string) int {
 	var err error
 	switch role {
-	case roleEcho:
-		err = echoServer(args)
-	case roleConnect, roleTLS:
+	case roleTLS:
 		err = loadGen(role, args)
 	default:
-		err = fmt.Errorf("run role: unknown role %q: use %s, %s or %s", role, roleEcho, roleConnect, roleTLS)
+		err = fmt.Errorf("run role: unknown role %q: use %s", role, roleTLS)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench %s: %v\n", role, err)
 		return 1
 	}
 	return 0
-}
-
-// echoServer accepts on every -listen address; per connection it reads one
-// byte, writes one byte, waits for the client to close and closes.
-func echoServer(args []string) error {
-	fs := flag.NewFlagSet(roleEcho, flag.ContinueOnError)
-	listen := fs.String("listen", "0.0.0.0:4443", "address to accept on")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			// EMFILE and friends: back off, keep serving.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			var b [1]byte
-			if _, err := io.ReadFull(c, b[:]); err != nil {
-				return
-			}
-			if _, err := c.Write(b[:]); err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, c)
-		}()
-	}
 }
 
 // loadGen runs workers at a fixed concurrency until the duration or the
@@ -122,6 +70,7 @@ func loadGen(role string, args []string) error {
 	sni := fs.String("sni", "", "TLS server name and Host header ("+roleTLS+")")
 	caFile := fs.String("ca", "", "CA bundle to verify the server with ("+roleTLS+")")
 	path := fs.String("path", "/", "request path ("+roleTLS+")")
+	resume := fs.Bool("resume", false, "keep sessions and resume them ("+roleTLS+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,9 +79,8 @@ func loadGen(role string, args []string) error {
 	}
 	var op func() error
 	var tlsVersion atomic.Value
+	var resumed atomic.Int64
 	switch role {
-	case roleConnect:
-		op = func() error { return shortConn(*addr, *timeout) }
 	case roleTLS:
 		if *sni == "" || *caFile == "" {
 			return errors.New("parse flags: -sni and -ca are required for TLS handshakes")
@@ -145,20 +93,29 @@ func loadGen(role string, args []string) error {
 		if !pool.AppendCertsFromPEM(pem) {
 			return fmt.Errorf("read CA %s: no certificate found", *caFile)
 		}
-		// No ClientSessionCache: every connection is a full handshake.
+		// Without -resume, no ClientSessionCache: every connection is a
+		// full handshake.
 		// X25519 for every candidate: Go's default offers the
 		// X25519MLKEM768 hybrid first, which Go servers take and the
 		// peers' OpenSSL 3.0 does not have, so a default client would
 		// measure a costlier key exchange on edgeproxy only.
 		cfg := &tls.Config{ServerName: *sni, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
 			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
+		if *resume {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(*conc)
+		}
 		req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *sni + "\r\nConnection: close\r\n\r\n")
 		op = func() error {
-			v, err := tlsRequest(*addr, cfg, req, *timeout)
-			if err == nil && tlsVersion.Load() == nil {
-				tlsVersion.Store(v)
+			st, err := tlsRequest(*addr, cfg, req, *timeout)
+			if err != nil {
+				return err
 			}
-			return err
+			if st.DidResume {
+				resumed.Add(1)
+			} else if tlsVersion.Load() == nil {
+				tlsVersion.Store(tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String())
+			}
+			return nil
 		}
 	}
 
@@ -194,7 +151,7 @@ func loadGen(role string, args []string) error {
 		}()
 	}
 	wg.Wait()
-	res := loadResult{OK: ok.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Samples: samples}
+	res := loadResult{OK: ok.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Samples: samples, Resumed: resumed.Load()}
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -216,52 +173,34 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i]) / float64(time.Microsecond)
 }
 
-// shortConn connects, sends one byte, reads the one-byte answer and closes.
-func shortConn(addr string, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	b := [1]byte{'x'}
-	if _, err := c.Write(b[:]); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	return nil
-}
-
-// tlsRequest does a full TLS handshake, one HTTP/1.1 request with
+// tlsRequest does a TLS handshake, one HTTP/1.1 request with
 // Connection: close, reads the whole answer and closes.
-func tlsRequest(addr string, cfg *tls.Config, req []byte, timeout time.Duration) (string, error) {
+func tlsRequest(addr string, cfg *tls.Config, req []byte, timeout time.Duration) (tls.ConnectionState, error) {
+	var none tls.ConnectionState
 	raw, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	defer raw.Close()
 	_ = raw.SetDeadline(time.Now().Add(timeout))
 	c := tls.Client(raw, cfg)
 	if err := c.Handshake(); err != nil {
-		return "", fmt.Errorf("tls handshake: %w", err)
+		return none, fmt.Errorf("tls handshake: %w", err)
 	}
 	if _, err := c.Write(req); err != nil {
-		return "", err
+		return none, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		return "", fmt.Errorf("read response: %w", err)
+		return none, fmt.Errorf("read response: %w", err)
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
+		return none, fmt.Errorf("read body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s", resp.Status)
+		return none, fmt.Errorf("status %s", resp.Status)
 	}
-	st := c.ConnectionState()
-	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String(), nil
+	return c.ConnectionState(), nil
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -42,18 +43,23 @@ func mainErr() error {
 	fs.DurationVar(&o.Duration, "d", 0, "duration of each measurement (default 5s, 1s with -quick)")
 	fs.IntVar(&o.Reps, "reps", 0, "interleaved repetitions per candidate (default 3, 1 with -quick)")
 	fs.StringVar(&o.Edgeproxy, "edgeproxy", "", "edgeproxy binary (default bin/edgeproxy at the module root)")
-	fs.StringVar(&o.Only, "only", "", "comma-separated phases to run: tcp,udp,conn,web,xdp (default all)")
+	fs.StringVar(&o.Only, "only", "", "comma-separated phases to run: "+strings.Join(allPhases, ",")+" (default all)")
+	fs.IntVar(&o.IdleConns, "idle-conns", 0, "idle HTTPS long polls held in the idle phase (default 10000, 200 with -quick)")
 	fs.StringVar(&o.Candidates, "candidates", "", "comma-separated candidate products: edgeproxy,nftables,haproxy,nginx (default all)")
 	fs.StringVar(&o.ProxyCPUs, "proxy-cpus", "", "CPU list for the proxy under test (default: the first CPU)")
 	fs.StringVar(&o.ClientCPUs, "client-cpus", "", "CPU list for the load generators (default: the last CPU)")
 	fs.StringVar(&o.BackendCPUs, "backend-cpus", "", "CPU list for the backend servers (default: the last CPU)")
 	fs.BoolVar(&o.NoThreadedNAPI, "no-threaded-napi", false, "leave GRO and NAPI of the veth ends as the lab sets them (receive work then runs in softirq on the sender's CPU and the proxy's share cannot be told apart)")
 	fs.BoolVar(&o.Verbose, "v", false, "log every step")
+	readme := fs.Bool("readme", false, "measure nothing: regenerate README.md's performance table from -out's latest.md")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("parse arguments: unexpected %q: bench takes flags only", fs.Arg(0))
+	}
+	if *readme {
+		return writeReadme(moduleRoot(), o.Out)
 	}
 	level := slog.LevelInfo
 	if o.Verbose {

@@ -31,7 +31,14 @@ func (r *results) chartValues(d metricDef) (map[string]float64, float64, bool) {
 		return nil, 0, false
 	}
 	med := map[string]float64{}
+	charted := map[string]bool{}
 	for _, c := range r.layerCands(ph.layer) {
+		// One bar per product: its first candidate (nftables with the
+		// settings XDP needs, not its veth-defaults variant).
+		if charted[c.product] {
+			continue
+		}
+		charted[c.product] = true
 		if s, ok := r.stat(d.id, c.name); ok {
 			med[c.product] = s.median
 		}

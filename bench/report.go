@@ -280,6 +280,8 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 			why := "no result"
 			if f := r.failures[sc.id][c.name]; len(f) > 0 {
 				why = "failed: " + f[0]
+			} else if d.id == sc.id+".cpu" && slices.ContainsFunc(r.notes[sc.id][c.name], func(n string) bool { return strings.Contains(n, "CPU not measurable") }) {
+				why = "not measurable: the proxy's forwarding ran in the senders' softirq (see below)"
 			}
 			w("| %s | %s | | | |\n", c.name, cell(why))
 			continue
@@ -289,7 +291,7 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 			rt = ratio(refStat.median, s.median)
 		}
 		if k := r.invalid(sc.id, c.name); k > 0 {
-			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side saturated first)", k, r.env.reps)
+			rt += fmt.Sprintf(" (**invalid** in %d of %d repetitions: the client side or the machine saturated first, see below)", k, r.env.reps)
 		}
 		w("| %s | %s | %s | %s | %s |\n", c.name, fmtNum(s.median, d.prec), fmtNum(s.min, d.prec), fmtNum(s.max, d.prec), rt)
 	}
@@ -315,8 +317,8 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 
 func (r *results) writeCPU(w func(string, ...any)) {
 	w("## CPU use during each scenario (median, in cores)\n\n")
-	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator + backend: their processes and the NAPI threads of c0/b0 (a measurement where these used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
-	w("| scenario | candidate | proxy process | proxy NAPI | load generator + backend | softirq | workload | machine |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator, backend: their processes and the NAPI threads of c0 and b0 respectively (a measurement where these two used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side; so is one where the machine was 90%% busy, partly with other activity, while the proxy side had room); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
+	w("| scenario | candidate | proxy process | proxy NAPI | load generator | backend | softirq | workload | machine | valid |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, ph := range r.phases {
 		for _, sc := range ph.scenarios {
 			for _, c := range r.layerCands(ph.layer) {
@@ -325,10 +327,15 @@ func (r *results) writeCPU(w func(string, ...any)) {
 					continue
 				}
 				var cols []string
-				for _, k := range []string{"proc", "napi", "peers", "softirq", "work", "busy"} {
+				for _, k := range []string{"proc", "napi", "client", "backend", "softirq", "work", "busy"} {
 					s, _ := r.stat(pre+k, c.name)
 					cols = append(cols, fmtNum(s.median, 2))
 				}
+				valid := "yes"
+				if k := r.invalid(sc.id, c.name); k > 0 {
+					valid = fmt.Sprintf("**no** in %d of %d", k, r.env.reps)
+				}
+				cols = append(cols, valid)
 				w("| %s | %s | %s |\n", sc.id, c.name, strings.Join(cols, " | "))
 			}
 		}
@@ -385,8 +392,9 @@ func (r *results) writeCommands(w func(string, ...any)) {
 	w("Backends (in `$BACKEND_NS`):\n\n")
 	w("- tcp: `%siperf3 -s -p 4443` (serves both members)\n", pin)
 	w("- udp: `%siperf3 -s -p 4443 -B 198.19.1.11` (bound, so that it answers from the member's address; the pool has this one member in the UDP phase)\n", pin)
-	w("- conn: `env %s=%s %sBENCH -listen 0.0.0.0:4443` (reads 1 byte, answers 1 byte, closes after the client)\n", roleEnv, roleEcho, pin)
-	w("- web: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (TLS on 4443 with the internal CA's certificate, a 1 KiB static file `/small.txt`)\n\n", pin)
+	w("- conn: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (plain HTTP on 4443, `%s` answers 1 byte)\n", pin, connPath)
+	w("- web: `%snginx -p PREFIX -c nginx-backend.conf -g 'daemon off;'` (TLS on 4443 with the internal CA's certificate, a 1 KiB static file `/small.txt`); the resume phase has the same\n", pin)
+	w("- idle: the harness itself, in the backend namespace: TLS on 4443 with the internal CA's certificate, reads each request and never answers\n\n")
 	w("Candidates (in `$PROXY_NS`):\n\n")
 	for _, c := range r.candidates {
 		if cmds := r.cmds[c.name]; len(cmds) > 0 {
@@ -417,8 +425,11 @@ func (r *results) writeNotes(w func(string, ...any)) {
 	notes := []string{
 		"Same backend and same client load for every candidate; every candidate forwards to member:4443 and SNATs to 198.19.0.2 (nftables `snat`, HAProxy `source`, nginx `proxy_bind`, edgeproxy `snat: automap`).",
 		fmt.Sprintf("HAProxy runs `nbthread %d` and nginx `worker_processes %d`: as many as the proxy's CPUs; edgeproxy's Go runtime sees the same CPUs through `taskset`.", e.cpus.proxyN, e.cpus.proxyN),
-		"L7: one ECDSA P-256 certificate for webext.example.com (public CA) on every proxy; the backend is nginx with TLS on member:4443, verified against an internal CA, with upstream keep-alive on every proxy; HTTP/1.1 keep-alive from wrk with " + strconv.Itoa(e.webConc) + " connections. The handshake client makes a full handshake per request, without session resumption, " + strconv.Itoa(e.hsConc) + " at a time; negotiated: " + tlsSeen + ".",
-		"Short connections: " + strconv.Itoa(e.connConc) + " at a time, each connect → write 1 byte → read 1 byte → close; bounded by time and by 5,000,000 connections.",
+		"L7: one ECDSA P-256 certificate for webext.example.com (public CA) on every proxy; the backend is nginx with TLS on member:4443, verified against an internal CA, with upstream keep-alive on every proxy; HTTP/1.1 keep-alive from wrk with " + strconv.Itoa(e.webConc) + " connections. The handshake client opens " + strconv.Itoa(e.hsConc) + " connections at a time, one request each; negotiated on a full handshake: " + tlsSeen + ".",
+		"Full handshakes (web phase): no candidate issues session tickets or keeps a session cache (edgeproxy `tls.session_tickets: false`, HAProxy `no-tls-tickets` and `tune.ssl.cachesize 0`, nginx `ssl_session_tickets off` and `ssl_session_cache off`) and the client keeps no session; a resumption there makes the run invalid. Resumed handshakes (resume phase): every candidate issues tickets and keeps a cache (edgeproxy's default tickets, HAProxy's defaults, nginx `ssl_session_tickets on` and `ssl_session_cache shared:bench:10m`) and the client resumes the last session it got; a run where fewer than 90% resumed is invalid.",
+		"Idle long polls (idle phase): " + strconv.Itoa(e.idleConns) + " TLS connections each send a Skype UCWA event poll that the backend holds unanswered, so every one holds a client and an upstream connection in the proxy; edgeproxy serves them from a site with `profile: skype` (long-poll timeouts) and every proxy may take them all from the one client address. The figure is the growth of the proxy's resident memory (VmRSS) divided by the polls the backend holds; kernel socket buffers are not in it. edgeproxy's goal: 30 KiB per client, so that 100,000 fit in 3 GiB.",
+		"nftables appears twice: with the settings XDP needs (TX checksum offload, hence TSO and GSO, off on the veth ends: like for like with edgeproxy fastl4) and with the veth defaults (TSO on: what a user without XDP deploys). With TSO on, a veth hands packets to its peer without NAPI, in the sender's softirq, so that candidate's forwarding is counted in the load generator's and backend's CPU and its CPU per unit is not measurable.",
+		"Short connections: wrk with `Connection: close`, " + strconv.Itoa(e.connConc) + " connections at a time, each connect → one HTTP request → 1-byte answer → close (the backend closes first).",
 		"UDP: iperf3 sends 64-byte payloads at up to 1 Gbit/s (about 1.9 Mpps, more than the client can send); the figure is what the server received (sent − lost). The single sender on a shared CPU bounds it; loss shows where the proxy drops.",
 		"veth is not a NIC: there is no wire, no RSS and no interrupt; XDP on veth runs in the receiving veth's NAPI (here a pinned kernel thread) and XDP_REDIRECT hands frames to the peer veth in memory. Native XDP on a real NIC is faster and the kernel stack slower relative to it; treat ratios as indicative.",
 		"The load generators and backend share CPUs with each other (and, on a machine with other users, with them): on a 2-core VM the client side is often the bottleneck, so throughput ratios understate the differences; CPU per unit of work shows them better.",

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,11 +20,16 @@ const (
 	phaseTCP  = "tcp"  // iperf3 TCP through L4 candidates
 	phaseUDP  = "udp"  // iperf3 UDP small packets through L4 candidates
 	phaseConn = "conn" // short TCP connections through L4 candidates
-	phaseWeb  = "web"  // HTTPS through L7 candidates
-	phaseXDP  = "xdp"  // the XDP program alone, BPF_PROG_TEST_RUN
+	phaseWeb  = "web"  // HTTPS through L7 candidates, no TLS resumption
+	// phaseResume is HTTPS through L7 candidates that resume TLS sessions.
+	phaseResume = "resume"
+	phaseXDP    = "xdp" // the XDP program alone, BPF_PROG_TEST_RUN
 )
 
-var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseXDP}
+var allPhases = []string{phaseTCP, phaseUDP, phaseConn, phaseWeb, phaseResume, phaseIdle, phaseXDP}
+
+// isL7 says whether a phase measures the L7 candidates.
+func isL7(phase string) bool { return phase == phaseWeb || phase == phaseResume || phase == phaseIdle }
 
 // phase is a set of scenarios that share a backend.
 type phase struct {
@@ -45,6 +51,11 @@ type scenario struct {
 	run func(ctx context.Context, t *trial) (outcome, error)
 	// perUnit names the unit of work CPU is divided by ("GB", "1k connections").
 	perUnit string
+	// idle marks a scenario that holds connections instead of driving
+	// load: no saturation check.
+	idle bool
+	// timeout bounds the scenario; 0: its duration plus 30 s.
+	timeout time.Duration
 }
 
 // outcome is what one run of a scenario produced.
@@ -70,6 +81,9 @@ type metricDef struct {
 // benchVIP is the address the client measures through.
 const benchVIP = "198.18.0.10"
 
+// connPath is the conn phase's backend answer: one byte.
+const connPath = "/c"
+
 func (e *env) phases() []*phase {
 	iperfBackend := func(t *trial) error {
 		return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443")
@@ -79,10 +93,10 @@ func (e *env) phases() []*phase {
 		{name: phaseUDP, layer: layerL4, backend: func(t *trial) error {
 			return t.startBackend(nil, []uint16{4443}, "iperf3", "-s", "-p", "4443", "-B", t.lab.Members4[0].String())
 		}, probe: probeIperf, scenarios: []*scenario{e.udp()}},
-		{name: phaseConn, layer: layerL4, backend: func(t *trial) error {
-			return t.startBackend([]string{roleEnv + "=" + roleEcho}, []uint16{4443}, e.self, "-listen", "0.0.0.0:4443")
-		}, probe: probeEcho, scenarios: []*scenario{e.conn()}},
-		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend() }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes()}},
+		{name: phaseConn, layer: layerL4, backend: func(t *trial) error { return t.startNginxBackend(phaseConn) }, probe: probeHTTP, scenarios: []*scenario{e.conn()}},
+		{name: phaseWeb, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.keepAlive(), e.handshakes(false)}},
+		{name: phaseResume, layer: layerL7, backend: func(t *trial) error { return t.startNginxBackend(phaseWeb) }, probe: probeHTTPS, scenarios: []*scenario{e.handshakes(true)}},
+		{name: phaseIdle, layer: layerL7, backend: func(t *trial) error { return t.startHoldBackend() }, probe: probeHold, scenarios: []*scenario{e.idle()}},
 	}
 }
 
@@ -158,31 +172,37 @@ func (e *env) udp() *scenario {
 	}
 }
 
-// conn is new TCP connections per second with the benchmark's own client.
+// conn is new TCP connections per second: wrk with `Connection: close`,
+// so that every request is a new connection to a plain HTTP backend (a C
+// generator: the Go one saturated its CPU before any proxy did).
 func (e *env) conn() *scenario {
-	connArgs := []string{"-addr", benchVIP + ":443", "-c", strconv.Itoa(e.connConc), "-d", e.dur.String(), "-n", "5000000", "-timeout", "3s"}
+	url := "http://" + benchVIP + ":443" + connPath
+	wrkArgs := []string{"-t1", "-c" + strconv.Itoa(e.connConc), "-d" + e.secs() + "s", "--timeout", "3s", "--latency",
+		"-H", "Connection: close", url}
 	return &scenario{
 		id: "conn", perUnit: "1k connections",
 		title: "L4 new connections per second",
 		cmd: func(e *env) string {
-			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleConnect + " " + tasksetPrefix(e.cpus.client) + "BENCH " + joinArgs(connArgs) +
-				"   # per connection: connect, write 1 byte, read 1 byte, close"
+			return "ip netns exec $CLIENT_NS " + tasksetPrefix(e.cpus.client) + "wrk " + joinArgs(wrkArgs) +
+				"   # per connection: connect, one HTTP request and its 1-byte answer, close"
 		},
 		run: func(ctx context.Context, t *trial) (outcome, error) {
-			r, err := runIn(ctx, t.lab.Client, e.cpus.client, []string{roleEnv + "=" + roleConnect}, e.self, connArgs...)
+			r, err := runIn(ctx, t.lab.Client, e.cpus.client, nil, "wrk", wrkArgs...)
 			if err != nil {
 				return outcome{}, err
 			}
-			lr, err := parseLoad(r.stdout)
+			w, err := parseWrk(r.stdout)
 			if err != nil {
 				return outcome{}, err
 			}
+			note := ""
+			if w.errors > 0 {
+				note = fmt.Sprintf("%d socket errors or non-2xx answers", int64(w.errors))
+			}
+			ok := w.requests - w.errors
 			return outcome{
-				metrics: map[string]float64{
-					"conn.rate": float64(lr.OK) / lr.Seconds, "conn.errors": float64(lr.Errors),
-					"conn.p99": lr.P99us / 1e3,
-				},
-				work: float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
+				metrics: map[string]float64{"conn.rate": w.rps * ok / w.requests, "conn.errors": w.errors, "conn.p99": w.p99ms},
+				work:    ok / 1e3, loadCPU: r.cpu, note: note,
 			}, nil
 		},
 	}
@@ -219,14 +239,19 @@ func (e *env) keepAlive() *scenario {
 	}
 }
 
-// handshakes is new TLS handshakes per second, one request each, with
-// the benchmark's own client.
-func (e *env) handshakes() *scenario {
+// handshakes is new TLS connections per second, one request each, with
+// the benchmark's own client: full handshakes, or (resume) handshakes
+// resuming the session of an earlier connection.
+func (e *env) handshakes(resume bool) *scenario {
 	hsArgs := []string{"-addr", benchVIP + ":443", "-sni", benchHost, "-ca", e.certs.PublicCA, "-path", "/small.txt",
 		"-c", strconv.Itoa(e.hsConc), "-d", e.dur.String(), "-n", "5000000", "-timeout", "3s"}
+	id, title := "hs", "L7 full TLS handshakes (one request each, no resumption)"
+	if resume {
+		hsArgs = append(hsArgs, "-resume")
+		id, title = "hsr", "L7 resumed TLS handshakes (one request each, session resumed)"
+	}
 	return &scenario{
-		id: "hs", perUnit: "1k handshakes",
-		title: "L7 new TLS handshakes (one request each, no resumption)",
+		id: id, perUnit: "1k handshakes", title: title,
 		cmd: func(e *env) string {
 			return "ip netns exec $CLIENT_NS env " + roleEnv + "=" + roleTLS + " " + tasksetPrefix(e.cpus.client) + "BENCH " + joinArgs(hsArgs)
 		},
@@ -242,12 +267,30 @@ func (e *env) handshakes() *scenario {
 			if lr.TLS != "" {
 				e.tlsSeen.Store(lr.TLS)
 			}
-			return outcome{
-				metrics: map[string]float64{"hs.rate": float64(lr.OK) / lr.Seconds, "hs.errors": float64(lr.Errors)},
-				work:    float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
-			}, nil
+			oc := outcome{
+				metrics: map[string]float64{id + ".rate": float64(lr.OK) / lr.Seconds, id + ".errors": float64(lr.Errors),
+					id + ".resumed": 100 * float64(lr.Resumed) / float64(lr.OK)},
+				work: float64(lr.OK) / 1e3, loadCPU: r.cpu, note: loadNote(lr),
+			}
+			if why := resumeMismatch(resume, lr); why != "" {
+				oc.note = strings.TrimPrefix(oc.note+"; "+why, "; ")
+			}
+			return oc, nil
 		},
 	}
+}
+
+// resumeMismatch says when a handshake scenario did not measure what it
+// names: resumptions in the full scenario, or fewer than 90% resumed.
+func resumeMismatch(resume bool, lr loadResult) string {
+	share := float64(lr.Resumed) / float64(max(lr.OK, 1))
+	switch {
+	case !resume && lr.Resumed > 0:
+		return fmt.Sprintf("invalid: %d of %d handshakes resumed a session", lr.Resumed, lr.OK)
+	case resume && share < 0.9:
+		return fmt.Sprintf("invalid: only %.0f%% of the handshakes resumed a session", 100*share)
+	}
+	return ""
 }
 
 // metricDefs lists the reported numbers in report order.
@@ -260,15 +303,21 @@ var metricDefs = []metricDef{
 	{id: "udp.kpps", scenario: "udp", title: "L4 small packets: UDP 64-byte payload received", unit: "kpps", higherBetter: true, chart: "UDP 64 B pps", cunit: "kpps", prec: 1},
 	{id: "udp.loss", scenario: "udp", title: "L4 small packets: UDP loss", unit: "%", prec: 1},
 	{id: "udp.cpu", scenario: "udp", title: "Proxy CPU per million UDP packets", unit: "CPU-s/Mpkt", prec: 3},
-	{id: "conn.rate", scenario: "conn", title: "L4 new connections per second", unit: "conn/s", higherBetter: true, chart: "new conn/s", cunit: "conn/s", prec: 0},
-	{id: "conn.cpu", scenario: "conn", title: "Proxy CPU per 1k connections", unit: "CPU-s/1k conn", chart: "CPU per 1k conn", cunit: "CPU-s", prec: 4},
-	{id: "conn.p99", scenario: "conn", title: "L4 short connection p99 time", unit: "ms", prec: 2},
+	{id: "conn.rate", scenario: "conn", title: "L4 new connections per second (wrk, Connection: close)", unit: "conn/s", higherBetter: true, chart: "new conn/s", cunit: "conn/s", prec: 0},
+	{id: "conn.cpu", scenario: "conn", title: "Proxy CPU per 1k new connections (wrk, Connection: close)", unit: "CPU-s/1k conn", chart: "CPU per 1k conn", cunit: "CPU-s", prec: 4},
+	{id: "conn.p99", scenario: "conn", title: "L4 short connection p99 request time (wrk: from the request's first byte, connect not included)", unit: "ms", prec: 2},
 	{id: "ka.rps", scenario: "ka", title: "L7 keep-alive HTTPS requests per second", unit: "req/s", higherBetter: true, chart: "HTTPS req/s", cunit: "req/s", prec: 0},
 	{id: "ka.p50", scenario: "ka", title: "L7 keep-alive latency p50", unit: "ms", chart: "HTTPS p50", cunit: "ms", prec: 3},
 	{id: "ka.p99", scenario: "ka", title: "L7 keep-alive latency p99", unit: "ms", chart: "HTTPS p99", cunit: "ms", prec: 3},
 	{id: "ka.cpu", scenario: "ka", title: "Proxy CPU per 1k keep-alive requests", unit: "CPU-s/1k req", prec: 4},
-	{id: "hs.rate", scenario: "hs", title: "L7 new TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS handshakes/s", cunit: "hs/s", prec: 0},
-	{id: "hs.cpu", scenario: "hs", title: "Proxy CPU per 1k TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k hs", cunit: "CPU-s", prec: 3},
+	{id: "hs.rate", scenario: "hs", title: "L7 full TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS full hs/s", cunit: "hs/s", prec: 0},
+	{id: "hs.cpu", scenario: "hs", title: "Proxy CPU per 1k full TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k full hs", cunit: "CPU-s", prec: 3},
+	{id: "hsr.rate", scenario: "hsr", title: "L7 resumed TLS handshakes per second", unit: "handshakes/s", higherBetter: true, chart: "TLS resumed hs/s", cunit: "hs/s", prec: 0},
+	{id: "hsr.cpu", scenario: "hsr", title: "Proxy CPU per 1k resumed TLS handshakes", unit: "CPU-s/1k hs", chart: "CPU per 1k resumed hs", cunit: "CPU-s", prec: 3},
+	{id: "hsr.resumed", scenario: "hsr", title: "Share of handshakes that resumed a session", unit: "%", higherBetter: true, prec: 1},
+	{id: "idle.kib", scenario: "idle", title: "Proxy memory per idle HTTPS long-poll client (its client and upstream connections)", unit: "KiB RSS", chart: "KiB per idle client", cunit: "KiB", prec: 1},
+	{id: "idle.rss", scenario: "idle", title: "Proxy memory with the long polls held", unit: "MiB RSS", prec: 0},
+	{id: "idle.held", scenario: "idle", title: "Long polls held (reached the backend)", unit: "connections", higherBetter: true, prec: 0},
 }
 
 func plural(n int) string {
@@ -319,18 +368,28 @@ func probeIperf(ctx context.Context, t *trial) error {
 	return err
 }
 
-func probeEcho(ctx context.Context, t *trial) error {
+// probeHTTP asks the plain HTTP backend of the conn phase through the VIP.
+func probeHTTP(ctx context.Context, t *trial) error {
 	c, err := t.lab.Client.DialContext(ctx, "tcp", t.vip().String())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	b := [1]byte{'p'}
-	if _, err := c.Write(b[:]); err != nil {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+benchVIP+connPath, nil)
+	req.Close = true
+	if err := req.Write(c); err != nil {
 		return err
 	}
-	_, err = io.ReadFull(c, b[:])
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s through the VIP: %s", connPath, resp.Status)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
 	return err
 }
 

@@ -143,6 +143,9 @@ type SkypeL7 struct {
 	ACME *SkypeACME
 	// NoSessionTickets turns the https virtual's session tickets off.
 	NoSessionTickets bool
+	// MaxConnsPerSource, when set, is the https virtual's cap on one
+	// source's connections (limits.max_conns_per_source).
+	MaxConnsPerSource int
 }
 
 // SkypeACME is the https virtual's ACME certificate and the acme section.
@@ -332,6 +335,9 @@ func (v *SkypeL7) write(y *yamlLines, pool string) {
 			v.writeCertificates(y)
 			if v.NoSessionTickets {
 				y.line(2, "tls: {session_tickets: false}", "no resumption: every new connection makes a full handshake")
+			}
+			if v.MaxConnsPerSource != 0 {
+				y.line(2, fmt.Sprintf("limits: {max_conns_per_source: %d}", v.MaxConnsPerSource), "")
 			}
 		}
 		y.line(2, "sites:", "")
