@@ -229,6 +229,11 @@ const (
 	FastL4ReasonREASON_MAX                  FastL4Reason = 43
 )
 
+type FastL4ReasonName struct {
+	_    structs.HostLayout
+	Name [32]int8
+}
+
 type FastL4Scratch struct {
 	_         structs.HostLayout
 	Val       FastL4FlowVal
@@ -323,6 +328,7 @@ const (
 	FastL4MapMartians4                 = "martians4"
 	FastL4MapMartians6                 = "martians6"
 	FastL4MapMeta                      = "meta"
+	FastL4MapMetaReasons               = "meta_reasons"
 	FastL4MapNeighMiss                 = "neigh_miss"
 	FastL4MapPools                     = "pools"
 	FastL4MapScratch                   = "scratch"
@@ -407,6 +413,7 @@ type FastL4MapSpecs struct {
 	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
 	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
 	Meta        *ebpf.MapSpec `ebpf:"meta"`
+	MetaReasons *ebpf.MapSpec `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -463,6 +470,7 @@ type FastL4Maps struct {
 	Martians4   *ebpf.Map `ebpf:"martians4"`
 	Martians6   *ebpf.Map `ebpf:"martians6"`
 	Meta        *ebpf.Map `ebpf:"meta"`
+	MetaReasons *ebpf.Map `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
 	Pools       *ebpf.Map `ebpf:"pools"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -490,6 +498,7 @@ func (m *FastL4Maps) Close() error {
 		m.Martians4,
 		m.Martians6,
 		m.Meta,
+		m.MetaReasons,
 		m.NeighMiss,
 		m.Pools,
 		m.Scratch,

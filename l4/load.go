@@ -48,7 +48,11 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return err
 	}
-	mg, err := planMigration(spec, f.opts.PinPath, to)
+	reasons, err := specReasons(spec)
+	if err != nil {
+		return err
+	}
+	mg, err := planMigration(spec, f.opts.PinPath, to, reasons)
 	if err != nil {
 		return err
 	}
@@ -66,7 +70,7 @@ func (f *FastPath) load() error {
 			return err
 		}
 	}
-	if err := f.writeLayout(to); err != nil {
+	if err := f.writeLayout(to, reasons); err != nil {
 		return err
 	}
 	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6, half: f.objs.HalfOpen}

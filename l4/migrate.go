@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +31,35 @@ type mapMigration struct {
 	old      *ebpf.Map
 	key, val *conversion
 	reset    bool // the new map starts empty (the counters)
+	// reasons, for the counters, places each by its reason's name.
+	reasons *reasonMap
+}
+
+// reasonMap moves the counters (stats: virtual id * REASON_MAX + reason)
+// from one numbering of the reasons to another, by name.
+type reasonMap struct {
+	from, to []string
+	index    map[string]int // to's
+}
+
+func newReasonMap(from, to []string) *reasonMap {
+	r := &reasonMap{from: from, to: to, index: make(map[string]int, len(to))}
+	for i, n := range to {
+		r.index[n] = i
+	}
+	return r
+}
+
+// key is the new key of the counter at old key k; false for a reason this
+// build lacks.
+func (r *reasonMap) key(k uint32, entries uint32) (uint32, bool) {
+	vid, reason := k/uint32(len(r.from)), k%uint32(len(r.from))
+	i, ok := r.index[r.from[reason]]
+	if !ok {
+		return 0, false
+	}
+	nk := vid*uint32(len(r.to)) + uint32(i)
+	return nk, nk < entries
 }
 
 // migrateFault, when set, fails the migration at the named step ("copy",
@@ -46,7 +76,7 @@ const pinSuffix = "_migrating" // bpffs refuses names with a dot
 // conversion of its entries, and unpins its spec so that loading creates
 // the new map beside the old one. It returns nil when the pins can be
 // used as they are.
-func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *migration, err error) {
+func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout, reasons []string) (_ *migration, err error) {
 	// New maps pinned beside the old ones by a migration that stopped
 	// before renaming them.
 	if stale, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix)); len(stale) > 0 {
@@ -55,8 +85,15 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 		}
 	}
 	from, build, ok, err := pinnedLayout(pinPath)
-	if err != nil || !ok || from == to {
+	if err != nil || !ok {
 		return nil, err
+	}
+	pinnedReasons, err := pinnedReasons(pinPath)
+	if err != nil {
+		return nil, err
+	}
+	if from == to && (pinnedReasons == nil || slices.Equal(pinnedReasons, reasons)) {
+		return nil, nil
 	}
 	if from.version > to.version {
 		return nil, fmt.Errorf("%w: the pins under %s have layout version %d (build %s), this build reads up to %d: run the newer build, or remove the pins (edgeproxy flows -cleanup), which drops the established flows",
@@ -75,10 +112,14 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 	slices.Sort(names)
 	for _, name := range names {
 		ms := spec.Maps[name]
-		if ms.Pinning != ebpf.PinByName || name == bpf.FastL4MapMeta {
+		if ms.Pinning != ebpf.PinByName || pinBookkeeping(name) {
 			continue
 		}
-		mm, err := planMapMigration(spec, name, filepath.Join(pinPath, name), from.version, to.version)
+		var rm *reasonMap
+		if name == bpf.FastL4MapStats && pinnedReasons != nil {
+			rm = newReasonMap(pinnedReasons, reasons)
+		}
+		mm, err := planMapMigration(spec, name, filepath.Join(pinPath, name), from.version, to.version, rm)
 		if err != nil {
 			return nil, fmt.Errorf("migrate pinned map %s from layout %d to %d: %w: remove %s (edgeproxy flows -cleanup) to start afresh, which drops the established flows",
 				name, from.version, to.version, err, pinPath)
@@ -96,10 +137,11 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 // planMapMigration opens the pinned map at pin, of layout version
 // version, and plans its conversion to the map name of spec (layout
 // version to), or returns nil when it is absent or already laid out that
-// way. The counters start afresh at a change of layout version: they are
-// indexed by reason (enum reason), whose numbering each version may
-// change and which the pinned BTF does not carry.
-func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to uint32) (*mapMigration, error) {
+// way. The counters are indexed by reason (enum reason), whose numbering
+// each build may change: with the pinned build's reason names (rm) they
+// are placed by name; without them (pins of a build that did not record
+// them) they start afresh at a change of layout version or size.
+func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to uint32, rm *reasonMap) (*mapMigration, error) {
 	ms := spec.Maps[name]
 	old, err := ebpf.LoadPinnedMap(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -118,8 +160,18 @@ func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to u
 		old.Close()
 		return nil, fmt.Errorf("read map info: %w", err)
 	}
-	mm := &mapMigration{name: name, old: old, reset: name == bpf.FastL4MapStats && version != to}
-	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) && !mm.reset {
+	mm := &mapMigration{name: name, old: old}
+	if name == bpf.FastL4MapStats {
+		resized := info.MaxEntries != ms.MaxEntries
+		switch {
+		case rm != nil && (resized || !slices.Equal(rm.from, rm.to)):
+			mm.reasons = rm
+		case rm == nil:
+			mm.reset = version != to || resized
+		}
+	}
+	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) &&
+		!mm.reset && mm.reasons == nil {
 		old.Close()
 		return nil, nil
 	}
@@ -207,6 +259,10 @@ func (f *FastPath) migrate(mg *migration) error {
 	names := make([]string, len(mg.maps))
 	for i, mm := range mg.maps {
 		names[i] = mm.name
+		if mm.reasons != nil {
+			f.log.Info("the fast path's packet counters are kept, placed by their reasons' names", "map", mm.name,
+				"reasons_before", len(mm.reasons.from), "reasons", len(mm.reasons.to))
+		}
 		if mm.reset {
 			f.log.Info("the fast path's packet counters start at zero: the pinned ones are numbered by the reasons of layout "+fmt.Sprint(mg.from.version),
 				"map", mm.name, "from", mg.from.version, "to", mg.to.version)
@@ -264,7 +320,15 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 				return n, fmt.Errorf("convert entry: %w", err)
 			}
 		}
-		err := m.Update(mm.key.apply(k), val, flags)
+		nk := mm.key.apply(k)
+		if mm.reasons != nil {
+			k32, ok := mm.reasons.key(binary.NativeEndian.Uint32(nk), m.MaxEntries())
+			if !ok {
+				continue
+			}
+			nk = binary.NativeEndian.AppendUint32(nil, k32)
+		}
+		err := m.Update(nk, val, flags)
 		if late && errors.Is(err, ebpf.ErrKeyExist) {
 			continue
 		}
