@@ -214,14 +214,19 @@ func pinnedLayout(pinPath string) (l layout, build string, ok bool, err error) {
 // writeLayout records this build's layout in the meta map, and its
 // reasons in meta_reasons, once the pinned maps are this build's.
 func (f *FastPath) writeLayout(l layout, reasons []string) error {
+	return f.writeLayoutTo(f.objs.Meta, f.objs.MetaReasons, l, reasons)
+}
+
+// writeLayoutTo writes the layout into the maps meta and names.
+func (f *FastPath) writeLayoutTo(meta, names *ebpf.Map, l layout, reasons []string) error {
 	var rn bpf.FastL4ReasonName
-	for i := range f.objs.MetaReasons.MaxEntries() {
+	for i := range names.MaxEntries() {
 		name := ""
 		if int(i) < len(reasons) {
 			name = reasons[i]
 		}
 		putCString(rn.Name[:], name)
-		if err := f.objs.MetaReasons.Put(i, &rn); err != nil {
+		if err := names.Put(i, &rn); err != nil {
 			return fmt.Errorf("record the reasons of the pinned counters: %w", err)
 		}
 	}
@@ -239,7 +244,7 @@ func (f *FastPath) writeLayout(l layout, reasons []string) error {
 		build = fmt.Sprintf("tag %s %s", pi.Tag, build)
 	}
 	putCString(pm.Build[:], build)
-	if err := f.objs.Meta.Put(uint32(0), &pm); err != nil {
+	if err := meta.Put(uint32(0), &pm); err != nil {
 		return fmt.Errorf("record the pinned layout: %w", err)
 	}
 	return nil

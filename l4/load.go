@@ -29,6 +29,11 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
+	if done, err := finishRepin(f.opts.PinPath); err != nil {
+		return fmt.Errorf("finish the re-pinning of an interrupted migration: %w", err)
+	} else if done {
+		f.log.Warn("finished the re-pinning of an interrupted migration: every pinned map has the layout it was migrated to", "pin_path", f.opts.PinPath)
+	}
 	if err := f.sizeFlowTables(spec); err != nil {
 		return err
 	}

@@ -21,8 +21,12 @@ import (
 // build's into new maps of this build's layout.
 type migration struct {
 	from, to layout
-	build    string // of the pins
+	reasons  []string // this build's
+	build    string   // of the pins
 	maps     []*mapMigration
+	// meta and metaReasons are the specs of the bookkeeping maps, staged
+	// anew with the others (repin).
+	meta, metaReasons *ebpf.MapSpec
 }
 
 // mapMigration is one pinned map to carry across.
@@ -63,11 +67,12 @@ func (r *reasonMap) key(k uint32, entries uint32) (uint32, bool) {
 }
 
 // migrateFault, when set, fails the migration at the named step ("copy",
-// "swap"): what a failure part way does is tested with it.
+// "swap", "rename": after each rename of a staged pin): what a failure
+// part way does is tested with it.
 var migrateFault func(step string) error
 
 // pinSuffix names a new map pinned beside the old one before it takes
-// the old one's name.
+// the old one's name: the staged set (repin).
 const pinSuffix = "_migrating" // bpffs refuses names with a dot
 
 // planMigration compares the pinned maps with spec. It refuses pins of a
@@ -77,13 +82,6 @@ const pinSuffix = "_migrating" // bpffs refuses names with a dot
 // the new map beside the old one. It returns nil when the pins can be
 // used as they are.
 func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout, reasons []string) (_ *migration, err error) {
-	// New maps pinned beside the old ones by a migration that stopped
-	// before renaming them.
-	if stale, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix)); len(stale) > 0 {
-		for _, p := range stale {
-			_ = os.Remove(p)
-		}
-	}
 	from, build, ok, err := pinnedLayout(pinPath)
 	if err != nil || !ok {
 		return nil, err
@@ -99,7 +97,8 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout, reasons
 		return nil, fmt.Errorf("%w: the pins under %s have layout version %d (build %s), this build reads up to %d: run the newer build, or remove the pins (edgeproxy flows -cleanup), which drops the established flows",
 			ErrNewerPins, pinPath, from.version, build, to.version)
 	}
-	mg := &migration{from: from, to: to, build: build}
+	mg := &migration{from: from, to: to, reasons: reasons, build: build,
+		meta: spec.Maps[bpf.FastL4MapMeta].Copy(), metaReasons: spec.Maps[bpf.FastL4MapMetaReasons].Copy()}
 	defer func() {
 		if err != nil {
 			mg.close()
@@ -251,7 +250,10 @@ func (f *FastPath) migrate(mg *migration) error {
 		}
 		late += n
 	}
-	if err := f.repin(mg); err != nil {
+	if staged, err := f.repin(mg); err != nil && staged {
+		swap.close()
+		return fmt.Errorf("%w: the new program serves; the next start finishes the re-pinning", err)
+	} else if err != nil {
 		swap.undo()
 		return fmt.Errorf("%w: the old program keeps serving", err)
 	}
@@ -418,25 +420,99 @@ func (s *linkSwap) close() {
 	s.links, s.old = nil, nil
 }
 
-// repin pins the new maps under the old names: each is pinned beside the
-// old one first, then all are renamed over the old ones (a rename
-// replaces a pin in one step).
-func (f *FastPath) repin(mg *migration) error {
+// repin pins the new maps under the old names, with new bookkeeping maps
+// (meta, meta_reasons) recording this build's layout: all are staged
+// beside the old pins first, meta last, then renamed over them, meta last
+// (a rename replaces a pin in one step). A staged meta marks a complete
+// set: once it is pinned (staged), a start meeting the set finishes the
+// renames (finishRepin), so an interruption never leaves pins of two
+// layouts for long.
+func (f *FastPath) repin(mg *migration) (staged bool, err error) {
+	meta, names, err := f.newBookkeeping(mg)
+	if err != nil {
+		return false, err
+	}
+	set := make([]*ebpf.Map, 0, len(mg.maps)+2)
 	for _, mm := range mg.maps {
-		tmp := filepath.Join(f.opts.PinPath, mm.name+pinSuffix)
+		set = append(set, f.mapNamed(mm.name))
+	}
+	set = append(set, names, meta)
+	pinNames := append(make([]string, 0, len(set)), bpf.FastL4MapMetaReasons, bpf.FastL4MapMeta)
+	for i := len(mg.maps) - 1; i >= 0; i-- {
+		pinNames = slices.Insert(pinNames, 0, mg.maps[i].name)
+	}
+	for i, m := range set {
+		tmp := filepath.Join(f.opts.PinPath, pinNames[i]+pinSuffix)
 		_ = os.Remove(tmp)
-		if err := f.mapNamed(mm.name).Pin(tmp); err != nil {
-			for _, mm := range mg.maps {
-				_ = os.Remove(filepath.Join(f.opts.PinPath, mm.name+pinSuffix))
+		if err := m.Pin(tmp); err != nil {
+			removeStaged(f.opts.PinPath)
+			meta.Close()
+			names.Close()
+			return false, fmt.Errorf("pin migrated map %s: %w", pinNames[i], err)
+		}
+	}
+	f.objs.Meta.Close()
+	f.objs.MetaReasons.Close()
+	f.objs.Meta, f.objs.MetaReasons = meta, names
+	if _, err := finishRepin(f.opts.PinPath); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// newBookkeeping creates meta and meta_reasons recording this build's
+// layout and reasons.
+func (f *FastPath) newBookkeeping(mg *migration) (meta, names *ebpf.Map, err error) {
+	mg.meta.Pinning, mg.metaReasons.Pinning = ebpf.PinNone, ebpf.PinNone
+	if meta, err = ebpf.NewMap(mg.meta); err != nil {
+		return nil, nil, fmt.Errorf("create the pins' %s: %w", bpf.FastL4MapMeta, err)
+	}
+	if names, err = ebpf.NewMap(mg.metaReasons); err == nil {
+		err = f.writeLayoutTo(meta, names, mg.to, mg.reasons)
+	}
+	if err != nil {
+		meta.Close()
+		if names != nil {
+			names.Close()
+		}
+		return nil, nil, fmt.Errorf("create the pins' %s: %w", bpf.FastL4MapMetaReasons, err)
+	}
+	return meta, names, nil
+}
+
+// finishRepin completes a staged set under pinPath: it renames every
+// staged pin over its name, meta last. A set without a staged meta is
+// incomplete (pinning it stopped part way, before any rename) and is
+// removed, the pins staying as they were. It reports whether it renamed
+// anything.
+func finishRepin(pinPath string) (bool, error) {
+	staged, err := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix))
+	if err != nil || len(staged) == 0 {
+		return false, err
+	}
+	metaTmp := filepath.Join(pinPath, bpf.FastL4MapMeta+pinSuffix)
+	if !slices.Contains(staged, metaTmp) {
+		removeStaged(pinPath)
+		return false, nil
+	}
+	staged = append(slices.DeleteFunc(staged, func(p string) bool { return p == metaTmp }), metaTmp)
+	for _, p := range staged {
+		if err := os.Rename(p, strings.TrimSuffix(p, pinSuffix)); err != nil {
+			return false, fmt.Errorf("pin migrated map %s: %w", filepath.Base(p), err)
+		}
+		if migrateFault != nil {
+			if err := migrateFault("rename"); err != nil {
+				return false, fmt.Errorf("pin migrated map %s: %w", filepath.Base(p), err)
 			}
-			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
 		}
 	}
-	for _, mm := range mg.maps {
-		pin := filepath.Join(f.opts.PinPath, mm.name)
-		if err := os.Rename(pin+pinSuffix, pin); err != nil {
-			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
-		}
+	return true, nil
+}
+
+// removeStaged removes the staged pins under pinPath.
+func removeStaged(pinPath string) {
+	staged, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix))
+	for _, p := range staged {
+		_ = os.Remove(p)
 	}
-	return nil
 }
