@@ -119,6 +119,9 @@ func pinnedReasons(pinPath string) ([]string, error) {
 	for len(names) > 0 && names[len(names)-1] == "" {
 		names = names[:len(names)-1]
 	}
+	if len(names) == 0 {
+		return nil, nil // created, never written
+	}
 	return names, nil
 }
 

@@ -433,14 +433,11 @@ func (f *FastPath) repin(mg *migration) (staged bool, err error) {
 		return false, err
 	}
 	set := make([]*ebpf.Map, 0, len(mg.maps)+2)
+	pinNames := make([]string, 0, len(mg.maps)+2)
 	for _, mm := range mg.maps {
-		set = append(set, f.mapNamed(mm.name))
+		set, pinNames = append(set, f.mapNamed(mm.name)), append(pinNames, mm.name)
 	}
-	set = append(set, names, meta)
-	pinNames := append(make([]string, 0, len(set)), bpf.FastL4MapMetaReasons, bpf.FastL4MapMeta)
-	for i := len(mg.maps) - 1; i >= 0; i-- {
-		pinNames = slices.Insert(pinNames, 0, mg.maps[i].name)
-	}
+	set, pinNames = append(set, names, meta), append(pinNames, bpf.FastL4MapMetaReasons, bpf.FastL4MapMeta)
 	for i, m := range set {
 		tmp := filepath.Join(f.opts.PinPath, pinNames[i]+pinSuffix)
 		_ = os.Remove(tmp)

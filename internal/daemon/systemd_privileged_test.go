@@ -231,7 +231,7 @@ func installUnits(t *testing.T, etc string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range units {
+	for _, u := range exampleUnits {
 		b, err := os.ReadFile(filepath.Join("..", "..", "examples", u))
 		if err != nil {
 			t.Fatal(err)
@@ -242,8 +242,8 @@ func installUnits(t *testing.T, etc string) {
 	}
 }
 
-// units are the example units.
-var units = []string{"edgeproxy.service", "edgeproxy-netcfg.service"}
+// exampleUnits are the units of examples/.
+var exampleUnits = []string{"edgeproxy.service", "edgeproxy-netcfg.service"}
 
 // listenBulk listens on the first member's bulk port (5201) and returns
 // the connections it accepts.
