@@ -35,9 +35,10 @@ struct icmphdr {
  * version. */
 #define LAYOUT_VERSION 3
 
-/* The version this build declares: the test build of FLOW_VAL_TEST_PAD
- * (struct flow_val) is one above. */
-#ifdef FLOW_VAL_TEST_PAD
+/* The version this build declares: the test builds of FLOW_VAL_TEST_PAD
+ * (struct flow_val) and REASON_TEST_FIRST (enum reason, so the size of
+ * stats) are one above. */
+#if defined(FLOW_VAL_TEST_PAD) || defined(REASON_TEST_FIRST)
 #define LAYOUT_VERSION_BUILT (LAYOUT_VERSION + 1)
 #else
 #define LAYOUT_VERSION_BUILT LAYOUT_VERSION
@@ -85,7 +86,10 @@ struct icmphdr {
  * and per virtual in the stats map. The names are part of the metrics:
  * edgeproxy_xdp_packets_total{reason="..."}. Keep REASON_MAX last. */
 enum reason {
-	REASON_PASS_NOT_IP = 0,    /* ARP, LLDP, anything not IPv4/IPv6 */
+#ifdef REASON_TEST_FIRST
+	REASON_TEST_ADDED,         /* test build: a reason added first renumbers the others */
+#endif
+	REASON_PASS_NOT_IP,        /* ARP, LLDP, anything not IPv4/IPv6 */
 	REASON_PASS_VLAN,          /* VLAN-tagged frame: left to the stack */
 	REASON_PASS_MALFORMED,     /* truncated or invalid headers */
 	REASON_PASS_NO_SERVICE,    /* not a fastl4 VIP:port and no flow */

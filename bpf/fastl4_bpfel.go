@@ -275,6 +275,11 @@ const (
 	FastL4ReasonREASON_MAX                  FastL4Reason = 43
 )
 
+type FastL4ReasonName struct {
+	_    structs.HostLayout
+	Name [32]int8
+}
+
 type FastL4Scratch struct {
 	_         structs.HostLayout
 	Val       FastL4FlowVal
@@ -369,6 +374,7 @@ const (
 	FastL4MapMartians4                 = "martians4"
 	FastL4MapMartians6                 = "martians6"
 	FastL4MapMeta                      = "meta"
+	FastL4MapMetaReasons               = "meta_reasons"
 	FastL4MapNeighMiss                 = "neigh_miss"
 	FastL4MapPools                     = "pools"
 	FastL4MapReapCounts                = "reap_counts"
@@ -461,6 +467,7 @@ type FastL4MapSpecs struct {
 	Martians4   *ebpf.MapSpec `ebpf:"martians4"`
 	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
 	Meta        *ebpf.MapSpec `ebpf:"meta"`
+	MetaReasons *ebpf.MapSpec `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
 	ReapCounts  *ebpf.MapSpec `ebpf:"reap_counts"`
@@ -523,6 +530,7 @@ type FastL4Maps struct {
 	Martians4   *ebpf.Map `ebpf:"martians4"`
 	Martians6   *ebpf.Map `ebpf:"martians6"`
 	Meta        *ebpf.Map `ebpf:"meta"`
+	MetaReasons *ebpf.Map `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
 	Pools       *ebpf.Map `ebpf:"pools"`
 	ReapCounts  *ebpf.Map `ebpf:"reap_counts"`
@@ -555,6 +563,7 @@ func (m *FastL4Maps) Close() error {
 		m.Martians4,
 		m.Martians6,
 		m.Meta,
+		m.MetaReasons,
 		m.NeighMiss,
 		m.Pools,
 		m.ReapCounts,

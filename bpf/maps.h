@@ -211,6 +211,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meta SEC(".maps");
 
+/* The names of enum reason by value ("pass_not_ip" for REASON_PASS_NOT_IP),
+ * written by the control plane with meta: the next build places the pinned
+ * counters (stats, indexed by reason) by name, whatever its own numbering.
+ * The program never reads it. Its layout never changes. */
+#define REASON_NAMES_MAX 256
+
+struct reason_name {
+	char name[32];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REASON_NAMES_MAX);
+	__type(key, __u32);
+	__type(value, struct reason_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meta_reasons SEC(".maps");
+
 /* The layout version of this build, for the control plane to read from
  * the object before it loads anything. */
 const volatile __u32 layout_version = LAYOUT_VERSION_BUILT;

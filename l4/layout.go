@@ -47,16 +47,82 @@ func specLayout(spec *ebpf.CollectionSpec) (layout, error) {
 	h := sha256.New()
 	names := make([]string, 0, len(spec.Maps))
 	for name, m := range spec.Maps {
-		if m.Pinning == ebpf.PinByName && name != bpf.FastL4MapMeta {
+		if m.Pinning == ebpf.PinByName && !pinBookkeeping(name) {
 			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		fmt.Fprintf(h, "%s %s\n", name, mapSpecLayout(spec.Maps[name]))
+		desc := mapSpecLayout(spec.Maps[name])
+		if name == bpf.FastL4MapStats {
+			// REASON_MAX: a new reason resizes the counters.
+			desc += fmt.Sprintf(" entries %d", spec.Maps[name].MaxEntries)
+		}
+		fmt.Fprintf(h, "%s %s\n", name, desc)
 	}
 	l.hash = binary.LittleEndian.Uint64(h.Sum(nil))
 	return l, nil
+}
+
+// pinBookkeeping reports the pinned maps that describe the others (meta,
+// meta_reasons): outside the layout, never migrated, their own layout
+// fixed for good.
+func pinBookkeeping(name string) bool {
+	return name == bpf.FastL4MapMeta || name == bpf.FastL4MapMetaReasons
+}
+
+// specReasons are the names of the program's enum reason by value
+// ("pass_not_ip" for REASON_PASS_NOT_IP), REASON_MAX of them: what the
+// counters (stats) are indexed by.
+func specReasons(spec *ebpf.CollectionSpec) ([]string, error) {
+	var e *btf.Enum
+	if err := spec.Types.TypeByName("reason", &e); err != nil {
+		return nil, fmt.Errorf("read the program's reasons: %w", err)
+	}
+	n := -1
+	for _, v := range e.Values {
+		if v.Name == "REASON_MAX" {
+			n = int(v.Value)
+		}
+	}
+	if limit := int(spec.Maps[bpf.FastL4MapMetaReasons].MaxEntries); n < 0 || n > limit {
+		return nil, fmt.Errorf("read the program's reasons: REASON_MAX is %d, want 0 to %d (REASON_NAMES_MAX)", n, limit)
+	}
+	names := make([]string, n)
+	for _, v := range e.Values {
+		if int(v.Value) < n {
+			names[v.Value] = strings.ToLower(strings.TrimPrefix(v.Name, "REASON_"))
+		}
+	}
+	return names, nil
+}
+
+// pinnedReasons reads the reason names recorded beside the pins under
+// pinPath: nil when none are (pins of a build that did not record them).
+func pinnedReasons(pinPath string) ([]string, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, bpf.FastL4MapMetaReasons), &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open pinned %s: %w", bpf.FastL4MapMetaReasons, err)
+	}
+	defer m.Close()
+	var names []string
+	var rn bpf.FastL4ReasonName
+	for i := range m.MaxEntries() {
+		if err := m.Lookup(i, &rn); err != nil {
+			return nil, fmt.Errorf("read pinned reason %d: %w", i, err)
+		}
+		names = append(names, cString(rn.Name[:]))
+	}
+	for len(names) > 0 && names[len(names)-1] == "" {
+		names = names[:len(names)-1]
+	}
+	if len(names) == 0 {
+		return nil, nil // created, never written
+	}
+	return names, nil
 }
 
 // mapSpecLayout describes the map's type, key and value (and its inner
@@ -148,9 +214,25 @@ func pinnedLayout(pinPath string) (l layout, build string, ok bool, err error) {
 	return layout{pm.LayoutVersion, pm.LayoutHash}, cString(pm.Build[:]), true, nil
 }
 
-// writeLayout records this build's layout in the meta map, once the
-// pinned maps are this build's.
-func (f *FastPath) writeLayout(l layout) error {
+// writeLayout records this build's layout in the meta map, and its
+// reasons in meta_reasons, once the pinned maps are this build's.
+func (f *FastPath) writeLayout(l layout, reasons []string) error {
+	return f.writeLayoutTo(f.objs.Meta, f.objs.MetaReasons, l, reasons)
+}
+
+// writeLayoutTo writes the layout into the maps meta and names.
+func (f *FastPath) writeLayoutTo(meta, names *ebpf.Map, l layout, reasons []string) error {
+	var rn bpf.FastL4ReasonName
+	for i := range names.MaxEntries() {
+		name := ""
+		if int(i) < len(reasons) {
+			name = reasons[i]
+		}
+		putCString(rn.Name[:], name)
+		if err := names.Put(i, &rn); err != nil {
+			return fmt.Errorf("record the reasons of the pinned counters: %w", err)
+		}
+	}
 	pm := bpf.FastL4PinMeta{LayoutVersion: l.version, LayoutHash: l.hash}
 	build := "go"
 	if info, ok := debug.ReadBuildInfo(); ok {
@@ -165,7 +247,7 @@ func (f *FastPath) writeLayout(l layout) error {
 		build = fmt.Sprintf("tag %s %s", pi.Tag, build)
 	}
 	putCString(pm.Build[:], build)
-	if err := f.objs.Meta.Put(uint32(0), &pm); err != nil {
+	if err := meta.Put(uint32(0), &pm); err != nil {
 		return fmt.Errorf("record the pinned layout: %w", err)
 	}
 	return nil

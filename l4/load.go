@@ -29,6 +29,11 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return fmt.Errorf("load fast path spec: %w", err)
 	}
+	if done, err := finishRepin(f.opts.PinPath); err != nil {
+		return fmt.Errorf("finish the re-pinning of an interrupted migration: %w", err)
+	} else if done {
+		f.log.Warn("finished the re-pinning of an interrupted migration: every pinned map has the layout it was migrated to", "pin_path", f.opts.PinPath)
+	}
 	if err := f.sizeFlowTables(spec); err != nil {
 		return err
 	}
@@ -48,7 +53,11 @@ func (f *FastPath) load() error {
 	if err != nil {
 		return err
 	}
-	mg, err := planMigration(spec, f.opts.PinPath, to)
+	reasons, err := specReasons(spec)
+	if err != nil {
+		return err
+	}
+	mg, err := planMigration(spec, f.opts.PinPath, to, reasons)
 	if err != nil {
 		return err
 	}
@@ -66,7 +75,7 @@ func (f *FastPath) load() error {
 			return err
 		}
 	}
-	if err := f.writeLayout(to); err != nil {
+	if err := f.writeLayout(to, reasons); err != nil {
 		return err
 	}
 	f.flows = flowTable{v4tcp: f.objs.Flows4Tcp, v4udp: f.objs.Flows4Udp, v6: f.objs.Flows6, half: f.objs.HalfOpen}

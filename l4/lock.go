@@ -29,7 +29,10 @@ func LockPins(dir string) (*PinLock, error) {
 	if dir == "" {
 		dir = DefaultPinPath
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); errors.Is(err, unix.EROFS) {
+		return nil, fmt.Errorf("create pin directory: %w (under systemd, ProtectKernelTunables= makes /sys/fs/bpf read-only: "+
+			"create %s before the start, ExecStartPre=+/usr/bin/mkdir -p -m 0700 %s, and list it in ReadWritePaths=)", err, dir, dir)
+	} else if err != nil {
 		return nil, fmt.Errorf("create pin directory: %w (is the BPF file system mounted on /sys/fs/bpf?)", err)
 	}
 	f, err := os.Open(dir)

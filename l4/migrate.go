@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -20,8 +21,12 @@ import (
 // build's into new maps of this build's layout.
 type migration struct {
 	from, to layout
-	build    string // of the pins
+	reasons  []string // this build's
+	build    string   // of the pins
 	maps     []*mapMigration
+	// meta and metaReasons are the specs of the bookkeeping maps, staged
+	// anew with the others (repin).
+	meta, metaReasons *ebpf.MapSpec
 }
 
 // mapMigration is one pinned map to carry across.
@@ -30,14 +35,44 @@ type mapMigration struct {
 	old      *ebpf.Map
 	key, val *conversion
 	reset    bool // the new map starts empty (the counters)
+	// reasons, for the counters, places each by its reason's name.
+	reasons *reasonMap
+}
+
+// reasonMap moves the counters (stats: virtual id * REASON_MAX + reason)
+// from one numbering of the reasons to another, by name.
+type reasonMap struct {
+	from, to []string
+	index    map[string]int // to's
+}
+
+func newReasonMap(from, to []string) *reasonMap {
+	r := &reasonMap{from: from, to: to, index: make(map[string]int, len(to))}
+	for i, n := range to {
+		r.index[n] = i
+	}
+	return r
+}
+
+// key is the new key of the counter at old key k; false for a reason this
+// build lacks.
+func (r *reasonMap) key(k uint32, entries uint32) (uint32, bool) {
+	vid, reason := k/uint32(len(r.from)), k%uint32(len(r.from))
+	i, ok := r.index[r.from[reason]]
+	if !ok {
+		return 0, false
+	}
+	nk := vid*uint32(len(r.to)) + uint32(i)
+	return nk, nk < entries
 }
 
 // migrateFault, when set, fails the migration at the named step ("copy",
-// "swap"): what a failure part way does is tested with it.
+// "swap", "rename": after each rename of a staged pin): what a failure
+// part way does is tested with it.
 var migrateFault func(step string) error
 
 // pinSuffix names a new map pinned beside the old one before it takes
-// the old one's name.
+// the old one's name: the staged set (repin).
 const pinSuffix = "_migrating" // bpffs refuses names with a dot
 
 // planMigration compares the pinned maps with spec. It refuses pins of a
@@ -46,23 +81,24 @@ const pinSuffix = "_migrating" // bpffs refuses names with a dot
 // conversion of its entries, and unpins its spec so that loading creates
 // the new map beside the old one. It returns nil when the pins can be
 // used as they are.
-func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *migration, err error) {
-	// New maps pinned beside the old ones by a migration that stopped
-	// before renaming them.
-	if stale, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix)); len(stale) > 0 {
-		for _, p := range stale {
-			_ = os.Remove(p)
-		}
-	}
+func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout, reasons []string) (_ *migration, err error) {
 	from, build, ok, err := pinnedLayout(pinPath)
-	if err != nil || !ok || from == to {
+	if err != nil || !ok {
 		return nil, err
+	}
+	pinnedReasons, err := pinnedReasons(pinPath)
+	if err != nil {
+		return nil, err
+	}
+	if from == to && (pinnedReasons == nil || slices.Equal(pinnedReasons, reasons)) {
+		return nil, nil
 	}
 	if from.version > to.version {
 		return nil, fmt.Errorf("%w: the pins under %s have layout version %d (build %s), this build reads up to %d: run the newer build, or remove the pins (edgeproxy flows -cleanup), which drops the established flows",
 			ErrNewerPins, pinPath, from.version, build, to.version)
 	}
-	mg := &migration{from: from, to: to, build: build}
+	mg := &migration{from: from, to: to, reasons: reasons, build: build,
+		meta: spec.Maps[bpf.FastL4MapMeta].Copy(), metaReasons: spec.Maps[bpf.FastL4MapMetaReasons].Copy()}
 	defer func() {
 		if err != nil {
 			mg.close()
@@ -75,10 +111,14 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 	slices.Sort(names)
 	for _, name := range names {
 		ms := spec.Maps[name]
-		if ms.Pinning != ebpf.PinByName || name == bpf.FastL4MapMeta {
+		if ms.Pinning != ebpf.PinByName || pinBookkeeping(name) {
 			continue
 		}
-		mm, err := planMapMigration(spec, name, filepath.Join(pinPath, name), from.version, to.version)
+		var rm *reasonMap
+		if name == bpf.FastL4MapStats && pinnedReasons != nil {
+			rm = newReasonMap(pinnedReasons, reasons)
+		}
+		mm, err := planMapMigration(spec, name, filepath.Join(pinPath, name), from.version, to.version, rm)
 		if err != nil {
 			return nil, fmt.Errorf("migrate pinned map %s from layout %d to %d: %w: remove %s (edgeproxy flows -cleanup) to start afresh, which drops the established flows",
 				name, from.version, to.version, err, pinPath)
@@ -96,10 +136,11 @@ func planMigration(spec *ebpf.CollectionSpec, pinPath string, to layout) (_ *mig
 // planMapMigration opens the pinned map at pin, of layout version
 // version, and plans its conversion to the map name of spec (layout
 // version to), or returns nil when it is absent or already laid out that
-// way. The counters start afresh at a change of layout version: they are
-// indexed by reason (enum reason), whose numbering each version may
-// change and which the pinned BTF does not carry.
-func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to uint32) (*mapMigration, error) {
+// way. The counters are indexed by reason (enum reason), whose numbering
+// each build may change: with the pinned build's reason names (rm) they
+// are placed by name; without them (pins of a build that did not record
+// them) they start afresh at a change of layout version or size.
+func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to uint32, rm *reasonMap) (*mapMigration, error) {
 	ms := spec.Maps[name]
 	old, err := ebpf.LoadPinnedMap(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -118,8 +159,18 @@ func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to u
 		old.Close()
 		return nil, fmt.Errorf("read map info: %w", err)
 	}
-	mm := &mapMigration{name: name, old: old, reset: name == bpf.FastL4MapStats && version != to}
-	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) && !mm.reset {
+	mm := &mapMigration{name: name, old: old}
+	if name == bpf.FastL4MapStats {
+		resized := info.MaxEntries != ms.MaxEntries
+		switch {
+		case rm != nil && (resized || !slices.Equal(rm.from, rm.to)):
+			mm.reasons = rm
+		case rm == nil:
+			mm.reset = version != to || resized
+		}
+	}
+	if info.KeySize == ms.KeySize && info.ValueSize == ms.ValueSize && sameLayout(key, ms.Key) && sameLayout(val, ms.Value) &&
+		!mm.reset && mm.reasons == nil {
 		old.Close()
 		return nil, nil
 	}
@@ -199,7 +250,10 @@ func (f *FastPath) migrate(mg *migration) error {
 		}
 		late += n
 	}
-	if err := f.repin(mg); err != nil {
+	if staged, err := f.repin(mg); err != nil && staged {
+		swap.close()
+		return fmt.Errorf("%w: the new program serves; the next start finishes the re-pinning", err)
+	} else if err != nil {
 		swap.undo()
 		return fmt.Errorf("%w: the old program keeps serving", err)
 	}
@@ -207,6 +261,10 @@ func (f *FastPath) migrate(mg *migration) error {
 	names := make([]string, len(mg.maps))
 	for i, mm := range mg.maps {
 		names[i] = mm.name
+		if mm.reasons != nil {
+			f.log.Info("the fast path's packet counters are kept, placed by their reasons' names", "map", mm.name,
+				"reasons_before", len(mm.reasons.from), "reasons", len(mm.reasons.to))
+		}
 		if mm.reset {
 			f.log.Info("the fast path's packet counters start at zero: the pinned ones are numbered by the reasons of layout "+fmt.Sprint(mg.from.version),
 				"map", mm.name, "from", mg.from.version, "to", mg.to.version)
@@ -264,7 +322,15 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 				return n, fmt.Errorf("convert entry: %w", err)
 			}
 		}
-		err := m.Update(mm.key.apply(k), val, flags)
+		nk := mm.key.apply(k)
+		if mm.reasons != nil {
+			k32, ok := mm.reasons.key(binary.NativeEndian.Uint32(nk), m.MaxEntries())
+			if !ok {
+				continue
+			}
+			nk = binary.NativeEndian.AppendUint32(nil, k32)
+		}
+		err := m.Update(nk, val, flags)
 		if late && errors.Is(err, ebpf.ErrKeyExist) {
 			continue
 		}
@@ -354,25 +420,96 @@ func (s *linkSwap) close() {
 	s.links, s.old = nil, nil
 }
 
-// repin pins the new maps under the old names: each is pinned beside the
-// old one first, then all are renamed over the old ones (a rename
-// replaces a pin in one step).
-func (f *FastPath) repin(mg *migration) error {
+// repin pins the new maps under the old names, with new bookkeeping maps
+// (meta, meta_reasons) recording this build's layout: all are staged
+// beside the old pins first, meta last, then renamed over them, meta last
+// (a rename replaces a pin in one step). A staged meta marks a complete
+// set: once it is pinned (staged), a start meeting the set finishes the
+// renames (finishRepin), so an interruption never leaves pins of two
+// layouts for long.
+func (f *FastPath) repin(mg *migration) (staged bool, err error) {
+	meta, names, err := f.newBookkeeping(mg)
+	if err != nil {
+		return false, err
+	}
+	set := make([]*ebpf.Map, 0, len(mg.maps)+2)
+	pinNames := make([]string, 0, len(mg.maps)+2)
 	for _, mm := range mg.maps {
-		tmp := filepath.Join(f.opts.PinPath, mm.name+pinSuffix)
+		set, pinNames = append(set, f.mapNamed(mm.name)), append(pinNames, mm.name)
+	}
+	set, pinNames = append(set, names, meta), append(pinNames, bpf.FastL4MapMetaReasons, bpf.FastL4MapMeta)
+	for i, m := range set {
+		tmp := filepath.Join(f.opts.PinPath, pinNames[i]+pinSuffix)
 		_ = os.Remove(tmp)
-		if err := f.mapNamed(mm.name).Pin(tmp); err != nil {
-			for _, mm := range mg.maps {
-				_ = os.Remove(filepath.Join(f.opts.PinPath, mm.name+pinSuffix))
+		if err := m.Pin(tmp); err != nil {
+			removeStaged(f.opts.PinPath)
+			meta.Close()
+			names.Close()
+			return false, fmt.Errorf("pin migrated map %s: %w", pinNames[i], err)
+		}
+	}
+	f.objs.Meta.Close()
+	f.objs.MetaReasons.Close()
+	f.objs.Meta, f.objs.MetaReasons = meta, names
+	if _, err := finishRepin(f.opts.PinPath); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// newBookkeeping creates meta and meta_reasons recording this build's
+// layout and reasons.
+func (f *FastPath) newBookkeeping(mg *migration) (meta, names *ebpf.Map, err error) {
+	mg.meta.Pinning, mg.metaReasons.Pinning = ebpf.PinNone, ebpf.PinNone
+	if meta, err = ebpf.NewMap(mg.meta); err != nil {
+		return nil, nil, fmt.Errorf("create the pins' %s: %w", bpf.FastL4MapMeta, err)
+	}
+	if names, err = ebpf.NewMap(mg.metaReasons); err == nil {
+		err = f.writeLayoutTo(meta, names, mg.to, mg.reasons)
+	}
+	if err != nil {
+		meta.Close()
+		if names != nil {
+			names.Close()
+		}
+		return nil, nil, fmt.Errorf("create the pins' %s: %w", bpf.FastL4MapMetaReasons, err)
+	}
+	return meta, names, nil
+}
+
+// finishRepin completes a staged set under pinPath: it renames every
+// staged pin over its name, meta last. A set without a staged meta is
+// incomplete (pinning it stopped part way, before any rename) and is
+// removed, the pins staying as they were. It reports whether it renamed
+// anything.
+func finishRepin(pinPath string) (bool, error) {
+	staged, err := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix))
+	if err != nil || len(staged) == 0 {
+		return false, err
+	}
+	metaTmp := filepath.Join(pinPath, bpf.FastL4MapMeta+pinSuffix)
+	if !slices.Contains(staged, metaTmp) {
+		removeStaged(pinPath)
+		return false, nil
+	}
+	staged = append(slices.DeleteFunc(staged, func(p string) bool { return p == metaTmp }), metaTmp)
+	for _, p := range staged {
+		if err := os.Rename(p, strings.TrimSuffix(p, pinSuffix)); err != nil {
+			return false, fmt.Errorf("pin migrated map %s: %w", filepath.Base(p), err)
+		}
+		if migrateFault != nil {
+			if err := migrateFault("rename"); err != nil {
+				return false, fmt.Errorf("pin migrated map %s: %w", filepath.Base(p), err)
 			}
-			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
 		}
 	}
-	for _, mm := range mg.maps {
-		pin := filepath.Join(f.opts.PinPath, mm.name)
-		if err := os.Rename(pin+pinSuffix, pin); err != nil {
-			return fmt.Errorf("pin migrated map %s: %w", mm.name, err)
-		}
+	return true, nil
+}
+
+// removeStaged removes the staged pins under pinPath.
+func removeStaged(pinPath string) {
+	staged, _ := filepath.Glob(filepath.Join(pinPath, "*"+pinSuffix))
+	for _, p := range staged {
+		_ = os.Remove(p)
 	}
-	return nil
 }

@@ -2,7 +2,7 @@
 # Installs the Debian packages edgeproxy's build, tests, demo and benchmarks
 # use. Idempotent: does nothing when everything is present.
 set -eu
-pkgs="clang llvm libbpf-dev bpftool iproute2 iputils-ping ethtool nftables haproxy nginx libnginx-mod-stream wrk iperf3 nghttp2-client curl openssl util-linux prometheus chromium bird2 keepalived"
+pkgs="clang llvm libbpf-dev bpftool iproute2 iputils-ping ethtool nftables haproxy nginx libnginx-mod-stream wrk iperf3 nghttp2-client curl openssl util-linux prometheus chromium bird2 keepalived systemd-container"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -81,7 +81,11 @@ func TestUnitsSecurity(t *testing.T) {
 	}
 	unit := string(b)
 	for _, want := range []string{"Type=notify", "ExecReload=/usr/local/bin/edgeproxy reload ", "CAP_BPF", "CAP_NET_ADMIN",
-		"CAP_NET_BIND_SERVICE", "CAP_PERFMON", "/sys/fs/bpf", "/proc/sys/net", "RuntimeDirectory=edgeproxy", "LogsDirectory=edgeproxy"} {
+		"CAP_NET_BIND_SERVICE", "CAP_PERFMON", "/proc/sys/net", "RuntimeDirectory=edgeproxy", "LogsDirectory=edgeproxy",
+		// ProtectKernelTunables= keeps /sys/fs/bpf read-only whatever
+		// ReadWritePaths= says; only the pin directory, made before the
+		// sandbox, is writable (TestPrivilegedSystemdUnit runs it).
+		"ExecStartPre=+/usr/bin/mkdir -p -m 0700 /sys/fs/bpf/edgeproxy\n", "ReadWritePaths=-/sys/fs/bpf/edgeproxy "} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("edgeproxy.service lacks %q", want)
 		}

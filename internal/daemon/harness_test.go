@@ -73,8 +73,14 @@ var memberNames = []string{"fe01.corp.example.com", "fe02.corp.example.com"}
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	testnet.RequireRoot(t, "curl", "iperf3")
-	l := testnet.New(t, testnet.Options{Members: 2})
-	dir := t.TempDir()
+	return newDeploymentIn(t, testnet.Options{Members: 2}, t.TempDir())
+}
+
+// newDeploymentIn is newDeployment on a lab built with opts, with the
+// certificates and the configuration file written in dir.
+func newDeploymentIn(t *testing.T, opts testnet.Options, dir string) *deployment {
+	t.Helper()
+	l := testnet.New(t, opts)
 	names := append(slices.Clone(certgen.SkypeNames), "new.example.com")
 	certs, err := certgen.Write(dir, certgen.Options{PublicNames: names, Members: map[string][]string{
 		"fe01.corp.example.com": names, "fe02.corp.example.com": names,
