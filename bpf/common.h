@@ -302,6 +302,7 @@ enum svc_flags {
 	SVC_LOOSE_CLOSE = 1 << 1, /* first FIN starts the close timer */
 	SVC_RESET_ON_TIMEOUT = 1 << 2,
 	SVC_LOG = 1 << 3, /* report its flows in flow_events (events.h) */
+	SVC_MIRROR = 1 << 4, /* report its new flows too, for the HA peer */
 };
 
 struct svc_val {

@@ -4,7 +4,8 @@
  * (l4/flowlog.go), and the record carries what a peer needs to install
  * the flow too (both tuples, the virtual, the times, the counters).
  *
- * Only virtuals whose flags carry SVC_LOG report: the program reads the
+ * Only virtuals whose flags carry SVC_LOG (the connection log) or
+ * SVC_MIRROR (flow mirroring to the HA peer) report: the program reads the
  * virtual's flags once per new flow, on promotion, never on the
  * established path. A full ring drops the event, never the packet, and
  * counts it (event_log_ring_full). Close events come from the control
@@ -34,7 +35,7 @@ struct {
 
 /* Reports an event of kind about the pair c (client half, whose key is
  * ck: an entry holds its own key only folded, flow_self4) and s (server
- * half, NULL when missing), when its virtual logs. */
+ * half, NULL when missing), when its virtual logs or mirrors. */
 static __always_inline void flow_event(const struct flow_key *ck, const struct flow_val *c,
 				       const struct flow_val *s, __u8 kind, __u8 end, __u64 now)
 {
@@ -43,7 +44,7 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	__u32 vid = c->vid;
 
 	vi = bpf_map_lookup_elem(&virtuals, &vid);
-	if (!vi || !(vi->flags & SVC_LOG))
+	if (!vi || !(vi->flags & (SVC_LOG | SVC_MIRROR)))
 		return;
 	e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
 	if (!e) {

@@ -257,6 +257,7 @@ const (
 	FastL4SvcFlagsSVC_LOOSE_CLOSE      FastL4SvcFlags = 2
 	FastL4SvcFlagsSVC_RESET_ON_TIMEOUT FastL4SvcFlags = 4
 	FastL4SvcFlagsSVC_LOG              FastL4SvcFlags = 8
+	FastL4SvcFlagsSVC_MIRROR           FastL4SvcFlags = 16
 )
 
 type FastL4SvcKey struct {
