@@ -153,6 +153,7 @@ func (f *FastPath) collect() error {
 		return err
 	}
 	now := monoNow()
+	passive := f.passive()
 	counts := newFlowCounts()
 	var dead, deadHalf []bpf.FastL4FlowKey
 	var reaped []reapedFlow
@@ -160,6 +161,9 @@ func (f *FastPath) collect() error {
 		h := p.any()
 		k := knobsOf(uint32(h.val.Vid))
 		st, timeout := p.state(k)
+		if passive {
+			timeout += MirrorPassiveGrace
+		}
 		last := p.last()
 		if now > last && time.Duration(now-last) > timeout {
 			ck, sk := p.keys()
@@ -190,9 +194,10 @@ func (f *FastPath) collect() error {
 	f.flows.deleteKeys(dead)
 	f.flows.deleteHalfOpen(deadHalf)
 	f.logClosed(reaped, "")
+	f.mirrorPass(pairs, reaped, knobsOf, now)
 	for _, r := range reaped {
 		f.stats.reaped(r.k.name, r.state)
-		if r.k.flags&svcResetOnTimeout != 0 {
+		if r.k.flags&svcResetOnTimeout != 0 && !passive {
 			f.resetFlow(r)
 		}
 	}
