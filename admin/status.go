@@ -56,6 +56,28 @@ type HA struct {
 	// Held are the shared addresses on this node's NICs, of Shared.
 	Held   []string `json:"held"`
 	Shared int      `json:"shared"`
+	// Mirror is flow mirroring to and from the peer (nil: off).
+	Mirror *Mirror `json:"mirror,omitempty"`
+}
+
+// Mirror is the state of flow mirroring on a pair node.
+type Mirror struct {
+	// Synced: the node holds a full copy of the peer's flows (or the
+	// peer was silent, or the node was active); until then it does not
+	// take the active role.
+	Synced bool   `json:"synced"`
+	Peer   string `json:"peer"`
+	// PeerAge is the time since the peer's last valid datagram, seconds
+	// (-1: none yet); SendLag how long the oldest record queued for it
+	// has waited.
+	PeerAge float64 `json:"peer_age_seconds"`
+	SendLag float64 `json:"send_lag_seconds"`
+	// Records sent and flows installed and removed from the peer's;
+	// Rejected are datagrams refused (wrong key, replayed, malformed).
+	Sent      uint64 `json:"records_sent"`
+	Installed uint64 `json:"flows_installed"`
+	Removed   uint64 `json:"flows_removed"`
+	Rejected  uint64 `json:"rejected"`
 }
 
 // Certificate is a certificate file the L7 proxy serves.
@@ -211,6 +233,14 @@ func (s *Status) WriteText(w io.Writer) error {
 	}
 	if h := s.HA; h != nil {
 		fmt.Fprintf(&b, "ha %s since %s, holds %d of %d shared addresses\n", h.Role, ago(now, h.Since, true), len(h.Held), h.Shared)
+		if m := h.Mirror; m != nil {
+			synced := "synced"
+			if !m.Synced {
+				synced = "NOT SYNCED (receiving the peer's flows)"
+			}
+			fmt.Fprintf(&b, "mirror %s, peer %s last heard %s, send lag %.3fs, %d records sent, %d flows installed, %d rejected\n",
+				synced, m.Peer, peerAge(m.PeerAge), m.SendLag, m.Sent, m.Installed, m.Rejected)
+		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)
@@ -328,4 +358,11 @@ func ago(now, t time.Time, suffix bool) string {
 		return d.String() + " ago"
 	}
 	return d.String()
+}
+
+func peerAge(s float64) string {
+	if s < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.1fs ago", s)
 }

@@ -35,6 +35,9 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 	}
 	if d.pair != nil {
 		st.HA = d.pair.state()
+		if d.mirror != nil {
+			st.HA.Mirror = d.mirror.status()
+		}
 	}
 	if cfg == nil {
 		return st, nil
