@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +25,9 @@ import (
 // startMirrorPair is startPair with flow mirroring over the internal
 // network and a fastl4 virtual without loose_init: a connection that
 // survives a failover there was mirrored, not recreated. mirror is the
-// virtual's mirror setting.
-func startMirrorPair(t *testing.T, mirror bool) (*pairRun, [2]string) {
+// virtual's mirror setting; extra are more virtuals (%[1]s: the fastl4
+// VIP).
+func startMirrorPair(t *testing.T, mirror bool, extra ...string) (*pairRun, [2]string) {
 	t.Helper()
 	testnet.RequireRoot(t, "keepalived")
 	p, err := lab.BuildPair(1)
@@ -50,6 +54,9 @@ func startMirrorPair(t *testing.T, mirror bool) (*pairRun, [2]string) {
 			c := fmt.Sprintf(pairConfig, nd, p.NodeNetworkYAML(i), pins[i], 150-50*i,
 				p.ExtAddrs[1-i], p.IntAddrs[1-i], p.Floating, p.Members[0], p.VIP, dir, r.l4VIP)
 			c = strings.Replace(c, "    loose_init: true\n", fmt.Sprintf("    mirror: %v\n", mirror), 1)
+			for _, e := range extra {
+				c += fmt.Sprintf(e, r.l4VIP)
+			}
 			return strings.Replace(c, "pools:\n", fmt.Sprintf("  mirror: {listen: '%s:7400', peer: '%s:7400', key_file: %s}\npools:\n",
 				p.IntAddrs[i], p.IntAddrs[1-i], key), 1)
 		})
@@ -204,4 +211,147 @@ func (tr *transfer) end(timeout time.Duration) (int, error) {
 	case <-time.After(timeout):
 		return tr.got, fmt.Errorf("not done within %s", timeout)
 	}
+}
+
+// TestPrivilegedHAMirrorCost measures what mirroring costs, in one run on
+// one pair: new connections a second through a mirrored fastl4 virtual
+// against the same virtual with mirror: false (phases interleaved), and
+// the bytes the mirror link sent per 1,000 new flows a second. It reports
+// the figures; the issue's bound (mirrored ≥ 0.9× unmirrored) is checked
+// over the sum of the phases.
+func TestPrivilegedHAMirrorCost(t *testing.T) {
+	r, _ := startMirrorPair(t, true, costVirtuals)
+	a := waitActive(t, r.nodes)
+	r.waitSynced(t, 1-a)
+	r.p.Backend.Run(t, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=64")
+	answerOnce(t, r.p)
+	var conns [2]int
+	var took [2]time.Duration
+	var mirrorBytes float64
+	for round := range 3 {
+		for i, port := range []int{5301, 5302} { // mirrored, not
+			before := mirrorTx(t, r.nodes[a])
+			start := time.Now()
+			n, failed := connLoop(r.p, r.l4VIP, port, 2*time.Second)
+			took[i] += time.Since(start)
+			conns[i] += n
+			if i == 0 {
+				mirrorBytes += mirrorTx(t, r.nodes[a]) - before
+			}
+			t.Logf("round %d, port %d: %d connections in 2s (%d failed)", round, port, n, failed)
+			time.Sleep(1500 * time.Millisecond) // closing flows expire
+		}
+	}
+	rate := func(i int) float64 { return float64(conns[i]) / took[i].Seconds() }
+	perFlow := mirrorBytes / float64(conns[0])
+	t.Logf("new connections/s: mirrored %.0f, mirror: false %.0f (ratio %.2f); mirror link %.0f bytes per flow = %.0f kB/s per 1,000 new flows/s",
+		rate(0), rate(1), rate(0)/rate(1), perFlow, perFlow)
+	if conns[0] == 0 || conns[1] == 0 || mirrorBytes == 0 {
+		t.Fatalf("no measurement: %v connections, %.0f mirror bytes", conns, mirrorBytes)
+	}
+	if rate(0) < 0.9*rate(1) {
+		t.Errorf("mirrored virtual: %.0f new connections/s, under 0.9× the %.0f of mirror: false", rate(0), rate(1))
+	}
+}
+
+// costVirtuals are two fastl4 virtuals to the member's answer-once port,
+// mirrored and not, with a short close timeout.
+const costVirtuals = `  - name: cost-mirrored
+    mode: fastl4
+    listen: %[1]s:5301
+    pool: web
+    port: 5202
+    snat: automap
+    close_timeout: 1s
+  - name: cost-plain
+    mode: fastl4
+    listen: %[1]s:5302
+    pool: web
+    port: 5202
+    snat: automap
+    close_timeout: 1s
+    mirror: false
+`
+
+// answerOnce runs the member's port 5202: it answers one byte and closes
+// first, so that TIME_WAIT stays on the member side.
+func answerOnce(t *testing.T, p *lab.Pair) {
+	ln, err := p.Backend.Listen("tcp", netip.AddrPortFrom(p.Members[0], 5202).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 1)
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := c.Read(b); err == nil {
+					c.Write(b)
+				}
+			}()
+		}
+	}()
+}
+
+// connLoop opens connections through vip:port from 8 workers for d (at
+// most 200,000): connect, one byte each way, close.
+func connLoop(p *lab.Pair, vip netip.Addr, port int, d time.Duration) (ok, failed int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	addr := netip.AddrPortFrom(vip, uint16(port)).String()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < 25000 && time.Now().Before(end); n++ {
+				err := oneConn(p, addr)
+				mu.Lock()
+				if err == nil {
+					ok++
+				} else {
+					failed++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return ok, failed
+}
+
+func oneConn(p *lab.Pair, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := p.Client.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte{1}); err != nil {
+		return err
+	}
+	b := make([]byte, 1)
+	_, err = io.ReadFull(c, b)
+	return err
+}
+
+// mirrorTx is the bytes the node's mirror link has sent.
+func mirrorTx(t *testing.T, n *pairNodeRun) float64 {
+	const name = `edgeproxy_peerlink_bytes_total{direction="tx",link="mirror"} `
+	for _, line := range strings.Split(metricsText(t, n.daemon), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	t.Fatalf("no %s in the metrics", name)
+	return 0
 }
