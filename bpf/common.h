@@ -287,6 +287,18 @@ struct flow_event {
 	__u8 kind; /* enum flow_event_kind */
 	__u8 end;  /* enum flow_end, close events */
 	__u16 pad;
+	/* The tracking of each half at an open event (zero in close events),
+	 * by direction, for flow mirroring to install the flow on the HA
+	 * peer without reading the tables back. */
+	__u32 ack[2];
+	__u32 seq_next[2];
+	__u16 win[2];
+	__u16 syn_win[2];
+	__u8 seen[2];
+	__u8 wscale[2];
+	__u16 mss;
+	__u16 pad2;
+	__u32 closing;
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */

@@ -11,7 +11,9 @@
  * counts it (event_log_ring_full). Close events come from the control
  * plane, which removes the flows (the GC and flows kill), in the same
  * record, and from the program for the closing flows it deletes itself
- * (a new SYN on the tuple). */
+ * (a new SYN on the tuple). An open record carries the halves' TCP
+ * tracking too, so that flow mirroring encodes it for the HA peer
+ * without reading the flow tables back. */
 #ifndef EDGEPROXY_EVENTS_H
 #define EDGEPROXY_EVENTS_H
 
@@ -63,6 +65,21 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	e->kind = kind;
 	e->end = end;
 	e->pad = 0;
+	e->pad2 = 0;
+	e->mss = c->mss;
+	e->closing = c->closing | (s ? s->closing : 0);
+	e->ack[DIR_CLIENT] = c->ack;
+	e->seq_next[DIR_CLIENT] = c->seq_next;
+	e->win[DIR_CLIENT] = c->win;
+	e->syn_win[DIR_CLIENT] = c->syn_win;
+	e->seen[DIR_CLIENT] = c->seen;
+	e->wscale[DIR_CLIENT] = c->wscale;
+	e->ack[DIR_SERVER] = s ? s->ack : 0;
+	e->seq_next[DIR_SERVER] = s ? s->seq_next : 0;
+	e->win[DIR_SERVER] = s ? s->win : 0;
+	e->syn_win[DIR_SERVER] = s ? s->syn_win : 0;
+	e->seen[DIR_SERVER] = s ? s->seen : 0;
+	e->wscale[DIR_SERVER] = s ? s->wscale : 0;
 	/* Waking the reader up for every event costs more than the rest of
 	 * the new flow (an interrupt of its own): it is woken once the ring
 	 * fills up, and otherwise polls the ring a few times a second. */

@@ -70,6 +70,16 @@ type FastL4FlowEvent struct {
 	Kind      uint8
 	End       uint8
 	Pad       uint16
+	Ack       [2]uint32
+	SeqNext   [2]uint32
+	Win       [2]uint16
+	SynWin    [2]uint16
+	Seen      [2]uint8
+	Wscale    [2]uint8
+	Mss       uint16
+	Pad2      uint16
+	Closing   uint32
+	_         [4]byte
 }
 
 type FastL4FlowEventKind uint32

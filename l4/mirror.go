@@ -23,7 +23,8 @@ import (
 // What reaches the sink, on the active node only (not passive):
 //   - a flow's record when it is established (the program's open event);
 //   - its record again at each GC pass it has had packets since the
-//     previous one (counters, last seen, TCP state such as closing);
+//     previous one (counters, last seen, TCP state such as closing),
+//     from the pass after the one it opened in;
 //   - its removal when the GC, flows kill or a drain removes it, or the
 //     program replaces a closing pair.
 
@@ -291,12 +292,22 @@ func (f *FastPath) mirrorEvent(ev *bpf.FastL4FlowEvent, sink func([]byte)) {
 	case eventClose:
 		sink(encodeRemove(ev.Client, ev.Server))
 	case eventOpen:
-		c, s := half{key: ev.Client}, half{key: ev.Server}
-		if f.flows.Lookup(c.key, &c.val) != nil || f.flows.Lookup(s.key, &s.val) != nil {
-			return // gone already
-		}
+		c, s := openHalves(ev)
 		sink(encodeFlow(&c, &s, monoNow()))
 	}
+}
+
+// openHalves are the halves an open event describes (bpf/events.h).
+func openHalves(ev *bpf.FastL4FlowEvent) (c, s half) {
+	c.key, s.key = ev.Client, ev.Server
+	for i, h := range []*half{&c, &s} {
+		v := &h.val
+		v.Dir, v.CreatedNs, v.LastNs, v.Closing, v.Mss = uint8(i), ev.CreatedNs, ev.TsNs, ev.Closing, ev.Mss
+		v.Bytes, v.Packets = ev.Bytes[i], uint32(ev.Packets[i])
+		v.Ack, v.SeqNext, v.Win, v.SynWin = ev.Ack[i], ev.SeqNext[i], ev.Win[i], ev.SynWin[i]
+		v.Seen, v.Wscale = ev.Seen[i], ev.Wscale[i]
+	}
+	return c, s
 }
 
 // mirrorPass reports, after a GC pass read the pairs at now, the
@@ -312,7 +323,10 @@ func (f *FastPath) mirrorPass(pairs map[pairID]*pair, reaped []reapedFlow, kn fu
 		return
 	}
 	for id, p := range pairs {
-		if id.half || p.c == nil || p.s == nil || kn(uint32(p.c.val.Vid)).flags&svcMirror == 0 || p.last() <= mark {
+		// A pair opened since the previous pass went with its open
+		// event: its refresh waits for the next pass.
+		if id.half || p.c == nil || p.s == nil || kn(uint32(p.c.val.Vid)).flags&svcMirror == 0 ||
+			p.last() <= mark || p.c.val.CreatedNs > mark {
 			continue
 		}
 		sink(encodeFlow(p.c, p.s, now))
