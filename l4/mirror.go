@@ -307,6 +307,9 @@ func openHalves(ev *bpf.FastL4FlowEvent) (c, s half) {
 		v.Ack, v.SeqNext, v.Win, v.SynWin = ev.Ack[i], ev.SeqNext[i], ev.Win[i], ev.SynWin[i]
 		v.Seen, v.Wscale = ev.Seen[i], ev.Wscale[i]
 	}
+	// The event comes as the client's ACK completes the handshake,
+	// before its tracking records that ACK.
+	c.val.Seen |= seenACK
 	return c, s
 }
 
