@@ -49,6 +49,57 @@ type mirrorState struct {
 	sink    func(rec []byte)
 	passive bool
 	mark    uint64 // monoNow of the previous refresh pass
+	// copied are the client keys of the flows installed since a full
+	// copy began (nil: none under way).
+	copied map[bpf.FastL4FlowKey]struct{}
+}
+
+// BeginMirrorCopy notes that a full copy from the peer begins: the flows
+// installed from now on are kept by EndMirrorCopy.
+func (f *FastPath) BeginMirrorCopy() {
+	f.mirror.mu.Lock()
+	defer f.mirror.mu.Unlock()
+	f.mirror.copied = map[bpf.FastL4FlowKey]struct{}{}
+}
+
+// EndMirrorCopy ends a full copy. With prune, the flows of mirrored
+// virtuals that neither the copy nor a live record installed meanwhile
+// are removed: the peer no longer has them (this node kept them in its
+// pins while it was away). It returns how many were removed.
+func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
+	f.mirror.mu.Lock()
+	keep := f.mirror.copied
+	f.mirror.copied = nil
+	f.mirror.mu.Unlock()
+	if !prune || keep == nil {
+		return 0, nil
+	}
+	if !f.acquire() {
+		return 0, ErrClosed
+	}
+	defer f.life.RUnlock()
+	f.mu.Lock()
+	kn := f.knobs
+	f.mu.Unlock()
+	t := f.flows
+	t.half = nil
+	pairs, err := t.readPairs()
+	if err != nil {
+		return 0, err
+	}
+	var dead []bpf.FastL4FlowKey
+	n := 0
+	for _, p := range pairs {
+		h := p.any()
+		ck, sk := p.keys()
+		if _, ok := keep[ck]; ok || h.val.Vid >= maxVirtuals || kn[h.val.Vid].flags&svcMirror == 0 {
+			continue
+		}
+		dead = append(dead, ck, sk)
+		n++
+	}
+	f.flows.deleteKeys(dead)
+	return n, nil
 }
 
 // SetMirrorSink sets the function that receives the records of the
@@ -250,6 +301,11 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 			f.flows.Delete(s.key)
 			return false, fmt.Errorf("install mirrored flow: %w", err)
 		}
+		f.mirror.mu.Lock()
+		if f.mirror.copied != nil {
+			f.mirror.copied[c.key] = struct{}{}
+		}
+		f.mirror.mu.Unlock()
 		return true, nil
 	}
 	return false, errBadRecord

@@ -158,8 +158,14 @@ func (m *flowMirror) sync() {
 	case !heard && now.Sub(m.started) > mirrorPeerWait:
 		m.log.Warn("flow mirroring: the peer is silent; serving without its flows", "peer", m.peer, "waited", mirrorPeerWait)
 		m.synced = true
+		if m.wired != nil {
+			m.wired.EndMirrorCopy(false)
+		}
 	case m.copyID == 0 || now.Sub(m.lastCopy) > mirrorCopyStall:
 		m.copyID, m.got, m.lastCopy = uint64(now.UnixNano()), 0, now
+		if m.wired != nil {
+			m.wired.BeginMirrorCopy()
+		}
 		m.link.SendTo(m.peer, kindCopyReq, binary.BigEndian.AppendUint64(nil, m.copyID))
 	}
 }
@@ -235,7 +241,14 @@ func (m *flowMirror) onCopyEnd(msg peerlink.Message) {
 		return
 	}
 	m.synced = true
-	m.log.Info("flow mirroring: synced with the peer", "flows", n, "took", time.Since(m.started).Round(time.Millisecond))
+	pruned := 0
+	if m.wired != nil {
+		var err error
+		if pruned, err = m.wired.EndMirrorCopy(true); err != nil {
+			m.log.Warn("flow mirroring: removing the flows the peer no longer has", "err", err)
+		}
+	}
+	m.log.Info("flow mirroring: synced with the peer", "flows", n, "removed", pruned, "took", time.Since(m.started).Round(time.Millisecond))
 }
 
 // onCopyReq sends this node's flows to the peer that asked, paced by
