@@ -381,11 +381,15 @@ func (f *FastPath) mirrorPass(pairs map[pairID]*pair, reaped []reapedFlow, kn fu
 	if sink == nil {
 		return
 	}
+	gone := make(map[*pair]bool, len(reaped))
+	for _, r := range reaped {
+		gone[r.p] = true
+	}
 	for id, p := range pairs {
 		// A pair opened since the previous pass went with its open
 		// event: its refresh waits for the next pass.
 		if id.half || p.c == nil || p.s == nil || kn(uint32(p.c.val.Vid)).flags&svcMirror == 0 ||
-			p.last() <= mark || p.c.val.CreatedNs > mark {
+			p.last() <= mark || p.c.val.CreatedNs > mark || gone[p] {
 			continue
 		}
 		sink(encodeFlow(p.c, p.s, now))
