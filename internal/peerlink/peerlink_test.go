@@ -294,4 +294,7 @@ edgeproxy_peerlink_rejected_total{link="mirror",reason="replay"} 0
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "edgeproxy_peerlink_rejected_total"); err != nil {
 		t.Error(err)
 	}
+	if problems, err := testutil.CollectAndLint(a); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %+v", err, problems)
+	}
 }
