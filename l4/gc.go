@@ -193,7 +193,9 @@ func (f *FastPath) collect() error {
 	}
 	f.flows.deleteKeys(dead)
 	f.flows.deleteHalfOpen(deadHalf)
-	f.logClosed(reaped, "")
+	if !passive { // a standby's flows are the active node's, logged there
+		f.logClosed(reaped, "")
+	}
 	f.mirrorPass(pairs, reaped, knobsOf, now)
 	for _, r := range reaped {
 		f.stats.reaped(r.k.name, r.state)

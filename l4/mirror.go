@@ -113,8 +113,8 @@ func (f *FastPath) SetMirrorSink(fn func(rec []byte)) {
 
 // SetPassive tells the fast path whether this node is a standby: a
 // passive node reports nothing to the sink, gives its flows
-// MirrorPassiveGrace more before they expire and resets none of them on
-// timeout (the active node does, for the same flows).
+// MirrorPassiveGrace more before they expire, and neither resets nor
+// logs those that expire (the active node does, for the same flows).
 func (f *FastPath) SetPassive(p bool) {
 	f.mirror.mu.Lock()
 	defer f.mirror.mu.Unlock()
