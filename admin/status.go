@@ -74,6 +74,9 @@ type Mirror struct {
 	SendLag float64 `json:"send_lag_seconds"`
 	// Records sent and flows installed and removed from the peer's;
 	// Rejected are datagrams refused (wrong key, replayed, malformed).
+	// Flows are the established flows of mirrored virtuals this node
+	// holds (on the standby: the active node's).
+	Flows     int    `json:"flows"`
 	Sent      uint64 `json:"records_sent"`
 	Installed uint64 `json:"flows_installed"`
 	Removed   uint64 `json:"flows_removed"`
@@ -238,8 +241,8 @@ func (s *Status) WriteText(w io.Writer) error {
 			if !m.Synced {
 				synced = "NOT SYNCED (receiving the peer's flows)"
 			}
-			fmt.Fprintf(&b, "mirror %s, peer %s last heard %s, send lag %.3fs, %d records sent, %d flows installed, %d rejected\n",
-				synced, m.Peer, peerAge(m.PeerAge), m.SendLag, m.Sent, m.Installed, m.Rejected)
+			fmt.Fprintf(&b, "mirror %s, %d mirrored flows held, peer %s last heard %s, send lag %.3fs, %d records sent, %d installed, %d rejected\n",
+				synced, m.Flows, m.Peer, peerAge(m.PeerAge), m.SendLag, m.Sent, m.Installed, m.Rejected)
 		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {

@@ -49,6 +49,7 @@ type mirrorState struct {
 	sink    func(rec []byte)
 	passive bool
 	mark    uint64 // monoNow of the previous refresh pass
+	flows   int    // pairs of mirrored virtuals at the last GC pass
 	// copied are the client keys of the flows installed since a full
 	// copy began (nil: none under way).
 	copied map[bpf.FastL4FlowKey]struct{}
@@ -119,6 +120,15 @@ func (f *FastPath) SetPassive(p bool) {
 	f.mirror.mu.Lock()
 	defer f.mirror.mu.Unlock()
 	f.mirror.passive = p
+}
+
+// MirroredFlows is the number of established flows of mirrored
+// virtuals in the tables at the last GC pass: on a standby, the active
+// node's flows it holds.
+func (f *FastPath) MirroredFlows() int {
+	f.mirror.mu.Lock()
+	defer f.mirror.mu.Unlock()
+	return f.mirror.flows
 }
 
 func (f *FastPath) passive() bool {
@@ -373,17 +383,23 @@ func openHalves(ev *bpf.FastL4FlowEvent) (c, s half) {
 // mirrored pairs that had packets since the previous pass and the ones
 // the pass removed.
 func (f *FastPath) mirrorPass(pairs map[pairID]*pair, reaped []reapedFlow, kn func(uint32) knobs, now uint64) {
-	sink := f.mirrorSink()
-	f.mirror.mu.Lock()
-	mark := f.mirror.mark
-	f.mirror.mark = now
-	f.mirror.mu.Unlock()
-	if sink == nil {
-		return
-	}
 	gone := make(map[*pair]bool, len(reaped))
 	for _, r := range reaped {
 		gone[r.p] = true
+	}
+	n := 0
+	for id, p := range pairs {
+		if !id.half && !gone[p] && kn(uint32(p.any().val.Vid)).flags&svcMirror != 0 {
+			n++
+		}
+	}
+	sink := f.mirrorSink()
+	f.mirror.mu.Lock()
+	mark := f.mirror.mark
+	f.mirror.mark, f.mirror.flows = now, n
+	f.mirror.mu.Unlock()
+	if sink == nil {
+		return
 	}
 	for id, p := range pairs {
 		// A pair opened since the previous pass went with its open

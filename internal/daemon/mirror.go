@@ -64,7 +64,7 @@ type flowMirror struct {
 	active   bool
 	counts   map[string]uint64 // records by result
 
-	desc, descSynced *prometheus.Desc
+	desc, descFlows, descSynced *prometheus.Desc
 }
 
 // startMirror opens the mirror link of cfg.HA.Mirror.
@@ -84,6 +84,8 @@ func (d *Daemon) startMirror(cfg *config.Config) error {
 		desc: prometheus.NewDesc(metric.Name("mirror_records_total"),
 			"Flow mirroring records, by result: sent, dropped (over the bandwidth budget), installed and removed (from the peer), ignored (arrived while active), invalid.",
 			[]string{"result"}, nil),
+		descFlows: prometheus.NewDesc(metric.Name("mirror_flows"),
+			"Established flows of mirrored fastl4 virtuals in this node's tables at the last GC pass: on the standby, the active node's flows it holds.", nil, nil),
 		descSynced: prometheus.NewDesc(metric.Name("mirror_synced"),
 			"Whether this node holds a full copy of the peer's flows (1), or is receiving one and does not take the active role (0).", nil, nil)}
 	// A node that is active at start keeps its own (pinned) flows.
@@ -303,11 +305,18 @@ func (m *flowMirror) status() *admin.Mirror {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out.Synced = m.synced
+	if m.wired != nil {
+		out.Flows = m.wired.MirroredFlows()
+	}
 	out.Sent, out.Installed, out.Removed = m.counts["sent"], m.counts["installed"], m.counts["removed"]
 	return out
 }
 
-func (m *flowMirror) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc; ch <- m.descSynced }
+func (m *flowMirror) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.desc
+	ch <- m.descFlows
+	ch <- m.descSynced
+}
 
 func (m *flowMirror) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
@@ -320,4 +329,7 @@ func (m *flowMirror) Collect(ch chan<- prometheus.Metric) {
 		synced = 1
 	}
 	ch <- prometheus.MustNewConstMetric(m.descSynced, prometheus.GaugeValue, synced)
+	if m.wired != nil {
+		ch <- prometheus.MustNewConstMetric(m.descFlows, prometheus.GaugeValue, float64(m.wired.MirroredFlows()))
+	}
 }
