@@ -144,16 +144,19 @@ func (m *flowMirror) wire() {
 }
 
 // sync asks the peer for a full copy until one arrived whole; a peer not
-// heard from in mirrorPeerWait leaves this node synced alone.
+// heard from in the last mirrorPeerWait leaves this node synced alone.
 func (m *flowMirror) sync() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.synced {
 		return
 	}
+	// A peer that answers is heard from at least every mirrorCopyStall;
+	// one silent for mirrorPeerWait (down, or gone during the copy)
+	// must not keep this node from serving.
 	heard := false
 	for _, p := range m.link.Stats().Peers {
-		heard = heard || p.Addr == m.peer && p.Age >= 0
+		heard = heard || p.Addr == m.peer && p.Age >= 0 && p.Age < mirrorPeerWait
 	}
 	now := time.Now()
 	switch {
