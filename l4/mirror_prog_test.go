@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -15,10 +16,25 @@ func mirrored(v *Virtual) { v.Mirror = true }
 // program to resolve; ending a full copy removes the flow of a mirrored
 // virtual that the copy did not carry.
 func TestPrivilegedMirrorInstall(t *testing.T) {
-	e := progEnv(t, nil, fastl4("mirrored", "198.18.0.10:9443", "fe4", 4443, mirrored))
+	e := progEnv(t, nil, fastl4("mirrored", "198.18.0.10:9443", "fe4", 4443, mirrored),
+		fastl4("mirrored6", "[2001:db8:1::10]:9443", "fe6", 4443, mirrored))
 	e.resolve()
+	for _, tc := range []struct {
+		name               string
+		client, stale, vip netip.AddrPort
+	}{
+		{"ipv4", ap(client4, 41000), ap(client4, 41001), ap(vip4, 9443)},
+		{"ipv6", ap(client6, 41000), ap(client6, 41001), ap(vip6, 9443)},
+	} {
+		t.Run(tc.name, func(t *testing.T) { mirrorInstall(t, e, tc.client, tc.stale, tc.vip) })
+	}
+}
+
+func mirrorInstall(t *testing.T, e *env, client, stale, vip netip.AddrPort) {
+	var all []bpf.FastL4FlowKey
+	e.fp.flows.each(func(k bpf.FastL4FlowKey, _ *bpf.FastL4FlowVal) { all = append(all, k) })
+	e.fp.flows.deleteKeys(all) // the previous case's flows
 	toMember, toClient := e.hops()
-	client, vip, stale := ap(client4, 41000), ap(vip4, 9443), ap(client4, 41001)
 	member, snat, _ := handshake(t, e, client, vip)
 	ck, sk := flowKey(client, vip, protoTCP), flowKey(member, snat, protoTCP)
 	c, _ := e.lookupFlow(client, vip, protoTCP)
@@ -31,6 +47,7 @@ func TestPrivilegedMirrorInstall(t *testing.T) {
 	expectVerdict(t, e, data, xdpDrop) // no flow, no loose_init
 
 	e.fp.SetPassive(true)
+	defer e.fp.SetPassive(false)
 	e.fp.BeginMirrorCopy()
 	if ok, err := e.fp.InstallMirrored(rec); !ok || err != nil {
 		t.Fatalf("install the record: %v %v", ok, err)
