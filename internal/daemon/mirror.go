@@ -264,10 +264,10 @@ func (m *flowMirror) onCopyReq(msg peerlink.Message) {
 	}
 	id := append([]byte(nil), msg.Body...)
 	m.mu.Lock()
-	fp, ctx, busy := m.wired, m.ctx, m.copying
-	m.copying = true
+	fp, ctx, busy := m.wired, m.ctx, m.copying || m.ctx == nil
+	m.copying = m.copying || !busy
 	m.mu.Unlock()
-	if busy || ctx == nil {
+	if busy {
 		return
 	}
 	go func() {
