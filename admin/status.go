@@ -59,6 +59,31 @@ type HA struct {
 	// Cause says why the node is in fault when the role is derived
 	// rather than keepalived's word (none since the daemon started).
 	Cause string `json:"cause,omitempty"`
+	// Mirror is flow mirroring to and from the peer (nil: off).
+	Mirror *Mirror `json:"mirror,omitempty"`
+}
+
+// Mirror is the state of flow mirroring on a pair node.
+type Mirror struct {
+	// Synced: the node holds a full copy of the peer's flows (or the
+	// peer was silent, or the node was active); until then it does not
+	// take the active role.
+	Synced bool   `json:"synced"`
+	Peer   string `json:"peer"`
+	// PeerAge is the time since the peer's last valid datagram, seconds
+	// (-1: none yet); SendLag how long the oldest record queued for it
+	// has waited.
+	PeerAge float64 `json:"peer_age_seconds"`
+	SendLag float64 `json:"send_lag_seconds"`
+	// Records sent and flows installed and removed from the peer's;
+	// Rejected are datagrams refused (wrong key, replayed, malformed).
+	// Flows are the established flows of mirrored virtuals this node
+	// holds (on the standby: the active node's).
+	Flows     int    `json:"flows"`
+	Sent      uint64 `json:"records_sent"`
+	Installed uint64 `json:"flows_installed"`
+	Removed   uint64 `json:"flows_removed"`
+	Rejected  uint64 `json:"rejected"`
 }
 
 // Certificate is a certificate file the L7 proxy serves.
@@ -217,6 +242,14 @@ func (s *Status) WriteText(w io.Writer) error {
 		if h.Cause != "" {
 			fmt.Fprintf(&b, "ha fault: %s\n", h.Cause)
 		}
+		if m := h.Mirror; m != nil {
+			synced := "synced"
+			if !m.Synced {
+				synced = "NOT SYNCED (receiving the peer's flows)"
+			}
+			fmt.Fprintf(&b, "mirror %s, %d mirrored flows held, peer %s last heard %s, send lag %.3fs, %d records sent, %d installed, %d rejected\n",
+				synced, m.Flows, m.Peer, peerAge(m.PeerAge), m.SendLag, m.Sent, m.Installed, m.Rejected)
+		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)
@@ -334,4 +367,11 @@ func ago(now, t time.Time, suffix bool) string {
 		return d.String() + " ago"
 	}
 	return d.String()
+}
+
+func peerAge(s float64) string {
+	if s < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.1fs ago", s)
 }

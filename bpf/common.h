@@ -291,6 +291,18 @@ struct flow_event {
 	__u8 kind; /* enum flow_event_kind */
 	__u8 end;  /* enum flow_end, close events */
 	__u16 pad;
+	/* The tracking of each half at an open event (zero in close events),
+	 * by direction, for flow mirroring to install the flow on the HA
+	 * peer without reading the tables back. */
+	__u32 ack[2];
+	__u32 seq_next[2];
+	__u16 win[2];
+	__u16 syn_win[2];
+	__u8 seen[2];
+	__u8 wscale[2];
+	__u16 mss;
+	__u16 pad2;
+	__u32 closing;
 };
 
 /* A fastl4 virtual: VIP, port and protocol. */
@@ -306,6 +318,7 @@ enum svc_flags {
 	SVC_LOOSE_CLOSE = 1 << 1, /* first FIN starts the close timer */
 	SVC_RESET_ON_TIMEOUT = 1 << 2,
 	SVC_LOG = 1 << 3, /* report its flows in flow_events (events.h) */
+	SVC_MIRROR = 1 << 4, /* report its new flows too, for the HA peer */
 };
 
 struct svc_val {

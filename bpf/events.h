@@ -4,13 +4,16 @@
  * (l4/flowlog.go), and the record carries what a peer needs to install
  * the flow too (both tuples, the virtual, the times, the counters).
  *
- * Only virtuals whose flags carry SVC_LOG report: the program reads the
+ * Only virtuals whose flags carry SVC_LOG (the connection log) or
+ * SVC_MIRROR (flow mirroring to the HA peer) report: the program reads the
  * virtual's flags once per new flow, on promotion, never on the
  * established path. A full ring drops the event, never the packet, and
  * counts it (event_log_ring_full). Close events come from the control
  * plane, which removes the flows (the GC and flows kill), in the same
  * record, and from the program for the closing flows it deletes itself
- * (a new SYN on the tuple). */
+ * (a new SYN on the tuple). An open record carries the halves' TCP
+ * tracking too, so that flow mirroring encodes it for the HA peer
+ * without reading the flow tables back. */
 #ifndef EDGEPROXY_EVENTS_H
 #define EDGEPROXY_EVENTS_H
 
@@ -34,7 +37,7 @@ struct {
 
 /* Reports an event of kind about the pair c (client half, whose key is
  * ck: an entry holds its own key only folded, flow_self4) and s (server
- * half, NULL when missing), when its virtual logs. */
+ * half, NULL when missing), when its virtual logs or mirrors. */
 static __always_inline void flow_event(const struct flow_key *ck, const struct flow_val *c,
 				       const struct flow_val *s, __u8 kind, __u8 end, __u64 now)
 {
@@ -43,7 +46,7 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	__u32 vid = c->vid;
 
 	vi = bpf_map_lookup_elem(&virtuals, &vid);
-	if (!vi || !(vi->flags & SVC_LOG))
+	if (!vi || !(vi->flags & (SVC_LOG | SVC_MIRROR)))
 		return;
 	e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
 	if (!e) {
@@ -62,6 +65,21 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	e->kind = kind;
 	e->end = end;
 	e->pad = 0;
+	e->pad2 = 0;
+	e->mss = c->mss;
+	e->closing = c->closing | (s ? s->closing : 0);
+	e->ack[DIR_CLIENT] = c->ack;
+	e->seq_next[DIR_CLIENT] = c->seq_next;
+	e->win[DIR_CLIENT] = c->win;
+	e->syn_win[DIR_CLIENT] = c->syn_win;
+	e->seen[DIR_CLIENT] = c->seen;
+	e->wscale[DIR_CLIENT] = c->wscale;
+	e->ack[DIR_SERVER] = s ? s->ack : 0;
+	e->seq_next[DIR_SERVER] = s ? s->seq_next : 0;
+	e->win[DIR_SERVER] = s ? s->win : 0;
+	e->syn_win[DIR_SERVER] = s ? s->syn_win : 0;
+	e->seen[DIR_SERVER] = s ? s->seen : 0;
+	e->wscale[DIR_SERVER] = s ? s->wscale : 0;
 	/* Waking the reader up for every event costs more than the rest of
 	 * the new flow (an interrupt of its own): it is woken once the ring
 	 * fills up, and otherwise polls the ring a few times a second. */

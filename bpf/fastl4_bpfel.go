@@ -70,6 +70,16 @@ type FastL4FlowEvent struct {
 	Kind      uint8
 	End       uint8
 	Pad       uint16
+	Ack       [2]uint32
+	SeqNext   [2]uint32
+	Win       [2]uint16
+	SynWin    [2]uint16
+	Seen      [2]uint8
+	Wscale    [2]uint8
+	Mss       uint16
+	Pad2      uint16
+	Closing   uint32
+	_         [4]byte
 }
 
 type FastL4FlowEventKind uint32
@@ -224,6 +234,8 @@ type FastL4ReapRun struct {
 	Lost          uint32
 	Repaired      uint32
 	Exact         uint32
+	GraceS        uint32
+	_             [4]byte
 }
 
 type FastL4Reason uint32
@@ -308,6 +320,7 @@ const (
 	FastL4SvcFlagsSVC_LOOSE_CLOSE      FastL4SvcFlags = 2
 	FastL4SvcFlagsSVC_RESET_ON_TIMEOUT FastL4SvcFlags = 4
 	FastL4SvcFlagsSVC_LOG              FastL4SvcFlags = 8
+	FastL4SvcFlagsSVC_MIRROR           FastL4SvcFlags = 16
 )
 
 type FastL4SvcKey struct {

@@ -81,6 +81,9 @@ struct reap_run {
 	__u32 repaired;    /* out: missing halves re-inserted */
 	__u32 exact;       /* in: 1: look every other half up (repairs the
 			    * halves gone missing under a live one) */
+	__u32 grace_s;     /* in: added to every timeout: a passive node
+			    * (an HA standby) keeps the flows its peer
+			    * mirrors past the peer's own expiry */
 };
 
 struct {
@@ -159,17 +162,22 @@ static __always_inline void reap_knobs_of(const struct reap_run *ctl, __u32 vid,
 {
 	struct vinfo *vi = bpf_map_lookup_elem(&virtuals, &vid);
 
+	__u64 grace = ctl->grace_s * 1000000000ULL;
+
 	if (vi && vi->idle_s) {
 		k->idle = vi->idle_s * 1000000000ULL;
 		k->handshake = vi->handshake_s * 1000000000ULL;
 		k->closing = vi->close_s * 1000000000ULL;
 		k->flags = vi->flags;
-		return;
+	} else {
+		k->idle = ctl->def_idle_s * 1000000000ULL;
+		k->handshake = ctl->def_handshake_s * 1000000000ULL;
+		k->closing = ctl->def_close_s * 1000000000ULL;
+		k->flags = ctl->def_flags;
 	}
-	k->idle = ctl->def_idle_s * 1000000000ULL;
-	k->handshake = ctl->def_handshake_s * 1000000000ULL;
-	k->closing = ctl->def_close_s * 1000000000ULL;
-	k->flags = ctl->def_flags;
+	k->idle += grace;
+	k->handshake += grace;
+	k->closing += grace;
 }
 
 /* The state of the pair (c, s: either may be NULL) and its timeout: the
@@ -205,11 +213,12 @@ static __always_inline __u32 reap_state(const struct flow_val *c, const struct f
 }
 
 /* Whether the control plane must hear of the reaped pair: the RSTs of a
- * virtual that resets on timeout (l4/gc.go, resetFlow), or the close
- * record of one that logs. */
+ * virtual that resets on timeout (l4/gc.go, resetFlow), the close
+ * record of one that logs, or the removal a mirrored one sends to the
+ * peer (l4/mirror.go). */
 static __always_inline int reap_must_report(__u32 st, __u8 proto, __u32 flags, int half)
 {
-	if ((flags & SVC_LOG) && !half)
+	if ((flags & (SVC_LOG | SVC_MIRROR)) && !half)
 		return 1;
 	return proto == IPPROTO_TCP && (flags & SVC_RESET_ON_TIMEOUT) &&
 	       (st == REAP_ESTABLISHED || st == REAP_FIN_WAIT || st == REAP_HANDSHAKE);

@@ -100,6 +100,9 @@ func resolvePaths(c *Config, base string) {
 	if a := c.Log.FastL4.Path; a != "" && a != "off" && a != "stderr" {
 		abs(&c.Log.FastL4.Path)
 	}
+	if c.HA != nil && c.HA.Mirror != nil {
+		abs(&c.HA.Mirror.KeyFile)
+	}
 	for _, p := range c.Pools {
 		if p != nil {
 			abs(&p.Monitor.CA)

@@ -32,6 +32,7 @@ const maxDepth = 64
 var (
 	typeDuration  = reflect.TypeFor[Duration]()
 	typePortRange = reflect.TypeFor[PortRange]()
+	typeBandwidth = reflect.TypeFor[Bandwidth]()
 	typeSNAT      = reflect.TypeFor[SNAT]()
 	typeMember    = reflect.TypeFor[Member]()
 	typeAddr      = reflect.TypeFor[netip.Addr]()
@@ -207,6 +208,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	case typePortRange:
 		d.decodePortRange(n, v, path)
+		return
+	case typeBandwidth:
+		d.decodeBandwidth(n, v, path)
 		return
 	case typeSNAT:
 		d.decodeSNAT(n, v, path)
@@ -613,6 +617,19 @@ func (d *decoder) decodePortRange(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	v.Set(reflect.ValueOf(r))
+}
+
+func (d *decoder) decodeBandwidth(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := d.scalar(n, path, `a rate such as "10MB/s" or "80Mbit/s"`)
+	if !ok || s == "" {
+		return
+	}
+	b, err := ParseBandwidth(s)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return
+	}
+	v.Set(reflect.ValueOf(b))
 }
 
 func (d *decoder) decodeSNAT(n *yaml.Node, v reflect.Value, path string) {

@@ -117,6 +117,10 @@ func DefaultFastL4() FastL4 {
 	}
 }
 
+// Mirrors reports whether the virtual's flows are mirrored to the HA
+// peer when ha.mirror is set (the default).
+func (f FastL4) Mirrors() bool { return f.Mirror == nil || *f.Mirror }
+
 // ResetsOnTimeout reports whether a flow that times out is reset (the
 // default).
 func (f FastL4) ResetsOnTimeout() bool {

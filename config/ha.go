@@ -12,6 +12,9 @@ import (
 const (
 	DefaultAdvertInterval = Duration(100 * time.Millisecond)
 	DefaultHAFifo         = "/run/edgeproxy/keepalived.fifo"
+	// DefaultMirrorBandwidth is what flow mirroring may send: 10 MB/s,
+	// about 70,000 new flows a second.
+	DefaultMirrorBandwidth = Bandwidth(10_000_000)
 )
 
 func haDefaults(c *Config) {
@@ -24,6 +27,9 @@ func haDefaults(c *Config) {
 	}
 	if h.Fifo == "" {
 		h.Fifo = DefaultHAFifo
+	}
+	if h.Mirror != nil && h.Mirror.Bandwidth == 0 {
+		h.Mirror.Bandwidth = DefaultMirrorBandwidth
 	}
 }
 
@@ -92,6 +98,7 @@ func (v *validator) ha() {
 	v.haFloating()
 	v.haAutomap()
 	v.haVIPs()
+	v.haMirror()
 }
 
 // haVIPs checks that every VIP is an address keepalived can move: not a

@@ -21,7 +21,12 @@ func haNode(t *testing.T, node string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.ReplaceAll(string(data), "/etc/edgeproxy/tls/", filepath.Join(exampleCerts(t), "tls")+"/")
+	text := strings.ReplaceAll(string(data), "/etc/edgeproxy/tls/", filepath.Join(exampleCerts(t), "tls")+"/")
+	key := filepath.Join(t.TempDir(), "mirror.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("k", 48)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(text, "/etc/edgeproxy/mirror.key", key)
 }
 
 // Both nodes of the example pair are accepted; automap translates to the
@@ -37,6 +42,9 @@ func TestHAExampleNodes(t *testing.T) {
 		}
 		if c.HA.AdvertInterval.D() != 100*time.Millisecond || c.HA.Fifo != config.DefaultHAFifo {
 			t.Errorf("%s: defaults %v %q", node, c.HA.AdvertInterval.D(), c.HA.Fifo)
+		}
+		if m := c.HA.Mirror; m == nil || m.Bandwidth != config.DefaultMirrorBandwidth || !c.Virtuals[0].Mirrors() {
+			t.Errorf("%s: mirroring %+v, virtual mirrors %v; want the default bandwidth and mirroring on", node, m, c.Virtuals[0].Mirrors())
 		}
 	}
 }
@@ -70,6 +78,18 @@ func TestHABadConfigs(t *testing.T) {
 			"listen: 203.0.113.11:443", "virtuals[1].listen", []string{"this node's own external address", "neither node owns"}},
 		{"wildcard VIP", []edit{{"listen: 203.0.113.21:443", "listen: 0.0.0.0:443"}},
 			"listen: 0.0.0.0:443", "virtuals[1].listen", []string{"listens on every address", "VIP that keepalived moves"}},
+		{"mirror without a peer", []edit{{"    peer: 10.20.0.12:7400\n", ""}},
+			"mirror:", "ha.mirror.peer", []string{"the peer's address and port for flow mirroring are required"}},
+		{"mirror peer of another family", []edit{{"peer: 10.20.0.12:7400", "peer: '[2001:db8::12]:7400'"}},
+			"peer: '[2001:db8::12]:7400'", "ha.mirror.peer", []string{"different families"}},
+		{"mirror listen on every address", []edit{{"listen: 10.20.0.11:7400", "listen: 0.0.0.0:7400"}},
+			"listen: 0.0.0.0:7400", "ha.mirror.listen", []string{"listens on every address"}},
+		{"mirror key file missing", []edit{{"key_file: ", "key_file: /nonexistent"}},
+			"key_file:", "ha.mirror.key_file", []string{"read key file", "no such file"}},
+		{"mirror bandwidth without a unit", []edit{{"    key_file:", "    bandwidth: 10\n    key_file:"}},
+			"bandwidth: 10", "ha.mirror.bandwidth", []string{`bandwidth "10"`, "e.g. 10MB/s"}},
+		{"mirror bandwidth too little", []edit{{"    key_file:", "    bandwidth: 1kB/s\n    key_file:"}},
+			"bandwidth: 1kB/s", "ha.mirror.bandwidth", []string{"at least 100kB/s"}},
 		{"automap without a floating address of the family", []edit{{"listen: 203.0.113.20:443", "listen: '[2001:db8::20]:443'"}},
 			"snat: automap\n  - name: web-tls", "virtuals[0].snat", []string{"no", "floating address", "2001:db8::20", "ha.internal.floating"}},
 	}

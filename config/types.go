@@ -254,6 +254,8 @@ type FastL4 struct {
 	MSSOverride      uint16   `yaml:"mss_override"`      // 0: off
 	// Log writes an open and a close line per connection to log.fastl4.
 	Log bool `yaml:"log"` // false
+	// Mirror streams the virtual's flows to the HA peer (ha.mirror).
+	Mirror *bool `yaml:"mirror"` // true
 }
 
 // SNAT is "automap" or a list of addresses (a SNAT pool).
@@ -406,6 +408,23 @@ type HA struct {
 	// Fifo is where keepalived writes its state changes for the daemon
 	// (default /run/edgeproxy/keepalived.fifo).
 	Fifo string `yaml:"fifo"`
+	// Mirror streams the fastl4 flows to the peer, so that they survive
+	// a failover (nil: no mirroring).
+	Mirror *HAMirror `yaml:"mirror"`
+}
+
+// HAMirror is the flow mirroring channel between the two nodes: UDP,
+// every datagram authenticated with a shared key (HMAC-SHA256).
+type HAMirror struct {
+	// Listen is this node's address and port for the channel, Peer the
+	// other node's: a dedicated link or the internal network.
+	Listen netip.AddrPort `yaml:"listen"`
+	Peer   netip.AddrPort `yaml:"peer"`
+	// KeyFile holds the shared key, at least 32 bytes, mode 0600; the
+	// same file on both nodes.
+	KeyFile string `yaml:"key_file"`
+	// Bandwidth caps what mirroring sends (default 10MB/s).
+	Bandwidth Bandwidth `yaml:"bandwidth"`
 }
 
 // HASide is one VRRP instance: on the external NIC it carries the VIPs,

@@ -26,6 +26,8 @@ func TestServes(t *testing.T) {
 		{admin.Status{Ready: true, Members: m("disabled")}, ""},
 		{admin.Status{Ready: true, Members: m("down", "unknown", "disabled")}, "no member is up"},
 		{admin.Status{Ready: false, Reason: "starting", Members: m("up")}, "daemon not ready: starting"},
+		{admin.Status{Ready: true, Members: m("up"), HA: &admin.HA{Mirror: &admin.Mirror{Synced: false}}}, "flows not synced"},
+		{admin.Status{Ready: true, Members: m("up"), HA: &admin.HA{Mirror: &admin.Mirror{Synced: true}}}, ""},
 	}
 	for _, tc := range cases {
 		err := Serves(&tc.st)

@@ -195,8 +195,8 @@ func (f *FastPath) logClosed(gone []reapedFlow, end string) {
 	}
 }
 
-// readEvents writes the program's flow events to the connection log
-// until ctx is done.
+// readEvents writes the program's flow events to the connection log and
+// hands those of mirrored virtuals to the mirror sink, until ctx is done.
 func (f *FastPath) readEvents(ctx context.Context) error {
 	rd, err := ringbuf.NewReader(f.objs.FlowEvents)
 	if err != nil {
@@ -223,10 +223,17 @@ func (f *FastPath) readEvents(ctx context.Context) error {
 		if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
 			continue
 		}
-		name := ""
-		if ev.Vid < maxVirtuals {
-			name = f.virtualNames()[ev.Vid]
+		if ev.Vid >= maxVirtuals {
+			continue
 		}
-		f.flowLog.write(&ev, name)
+		f.mu.Lock()
+		k := f.knobs[ev.Vid]
+		f.mu.Unlock()
+		if k.flags&svcLog != 0 {
+			f.flowLog.write(&ev, k.name)
+		}
+		if sink := f.mirrorSink(); sink != nil && k.flags&svcMirror != 0 {
+			f.mirrorEvent(&ev, sink)
+		}
 	}
 }

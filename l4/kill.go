@@ -77,6 +77,7 @@ func (f *FastPath) EndFlows(q FlowFilter, end string) ([]Flow, error) {
 	f.flows.deleteKeys(dead)
 	f.flows.deleteHalfOpen(deadHalf)
 	f.logClosed(resets, end)
+	f.mirrorClosed(resets)
 	for _, r := range resets {
 		f.resetFlow(r)
 	}

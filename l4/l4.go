@@ -211,6 +211,7 @@ type FastPath struct {
 	flood   floodWatch
 	limiter *logLimiter
 	flowLog flowLog
+	mirror  mirrorState
 	// scrapeErrs reports the maps the collector failed to read.
 	scrapeErrs *metric.ScrapeErrors
 }

@@ -144,6 +144,9 @@ func (f *FastPath) reapRun(now uint64, walk, half, watch, exact bool) error {
 		DefCloseS:     uint32(defaultKnobs.closing / time.Second),
 		DefFlags:      defaultKnobs.flags,
 	}
+	if f.passive() {
+		run.GraceS = uint32(MirrorPassiveGrace / time.Second)
+	}
 	if err := f.reapGroups(&run, &kn, walk, half, watch, exact); err != nil {
 		return err
 	}
@@ -292,6 +295,10 @@ func (f *FastPath) reapReported(ev *bpf.FastL4ReapEvent, kn *[maxVirtuals]knobs)
 		return
 	}
 	r := reapedFlow{p: p, state: reapStates[ev.State], k: knobsOf(kn, uint32(p.any().val.Vid)), half: ev.Half != 0}
+	f.mirrorClosed([]reapedFlow{r})
+	if f.passive() { // a standby's flows are the active node's: logged and reset there
+		return
+	}
 	f.logClosed([]reapedFlow{r}, "")
 	if r.k.flags&svcResetOnTimeout != 0 {
 		f.resetFlow(r)

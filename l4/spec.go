@@ -75,6 +75,9 @@ type Virtual struct {
 	MSSOverride uint16
 	// Log reports each connection's open and close to Options.FlowLog.
 	Log bool
+	// Mirror reports the virtual's flows to the mirror sink
+	// (SetMirrorSink), for the HA peer.
+	Mirror bool
 }
 
 // Member is a pool member as the fast path sees it.

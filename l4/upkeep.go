@@ -40,6 +40,9 @@ func (f *FastPath) Run(ctx context.Context) error {
 			}
 		case <-gc.C:
 			f.warnDrops()
+			if err := f.mirrorRefresh(); err != nil && !errors.Is(err, ErrClosed) {
+				f.limiter.log(f.log, "mirror", slog.LevelWarn, "refresh mirrored flows", "err", err)
+			}
 		case <-nb.C:
 			f.upkeep()
 		}

@@ -42,13 +42,19 @@ func TestKeepalivedConfOfTheExamplePair(t *testing.T) {
 	if _, err := certgen.Write(filepath.Join(dir, "tls"), certgen.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	key := filepath.Join(dir, "mirror.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("k", 48)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, node := range []string{"node-a", "node-b"} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "examples", "ha", node+".yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg := filepath.Join(dir, node+".yaml")
-		if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(string(data), "/etc/edgeproxy/tls/", dir+"/tls/")), 0o644); err != nil {
+		text := strings.ReplaceAll(string(data), "/etc/edgeproxy/tls/", dir+"/tls/")
+		text = strings.ReplaceAll(text, "/etc/edgeproxy/mirror.key", key)
+		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		got := stdout(t, "ha", "keepalived-conf", "-config", cfg, "-edgeproxy", "/usr/local/bin/edgeproxy")

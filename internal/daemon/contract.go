@@ -169,6 +169,12 @@ var reloadKeys = map[string]when{
 	"ha.internal.peer":     onReload,
 	"ha.internal.floating": onReload,
 	"ha.fifo":              atStart,
+	// The mirror link is opened at start.
+	"ha.mirror.listen":    atStart,
+	"ha.mirror.peer":      atStart,
+	"ha.mirror.key_file":  atStart,
+	"ha.mirror.bandwidth": atStart,
+	"virtuals[].mirror":   onReload,
 }
 
 // running is what the running daemon has opened, which decides whether

@@ -89,6 +89,8 @@ type Daemon struct {
 	reloads *admin.Reloads
 	reg     prometheus.Registerer
 	l4      *fastPath // nil until the first fastl4 virtual; read under mu
+	// mirror streams the fastl4 flows to the HA peer (nil: ha.mirror unset).
+	mirror  *flowMirror
 	pins    *l4.PinLock
 	retired *admin.FastPath // a pinned fast path being retired; read under mu
 	l7      *l7.Proxy
@@ -212,6 +214,11 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	d.startHA(cfg)
 	if err := d.switchTo(ctx, cfg); err != nil {
 		return err
+	}
+	if cfg.HA != nil && cfg.HA.Mirror != nil {
+		if err := d.startMirror(cfg); err != nil {
+			return err
+		}
 	}
 	if d.fastPath() == nil && d.pins != nil {
 		d.spawn("fast path retirement", d.retireFastPath)

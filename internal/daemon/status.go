@@ -67,10 +67,19 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 // pairState fills st.HA on a pair node, after noting whether the node
 // can serve by the rest of st (what keepalived's check sees).
 func (d *Daemon) pairState(st *admin.Status) {
-	if d.pair != nil {
-		d.pair.observe(ha.Serves(st))
-		st.HA = d.pair.state()
+	if d.pair == nil {
+		return
 	}
+	var mirror *admin.Mirror
+	if d.mirror != nil {
+		mirror = d.mirror.status()
+	}
+	// The check reads the mirror's sync state from st, as keepalived's
+	// check script does from /status.
+	st.HA = &admin.HA{Mirror: mirror}
+	d.pair.observe(ha.Serves(st))
+	st.HA = d.pair.state()
+	st.HA.Mirror = mirror
 }
 
 // statusMembers fills st.Members with the health the data planes apply,

@@ -61,6 +61,7 @@ func l4Virtual(cfg *config.Config, v *config.Virtual) l4.Virtual {
 		IdleTimeout: v.IdleTimeout.D(), HandshakeTimeout: v.HandshakeTimeout.D(), CloseTimeout: v.CloseTimeout.D(),
 		ResetOnTimeout: v.ResetsOnTimeout(), LooseInit: v.LooseInit, LooseClose: v.LooseClose,
 		MSSOverride: v.MSSOverride, Log: v.Log,
+		Mirror: cfg.HA != nil && cfg.HA.Mirror != nil && v.Mirrors(),
 	}
 	if v.Proto == config.ProtoUDP {
 		out.Proto = l4.UDP
