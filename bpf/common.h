@@ -33,7 +33,7 @@ struct icmphdr {
  * meeting a higher version refuses to start and touches nothing.
  * l4's TestLayoutVersion fails until the new layout is recorded under its
  * version. */
-#define LAYOUT_VERSION 2
+#define LAYOUT_VERSION 3
 
 /* The version this build declares: the test build of FLOW_VAL_TEST_PAD
  * (struct flow_val) is one above. */
@@ -137,6 +137,8 @@ enum reason {
 	REASON_DROP_TX_REFUSED,    /* redirected, then refused by the egress devmap or
 				    * driver: moved here from its fwd_* count (txerr.h) */
 	REASON_EVENT_LOG_RING_FULL, /* event: a flow event dropped, its ring was full */
+	REASON_EVENT_SNAT_REUSED,  /* event: SNAT port taken from a closed flow whose
+				    * member accepts the new SYN (snat_reusable) */
 	REASON_MAX,
 };
 
@@ -231,7 +233,10 @@ struct flow_val {
 	__u16 mss;        /* mss_override of the virtual, 0: off */
 	__u8 wscale;      /* window scale of this side's SYN: WSCALE_* */
 	__u8 half_open;   /* 1: an entry of the half_open table */
-	__u32 spare;
+	__u32 ts_last;    /* the newest TCP timestamp (TSval) this side sent once
+			   * the connection began to close, 0: none; a client
+			   * half's is what its SNAT port's reuse is held to
+			   * (snat_reusable) */
 #ifdef FLOW_VAL_TEST_PAD
 	/* Only in the second build the upgrade test compiles
 	 * (TestPrivilegedUpgradeKeepsFlows): a member the committed build

@@ -14,6 +14,7 @@ import (
 var layouts = map[uint32]uint64{
 	1: 0x77d889d6d246e273,
 	2: 0x1ae21e0ee708fc7f,
+	3: 0x8ead13ea508c300f,
 }
 
 func TestLayoutVersion(t *testing.T) {
