@@ -63,10 +63,14 @@ const (
 	DefaultLB     = LBRoundRobin
 )
 
-// DefaultSNATPorts is the SNAT source port range, kept out of the host's
-// ephemeral range (net.ipv4.ip_local_port_range defaults to 32768-60999,
-// so run reserves this range with net.ipv4.ip_local_reserved_ports).
-var DefaultSNATPorts = PortRange{First: 40000, Last: 59999}
+// DefaultSNATPorts is the SNAT source port range: 25,536 ports, from 40000
+// to the top. It takes most of Linux's default ephemeral range
+// (net.ipv4.ip_local_port_range 32768-60999), which run reserves with
+// net.ipv4.ip_local_reserved_ports, and leaves the host 32768-39999 for
+// its own connections (7,232 ports to each destination). It covers the
+// client ports of Windows and macOS (49152-65535) and most of Linux's,
+// which an HA pair's loose_init recovery keeps as SNAT ports.
+var DefaultSNATPorts = PortRange{First: 40000, Last: 65535}
 
 // LB is a load-balancing method of the L7 proxy.
 type LB string
