@@ -226,7 +226,8 @@ struct flow_val {
 	/* Line 2: the rest. */
 	struct flow_key peer;
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns */
-	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
+	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN); once
+			   * it sent a FIN, the number after the FIN */
 	__u16 syn_win;    /* the window of this side's SYN (never scaled) */
 	__u16 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (units of 2^20 ns, wrapping), 0: never */

@@ -142,6 +142,12 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 			f->seq_next = seq;
 		f->syn_win = win;
 		ct_wscale(f, tcp_wscale(ctx, p->m->l4_off), fl & TCP_FLAG_ACK);
+	} else if (fl & TCP_FLAG_FIN) {
+		/* After the FIN: what the other side's ACK of it carries
+		 * (snat_reusable), and the acknowledgement a reset needs. */
+		seq = bpf_ntohl(th->seq) + p->m->l4_len - (__u32)th->doff * 4 + 1;
+		if (f->seq_next != seq)
+			f->seq_next = seq;
 	}
 	if (fl & TCP_FLAG_ACK) {
 		ack = bpf_ntohl(th->ack_seq);

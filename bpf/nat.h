@@ -309,13 +309,16 @@ struct snat_probes {
  * SYN for a new connection, as Linux's TIME_WAIT does
  * (tcp_timewait_state_process), where the old connection may still be:
  * - closed by a RST: the member holds nothing;
- * - closed by FIN both ways: the member's TIME_WAIT (when it closed
- *   first) accepts a SYN whose sequence number is after the last it
- *   received (rcv_nxt: the last ack it sent, s->ack), or, when the old
- *   connection carried timestamps, whose TSval is newer than the last
- *   the client sent (the client half's ts_last, at least the member's
- *   ts_recent); a TSval more than 1 older is refused either way (PAWS).
- * Any other closing state (a FIN one way) keeps the port. */
+ * - closed by FIN both ways, each FIN acknowledged (the side that closed
+ *   last is no longer in LAST_ACK, where a SYN draws a challenge ACK):
+ *   the member's TIME_WAIT (when it closed first) accepts a SYN whose
+ *   sequence number is after the last it received (rcv_nxt: the last
+ *   ack it sent, s->ack), or, when the old connection carried
+ *   timestamps, whose TSval is newer than the last the client sent (the
+ *   client half's ts_last, at least the member's ts_recent); an older
+ *   TSval is refused either way (PAWS, whose window in TIME_WAIT is 0).
+ * Any other closing state (a FIN one way, or not yet acknowledged) keeps
+ * the port. */
 static __always_inline int snat_reusable(struct snat_probes *st, const struct flow_val *s)
 {
 	__u32 both = CLOSE_FIN_CLIENT | CLOSE_FIN_SERVER;
@@ -331,9 +334,11 @@ static __always_inline int snat_reusable(struct snat_probes *st, const struct fl
 	if ((s->closing & both) != both)
 		return 0;
 	c = flow_lookup(&s->peer);
-	ts_last = c ? c->ts_last : 0;
+	if (!c || (__s32)(s->ack - c->seq_next) < 0 || (__s32)(c->ack - s->seq_next) < 0)
+		return 0;
+	ts_last = c->ts_last;
 	if (ts_last && syn->has_ts) {
-		if ((__s32)(ts_last - syn->tsval) > 1)
+		if ((__s32)(ts_last - syn->tsval) > 0)
 			return 0;
 		if ((__s32)(syn->tsval - ts_last) > 0)
 			return 1;

@@ -196,7 +196,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("admin listen = %q", c.Admin.Listen)
 	}
 	fp := c.FastPath
-	if fp.PinPath != "/sys/fs/bpf/edgeproxy" || fp.MaxFlows != 262144 || fp.SNATPorts != (config.PortRange{First: 40000, Last: 65535}) || fp.GCInterval.D() != time.Second {
+	if fp.PinPath != "/sys/fs/bpf/edgeproxy" || fp.MaxFlows != 262144 || fp.SNATPorts != (config.PortRange{First: 40000, Last: 59999}) || fp.GCInterval.D() != time.Second {
 		t.Errorf("fastpath defaults = %+v", fp)
 	}
 	l4 := c.Virtuals[0]

@@ -63,14 +63,16 @@ const (
 	DefaultLB     = LBRoundRobin
 )
 
-// DefaultSNATPorts is the SNAT source port range: 25,536 ports, from 40000
-// to the top. It takes most of Linux's default ephemeral range
-// (net.ipv4.ip_local_port_range 32768-60999), which run reserves with
-// net.ipv4.ip_local_reserved_ports, and leaves the host 32768-39999 for
-// its own connections (7,232 ports to each destination). It covers the
-// client ports of Windows and macOS (49152-65535) and most of Linux's,
-// which an HA pair's loose_init recovery keeps as SNAT ports.
-var DefaultSNATPorts = PortRange{First: 40000, Last: 65535}
+// DefaultSNATPorts is the SNAT source port range: 20,000 ports inside
+// Linux's default ephemeral range (net.ipv4.ip_local_port_range
+// 32768-60999), which run reserves with net.ipv4.ip_local_reserved_ports,
+// leaving the host 8,232 for its own connections. A closed connection's
+// port is reused as soon as the member accepts the new SYN, so the range
+// bounds the connections open at once, not the rate. Wider is not better
+// by default: during a SYN flood, SNAT tuples beyond what the half-open
+// table holds are recycled by its LRU instead of the oldest half-open
+// flow (bpf/README.md, "Floods").
+var DefaultSNATPorts = PortRange{First: 40000, Last: 59999}
 
 // LB is a load-balancing method of the L7 proxy.
 type LB string

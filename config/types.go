@@ -151,7 +151,7 @@ type FastPath struct {
 	PinPath  string `yaml:"pin_path"`  // default /sys/fs/bpf/edgeproxy
 	MaxFlows int    `yaml:"max_flows"` // flow pairs; default 262144
 	// SNATPorts is the port range SNAT allocates from, reserved from the
-	// host with net.ipv4.ip_local_reserved_ports. Default 40000-65535.
+	// host with net.ipv4.ip_local_reserved_ports. Default 40000-59999.
 	SNATPorts PortRange `yaml:"snat_ports"`
 	// GCInterval is how often the flow table is reaped. Default 1s.
 	GCInterval Duration `yaml:"gc_interval"`

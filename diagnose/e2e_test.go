@@ -173,7 +173,7 @@ func newE2E(t *testing.T) *e2eDeployment {
 
 	fast := netip.MustParseAddr("198.18.0.20")
 	lab.Proxy.Run(t, "ip", "addr", "add", fast.String()+"/32", "dev", testnet.ExtIf)
-	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-65535")
+	lab.Proxy.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000-59999")
 	d.skype = e2eSkype(lab, dir, testnet.TestPinDir(t, lab.Proxy.Name))
 	d.cfgPath = filepath.Join(dir, "edgeproxy.yaml")
 	return d

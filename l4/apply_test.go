@@ -20,7 +20,7 @@ func TestPrivilegedApplyChanges(t *testing.T) {
 	// Host settings the fast path needs, in its namespace only.
 	e.do(func() {
 		for key, want := range map[string]string{
-			"net/ipv4/ip_local_reserved_ports": "40000-65535",
+			"net/ipv4/ip_local_reserved_ports": "40000-59999",
 			"net/ipv4/conf/lo/forwarding":      "1",
 			"net/ipv6/conf/lo/forwarding":      "1",
 			"net/ipv4/ip_forward":              "0",

@@ -69,7 +69,7 @@ const (
 )
 
 // DefaultSNATPorts is the SNAT source port range.
-var DefaultSNATPorts = portlist.Range{First: 40000, Last: 65535}
+var DefaultSNATPorts = portlist.Range{First: 40000, Last: 59999}
 
 // Limits compiled into the program (bpf/common.h).
 const (
