@@ -57,11 +57,12 @@ func closedPair(t *testing.T, e *env, client, vip netip.AddrPort, ts bool, befor
 func TestPrivilegedProgramSNATReuse(t *testing.T) {
 	// One virtual per case: each member port has its own SNAT ports.
 	e := progEnv(t, snatPorts(40000, 40000),
-		fastl4("ts", "198.18.0.10:7443", "one4", 4443),
+		fastl4("ts", "198.18.0.10:7443", "one4", 4443, logged),
 		fastl4("seq", "198.18.0.10:7444", "one4", 4444),
 		fastl4("rst", "198.18.0.10:7445", "one4", 4445),
 		fastl4("half", "198.18.0.10:7446", "one4", 4446))
 	e.resolve()
+	rd := eventReader(t, e)
 	toMember, toClient := e.hops()
 	snat := ap(snat4, 40000)
 	port := uint16(2000)
@@ -126,6 +127,15 @@ func TestPrivilegedProgramSNATReuse(t *testing.T) {
 	}
 	if _, ok := e.lookupFlow(old, vip, protoTCP); ok {
 		t.Error("the closed pair's client half is still in the flow table")
+	}
+	// The connection log has the old connection's close.
+	closed := false
+	for ev, ok := nextEvent(t, rd, time.Second); ok && !closed; ev, ok = nextEvent(t, rd, time.Second) {
+		closed = ev.Kind == uint8(bpf.FastL4FlowEventKindFLOW_EVENT_CLOSE) && ev.Client == flowKey(old, vip, protoTCP) &&
+			ev.End == uint8(bpf.FastL4FlowEndFLOW_END_FIN)
+	}
+	if !closed {
+		t.Error("no close record (fin) for the connection whose port was reused")
 	}
 	expectRedirect(t, e, frame{src: c, dst: vip, proto: protoTCP, flags: flagSYN, seq: 50, tcpOpts: tsOpt(1002)}.bytes(), toMember)
 
