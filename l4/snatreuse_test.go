@@ -167,10 +167,10 @@ func TestPrivilegedProgramSNATReuse(t *testing.T) {
 }
 
 // shortConnections opens `Connection: close` exchanges to vip from
-// workers goroutines for d (at most max in all): each sends a request,
+// workers goroutines for d (at most limit in all): each sends a request,
 // reads the answer to the member's close and closes. Returns the
 // exchanges completed and the first failures.
-func shortConnections(ctx context.Context, x *e2eEnv, vip netip.AddrPort, workers int, d time.Duration, max int64) (done int64, errs []error) {
+func shortConnections(ctx context.Context, x *e2eEnv, vip netip.AddrPort, workers int, d time.Duration, limit int64) (done int64, errs []error) {
 	var n, started atomic.Int64
 	var mu sync.Mutex
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -180,7 +180,7 @@ func shortConnections(ctx context.Context, x *e2eEnv, vip netip.AddrPort, worker
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && started.Add(1) <= max {
+			for ctx.Err() == nil && started.Add(1) <= limit {
 				if err := exchange(x, vip); err != nil {
 					mu.Lock()
 					if len(errs) < 5 {
