@@ -141,6 +141,8 @@ enum reason {
 	REASON_DROP_TX_REFUSED,    /* redirected, then refused by the egress devmap or
 				    * driver: moved here from its fwd_* count (txerr.h) */
 	REASON_EVENT_LOG_RING_FULL, /* event: a flow event dropped, its ring was full */
+	REASON_EVENT_SNAT_REUSED,  /* event: SNAT port taken from a closed flow whose
+				    * member accepts the new SYN (snat_reusable) */
 	REASON_MAX,
 };
 
@@ -228,14 +230,18 @@ struct flow_val {
 	/* Line 2: the rest. */
 	struct flow_key peer;
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns */
-	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN) */
+	__u32 seq_next;   /* host order: this side's ISN + 1 (from its SYN); once
+			   * it sent a FIN, the number after the FIN */
 	__u16 syn_win;    /* the window of this side's SYN (never scaled) */
 	__u16 icmp_ms;    /* when an ICMP error about this direction was last
 			   * translated (units of 2^20 ns, wrapping), 0: never */
 	__u16 mss;        /* mss_override of the virtual, 0: off */
 	__u8 wscale;      /* window scale of this side's SYN: WSCALE_* */
 	__u8 half_open;   /* 1: an entry of the half_open table */
-	__u32 spare;
+	__u32 ts_last;    /* the newest TCP timestamp (TSval) this side sent once
+			   * the connection began to close, 0: none; a client
+			   * half's is what its SNAT port's reuse is held to
+			   * (snat_reusable) */
 #ifdef FLOW_VAL_TEST_PAD
 	/* Only in the second build the upgrade test compiles
 	 * (TestPrivilegedUpgradeKeepsFlows): a member the committed build

@@ -84,6 +84,16 @@ static __always_inline void ct_wscale(struct flow_val *f, __u8 sent, __u8 synack
 	}
 }
 
+/* Keeps in f->ts_last the newest TSval of f's side (a closing segment at
+ * l4_off). */
+static __always_inline void ct_ts_last(struct xdp_md *ctx, struct flow_val *f, __u32 l4_off)
+{
+	__u32 ts;
+
+	if (tcp_tsval(ctx, l4_off, &ts) && (f->ts_last == 0 || (__s32)(ts - f->ts_last) > 0))
+		f->ts_last = ts;
+}
+
 /* Follows one packet of f's direction. Fields are written only when they
  * change, to keep the entry's cache line clean on the common path. */
 static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, const struct pkt *p,
@@ -137,6 +147,12 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 			f->seq_next = seq;
 		f->syn_win = win;
 		ct_wscale(f, tcp_wscale(ctx, p->m->l4_off), fl & TCP_FLAG_ACK);
+	} else if (fl & TCP_FLAG_FIN) {
+		/* After the FIN: what the other side's ACK of it carries
+		 * (snat_reusable), and the acknowledgement a reset needs. */
+		seq = bpf_ntohl(th->seq) + p->m->l4_len - (__u32)th->doff * 4 + 1;
+		if (f->seq_next != seq)
+			f->seq_next = seq;
 	}
 	if (fl & TCP_FLAG_ACK) {
 		ack = bpf_ntohl(th->ack_seq);
@@ -144,6 +160,12 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 		if ((__s32)(ack - f->ack) > 0 || f->ack == 0)
 			f->ack = ack;
 	}
+
+	/* The client's timestamps once the connection closes: what the
+	 * member's TIME_WAIT holds a reuse of the SNAT port to
+	 * (snat_reusable). Only closing segments pay for the option scan. */
+	if (f->dir == DIR_CLIENT && (f->closing || (fl & TCP_FLAG_FIN)) && th->doff > 5)
+		ct_ts_last(ctx, f, p->m->l4_off);
 
 	/* A RST closes the flow in ct_rst, when it is exact. */
 	if (!(fl & TCP_FLAG_RST) && (fl & TCP_FLAG_FIN))
@@ -220,10 +242,10 @@ static __always_inline void ct_delete(struct flow_val *f, const struct flow_key 
  * flood.h for their promotion). Returns -1 when the client half is in
  * place, else a drop reason. A global function: checked
  * once by the verifier, with a stack frame of its own. */
-__noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
-		       const struct config *cfg, __u64 now)
+__noinline int ct_open(const struct pkt_meta *p, const struct syn_info *syn,
+		       const struct svc_val *svc, const struct config *cfg, __u64 now)
 {
-	struct flow_key skey = {};
+	struct flow_key *skey;
 	struct scratch *sc;
 	struct flow_val *v;
 	struct addr *m;
@@ -231,21 +253,24 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	long err;
 	int r;
 
-	if (!p || !svc || !cfg)
+	if (!p || !syn || !svc || !cfg)
 		return REASON_DROP_TABLE_FULL;
 	h = flow_hash(&p->key, cfg->hash_seed);
 	m = maglev_pick(svc, cfg, h);
 	if (!m)
 		return REASON_DROP_NO_MEMBER;
 
-	skey.saddr = *m;
-	skey.sport = svc->member_port;
-	skey.proto = p->key.proto;
-	skey.family = p->key.family;
-
 	sc = scratch_get();
 	if (!sc)
 		return REASON_DROP_TABLE_FULL;
+	/* In the scratch space, as the halves are: the frames of the
+	 * calls below stay within the stack. */
+	skey = &sc->skey;
+	__builtin_memset(skey, 0, sizeof(*skey));
+	skey->saddr = *m;
+	skey->sport = svc->member_port;
+	skey->proto = p->key.proto;
+	skey->family = p->key.family;
 	v = &sc->val;
 	__builtin_memset(v, 0, sizeof(*v));
 	/* Its own key comes with the SNAT allocation (snat_alloc). */
@@ -256,15 +281,15 @@ __noinline int ct_open(const struct pkt_meta *p, const struct svc_val *svc,
 	v->mss = svc->mss;
 	v->dir = DIR_SERVER;
 	v->half_open = 1;
-	r = snat_alloc(svc, cfg, bpf_ntohs(p->key.sport), h, &skey, v);
+	r = snat_alloc(p, syn, svc, cfg, h, skey, v);
 	if (r >= 0)
 		return r;
 
-	flow_set_keys(v, &p->key, &skey);
+	flow_set_keys(v, &p->key, skey);
 	v->dir = DIR_CLIENT;
 	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
 	if (err) {
-		bpf_map_delete_elem(&half_open, &skey);
+		bpf_map_delete_elem(&half_open, skey);
 		if (err != -EEXIST)
 			return REASON_DROP_TABLE_FULL;
 		/* Another CPU opened this flow at the same moment: use it. */

@@ -293,6 +293,7 @@ static __always_inline int flow_hit(struct xdp_md *ctx, const struct pkt_meta *m
 __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 {
 	struct svc_key sk = {};
+	struct scratch *sc;
 	struct config *cfg;
 	struct svc_val *svc;
 	__u64 bytes;
@@ -357,7 +358,13 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 			return XDP_DROP;
 		}
 	}
-	r = ct_open(m, svc, cfg, bpf_ktime_get_coarse_ns());
+	/* A SYN's sequence number and timestamp: whether it may take the
+	 * SNAT port of a closed flow (snat_reusable). */
+	sc = scratch_get();
+	if (!sc)
+		return XDP_PASS;
+	syn_read(ctx, m, &sc->syn);
+	r = ct_open(m, &sc->syn, svc, cfg, bpf_ktime_get_coarse_ns());
 	if (r >= 0) {
 		count(svc->vid, r, bytes);
 		return XDP_DROP;

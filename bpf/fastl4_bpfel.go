@@ -143,7 +143,7 @@ type FastL4FlowVal struct {
 	Mss       uint16
 	Wscale    uint8
 	HalfOpen  uint8
-	Spare     uint32
+	TsLast    uint32
 }
 
 type FastL4IcmpBudget struct {
@@ -284,7 +284,8 @@ const (
 	FastL4ReasonREASON_DROP_HANDSHAKE       FastL4Reason = 40
 	FastL4ReasonREASON_DROP_TX_REFUSED      FastL4Reason = 41
 	FastL4ReasonREASON_EVENT_LOG_RING_FULL  FastL4Reason = 42
-	FastL4ReasonREASON_MAX                  FastL4Reason = 43
+	FastL4ReasonREASON_EVENT_SNAT_REUSED    FastL4Reason = 43
+	FastL4ReasonREASON_MAX                  FastL4Reason = 44
 )
 
 type FastL4ReasonName struct {
@@ -293,9 +294,18 @@ type FastL4ReasonName struct {
 }
 
 type FastL4Scratch struct {
-	_         structs.HostLayout
-	Val       FastL4FlowVal
-	Val2      FastL4FlowVal
+	_    structs.HostLayout
+	Val  FastL4FlowVal
+	Val2 FastL4FlowVal
+	Syn  struct {
+		_     structs.HostLayout
+		Seq   uint32
+		Tsval uint32
+		HasTs uint8
+		Ok    uint8
+		Pad   [2]uint8
+	}
+	Skey      FastL4FlowKey
 	Reason    FastL4Reason
 	Dir       FastL4FlowDir
 	Seen      FastL4FlowSeen
@@ -303,7 +313,6 @@ type FastL4Scratch struct {
 	SvcFlags  FastL4SvcFlags
 	EventKind FastL4FlowEventKind
 	FlowEnd   FastL4FlowEnd
-	_         [4]byte
 	Event     FastL4FlowEvent
 }
 

@@ -101,6 +101,12 @@ __noinline int half_open_promote(const struct pkt_meta *m, __u32 ack)
 
 	mine->half_open = 0;
 	other->half_open = 0;
+	/* A RST before the handshake completed ended an earlier attempt:
+	 * the client's RST of a stale ACK from the member's TIME_WAIT
+	 * (snat_reusable), after which its SYN came back. The connection
+	 * is open, not closed (its port is not reusable). */
+	mine->closing = 0;
+	other->closing = 0;
 	err = flow_update(&mine->peer, other, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* Another CPU is promoting the same pair, or an established

@@ -233,12 +233,24 @@ struct {
  * the object before it loads anything. */
 const volatile __u32 layout_version = LAYOUT_VERSION_BUILT;
 
+/* What the SYN of a new flow offers a SNAT port held by a closed flow
+ * (snat_reusable). */
+struct syn_info {
+	__u32 seq;   /* host order */
+	__u32 tsval; /* host order, when has_ts */
+	__u8 has_ts;
+	__u8 ok;     /* 1: a bare SYN whose header was read */
+	__u8 pad[2];
+};
+
 /* Per CPU scratch space for values too large for the 512-byte stack.
  * The enum members are never used: they put the enums shared with the
  * control plane into the object's BTF, where bpf2go -type finds them. */
 struct scratch {
 	struct flow_val val;
 	struct flow_val val2; /* the other half, when both are built */
+	struct syn_info syn;  /* a new flow's SYN (syn_read) */
+	struct flow_key skey; /* a new flow's server side key (ct_open) */
 	enum reason reason;
 	enum flow_dir dir;
 	enum flow_seen seen;

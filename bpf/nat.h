@@ -8,6 +8,7 @@
 #include "csum.h"
 #include "maps.h"
 #include "parse.h"
+#include "events.h"
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -204,6 +205,45 @@ static __always_inline __u8 tcp_wscale(struct xdp_md *ctx, __u32 l4_off)
 	return WSCALE_SENT | (shift > 14 ? 14 : shift);
 }
 
+#define TCPOPT_TIMESTAMP 8
+#define TCPOLEN_TIMESTAMP 10
+
+/* The TSval of the TCP header at l4_off (RFC 7323), in host order, into
+ * *tsval: returns 1 when the header carries the option, else 0. */
+static __always_inline int tcp_tsval(struct xdp_md *ctx, __u32 l4_off, __u32 *tsval)
+{
+	__u32 at = tcp_option(ctx, l4_off, TCPOPT_TIMESTAMP, TCPOLEN_TIMESTAMP);
+	__be32 v;
+
+	if (at == 0 || bpf_xdp_load_bytes(ctx, (l4_off & 0x3fff) + (at & 63), &v, sizeof(v)))
+		return 0;
+	*tsval = bpf_ntohl(v);
+	return 1;
+}
+
+/* Fills in *syn from the packet of m when it is a bare SYN (no ACK, no
+ * RST): its sequence number and TSval. A global function: checked once,
+ * with a frame of its own. */
+__noinline int syn_read(struct xdp_md *ctx, const struct pkt_meta *m, struct syn_info *syn)
+{
+	__u32 l4_off;
+	__be32 seq;
+
+	if (!m || !syn)
+		return 0;
+	__builtin_memset(syn, 0, sizeof(*syn));
+	if (m->key.proto != IPPROTO_TCP ||
+	    (m->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) != TCP_FLAG_SYN)
+		return 0;
+	l4_off = m->l4_off & 0x3fff;
+	if (bpf_xdp_load_bytes(ctx, l4_off + 4, &seq, sizeof(seq)))
+		return 0;
+	syn->seq = bpf_ntohl(seq);
+	syn->has_ts = tcp_tsval(ctx, l4_off, &syn->tsval);
+	syn->ok = 1;
+	return 1;
+}
+
 static __always_inline __u32 mix32(__u32 h)
 {
 	h ^= h >> 16;
@@ -260,7 +300,78 @@ struct snat_probes {
 	__u32 held;        /* candidates held by half-open flows */
 	__u32 base, n, min, range, h, hp, cport;
 	int result; /* -1: allocated, else a drop reason */
+	__u32 reuse; /* 1: skey is a closed pair's, to take (snat_take) */
+	const struct syn_info *syn; /* the new flow's SYN: syn->ok, it may reuse */
 };
+
+/* Whether the new flow's SYN may take the SNAT port of the closed flow
+ * whose server half (member -> SNAT) is s: whether the member takes the
+ * SYN for a new connection, as Linux's TIME_WAIT does
+ * (tcp_timewait_state_process), where the old connection may still be:
+ * - closed by a RST: the member holds nothing;
+ * - closed by FIN both ways, each FIN acknowledged (the side that closed
+ *   last is no longer in LAST_ACK, where a SYN draws a challenge ACK):
+ *   the member's TIME_WAIT (when it closed first) accepts a SYN whose
+ *   sequence number is after the last it received (rcv_nxt: the last
+ *   ack it sent, s->ack), or, when the old connection carried
+ *   timestamps, whose TSval is newer than the last the client sent (the
+ *   client half's ts_last, at least the member's ts_recent); an older
+ *   TSval is refused either way (PAWS, whose window in TIME_WAIT is 0).
+ * Any other closing state (a FIN one way, or not yet acknowledged) keeps
+ * the port. */
+static __always_inline int snat_reusable(struct snat_probes *st, const struct flow_val *s)
+{
+	__u32 both = CLOSE_FIN_CLIENT | CLOSE_FIN_SERVER;
+	struct flow_val *c;
+	__u32 ts_last;
+
+	const struct syn_info *syn = st->syn;
+
+	if (!syn->ok)
+		return 0;
+	if (s->closing & CLOSE_RST)
+		return 1;
+	if ((s->closing & both) != both)
+		return 0;
+	c = flow_lookup(&s->peer);
+	if (!c || (__s32)(s->ack - c->seq_next) < 0 || (__s32)(c->ack - s->seq_next) < 0)
+		return 0;
+	ts_last = c->ts_last;
+	if (ts_last && syn->has_ts) {
+		if ((__s32)(ts_last - syn->tsval) > 0)
+			return 0;
+		if ((__s32)(syn->tsval - ts_last) > 0)
+			return 1;
+	}
+	return (__s32)(syn->seq - s->ack) > 0;
+}
+
+/* Gives the SNAT tuple skey of a closed pair (snat_reusable) to the new
+ * flow whose server half is sval: removes the pair, whose close record is
+ * the one a new SYN on a closing connection emits (flow_event_restart),
+ * and inserts sval into half_open. Returns -1 on success, else a drop
+ * reason. A global function: its frame is not added to the probes'. */
+__noinline int snat_take(struct flow_key *skey, struct flow_val *sval)
+{
+	struct flow_val *s, *c;
+
+	if (!skey || !sval)
+		return REASON_DROP_SNAT_EXHAUSTED;
+	s = flow_lookup(skey);
+	if (s) {
+		c = flow_lookup(&s->peer);
+		if (c && flow_key_eq(&c->peer, skey)) {
+			flow_event_restart(&s->peer, c);
+			flow_delete(&s->peer);
+		}
+		flow_delete(skey);
+	}
+	flow_self4(skey, &sval->self4);
+	if (bpf_map_update_elem(&half_open, skey, sval, BPF_NOEXIST))
+		return REASON_DROP_SNAT_EXHAUSTED;
+	count(sval->vid, REASON_EVENT_SNAT_REUSED, 0);
+	return -1;
+}
 
 /* One probe: returns 1 to stop (allocated or failed), 0 for the next. */
 static long snat_probe(__u32 i, void *data)
@@ -301,8 +412,15 @@ static long snat_probe(__u32 i, void *data)
 		/* Enough of a sample: reclaim rather than probe on. */
 		return ++st->held >= SNAT_RECLAIM_SAMPLE;
 	}
-	if (flow_lookup(skey))
-		return 0;
+	o = flow_lookup(skey);
+	if (o) {
+		/* Held by an established flow: taken (snat_take) only when
+		 * closed and the member would accept the new SYN. */
+		if (!o->closing || !snat_reusable(st, o))
+			return 0;
+		st->reuse = 1;
+		return 1;
+	}
 	flow_self4(skey, &st->sval->self4);
 	err = bpf_map_update_elem(&half_open, skey, st->sval, BPF_NOEXIST);
 	if (err == 0) {
@@ -336,13 +454,15 @@ static long snat_probe(__u32 i, void *data)
  * skey comes with saddr, sport, proto and family set; on success its
  * daddr and dport hold the allocation. Returns -1 on success, else a
  * drop reason. */
-static __always_inline int snat_alloc(const struct svc_val *svc, const struct config *cfg,
-				      __u16 cport, __u32 h, struct flow_key *skey,
-				      struct flow_val *sval)
+static __always_inline int snat_alloc(const struct pkt_meta *p, const struct syn_info *syn,
+				      const struct svc_val *svc, const struct config *cfg,
+				      __u32 h, struct flow_key *skey, struct flow_val *sval)
 {
+	__u16 cport = bpf_ntohs(p->key.sport);
 	struct snat_probes st = {
 		.skey = skey,
 		.sval = sval,
+		.syn = syn,
 		.base = svc->snat_base,
 		.n = svc->snat_count,
 		.min = cfg->snat_port_min,
@@ -350,8 +470,7 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 		.hp = mix32(h ^ 0x9e3779b9),
 		.result = REASON_DROP_SNAT_EXHAUSTED,
 	};
-	struct flow_key victim;
-	struct flow_val *o;
+	struct flow_val *o, *v;
 	struct addr *a;
 
 	if (st.n == 0 || st.n > MAX_SNAT || cfg->snat_port_max < st.min)
@@ -360,6 +479,8 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 	if (cport >= st.min && cport <= cfg->snat_port_max)
 		st.cport = cport;
 	bpf_loop(SNAT_PROBES, snat_probe, &st, 0);
+	if (st.reuse)
+		return snat_take(skey, sval);
 	if (st.result != REASON_DROP_SNAT_EXHAUSTED || !st.oldest_port)
 		return st.result;
 
@@ -371,11 +492,10 @@ static __always_inline int snat_alloc(const struct svc_val *svc, const struct co
 	flow_self4(skey, &sval->self4);
 	o = bpf_map_lookup_elem(&half_open, skey);
 	if (o) {
-		victim = o->peer;
 		/* The victim's client half, if it is still the victim's. */
-		o = bpf_map_lookup_elem(&half_open, &victim);
-		if (o && flow_key_eq(&o->peer, skey))
-			bpf_map_delete_elem(&half_open, &victim);
+		v = bpf_map_lookup_elem(&half_open, &o->peer);
+		if (v && flow_key_eq(&v->peer, skey))
+			bpf_map_delete_elem(&half_open, &o->peer);
 	}
 	if (bpf_map_update_elem(&half_open, skey, sval, BPF_ANY))
 		return REASON_DROP_TABLE_FULL;

@@ -63,9 +63,15 @@ const (
 	DefaultLB     = LBRoundRobin
 )
 
-// DefaultSNATPorts is the SNAT source port range, kept out of the host's
-// ephemeral range (net.ipv4.ip_local_port_range defaults to 32768-60999,
-// so run reserves this range with net.ipv4.ip_local_reserved_ports).
+// DefaultSNATPorts is the SNAT source port range: 20,000 ports inside
+// Linux's default ephemeral range (net.ipv4.ip_local_port_range
+// 32768-60999), which run reserves with net.ipv4.ip_local_reserved_ports,
+// leaving the host 8,232 for its own connections. A closed connection's
+// port is reused as soon as the member accepts the new SYN, so the range
+// bounds the connections open at once, not the rate. Wider is not better
+// by default: during a SYN flood, SNAT tuples beyond what the half-open
+// table holds are recycled by its LRU instead of the oldest half-open
+// flow (bpf/README.md, "Floods").
 var DefaultSNATPorts = PortRange{First: 40000, Last: 59999}
 
 // LB is a load-balancing method of the L7 proxy.

@@ -64,6 +64,9 @@ var reasonNames = map[bpf.FastL4Reason]string{
 
 	// The connection log.
 	bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL: "log_ring_full",
+
+	// SNAT ports of closed flows taken by new ones.
+	bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED: "snat_reused",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
@@ -71,7 +74,7 @@ func isEvent(r bpf.FastL4Reason) bool {
 	switch r {
 	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED,
 		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED,
-		bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL:
+		bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL, bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED:
 		return true
 	}
 	return false

@@ -194,8 +194,8 @@ func Render(w io.Writer, rep *Report) error {
 		}
 
 		fp := p.FastPath
-		fmt.Fprintf(ew, "\nfast path: pinned at %s, %d flows (flow tables pin %.0f MiB), SNAT ports %s, reaped every %s; admin endpoint: %s\n",
-			fp.PinPath, fp.MaxFlows, float64(fp.FlowBytes)/(1<<20), fp.SNATPorts, fp.GCInterval, p.Admin)
+		fmt.Fprintf(ew, "\nfast path: pinned at %s, %d flows (flow tables pin %.0f MiB), SNAT ports %s (%d connections per SNAT address and member), reaped every %s; admin endpoint: %s\n",
+			fp.PinPath, fp.MaxFlows, float64(fp.FlowBytes)/(1<<20), fp.SNATPorts, fp.SNATCapacity, fp.GCInterval, p.Admin)
 		renderBGP(ew, p.BGP)
 	}
 

@@ -86,7 +86,7 @@ func TestExamplePlan(t *testing.T) {
 		"default       203.0.113.1",
 		"owas01.corp.example.com  10.10.0.30",
 		"profile skype, NTLM pinning, response 16m, idle 30m",
-		"pinned at /sys/fs/bpf/edgeproxy, 262144 flows (flow tables pin 162 MiB), SNAT ports 40000-59999",
+		"pinned at /sys/fs/bpf/edgeproxy, 262144 flows (flow tables pin 162 MiB), SNAT ports 40000-59999 (20000 connections per SNAT address and member)",
 		// The example publishes the front ends at L4 too: their
 		// management paths are open there.
 		"skype.yaml:35:5: virtuals[0].pool: fastl4 virtual sfb-web-l4 publishes pool sfb-fe, which virtual sfb-web publishes with profile skype: at L4 the management paths (/cscp, /OcsPowerShell, /RgsConfig) cannot be filtered",

@@ -10,6 +10,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
 	"github.com/edgeproxy/edgeproxy/internal/plan"
+	"github.com/edgeproxy/edgeproxy/internal/portlist"
 )
 
 // Status of a host check.
@@ -187,9 +188,35 @@ func (h *hostChecker) sysctls() {
 	if r.IsZero() {
 		return
 	}
-	if int(r.First) <= last && int(r.Last) >= first {
-		h.add("SNAT ports", StatusInfo, "", "%s overlaps the ephemeral range %d-%d; run reserves it with net.ipv4.ip_local_reserved_ports", r, first, last)
-	} else {
-		h.add("SNAT ports", StatusOK, "", "%s is outside the ephemeral range %d-%d", r, first, last)
+	reserved, _ := hostprobe.Sysctl("net.ipv4.ip_local_reserved_ports")
+	kept := hostPorts(first, last, r, reserved)
+	switch {
+	case kept < minHostPorts:
+		h.add("SNAT ports", StatusWarning, "", "%s leaves the host %d of its ephemeral ports %d-%d: its own connections (the L7 proxy's to members, monitors) run out of source ports; narrow fastpath.snat_ports or move net.ipv4.ip_local_port_range out of it", r, kept, first, last)
+	case int(r.First) <= last && int(r.Last) >= first:
+		h.add("SNAT ports", StatusInfo, "", "%s (%d connections per SNAT address, member and member port) overlaps the ephemeral range %d-%d: run reserves it with net.ipv4.ip_local_reserved_ports, the host keeps %d ports", r, r.Size(), first, last, kept)
+	default:
+		h.add("SNAT ports", StatusOK, "", "%s (%d connections per SNAT address, member and member port) is outside the ephemeral range %d-%d", r, r.Size(), first, last)
 	}
+}
+
+// minHostPorts is the fewest ephemeral ports the SNAT range may leave the
+// host without a warning.
+const minHostPorts = 1024
+
+// hostPorts counts the ports of the ephemeral range first-last the host
+// keeps once the SNAT range r is reserved beside the ports reserved
+// already (net.ipv4.ip_local_reserved_ports, unreadable: none).
+func hostPorts(first, last int, r config.PortRange, reserved string) int {
+	others, err := portlist.Parse(reserved)
+	if err != nil {
+		others = nil
+	}
+	n := 0
+	for p := max(first, 1); p <= min(last, 65535); p++ {
+		if !r.Contains(uint16(p)) && !others.Contains(uint16(p)) {
+			n++
+		}
+	}
+	return n
 }

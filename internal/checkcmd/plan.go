@@ -83,9 +83,12 @@ type FastPathRow struct {
 	// FlowBytes is the map memory the flow tables pin with every flow in
 	// use (l4.FlowMemory): sized by max_flows, for the families and
 	// protocols of the fastl4 virtuals.
-	FlowBytes  uint64 `json:"flow_table_bytes"`
-	SNATPorts  string `json:"snat_ports"`
-	GCInterval string `json:"gc_interval"`
+	FlowBytes uint64 `json:"flow_table_bytes"`
+	SNATPorts string `json:"snat_ports"`
+	// SNATCapacity is how many connections the SNAT ports carry at once
+	// per SNAT address, member address and member port.
+	SNATCapacity int    `json:"snat_capacity"`
+	GCInterval   string `json:"gc_interval"`
 }
 
 // shortDur formats a duration without trailing zero units: 5m, 1h30m, 2s.
@@ -183,7 +186,7 @@ func NewPlan(c *config.Config) *Plan {
 	}
 
 	fp := c.FastPath
-	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, FlowBytes: flowBytes(c), SNATPorts: fp.SNATPorts.String(), GCInterval: shortDur(fp.GCInterval)}
+	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, FlowBytes: flowBytes(c), SNATPorts: fp.SNATPorts.String(), SNATCapacity: fp.SNATPorts.Size(), GCInterval: shortDur(fp.GCInterval)}
 	p.BGP = bgpRows(c)
 	return p
 }
