@@ -302,6 +302,7 @@ enum svc_flags {
 	SVC_LOOSE_CLOSE = 1 << 1, /* first FIN starts the close timer */
 	SVC_RESET_ON_TIMEOUT = 1 << 2,
 	SVC_LOG = 1 << 3, /* report its flows in flow_events (events.h) */
+	SVC_ANNOUNCE = 1 << 4, /* report them at once, for the peers (peers.h) */
 };
 
 struct svc_val {

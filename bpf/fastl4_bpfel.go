@@ -167,6 +167,12 @@ type FastL4NeighKey struct {
 	Family  uint32
 }
 
+type FastL4Owner struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
 type FastL4PinMeta struct {
 	_             structs.HostLayout
 	LayoutVersion uint32
@@ -257,6 +263,7 @@ const (
 	FastL4SvcFlagsSVC_LOOSE_CLOSE      FastL4SvcFlags = 2
 	FastL4SvcFlagsSVC_RESET_ON_TIMEOUT FastL4SvcFlags = 4
 	FastL4SvcFlagsSVC_LOG              FastL4SvcFlags = 8
+	FastL4SvcFlagsSVC_ANNOUNCE         FastL4SvcFlags = 16
 )
 
 type FastL4SvcKey struct {
@@ -324,6 +331,10 @@ const (
 	FastL4MapMartians6                 = "martians6"
 	FastL4MapMeta                      = "meta"
 	FastL4MapNeighMiss                 = "neigh_miss"
+	FastL4MapOwners                    = "owners"
+	FastL4MapPeerCount                 = "peer_count"
+	FastL4MapPeerMacs                  = "peer_macs"
+	FastL4MapPeerStats                 = "peer_stats"
 	FastL4MapPools                     = "pools"
 	FastL4MapScratch                   = "scratch"
 	FastL4MapServices                  = "services"
@@ -408,6 +419,10 @@ type FastL4MapSpecs struct {
 	Martians6   *ebpf.MapSpec `ebpf:"martians6"`
 	Meta        *ebpf.MapSpec `ebpf:"meta"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	PeerCount   *ebpf.MapSpec `ebpf:"peer_count"`
+	PeerMacs    *ebpf.MapSpec `ebpf:"peer_macs"`
+	PeerStats   *ebpf.MapSpec `ebpf:"peer_stats"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
@@ -464,6 +479,10 @@ type FastL4Maps struct {
 	Martians6   *ebpf.Map `ebpf:"martians6"`
 	Meta        *ebpf.Map `ebpf:"meta"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
+	Owners      *ebpf.Map `ebpf:"owners"`
+	PeerCount   *ebpf.Map `ebpf:"peer_count"`
+	PeerMacs    *ebpf.Map `ebpf:"peer_macs"`
+	PeerStats   *ebpf.Map `ebpf:"peer_stats"`
 	Pools       *ebpf.Map `ebpf:"pools"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
 	Services    *ebpf.Map `ebpf:"services"`
@@ -491,6 +510,10 @@ func (m *FastL4Maps) Close() error {
 		m.Martians6,
 		m.Meta,
 		m.NeighMiss,
+		m.Owners,
+		m.PeerCount,
+		m.PeerMacs,
+		m.PeerStats,
 		m.Pools,
 		m.Scratch,
 		m.Services,
