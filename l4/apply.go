@@ -236,6 +236,9 @@ func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	if v.Log {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOG)
 	}
+	if f.opts.OnFlow != nil {
+		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_ANNOUNCE)
+	}
 	snat, err := f.snatAddrs(v, vip)
 	if err != nil {
 		return nil, err

@@ -129,6 +129,10 @@ func (f *FastPath) PeerStats() (PeerStats, error) {
 		return PeerStats{}, ErrClosed
 	}
 	defer f.life.RUnlock()
+	return f.peerStats()
+}
+
+func (f *FastPath) peerStats() (PeerStats, error) {
 	c, err := sumStats(f.objs.PeerStats)
 	if err != nil || len(c) <= peerFromPeer {
 		return PeerStats{}, fmt.Errorf("read peer counters: %w", err)

@@ -61,6 +61,7 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 			NotAfter: a.NotAfter, Serial: a.Serial, LastOutcome: a.LastOutcome, LastAt: a.LastAt, LastError: a.LastError})
 	}
 	st.BGP = d.bgpStatus(ctx)
+	st.Cluster = d.clusterStatus()
 	return st, nil
 }
 
