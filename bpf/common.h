@@ -33,7 +33,7 @@ struct icmphdr {
  * meeting a higher version refuses to start and touches nothing.
  * l4's TestLayoutVersion fails until the new layout is recorded under its
  * version. */
-#define LAYOUT_VERSION 2
+#define LAYOUT_VERSION 3
 
 /* The version this build declares: the test build of FLOW_VAL_TEST_PAD
  * (struct flow_val) is one above. */

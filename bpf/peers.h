@@ -12,8 +12,9 @@
  * source MAC is a peer's was forwarded once already and is never
  * forwarded again.
  *
- * None of these maps is pinned: they are the running control plane's,
- * which fills them from its peers when it starts. */
+ * The maps are pinned, as the program is: a restarted control plane
+ * adopts the running program, which reads these. It empties them when
+ * it starts and fills them from its peers. */
 #ifndef EDGEPROXY_PEERS_H
 #define EDGEPROXY_PEERS_H
 
@@ -39,6 +40,7 @@ struct {
 	__uint(max_entries, MAX_OWNERS);
 	__type(key, struct flow_key); /* client -> VIP */
 	__type(value, struct owner);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } owners SEC(".maps");
 
 /* The peers' MACs (in the low 6 bytes, network order), for the loop
@@ -48,6 +50,7 @@ struct {
 	__uint(max_entries, MAX_PEERS);
 	__type(key, __u64);
 	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } peer_macs SEC(".maps");
 
 /* What second chance did, per CPU. */
@@ -63,6 +66,7 @@ struct {
 	__uint(max_entries, PEER_STAT_MAX);
 	__type(key, __u32);
 	__type(value, struct stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } peer_stats SEC(".maps");
 
 /* Whether second chance is on: the number of peers. */
@@ -71,6 +75,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } peer_count SEC(".maps");
 
 /* second_chance's answer for a packet this node serves as before. */

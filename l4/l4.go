@@ -263,6 +263,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 	if err := f.adopt(); err != nil {
 		return nil, err
 	}
+	if err := f.resetPeers(); err != nil {
+		return nil, err
+	}
 	if f.netns, err = ownNetns(); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 var layouts = map[uint32]uint64{
 	1: 0x77d889d6d246e273,
 	2: 0x1ae21e0ee708fc7f,
+	3: 0xbdb1673bf0da7a13,
 }
 
 func TestLayoutVersion(t *testing.T) {

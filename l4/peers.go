@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -53,6 +54,41 @@ func macKey(mac net.HardwareAddr) (uint64, error) {
 	var b [8]byte
 	copy(b[:], mac)
 	return binary.NativeEndian.Uint64(b[:]), nil
+}
+
+// resetPeers turns second chance off and forgets the peers and their
+// connections, which the pins keep from the previous control plane: the
+// cluster fills them again (SetPeers, SetOwner).
+func (f *FastPath) resetPeers() error {
+	if err := f.objs.PeerCount.Put(uint32(0), uint32(0)); err != nil {
+		return fmt.Errorf("turn second chance off: %w", err)
+	}
+	for _, m := range []*ebpf.Map{f.objs.PeerMacs, f.objs.Owners} {
+		if err := clearMap(m); err != nil {
+			return fmt.Errorf("clear %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// clearMap deletes every entry of a hash map.
+func clearMap(m *ebpf.Map) error {
+	key := make([]byte, m.KeySize())
+	val := make([]byte, m.ValueSize())
+	var keys [][]byte
+	it := m.Iterate()
+	for it.Next(key, val) {
+		keys = append(keys, slices.Clone(key))
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetPeers replaces the peers' MACs on the external segment; with none,
