@@ -7,7 +7,7 @@
  * external segment), and the control plane writes the others' into
  * owners. A TCP segment that is not a SYN, arrives on the external NIC
  * with no local flow, and whose tuple a peer owns is sent to that peer
- * (XDP_TX, MACs rewritten). A SYN always opens its connection here, and
+ * (XDP_TX, MACs rewritten), if it was addressed to this node's MAC. A SYN always opens its connection here, and
  * removes the tuple's entry: the client started over. A frame whose
  * source MAC is a peer's was forwarded once already and is never
  * forwarded again.
@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "maps.h"
+#include "guard.h"
 
 #ifndef MAX_OWNERS
 #define MAX_OWNERS 131072 /* peers' connections (LRU: the least recently
@@ -116,6 +117,10 @@ __noinline int second_chance(struct xdp_md *ctx, const struct pkt_meta *m)
 		return PEER_NONE;
 	}
 	if ((void *)(eth + 1) > end)
+		return PEER_NONE;
+	/* A frame the switch flooded (addressed to another node) is that
+	 * node's to serve or forward. */
+	if (!mac_is(eth, cfg->ext_mac))
 		return PEER_NONE;
 	__builtin_memcpy(&src, eth->h_source, ETH_ALEN);
 	if (bpf_map_lookup_elem(&peer_macs, &src)) {

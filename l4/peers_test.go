@@ -35,6 +35,7 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 		return e.toNIC(frame{src: ap(client4, c), dst: ap(vip4, vip), proto: protoTCP, flags: flagACK | flagPSH, seq: 101, ack: 901, payload: []byte("GET /")}.bytes(), testnet.ExtIf)
 	}
 	fromPeer := func(b []byte) []byte { copy(b[6:12], peer); return b }
+	toMAC := func(b []byte, mac net.HardwareAddr) []byte { copy(b, mac); return b }
 	ext := e.nic(testnet.ExtIf).mac
 	for _, tc := range []struct {
 		name string
@@ -46,6 +47,7 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 		{"fastl4 segment of a peer's connection goes to the peer", ack(50000, 443), xdpTX, peer, func(s PeerStats) uint64 { return s.Forwarded }},
 		{"L7 segment of a peer's connection goes to the peer", ack(50001, 80), xdpTX, peer, func(s PeerStats) uint64 { return s.Forwarded }},
 		{"a segment a peer forwarded is not forwarded again", fromPeer(ack(50001, 80)), xdpPass, nil, func(s PeerStats) uint64 { return s.FromPeer }},
+		{"a frame the switch flooded to this node is not forwarded", toMAC(ack(50001, 80), net.HardwareAddr{0x02, 0xee, 0, 0, 0, 0x09}), xdpPass, nil, nil},
 		{"unknown tuple to a fastl4 virtual: dropped as before", ack(50003, 443), xdpDrop, nil, nil},
 		{"unknown tuple to the L7 proxy: passed as before", ack(50003, 80), xdpPass, nil, nil},
 		{"SYN for a peer's tuple opens the connection here", e.toNIC(frame{src: ap(client4, 50002), dst: fastVIP, proto: protoTCP, flags: flagSYN, seq: 5}.bytes(), testnet.ExtIf), xdpRedirect, nil, func(s PeerStats) uint64 { return s.SYNLocal }},

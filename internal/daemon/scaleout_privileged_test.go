@@ -602,8 +602,14 @@ func (s *scaleOut) nodeKilled(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("long-lived connections on the 2 other nodes that survived the 3 to 2 next hop change: fastl4 %d of %d, L7 %d of %d",
-		survived[80], others[80], survived[443], others[443])
+	var forwarded int
+	for _, nd := range s.nodes {
+		if nd != dead {
+			forwarded += s.forwarded(t, nd)
+		}
+	}
+	t.Logf("long-lived connections on the 2 other nodes that survived the 3 to 2 next hop change: fastl4 %d of %d, L7 %d of %d (the 2 nodes have sent %d segments back to their owner since they started)",
+		survived[80], others[80], survived[443], others[443], forwarded)
 	seen, failed := s.spread(t, 100)
 	if n := seen[dead.name+":80"] + seen[dead.name+":443"]; failed > 0 || n > 0 {
 		t.Errorf("100 new connections after %s died: %d failed, %d reached it; want none", dead.name, failed, n)
