@@ -236,7 +236,7 @@ func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	if v.Log {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_LOG)
 	}
-	if f.opts.OnFlow != nil {
+	if f.opts.OnFlow != nil && nv.key.Proto == uint8(TCP) {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_ANNOUNCE)
 	}
 	snat, err := f.snatAddrs(v, vip)
