@@ -399,13 +399,18 @@ func (s *scaleOut) memberLoss(t *testing.T) {
 }
 
 // load makes requests, each on a new connection, alternately to the
-// fastl4 and the L7 virtual, until stop is called (at most 20000).
+// fastl4 and the L7 virtual, from loadWorkers clients at once (so that
+// some are in flight whenever the router's next hops change), until
+// stop is called (at most 5000 each).
 type load struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	mu     sync.Mutex
 	ok     int
 	failed []failure
 }
+
+const loadWorkers = 4
 
 // failure is a request that failed, with when it ran.
 type failure struct {
@@ -417,23 +422,33 @@ type failure struct {
 func (s *scaleOut) startLoad() *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for w := range loadWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5000 && ctx.Err() == nil; i++ {
+				port := uint16(80)
+				if (i+w)%2 == 1 {
+					port = 443
+				}
+				start := time.Now()
+				_, err := s.request(ctx, port)
+				l.mu.Lock()
+				switch {
+				case err == nil:
+					l.ok++
+				case ctx.Err() == nil:
+					l.failed = append(l.failed, failure{i*loadWorkers + w, start, time.Now(), err})
+				}
+				l.mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
 	go func() {
-		defer close(l.done)
-		for i := 0; i < 20000 && ctx.Err() == nil; i++ {
-			port := uint16(80)
-			if i%2 == 1 {
-				port = 443
-			}
-			start := time.Now()
-			_, err := s.request(ctx, port)
-			switch {
-			case err == nil:
-				l.ok++
-			case ctx.Err() == nil:
-				l.failed = append(l.failed, failure{i, start, time.Now(), err})
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		wg.Wait()
+		close(l.done)
 	}()
 	return l
 }
@@ -475,15 +490,12 @@ func (s *scaleOut) rollingRestart(t *testing.T) {
 	defer w.Close()
 	l := s.startLoad()
 	defer l.stop()
-	var forwarded int
+	before := s.forwarded(t)
 	for _, nd := range s.nodes {
-		forwarded += s.forwarded(t, nd) // by the daemon about to go
 		s.restart(t, nd)
 	}
 	l.stop()
-	for _, nd := range s.nodes {
-		forwarded += s.forwarded(t, nd)
-	}
+	forwarded := s.forwarded(t) - before
 	inFlight, other := l.split(w.Changes())
 	t.Logf("rolling restart of 3 daemons: %d requests, %d failed (%d in flight at one of the router's %d next hop changes); %d segments sent back to their owner",
 		l.ok+len(l.failed), len(l.failed), len(inFlight), len(w.Changes()), forwarded)
@@ -492,11 +504,18 @@ func (s *scaleOut) rollingRestart(t *testing.T) {
 	}
 }
 
-// forwarded is how many segments the node's fast path sent to the peer
-// owning their connection.
-func (s *scaleOut) forwarded(t *testing.T, nd *scaleNode) int {
-	v, _ := value(scrapeDaemon(t, nd.daemon), "edgeproxy_xdp_second_chance_total", "what", "forwarded")
-	return int(v)
+// forwarded is how many segments the running nodes' fast paths have sent
+// to the peer owning their connection (the count is pinned: it goes on
+// across restarts).
+func (s *scaleOut) forwarded(t *testing.T, except ...*scaleNode) int {
+	n := 0
+	for _, nd := range s.nodes {
+		if !slices.Contains(except, nd) {
+			v, _ := value(scrapeDaemon(t, nd.daemon), "edgeproxy_xdp_second_chance_total", "what", "forwarded")
+			n += int(v)
+		}
+	}
+	return n
 }
 
 // restart drains the node's daemon with `edgeproxy drain`, starts it
@@ -558,6 +577,7 @@ func (s *scaleOut) nodeKilled(t *testing.T) {
 	defer w.Close()
 	i := 2
 	dead := s.nodes[i]
+	forwarded := s.forwarded(t, dead)
 	// Its links go down at the switch (the daemon would bring its own NICs
 	// back up), then the daemon is killed: the FIN its kernel sends for
 	// the BGP session goes nowhere.
@@ -602,14 +622,8 @@ func (s *scaleOut) nodeKilled(t *testing.T) {
 			}
 		}
 	}
-	var forwarded int
-	for _, nd := range s.nodes {
-		if nd != dead {
-			forwarded += s.forwarded(t, nd)
-		}
-	}
-	t.Logf("long-lived connections on the 2 other nodes that survived the 3 to 2 next hop change: fastl4 %d of %d, L7 %d of %d (the 2 nodes have sent %d segments back to their owner since they started)",
-		survived[80], others[80], survived[443], others[443], forwarded)
+	t.Logf("long-lived connections on the 2 other nodes that survived the 3 to 2 next hop change: fastl4 %d of %d, L7 %d of %d (%d segments sent back to their owner)",
+		survived[80], others[80], survived[443], others[443], s.forwarded(t, dead)-forwarded)
 	seen, failed := s.spread(t, 100)
 	if n := seen[dead.name+":80"] + seen[dead.name+":443"]; failed > 0 || n > 0 {
 		t.Errorf("100 new connections after %s died: %d failed, %d reached it; want none", dead.name, failed, n)
