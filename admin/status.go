@@ -40,12 +40,36 @@ type Status struct {
 	BGP *bgp.Status `json:"bgp,omitempty"`
 	// HA is the node's role in an active/standby pair (nil: single host).
 	HA *HA `json:"ha,omitempty"`
+	// Cluster is second chance between the nodes (nil without cluster).
+	Cluster *Cluster `json:"cluster,omitempty"`
 	// Reloads are the last loads of the configuration, newest first.
 	Reloads []Reload `json:"reloads,omitempty"`
 	// Certificates are the certificate files in service.
 	Certificates []Certificate `json:"certificates,omitempty"`
 	// ACME are the certificates ordered from ACME CAs (never their keys).
 	ACME []ACMECert `json:"acme,omitempty"`
+}
+
+// Cluster is second chance: this node's connections announced to the
+// peers (Owned), the peers' ones it sends back to them (Foreign), and
+// what the XDP program did: segments sent to their owner (Forwarded),
+// SYNs for a peer's tuple opened here (SYNLocal), segments a peer
+// forwarded that were not forwarded again (FromPeer).
+type Cluster struct {
+	Owned     int           `json:"owned"`
+	Foreign   int           `json:"foreign"`
+	Forwarded uint64        `json:"forwarded"`
+	SYNLocal  uint64        `json:"syn_local"`
+	FromPeer  uint64        `json:"from_peer"`
+	Peers     []ClusterPeer `json:"peers"`
+}
+
+// ClusterPeer is a peer: its MAC once it spoke, and whether it sent its
+// connections when this node started.
+type ClusterPeer struct {
+	Address string `json:"address"`
+	MAC     string `json:"mac,omitempty"`
+	Synced  bool   `json:"synced"`
 }
 
 // HA is a pair node's role: keepalived's word, and the shared addresses
@@ -299,7 +323,27 @@ func (s *Status) WriteText(w io.Writer) error {
 	if err := writeBGP(w, s.BGP, now); err != nil {
 		return err
 	}
+	if err := writeCluster(w, s.Cluster); err != nil {
+		return err
+	}
 	return s.writeACME(w, now)
+}
+
+// writeCluster shows second chance, with the peers.
+func writeCluster(w io.Writer, c *Cluster) error {
+	if c == nil {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\ncluster: %d connections of this node announced, %d of the peers' sent back to them; %d segments forwarded, %d SYNs for a peer's tuple opened here, %d forwarded segments not forwarded again\nPEER\tMAC\tSYNCED AT START\n",
+		c.Owned, c.Foreign, c.Forwarded, c.SYNLocal, c.FromPeer)
+	for _, p := range c.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%v\n", p.Address, dash(p.MAC), p.Synced)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
 }
 
 // writeBGP lists the BGP sessions and, for each VIP, whether its route is

@@ -325,6 +325,7 @@ enum svc_flags {
 	SVC_RESET_ON_TIMEOUT = 1 << 2,
 	SVC_LOG = 1 << 3, /* report its flows in flow_events (events.h) */
 	SVC_MIRROR = 1 << 4, /* report its new flows too, for the HA peer */
+	SVC_ANNOUNCE = 1 << 5, /* report them at once, for the peers (peers.h) */
 };
 
 struct svc_val {

@@ -4,8 +4,9 @@
  * (l4/flowlog.go), and the record carries what a peer needs to install
  * the flow too (both tuples, the virtual, the times, the counters).
  *
- * Only virtuals whose flags carry SVC_LOG (the connection log) or
- * SVC_MIRROR (flow mirroring to the HA peer) report: the program reads the
+ * Only virtuals whose flags carry SVC_LOG (the connection log),
+ * SVC_MIRROR (flow mirroring to the HA peer) or SVC_ANNOUNCE (ownership
+ * for the scale-out peers, peers.h) report: the program reads the
  * virtual's flags once per new flow, on promotion, never on the
  * established path. A full ring drops the event, never the packet, and
  * counts it (event_log_ring_full). Close events come from the control
@@ -46,7 +47,7 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	__u32 vid = c->vid;
 
 	vi = bpf_map_lookup_elem(&virtuals, &vid);
-	if (!vi || !(vi->flags & (SVC_LOG | SVC_MIRROR)))
+	if (!vi || !(vi->flags & (SVC_LOG | SVC_MIRROR | SVC_ANNOUNCE)))
 		return;
 	e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
 	if (!e) {
@@ -82,8 +83,11 @@ static __always_inline void flow_event(const struct flow_key *ck, const struct f
 	e->wscale[DIR_SERVER] = s ? s->wscale : 0;
 	/* Waking the reader up for every event costs more than the rest of
 	 * the new flow (an interrupt of its own): it is woken once the ring
-	 * fills up, and otherwise polls the ring a few times a second. */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&flow_events, BPF_RB_AVAIL_DATA) >= FLOW_EVENTS_WAKEUP
+	 * fills up, and otherwise polls the ring a few times a second; but
+	 * at once for a virtual whose flows the peers must learn before the
+	 * router may move them (peers.h). */
+	bpf_ringbuf_submit(e, (vi->flags & SVC_ANNOUNCE) ||
+					      bpf_ringbuf_query(&flow_events, BPF_RB_AVAIL_DATA) >= FLOW_EVENTS_WAKEUP
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
 }

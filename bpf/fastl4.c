@@ -33,6 +33,9 @@
  * answered by the program with the ICMP error a router sends; RSTs are
  * held to the receiver's window (RFC 5961).
  *
+ * Second chance (peers.h): a TCP segment of a connection another node
+ * behind the same ECMP route owns is sent to that node.
+ *
  * Fragments: fastl4 virtuals do not carry IP fragments. A first fragment
  * that matches a fastl4 virtual or flow is dropped and counted
  * (drop_fragment); later fragments carry no ports and are passed, and the
@@ -53,6 +56,7 @@
 #include "partial.h"
 #include "txerr.h"
 #include "reap.h"
+#include "peers.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -330,6 +334,10 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 				return XDP_DROP;
 			}
 		}
+		/* The L7 proxy's VIPs: a connection a peer owns. */
+		r = second_chance(ctx, m);
+		if (r != PEER_NONE)
+			return r;
 		count(0, REASON_PASS_NO_SERVICE, bytes);
 		return XDP_PASS;
 	}
@@ -339,6 +347,9 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	}
 	r = half_open_hit(ctx, m, 0);
 	if (r != FLOW_MISS)
+		return r;
+	r = second_chance(ctx, m);
+	if (r != PEER_NONE)
 		return r;
 	r = guard_new(ctx, m, cfg);
 	if (r >= 0) {

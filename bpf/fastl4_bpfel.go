@@ -177,6 +177,12 @@ type FastL4NeighKey struct {
 	Family  uint32
 }
 
+type FastL4Owner struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
 type FastL4PinMeta struct {
 	_             structs.HostLayout
 	LayoutVersion uint32
@@ -330,6 +336,7 @@ const (
 	FastL4SvcFlagsSVC_RESET_ON_TIMEOUT FastL4SvcFlags = 4
 	FastL4SvcFlagsSVC_LOG              FastL4SvcFlags = 8
 	FastL4SvcFlagsSVC_MIRROR           FastL4SvcFlags = 16
+	FastL4SvcFlagsSVC_ANNOUNCE         FastL4SvcFlags = 32
 )
 
 type FastL4SvcKey struct {
@@ -398,6 +405,10 @@ const (
 	FastL4MapMeta                      = "meta"
 	FastL4MapMetaReasons               = "meta_reasons"
 	FastL4MapNeighMiss                 = "neigh_miss"
+	FastL4MapOwners                    = "owners"
+	FastL4MapPeerCount                 = "peer_count"
+	FastL4MapPeerMacs                  = "peer_macs"
+	FastL4MapPeerStats                 = "peer_stats"
 	FastL4MapPools                     = "pools"
 	FastL4MapReapCounts                = "reap_counts"
 	FastL4MapReapCtl                   = "reap_ctl"
@@ -491,6 +502,10 @@ type FastL4MapSpecs struct {
 	Meta        *ebpf.MapSpec `ebpf:"meta"`
 	MetaReasons *ebpf.MapSpec `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	PeerCount   *ebpf.MapSpec `ebpf:"peer_count"`
+	PeerMacs    *ebpf.MapSpec `ebpf:"peer_macs"`
+	PeerStats   *ebpf.MapSpec `ebpf:"peer_stats"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
 	ReapCounts  *ebpf.MapSpec `ebpf:"reap_counts"`
 	ReapCtl     *ebpf.MapSpec `ebpf:"reap_ctl"`
@@ -554,6 +569,10 @@ type FastL4Maps struct {
 	Meta        *ebpf.Map `ebpf:"meta"`
 	MetaReasons *ebpf.Map `ebpf:"meta_reasons"`
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
+	Owners      *ebpf.Map `ebpf:"owners"`
+	PeerCount   *ebpf.Map `ebpf:"peer_count"`
+	PeerMacs    *ebpf.Map `ebpf:"peer_macs"`
+	PeerStats   *ebpf.Map `ebpf:"peer_stats"`
 	Pools       *ebpf.Map `ebpf:"pools"`
 	ReapCounts  *ebpf.Map `ebpf:"reap_counts"`
 	ReapCtl     *ebpf.Map `ebpf:"reap_ctl"`
@@ -587,6 +606,10 @@ func (m *FastL4Maps) Close() error {
 		m.Meta,
 		m.MetaReasons,
 		m.NeighMiss,
+		m.Owners,
+		m.PeerCount,
+		m.PeerMacs,
+		m.PeerStats,
 		m.Pools,
 		m.ReapCounts,
 		m.ReapCtl,

@@ -11,4 +11,4 @@
 package bpf
 
 //go:generate sh -c "test -n \"$BPF2GO_CFLAGS\" || { echo 'go generate ./bpf: BPF2GO_CFLAGS is not set; run make generate, which pins the BPF toolchain and its flags' >&2; exit 1; }"
-//go:generate go tool bpf2go -tags linux -go-package bpf -target bpfel -type reason -type flow_key -type flow_key4 -type flow_val -type svc_key -type svc_val -type config -type stat -type neigh_key -type vinfo -type pinfo -type addr -type flow_seen -type flow_close -type flow_dir -type svc_flags -type pin_meta -type flow_event -type flow_event_kind -type flow_end -type reap_run -type reap_count -type reap_member -type reap_event FastL4 fastl4.c
+//go:generate go tool bpf2go -tags linux -go-package bpf -target bpfel -type reason -type flow_key -type flow_key4 -type flow_val -type svc_key -type svc_val -type config -type stat -type neigh_key -type vinfo -type pinfo -type addr -type flow_seen -type flow_close -type flow_dir -type svc_flags -type pin_meta -type flow_event -type flow_event_kind -type flow_end -type reap_run -type reap_count -type reap_member -type reap_event -type owner FastL4 fastl4.c

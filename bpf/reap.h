@@ -214,11 +214,12 @@ static __always_inline __u32 reap_state(const struct flow_val *c, const struct f
 
 /* Whether the control plane must hear of the reaped pair: the RSTs of a
  * virtual that resets on timeout (l4/gc.go, resetFlow), the close
- * record of one that logs, or the removal a mirrored one sends to the
- * peer (l4/mirror.go). */
+ * record of one that logs, the removal a mirrored one sends to the HA
+ * peer (l4/mirror.go), or the end of ownership one announces to the
+ * scale-out peers (peers.h). */
 static __always_inline int reap_must_report(__u32 st, __u8 proto, __u32 flags, int half)
 {
-	if ((flags & (SVC_LOG | SVC_MIRROR)) && !half)
+	if ((flags & (SVC_LOG | SVC_MIRROR | SVC_ANNOUNCE)) && !half)
 		return 1;
 	return proto == IPPROTO_TCP && (flags & SVC_RESET_ON_TIMEOUT) &&
 	       (st == REAP_ESTABLISHED || st == REAP_FIN_WAIT || st == REAP_HANDSHAKE);

@@ -63,6 +63,9 @@ type Config struct {
 	Virtuals []*Virtual       `yaml:"virtuals"`
 	// BGP announces the VIPs to upstream routers (nil: not announced).
 	BGP *BGP `yaml:"bgp"`
+	// Cluster sends connections the router moves between nodes back to
+	// their owner (nil: off).
+	Cluster *Cluster `yaml:"cluster"`
 	// HA makes this host one node of an active/standby pair (nil: a
 	// single host).
 	HA   *HA         `yaml:"ha"`

@@ -88,6 +88,7 @@ func (v *validator) validate() {
 	v.virtuals()
 	v.listeners()
 	v.bgp()
+	v.cluster()
 	v.ha()
 }
 

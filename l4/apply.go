@@ -239,6 +239,9 @@ func (f *FastPath) desiredVirtual(spec *Spec, v *Virtual) (*virtual, error) {
 	if v.Mirror {
 		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_MIRROR)
 	}
+	if f.opts.OnFlow != nil && nv.key.Proto == uint8(TCP) {
+		nv.val.Flags |= uint16(bpf.FastL4SvcFlagsSVC_ANNOUNCE)
+	}
 	snat, err := f.snatAddrs(v, vip)
 	if err != nil {
 		return nil, err

@@ -334,14 +334,6 @@ func (e *env) lookupFlow(src, dst netip.AddrPort, proto uint8) (bpf.FastL4FlowVa
 	return v, true
 }
 
-func flowKey(src, dst netip.AddrPort, proto uint8) bpf.FastL4FlowKey {
-	return bpf.FastL4FlowKey{
-		Saddr: addrToBPF(src.Addr()), Daddr: addrToBPF(dst.Addr()),
-		Sport: htons(src.Port()), Dport: htons(dst.Port()),
-		Proto: proto, Family: family(src.Addr()),
-	}
-}
-
 // linkMAC is the MAC address of an interface in a namespace.
 func linkMAC(t testing.TB, ns *testnet.NS, name string) net.HardwareAddr {
 	t.Helper()

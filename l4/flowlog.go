@@ -52,9 +52,10 @@ var endNames = func() map[uint8]string {
 }()
 
 const (
-	eventOpen  = uint8(bpf.FastL4FlowEventKindFLOW_EVENT_OPEN)
-	eventClose = uint8(bpf.FastL4FlowEventKindFLOW_EVENT_CLOSE)
-	svcLog     = uint32(bpf.FastL4SvcFlagsSVC_LOG)
+	eventOpen   = uint8(bpf.FastL4FlowEventKindFLOW_EVENT_OPEN)
+	eventClose  = uint8(bpf.FastL4FlowEventKindFLOW_EVENT_CLOSE)
+	svcLog      = uint32(bpf.FastL4SvcFlagsSVC_LOG)
+	svcAnnounce = uint32(bpf.FastL4SvcFlagsSVC_ANNOUNCE)
 )
 
 // flowLog writes the connection log: the program's open events (read
@@ -183,7 +184,7 @@ func endOf(st string) string {
 func (f *FastPath) logClosed(gone []reapedFlow, end string) {
 	now := monoNow()
 	for _, r := range gone {
-		if r.half || r.k.flags&svcLog == 0 {
+		if r.half || r.k.flags&(svcLog|svcAnnounce) == 0 {
 			continue
 		}
 		e := end
@@ -191,7 +192,20 @@ func (f *FastPath) logClosed(gone []reapedFlow, end string) {
 			e = endOf(r.state)
 		}
 		ev := closeEvent(r.p, e, now)
-		f.flowLog.write(&ev, r.k.name)
+		f.report(&ev, r.k.name, r.k.flags)
+	}
+}
+
+// report writes an event of the virtual named virtual, with flags, to
+// the connection log when it logs, and to Options.OnFlow.
+func (f *FastPath) report(ev *bpf.FastL4FlowEvent, virtual string, flags uint32) {
+	if flags&svcLog != 0 {
+		f.flowLog.write(ev, virtual)
+	}
+	c := ev.Client
+	if f.opts.OnFlow != nil && c.Proto == unix.IPPROTO_TCP {
+		f.opts.OnFlow(FlowChange{Open: ev.Kind == eventOpen,
+			Client: addrPort(c.Saddr, c.Sport, c.Family), VIP: addrPort(c.Daddr, c.Dport, c.Family)})
 	}
 }
 
@@ -223,15 +237,11 @@ func (f *FastPath) readEvents(ctx context.Context) error {
 		if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
 			continue
 		}
-		if ev.Vid >= maxVirtuals {
-			continue
+		var k knobs
+		if ev.Vid < maxVirtuals {
+			k = f.virtualKnobs(int(ev.Vid))
 		}
-		f.mu.Lock()
-		k := f.knobs[ev.Vid]
-		f.mu.Unlock()
-		if k.flags&svcLog != 0 {
-			f.flowLog.write(&ev, k.name)
-		}
+		f.report(&ev, k.name, k.flags)
 		if sink := f.mirrorSink(); sink != nil && k.flags&svcMirror != 0 {
 			f.mirrorEvent(&ev, sink)
 		}

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -117,6 +118,16 @@ type Options struct {
 	// FlowLog receives the connection log of the virtuals with Log, one
 	// record per open and close (nil: nowhere).
 	FlowLog *slog.Logger
+	// OnFlow, when set, receives the open and close of every fastl4 TCP
+	// connection as soon as the program reports it (the peers' second
+	// chance, bpf/peers.h). It must not block.
+	OnFlow func(FlowChange)
+}
+
+// FlowChange is a fastl4 TCP connection that opened or ended.
+type FlowChange struct {
+	Open        bool
+	Client, VIP netip.AddrPort
 }
 
 func (o *Options) defaults() error {
@@ -254,6 +265,9 @@ func Open(opts Options) (_ *FastPath, err error) {
 		return nil, err
 	}
 	if err := f.adopt(); err != nil {
+		return nil, err
+	}
+	if err := f.resetPeers(); err != nil {
 		return nil, err
 	}
 	if f.netns, err = ownNetns(); err != nil {

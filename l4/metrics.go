@@ -291,6 +291,13 @@ func (f *FastPath) virtualNames() [maxVirtuals]string {
 	return f.vnames
 }
 
+// virtualKnobs are the knobs of the virtual with id.
+func (f *FastPath) virtualKnobs(id int) knobs {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.knobs[id]
+}
+
 // Collector exports the fast path's counters, read from the per-CPU maps
 // at scrape time, and the GC's flow counts.
 func (f *FastPath) Collector() prometheus.Collector { return (*collector)(f) }
@@ -320,13 +327,16 @@ var (
 		[]string{"virtual", "result"}, nil)
 	descRepairs = prometheus.NewDesc(metric.Name("flows_repaired_total"),
 		"Flow pairs whose missing half the GC re-inserted.", nil, nil)
+	descSecondChance = prometheus.NewDesc(metric.Name("xdp_second_chance_total"),
+		"Second chance between nodes (cluster): TCP segments sent to the peer owning their connection (forwarded), SYNs for a peer's tuple opened here (syn_local), segments a peer forwarded that were not forwarded again (from_peer).",
+		[]string{"what"}, nil)
 	descLogDropped = prometheus.NewDesc(metric.Name("fastl4_log_dropped_total"),
 		"Connection log lines not written: over log.fastl4.rate (rate), or events the program found no room for in its ring (ring_full).",
 		[]string{"reason"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors, descLogDropped} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descEvents, descFlows, descCapacity, descReaped, descResets, descRepairs, descFloodActive, descTxErrors, descLogDropped, descSecondChance} {
 		ch <- d
 	}
 	describeLive(ch)
@@ -342,6 +352,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	names := f.virtualNames()
 	defer f.scrapeErrs.Collect(ch)
 	f.collectLive(ch, names)
+	if ps, err := f.peerStats(); err == nil {
+		for what, n := range map[string]uint64{"forwarded": ps.Forwarded, "syn_local": ps.SYNLocal, "from_peer": ps.FromPeer} {
+			ch <- prometheus.MustNewConstMetric(descSecondChance, prometheus.CounterValue, float64(n), what)
+		}
+	}
 	counters, err := f.readCounters()
 	f.scrapeErrs.Report("read the packet counters", err)
 	ch <- prometheus.MustNewConstMetric(descLogDropped, prometheus.CounterValue, float64(f.flowLog.dropped.Load()), "rate")

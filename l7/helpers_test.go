@@ -243,6 +243,8 @@ type envOptions struct {
 	virtual func(*Virtual)
 	// cfg changes the whole configuration last.
 	cfg func(*testConfig)
+	// onConn is Options.OnConn.
+	onConn func(open bool, client, local netip.AddrPort)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -258,6 +260,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		Logger:    slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AccessLog: slog.New(slog.NewJSONHandler(e.access, nil)),
 		Registry:  e.reg,
+		OnConn:    o.onConn,
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -209,9 +209,17 @@ func (l *listener) acceptLoop() {
 			l.refuse(c, vh, remote, reason)
 			continue
 		}
+		on, local := l.p.opts.OnConn, netip.AddrPort{}
+		if on != nil {
+			local = localOf(c)
+			on(true, remote, local)
+		}
 		release := func() {
 			l.adm.release(src)
 			l.p.open.Add(-1)
+			if on != nil {
+				on(false, remote, local)
+			}
 		}
 		l.wg.Add(1)
 		go func() {
@@ -223,6 +231,14 @@ func (l *listener) acceptLoop() {
 
 func remoteOf(c net.Conn) netip.AddrPort {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func localOf(c net.Conn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
 	if err != nil {
 		return netip.AddrPort{}
 	}

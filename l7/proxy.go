@@ -44,6 +44,10 @@ type Options struct {
 	// Dial connects to a member. Default: net.Dialer with TCP
 	// keepalive; the dial timeout is in ctx.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnConn, when set, is told of each client connection accepted
+	// (open) and closed: its client and local (VIP) tuples. It must not
+	// block.
+	OnConn func(open bool, client, local netip.AddrPort)
 }
 
 // Proxy runs the https and http virtuals of a Spec.

@@ -2,6 +2,7 @@ package checkcmd
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/edgeproxy/edgeproxy/config"
 )
@@ -62,4 +63,36 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// ClusterRow is the cluster section: where this node talks to its peers.
+type ClusterRow struct {
+	Address   string   `json:"address"` // this node's, with the port
+	Interface string   `json:"interface"`
+	Peers     []string `json:"peers"`
+}
+
+// clusterRow describes the cluster section (nil without one).
+func clusterRow(c *config.Config) *ClusterRow {
+	cl := c.Cluster
+	if cl == nil {
+		return nil
+	}
+	port := cl.Port
+	if port == 0 {
+		port = config.DefaultClusterPort
+	}
+	r := &ClusterRow{Address: fmt.Sprintf("%s:%d", config.ClusterAddr(c), port), Interface: c.Network.External.Interface}
+	for _, p := range cl.Peers {
+		r.Peers = append(r.Peers, p.String())
+	}
+	return r
+}
+
+func renderCluster(ew *errWriter, r *ClusterRow) {
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(ew, "\ncluster: connections the router moves are sent back to their owner; this node at %s on %s, peers %s\n",
+		r.Address, dash(r.Interface), strings.Join(r.Peers, ", "))
 }

@@ -197,6 +197,7 @@ func Render(w io.Writer, rep *Report) error {
 		fmt.Fprintf(ew, "\nfast path: pinned at %s, %d flows (flow tables pin %.0f MiB), SNAT ports %s (%d connections per SNAT address and member), reaped every %s; admin endpoint: %s\n",
 			fp.PinPath, fp.MaxFlows, float64(fp.FlowBytes)/(1<<20), fp.SNATPorts, fp.SNATCapacity, fp.GCInterval, p.Admin)
 		renderBGP(ew, p.BGP)
+		renderCluster(ew, p.Cluster)
 	}
 
 	if len(rep.Host) > 0 {

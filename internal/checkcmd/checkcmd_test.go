@@ -290,3 +290,19 @@ func TestBGPNeighbours(t *testing.T) {
 		}
 	}
 }
+
+// check shows where the node talks to its cluster peers.
+func TestClusterPeers(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("k", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeExample(t, "\nvirtuals:", "\nbgp:\n  local_as: 65100\n  router_id: 10.20.0.10\n  neighbors:\n    - {address: 203.0.113.1, as: 65000}\ncluster:\n  peers: [203.0.113.11, 203.0.113.12]\n  key_file: "+key+"\nvirtuals:")
+	var out bytes.Buffer
+	if err := checkcmd.Run(context.Background(), checkcmd.Options{Config: path}, &out); err != nil {
+		t.Fatalf("check failed: %v\n%s", err, out.String())
+	}
+	if want := "this node at 203.0.113.10:7946 on ext0, peers 203.0.113.11, 203.0.113.12"; !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+}

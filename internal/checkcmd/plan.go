@@ -25,6 +25,7 @@ type Plan struct {
 	FastPath  FastPathRow  `json:"fastpath"`
 	Admin     string       `json:"admin"`
 	BGP       []BGPRow     `json:"bgp,omitempty"`
+	Cluster   *ClusterRow  `json:"cluster,omitempty"`
 }
 
 // VirtualRow is one virtual, or one site of an L7 virtual.
@@ -188,6 +189,7 @@ func NewPlan(c *config.Config) *Plan {
 	fp := c.FastPath
 	p.FastPath = FastPathRow{PinPath: fp.PinPath, MaxFlows: fp.MaxFlows, FlowBytes: flowBytes(c), SNATPorts: fp.SNATPorts.String(), SNATCapacity: fp.SNATPorts.Size(), GCInterval: shortDur(fp.GCInterval)}
 	p.BGP = bgpRows(c)
+	p.Cluster = clusterRow(c)
 	return p
 }
 

@@ -58,6 +58,7 @@ func (d *Daemon) updateRoutes() {
 	ready := d.ready() == nil
 	d.mu.Lock()
 	sp := d.speaker
+	ready = ready && d.clusterReady(d.cfg)
 	st := bgp.State{Ready: ready, Draining: d.draining, Up: map[string]int{}}
 	for k, up := range d.inPlanes {
 		if up {

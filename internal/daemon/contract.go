@@ -135,6 +135,11 @@ var reloadKeys = map[string]when{
 	"bgp.neighbors[].bfd":       onReload,
 	"bgp.neighbors[].hold_time": onReload,
 
+	"cluster.port":     atStart,
+	"cluster.peers":    atStart,
+	"cluster.key_file": atStart,
+	"cluster.idle":     atStart,
+
 	"virtuals[].sites[].hosts":                            onReload,
 	"virtuals[].sites[].pool":                             onReload,
 	"virtuals[].sites[].port":                             onReload,

@@ -12,12 +12,14 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bgp"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/health"
+	"github.com/edgeproxy/edgeproxy/internal/cluster"
 	"github.com/edgeproxy/edgeproxy/internal/control"
 	"github.com/edgeproxy/edgeproxy/internal/hostprobe"
 	"github.com/edgeproxy/edgeproxy/internal/member"
@@ -116,6 +118,9 @@ type Daemon struct {
 	stopOnce sync.Once
 	// pair is the node's role in an HA pair (nil: single host).
 	pair *pairNode
+	// cluster tells the peers of this node's connections (nil: no
+	// cluster section, or not synced with the peers yet).
+	cluster atomic.Pointer[cluster.Node]
 }
 
 // Run runs the daemon until ctx is done, then drains and returns.
@@ -188,12 +193,16 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 	d.reg.MustRegister(d.reloads)
 	d.checker = health.New(health.Options{Logger: d.log, OnChange: d.onHealth})
 	d.reg.MustRegister(d.checker, newMemberStateMetric(d))
-	d.l7 = l7.New(l7.Options{
+	l7opts := l7.Options{
 		Logger:    d.log,
 		AccessLog: d.opts.AccessLog,
 		Registry:  d.reg,
 		FreeBind:  cfg.HA != nil, // a standby listens on the VIPs it does not hold
-	})
+	}
+	if cfg.Cluster != nil {
+		l7opts.OnConn = d.onConn
+	}
+	d.l7 = l7.New(l7opts)
 
 	// Components run until the daemon has drained, whatever ctx says.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -219,6 +228,9 @@ func (d *Daemon) run(ctx context.Context, cfg *config.Config) (err error) {
 		if err := d.startMirror(cfg); err != nil {
 			return err
 		}
+	}
+	if err := d.startCluster(ctx, cfg); err != nil {
+		return err
 	}
 	if d.fastPath() == nil && d.pins != nil {
 		d.spawn("fast path retirement", d.retireFastPath)

@@ -97,6 +97,9 @@ func (d *Daemon) openFastPath(cfg *config.Config, spec *l4.Spec) (*fastPath, err
 	opts := spec.Options
 	opts.Logger = d.log
 	opts.FlowLog = d.opts.FlowLog
+	if cfg.Cluster != nil {
+		opts.OnFlow = d.onFlow
+	}
 	pins, err := d.lockPins(opts.PinPath)
 	if err != nil {
 		return nil, err

@@ -60,6 +60,7 @@ func (d *Daemon) status(ctx context.Context) (*admin.Status, error) {
 			NotAfter: a.NotAfter, Serial: a.Serial, LastOutcome: a.LastOutcome, LastAt: a.LastAt, LastError: a.LastError})
 	}
 	st.BGP = d.bgpStatus(ctx)
+	st.Cluster = d.clusterStatus()
 	d.pairState(st)
 	return st, nil
 }
