@@ -296,7 +296,6 @@ static __always_inline int flow_hit(struct xdp_md *ctx, const struct pkt_meta *m
  * outcome. */
 __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 {
-	struct svc_key sk = {};
 	struct scratch *sc;
 	struct config *cfg;
 	struct svc_val *svc;
@@ -307,13 +306,14 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		return XDP_PASS;
 	bytes = m->bytes;
 	cfg = settings_get();
-	if (!cfg) /* cannot happen: an array always has its entries */
+	sc = scratch_get();
+	if (!cfg || !sc) /* cannot happen: an array always has its entries */
 		return XDP_PASS;
-	sk.vip = m->key.daddr;
-	sk.port = m->key.dport;
-	sk.proto = m->key.proto;
-	sk.family = m->key.family;
-	svc = bpf_map_lookup_elem(&services, &sk);
+	sc->svc.vip = m->key.daddr;
+	sc->svc.port = m->key.dport;
+	sc->svc.proto = m->key.proto;
+	sc->svc.family = m->key.family;
+	svc = bpf_map_lookup_elem(&services, &sc->svc);
 	if (!svc) {
 		/* A member's answer to a half-open flow comes to a SNAT
 		 * port; the host's own connections use other ports. */
@@ -371,9 +371,6 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	}
 	/* A SYN's sequence number and timestamp: whether it may take the
 	 * SNAT port of a closed flow (snat_reusable). */
-	sc = scratch_get();
-	if (!sc)
-		return XDP_PASS;
 	syn_read(ctx, m, &sc->syn);
 	r = ct_open(m, &sc->syn, svc, cfg, bpf_ktime_get_coarse_ns());
 	if (r >= 0) {

@@ -312,6 +312,7 @@ type FastL4Scratch struct {
 		Pad   [2]uint8
 	}
 	Skey      FastL4FlowKey
+	Svc       FastL4SvcKey
 	Reason    FastL4Reason
 	Dir       FastL4FlowDir
 	Seen      FastL4FlowSeen
@@ -319,6 +320,7 @@ type FastL4Scratch struct {
 	SvcFlags  FastL4SvcFlags
 	EventKind FastL4FlowEventKind
 	FlowEnd   FastL4FlowEnd
+	_         [4]byte
 	Event     FastL4FlowEvent
 }
 

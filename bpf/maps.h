@@ -251,6 +251,9 @@ struct scratch {
 	struct flow_val val2; /* the other half, when both are built */
 	struct syn_info syn;  /* a new flow's SYN (syn_read) */
 	struct flow_key skey; /* a new flow's server side key (ct_open) */
+	struct svc_key svc;   /* fastl4_miss's lookup of the virtual: off the
+			       * stack, whose frames along fastl4_miss ->
+			       * ct_open -> snat_take add up to the 512 bytes */
 	enum reason reason;
 	enum flow_dir dir;
 	enum flow_seen seen;

@@ -56,7 +56,9 @@ func startMirrorPair(t *testing.T, mirror bool, extra ...string) (*pairRun, [2]s
 		r.nodes[i] = startPairNode(t, p, i, r.bin, dir, func(nd string) string {
 			c := fmt.Sprintf(pairConfig, nd, p.NodeNetworkYAML(i), pins[i], 150-50*i,
 				p.ExtAddrs[1-i], p.IntAddrs[1-i], p.Floating, p.Members[0], p.VIP, dir, r.l4VIP)
-			c = strings.Replace(c, "    loose_init: true\n", fmt.Sprintf("    mirror: %v\n", mirror), 1)
+			// Without loose_init: a flow survives a failover only by
+			// being mirrored.
+			c = strings.ReplaceAll(c, "    loose_init: true\n", fmt.Sprintf("    mirror: %v\n", mirror))
 			for _, e := range extra {
 				c += fmt.Sprintf(e, r.l4VIP)
 			}
