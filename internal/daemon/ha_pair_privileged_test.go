@@ -347,17 +347,19 @@ func (e *echoConn) tryLine(line string) string {
 // old active then restarts (maintenance), returns as a standby once ready,
 // and takes the role back only when `edgeproxy ha standby` runs on the
 // other node (no automatic preemption). fastl4 connections opened through
-// either node carry on across both switches (loose_init, client ports in
-// the SNAT range), and no RST is seen for them on the client or the member.
+// either node carry on across both switches (mirrored both ways, without
+// loose_init, client ports outside the SNAT range): the returning node
+// receives a full copy of the flows opened meanwhile before it may take
+// the role back. No RST is seen for them on the client or the member.
 func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
-	r := startPair(t)
+	r, _ := startMirrorPair(t, true)
 	a := waitActive(t, r.nodes)
 	b := 1 - a
 	if err := r.get(300 * time.Millisecond); err != nil {
 		t.Fatalf("the L7 VIP does not serve: %v", err)
 	}
 	rsts := map[string]*rstCounter{"client": countRSTs(t, r.p.Client, echoPort), "member": countRSTs(t, r.p.Backend, echoPort)}
-	viaA, err := openEcho(r.p, r.l4VIP, 45001)
+	viaA, err := openEcho(r.p, r.l4VIP, 33001)
 	if err != nil {
 		t.Fatalf("fastl4 through node %d: %v", a, err)
 	}
@@ -369,11 +371,12 @@ func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	// only when its master-down timer runs out: a planned switchover
 	// waits for a settled standby.
 	r.nodes[b].waitSettled(t)
+	r.waitSynced(t, b)
 	r.nodes[a].standby(t, r.bin)
 	if got := waitActive(t, r.nodes); got != b {
 		t.Fatalf("node %d active after ha standby on it, want node %d", got, b)
 	}
-	viaB, err := openEcho(r.p, r.l4VIP, 45002)
+	viaB, err := openEcho(r.p, r.l4VIP, 33002)
 	if err != nil {
 		t.Fatalf("fastl4 through node %d: %v", b, err)
 	}
@@ -384,6 +387,7 @@ func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	// out of the role until its check passes.
 	r.nodes[a].restart(t, a)
 	r.nodes[a].waitSettled(t)
+	r.waitSynced(t, a)
 	if got := waitActive(t, r.nodes); got != b {
 		t.Fatalf("node %d active after node %d returned, want node %d (no preemption)", got, a, b)
 	}
