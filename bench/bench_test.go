@@ -455,6 +455,7 @@ func TestXDPWorkingSets(t *testing.T) {
 			// 1000 − (130 − 60) and 900 − (120 − 62)
 			"| new flow, call overhead subtracted | ProgramNewFlow − (ProgramPassSingle − ProgramPass) (l4) | 886.0 | ns/packet | 13.22× |",
 			"| establishing packet | ProgramPromote/log-off (l4) | 1200.0 |",
+			"| pass, one call per packet | ProgramPassSingle (l4) | 125.0 |",
 		}
 		if quick {
 			want = append(want, "| established flow, IPv6, 1 M flows | ProgramEstablished/ipv6/1048576 (l4) | not run (-quick) | ns/packet | — |")

@@ -200,6 +200,8 @@ func xdpPath(name string) string {
 		return "establishing packet"
 	case strings.Contains(n, "new") || strings.Contains(n, "syn"):
 		return "new flow"
+	case strings.Contains(n, "passsingle"):
+		return "pass, one call per packet"
 	case strings.Contains(n, "pass"):
 		return "pass"
 	case strings.Contains(n, "reply") || strings.Contains(n, "return"):
