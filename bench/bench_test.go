@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image/png"
 	"log/slog"
 	"net/netip"
@@ -392,5 +393,113 @@ func TestReadmeTableFlags(t *testing.T) {
 	}
 	if _, err := readmeTable("# not a report\n"); err == nil {
 		t.Error("a file that is not a report gave a table")
+	}
+}
+
+// xdpOutput is go test's output for the XDP benchmarks, two repetitions,
+// the 1 M working sets left out when quick.
+func xdpOutput(quick bool) string {
+	var b strings.Builder
+	b.WriteString("goos: linux\npkg: github.com/edgeproxy/edgeproxy/l4\n")
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		for i, n := range []int{1, 1024, 65536, 1048576} {
+			if quick && n == 1048576 {
+				continue
+			}
+			for rep := range 2 {
+				fmt.Fprintf(&b, "BenchmarkProgramEstablished/%s/%d-2   \t 1000000\t %d.0 ns/packet\n", fam, n, 50+100*i+rep)
+			}
+		}
+	}
+	for _, l := range []string{"ProgramNewFlow-2 \t 20000\t 1000 ns/packet", "ProgramNewFlow-2 \t 20000\t 900.0 ns/packet",
+		"ProgramPromote/log-off-2 \t 20000\t 1200 ns/packet", "ProgramPass-2 \t 20000\t 60.00 ns/packet", "ProgramPass-2 \t 20000\t 62.00 ns/packet",
+		"ProgramPassSingle-2 \t 20000\t 130.0 ns/packet", "ProgramPassSingle-2 \t 20000\t 120.0 ns/packet"} {
+		b.WriteString("Benchmark" + l + "\n")
+	}
+	return b.String() + "PASS\n"
+}
+
+// xdpReport is a report with one metric table and the XDP section r
+// writes.
+func xdpReport(r *results) string {
+	var b strings.Builder
+	r.writeXDP(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+	return "# edgeproxy benchmark\n\n- Run: 2026-12-03T12:00:00Z, took 7m1s. Mode: full — 5s per measurement, 3 interleaved repetitions (…).\n\n" +
+		"## L4: pass-through\n\n### L4 bulk throughput — Gbit/s, higher is better\n\n| candidate | median | min | max | edgeproxy ÷ this |\n|---|---:|---:|---:|---:|\n| edgeproxy fastl4 | 9 | 8 | 10 | — |\n\n" +
+		b.String()
+}
+
+// TestXDPWorkingSets: the report's XDP section, and the README's table
+// from it, give the established path for every working set and family
+// and the new flow without the call's overhead; -quick says which
+// working set it left out.
+func TestXDPWorkingSets(t *testing.T) {
+	for _, quick := range []bool{false, true} {
+		r := &results{env: &env{o: options{Quick: quick}}, xdp: &xdpResult{cmd: "go test …", benches: xdpBenches(xdpOutput(quick), quick)}}
+		md := xdpReport(r)
+		p, err := parseReport(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := missingXDP(p); len(m) > 0 {
+			t.Errorf("quick %v: report lacks %v:\n%s", quick, m, md)
+		}
+		got, err := readmeTable(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			"| established flow, IPv4, 1 flow | ProgramEstablished/ipv4/1 (l4) | 50.5 | ns/packet | 0.75× |",
+			"| established flow, IPv4, 1 k flows | ProgramEstablished/ipv4/1024 (l4) | 150.5 | ns/packet | 2.25× |",
+			"| established flow, IPv6, 64 k flows | ProgramEstablished/ipv6/65536 (l4) | 250.5 | ns/packet | 3.74× |",
+			// 1000 − (130 − 60) and 900 − (120 − 62)
+			"| new flow, call overhead subtracted | ProgramNewFlow − (ProgramPassSingle − ProgramPass) (l4) | 886.0 | ns/packet | 13.22× |",
+			"| establishing packet | ProgramPromote/log-off (l4) | 1200.0 |",
+			"| pass, one call per packet | ProgramPassSingle (l4) | 125.0 |",
+		}
+		if quick {
+			want = append(want, "| established flow, IPv6, 1 M flows | ProgramEstablished/ipv6/1048576 (l4) | not run (-quick) | ns/packet | — |")
+		} else {
+			want = append(want, "| established flow, IPv6, 1 M flows | ProgramEstablished/ipv6/1048576 (l4) | 350.5 | ns/packet | 5.23× |")
+		}
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("quick %v: generated table lacks %q:\n%s", quick, w, got)
+			}
+		}
+	}
+	// A report from before the working sets: its rows are marked, and
+	// the README names the figures it lacks.
+	old := xdpReport(&results{env: &env{}, xdp: &xdpResult{cmd: "go test …", benches: xdpBenches(
+		"pkg: github.com/edgeproxy/edgeproxy/l4\nBenchmarkProgramEstablished/ipv4-2 \t 1000\t 77.00 ns/packet\nBenchmarkProgramNewFlow-2 \t 1000\t 970.0 ns/packet\n", false)}})
+	got, err := readmeTable(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"| established flow † | ProgramEstablished/ipv4 (l4) | 77.0 |", "| new flow | ProgramNewFlow (l4) | 970.0 |",
+		"XDP established flow, IPv4, over working sets of 1, 1 k, 64 k, 1 M flows; XDP established flow, IPv6, over working sets of 1, 1 k, 64 k, 1 M flows; XDP new flow, call overhead subtracted."} {
+		if !strings.Contains(got, w) {
+			t.Errorf("old report: generated table lacks %q:\n%s", w, got)
+		}
+	}
+}
+
+// TestXDPQuickSkip: -quick's -skip pattern matches the 1 M working sets
+// only (go test matches each level of a benchmark's name separately).
+func TestXDPQuickSkip(t *testing.T) {
+	pats := strings.Split(xdpQuickSkip, "/")
+	for name, skip := range map[string]bool{
+		"BenchmarkProgramEstablished/ipv4/1048576": true, "BenchmarkProgramEstablished/ipv6/1048576": true,
+		"BenchmarkProgramEstablished/ipv4/65536": false, "BenchmarkProgramEstablished/ipv6/1": false,
+		"BenchmarkProgramNewFlow": false, "BenchmarkProgramPromote/log-off": false,
+	} {
+		elems := strings.Split(name, "/")
+		matched := len(elems) == len(pats)
+		for i := 0; matched && i < len(pats); i++ {
+			matched = regexp.MustCompile(pats[i]).MatchString(elems[i])
+		}
+		if matched != skip {
+			t.Errorf("%s: skipped %v, want %v", name, matched, skip)
+		}
 	}
 }

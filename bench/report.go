@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -360,20 +361,28 @@ func (r *results) writeXDP(w func(string, ...any)) {
 	w("Time per packet of the program on one CPU, against the %.0f ns budget of 10 GbE line rate at 64-byte frames (14.88 Mpps).\n\n", lineRateBudget)
 	w("| path | benchmark | median | min | max | unit | ÷ 67 ns budget |\n|---|---|---:|---:|---:|---|---:|\n")
 	for _, bch := range x.benches {
-		s, _ := stats(bch.values)
 		pkg := strings.TrimPrefix(bch.pkg, "github.com/edgeproxy/edgeproxy/")
+		s, ok := stats(bch.values)
+		if bch.notRun != "" || !ok {
+			w("| %s | %s (%s) | %s | — | — | %s | — |\n", bch.path, bch.name, pkg, cmp.Or(bch.notRun, "not measured"), bch.unit)
+			continue
+		}
 		w("| %s | %s (%s) | %.1f | %.1f | %.1f | %s | %s |\n", bch.path, bch.name, pkg, s.median, s.min, s.max, bch.unit, ratio(s.median, lineRateBudget))
 	}
 	var missing []string
-	for _, p := range []string{"established flow", "new flow", "pass"} {
+	for _, p := range append(xdpFigures(), "pass") {
 		if !slices.ContainsFunc(x.benches, func(b xdpBench) bool { return b.path == p }) {
 			missing = append(missing, p)
 		}
 	}
 	if len(missing) > 0 {
-		w("\nNo benchmark for: %s.\n", strings.Join(missing, ", "))
+		w("\nNo benchmark for: %s.\n", strings.Join(missing, "; "))
 	}
-	w("\nBenchmarks that need a fresh packet per run (a new flow needs a new tuple) make one BPF_PROG_TEST_RUN call per packet, so their time includes the call's own overhead; a pass-path benchmark measured the same way (one call per packet), when there is one, shows how much.\n")
+	w("\nThe established path runs over working sets of flows, each packet hitting another flow than the one before, so that tables larger than the CPU's caches cost what they cost (1 flow: everything cached).")
+	if r.env.o.Quick {
+		w(" `-quick` leaves out the largest working set: filling the table with it takes about 30 s.")
+	}
+	w(" Benchmarks that need a fresh packet per run (a new flow needs a new tuple) make one BPF_PROG_TEST_RUN call per packet, so their time includes the call's own overhead: the pass path measured one call per packet (%s) and many packets per call (%s) shows how much, and the row %q is %s − (%s − %s), repetition by repetition.\n", xdpPassSingle, xdpPass, xdpNewFlowNet, xdpNewFlow, xdpPassSingle, xdpPass)
 	if x.failed != "" {
 		w("\nThe benchmark run failed after these results: %s\n", cell(x.failed))
 	}
