@@ -25,9 +25,6 @@ const (
 	// expectContinueWait is how long a request with "Expect:
 	// 100-continue" waits for the member's 100 before sending its body.
 	expectContinueWait = time.Second
-	// checkIdleAfter: a connection idle at least this long is checked
-	// for a close by the member (one non-blocking peek) before reuse.
-	checkIdleAfter = 50 * time.Millisecond
 	// writeDoneWait is how long the end of a response waits for the
 	// request body to finish before the connection is closed instead of
 	// reused.
@@ -117,6 +114,9 @@ var (
 	errHeaderLimit = errors.New("response headers over the limit")
 	errSkipBody    = errors.New("request body not sent: the member answered first")
 	errTooMany1xx  = errors.New("too many informational responses")
+	// errUnaskedUpgrade: a 101 to a request that did not ask for that
+	// protocol; the connection is closed, not handed over.
+	errUnaskedUpgrade = errors.New("member switched protocols unasked")
 	// A response head rarely needs more than the reader's 4 KiB (a longer
 	// one is read in several fills); a body is read straight into the
 	// caller's buffer. A long poll holds this reader while it waits.
@@ -181,7 +181,9 @@ func (t *memberTransport) get(ctx context.Context, key string) (*upstream, error
 			break
 		}
 		idle := time.Since(u.idleAt)
-		if (t.idleLimit > 0 && idle >= t.idleLimit) || (idle >= checkIdleAfter && !u.open()) {
+		// Every reuse peeks: bytes the member sent after a response are
+		// not the next request's answer (it may be another client's).
+		if (t.idleLimit > 0 && idle >= t.idleLimit) || !u.open() {
 			u.close()
 			continue
 		}
@@ -380,6 +382,10 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		cut()
+		if !upgradeAsked(req.Header, res.Header) {
+			u.close()
+			return nil, errUnaskedUpgrade
+		}
 		u.raw.Conn.SetReadDeadline(time.Time{})
 		res.Body = &upgradeBody{u: u}
 		return res, nil
@@ -651,6 +657,13 @@ func (b *upgradeBody) Close() error {
 	err := b.u.conn.Close()
 	b.once.Do(b.u.t.release)
 	return err
+}
+
+// upgradeAsked reports whether a 101's Upgrade is the protocol the
+// request asked for.
+func upgradeAsked(req, res http.Header) bool {
+	want, got := req.Get("Upgrade"), res.Get("Upgrade")
+	return want != "" && hasToken(req, "Connection", "Upgrade") && strings.EqualFold(want, got)
 }
 
 // hasToken reports whether a comma-separated header lists token.

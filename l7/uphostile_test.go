@@ -1,0 +1,75 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A member that sends more than it declared (a response's tail after its
+// Content-Length, arriving a moment later) must not have those bytes
+// read as the answer to the next request, which may be another client's:
+// that client gets its own answer.
+func TestMemberLeftoverNotServedToNextClient(t *testing.T) {
+	t.Parallel()
+	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+		for {
+			line, err := readRawRequest(r)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "GET /a ") {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+				time.Sleep(2 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nsecret of A")
+				continue
+			}
+			okResponse(c, "b")
+		}
+	})
+	e := scriptEnv(t, m, nil)
+	a, b := e.dialTLS("webext.example.com"), e.dialTLS("webext.example.com")
+	if res, body := b.do(get("webext.example.com", "/warm")); res.StatusCode != 200 {
+		t.Fatalf("warm-up: %d %q", res.StatusCode, body)
+	}
+	for i := range 5 {
+		if res, body := a.do(get("webext.example.com", "/a")); res.StatusCode != 200 || body != "a" {
+			t.Fatalf("client A, round %d: %d %q", i, res.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if res, body := b.do(get("webext.example.com", "/b")); body != "b" {
+			t.Fatalf("client B, round %d, got %d %q: another request's answer", i, res.StatusCode, body)
+		}
+	}
+}
+
+// A member that answers 101 to a request that asked for no upgrade gets
+// a 502 and its connection closed: it is neither held open nor handed
+// to the client as a tunnel.
+func TestMemberUnaskedSwitchingProtocols(t *testing.T) {
+	t.Parallel()
+	closed := make(chan struct{}, 4)
+	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+		if _, err := readRawRequest(r); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := r.ReadByte(); err == io.EOF {
+			closed <- struct{}{}
+		}
+	})
+	e := scriptEnv(t, m, nil)
+	rc := e.dialTLS("webext.example.com")
+	if res, body := rc.do(get("webext.example.com", "/plain")); res.StatusCode != 502 {
+		t.Fatalf("unasked 101: %d %q, want 502", res.StatusCode, body)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the member's connection stayed open after an unasked 101")
+	}
+}
