@@ -126,7 +126,8 @@ var (
 
 // RoundTrip sends req over an idle connection or a new one. A request
 // that can be sent again (no body, idempotent) is retried once per idle
-// connection that turns out closed by the member before answering.
+// connection that turns out closed by the member before answering (not
+// on a timeout).
 func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	if t.sem != nil {
@@ -147,7 +148,9 @@ func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return res, nil
 		}
 		u.close()
-		if !u.reused || u.lr.n > 0 || !replayable(req) || ctx.Err() != nil {
+		// Only a close by the member before any answer is a stale
+		// connection; a timeout means the member has the request.
+		if !u.reused || u.lr.n > 0 || isTimeout(err) || !replayable(req) || ctx.Err() != nil {
 			t.release()
 			return nil, err
 		}
