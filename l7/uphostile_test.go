@@ -138,3 +138,48 @@ func TestResponseTimeoutNotResent(t *testing.T) {
 		t.Fatalf("unanswered GET: %d %q, member got it %d times, want 504 and once", res.StatusCode, body, slow.Load())
 	}
 }
+
+// An informational response passed on to the client neither discloses
+// the member's software on a skype site nor costs the final response
+// the proxy's HSTS header (103 Early Hints, and the 100 of an upload
+// with "Expect: 100-continue").
+func TestInformationalKeepsProxyHeaders(t *testing.T) {
+	t.Parallel()
+	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+		line, hdr, err := readRawHead(r)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\nServer: Microsoft-IIS/10.0\r\n\r\n"+
+			"HTTP/1.1 103 Early Hints\r\nX-Powered-By: ASP.NET\r\nLink: </app.css>; rel=preload\r\n\r\n")
+		cl, _, _ := rawFraming(hdr)
+		if _, err := io.CopyN(io.Discard, r, cl); err != nil {
+			return
+		}
+		okResponse(c, line)
+	})
+	e := scriptEnv(t, m, func(s *Site) { skypeSite(s) })
+	e.cfg.Virtuals[0].TLS.HSTS = time.Hour
+	if err := e.proxy.Apply(e.cfg.spec()); err != nil {
+		t.Fatal(err)
+	}
+	rc := e.dialTLS("webext.example.com")
+	rc.c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(rc.c, "POST /upload HTTP/1.1\r\nHost: webext.example.com\r\nExpect: 100-continue\r\nContent-Length: 7\r\n\r\n")
+	for _, code := range []int{100, 103} {
+		res, err := http.ReadResponse(rc.r, nil)
+		if err != nil || res.StatusCode != code {
+			t.Fatalf("want %d: %v %+v", code, err, res)
+		}
+		if res.Header.Get("Server") != "" || res.Header.Get("X-Powered-By") != "" {
+			t.Errorf("%d discloses the member: %v", code, res.Header)
+		}
+		if code == 100 {
+			io.WriteString(rc.c, "payload")
+		}
+	}
+	res, body := rc.read(nil)
+	if res.StatusCode != 200 || res.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatalf("final response after informational ones: %d %q, headers %v", res.StatusCode, body, res.Header)
+	}
+}
