@@ -76,39 +76,6 @@ func TestMemberUnaskedSwitchingProtocols(t *testing.T) {
 	}
 }
 
-// A POST without a body that meets a kept-alive connection the member
-// closes without answering is not sent again: the member may have acted
-// on it. The client gets a 502 and the member saw the POST once.
-func TestStalePostNotResent(t *testing.T) {
-	t.Parallel()
-	var posts atomic.Int64
-	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
-		for {
-			line, err := readRawRequest(r)
-			if err != nil {
-				return
-			}
-			if strings.HasPrefix(line, "POST ") {
-				posts.Add(1)
-				return
-			}
-			okResponse(c, "ok")
-		}
-	})
-	e := scriptEnv(t, m, nil)
-	rc := e.dialTLS("webext.example.com")
-	if res, body := rc.do(get("webext.example.com", "/first")); res.StatusCode != 200 {
-		t.Fatalf("first: %d %q", res.StatusCode, body)
-	}
-	req, _ := http.NewRequest("POST", "https://webext.example.com/transfer", http.NoBody)
-	req.Header.Set("Content-Length", "0")
-	res, body := rc.do(req)
-	if res.StatusCode != 502 || posts.Load() != 1 {
-		t.Fatalf("POST on a connection closed unanswered: %d %q, member got %d POSTs, want 502 and 1",
-			res.StatusCode, body, posts.Load())
-	}
-}
-
 // A GET that the member leaves unanswered past the response timeout on a
 // kept-alive connection is a 504; it is not sent to the member again.
 func TestResponseTimeoutNotResent(t *testing.T) {
