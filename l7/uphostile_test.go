@@ -150,3 +150,24 @@ func TestInformationalKeepsProxyHeaders(t *testing.T) {
 		t.Fatalf("final response after informational ones: %d %q, headers %v", res.StatusCode, body, res.Header)
 	}
 }
+
+// A member's status code below 100 ("000", "099") is a 502, not a
+// client connection dropped without an answer.
+func TestMemberStatusBelow100(t *testing.T) {
+	t.Parallel()
+	for _, code := range []string{"000", "099"} {
+		m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+			if _, err := readRawRequest(r); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 "+code+" Odd\r\nContent-Length: 2\r\n\r\nhi")
+		})
+		e := scriptEnv(t, m, nil)
+		rc := e.dialTLS("webext.example.com")
+		rc.c.SetDeadline(time.Now().Add(20 * time.Second))
+		res, body, err := rc.raw("GET /odd HTTP/1.1\r\nHost: webext.example.com\r\n\r\n")
+		if err != nil || res.StatusCode != 502 {
+			t.Fatalf("member's status %s: %v %v %q, want 502", code, err, res, body)
+		}
+	}
+}

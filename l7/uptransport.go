@@ -114,6 +114,7 @@ var (
 	errHeaderLimit = errors.New("response headers over the limit")
 	errSkipBody    = errors.New("request body not sent: the member answered first")
 	errTooMany1xx  = errors.New("too many informational responses")
+	errBadStatus   = errors.New("status code below 100")
 	// errUnaskedUpgrade: a 101 to a request that did not ask for that
 	// protocol; the connection is closed, not handed over.
 	errUnaskedUpgrade = errors.New("member switched protocols unasked")
@@ -547,6 +548,10 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 			return nil, err
 		}
 		code := res.StatusCode
+		if code < 100 {
+			// net/http would panic writing it to the client.
+			return nil, fmt.Errorf("read response: %w: %03d", errBadStatus, code)
+		}
 		if code == http.StatusContinue && proceed {
 			w.proceed <- true
 			proceed = false
