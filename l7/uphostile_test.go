@@ -2,9 +2,11 @@ package l7
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -169,5 +171,43 @@ func TestMemberStatusBelow100(t *testing.T) {
 		if err != nil || res.StatusCode != 502 {
 			t.Fatalf("member's status %s: %v %v %q, want 502", code, err, res, body)
 		}
+	}
+}
+
+// Requests naming many Hosts of a wildcard site leave at most
+// maxIdlePerMember idle connections to the member, not one per Host.
+func TestIdleUpstreamsBoundedAcrossHosts(t *testing.T) {
+	t.Parallel()
+	var open atomic.Int64
+	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
+		open.Add(1)
+		defer open.Add(-1)
+		for {
+			if _, err := readRawRequest(r); err != nil {
+				return
+			}
+			okResponse(c, "ok")
+		}
+	})
+	e := newEnv(t, envOptions{members: 1, cfg: func(c *testConfig) {
+		a := netip.MustParseAddr("127.0.0.41")
+		c.Pools["script"] = []Member{{Name: a.String(), Addr: a}}
+		s := c.Virtuals[0].Sites[1]
+		s.Pool, s.Port, s.BackendTLS = "script", uint16(m.ln.Addr().(*net.TCPAddr).Port), nil
+	}})
+	rc := e.dialTLS("h0.apps.example.com")
+	hosts := maxIdlePerMember + 40
+	for i := range hosts {
+		host := fmt.Sprintf("h%d.apps.example.com", i)
+		if res, body := rc.do(get(host, "/")); res.StatusCode != 200 {
+			t.Fatalf("%s: %d %q", host, res.StatusCode, body)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for open.Load() > maxIdlePerMember && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := open.Load(); n > maxIdlePerMember {
+		t.Fatalf("%d requests to %d Hosts left %d connections open at the member, over %d", hosts, hosts, n, maxIdlePerMember)
 	}
 }

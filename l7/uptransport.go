@@ -22,6 +22,9 @@ const (
 	// maxIdlePerHost caps the idle connections a pooled transport keeps
 	// per Host.
 	maxIdlePerHost = 64
+	// maxIdlePerMember caps them for all Hosts together: a wildcard
+	// site's Hosts are the client's choice.
+	maxIdlePerMember = 4 * maxIdlePerHost
 	// expectContinueWait is how long a request with "Expect:
 	// 100-continue" waits for the member's 100 before sending its body.
 	expectContinueWait = time.Second
@@ -231,7 +234,8 @@ func (t *memberTransport) takeIdle(key string) *upstream {
 }
 
 // putIdle keeps u for the next request, or closes it when the transport
-// holds enough idle connections for its Host.
+// holds enough idle connections for its Host; past maxIdlePerMember in
+// all, the oldest idle connection closes.
 func (t *memberTransport) putIdle(u *upstream) {
 	u.idleAt = time.Now()
 	t.mu.Lock()
@@ -242,7 +246,11 @@ func (t *memberTransport) putIdle(u *upstream) {
 		}
 	}
 	keep := n < t.maxIdle && !t.closing
+	var evict *upstream
 	if keep {
+		if len(t.idle) >= maxIdlePerMember {
+			evict, t.idle = t.idle[0], slices.Delete(t.idle, 0, 1)
+		}
 		t.idle = append(t.idle, u)
 		if t.idleLimit > 0 && !t.armed {
 			t.armed = true
@@ -254,6 +262,9 @@ func (t *memberTransport) putIdle(u *upstream) {
 		}
 	}
 	t.mu.Unlock()
+	if evict != nil {
+		evict.close()
+	}
 	if !keep {
 		u.close()
 	}
