@@ -19,6 +19,7 @@ import (
 // that client gets its own answer.
 func TestMemberLeftoverNotServedToNextClient(t *testing.T) {
 	t.Parallel()
+	tail := make(chan struct{}, 8)
 	m := startScriptMember(t, func(n int, c net.Conn, r *bufio.Reader) {
 		for {
 			line, err := readRawRequest(r)
@@ -29,6 +30,7 @@ func TestMemberLeftoverNotServedToNextClient(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
 				time.Sleep(2 * time.Millisecond)
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nsecret of A")
+				tail <- struct{}{}
 				continue
 			}
 			okResponse(c, "b")
@@ -43,7 +45,7 @@ func TestMemberLeftoverNotServedToNextClient(t *testing.T) {
 		if res, body := a.do(get("webext.example.com", "/a")); res.StatusCode != 200 || body != "a" {
 			t.Fatalf("client A, round %d: %d %q", i, res.StatusCode, body)
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tail // on loopback, in the proxy's socket once written
 		if res, body := b.do(get("webext.example.com", "/b")); body != "b" {
 			t.Fatalf("client B, round %d, got %d %q: another request's answer", i, res.StatusCode, body)
 		}
