@@ -213,3 +213,43 @@ func TestIdleUpstreamsBoundedAcrossHosts(t *testing.T) {
 		t.Fatalf("%d requests to %d Hosts left %d connections open at the member, over %d", hosts, hosts, n, maxIdlePerMember)
 	}
 }
+
+// An HTTP/2 client connection pinned by a member's NTLM challenge still
+// runs its streams side by side: a long poll does not hold up the
+// client's other requests until it ends.
+func TestPinnedHTTP2StreamsNotSerialized(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{users: testUsers, members: 1})
+	c := e.tlsClient(true)
+	res, err := c.Get("https://" + owasHost + "/protected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 || res.StatusCode != 401 {
+		t.Fatalf("challenge: %s %d, want HTTP/2 401", res.Proto, res.StatusCode)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := c.Get("https://" + owasHost + "/longpoll?wait=3s"); err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	}()
+	for i := range 3 {
+		res, err := c.Get("https://" + owasHost + "/whoami")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		select {
+		case <-done:
+			t.Fatalf("request %d was answered only after the long poll on the same connection ended", i)
+		default:
+		}
+	}
+	<-done
+}

@@ -48,7 +48,6 @@ type memberTransport struct {
 	idleLimit time.Duration // close idle connections after this; 0: never
 	response  time.Duration // response header timeout; 0: none
 	maxHeader int64
-	sem       chan struct{} // pinned: one connection in use at a time
 
 	mu      sync.Mutex
 	idle    []*upstream // most recently used last
@@ -58,14 +57,15 @@ type memberTransport struct {
 }
 
 // newTransport returns the HTTP/1.1 transport of one member of a site.
-// Pinned transports hold at most one connection in use and close it
-// after pinnedIdleTimeout idle.
+// Pinned transports keep one idle connection (the one a client's
+// sequential HTTP/1.1 requests authenticate) and close it after
+// pinnedIdleTimeout idle; concurrent requests of an HTTP/2 client each
+// get a connection of their own, as in the pool.
 func newTransport(d *dialer, pinned bool) *memberTransport {
 	t := &memberTransport{d: d, maxIdle: maxIdlePerHost, idleLimit: d.limits.poolIdle,
 		response: d.limits.response, maxHeader: int64(max(d.limits.maxHeader, upstreamHeaderFloor))}
 	if pinned {
 		t.maxIdle, t.idleLimit = 1, pinnedIdleTimeout
-		t.sem = make(chan struct{}, 1)
 	}
 	return t
 }
@@ -134,17 +134,9 @@ var (
 // on a timeout).
 func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if t.sem != nil {
-		select {
-		case t.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 	for {
 		u, err := t.get(ctx, req.URL.Host)
 		if err != nil {
-			t.release()
 			return nil, err
 		}
 		res, err := u.exchange(req)
@@ -155,15 +147,8 @@ func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Only a close by the member before any answer is a stale
 		// connection; a timeout means the member has the request.
 		if !u.reused || u.lr.n > 0 || isTimeout(err) || !replayable(req) || ctx.Err() != nil {
-			t.release()
 			return nil, err
 		}
-	}
-}
-
-func (t *memberTransport) release() {
-	if t.sem != nil {
-		<-t.sem
 	}
 }
 
@@ -651,32 +636,23 @@ func (b *upBody) finish(complete bool) {
 		u.br.Buffered() == 0 && (b.w == nil || b.w.finished())
 	if !reuse {
 		u.close()
-		u.t.release()
 		return
 	}
 	u.raw.Conn.SetReadDeadline(time.Time{})
 	u.dropReader()
-	u.t.release()
 	u.reused = false
 	u.t.putIdle(u)
 }
 
 // upgradeBody is the connection after a 101: what the parser read ahead
 // first, then the connection itself.
-type upgradeBody struct {
-	u    *upstream
-	once sync.Once
-}
+type upgradeBody struct{ u *upstream }
 
 func (b *upgradeBody) Read(p []byte) (int, error) { return b.u.br.Read(p) }
 
 func (b *upgradeBody) Write(p []byte) (int, error) { return b.u.conn.Write(p) }
 
-func (b *upgradeBody) Close() error {
-	err := b.u.conn.Close()
-	b.once.Do(b.u.t.release)
-	return err
-}
+func (b *upgradeBody) Close() error { return b.u.conn.Close() }
 
 // upgradeAsked reports whether a 101's Upgrade is the protocol the
 // request asked for.
