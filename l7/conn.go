@@ -195,7 +195,7 @@ func (cs *connState) unpin(key string, p *pin) {
 }
 
 // pin is one client connection's own upstream: a transport to one member
-// that uses one connection at a time, used by nobody else.
+// that keeps one idle connection, used by nobody else.
 type pin struct {
 	sm     *siteMember
 	member *memberState

@@ -152,7 +152,16 @@ type respWriter struct {
 	bytes       int64
 	wroteHeader bool
 	onHijack    func() // after the connection is handed over
+	// hsts is put back on the final response: passing on a member's
+	// informational response clears the header map.
+	hsts string
+	hide bool // informational responses lose the member's identity too
 }
+
+// informationalDropped are the hop-by-hop headers of a member's 1xx
+// response, not passed on.
+var informationalDropped = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
 
 func newRespWriter(w http.ResponseWriter) *respWriter {
 	return &respWriter{ResponseWriter: w, ctl: http.NewResponseController(w)}
@@ -168,6 +177,18 @@ func (w *respWriter) WriteHeader(code int) {
 	if code >= 200 && !w.wroteHeader {
 		w.wroteHeader = true
 		w.status = code
+	}
+	switch h := w.Header(); {
+	case code < 200 && code != http.StatusSwitchingProtocols:
+		// A member's informational response, as ReverseProxy passes it.
+		for _, k := range informationalDropped {
+			h.Del(k)
+		}
+		if w.hide {
+			hideMember(h)
+		}
+	case w.hsts != "":
+		h.Set("Strict-Transport-Security", w.hsts)
 	}
 	w.deadline()
 	w.ResponseWriter.WriteHeader(code)

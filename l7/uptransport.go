@@ -22,12 +22,12 @@ const (
 	// maxIdlePerHost caps the idle connections a pooled transport keeps
 	// per Host.
 	maxIdlePerHost = 64
+	// maxIdlePerMember caps them for all Hosts together: a wildcard
+	// site's Hosts are the client's choice.
+	maxIdlePerMember = 4 * maxIdlePerHost
 	// expectContinueWait is how long a request with "Expect:
 	// 100-continue" waits for the member's 100 before sending its body.
 	expectContinueWait = time.Second
-	// checkIdleAfter: a connection idle at least this long is checked
-	// for a close by the member (one non-blocking peek) before reuse.
-	checkIdleAfter = 50 * time.Millisecond
 	// writeDoneWait is how long the end of a response waits for the
 	// request body to finish before the connection is closed instead of
 	// reused.
@@ -48,7 +48,6 @@ type memberTransport struct {
 	idleLimit time.Duration // close idle connections after this; 0: never
 	response  time.Duration // response header timeout; 0: none
 	maxHeader int64
-	sem       chan struct{} // pinned: one connection in use at a time
 
 	mu      sync.Mutex
 	idle    []*upstream // most recently used last
@@ -58,14 +57,15 @@ type memberTransport struct {
 }
 
 // newTransport returns the HTTP/1.1 transport of one member of a site.
-// Pinned transports hold at most one connection in use and close it
-// after pinnedIdleTimeout idle.
+// Pinned transports keep one idle connection (the one a client's
+// sequential HTTP/1.1 requests authenticate) and close it after
+// pinnedIdleTimeout idle; concurrent requests of an HTTP/2 client each
+// get a connection of their own, as in the pool.
 func newTransport(d *dialer, pinned bool) *memberTransport {
 	t := &memberTransport{d: d, maxIdle: maxIdlePerHost, idleLimit: d.limits.poolIdle,
 		response: d.limits.response, maxHeader: int64(max(d.limits.maxHeader, upstreamHeaderFloor))}
 	if pinned {
 		t.maxIdle, t.idleLimit = 1, pinnedIdleTimeout
-		t.sem = make(chan struct{}, 1)
 	}
 	return t
 }
@@ -117,6 +117,10 @@ var (
 	errHeaderLimit = errors.New("response headers over the limit")
 	errSkipBody    = errors.New("request body not sent: the member answered first")
 	errTooMany1xx  = errors.New("too many informational responses")
+	errBadStatus   = errors.New("status code below 100")
+	// errUnaskedUpgrade: a 101 to a request that did not ask for that
+	// protocol; the connection is closed, not handed over.
+	errUnaskedUpgrade = errors.New("member switched protocols unasked")
 	// A response head rarely needs more than the reader's 4 KiB (a longer
 	// one is read in several fills); a body is read straight into the
 	// caller's buffer. A long poll holds this reader while it waits.
@@ -126,20 +130,13 @@ var (
 
 // RoundTrip sends req over an idle connection or a new one. A request
 // that can be sent again (no body, idempotent) is retried once per idle
-// connection that turns out closed by the member before answering.
+// connection that turns out closed by the member before answering (not
+// on a timeout).
 func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if t.sem != nil {
-		select {
-		case t.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 	for {
 		u, err := t.get(ctx, req.URL.Host)
 		if err != nil {
-			t.release()
 			return nil, err
 		}
 		res, err := u.exchange(req)
@@ -147,16 +144,11 @@ func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return res, nil
 		}
 		u.close()
-		if !u.reused || u.lr.n > 0 || !replayable(req) || ctx.Err() != nil {
-			t.release()
+		// Only a close by the member before any answer is a stale
+		// connection; a timeout means the member has the request.
+		if !u.reused || u.lr.n > 0 || isTimeout(err) || !replayable(req) || ctx.Err() != nil {
 			return nil, err
 		}
-	}
-}
-
-func (t *memberTransport) release() {
-	if t.sem != nil {
-		<-t.sem
 	}
 }
 
@@ -181,7 +173,9 @@ func (t *memberTransport) get(ctx context.Context, key string) (*upstream, error
 			break
 		}
 		idle := time.Since(u.idleAt)
-		if (t.idleLimit > 0 && idle >= t.idleLimit) || (idle >= checkIdleAfter && !u.open()) {
+		// Every reuse peeks: bytes the member sent after a response are
+		// not the next request's answer (it may be another client's).
+		if (t.idleLimit > 0 && idle >= t.idleLimit) || !u.open() {
 			u.close()
 			continue
 		}
@@ -225,7 +219,8 @@ func (t *memberTransport) takeIdle(key string) *upstream {
 }
 
 // putIdle keeps u for the next request, or closes it when the transport
-// holds enough idle connections for its Host.
+// holds enough idle connections for its Host; past maxIdlePerMember in
+// all, the oldest idle connection closes.
 func (t *memberTransport) putIdle(u *upstream) {
 	u.idleAt = time.Now()
 	t.mu.Lock()
@@ -236,7 +231,11 @@ func (t *memberTransport) putIdle(u *upstream) {
 		}
 	}
 	keep := n < t.maxIdle && !t.closing
+	var evict *upstream
 	if keep {
+		if len(t.idle) >= maxIdlePerMember {
+			evict, t.idle = t.idle[0], slices.Delete(t.idle, 0, 1)
+		}
 		t.idle = append(t.idle, u)
 		if t.idleLimit > 0 && !t.armed {
 			t.armed = true
@@ -248,6 +247,9 @@ func (t *memberTransport) putIdle(u *upstream) {
 		}
 	}
 	t.mu.Unlock()
+	if evict != nil {
+		evict.close()
+	}
 	if !keep {
 		u.close()
 	}
@@ -380,6 +382,10 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		cut()
+		if !upgradeAsked(req.Header, res.Header) {
+			u.close()
+			return nil, errUnaskedUpgrade
+		}
 		u.raw.Conn.SetReadDeadline(time.Time{})
 		res.Body = &upgradeBody{u: u}
 		return res, nil
@@ -538,6 +544,10 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 			return nil, err
 		}
 		code := res.StatusCode
+		if code < 100 {
+			// net/http would panic writing it to the client.
+			return nil, fmt.Errorf("read response: %w: %03d", errBadStatus, code)
+		}
 		if code == http.StatusContinue && proceed {
 			w.proceed <- true
 			proceed = false
@@ -626,31 +636,29 @@ func (b *upBody) finish(complete bool) {
 		u.br.Buffered() == 0 && (b.w == nil || b.w.finished())
 	if !reuse {
 		u.close()
-		u.t.release()
 		return
 	}
 	u.raw.Conn.SetReadDeadline(time.Time{})
 	u.dropReader()
-	u.t.release()
 	u.reused = false
 	u.t.putIdle(u)
 }
 
 // upgradeBody is the connection after a 101: what the parser read ahead
 // first, then the connection itself.
-type upgradeBody struct {
-	u    *upstream
-	once sync.Once
-}
+type upgradeBody struct{ u *upstream }
 
 func (b *upgradeBody) Read(p []byte) (int, error) { return b.u.br.Read(p) }
 
 func (b *upgradeBody) Write(p []byte) (int, error) { return b.u.conn.Write(p) }
 
-func (b *upgradeBody) Close() error {
-	err := b.u.conn.Close()
-	b.once.Do(b.u.t.release)
-	return err
+func (b *upgradeBody) Close() error { return b.u.conn.Close() }
+
+// upgradeAsked reports whether a 101's Upgrade is the protocol the
+// request asked for.
+func upgradeAsked(req, res http.Header) bool {
+	want, got := req.Get("Upgrade"), res.Get("Upgrade")
+	return want != "" && hasToken(req, "Connection", "Upgrade") && strings.EqualFold(want, got)
 }
 
 // hasToken reports whether a comma-separated header lists token.

@@ -145,7 +145,7 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // held to the site's limit and stall timeout.
 func (x *exchange) forward() {
 	s, rw, rec := x.s, x.rw, x.rec
-	rw.stall = s.limits.stall
+	rw.stall, rw.hide = s.limits.stall, s.hideMember
 	var body *reqBody
 	if x.r.Body != nil && x.r.Body != http.NoBody {
 		rc := x.r.Body
@@ -207,6 +207,7 @@ func (vh *vhost) checkHeaderSize(x *exchange) cause {
 func (vh *vhost) setHSTS(x *exchange) cause {
 	if vh.hsts != "" {
 		x.rw.Header().Set("Strict-Transport-Security", vh.hsts)
+		x.rw.hsts = vh.hsts
 	}
 	return causeNone
 }
