@@ -260,8 +260,12 @@ var connAuthSchemes = []string{"ntlm", "negotiate", "nego2", "kerberos"}
 // uses a connection-based scheme.
 func isConnAuth(v string) bool {
 	v = strings.TrimSpace(v)
-	scheme, _, _ := strings.Cut(v, " ")
-	scheme, _, _ = strings.Cut(scheme, ",")
+	// The scheme ends at any whitespace or comma: "NTLM\t<token>" is
+	// NTLM too, for a member that reads it so.
+	scheme := v
+	if i := strings.IndexAny(v, " \t,"); i >= 0 {
+		scheme = v[:i]
+	}
 	for _, s := range connAuthSchemes {
 		if strings.EqualFold(scheme, s) {
 			return true
