@@ -80,42 +80,11 @@ func loadGen(role string, args []string) error {
 	var op func() error
 	var tlsVersion atomic.Value
 	var resumed atomic.Int64
-	switch role {
-	case roleTLS:
-		if *sni == "" || *caFile == "" {
-			return errors.New("parse flags: -sni and -ca are required for TLS handshakes")
-		}
-		pem, err := os.ReadFile(*caFile)
+	if role == roleTLS {
+		var err error
+		op, err = tlsOp(*addr, *sni, *caFile, *path, *resume, *conc, *timeout, &tlsVersion, &resumed)
 		if err != nil {
-			return fmt.Errorf("read CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("read CA %s: no certificate found", *caFile)
-		}
-		// Without -resume, no ClientSessionCache: every connection is a
-		// full handshake.
-		// X25519 for every candidate: Go's default offers the
-		// X25519MLKEM768 hybrid first, which Go servers take and the
-		// peers' OpenSSL 3.0 does not have, so a default client would
-		// measure a costlier key exchange on edgeproxy only.
-		cfg := &tls.Config{ServerName: *sni, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
-			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
-		if *resume {
-			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(*conc)
-		}
-		req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *sni + "\r\nConnection: close\r\n\r\n")
-		op = func() error {
-			st, err := tlsRequest(*addr, cfg, req, *timeout)
-			if err != nil {
-				return err
-			}
-			if st.DidResume {
-				resumed.Add(1)
-			} else if tlsVersion.Load() == nil {
-				tlsVersion.Store(tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String())
-			}
-			return nil
+			return err
 		}
 	}
 
@@ -163,6 +132,47 @@ func loadGen(role string, args []string) error {
 		res.TLS = v
 	}
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// tlsOp is the TLS handshake role's operation: one connection, a full or
+// resumed handshake, one request with Connection: close. It notes the
+// resumptions and the first full handshake's version, cipher and curve.
+func tlsOp(addr, sni, caFile, path string, resume bool, conc int, timeout time.Duration, tlsVersion *atomic.Value, resumed *atomic.Int64) (func() error, error) {
+	if sni == "" || caFile == "" {
+		return nil, errors.New("parse flags: -sni and -ca are required for TLS handshakes")
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("read CA %s: no certificate found", caFile)
+	}
+	// Without -resume, no ClientSessionCache: every connection is a
+	// full handshake.
+	// X25519 for every candidate: Go's default offers the
+	// X25519MLKEM768 hybrid first, which Go servers take and the
+	// peers' OpenSSL 3.0 does not have, so a default client would
+	// measure a costlier key exchange on edgeproxy only.
+	cfg := &tls.Config{ServerName: sni, RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
+	if resume {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(conc)
+	}
+	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + sni + "\r\nConnection: close\r\n\r\n")
+	return func() error {
+		st, err := tlsRequest(addr, cfg, req, timeout)
+		if err != nil {
+			return err
+		}
+		if st.DidResume {
+			resumed.Add(1)
+		} else if tlsVersion.Load() == nil {
+			tlsVersion.Store(tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + " " + st.CurveID.String())
+		}
+		return nil
+	}, nil
 }
 
 func percentile(sorted []time.Duration, p float64) float64 {
