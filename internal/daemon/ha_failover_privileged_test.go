@@ -49,7 +49,7 @@ func TestPrivilegedHAUnplannedFailover(t *testing.T) {
 	p.Client.Run(t, "sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 39999")
 	member := p.Members[0]
 	serveLongPolls(t, p.Backend, netip.AddrPortFrom(member, pollPort))
-	active := waitActive(t, nodes)
+	active := r.settled(t)
 	t.Logf("node %d active", active)
 	r.waitSynced(t, 1-active)
 	if err := r.get(300 * time.Millisecond); err != nil {

@@ -110,7 +110,7 @@ func inTable(pins string, client netip.AddrPort, timeout time.Duration) (l4.Flow
 // echoed intact, no reset.
 func TestPrivilegedHAMirrorFailover(t *testing.T) {
 	r, pins := startMirrorPair(t, true)
-	a := waitActive(t, r.nodes)
+	a := r.settled(t)
 	b := 1 - a
 	r.waitSynced(t, b)
 
@@ -263,7 +263,7 @@ func (tr *transfer) end(timeout time.Duration) (int, error) {
 // of a datagram's framing (256 bytes).
 func TestPrivilegedHAMirrorCost(t *testing.T) {
 	r, _ := startMirrorPair(t, true, costVirtuals)
-	a := waitActive(t, r.nodes)
+	a := r.settled(t)
 	r.waitSynced(t, 1-a)
 	r.p.Backend.Run(t, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=64")
 	answerOnce(t, r.p)

@@ -353,7 +353,7 @@ func (e *echoConn) tryLine(line string) string {
 // the role back. No RST is seen for them on the client or the member.
 func TestPrivilegedHAPlannedSwitchoverAndFailBack(t *testing.T) {
 	r, _ := startMirrorPair(t, true)
-	a := waitActive(t, r.nodes)
+	a := r.settled(t)
 	b := 1 - a
 	if err := r.get(300 * time.Millisecond); err != nil {
 		t.Fatalf("the L7 VIP does not serve: %v", err)
@@ -472,6 +472,30 @@ func (n *pairNodeRun) waitSettled(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("node not a settled standby within 15s: %+v (keepalived started %s)", ha, n.keepalivedStart.Format(time.StampMilli))
+}
+
+// settled waits until the pair has settled: one node active, the other a
+// standby for more than 2 s since its keepalived started, the roles
+// re-read while they still move (a node that started later may hold
+// the role first and lose it when the other's keepalived comes up); it
+// returns the active node.
+func (r *pairRun) settled(t *testing.T) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		a := waitActive(t, r.nodes)
+		n := r.nodes[1-a]
+		st, err := n.daemon.Status()
+		if err == nil && st.Ready && st.HA != nil && st.HA.Role == "standby" &&
+			st.HA.Since.After(n.keepalivedStart) && time.Since(st.HA.Since) > 2*time.Second {
+			if again := waitActive(t, r.nodes); again == a {
+				return a
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the pair did not settle within 30s (one node active, the other a standby for 2s)")
+	return -1
 }
 
 // l7Loop sends HTTPS requests through the L7 VIP back to back, in the

@@ -132,6 +132,18 @@ func (m *flowMirror) wire() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.active = active
+	if active && !m.synced {
+		// The sync gate keeps a node from taking the role, never from
+		// keeping it: an active node that failed its check for want of
+		// the peer's flows would hand the role over and flap (both
+		// nodes starting at once, or keepalived electing it before its
+		// first check). Its own flows are the ones that count now.
+		m.synced = true
+		m.log.Info("flow mirroring: active before a full copy arrived; serving with its own flows", "peer", m.peer)
+		if fp != nil && fp == m.wired {
+			fp.EndMirrorCopy(false)
+		}
+	}
 	if fp == nil {
 		m.wired = nil
 		return
