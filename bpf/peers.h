@@ -106,11 +106,12 @@ static __always_inline void peer_stat_add(__u32 k, __u64 bytes)
 	}
 }
 
-/* Whether the kernel knows the connection of m, a TCP segment to the
- * L7 proxy: a request sock, an established or closing socket, or, when
- * only the listener is found, an ACK carrying a valid syncookie (a
- * handshake completed by cookie during a SYN flood). The tuple lives in
- * the per-CPU scratch, off the stack. */
+/* What the kernel knows of the connection of m, a TCP segment to the L7
+ * proxy: 1 for a request sock, an established or closing socket, or an
+ * ACK carrying a valid syncookie to a listener (a handshake completed by
+ * cookie during a SYN flood); 0 for a listener alone; -1 for nothing (no
+ * service listens there). The tuple lives in the per-CPU scratch, off
+ * the stack. */
 static __always_inline int peer_local_sock(struct xdp_md *ctx, const struct pkt_meta *m)
 {
 	struct bpf_sock_tuple *t;
@@ -143,7 +144,7 @@ static __always_inline int peer_local_sock(struct xdp_md *ctx, const struct pkt_
 	}
 	sk = bpf_skc_lookup_tcp(ctx, t, len, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
-		return 0;
+		return -1;
 	local = sk->state != BPF_TCP_LISTEN;
 	th = pkt_l4(&p, sizeof(*th));
 	if (!local && iph_len == sizeof(struct iphdr)) {
@@ -157,10 +158,11 @@ static __always_inline int peer_local_sock(struct xdp_md *ctx, const struct pkt_
 	return local;
 }
 
-/* A segment to the L7 proxy that no local socket and no peer knows: with
- * the cluster on, the router may have moved a connection younger than
- * its announcement's trip. Dropped, the client retransmits (200 ms at
- * least), by when the owner is known; passed, the kernel would reset it. */
+/* A segment to a port the L7 proxy listens on that no local socket and
+ * no peer knows: with the cluster on, the router may have moved a
+ * connection younger than its announcement's trip. Dropped, the client
+ * retransmits (200 ms at least), by when the owner is known; passed, the
+ * kernel would reset it. */
 static __always_inline int peer_hold(struct xdp_md *ctx, const struct pkt_meta *m,
 				     const struct config *cfg)
 {
@@ -169,7 +171,7 @@ static __always_inline int peer_hold(struct xdp_md *ctx, const struct pkt_meta *
 	struct stat *s;
 
 	if ((m->tcp_flags & TCP_FLAG_SYN) || (void *)(eth + 1) > (void *)(long)ctx->data_end ||
-	    !mac_is(eth, cfg->ext_mac) || peer_local_sock(ctx, m))
+	    !mac_is(eth, cfg->ext_mac) || peer_local_sock(ctx, m) != 0)
 		return PEER_NONE;
 	s = bpf_map_lookup_elem(&peer_held, &zero);
 	if (s) {

@@ -56,6 +56,7 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 		// A connection younger than its announcement's trip: held, the
 		// client retransmits by when its owner is known (a RST otherwise).
 		{"unknown tuple to the L7 proxy: held", ack(50003, 80), xdpDrop, nil, func(s PeerStats) uint64 { return s.Held }},
+		{"unknown tuple to a port nothing listens on: passed as before", ack(50003, 81), xdpPass, nil, nil},
 		{"a SYN to the L7 proxy is passed", e.toNIC(frame{src: ap(client4, 50003), dst: l7VIP, proto: protoTCP, flags: flagSYN, seq: 5}.bytes(), testnet.ExtIf), xdpPass, nil, nil},
 		{"a connection the L7 proxy holds is passed", ack(est.Port(), 80), xdpPass, nil, nil},
 		{"SYN for a peer's tuple opens the connection here", e.toNIC(frame{src: ap(client4, 50002), dst: fastVIP, proto: protoTCP, flags: flagSYN, seq: 5}.bytes(), testnet.ExtIf), xdpRedirect, nil, func(s PeerStats) uint64 { return s.SYNLocal }},
