@@ -54,13 +54,16 @@ type Status struct {
 // peers (Owned), the peers' ones it sends back to them (Foreign), and
 // what the XDP program did: segments sent to their owner (Forwarded),
 // SYNs for a peer's tuple opened here (SYNLocal), segments a peer
-// forwarded that were not forwarded again (FromPeer).
+// forwarded that were not forwarded again (FromPeer), segments to the
+// L7 proxy that nobody knew yet, dropped for the client to retransmit
+// (Held, since the program was loaded).
 type Cluster struct {
 	Owned     int           `json:"owned"`
 	Foreign   int           `json:"foreign"`
 	Forwarded uint64        `json:"forwarded"`
 	SYNLocal  uint64        `json:"syn_local"`
 	FromPeer  uint64        `json:"from_peer"`
+	Held      uint64        `json:"held"`
 	Peers     []ClusterPeer `json:"peers"`
 }
 
@@ -335,8 +338,8 @@ func writeCluster(w io.Writer, c *Cluster) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\ncluster: %d connections of this node announced, %d of the peers' sent back to them; %d segments forwarded, %d SYNs for a peer's tuple opened here, %d forwarded segments not forwarded again\nPEER\tMAC\tSYNCED AT START\n",
-		c.Owned, c.Foreign, c.Forwarded, c.SYNLocal, c.FromPeer)
+	fmt.Fprintf(tw, "\ncluster: %d connections of this node announced, %d of the peers' sent back to them; %d segments forwarded, %d SYNs for a peer's tuple opened here, %d forwarded segments not forwarded again, %d segments held\nPEER\tMAC\tSYNCED AT START\n",
+		c.Owned, c.Foreign, c.Forwarded, c.SYNLocal, c.FromPeer, c.Held)
 	for _, p := range c.Peers {
 		fmt.Fprintf(tw, "%s\t%s\t%v\n", p.Address, dash(p.MAC), p.Synced)
 	}

@@ -335,7 +335,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 			}
 		}
 		/* The L7 proxy's VIPs: a connection a peer owns. */
-		r = second_chance(ctx, m);
+		r = second_chance(ctx, m, 1);
 		if (r != PEER_NONE)
 			return r;
 		count(0, REASON_PASS_NO_SERVICE, bytes);
@@ -348,7 +348,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 	r = half_open_hit(ctx, m, 0);
 	if (r != FLOW_MISS)
 		return r;
-	r = second_chance(ctx, m);
+	r = second_chance(ctx, m, 0);
 	if (r != PEER_NONE)
 		return r;
 	r = guard_new(ctx, m, cfg);

@@ -311,8 +311,19 @@ type FastL4Scratch struct {
 		Ok    uint8
 		Pad   [2]uint8
 	}
-	Skey      FastL4FlowKey
-	Svc       FastL4SvcKey
+	Skey  FastL4FlowKey
+	Svc   FastL4SvcKey
+	Tuple struct {
+		_    structs.HostLayout
+		Ipv4 struct {
+			_     structs.HostLayout
+			Saddr uint32
+			Daddr uint32
+			Sport uint16
+			Dport uint16
+		}
+		_ [24]byte
+	}
 	Reason    FastL4Reason
 	Dir       FastL4FlowDir
 	Seen      FastL4FlowSeen
@@ -320,7 +331,6 @@ type FastL4Scratch struct {
 	SvcFlags  FastL4SvcFlags
 	EventKind FastL4FlowEventKind
 	FlowEnd   FastL4FlowEnd
-	_         [4]byte
 	Event     FastL4FlowEvent
 }
 
@@ -409,6 +419,7 @@ const (
 	FastL4MapNeighMiss                 = "neigh_miss"
 	FastL4MapOwners                    = "owners"
 	FastL4MapPeerCount                 = "peer_count"
+	FastL4MapPeerHeld                  = "peer_held"
 	FastL4MapPeerMacs                  = "peer_macs"
 	FastL4MapPeerStats                 = "peer_stats"
 	FastL4MapPools                     = "pools"
@@ -506,6 +517,7 @@ type FastL4MapSpecs struct {
 	NeighMiss   *ebpf.MapSpec `ebpf:"neigh_miss"`
 	Owners      *ebpf.MapSpec `ebpf:"owners"`
 	PeerCount   *ebpf.MapSpec `ebpf:"peer_count"`
+	PeerHeld    *ebpf.MapSpec `ebpf:"peer_held"`
 	PeerMacs    *ebpf.MapSpec `ebpf:"peer_macs"`
 	PeerStats   *ebpf.MapSpec `ebpf:"peer_stats"`
 	Pools       *ebpf.MapSpec `ebpf:"pools"`
@@ -573,6 +585,7 @@ type FastL4Maps struct {
 	NeighMiss   *ebpf.Map `ebpf:"neigh_miss"`
 	Owners      *ebpf.Map `ebpf:"owners"`
 	PeerCount   *ebpf.Map `ebpf:"peer_count"`
+	PeerHeld    *ebpf.Map `ebpf:"peer_held"`
 	PeerMacs    *ebpf.Map `ebpf:"peer_macs"`
 	PeerStats   *ebpf.Map `ebpf:"peer_stats"`
 	Pools       *ebpf.Map `ebpf:"pools"`
@@ -610,6 +623,7 @@ func (m *FastL4Maps) Close() error {
 		m.NeighMiss,
 		m.Owners,
 		m.PeerCount,
+		m.PeerHeld,
 		m.PeerMacs,
 		m.PeerStats,
 		m.Pools,

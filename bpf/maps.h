@@ -254,6 +254,7 @@ struct scratch {
 	struct svc_key svc;   /* fastl4_miss's lookup of the virtual: off the
 			       * stack, whose frames along fastl4_miss ->
 			       * ct_open -> snat_take add up to the 512 bytes */
+	struct bpf_sock_tuple tuple; /* second chance's socket lookup */
 	enum reason reason;
 	enum flow_dir dir;
 	enum flow_seen seen;

@@ -328,7 +328,7 @@ var (
 	descRepairs = prometheus.NewDesc(metric.Name("flows_repaired_total"),
 		"Flow pairs whose missing half the GC re-inserted.", nil, nil)
 	descSecondChance = prometheus.NewDesc(metric.Name("xdp_second_chance_total"),
-		"Second chance between nodes (cluster): TCP segments sent to the peer owning their connection (forwarded), SYNs for a peer's tuple opened here (syn_local), segments a peer forwarded that were not forwarded again (from_peer).",
+		"Second chance between nodes (cluster): TCP segments sent to the peer owning their connection (forwarded), SYNs for a peer's tuple opened here (syn_local), segments a peer forwarded that were not forwarded again (from_peer), segments to the L7 proxy that neither a local socket nor a peer knew yet, dropped for the client to retransmit (held).",
 		[]string{"what"}, nil)
 	descLogDropped = prometheus.NewDesc(metric.Name("fastl4_log_dropped_total"),
 		"Connection log lines not written: over log.fastl4.rate (rate), or events the program found no room for in its ring (ring_full).",
@@ -353,7 +353,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	defer f.scrapeErrs.Collect(ch)
 	f.collectLive(ch, names)
 	if ps, err := f.peerStats(); err == nil {
-		for what, n := range map[string]uint64{"forwarded": ps.Forwarded, "syn_local": ps.SYNLocal, "from_peer": ps.FromPeer} {
+		for what, n := range map[string]uint64{"forwarded": ps.Forwarded, "syn_local": ps.SYNLocal, "from_peer": ps.FromPeer, "held": ps.Held} {
 			ch <- prometheus.MustNewConstMetric(descSecondChance, prometheus.CounterValue, float64(n), what)
 		}
 	}

@@ -35,6 +35,10 @@ type PeerStats struct {
 	// FromPeer counts segments a peer forwarded that were not forwarded
 	// again (the loop guard).
 	FromPeer uint64
+	// Held counts segments to the L7 proxy dropped because neither a
+	// local socket nor a peer knew their connection (yet): the client
+	// retransmits instead of being reset.
+	Held uint64
 }
 
 func flowKey(src, dst netip.AddrPort, proto uint8) bpf.FastL4FlowKey {
@@ -173,6 +177,10 @@ func (f *FastPath) peerStats() (PeerStats, error) {
 	if err != nil || len(c) <= peerFromPeer {
 		return PeerStats{}, fmt.Errorf("read peer counters: %w", err)
 	}
+	held, err := sumStats(f.objs.PeerHeld)
+	if err != nil || len(held) < 1 {
+		return PeerStats{}, fmt.Errorf("read held segments counter: %w", err)
+	}
 	return PeerStats{Forwarded: c[peerForwarded].Packets, ForwardedBytes: c[peerForwarded].Bytes,
-		SYNLocal: c[peerSYNLocal].Packets, FromPeer: c[peerFromPeer].Packets}, nil
+		SYNLocal: c[peerSYNLocal].Packets, FromPeer: c[peerFromPeer].Packets, Held: held[0].Packets}, nil
 }

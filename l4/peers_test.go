@@ -3,6 +3,7 @@ package l4
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -37,6 +38,9 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 	fromPeer := func(b []byte) []byte { copy(b[6:12], peer); return b }
 	toMAC := func(b []byte, mac net.HardwareAddr) []byte { copy(b, mac); return b }
 	ext := e.nic(testnet.ExtIf).mac
+	// The L7 proxy's listener, and a connection it holds: the kernel
+	// knows that one, not the tuples no node announced.
+	est := localConn(t, e, l7VIP)
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -49,7 +53,12 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 		{"a segment a peer forwarded is not forwarded again", fromPeer(ack(50001, 80)), xdpPass, nil, func(s PeerStats) uint64 { return s.FromPeer }},
 		{"a frame the switch flooded to this node is not forwarded", toMAC(ack(50001, 80), net.HardwareAddr{0x02, 0xee, 0, 0, 0, 0x09}), xdpPass, nil, nil},
 		{"unknown tuple to a fastl4 virtual: dropped as before", ack(50003, 443), xdpDrop, nil, nil},
-		{"unknown tuple to the L7 proxy: passed as before", ack(50003, 80), xdpPass, nil, nil},
+		// A connection younger than its announcement's trip: held, the
+		// client retransmits by when its owner is known (a RST otherwise).
+		{"unknown tuple to the L7 proxy: held", ack(50003, 80), xdpDrop, nil, func(s PeerStats) uint64 { return s.Held }},
+		{"unknown tuple to a port nothing listens on: passed as before", ack(50003, 81), xdpPass, nil, nil},
+		{"a SYN to the L7 proxy is passed", e.toNIC(frame{src: ap(client4, 50003), dst: l7VIP, proto: protoTCP, flags: flagSYN, seq: 5}.bytes(), testnet.ExtIf), xdpPass, nil, nil},
+		{"a connection the L7 proxy holds is passed", ack(est.Port(), 80), xdpPass, nil, nil},
 		{"SYN for a peer's tuple opens the connection here", e.toNIC(frame{src: ap(client4, 50002), dst: fastVIP, proto: protoTCP, flags: flagSYN, seq: 5}.bytes(), testnet.ExtIf), xdpRedirect, nil, func(s PeerStats) uint64 { return s.SYNLocal }},
 		// Its half-open flow here holds the client's next segment (the
 		// member has not answered yet): not sent to the peer.
@@ -94,4 +103,30 @@ func TestPrivilegedProgramSecondChance(t *testing.T) {
 	if ret, _ := e.runOn(ack(50000, 443), testnet.ExtIf); ret != xdpDrop || noFlow() != 1 {
 		t.Errorf("without peers: verdict %d, drop_no_flow grew by %d; want XDP_DROP, 1", ret, noFlow())
 	}
+	if ret, _ := e.runOn(ack(50003, 80), testnet.ExtIf); ret != xdpPass {
+		t.Errorf("without peers: unknown tuple to the L7 proxy: verdict %d, want XDP_PASS", ret)
+	}
+}
+
+// localConn opens a listener on vip in the proxy namespace and a
+// connection to it from the client namespace, closed at the end of the
+// test; it returns the client's side.
+func localConn(t *testing.T, e *env, vip netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	ln, err := e.lab.Proxy.Listen("tcp", vip.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c, err := e.lab.Client.Dial("tcp", vip.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return netip.MustParseAddrPort(c.LocalAddr().String())
 }

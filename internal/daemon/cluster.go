@@ -133,7 +133,7 @@ func (d *Daemon) clusterStatus() *admin.Cluster {
 	}
 	if f := d.fastPath(); f != nil {
 		if ps, err := f.fp.PeerStats(); err == nil {
-			out.Forwarded, out.SYNLocal, out.FromPeer = ps.Forwarded, ps.SYNLocal, ps.FromPeer
+			out.Forwarded, out.SYNLocal, out.FromPeer, out.Held = ps.Forwarded, ps.SYNLocal, ps.FromPeer, ps.Held
 		}
 	}
 	return out
