@@ -157,7 +157,12 @@ func TestPrivilegedReapCost(t *testing.T) {
 	cpu := float64(cpuTime(ru1)-cpuTime(ru0)) / float64(elapsed)
 	alloc := float64(ms1.TotalAlloc-ms0.TotalAlloc) / elapsed.Seconds()
 	t.Logf("over %v with %d pairs: %.2f %% of one core, %.0f bytes/s allocated, %d pairs counted", elapsed.Round(time.Second), pairs, 100*cpu, alloc, e.fp.countedPairs())
-	if cpu > 0.05 {
+	switch {
+	case raceDetector:
+		// The bound is the product's, not the race detector's: .ci/run
+		// runs this test again without -race.
+		t.Logf("race detector on: the 5 %% bound is checked by a build without it")
+	case cpu > 0.05:
 		t.Errorf("the reaper used %.2f %% of one core, want at most 5 %%", 100*cpu)
 	}
 	if alloc > 1e6 {
