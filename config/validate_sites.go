@@ -7,7 +7,7 @@ import (
 )
 
 func (v *validator) l7(vs *Virtual, base string) {
-	for _, k := range []string{"pool", "port", "snat", "protocol", "idle_timeout", "handshake_timeout", "close_timeout", "reset_on_timeout", "loose_init", "loose_close", "mss_override"} {
+	for _, k := range []string{"pool", "port", "snat", "protocol", "idle_timeout", "handshake_timeout", "close_timeout", "reset_on_timeout", "loose_init", "loose_close", "mss_override", "log", "mirror"} {
 		if v.c.Pos.Has(base + "." + k) {
 			hint := ""
 			if k == "pool" || k == "port" {
