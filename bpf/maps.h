@@ -314,6 +314,17 @@ static __always_inline void flow_key4_of(const struct flow_key *k, struct flow_k
 	k4->dport = k->dport;
 }
 
+/* The inverse of flow_key4_of: the full key of an IPv4 table's entry. */
+static __always_inline void flow_key_of4(const struct flow_key4 *k4, __u8 proto, struct flow_key *k)
+{
+	k->saddr.w[0] = k4->saddr;
+	k->daddr.w[0] = k4->daddr;
+	k->sport = k4->sport;
+	k->dport = k4->dport;
+	k->proto = proto;
+	k->family = 4;
+}
+
 /* Every flow is TCP or UDP: the parser hands nothing else to the flow
  * lookups (ICMP goes to icmp_translate, which looks up the TCP or UDP
  * tuple it quotes), and services are TCP or UDP. So an IPv4 key that is

@@ -444,32 +444,24 @@ static __always_inline long reap_visit(void *map, const void *peer_key, const st
 }
 
 /* The callbacks, one per table: the key's form and the peer key's differ. */
-static long reap_tcp4(void *map, struct flow_key4 *key, struct flow_val *v, __u32 *idx)
+static __always_inline long reap_visit4(void *map, const struct flow_key4 *key, struct flow_val *v, __u32 *idx,
+					__u8 proto)
 {
 	struct flow_key self = {};
 	struct flow_key4 pk = v->peer4;
 
-	self.saddr.w[0] = key->saddr;
-	self.daddr.w[0] = key->daddr;
-	self.sport = key->sport;
-	self.dport = key->dport;
-	self.proto = IPPROTO_TCP;
-	self.family = 4;
-	return reap_visit(&flows4_tcp, &pk, &self, v, idx, 0);
+	flow_key_of4(key, proto, &self);
+	return reap_visit(map, &pk, &self, v, idx, 0);
+}
+
+static long reap_tcp4(void *map, struct flow_key4 *key, struct flow_val *v, __u32 *idx)
+{
+	return reap_visit4(&flows4_tcp, key, v, idx, IPPROTO_TCP);
 }
 
 static long reap_udp4(void *map, struct flow_key4 *key, struct flow_val *v, __u32 *idx)
 {
-	struct flow_key self = {};
-	struct flow_key4 pk = v->peer4;
-
-	self.saddr.w[0] = key->saddr;
-	self.daddr.w[0] = key->daddr;
-	self.sport = key->sport;
-	self.dport = key->dport;
-	self.proto = IPPROTO_UDP;
-	self.family = 4;
-	return reap_visit(&flows4_udp, &pk, &self, v, idx, 0);
+	return reap_visit4(&flows4_udp, key, v, idx, IPPROTO_UDP);
 }
 
 static long reap_full6(void *map, struct flow_key *key, struct flow_val *v, __u32 *idx)
