@@ -14,15 +14,7 @@ import (
 // reasonsOf are the reason names of the build obj ("" the committed one).
 func reasonsOf(t *testing.T, obj string) []string {
 	t.Helper()
-	load := bpf.LoadFastL4
-	if obj != "" {
-		load = func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(obj) }
-	}
-	spec, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := specReasons(spec)
+	names, err := specReasons(variantSpec(t, obj))
 	if err != nil {
 		t.Fatal(err)
 	}

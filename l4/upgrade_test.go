@@ -96,8 +96,8 @@ func useBuild(t *testing.T, obj string) {
 	t.Cleanup(func() { loadSpec = bpf.LoadFastL4 })
 }
 
-// variantLayout is the layout of the build obj ("" the committed one).
-func variantLayout(t *testing.T, obj string) layout {
+// variantSpec is the collection of the build obj ("" the committed one).
+func variantSpec(t *testing.T, obj string) *ebpf.CollectionSpec {
 	t.Helper()
 	load := bpf.LoadFastL4
 	if obj != "" {
@@ -107,7 +107,13 @@ func variantLayout(t *testing.T, obj string) layout {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := specLayout(spec)
+	return spec
+}
+
+// variantLayout is the layout of the build obj ("" the committed one).
+func variantLayout(t *testing.T, obj string) layout {
+	t.Helper()
+	l, err := specLayout(variantSpec(t, obj))
 	if err != nil {
 		t.Fatal(err)
 	}

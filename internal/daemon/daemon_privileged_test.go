@@ -262,18 +262,7 @@ func TestPrivilegedDaemonRestartKeepsFlows(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("iperf3 through the fastl4 virtual failed across a restart: %v\n%s", r.err, r.out)
 	}
-	var rep struct {
-		Intervals []struct {
-			Sum struct {
-				Bytes float64 `json:"bytes"`
-			} `json:"sum"`
-		} `json:"intervals"`
-		End struct {
-			SumReceived struct {
-				Bytes float64 `json:"bytes"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
+	var rep iperfIntervals
 	if err := json.Unmarshal(r.out, &rep); err != nil {
 		t.Fatalf("iperf3 output: %v\n%s", err, r.out)
 	}

@@ -271,6 +271,9 @@ type iperfIntervals struct {
 			Seconds float64 `json:"seconds"`
 			Bytes   float64 `json:"bytes"`
 		} `json:"streams"`
+		Sum struct {
+			Bytes float64 `json:"bytes"`
+		} `json:"sum"`
 	} `json:"intervals"`
 	End struct {
 		SumSent struct {

@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -19,9 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
-	"github.com/edgeproxy/edgeproxy/internal/certgen"
 	"github.com/edgeproxy/edgeproxy/internal/lab"
-	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/edgeproxy/edgeproxy/l4"
 )
 
@@ -32,41 +29,20 @@ import (
 // VIP).
 func startMirrorPair(t *testing.T, mirror bool, extra ...string) (*pairRun, [2]string) {
 	t.Helper()
-	testnet.RequireRoot(t, "keepalived")
-	p, err := lab.BuildPair(1)
-	if err != nil {
-		t.Fatalf("build pair lab: %v", err)
-	}
-	t.Cleanup(p.Close)
-	dir := t.TempDir()
-	certs, err := certgen.Write(dir, certgen.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := filepath.Join(dir, "mirror.key")
+	key := filepath.Join(t.TempDir(), "mirror.key")
 	if err := os.WriteFile(key, []byte(strings.Repeat("mirror-key-", 4)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startPairMember(t, p)
-	r := &pairRun{p: p, bin: rootOnlyBinary(t), l4VIP: netip.MustParseAddr("198.18.0.20"),
-		tls: &tls.Config{ServerName: "webext.example.com", RootCAs: certs.PublicRoot.Pool(), MinVersion: tls.VersionTLS12}}
-	var pins [2]string
-	for i := range r.nodes {
-		pins[i] = testnet.TestPinDir(t, p.Nodes[i].Name)
-		r.nodes[i] = startPairNode(t, p, i, r.bin, dir, func(nd string) string {
-			c := fmt.Sprintf(pairConfig, nd, p.NodeNetworkYAML(i), pins[i], 150-50*i,
-				p.ExtAddrs[1-i], p.IntAddrs[1-i], p.Floating, p.Members[0], p.VIP, dir, r.l4VIP)
-			// Without loose_init: a flow survives a failover only by
-			// being mirrored.
-			c = strings.ReplaceAll(c, "    loose_init: true\n", fmt.Sprintf("    mirror: %v\n", mirror))
-			for _, e := range extra {
-				c += fmt.Sprintf(e, r.l4VIP)
-			}
-			return strings.Replace(c, "pools:\n", fmt.Sprintf("  mirror: {listen: '%s:7400', peer: '%s:7400', key_file: %s}\npools:\n",
-				p.IntAddrs[i], p.IntAddrs[1-i], key), 1)
-		})
-	}
-	return r, pins
+	return startPairEdited(t, func(i int, r *pairRun, c string) string {
+		// Without loose_init: a flow survives a failover only by being
+		// mirrored.
+		c = strings.ReplaceAll(c, "    loose_init: true\n", fmt.Sprintf("    mirror: %v\n", mirror))
+		for _, e := range extra {
+			c += fmt.Sprintf(e, r.l4VIP)
+		}
+		return strings.Replace(c, "pools:\n", fmt.Sprintf("  mirror: {listen: '%s:7400', peer: '%s:7400', key_file: %s}\npools:\n",
+			r.p.IntAddrs[i], r.p.IntAddrs[1-i], key), 1)
+	})
 }
 
 // waitSynced waits until node i's status says mirroring is synced.

@@ -95,6 +95,13 @@ type pairRun struct {
 
 // startPair builds the pair lab and starts everything in it.
 func startPair(t *testing.T) *pairRun {
+	r, _ := startPairEdited(t, nil)
+	return r
+}
+
+// startPairEdited is startPair with node i's file passed through edit
+// (nil: as pairConfig has it); it returns the nodes' pin directories too.
+func startPairEdited(t *testing.T, edit func(i int, r *pairRun, c string) string) (*pairRun, [2]string) {
 	t.Helper()
 	testnet.RequireRoot(t, "keepalived")
 	p, err := lab.BuildPair(1)
@@ -110,13 +117,19 @@ func startPair(t *testing.T) *pairRun {
 	startPairMember(t, p)
 	r := &pairRun{p: p, bin: rootOnlyBinary(t), l4VIP: netip.MustParseAddr("198.18.0.20"),
 		tls: &tls.Config{ServerName: "webext.example.com", RootCAs: certs.PublicRoot.Pool(), MinVersion: tls.VersionTLS12}}
+	var pins [2]string
 	for i := range r.nodes {
+		pins[i] = testnet.TestPinDir(t, p.Nodes[i].Name)
 		r.nodes[i] = startPairNode(t, p, i, r.bin, dir, func(nd string) string {
-			return fmt.Sprintf(pairConfig, nd, p.NodeNetworkYAML(i), testnet.TestPinDir(t, p.Nodes[i].Name), 150-50*i,
+			c := fmt.Sprintf(pairConfig, nd, p.NodeNetworkYAML(i), pins[i], 150-50*i,
 				p.ExtAddrs[1-i], p.IntAddrs[1-i], p.Floating, p.Members[0], p.VIP, dir, r.l4VIP)
+			if edit != nil {
+				c = edit(i, r, c)
+			}
+			return c
 		})
 	}
-	return r
+	return r, pins
 }
 
 // get sends one HTTPS request through the L7 VIP, on a connection of its

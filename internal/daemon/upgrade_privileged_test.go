@@ -98,18 +98,7 @@ func TestPrivilegedDaemonUpgradeFromLayout1(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("iperf3 through the fastl4 virtual failed across the upgrade from layout 1: %v\n%s", r.err, r.out)
 	}
-	var rep struct {
-		Intervals []struct {
-			Sum struct {
-				Bytes float64 `json:"bytes"`
-			} `json:"sum"`
-		} `json:"intervals"`
-		End struct {
-			SumSent struct {
-				Retransmits int `json:"retransmits"`
-			} `json:"sum_sent"`
-		} `json:"end"`
-	}
+	var rep iperfIntervals
 	if err := json.Unmarshal(r.out, &rep); err != nil {
 		t.Fatalf("iperf3 output: %v\n%s", err, r.out)
 	}
