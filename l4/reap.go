@@ -34,8 +34,14 @@ const (
 	// room to spare.
 	reapBudget = 10000
 	// reapMaxPeriod bounds the time between walks of the flow tables,
-	// so that the flow gauges stay fresh when every timeout is long.
+	// so that the flow gauges stay fresh when every timeout is long...
 	reapMaxPeriod = 30 * time.Second
+	// reapWalkShare: ...unless the tables are so large that walks that
+	// often would cost more than 1/reapWalkShare of a core: a walk that
+	// took d is then repeated for freshness reapWalkShare·d later (about
+	// 45 s for 1 M pairs on a 2-CPU VM). Expiry does not wait for it: a
+	// deadline the last walk found, or the shortest timeout, comes first.
+	reapWalkShare = 50
 	// reapWatchPeriod is how often the closing pairs are judged: within
 	// this of their close timeout.
 	reapWatchPeriod = 500 * time.Millisecond
@@ -58,8 +64,9 @@ type reaper struct {
 	walkNext uint64 // the earliest deadline it left, 0: none
 	halfed   uint64 // the half-open table's last walk
 	halfNext uint64
-	watched  uint64 // the watch's last run
-	walks    int    // walks of the flow tables so far
+	watched  uint64        // the watch's last run
+	walks    int           // walks of the flow tables so far
+	walkCost time.Duration // the last walk's duration, not exact
 }
 
 func (r *reaper) close() {
@@ -82,9 +89,9 @@ func reapTimes(kn *[maxVirtuals]knobs) (idle, handshake time.Duration) {
 // due is when a table group is walked next: at the earliest deadline its
 // last walk left, or when a pair that changed since may have expired (it
 // cannot before the shortest timeout that applies to it), or after
-// reapMaxPeriod.
-func due(last, next uint64, shortest time.Duration) uint64 {
-	at := last + uint64(min(shortest, reapMaxPeriod))
+// period (for the flow tables: their walk's, reapMaxPeriod or longer).
+func due(last, next uint64, shortest, period time.Duration) uint64 {
+	at := last + uint64(min(shortest, period))
 	if next != 0 && next < at {
 		at = next
 	}
@@ -109,8 +116,8 @@ func (f *FastPath) reapTick() error {
 	idle, handshake := reapTimes(&kn)
 	r := &f.reap
 	r.mu.Lock()
-	walk := r.walked == 0 || now >= due(r.walked, r.walkNext, idle)
-	half := now >= due(r.halfed, r.halfNext, handshake)
+	walk := r.walked == 0 || now >= due(r.walked, r.walkNext, idle, r.walkPeriod())
+	half := now >= due(r.halfed, r.halfNext, handshake, reapMaxPeriod)
 	watch := now >= r.watched+uint64(reapWatchPeriod)
 	exact := r.walks%reapExactEvery == 0
 	r.mu.Unlock()
@@ -175,10 +182,14 @@ func (f *FastPath) reapGroups(run *bpf.FastL4ReapRun, kn *[maxVirtuals]knobs, wa
 			run.Exact = 1
 		}
 		r.walks++
+		start := time.Now()
 		if r.walkNext, err = group(reapTCP4, reapUDP4, reapFlows6); err != nil {
 			return err
 		}
 		r.walked = run.Now
+		if !exact { // the exact walks (one in reapExactEvery) cost more
+			r.walkCost = time.Since(start)
+		}
 		run.Exact = 0
 	}
 	// During a flood the half-open table is the flood's: the LRU evicts
@@ -192,13 +203,18 @@ func (f *FastPath) reapGroups(run *bpf.FastL4ReapRun, kn *[maxVirtuals]knobs, wa
 	}
 	if watch {
 		idle, _ := reapTimes(kn)
-		run.WalkNs = due(r.walked, r.walkNext, idle)
+		run.WalkNs = due(r.walked, r.walkNext, idle, r.walkPeriod())
 		if _, err = group(reapWatch); err != nil {
 			return err
 		}
 		r.watched = run.Now
 	}
 	return nil
+}
+
+// walkPeriod is the longest time between walks of the flow tables.
+func (r *reaper) walkPeriod() time.Duration {
+	return max(reapMaxPeriod, reapWalkShare*r.walkCost)
 }
 
 // reapStart opens the ring reader once and zeroes the pass's counts.

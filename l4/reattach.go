@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -44,8 +44,10 @@ func (f *FastPath) reattach() {
 		if nic.name == "" {
 			continue
 		}
-		ifc, err := net.InterfaceByName(nic.name)
-		if err == nil && f.attachedTo(nic.name, ifc.Index) {
+		// One RTM_GETLINK for the name, not a dump of every link: this
+		// runs five times a second.
+		link, err := netlink.LinkByName(nic.name)
+		if err == nil && f.attachedTo(nic.name, link.Attrs().Index) {
 			continue
 		}
 		if _, ok := f.modes[nic.name]; ok {
