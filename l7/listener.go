@@ -229,18 +229,18 @@ func (l *listener) acceptLoop() {
 	}
 }
 
-func remoteOf(c net.Conn) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func remoteOf(c net.Conn) netip.AddrPort { return addrPortOf(c.RemoteAddr()) }
 
-func localOf(c net.Conn) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
-	if err != nil {
-		return netip.AddrPort{}
+func localOf(c net.Conn) netip.AddrPort { return addrPortOf(c.LocalAddr()) }
+
+// addrPortOf is a TCP address as a netip.AddrPort (IPv4-mapped ones
+// unmapped); the zero value for what is not one.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap = ta.AddrPort() // without formatting and parsing it
+	} else if a != nil {
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
@@ -298,16 +298,19 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 
 // handshake runs the TLS handshake within the virtual's handshake
 // timeout (never longer than its header timeout); on failure the
-// connection is closed.
+// connection is closed. The socket's deadline bounds it, and a drain
+// that ends cuts it (l.cut): no context, timer or goroutine per
+// handshake, which tls.Conn.HandshakeContext would start.
 func (l *listener) handshake(cc *clientConn, vh *vhost) (*tls.Conn, bool) {
 	src := sourceKey(cc.cs.remote.Addr())
 	defer l.adm.handshakeDone(src)
-	deadline := time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout))
-	cc.SetDeadline(deadline)
+	cc.SetDeadline(time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout)))
 	tc := tls.Server(cc, l.tls)
-	ctx, cancel := context.WithDeadline(l.cut, deadline)
-	err := tc.HandshakeContext(ctx)
-	cancel()
+	stop := context.AfterFunc(l.cut, func() { cc.Close() })
+	err := tc.Handshake()
+	if !stop() && err != nil {
+		err = fmt.Errorf("tls handshake: cut by the drain: %w", context.Cause(l.cut))
+	}
 	if err != nil {
 		reason := handshakeReason(err)
 		l.p.metrics.tlsErrors.WithLabelValues(reason).Inc()
