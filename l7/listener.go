@@ -298,9 +298,8 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 
 // handshake runs the TLS handshake within the virtual's handshake
 // timeout (never longer than its header timeout); on failure the
-// connection is closed. The socket's deadline bounds it, and a drain
-// that ends cuts it (l.cut): no context, timer or goroutine per
-// handshake, which tls.Conn.HandshakeContext would start.
+// connection is closed. The socket's deadline bounds it and a drain that
+// ends cuts it (l.cut): no context with its own timer per handshake.
 func (l *listener) handshake(cc *clientConn, vh *vhost) (*tls.Conn, bool) {
 	src := sourceKey(cc.cs.remote.Addr())
 	defer l.adm.handshakeDone(src)

@@ -221,3 +221,19 @@ func TestTLS12CipherSuitesAEADOnly(t *testing.T) {
 		t.Errorf("TLS 1.2 with AES-GCM:\n%s", out)
 	}
 }
+
+// Choosing the TLS configuration of a handshake allocates nothing while
+// the session-ticket keys in force are installed.
+func TestConfigForClientAllocatesNothing(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1})
+	var vh *vhost
+	for _, v := range e.proxy.vhosts() {
+		if v.https {
+			vh = v
+		}
+	}
+	hello := &tls.ClientHelloInfo{ServerName: owasHost}
+	if n := testing.AllocsPerRun(100, func() { vh.configForClient(hello) }); n != 0 {
+		t.Errorf("configForClient: %v allocations per handshake, want 0", n)
+	}
+}
