@@ -239,7 +239,8 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
-// Both legs have TCP keepalive.
+// Both legs have TCP keepalive; the client leg's settings (idle,
+// interval, count) come from the listening socket, free-bind or not.
 func TestKeepAliveBothLegs(t *testing.T) {
 	ln, err := defaultListen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -257,12 +258,33 @@ func TestKeepAliveBothLegs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer down.Close()
-	for name, c := range map[string]net.Conn{"upstream": up.Conn, "client": down} {
+	fb, err := freeBindListen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	dial, err := net.Dial("tcp", fb.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dial.Close()
+	fbDown, err := fb.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fbDown.Close()
+	want := [4]int{1, int(keepAlive.Idle / time.Second), int(keepAlive.Interval / time.Second), keepAlive.Count}
+	for name, c := range map[string]net.Conn{"upstream": up.Conn, "client": down, "client (free-bind listener)": fbDown} {
 		raw, _ := c.(*net.TCPConn).SyscallConn()
-		var on int
-		raw.Control(func(fd uintptr) { on, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
-		if on != 1 {
-			t.Errorf("%s leg: SO_KEEPALIVE off", name)
+		var got [4]int
+		raw.Control(func(fd uintptr) {
+			got[0], _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+			got[1], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+			got[2], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL)
+			got[3], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT)
+		})
+		if got != want {
+			t.Errorf("%s leg: keepalive on, idle, interval, count = %v, want %v", name, got, want)
 		}
 	}
 }

@@ -28,6 +28,9 @@ type listener struct {
 	mode Mode
 	ln   net.Listener
 	tls  *tls.Config // GetConfigForClient: the current virtual's
+	// setKeepAlive: set keep-alive on each accepted connection, which a
+	// socket from Options.ListenConfig may not inherit.
+	setKeepAlive bool
 
 	vh  atomic.Pointer[vhost]
 	srv atomic.Pointer[server]
@@ -63,7 +66,8 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{})}
+	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{}),
+		setKeepAlive: p.opts.ListenConfig != nil}
 	l.cut, l.cutHandshakes = context.WithCancel(context.Background())
 	l.refusals.interval = refuseLogInterval
 	l.tls = &tls.Config{
@@ -77,30 +81,58 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	return l, nil
 }
 
+// defaultListen opens a listening socket that carries the client leg's
+// keep-alive settings: Linux copies them to every accepted socket, so an
+// accept makes no setsockopt calls for them (Go's
+// ListenConfig.KeepAliveConfig makes four per connection).
 func defaultListen(network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
-	return lc.Listen(context.Background(), network, addr)
+	return listenWith(network, addr, false)
 }
 
 // freeBindListen is defaultListen with IP_FREEBIND: the socket binds to
 // an address the host does not hold (yet), so a standby node listens on
 // the VIPs before keepalived moves them to it.
 func freeBindListen(network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive, Control: func(_, _ string, c syscall.RawConn) error {
+	return listenWith(network, addr, true)
+}
+
+func listenWith(network, addr string, freeBind bool) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		if err := c.Control(func(fd uintptr) {
-			// IP_FREEBIND applies to IPv6 sockets too (IPV6_FREEBIND is
-			// the same flag on newer kernels).
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-		}); err != nil {
+		if err := c.Control(func(fd uintptr) { serr = listenSockopts(int(fd), freeBind) }); err != nil {
 			return err
 		}
-		if serr != nil {
-			return fmt.Errorf("set IP_FREEBIND: %w", serr)
-		}
-		return nil
+		return serr
 	}}
 	return lc.Listen(context.Background(), network, addr)
+}
+
+// listenSockopts sets the listening socket's options: keep-alive as
+// keepAlive says, which accepted sockets inherit, and IP_FREEBIND (it
+// applies to IPv6 sockets too: IPV6_FREEBIND is the same flag on newer
+// kernels).
+func listenSockopts(fd int, freeBind bool) error {
+	opts := []struct {
+		name       string
+		level, opt int
+		value      int
+	}{
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAlive.Idle / time.Second)},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAlive.Interval / time.Second)},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAlive.Count},
+	}
+	if freeBind {
+		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1); err != nil {
+			return fmt.Errorf("set IP_FREEBIND: %w", err)
+		}
+	}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+			return fmt.Errorf("set %s: %w", o.name, err)
+		}
+	}
+	return nil
 }
 
 func (l *listener) newServer(sp serverParams) *server {
@@ -251,7 +283,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // checked; HTTP/2 ones as an h2Conn.
 // release runs once when the connection closes.
 func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release func()) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(*net.TCPConn); ok && l.setKeepAlive {
 		tc.SetKeepAliveConfig(keepAlive)
 	}
 	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name, remote: remote}
