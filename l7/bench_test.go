@@ -39,18 +39,20 @@ func BenchmarkKeepAlivePooled(b *testing.B) { benchRequests(b, owasHost) }
 // client connection has its own upstream connection.
 func BenchmarkKeepAlivePinned(b *testing.B) { benchRequests(b, "webext.example.com") }
 
-// BenchmarkNewTLSConnections: a full TLS handshake and one request per
-// operation.
+// BenchmarkNewTLSConnections: a full TLS handshake and one request (a
+// 1 KiB answer) per operation.
 func BenchmarkNewTLSConnections(b *testing.B) { benchHandshakes(b, false) }
 
 // BenchmarkResumedTLSConnections: a TLS handshake resuming the session of
-// an earlier connection (a session ticket) and one request per operation.
+// an earlier connection (a session ticket) and one request (a 1 KiB
+// answer) per operation.
 func BenchmarkResumedTLSConnections(b *testing.B) { benchHandshakes(b, true) }
 
 func benchHandshakes(b *testing.B, resume bool) {
 	e := newEnv(b, envOptions{members: 2})
 	e.proxy.access = slog.New(slog.NewJSONHandler(io.Discard, nil))
-	req, _ := http.NewRequest("GET", "https://"+owasHost+"/healthz", nil)
+	// A 1 KiB answer, as the harness's handshake scenarios fetch.
+	req, _ := http.NewRequest("GET", "https://"+owasHost+"/download?size=1024", nil)
 	var resumed atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
