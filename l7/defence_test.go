@@ -242,39 +242,30 @@ func TestBodyLimit(t *testing.T) {
 // Both legs have TCP keepalive; the client leg's settings (idle,
 // interval, count) come from the listening socket, free-bind or not.
 func TestKeepAliveBothLegs(t *testing.T) {
-	ln, err := defaultListen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	legs := map[string]net.Conn{}
+	listeners := map[string]func(network, addr string) (net.Listener, error){
+		"client": defaultListen, "client (free-bind listener)": freeBindListen}
+	for name, listen := range listeners {
+		ln, err := listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		d := &dialer{addr: ln.Addr().String(), limits: siteLimits{dial: time.Second}}
+		up, err := d.dialTCP(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer up.Close()
+		down, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer down.Close()
+		legs["upstream"], legs[name] = up.Conn, down
 	}
-	defer ln.Close()
-	d := &dialer{addr: ln.Addr().String(), limits: siteLimits{dial: time.Second}}
-	up, err := d.dialTCP(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	down, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.Close()
-	fb, err := freeBindListen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	dial, err := net.Dial("tcp", fb.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dial.Close()
-	fbDown, err := fb.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fbDown.Close()
 	want := [4]int{1, int(keepAlive.Idle / time.Second), int(keepAlive.Interval / time.Second), keepAlive.Count}
-	for name, c := range map[string]net.Conn{"upstream": up.Conn, "client": down, "client (free-bind listener)": fbDown} {
+	for name, c := range legs {
 		raw, _ := c.(*net.TCPConn).SyscallConn()
 		var got [4]int
 		raw.Control(func(fd uintptr) {
