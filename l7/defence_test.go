@@ -239,30 +239,43 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
-// Both legs have TCP keepalive.
+// Both legs have TCP keepalive; the client leg's settings (idle,
+// interval, count) come from the listening socket, free-bind or not.
 func TestKeepAliveBothLegs(t *testing.T) {
-	ln, err := defaultListen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	legs := map[string]net.Conn{}
+	listeners := map[string]func(network, addr string) (net.Listener, error){
+		"client": defaultListen, "client (free-bind listener)": freeBindListen}
+	for name, listen := range listeners {
+		ln, err := listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		d := &dialer{addr: ln.Addr().String(), limits: siteLimits{dial: time.Second}}
+		up, err := d.dialTCP(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer up.Close()
+		down, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer down.Close()
+		legs["upstream"], legs[name] = up.Conn, down
 	}
-	defer ln.Close()
-	d := &dialer{addr: ln.Addr().String(), limits: siteLimits{dial: time.Second}}
-	up, err := d.dialTCP(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	down, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.Close()
-	for name, c := range map[string]net.Conn{"upstream": up.Conn, "client": down} {
+	want := [4]int{1, int(keepAlive.Idle / time.Second), int(keepAlive.Interval / time.Second), keepAlive.Count}
+	for name, c := range legs {
 		raw, _ := c.(*net.TCPConn).SyscallConn()
-		var on int
-		raw.Control(func(fd uintptr) { on, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
-		if on != 1 {
-			t.Errorf("%s leg: SO_KEEPALIVE off", name)
+		var got [4]int
+		raw.Control(func(fd uintptr) {
+			got[0], _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+			got[1], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+			got[2], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL)
+			got[3], _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT)
+		})
+		if got != want {
+			t.Errorf("%s leg: keepalive on, idle, interval, count = %v, want %v", name, got, want)
 		}
 	}
 }

@@ -28,6 +28,9 @@ type listener struct {
 	mode Mode
 	ln   net.Listener
 	tls  *tls.Config // GetConfigForClient: the current virtual's
+	// setKeepAlive: set keep-alive on each accepted connection, which a
+	// socket from Options.ListenConfig may not inherit.
+	setKeepAlive bool
 
 	vh  atomic.Pointer[vhost]
 	srv atomic.Pointer[server]
@@ -63,7 +66,8 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{})}
+	l := &listener{p: p, addr: vh.listen, mode: vh.mode, ln: ln, done: make(chan struct{}),
+		setKeepAlive: p.opts.ListenConfig != nil}
 	l.cut, l.cutHandshakes = context.WithCancel(context.Background())
 	l.refusals.interval = refuseLogInterval
 	l.tls = &tls.Config{
@@ -77,30 +81,58 @@ func (p *Proxy) newListener(vh *vhost) (*listener, error) {
 	return l, nil
 }
 
+// defaultListen opens a listening socket that carries the client leg's
+// keep-alive settings: Linux copies them to every accepted socket, so an
+// accept makes no setsockopt calls for them (Go's
+// ListenConfig.KeepAliveConfig makes four per connection).
 func defaultListen(network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
-	return lc.Listen(context.Background(), network, addr)
+	return listenWith(network, addr, false)
 }
 
 // freeBindListen is defaultListen with IP_FREEBIND: the socket binds to
 // an address the host does not hold (yet), so a standby node listens on
 // the VIPs before keepalived moves them to it.
 func freeBindListen(network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive, Control: func(_, _ string, c syscall.RawConn) error {
+	return listenWith(network, addr, true)
+}
+
+func listenWith(network, addr string, freeBind bool) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		if err := c.Control(func(fd uintptr) {
-			// IP_FREEBIND applies to IPv6 sockets too (IPV6_FREEBIND is
-			// the same flag on newer kernels).
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-		}); err != nil {
+		if err := c.Control(func(fd uintptr) { serr = listenSockopts(int(fd), freeBind) }); err != nil {
 			return err
 		}
-		if serr != nil {
-			return fmt.Errorf("set IP_FREEBIND: %w", serr)
-		}
-		return nil
+		return serr
 	}}
 	return lc.Listen(context.Background(), network, addr)
+}
+
+// listenSockopts sets the listening socket's options: keep-alive as
+// keepAlive says, which accepted sockets inherit, and IP_FREEBIND (it
+// applies to IPv6 sockets too: IPV6_FREEBIND is the same flag on newer
+// kernels).
+func listenSockopts(fd int, freeBind bool) error {
+	opts := []struct {
+		name       string
+		level, opt int
+		value      int
+	}{
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAlive.Idle / time.Second)},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAlive.Interval / time.Second)},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAlive.Count},
+	}
+	if freeBind {
+		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1); err != nil {
+			return fmt.Errorf("set IP_FREEBIND: %w", err)
+		}
+	}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+			return fmt.Errorf("set %s: %w", o.name, err)
+		}
+	}
+	return nil
 }
 
 func (l *listener) newServer(sp serverParams) *server {
@@ -229,18 +261,18 @@ func (l *listener) acceptLoop() {
 	}
 }
 
-func remoteOf(c net.Conn) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func remoteOf(c net.Conn) netip.AddrPort { return addrPortOf(c.RemoteAddr()) }
 
-func localOf(c net.Conn) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
-	if err != nil {
-		return netip.AddrPort{}
+func localOf(c net.Conn) netip.AddrPort { return addrPortOf(c.LocalAddr()) }
+
+// addrPortOf is a TCP address as a netip.AddrPort (IPv4-mapped ones
+// unmapped); the zero value for what is not one.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap = ta.AddrPort() // without formatting and parsing it
+	} else if a != nil {
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
@@ -251,7 +283,7 @@ func localOf(c net.Conn) netip.AddrPort {
 // checked; HTTP/2 ones as an h2Conn.
 // release runs once when the connection closes.
 func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release func()) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(*net.TCPConn); ok && l.setKeepAlive {
 		tc.SetKeepAliveConfig(keepAlive)
 	}
 	cs := &connState{id: l.p.connID.Add(1), p: l.p, virtual: vh.name, remote: remote}
@@ -298,16 +330,18 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 
 // handshake runs the TLS handshake within the virtual's handshake
 // timeout (never longer than its header timeout); on failure the
-// connection is closed.
+// connection is closed. The socket's deadline bounds it and a drain that
+// ends cuts it (l.cut): no context with its own timer per handshake.
 func (l *listener) handshake(cc *clientConn, vh *vhost) (*tls.Conn, bool) {
 	src := sourceKey(cc.cs.remote.Addr())
 	defer l.adm.handshakeDone(src)
-	deadline := time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout))
-	cc.SetDeadline(deadline)
+	cc.SetDeadline(time.Now().Add(min(vh.handshakeTimeout, vh.params.headerTimeout)))
 	tc := tls.Server(cc, l.tls)
-	ctx, cancel := context.WithDeadline(l.cut, deadline)
-	err := tc.HandshakeContext(ctx)
-	cancel()
+	stop := context.AfterFunc(l.cut, func() { cc.Close() })
+	err := tc.Handshake()
+	if !stop() && err != nil {
+		err = fmt.Errorf("tls handshake: cut by the drain: %w", context.Cause(l.cut))
+	}
 	if err != nil {
 		reason := handshakeReason(err)
 		l.p.metrics.tlsErrors.WithLabelValues(reason).Inc()

@@ -373,6 +373,11 @@ func (p *Proxy) buildTLS(vh *vhost, v *Virtual) error {
 			NextProtos:             protos,
 			Time:                   p.now,
 			SessionTicketsDisabled: v.TLS.NoSessionTickets,
+			// Full-size records (up to 16 KiB), as nginx and HAProxy
+			// send them: crypto/tls's dynamic sizing writes the first
+			// 128 KiB of every connection in 1.2 KiB records, each its
+			// own system call and packet.
+			DynamicRecordSizingDisabled: true,
 		}
 	}
 	if certs.alpn != nil {
@@ -450,7 +455,8 @@ func (p *Proxy) buildSite(vh *vhost, cs *Site, states map[memberKey]*memberState
 func backendTLS(bt *BackendTLS) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bt.ServerName,
 		InsecureSkipVerify: bt.InsecureSkipVerify, NextProtos: []string{"http/1.1"},
-		ClientSessionCache: tls.NewLRUClientSessionCache(256)}
+		ClientSessionCache:          tls.NewLRUClientSessionCache(256),
+		DynamicRecordSizingDisabled: true} // as the client side (buildTLS)
 	if bt.CA == "" {
 		return c, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,14 +67,25 @@ type ticketKeys struct {
 	current [32]byte
 	prev    [32]byte
 	hasPrev bool
-	since   time.Time // when current became current
-	gen     uint64    // incremented on every rotation
+	// since (unix nanoseconds: when current became current) and gen
+	// (incremented on every rotation) change under mu and are read
+	// without it by fresh, on every handshake.
+	since atomic.Int64
+	gen   atomic.Uint64
 }
 
 func newTicketKeys(now time.Time) *ticketKeys {
-	k := &ticketKeys{since: now, gen: 1}
+	k := &ticketKeys{}
+	k.since.Store(now.UnixNano())
+	k.gen.Store(1)
 	rand.Read(k.current[:])
 	return k
+}
+
+// fresh reports, without locking or allocating, whether gen is still
+// the generation in force at now: no rotation happened or is due.
+func (k *ticketKeys) fresh(now time.Time, period time.Duration, gen uint64) bool {
+	return k.gen.Load() == gen && (period <= 0 || now.UnixNano()-k.since.Load() < int64(period))
 }
 
 // at returns the keys in force at now (rotating them when a period has
@@ -81,31 +93,37 @@ func newTicketKeys(now time.Time) *ticketKeys {
 func (k *ticketKeys) at(now time.Time, period time.Duration) ([][32]byte, uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if period > 0 && now.Sub(k.since) >= period {
-		n := now.Sub(k.since) / period
+	since := time.Unix(0, k.since.Load())
+	if period > 0 && now.Sub(since) >= period {
+		n := now.Sub(since) / period
 		k.prev, k.hasPrev = k.current, n == 1
 		rand.Read(k.current[:])
-		k.since = k.since.Add(n * period)
-		k.gen++
+		k.since.Store(since.Add(n * period).UnixNano())
+		k.gen.Add(1)
 	}
 	if k.hasPrev {
-		return [][32]byte{k.current, k.prev}, k.gen
+		return [][32]byte{k.current, k.prev}, k.gen.Load()
 	}
-	return [][32]byte{k.current}, k.gen
+	return [][32]byte{k.current}, k.gen.Load()
 }
 
 // syncTickets installs the virtual's ticket keys in force now on its TLS
-// configurations, when they changed.
+// configurations, when they changed. It runs on every handshake: while
+// the installed keys are in force it only reads two atomics.
 func (vh *vhost) syncTickets() {
-	keys, gen := vh.tickets.at(vh.p.now(), vh.ticketPeriod)
+	now := vh.p.now()
+	if vh.tickets.fresh(now, vh.ticketPeriod, vh.ticketGen.Load()) {
+		return
+	}
+	keys, gen := vh.tickets.at(now, vh.ticketPeriod)
 	vh.ticketMu.Lock()
 	defer vh.ticketMu.Unlock()
-	if vh.ticketGen == gen {
-		return
+	if vh.ticketGen.Load() >= gen {
+		return // these keys, or newer ones a concurrent handshake got
 	}
 	vh.tlsH1.SetSessionTicketKeys(keys)
 	vh.tlsH2.SetSessionTicketKeys(keys)
-	vh.ticketGen = gen
+	vh.ticketGen.Store(gen)
 }
 
 // ticketKeysFor returns the ticket keys of the named virtual, made on

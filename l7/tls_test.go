@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +223,80 @@ func TestTLS12CipherSuitesAEADOnly(t *testing.T) {
 	if !strings.Contains(out, "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256") {
 		t.Errorf("TLS 1.2 with AES-GCM:\n%s", out)
 	}
+}
+
+// Choosing the TLS configuration of a handshake allocates nothing while
+// the session-ticket keys in force are installed.
+func TestConfigForClientAllocatesNothing(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1})
+	var vh *vhost
+	for _, v := range e.proxy.vhosts() {
+		if v.https {
+			vh = v
+		}
+	}
+	hello := &tls.ClientHelloInfo{ServerName: owasHost}
+	if n := testing.AllocsPerRun(100, func() { vh.configForClient(hello) }); n != 0 {
+		t.Errorf("configForClient: %v allocations per handshake, want 0", n)
+	}
+}
+
+// A response goes to the client in TLS records as large as the server's
+// writes (up to 16 KiB), as nginx and HAProxy send it, not in 1.2 KiB
+// records (each its own write and packet) for the first 128 KiB of every
+// connection. 3,000 bytes fit in one write of net/http's 4 KiB buffer.
+func TestResponseInFullSizeTLSRecords(t *testing.T) {
+	e := newEnv(t, envOptions{members: 1})
+	raw, err := net.DialTimeout("tcp", e.httpsAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordSizes{Conn: raw}
+	c := tls.Client(rec, &tls.Config{ServerName: "webext.example.com", RootCAs: e.public.pool(), NextProtos: []string{"http/1.1"}})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	const size = 3000
+	req, _ := http.NewRequest("GET", "https://webext.example.com/download?size="+strconv.Itoa(size), nil)
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || n != size || err != nil {
+		t.Fatalf("GET /download: %d, %d bytes, %v", res.StatusCode, n, err)
+	}
+	if rec.largest < size {
+		t.Errorf("a %d-byte response came in records of at most %d bytes, want one record holding it", size, rec.largest)
+	}
+}
+
+// recordSizes notes the largest TLS record read through it.
+type recordSizes struct {
+	net.Conn
+	hdr     []byte
+	left    int // bytes of the current record not read yet
+	largest int
+}
+
+func (r *recordSizes) Read(b []byte) (int, error) {
+	n, err := r.Conn.Read(b)
+	for p := b[:n]; len(p) > 0; {
+		if r.left > 0 {
+			k := min(r.left, len(p))
+			r.left, p = r.left-k, p[k:]
+			continue
+		}
+		k := min(5-len(r.hdr), len(p))
+		r.hdr, p = append(r.hdr, p[:k]...), p[k:]
+		if len(r.hdr) == 5 {
+			r.left = int(r.hdr[3])<<8 | int(r.hdr[4])
+			r.largest = max(r.largest, r.left)
+			r.hdr = r.hdr[:0]
+		}
+	}
+	return n, err
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 )
@@ -37,7 +38,7 @@ type vhost struct {
 	tickets      *ticketKeys // shared by the virtual's generations
 	ticketPeriod time.Duration
 	ticketMu     sync.Mutex
-	ticketGen    uint64 // generation of the keys installed in tlsH1/tlsH2
+	ticketGen    atomic.Uint64 // generation of the keys installed in tlsH1/tlsH2
 
 	obs reqObservers
 }
