@@ -57,20 +57,28 @@ const benchChunk = 250
 // kernel, and reports the kernel's average time per run.
 func (e *env) repeat(b *testing.B, in []byte, n int) (uint32, time.Duration) {
 	var ret uint32
+	var d time.Duration
+	md := xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(e.ifindex(testnet.ExtIf))}
+	e.do(func() { ret, d = testRuns(b, e.fp.objs.EdgeproxyFastl4.FD(), in, md, n) })
+	return ret, d
+}
+
+// testRuns runs the program fd n times on in with the context md,
+// benchChunk runs per call, and returns the last verdict and the kernel's
+// average time per run.
+func testRuns(b *testing.B, fd int, in []byte, md xdpMD, n int) (uint32, time.Duration) {
+	var ret uint32
 	var total time.Duration
-	ifindex := e.ifindex(testnet.ExtIf)
-	e.do(func() {
-		for done := 0; done < n; {
-			k := min(n-done, benchChunk)
-			r, d, err := testRun(e.fp.objs.EdgeproxyFastl4.FD(), in, xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(ifindex)}, uint32(k))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ret = r
-			total += d * time.Duration(k)
-			done += k
+	for done := 0; done < n; {
+		k := min(n-done, benchChunk)
+		r, d, err := testRun(fd, in, md, uint32(k))
+		if err != nil {
+			b.Fatal(err)
 		}
-	})
+		ret = r
+		total += d * time.Duration(k)
+		done += k
+	}
 	return ret, total / time.Duration(max(n, 1))
 }
 
@@ -212,17 +220,7 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 	if fam == "ipv6" {
 		member = ap(e.lab.Members6[0], 4443)
 	}
-	rng := rand.New(rand.NewPCG(16, uint64(n)))
-	keys := make([]bpf.FastL4FlowKey, n)
-	for j, i := range rng.Perm(n) {
-		var c netip.Addr
-		if fam == "ipv4" {
-			c = netip.AddrFrom4([4]byte{100, 64 + byte(i>>22), byte(i >> 14), byte(i >> 6)})
-		} else {
-			c = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 9, 13: byte(i >> 22), 14: byte(i >> 14), 15: byte(i >> 6)})
-		}
-		keys[j] = flowKey(ap(c, uint16(1024+i&63)), member, protoTCP)
-	}
+	keys, order := benchKeys(fam, n, member)
 	now := monoNow()
 	vid := uint8(e.fp.virtuals["web"].id)
 	vals := make([]bpf.FastL4FlowVal, n)
@@ -233,8 +231,6 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 		vals[j] = bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
 		setKeys(&vals[j], keys[j], peer)
 	}
-	// Inserted in the order of the clients' addresses, not the cycle's.
-	order := rng.Perm(n)
 	for at := 0; at < n; at += 4096 {
 		for _, j := range order[at:min(at+4096, n)] {
 			if err := e.fp.flows.Update(keys[j], &vals[j], ebpf.UpdateNoExist); err != nil {
@@ -245,21 +241,49 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 	return &cycle{e: e, keys: keys}
 }
 
+// benchKeys are n client halves of family fam towards member, in the
+// order of a cycle (a random one), and the order to insert them in
+// (another, not the clients' addresses').
+func benchKeys(fam string, n int, member netip.AddrPort) (keys []bpf.FastL4FlowKey, order []int) {
+	rng := rand.New(rand.NewPCG(16, uint64(n)))
+	keys = make([]bpf.FastL4FlowKey, n)
+	for j, i := range rng.Perm(n) {
+		var c netip.Addr
+		if fam == "ipv4" {
+			c = netip.AddrFrom4([4]byte{100, 64 + byte(i>>22), byte(i >> 14), byte(i >> 6)})
+		} else {
+			c = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 9, 13: byte(i >> 22), 14: byte(i >> 14), 15: byte(i >> 6)})
+		}
+		keys[j] = flowKey(ap(c, uint16(1024+i&63)), member, protoTCP)
+	}
+	return keys, rng.Perm(n)
+}
+
 // run sends n packets around the cycle, benchChunk per call, and returns
 // the kernel's average time per packet.
 func (c *cycle) run(b *testing.B, n int) time.Duration {
-	var total time.Duration
-	for done := 0; done < n; {
-		k := min(n-done, benchChunk)
-		key := c.keys[c.start]
+	return chainRun(n, len(c.keys), &c.start, func(at, k int) time.Duration {
+		key := c.keys[at]
 		in := c.e.benchFrame(frame{src: addrPort(key.Saddr, key.Sport, key.Family), dst: addrPort(key.Daddr, key.Dport, key.Family), proto: protoTCP, flags: flagACK, seq: 1, ack: 1})
 		ret, d := c.e.repeat(b, in, k)
 		if ret != xdpRedirect {
 			b.Fatalf("verdict %d, want redirect", ret)
 		}
-		total += d * time.Duration(k)
+		return d
+	})
+}
+
+// chainRun sends n packets around a cycle of size entries, benchChunk per
+// call of run(at, k), which runs k packets from the cycle's entry at and
+// returns the kernel's average time per packet; *start is the entry the
+// next call starts at. It returns the average time per packet.
+func chainRun(n, size int, start *int, run func(at, k int) time.Duration) time.Duration {
+	var total time.Duration
+	for done := 0; done < n; {
+		k := min(n-done, benchChunk)
+		total += run(*start, k) * time.Duration(k)
 		done += k
-		c.start = (c.start + k) % len(c.keys)
+		*start = (*start + k) % size
 	}
 	return total / time.Duration(max(n, 1))
 }
