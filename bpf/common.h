@@ -33,7 +33,7 @@ struct icmphdr {
  * meeting a higher version refuses to start and touches nothing.
  * l4's TestLayoutVersion fails until the new layout is recorded under its
  * version. */
-#define LAYOUT_VERSION 3
+#define LAYOUT_VERSION 4
 
 /* The version this build declares: the test builds of FLOW_VAL_TEST_PAD
  * (struct flow_val) and REASON_TEST_FIRST (enum reason, so the size of
@@ -143,6 +143,8 @@ enum reason {
 	REASON_EVENT_LOG_RING_FULL, /* event: a flow event dropped, its ring was full */
 	REASON_EVENT_SNAT_REUSED,  /* event: SNAT port taken from a closed flow whose
 				    * member accepts the new SYN (snat_reusable) */
+	REASON_EVENT_REAP_WATCH_FULL, /* event: a closing pair not noted in reap_watch
+				       * (full): the next walk of the flow tables finds it */
 	REASON_MAX,
 };
 

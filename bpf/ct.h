@@ -48,6 +48,17 @@ static __always_inline struct flow_val *ct_other(const struct flow_val *f)
 	return flow_lookup(&f->peer);
 }
 
+/* Notes the closing pair of f in reap_watch for the reaper; a full watch
+ * leaves it to the next walk, counted. A call of its own: the program's
+ * frame is at the stack limit. */
+static __noinline void ct_watch(const struct flow_val *f)
+{
+	__u32 one = 1;
+
+	if (bpf_map_update_elem(&reap_watch, &f->peer, &one, BPF_ANY))
+		count(f->vid, REASON_EVENT_REAP_WATCH_FULL, 0);
+}
+
 /* Marks FIN or RST in both halves. */
 static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 {
@@ -59,11 +70,8 @@ static __always_inline void ct_close(struct flow_val *f, __u32 bit)
 	o = ct_other(f);
 	if (o)
 		__sync_fetch_and_or(&o->closing, bit);
-	if (!f->half_open) {
-		__u32 one = 1;
-
-		bpf_map_update_elem(&reap_watch, &f->peer, &one, BPF_ANY);
-	}
+	if (!f->half_open)
+		ct_watch(f);
 }
 
 /* The window scale of a SYN of f's direction (tcp_wscale, sent); on the

@@ -57,20 +57,28 @@ const benchChunk = 250
 // kernel, and reports the kernel's average time per run.
 func (e *env) repeat(b *testing.B, in []byte, n int) (uint32, time.Duration) {
 	var ret uint32
+	var d time.Duration
+	md := xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(e.ifindex(testnet.ExtIf))}
+	e.do(func() { ret, d = testRuns(b, e.fp.objs.EdgeproxyFastl4.FD(), in, md, n) })
+	return ret, d
+}
+
+// testRuns runs the program fd n times on in with the context md,
+// benchChunk runs per call, and returns the last verdict and the kernel's
+// average time per run.
+func testRuns(b *testing.B, fd int, in []byte, md xdpMD, n int) (uint32, time.Duration) {
+	var ret uint32
 	var total time.Duration
-	ifindex := e.ifindex(testnet.ExtIf)
-	e.do(func() {
-		for done := 0; done < n; {
-			k := min(n-done, benchChunk)
-			r, d, err := testRun(e.fp.objs.EdgeproxyFastl4.FD(), in, xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(ifindex)}, uint32(k))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ret = r
-			total += d * time.Duration(k)
-			done += k
+	for done := 0; done < n; {
+		k := min(n-done, benchChunk)
+		r, d, err := testRun(fd, in, md, uint32(k))
+		if err != nil {
+			b.Fatal(err)
 		}
-	})
+		ret = r
+		total += d * time.Duration(k)
+		done += k
+	}
 	return ret, total / time.Duration(max(n, 1))
 }
 
@@ -125,10 +133,12 @@ func (e *env) benchFrame(f frame) []byte {
 // next hop towards the members is made ext0's own MAC, so a rewritten
 // frame is addressed as the next one must be. Each call of
 // BPF_PROG_TEST_RUN starts at the flow where the last one stopped, and
-// every run is checked as forwarded.
+// every run is checked as forwarded. ratio is each working set's time over
+// one flow's, in the same run.
 func BenchmarkProgramEstablished(b *testing.B) {
 	e := benchEnvFlows(b, 1<<20)
 	for _, fam := range []string{"ipv4", "ipv6"} {
+		var one float64
 		for _, n := range []int{1, 1 << 10, 1 << 16, 1 << 20} {
 			b.Run(fmt.Sprintf("%s/%d", fam, n), func(b *testing.B) {
 				c := e.benchCycle(b, fam, n)
@@ -140,7 +150,14 @@ func BenchmarkProgramEstablished(b *testing.B) {
 				b.ResetTimer()
 				d := c.run(b, b.N)
 				b.StopTimer()
-				b.ReportMetric(float64(d.Nanoseconds()), "ns/packet")
+				ns := float64(d.Nanoseconds())
+				if n == 1 {
+					one = ns
+				}
+				b.ReportMetric(ns, "ns/packet")
+				if one > 0 {
+					b.ReportMetric(ns/one, "ratio") // to one flow, as BenchmarkLookupFloor's
+				}
 				b.ReportMetric(0, "ns/op")
 				check(b, b.N)
 			})
@@ -212,8 +229,40 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 	if fam == "ipv6" {
 		member = ap(e.lab.Members6[0], 4443)
 	}
+	keys, order := benchKeys(fam, n, member)
+	now := monoNow()
+	vid := uint8(e.fp.virtuals["web"].id)
+	vals := make([]bpf.FastL4FlowVal, n)
+	c := &cycle{e: e, keys: keys}
+	for j := range keys {
+		vals[j] = bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
+		setKeys(&vals[j], keys[j], c.peer(j))
+	}
+	for at := 0; at < n; at += 4096 {
+		for _, j := range order[at:min(at+4096, n)] {
+			if err := e.fp.flows.Update(keys[j], &vals[j], ebpf.UpdateNoExist); err != nil {
+				b.Fatalf("fill the flow table (%d flows): %v", at, err)
+			}
+		}
+	}
+	return c
+}
+
+// peer is the other half of the cycle's flow j: the next flow's key
+// reversed.
+func (c *cycle) peer(j int) bpf.FastL4FlowKey {
+	next := c.keys[(j+1)%len(c.keys)]
+	p := next
+	p.Saddr, p.Daddr, p.Sport, p.Dport = next.Daddr, next.Saddr, next.Dport, next.Sport
+	return p
+}
+
+// benchKeys are n client halves of family fam towards member, in the
+// order of a cycle (a random one), and the order to insert them in
+// (another, not the clients' addresses').
+func benchKeys(fam string, n int, member netip.AddrPort) (keys []bpf.FastL4FlowKey, order []int) {
 	rng := rand.New(rand.NewPCG(16, uint64(n)))
-	keys := make([]bpf.FastL4FlowKey, n)
+	keys = make([]bpf.FastL4FlowKey, n)
 	for j, i := range rng.Perm(n) {
 		var c netip.Addr
 		if fam == "ipv4" {
@@ -223,53 +272,51 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 		}
 		keys[j] = flowKey(ap(c, uint16(1024+i&63)), member, protoTCP)
 	}
-	now := monoNow()
-	vid := uint8(e.fp.virtuals["web"].id)
-	vals := make([]bpf.FastL4FlowVal, n)
-	for j := range keys {
-		next := keys[(j+1)%n]
-		peer := next
-		peer.Saddr, peer.Daddr, peer.Sport, peer.Dport = next.Daddr, next.Saddr, next.Dport, next.Sport
-		vals[j] = bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
-		setKeys(&vals[j], keys[j], peer)
-	}
-	// Inserted in the order of the clients' addresses, not the cycle's.
-	order := rng.Perm(n)
-	for at := 0; at < n; at += 4096 {
-		for _, j := range order[at:min(at+4096, n)] {
-			if err := e.fp.flows.Update(keys[j], &vals[j], ebpf.UpdateNoExist); err != nil {
-				b.Fatalf("fill the flow table (%d flows): %v", at, err)
-			}
-		}
-	}
-	return &cycle{e: e, keys: keys}
+	return keys, rng.Perm(n)
 }
 
 // run sends n packets around the cycle, benchChunk per call, and returns
 // the kernel's average time per packet.
 func (c *cycle) run(b *testing.B, n int) time.Duration {
-	var total time.Duration
-	for done := 0; done < n; {
-		k := min(n-done, benchChunk)
-		key := c.keys[c.start]
+	return chainRun(n, len(c.keys), &c.start, func(at, k int) time.Duration {
+		key := c.keys[at]
 		in := c.e.benchFrame(frame{src: addrPort(key.Saddr, key.Sport, key.Family), dst: addrPort(key.Daddr, key.Dport, key.Family), proto: protoTCP, flags: flagACK, seq: 1, ack: 1})
 		ret, d := c.e.repeat(b, in, k)
 		if ret != xdpRedirect {
 			b.Fatalf("verdict %d, want redirect", ret)
 		}
-		total += d * time.Duration(k)
+		return d
+	})
+}
+
+// chainRun sends n packets around a cycle of size entries, benchChunk per
+// call of run(at, k), which runs k packets from the cycle's entry at and
+// returns the kernel's average time per packet; *start is the entry the
+// next call starts at. It returns the average time per packet.
+func chainRun(n, size int, start *int, run func(at, k int) time.Duration) time.Duration {
+	var total time.Duration
+	for done := 0; done < n; {
+		k := min(n-done, benchChunk)
+		total += run(*start, k) * time.Duration(k)
 		done += k
-		c.start = (c.start + k) % len(c.keys)
+		*start = (*start + k) % size
 	}
 	return total / time.Duration(max(n, 1))
 }
 
+// clear deletes the cycle's flows, and the other halves the program
+// re-inserted (ct_repair: a flow's first packet in TS_GRANULARITY_NS
+// finds its peer missing), so that they do not fill the next working
+// set's table.
 func (c *cycle) clear(b *testing.B) {
-	for _, k := range c.keys {
+	peers := make([]bpf.FastL4FlowKey, len(c.keys))
+	for j, k := range c.keys {
 		if err := c.e.fp.flows.Delete(k); err != nil {
 			b.Fatalf("clear the flow table: %v", err)
 		}
+		peers[j] = c.peer(j)
 	}
+	c.e.fp.flows.deleteKeys(peers)
 }
 
 // BenchmarkProgramNewFlow measures the first packet of a flow: Maglev,

@@ -358,26 +358,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		reg := prometheus.NewPedanticRegistry()
-		reg.MustRegister(x.fp.Collector())
-		if problems, err := testutil.CollectAndLint(x.fp.Collector()); err != nil || len(problems) > 0 {
-			t.Errorf("metrics lint: %v %v", err, problems)
-		}
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]float64{}
-		for _, mf := range mfs {
-			for _, m := range mf.Metric {
-				labels := []string{}
-				for _, l := range m.Label {
-					labels = append(labels, l.GetName()+"="+l.GetValue())
-				}
-				v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
-			}
-		}
+		got := x.fp.gatherMetrics(t)
 		for _, k := range []string{
 			"edgeproxy_xdp_packets_total{reason=fwd_new,virtual=whoami}",
 			"edgeproxy_xdp_packets_total{reason=fwd_server,virtual=web}",
@@ -558,4 +539,30 @@ func curlSeesSNAT(ctx context.Context, t *testing.T, lab *testnet.Lab) {
 			t.Errorf("curl %s: the member saw %q, want the SNAT address %s as the client", tc.url, out, tc.snat)
 		}
 	}
+}
+
+// gatherMetrics checks the fast path's metrics with the linter and
+// returns each series' value by name{label=value,...}, labels sorted.
+func (f *FastPath) gatherMetrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(f.Collector())
+	if problems, err := testutil.CollectAndLint(f.Collector()); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", err, problems)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			labels := []string{}
+			for _, l := range m.Label {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return got
 }

@@ -17,6 +17,7 @@ var layouts = map[uint32]uint64{
 	// maps themselves did not change.
 	2: 0x0e7496bc6bd7c77d,
 	3: 0x38a520056a678dfd, // reap_watch (bpf/maps.h), flow_val.ts_last, owners (bpf/peers.h)
+	4: 0xec5dddf90e29ccfb, // reason reap_watch_full (stats one reason larger)
 }
 
 func TestLayoutVersion(t *testing.T) {

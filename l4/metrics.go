@@ -67,6 +67,9 @@ var reasonNames = map[bpf.FastL4Reason]string{
 
 	// SNAT ports of closed flows taken by new ones.
 	bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED: "snat_reused",
+
+	// Closing pairs the watch had no room for (the walk finds them).
+	bpf.FastL4ReasonREASON_EVENT_REAP_WATCH_FULL: "reap_watch_full",
 }
 
 // isEvent tells reasons that count events on the way, not verdicts.
@@ -74,7 +77,8 @@ func isEvent(r bpf.FastL4Reason) bool {
 	switch r {
 	case bpf.FastL4ReasonREASON_EVENT_REPAIRED, bpf.FastL4ReasonREASON_EVENT_RESTARTED, bpf.FastL4ReasonREASON_EVENT_MSS_CLAMPED,
 		bpf.FastL4ReasonREASON_EVENT_HALF_OPEN, bpf.FastL4ReasonREASON_EVENT_PROMOTED, bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED,
-		bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL, bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED:
+		bpf.FastL4ReasonREASON_EVENT_LOG_RING_FULL, bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED,
+		bpf.FastL4ReasonREASON_EVENT_REAP_WATCH_FULL:
 		return true
 	}
 	return false
@@ -312,7 +316,7 @@ var (
 		"Bytes seen by the XDP fast path, by verdict reason and fastl4 virtual (empty: no virtual).",
 		[]string{"reason", "virtual"}, nil)
 	descEvents = prometheus.NewDesc(metric.Name("xdp_events_total"),
-		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options, half-open flows opened and promoted, SNAT ports reclaimed.",
+		"Events in the XDP fast path: repaired flow pairs, re-balanced closing flows, clamped MSS options, half-open flows opened and promoted, SNAT ports reclaimed or reused, connection log records lost to a full ring, closing pairs the full reap_watch could not take.",
 		[]string{"event", "virtual"}, nil)
 	descFlows = prometheus.NewDesc(metric.Name("flows"),
 		"Connections in the fast path's flow table at the last GC pass, by fastl4 virtual and state.",

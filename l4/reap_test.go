@@ -2,6 +2,7 @@ package l4
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
@@ -284,5 +286,47 @@ func TestPrivilegedReapWatch(t *testing.T) {
 	}
 	if err := e.fp.objs.ReapWatch.Lookup(&ck, &one); err == nil {
 		t.Error("the watch keeps a pair that is gone")
+	}
+}
+
+// TestPrivilegedReapWatchFull: a FIN the program cannot note in a full
+// reap_watch is counted, per virtual, as the event reap_watch_full
+// (edgeproxy_xdp_events_total); a FIN it can note is not.
+func TestPrivilegedReapWatchFull(t *testing.T) {
+	e := progEnv(t, nil, fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) { v.CloseTimeout = time.Second }))
+	e.resolve()
+	toMember, _ := e.hops()
+	vip := ap(vip4, 9443)
+	full := e.delta("short", bpf.FastL4ReasonREASON_EVENT_REAP_WATCH_FULL)
+	c := ap(client4, 46201)
+	establish(t, e, c, vip)
+	expectRedirect(t, e, frame{src: c, dst: vip, proto: protoTCP, flags: flagFIN | flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	if n := full(); n != 0 {
+		t.Fatalf("reap_watch_full grew by %d with room in the watch", n)
+	}
+
+	// Fill the watch with pairs of no flow: nothing reaps it meanwhile.
+	watch := e.fp.objs.ReapWatch
+	one := uint32(1)
+	for i := 0; ; i++ {
+		k := flowKey(ap(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 1024), ap(vip4, 1), protoTCP)
+		err := watch.Update(&k, &one, ebpf.UpdateNoExist)
+		if errors.Is(err, unix.E2BIG) {
+			t.Logf("reap_watch full at %d entries (max %d)", i, watch.MaxEntries())
+			break
+		}
+		if err != nil || i > int(watch.MaxEntries()) {
+			t.Fatalf("fill reap_watch, entry %d of %d: %v", i, watch.MaxEntries(), err)
+		}
+	}
+	c = ap(client4, 46202)
+	establish(t, e, c, vip)
+	expectRedirect(t, e, frame{src: c, dst: vip, proto: protoTCP, flags: flagFIN | flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	if n := full(); n != 1 {
+		t.Fatalf("reap_watch_full grew by %d for a FIN the full watch could not note, want 1", n)
+	}
+	name := "edgeproxy_xdp_events_total{event=reap_watch_full,virtual=short}"
+	if got := e.fp.gatherMetrics(t)[name]; got != 1 {
+		t.Errorf("%s = %v, want 1", name, got)
 	}
 }
