@@ -307,21 +307,12 @@ func (u *upstream) dropReader() {
 // open reports whether an idle connection is still open: the member has
 // neither closed it nor sent anything unasked. One non-blocking peek.
 func (u *upstream) open() bool {
-	sc, ok := u.raw.Conn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	var (
-		buf  [1]byte
 		n    int
 		rerr error
 	)
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if err := u.rawRead(func(fd int) bool {
+		n, rerr = peekByte(fd)
 		return true
 	}); err != nil {
 		return false
@@ -338,6 +329,40 @@ func (u *upstream) open() bool {
 		return tlsStillOpen(tc)
 	}
 	return false
+}
+
+// awaitBytes blocks until the member's socket has something to read, is
+// closed, or its read deadline passes, holding no buffer meanwhile: a
+// long poll waits here rather than in the response parser. The read
+// that follows reports any error.
+func (u *upstream) awaitBytes() {
+	u.rawRead(func(fd int) bool {
+		_, err := peekByte(fd)
+		return !errors.Is(err, syscall.EAGAIN)
+	})
+}
+
+// rawRead runs f on the member's socket as syscall.RawConn.Read does:
+// until it returns true, waiting for the socket to be readable between
+// calls.
+func (u *upstream) rawRead(f func(fd int) bool) error {
+	sc, ok := u.raw.Conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Read(func(fd uintptr) bool { return f(int(fd)) })
+}
+
+// peekByte looks at the next byte waiting on fd without taking it or
+// blocking.
+func peekByte(fd int) (int, error) {
+	var buf [1]byte
+	n, _, err := syscall.Recvfrom(fd, buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n, err
 }
 
 // tlsStillOpen lets TLS read the records waiting on an idle connection:
@@ -527,13 +552,14 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // ones to the trace (ReverseProxy forwards them to the client).
 func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace, w *bodyWrite) (*http.Response, error) {
 	u.lr.limit, u.lr.base = u.t.maxHeader, u.lr.n
-	if u.br == nil {
-		u.br = readerPool.Get().(*bufio.Reader)
-		u.br.Reset(&u.lr)
-	}
 	proceed := w != nil && w.proceed != nil
 	if w == nil && u.t.response > 0 {
 		u.raw.Conn.SetReadDeadline(time.Now().Add(u.t.response))
+	}
+	if u.br == nil {
+		u.awaitBytes()
+		u.br = readerPool.Get().(*bufio.Reader)
+		u.br.Reset(&u.lr)
 	}
 	for n := 0; ; n++ {
 		res, err := http.ReadResponse(u.br, req)
