@@ -334,9 +334,15 @@ func (u *upstream) open() bool {
 // awaitBytes blocks until the member's socket has something to read, is
 // closed, or its read deadline passes, holding no buffer meanwhile: a
 // long poll waits here rather than in the response parser. The read
-// that follows reports any error.
+// that follows reports any error. Once woken, it does not peek again:
+// the read does not cost a system call more than it would alone.
 func (u *upstream) awaitBytes() {
+	woken := false
 	u.rawRead(func(fd int) bool {
+		if woken {
+			return true
+		}
+		woken = true
 		_, err := peekByte(fd)
 		return !errors.Is(err, syscall.EAGAIN)
 	})
