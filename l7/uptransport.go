@@ -80,6 +80,20 @@ type upstream struct {
 	br     *bufio.Reader // while a response is read
 	idleAt time.Time
 	reused bool
+	pk     peek
+}
+
+// peek is a look at the member's socket without taking what it holds:
+// its syscall.RawConn and the callback its Read runs, made once per
+// connection so that a look allocates nothing.
+type peek struct {
+	rc    syscall.RawConn // nil: not a socket (always open, never waits)
+	f     func(fd uintptr) bool
+	buf   [1]byte
+	n     int
+	err   error
+	wait  bool // wait for the socket to be readable
+	woken bool
 }
 
 // limitReader is the connection as the response parser reads it: the
@@ -307,20 +321,13 @@ func (u *upstream) dropReader() {
 // open reports whether an idle connection is still open: the member has
 // neither closed it nor sent anything unasked. One non-blocking peek.
 func (u *upstream) open() bool {
-	var (
-		n    int
-		rerr error
-	)
-	if err := u.rawRead(func(fd int) bool {
-		n, rerr = peekByte(fd)
-		return true
-	}); err != nil {
+	if err := u.look(false); err != nil {
 		return false
 	}
 	switch {
-	case errors.Is(rerr, syscall.EAGAIN):
+	case u.pk.rc == nil || errors.Is(u.pk.err, syscall.EAGAIN):
 		return true
-	case rerr != nil || n == 0:
+	case u.pk.err != nil || u.pk.n == 0:
 		return false
 	}
 	// Bytes on an idle connection: in TLS they may be a record the
@@ -334,41 +341,39 @@ func (u *upstream) open() bool {
 // awaitBytes blocks until the member's socket has something to read, is
 // closed, or its read deadline passes, holding no buffer meanwhile: a
 // long poll waits here rather than in the response parser. The read
-// that follows reports any error. Once woken, it does not peek again:
-// the read does not cost a system call more than it would alone.
-func (u *upstream) awaitBytes() {
-	woken := false
-	u.rawRead(func(fd int) bool {
-		if woken {
-			return true
-		}
-		woken = true
-		_, err := peekByte(fd)
-		return !errors.Is(err, syscall.EAGAIN)
-	})
-}
+// that follows reports any error.
+func (u *upstream) awaitBytes() { u.look(true) }
 
-// rawRead runs f on the member's socket as syscall.RawConn.Read does:
-// until it returns true, waiting for the socket to be readable between
-// calls.
-func (u *upstream) rawRead(f func(fd int) bool) error {
-	sc, ok := u.raw.Conn.(syscall.Conn)
-	if !ok {
+// look peeks at the member's socket once; with wait, when nothing is
+// there, it waits for the socket to become readable. Once woken it does
+// not peek again: the read that follows costs no system call more than
+// it would alone.
+func (u *upstream) look(wait bool) error {
+	if u.pk.f == nil {
+		sc, ok := u.raw.Conn.(syscall.Conn)
+		if !ok {
+			return nil
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return err
+		}
+		u.pk.rc, u.pk.f = rc, u.peekOnce
+	}
+	if u.pk.rc == nil {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return rc.Read(func(fd uintptr) bool { return f(int(fd)) })
+	u.pk.n, u.pk.err, u.pk.wait, u.pk.woken = 0, nil, wait, false
+	return u.pk.rc.Read(u.pk.f)
 }
 
-// peekByte looks at the next byte waiting on fd without taking it or
-// blocking.
-func peekByte(fd int) (int, error) {
-	var buf [1]byte
-	n, _, err := syscall.Recvfrom(fd, buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return n, err
+func (u *upstream) peekOnce(fd uintptr) bool {
+	if u.pk.woken {
+		return true
+	}
+	u.pk.woken = true
+	u.pk.n, _, u.pk.err = syscall.Recvfrom(int(fd), u.pk.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return !u.pk.wait || !errors.Is(u.pk.err, syscall.EAGAIN)
 }
 
 // tlsStillOpen lets TLS read the records waiting on an idle connection:
