@@ -585,10 +585,6 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 			// net/http would panic writing it to the client.
 			return nil, fmt.Errorf("read response: %w: %03d", errBadStatus, code)
 		}
-		if code == http.StatusContinue && proceed {
-			w.proceed <- true
-			proceed = false
-		}
 		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
 			if proceed {
 				w.proceed <- !(res.Close || req.Close)
@@ -607,6 +603,12 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 				return nil, err
 			}
 			u.lr.base = u.lr.n
+		}
+		// The body is read only once the client has the member's 100:
+		// read before, it would make net/http send a 100 of its own.
+		if code == http.StatusContinue && proceed {
+			w.proceed <- true
+			proceed = false
 		}
 	}
 }
