@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/labtest"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 )
 
@@ -163,7 +164,7 @@ func TestPrivilegedReapCost(t *testing.T) {
 	alloc := float64(ms1.TotalAlloc-ms0.TotalAlloc) / elapsed.Seconds()
 	t.Logf("over %v with %d pairs: %.2f %% of one core, %.0f bytes/s allocated, %d pairs counted", elapsed.Round(time.Second), pairs, 100*cpu, alloc, e.fp.countedPairs())
 	switch {
-	case raceDetector:
+	case labtest.RaceDetector:
 		// The bound is the product's, not the race detector's: .ci/run
 		// runs this test again without -race.
 		t.Logf("race detector on: the 5 %% bound is checked by a build without it")

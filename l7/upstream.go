@@ -281,13 +281,25 @@ func (d *dialer) dialTLS(ctx context.Context, _, hostport string) (net.Conn, err
 		cfg.ServerName = host
 	}
 	tc := tls.Client(u, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := handshakeAside(ctx, tc); err != nil {
 		u.Close()
 		return nil, &upstreamError{op: "tls", member: d.addr, cause: shortCause(err), err: err}
 	}
 	c := &tlsUpConn{Conn: tc, up: u}
 	d.register(c, u)
 	return c, nil
+}
+
+// handshakeAside runs a client handshake in a goroutine of its own and
+// waits for it. The handshake's deep calls (certificate verification,
+// key exchange) grow a goroutine's stack to 16 KiB or more, and a stack
+// keeps its size while it is in use: done here, they do not grow the
+// stack of the request's goroutine, which may then wait a long time for
+// the member's answer (a long poll).
+func handshakeAside(ctx context.Context, tc *tls.Conn) error {
+	done := make(chan error, 1)
+	go func() { done <- tc.HandshakeContext(ctx) }()
+	return <-done
 }
 
 // bodyReader wraps an upstream response body: the connection's read

@@ -80,6 +80,20 @@ type upstream struct {
 	br     *bufio.Reader // while a response is read
 	idleAt time.Time
 	reused bool
+	pk     peek
+}
+
+// peek is a look at the member's socket without taking what it holds:
+// its syscall.RawConn and the callback its Read runs, made once per
+// connection so that a look allocates nothing.
+type peek struct {
+	rc    syscall.RawConn // nil: not a socket (always open, never waits)
+	f     func(fd uintptr) bool
+	buf   [1]byte
+	n     int
+	err   error
+	wait  bool // wait for the socket to be readable
+	woken bool
 }
 
 // limitReader is the connection as the response parser reads it: the
@@ -307,29 +321,13 @@ func (u *upstream) dropReader() {
 // open reports whether an idle connection is still open: the member has
 // neither closed it nor sent anything unasked. One non-blocking peek.
 func (u *upstream) open() bool {
-	sc, ok := u.raw.Conn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var (
-		buf  [1]byte
-		n    int
-		rerr error
-	)
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
-	}); err != nil {
+	if err := u.look(false); err != nil {
 		return false
 	}
 	switch {
-	case errors.Is(rerr, syscall.EAGAIN):
+	case u.pk.rc == nil || errors.Is(u.pk.err, syscall.EAGAIN):
 		return true
-	case rerr != nil || n == 0:
+	case u.pk.err != nil || u.pk.n == 0:
 		return false
 	}
 	// Bytes on an idle connection: in TLS they may be a record the
@@ -338,6 +336,44 @@ func (u *upstream) open() bool {
 		return tlsStillOpen(tc)
 	}
 	return false
+}
+
+// awaitBytes blocks until the member's socket has something to read, is
+// closed, or its read deadline passes, holding no buffer meanwhile: a
+// long poll waits here rather than in the response parser. The read
+// that follows reports any error.
+func (u *upstream) awaitBytes() { u.look(true) }
+
+// look peeks at the member's socket once; with wait, when nothing is
+// there, it waits for the socket to become readable. Once woken it does
+// not peek again: the read that follows costs no system call more than
+// it would alone.
+func (u *upstream) look(wait bool) error {
+	if u.pk.f == nil {
+		sc, ok := u.raw.Conn.(syscall.Conn)
+		if !ok {
+			return nil
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return err
+		}
+		u.pk.rc, u.pk.f = rc, u.peekOnce
+	}
+	if u.pk.rc == nil {
+		return nil
+	}
+	u.pk.n, u.pk.err, u.pk.wait, u.pk.woken = 0, nil, wait, false
+	return u.pk.rc.Read(u.pk.f)
+}
+
+func (u *upstream) peekOnce(fd uintptr) bool {
+	if u.pk.woken {
+		return true
+	}
+	u.pk.woken = true
+	u.pk.n, _, u.pk.err = syscall.Recvfrom(int(fd), u.pk.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return !u.pk.wait || !errors.Is(u.pk.err, syscall.EAGAIN)
 }
 
 // tlsStillOpen lets TLS read the records waiting on an idle connection:
@@ -527,13 +563,14 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // ones to the trace (ReverseProxy forwards them to the client).
 func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace, w *bodyWrite) (*http.Response, error) {
 	u.lr.limit, u.lr.base = u.t.maxHeader, u.lr.n
-	if u.br == nil {
-		u.br = readerPool.Get().(*bufio.Reader)
-		u.br.Reset(&u.lr)
-	}
 	proceed := w != nil && w.proceed != nil
 	if w == nil && u.t.response > 0 {
 		u.raw.Conn.SetReadDeadline(time.Now().Add(u.t.response))
+	}
+	if u.br == nil {
+		u.awaitBytes()
+		u.br = readerPool.Get().(*bufio.Reader)
+		u.br.Reset(&u.lr)
 	}
 	for n := 0; ; n++ {
 		res, err := http.ReadResponse(u.br, req)
@@ -547,10 +584,6 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 		if code < 100 {
 			// net/http would panic writing it to the client.
 			return nil, fmt.Errorf("read response: %w: %03d", errBadStatus, code)
-		}
-		if code == http.StatusContinue && proceed {
-			w.proceed <- true
-			proceed = false
 		}
 		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
 			if proceed {
@@ -570,6 +603,12 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 				return nil, err
 			}
 			u.lr.base = u.lr.n
+		}
+		// The body is read only once the client has the member's 100:
+		// read before, it would make net/http send a 100 of its own.
+		if code == http.StatusContinue && proceed {
+			w.proceed <- true
+			proceed = false
 		}
 	}
 }
