@@ -80,6 +80,34 @@ type upstream struct {
 	br     *bufio.Reader // while a response is read
 	idleAt time.Time
 	reused bool
+	peek   *peeker // made at the first reuse
+}
+
+// peeker is an idle connection's non-blocking peek, made once per
+// connection rather than once per reuse.
+type peeker struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool
+	n   int
+	err error
+	buf [1]byte
+}
+
+func newPeeker(c net.Conn) *peeker {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	p := &peeker{rc: rc}
+	p.fn = func(fd uintptr) bool {
+		p.n, _, p.err = syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}
+	return p
 }
 
 // limitReader is the connection as the response parser reads it: the
@@ -133,13 +161,20 @@ var (
 // connection that turns out closed by the member before answering (not
 // on a timeout).
 func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec, _ := req.Context().Value(recordKey{}).(*reqRecord)
+	return t.roundTrip(req, rec, traceInformer(req.Context()))
+}
+
+// roundTrip is RoundTrip with the request's record (nil: none) and the
+// receiver of informational responses (nil: none) given.
+func (t *memberTransport) roundTrip(req *http.Request, rec *reqRecord, info informer) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		u, err := t.get(ctx, req.URL.Host)
 		if err != nil {
 			return nil, err
 		}
-		res, err := u.exchange(req)
+		res, err := u.exchange(req, rec, info)
 		if err == nil {
 			return res, nil
 		}
@@ -307,29 +342,22 @@ func (u *upstream) dropReader() {
 // open reports whether an idle connection is still open: the member has
 // neither closed it nor sent anything unasked. One non-blocking peek.
 func (u *upstream) open() bool {
-	sc, ok := u.raw.Conn.(syscall.Conn)
-	if !ok {
+	if _, ok := u.raw.Conn.(syscall.Conn); !ok {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
+	if u.peek == nil {
+		if u.peek = newPeeker(u.raw.Conn); u.peek == nil {
+			return false
+		}
 	}
-	var (
-		buf  [1]byte
-		n    int
-		rerr error
-	)
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
-	}); err != nil {
+	p := u.peek
+	if err := p.rc.Read(p.fn); err != nil {
 		return false
 	}
 	switch {
-	case errors.Is(rerr, syscall.EAGAIN):
+	case errors.Is(p.err, syscall.EAGAIN):
 		return true
-	case rerr != nil || n == 0:
+	case p.err != nil || p.n == 0:
 		return false
 	}
 	// Bytes on an idle connection: in TLS they may be a record the
@@ -350,13 +378,32 @@ func tlsStillOpen(tc *tlsUpConn) bool {
 	return n == 0 && isTimeout(err)
 }
 
+// informer receives a member's informational responses (1xx but 101)
+// before the final one.
+type informer interface {
+	informational(code int, h textproto.MIMEHeader) error
+}
+
+// traceInformer is the informer of a context's client trace, or nil.
+func traceInformer(ctx context.Context) informer {
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+		return (*got1xx)(trace)
+	}
+	return nil
+}
+
+type got1xx httptrace.ClientTrace
+
+func (g *got1xx) informational(code int, h textproto.MIMEHeader) error {
+	return g.Got1xxResponse(code, h)
+}
+
 // exchange writes req and reads its response on u. It never retries.
-func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
+func (u *upstream) exchange(req *http.Request, rec *reqRecord, info informer) (*http.Response, error) {
 	ctx := req.Context()
-	if rec, ok := ctx.Value(recordKey{}).(*reqRecord); ok {
+	if rec != nil {
 		rec.gotConn(u.conn, u.reused)
 	}
-	trace := httptrace.ContextClientTrace(ctx)
 	// A client that goes away ends the exchange (and the body read).
 	cut := context.AfterFunc(ctx, func() { u.conn.Close() })
 	u.lr.n, u.lr.ended = 0, false
@@ -369,7 +416,7 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	} else {
 		w = u.startBody(req)
 	}
-	res, err := u.readResponse(req, trace, w)
+	res, err := u.readResponse(req, info, w)
 	if err != nil {
 		cut()
 		if w != nil {
@@ -524,8 +571,8 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 // readResponse reads the final response head, passing informational
-// ones to the trace (ReverseProxy forwards them to the client).
-func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace, w *bodyWrite) (*http.Response, error) {
+// ones to info (which forwards them to the client).
+func (u *upstream) readResponse(req *http.Request, info informer, w *bodyWrite) (*http.Response, error) {
 	u.lr.limit, u.lr.base = u.t.maxHeader, u.lr.n
 	if u.br == nil {
 		u.br = readerPool.Get().(*bufio.Reader)
@@ -565,8 +612,8 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 		if n >= max1xx {
 			return nil, errTooMany1xx
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
+		if info != nil {
+			if err := info.informational(code, textproto.MIMEHeader(res.Header)); err != nil {
 				return nil, err
 			}
 			u.lr.base = u.lr.n
