@@ -333,12 +333,12 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 		siteName = s.name
 	}
 	vh.obs.observe(p.metrics, vh.name, siteName, status, dur.Seconds())
-	p.metrics.bytes.WithLabelValues(vh.name, "in").Add(float64(rec.bodyRead()))
-	p.metrics.bytes.WithLabelValues(vh.name, "out").Add(float64(rw.bytes))
+	vh.obs.bytes(p.metrics, vh.name, rec.bodyRead(), rw.bytes)
 	if member != "" && s != nil {
-		p.metrics.memberRequests.WithLabelValues(s.poolName, member, codeClass(status)).Inc()
+		mo := vh.obs.member(p.metrics, s.poolName, member)
+		mo.request(p.metrics, s.poolName, member, status)
 		if !upStart.IsZero() && !headersAt.IsZero() {
-			p.metrics.memberDuration.WithLabelValues(s.poolName, member).Observe(headersAt.Sub(upStart).Seconds())
+			mo.duration.Observe(headersAt.Sub(upStart).Seconds())
 		}
 	}
 
@@ -394,7 +394,11 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	if cs != nil {
 		attrs = append(attrs, slog.Uint64("conn", cs.id))
 	}
-	p.access.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	// A record without a caller's PC: the access log has no source, and
+	// finding the PC costs a stack walk per request.
+	line := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+	line.AddAttrs(attrs...)
+	p.access.Handler().Handle(r.Context(), line)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
