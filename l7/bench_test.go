@@ -65,3 +65,39 @@ func BenchmarkNewTLSConnections(b *testing.B) {
 		}
 	})
 }
+
+// maxAllocsPerRequest bounds the heap allocations of one keep-alive
+// HTTPS request through a pooled site, counted in the whole test process:
+// the client's, the proxy's and the member's together (191 when the
+// proxy cloned each request through httputil.ReverseProxy).
+const maxAllocsPerRequest = 170
+
+// TestKeepAliveAllocations: the proxy's CPU per request follows its
+// allocations, which, unlike time, a shared machine does not blur.
+func TestKeepAliveAllocations(t *testing.T) {
+	if raceDetector {
+		t.Skip("the race detector allocates on its own")
+	}
+	e := newEnv(t, envOptions{members: 2})
+	e.proxy.access = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	c := e.tlsClient(false)
+	get := func() {
+		res, err := c.Get("https://" + owasHost + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+	}
+	for range 200 { // warm: connections, pools, metric series
+		get()
+	}
+	allocs := testing.AllocsPerRun(2000, get)
+	t.Logf("%.1f allocations per request (client, proxy and member)", allocs)
+	if allocs > maxAllocsPerRequest {
+		t.Errorf("%.1f allocations per keep-alive request, want at most %d", allocs, maxAllocsPerRequest)
+	}
+}
