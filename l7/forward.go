@@ -144,9 +144,9 @@ func (x *exchange) relayResponse(res *http.Response) {
 
 // copyBody copies a response body to the client with a pooled buffer.
 func (x *exchange) copyBody(src io.Reader, flush bool) error {
-	pool := x.s.proxy.BufferPool
-	buf := pool.Get()
-	defer pool.Put(buf)
+	bp := x.s.buffers.get()
+	defer x.s.buffers.put(bp)
+	buf := *bp
 	for {
 		nr, rerr := src.Read(buf)
 		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {

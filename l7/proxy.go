@@ -441,12 +441,13 @@ func (p *Proxy) buildSite(vh *vhost, cs *Site, states map[memberKey]*memberState
 		sm.rt = newTransport(d, false)
 		s.members = append(s.members, sm)
 	}
+	s.buffers = &bufferPool{}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      s,
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.errorHandler,
-		BufferPool:     &bufferPool{},
+		BufferPool:     s.buffers,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	return s, nil

@@ -74,6 +74,7 @@ type site struct {
 	members []*siteMember
 	rr      atomic.Uint64
 	proxy   *httputil.ReverseProxy
+	buffers *bufferPool // the proxy's BufferPool
 }
 
 // siteMember is one member as a site reaches it: its pooled transport.
@@ -591,19 +592,27 @@ func (s *site) closeIdle() {
 	}
 }
 
-// sync.Pool of copy buffers for the reverse proxies.
+// sync.Pool of copy buffers for the reverse proxies and the relay.
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte {
+// get returns a buffer of ioBufferSize bytes; put gives it back.
+func (b *bufferPool) get() *[]byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+		return v
 	}
-	return make([]byte, ioBufferSize)
+	buf := make([]byte, ioBufferSize)
+	return &buf
 }
+
+func (b *bufferPool) put(v *[]byte) { b.p.Put(v) }
+
+// Get and Put are httputil.BufferPool's (which costs an allocation per
+// Put).
+func (b *bufferPool) Get() []byte { return *b.get() }
 
 func (b *bufferPool) Put(v []byte) {
 	if cap(v) == ioBufferSize {
 		v = v[:ioBufferSize]
-		b.p.Put(&v)
+		b.put(&v)
 	}
 }
