@@ -81,6 +81,7 @@ type upstream struct {
 	idleAt time.Time
 	reused bool
 	peek   *peeker // made at the first reuse
+	cutFn  func()  // closes conn: made once, run when a client leaves
 }
 
 // peeker is an idle connection's non-blocking peek, made once per
@@ -405,7 +406,10 @@ func (u *upstream) exchange(req *http.Request, rec *reqRecord, info informer) (*
 		rec.gotConn(u.conn, u.reused)
 	}
 	// A client that goes away ends the exchange (and the body read).
-	cut := context.AfterFunc(ctx, func() { u.conn.Close() })
+	if u.cutFn == nil {
+		u.cutFn = func() { u.conn.Close() }
+	}
+	cut := context.AfterFunc(ctx, u.cutFn)
 	u.lr.n, u.lr.ended = 0, false
 	var w *bodyWrite
 	if req.Body == nil || req.Body == http.NoBody {
