@@ -6,8 +6,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// processCPU is the CPU time the test process has used (user and
+// system), client, proxy and member together.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func benchRequests(b *testing.B, host string) {
 	e := newEnv(b, envOptions{members: 2})
@@ -16,6 +28,12 @@ func benchRequests(b *testing.B, host string) {
 	// the profile.
 	e.proxy.access = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	b.ResetTimer()
+	cpu0 := processCPU(b)
+	defer func() {
+		// CPU time, unlike ns/op, is little changed by other work on a
+		// shared machine.
+		b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		c := e.tlsClient(false)
 		for pb.Next() {
