@@ -308,10 +308,13 @@ func (l *listener) setup(c net.Conn, vh *vhost, remote netip.AddrPort, release f
 		cs.guard = newH1Guard(vh.params.maxHeader)
 		out = &guardConn{Conn: cc, g: cs.guard, cs: cs}
 	}
+	// Counted before the server has it: its first answer may reach the
+	// client before this goroutine runs again. A connection not delivered
+	// is closed, which counts it out.
+	cs.count()
 	for {
 		s := l.srv.Load()
 		if s.cl.deliver(out) {
-			cs.count()
 			return
 		}
 		select {

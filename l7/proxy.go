@@ -415,6 +415,12 @@ func (p *Proxy) buildSite(vh *vhost, cs *Site, states map[memberKey]*memberState
 		return nil, fmt.Errorf("port: %w: missing (the members' port, e.g. 4443)", ErrBadValue)
 	}
 	s.poolName, s.port = cs.Pool, cs.Port
+	s.upHosts = map[string]string{}
+	for _, h := range s.hosts {
+		if !strings.HasPrefix(h, "*.") {
+			s.upHosts[h] = net.JoinHostPort(hostOnly(h), strconv.Itoa(int(s.port)))
+		}
+	}
 	s.scheme = "http"
 	if bt := cs.BackendTLS; bt != nil {
 		c, err := backendTLS(bt)
@@ -440,12 +446,13 @@ func (p *Proxy) buildSite(vh *vhost, cs *Site, states map[memberKey]*memberState
 		sm.rt = newTransport(d, false)
 		s.members = append(s.members, sm)
 	}
+	s.buffers = &bufferPool{}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      s,
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.errorHandler,
-		BufferPool:     &bufferPool{},
+		BufferPool:     s.buffers,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	return s, nil

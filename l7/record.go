@@ -146,7 +146,8 @@ func (r *reqRecord) bodyRead() int64 { return r.reqBytes.Load() }
 // that stops reading is cut off without bounding the whole response.
 type respWriter struct {
 	http.ResponseWriter
-	ctl         *http.ResponseController
+	ctl         *http.ResponseController // &ctlv
+	ctlv        http.ResponseController
 	stall       time.Duration
 	status      int
 	bytes       int64
@@ -163,8 +164,10 @@ type respWriter struct {
 var informationalDropped = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
 
-func newRespWriter(w http.ResponseWriter) *respWriter {
-	return &respWriter{ResponseWriter: w, ctl: http.NewResponseController(w)}
+func (rw *respWriter) init(w http.ResponseWriter) {
+	rw.ResponseWriter = w
+	rw.ctlv = *http.NewResponseController(w)
+	rw.ctl = &rw.ctlv
 }
 
 func (w *respWriter) deadline() {

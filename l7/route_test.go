@@ -125,7 +125,7 @@ func TestHeadersAndMethods(t *testing.T) {
 	c := e.dialTLS("webext.example.com")
 	res, body, err := c.raw("GET /echo HTTP/1.1\r\nHost: webext.example.com\r\nConnection: keep-alive, X-Hop\r\n" +
 		"X-Hop: 1\r\nKeep-Alive: 300\r\nProxy-Authorization: Basic eDp5\r\nX-Forwarded-For: 6.6.6.6\r\n" +
-		"X-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6\r\n\r\n")
+		"X-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6\r\nTE: trailers\r\n\r\n")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("echo: %v %v", res, err)
 	}
@@ -138,6 +138,14 @@ func TestHeadersAndMethods(t *testing.T) {
 	}
 	if got := strings.Join(echo.Header["X-Forwarded-For"], ","); got != "127.0.0.1" {
 		t.Errorf("X-Forwarded-For from an untrusted client: %q", got)
+	}
+	// The member learns that trailers are welcome, and gets no User-Agent
+	// the client did not send.
+	if got := strings.Join(echo.Header["Te"], ","); got != "trailers" {
+		t.Errorf("TE: %q, want trailers", got)
+	}
+	if v, ok := echo.Header["User-Agent"]; ok {
+		t.Errorf("User-Agent the client did not send: %q", v)
 	}
 	if got := strings.Join(echo.Header["X-Forwarded-Host"], ","); got != "webext.example.com" {
 		t.Errorf("X-Forwarded-Host: %q", got)

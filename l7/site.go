@@ -70,9 +70,11 @@ type site struct {
 	upgrade     []string // allowed Upgrade tokens, lower-case
 	hideMember  bool     // remove the member's Server, X-Powered-By...
 
+	upHosts map[string]string // upstream host:port by the site's own hosts
 	members []*siteMember
 	rr      atomic.Uint64
 	proxy   *httputil.ReverseProxy
+	buffers *bufferPool // the proxy's BufferPool
 }
 
 // siteMember is one member as a site reaches it: its pooled transport.
@@ -172,8 +174,13 @@ func (s *site) choosePin(r *http.Request, tried map[*siteMember]bool) (*siteMemb
 // or was challenged to, else over the member's pooled transport, trying
 // another member when one cannot be reached.
 func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
-	rec := recordFrom(req.Context())
-	cs := connStateFrom(req.Context())
+	ctx := req.Context()
+	return s.roundTrip(req, recordFrom(ctx), connStateFrom(ctx), traceInformer(ctx))
+}
+
+// roundTrip is RoundTrip with the request's record, client connection
+// (nil: none) and receiver of informational responses (nil: none) given.
+func (s *site) roundTrip(req *http.Request, rec *reqRecord, cs *connState, info informer) (*http.Response, error) {
 	if cs == nil {
 		if hasConnAuth(req.Header, "Authorization") {
 			// Never share an upstream connection for these.
@@ -183,22 +190,20 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Pinned from the first NTLM/Negotiate credentials, or once a
 		// challenge was answered (modifyResponse); anonymous requests,
 		// Windows-auth site or not, share the pool.
-		return s.roundTripPinned(req, cs, rec)
+		return s.roundTripPinned(req, cs, rec, info)
 	}
 
-	return s.retry(req, rec, func(tried map[*siteMember]bool) (*try, error) {
+	return s.retry(req, rec, info, func(tried map[*siteMember]bool) (try, error) {
 		sm, hit := s.choose(req, tried)
 		if sm == nil {
-			return nil, &noMemberError{pool: s.poolName}
+			return try{}, &noMemberError{pool: s.poolName}
 		}
 		rec.setMember(sm.addr, false)
 		if s.affinity && !hit {
 			rec.setCookie(sm.cookie)
 		}
 		sm.m.active.Add(1)
-		return &try{sm: sm, addr: sm.addr, rt: sm.rt,
-			done:        func() { sm.m.active.Add(-1) },
-			unreachable: sm.m.markFailed}, nil
+		return try{sm: sm, addr: sm.addr, rt: sm.rt, active: sm.m}, nil
 	})
 }
 
@@ -206,11 +211,11 @@ func (s *site) RoundTrip(req *http.Request) (*http.Response, error) {
 // upstream. A member that cannot be reached is replaced by another
 // (nothing was sent); a request that went out is never sent again,
 // whatever happens to it.
-func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord) (*http.Response, error) {
-	return s.retry(req, rec, func(tried map[*siteMember]bool) (*try, error) {
+func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord, info informer) (*http.Response, error) {
+	return s.retry(req, rec, info, func(tried map[*siteMember]bool) (try, error) {
 		p, err := cs.pin(s, req, tried)
 		if err != nil {
-			return nil, err
+			return try{}, err
 		}
 		rec.setMember(p.addr, true)
 		if s.affinity {
@@ -218,28 +223,40 @@ func (s *site) roundTripPinned(req *http.Request, cs *connState, rec *reqRecord)
 				rec.setCookie(p.sm.cookie)
 			}
 		}
-		return &try{sm: p.sm, addr: p.addr, rt: p.rt, unreachable: func() {
-			p.member.markFailed()
-			cs.unpin(s.pinKey, p)
-		}}, nil
+		return try{sm: p.sm, addr: p.addr, rt: p.rt, pin: p, cs: cs}, nil
 	})
 }
 
 // try is one attempt at a member.
 type try struct {
-	sm          *siteMember
-	addr        string // member address:port, for errors
-	rt          http.RoundTripper
-	done        func() // when the response body is finished or the attempt failed; may be nil
-	unreachable func() // when the member could not be reached (dial or TLS)
+	sm   *siteMember
+	addr string // member address:port, for errors
+	rt   *memberTransport
+	// active is the member whose count of requests in flight the attempt
+	// holds until its response body is finished or it failed; nil for a
+	// pinned connection (counted as long as it lives).
+	active *memberState
+	pin    *pin // the pinned connection, on cs
+	cs     *connState
+}
+
+// unreachable is called when the member could not be reached (dial or
+// TLS): it is marked failed, and a pinned connection to it is dropped.
+func (t *try) unreachable(s *site) {
+	if t.pin == nil {
+		t.sm.m.markFailed()
+		return
+	}
+	t.pin.member.markFailed()
+	t.cs.unpin(s.pinKey, t.pin)
 }
 
 // retry sends the request to the members next picks (never one already
 // tried) until one answers. Only a member that could not be reached is
 // replaced, at most maxDialAttempts times, and only while nothing of the
 // client's body was read; any other failure is the answer.
-func (s *site) retry(req *http.Request, rec *reqRecord,
-	next func(tried map[*siteMember]bool) (*try, error)) (*http.Response, error) {
+func (s *site) retry(req *http.Request, rec *reqRecord, info informer,
+	next func(tried map[*siteMember]bool) (try, error)) (*http.Response, error) {
 	var (
 		tried   map[*siteMember]bool
 		lastErr error
@@ -254,19 +271,19 @@ func (s *site) retry(req *http.Request, rec *reqRecord,
 		}
 		rec.setAttempts(attempt + 1)
 		rec.startTry()
-		res, err := t.rt.RoundTrip(req)
+		res, err := t.rt.roundTrip(req, rec, info)
 		if err == nil {
-			s.wrapBody(res, rec, t.done)
+			s.wrapBody(res, rec, t.active)
 			return res, nil
 		}
-		if t.done != nil {
-			t.done()
+		if t.active != nil {
+			t.active.active.Add(-1)
 		}
 		ue := asUpstreamError(err)
 		if ue == nil || (ue.op != "dial" && ue.op != "tls") || req.Context().Err() != nil {
 			return nil, wrapUpstream(err, t.addr)
 		}
-		t.unreachable()
+		t.unreachable(s)
 		lastErr = err
 		if rec.bodyRead() > 0 {
 			break
@@ -279,18 +296,19 @@ func (s *site) retry(req *http.Request, rec *reqRecord,
 	return nil, lastErr
 }
 
-// wrapBody puts the stall-timed reader around a response body and runs
-// done when the body is finished.
-func (s *site) wrapBody(res *http.Response, rec *reqRecord, done func()) {
+// wrapBody puts the stall-timed reader around a response body, and
+// gives back active's request in flight (when not nil) once the body is
+// finished.
+func (s *site) wrapBody(res *http.Response, rec *reqRecord, active *memberState) {
 	rec.gotHeaders()
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The body is the upgraded connection itself.
-		if done != nil {
-			done()
+		if active != nil {
+			active.active.Add(-1)
 		}
 		return
 	}
-	res.Body = &bodyReader{ReadCloser: res.Body, conn: rec.upConn(), rec: rec, onDone: done}
+	res.Body = &bodyReader{ReadCloser: res.Body, conn: rec.upConn(), rec: rec, active: active}
 }
 
 func asUpstreamError(err error) *upstreamError {
@@ -341,45 +359,87 @@ func (e *noMemberError) Unwrap() error { return ErrNoMember }
 // Inbound forwarding headers are kept only from trusted proxies.
 func (s *site) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
-	out.URL.Scheme = s.scheme
-	out.URL.Host = net.JoinHostPort(hostOnly(in.Host), strconv.Itoa(int(s.port)))
 	out.URL.RawQuery = in.URL.RawQuery
-	out.Host = in.Host
+	s.target(in, out)
+	f := s.forwardingOf(in)
+	f.apply(out.Header)
+}
 
+// target points out at the member: its scheme and port, the client's Host
+// kept.
+func (s *site) target(in, out *http.Request) {
+	out.URL.Scheme = s.scheme
+	out.URL.Host = s.upstreamHost(in.Host)
+	out.Host = in.Host
+}
+
+// upstreamHost is the upstream URL's host:port for a client's Host: the
+// site's own names are made once, at build.
+func (s *site) upstreamHost(host string) string {
+	if v, ok := s.upHosts[host]; ok {
+		return v
+	}
+	return net.JoinHostPort(hostOnly(host), strconv.Itoa(int(s.port)))
+}
+
+// forwarding is what the upstream request says of the client.
+type forwarding struct {
+	trusted          bool
+	xff, proto, host string
+	fwd              []string // Forwarded, from trusted proxies
+}
+
+// forwardingOf reads the X-Forwarded-* of the client request in: the
+// client's own values, with the inbound ones kept only from trusted
+// proxies.
+func (s *site) forwardingOf(in *http.Request) forwarding {
 	client := remoteAddr(in)
-	trusted := s.vh.trusted(client.Addr())
-	xff := client.Addr().String()
-	proto := "http"
+	f := forwarding{trusted: s.vh.trusted(client.Addr()), xff: client.Addr().String(), proto: "http", host: in.Host}
 	if s.vh.https {
-		proto = "https"
+		f.proto = "https"
 	}
-	host := in.Host
-	if trusted {
-		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + xff
-		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
-			proto = v
-		}
-		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
-			host = v
-		}
-		if v := in.Header.Values("Forwarded"); len(v) > 0 {
-			out.Header["Forwarded"] = v
-		}
+	if !f.trusted {
+		return f
 	}
-	dropForwarding(out.Header, trusted)
-	out.Header.Set("X-Forwarded-For", xff)
-	out.Header.Set("X-Forwarded-Proto", proto)
-	out.Header.Set("X-Forwarded-Host", host)
+	if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		f.xff = strings.Join(prior, ", ") + ", " + f.xff
+	}
+	if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+		f.proto = v
+	}
+	if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+		f.host = v
+	}
+	f.fwd = in.Header.Values("Forwarded")
+	return f
+}
+
+// apply writes f into the upstream request's headers.
+func (f *forwarding) apply(out http.Header) {
+	delete(out, "Forwarded")
+	if len(f.fwd) > 0 {
+		out["Forwarded"] = f.fwd
+	}
+	dropForwarding(out, f.trusted)
+	v := &[3]string{f.xff, f.proto, f.host} // one allocation
+	out["X-Forwarded-For"] = v[0:1:1]
+	out["X-Forwarded-Proto"] = v[1:2:2]
+	out["X-Forwarded-Host"] = v[2:3:3]
 }
 
 // modifyResponse notes NTLM/Negotiate challenges (the connection is
 // pinned from the next request on), and adds the affinity cookie and the
 // proxy's HSTS policy. WWW-Authenticate headers are left as they are.
 func (s *site) modifyResponse(res *http.Response) error {
-	rec := recordFrom(res.Request.Context())
-	if cs := connStateFrom(res.Request.Context()); cs != nil && !rec.isPinned() &&
+	ctx := res.Request.Context()
+	s.adjustResponse(res, recordFrom(ctx), connStateFrom(ctx))
+	return nil
+}
+
+// adjustResponse is modifyResponse with the request's record and client
+// connection (nil: none) given.
+func (s *site) adjustResponse(res *http.Response, rec *reqRecord, cs *connState) {
+	if cs != nil && !rec.isPinned() &&
 		hasConnAuth(res.Header, "Www-Authenticate") {
 		cs.wantPin(s.pinKey)
 	}
@@ -393,7 +453,6 @@ func (s *site) modifyResponse(res *http.Response) error {
 		ck := &http.Cookie{Name: affinityCookie, Value: c, Path: "/", HttpOnly: true, Secure: s.vh.https}
 		res.Header.Add("Set-Cookie", ck.String())
 	}
-	return nil
 }
 
 // errorHandler answers a request the upstream side failed: 502 (or 504 on
@@ -401,7 +460,11 @@ func (s *site) modifyResponse(res *http.Response) error {
 // faults get their 4xx (clientFault). The Edgeproxy-Error header naming
 // the member goes to trusted proxies only; the log always has it.
 func (s *site) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	rec := recordFrom(r.Context())
+	s.fail(w, r, recordFrom(r.Context()), err)
+}
+
+// fail is errorHandler with the request's record given.
+func (s *site) fail(w http.ResponseWriter, r *http.Request, rec *reqRecord, err error) {
 	if s.clientFault(w, r, rec, err) {
 		return
 	}
@@ -529,19 +592,27 @@ func (s *site) closeIdle() {
 	}
 }
 
-// sync.Pool of copy buffers for the reverse proxies.
+// sync.Pool of copy buffers for the reverse proxies and the relay.
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte {
+// get returns a buffer of ioBufferSize bytes; put gives it back.
+func (b *bufferPool) get() *[]byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+		return v
 	}
-	return make([]byte, ioBufferSize)
+	buf := make([]byte, ioBufferSize)
+	return &buf
 }
+
+func (b *bufferPool) put(v *[]byte) { b.p.Put(v) }
+
+// Get and Put are httputil.BufferPool's (which costs an allocation per
+// Put).
+func (b *bufferPool) Get() []byte { return *b.get() }
 
 func (b *bufferPool) Put(v []byte) {
 	if cap(v) == ioBufferSize {
 		v = v[:ioBufferSize]
-		b.p.Put(&v)
+		b.put(&v)
 	}
 }

@@ -312,7 +312,7 @@ type bodyReader struct {
 	conn   readExtender
 	done   atomic.Bool
 	rec    *reqRecord
-	onDone func()
+	active *memberState // its request in flight ends with the body; may be nil
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -340,7 +340,7 @@ func (b *bodyReader) finish() {
 	}
 	// The transport clears the read deadline when the body ends: the
 	// connection may already carry another request.
-	if b.onDone != nil {
-		b.onDone()
+	if b.active != nil {
+		b.active.active.Add(-1)
 	}
 }

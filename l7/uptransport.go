@@ -81,6 +81,7 @@ type upstream struct {
 	idleAt time.Time
 	reused bool
 	pk     peek
+	cutFn  func() // closes conn: made once, run when a client leaves
 }
 
 // peek is a look at the member's socket without taking what it holds:
@@ -147,13 +148,20 @@ var (
 // connection that turns out closed by the member before answering (not
 // on a timeout).
 func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec, _ := req.Context().Value(recordKey{}).(*reqRecord)
+	return t.roundTrip(req, rec, traceInformer(req.Context()))
+}
+
+// roundTrip is RoundTrip with the request's record (nil: none) and the
+// receiver of informational responses (nil: none) given.
+func (t *memberTransport) roundTrip(req *http.Request, rec *reqRecord, info informer) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		u, err := t.get(ctx, req.URL.Host)
 		if err != nil {
 			return nil, err
 		}
-		res, err := u.exchange(req)
+		res, err := u.exchange(req, rec, info)
 		if err == nil {
 			return res, nil
 		}
@@ -386,15 +394,37 @@ func tlsStillOpen(tc *tlsUpConn) bool {
 	return n == 0 && isTimeout(err)
 }
 
+// informer receives a member's informational responses (1xx but 101)
+// before the final one.
+type informer interface {
+	informational(code int, h textproto.MIMEHeader) error
+}
+
+// traceInformer is the informer of a context's client trace, or nil.
+func traceInformer(ctx context.Context) informer {
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+		return (*got1xx)(trace)
+	}
+	return nil
+}
+
+type got1xx httptrace.ClientTrace
+
+func (g *got1xx) informational(code int, h textproto.MIMEHeader) error {
+	return g.Got1xxResponse(code, h)
+}
+
 // exchange writes req and reads its response on u. It never retries.
-func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
+func (u *upstream) exchange(req *http.Request, rec *reqRecord, info informer) (*http.Response, error) {
 	ctx := req.Context()
-	if rec, ok := ctx.Value(recordKey{}).(*reqRecord); ok {
+	if rec != nil {
 		rec.gotConn(u.conn, u.reused)
 	}
-	trace := httptrace.ContextClientTrace(ctx)
 	// A client that goes away ends the exchange (and the body read).
-	cut := context.AfterFunc(ctx, func() { u.conn.Close() })
+	if u.cutFn == nil {
+		u.cutFn = func() { u.conn.Close() }
+	}
+	cut := context.AfterFunc(ctx, u.cutFn)
 	u.lr.n, u.lr.ended = 0, false
 	var w *bodyWrite
 	if req.Body == nil || req.Body == http.NoBody {
@@ -405,7 +435,7 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	} else {
 		w = u.startBody(req)
 	}
-	res, err := u.readResponse(req, trace, w)
+	res, err := u.readResponse(req, info, w)
 	if err != nil {
 		cut()
 		if w != nil {
@@ -560,8 +590,8 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 // readResponse reads the final response head, passing informational
-// ones to the trace (ReverseProxy forwards them to the client).
-func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace, w *bodyWrite) (*http.Response, error) {
+// ones to info (which forwards them to the client).
+func (u *upstream) readResponse(req *http.Request, info informer, w *bodyWrite) (*http.Response, error) {
 	u.lr.limit, u.lr.base = u.t.maxHeader, u.lr.n
 	proceed := w != nil && w.proceed != nil
 	if w == nil && u.t.response > 0 {
@@ -598,8 +628,8 @@ func (u *upstream) readResponse(req *http.Request, trace *httptrace.ClientTrace,
 		if n >= max1xx {
 			return nil, errTooMany1xx
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
+		if info != nil {
+			if err := info.informational(code, textproto.MIMEHeader(res.Header)); err != nil {
 				return nil, err
 			}
 			u.lr.base = u.lr.n

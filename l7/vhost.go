@@ -84,6 +84,13 @@ type exchange struct {
 	cs  *connState // nil when the request came without one
 	rec *reqRecord
 	s   *site // once checkHost found it
+	// xff is the client's X-Forwarded-For, for the access log: relay
+	// rewrites the client's headers.
+	xff []string
+
+	// What rw and rec point to, allocated with the exchange.
+	rwv  respWriter
+	recv reqRecord
 }
 
 // refuse answers the request with a short text error and returns c; with
@@ -116,7 +123,9 @@ var requestChecks = []func(*vhost, *exchange) cause{
 // site's reverse proxy, then the access log.
 func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	x := &exchange{w: w, rw: newRespWriter(w), r: r, cs: connStateFrom(r.Context()), rec: &reqRecord{}}
+	x := &exchange{w: w, r: r, cs: connStateFrom(r.Context()), xff: r.Header["X-Forwarded-For"]}
+	x.rw, x.rec = &x.rwv, &x.recv
+	x.rwv.init(w)
 	defer func() {
 		if v := recover(); v != nil {
 			x.rec.setCause(causeAborted)
@@ -142,8 +151,9 @@ func (vh *vhost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.forward()
 }
 
-// forward sends the request through the site's reverse proxy, its body
-// held to the site's limit and stall timeout.
+// forward sends the request to the site's members (relay; through the
+// site's reverse proxy when it asks for an Upgrade), its body held to the
+// site's limit and stall timeout.
 func (x *exchange) forward() {
 	s, rw, rec := x.s, x.rw, x.rec
 	rw.stall, rw.hide = s.limits.stall, s.hideMember
@@ -155,11 +165,15 @@ func (x *exchange) forward() {
 		}
 		body = &reqBody{ReadCloser: rc, ctl: rw.ctl, stall: s.limits.stall, rec: rec}
 	}
-	r2 := x.r.WithContext(withRecord(x.r.Context(), rec))
-	if body != nil {
-		r2.Body = body
+	if x.r.Header.Get("Upgrade") == "" {
+		x.relay(body)
+	} else {
+		r2 := x.r.WithContext(withRecord(x.r.Context(), rec))
+		if body != nil {
+			r2.Body = body
+		}
+		s.proxy.ServeHTTP(rw, r2)
 	}
-	s.proxy.ServeHTTP(rw, r2)
 	if body != nil {
 		body.abandon()
 	}
@@ -320,12 +334,12 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 		siteName = s.name
 	}
 	vh.obs.observe(p.metrics, vh.name, siteName, status, dur.Seconds())
-	p.metrics.bytes.WithLabelValues(vh.name, "in").Add(float64(rec.bodyRead()))
-	p.metrics.bytes.WithLabelValues(vh.name, "out").Add(float64(rw.bytes))
+	vh.obs.bytes(p.metrics, vh.name, rec.bodyRead(), rw.bytes)
 	if member != "" && s != nil {
-		p.metrics.memberRequests.WithLabelValues(s.poolName, member, codeClass(status)).Inc()
+		mo := vh.obs.member(p.metrics, s.poolName, member)
+		mo.request(p.metrics, s.poolName, member, status)
 		if !upStart.IsZero() && !headersAt.IsZero() {
-			p.metrics.memberDuration.WithLabelValues(s.poolName, member).Observe(headersAt.Sub(upStart).Seconds())
+			mo.duration.Observe(headersAt.Sub(upStart).Seconds())
 		}
 	}
 
@@ -352,7 +366,7 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 		slog.String("path", truncate(r.URL.Path, 1024)),
 		slog.String("query", truncate(r.URL.RawQuery, 1024)),
 		slog.String("user_agent", truncate(r.UserAgent(), 512)),
-		slog.String("xff", truncate(strings.Join(r.Header.Values("X-Forwarded-For"), ", "), 512)),
+		slog.String("xff", truncate(strings.Join(x.xff, ", "), 512)),
 		slog.Int("status", status),
 		slog.Int64("bytes_in", rec.bodyRead()),
 		slog.Int64("bytes_out", rw.bytes),
@@ -381,7 +395,11 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	if cs != nil {
 		attrs = append(attrs, slog.Uint64("conn", cs.id))
 	}
-	p.access.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	// A record without a caller's PC: the access log has no source, and
+	// finding the PC costs a stack walk per request.
+	line := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+	line.AddAttrs(attrs...)
+	p.access.Handler().Handle(r.Context(), line)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
