@@ -62,6 +62,9 @@ func (x *exchange) relay(body *reqBody) {
 		req.Body = body
 	}
 	req.Close = false
+	// The client's trailers are not forwarded: they arrive after the
+	// header filtering, and a member may merge them with the headers.
+	req.Trailer = nil
 	if in.Header == nil {
 		in.Header = http.Header{}
 	}
