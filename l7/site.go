@@ -308,7 +308,13 @@ func (s *site) wrapBody(res *http.Response, rec *reqRecord, active *memberState)
 		}
 		return
 	}
-	res.Body = &bodyReader{ReadCloser: res.Body, conn: rec.upConn(), rec: rec, active: active}
+	conn := rec.upConn()
+	if res.Body == http.NoBody {
+		// The connection is already back in the idle list (HEAD, 204,
+		// 304): a stall deadline set on it now would cut its next request.
+		conn = nil
+	}
+	res.Body = &bodyReader{ReadCloser: res.Body, conn: conn, rec: rec, active: active}
 }
 
 func asUpstreamError(err error) *upstreamError {
