@@ -603,7 +603,8 @@ func (e *env) edgeproxyVersion() string {
 	}
 	v := e.edgeproxyShown() + " built " + st.ModTime().UTC().Format(time.RFC3339)
 	if out, err := commandOutput(e.edgeproxy, "version"); err == nil && strings.HasPrefix(out, "edgeproxy ") {
-		v += ", `" + strings.TrimSpace(out) + "`"
+		first, _, _ := strings.Cut(out, "\n") // the version; the rest is build details
+		v += ", `" + strings.TrimSpace(first) + "`"
 	}
 	if out, err := commandOutput("git", "-C", e.root, "describe", "--always", "--dirty"); err == nil {
 		v += ", source tree " + strings.TrimSpace(out)

@@ -152,7 +152,7 @@ func (r *results) markdown(chartErr error) string {
 			vs = append(vs, v)
 		}
 	}
-	w("- edgeproxy: %s.\n", e.edgeproxyVersion())
+	w("- edgeproxy: %s.\n", r.build)
 	w("- Peers and tools: %s.\n", strings.Join(vs, "; "))
 	if med, hi, ok := r.otherActivity(); ok {
 		w("- Other activity on the machine during the measurements (all CPU time minus this workload's): median %.2f cores, at most %.2f, out of %d.", med, hi, m.CPUs)

@@ -79,6 +79,7 @@ type results struct {
 	order      []string                        // trials in the order they ran
 	xdp        *xdpResult
 	machine    machineInfo
+	build      string // the measured build, as it was when the run started
 	started    time.Time
 	finished   time.Time
 	interrupt  error
@@ -121,7 +122,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		env: e, values: map[string]map[string][]float64{},
 		failures: map[string]map[string][]string{}, notes: map[string]map[string][]string{},
 		skipped: map[string]map[string]string{}, configs: map[string]string{}, cmds: map[string][]string{},
-		machine: readMachine(), started: time.Now(),
+		machine: readMachine(), build: e.edgeproxyVersion(), started: time.Now(),
 	}
 	only, err := parseList(o.Only, allPhases, "phase")
 	if err != nil {
