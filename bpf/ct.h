@@ -246,10 +246,12 @@ static __always_inline void ct_delete(struct flow_val *f, const struct flow_key 
 }
 
 /* Opens a flow for the client packet p to the virtual svc: picks the
- * member, allocates SNAT and inserts both halves into half_open (see
- * flood.h for their promotion). Returns -1 when the client half is in
- * place, else a drop reason. A global function: checked
- * once by the verifier, with a stack frame of its own. */
+ * member, allocates SNAT, which inserts the server half into half_open
+ * (see flood.h for the promotion), and leaves the client half in the
+ * scratch space (sc->val) for half_open_first, which forwards p and
+ * inserts it. Returns -1 when the client half is ready, else a drop
+ * reason. A global function: checked once by the verifier, with a stack
+ * frame of its own. */
 __noinline int ct_open(const struct pkt_meta *p, const struct syn_info *syn,
 		       const struct svc_val *svc, const struct config *cfg, __u64 now)
 {
@@ -258,7 +260,6 @@ __noinline int ct_open(const struct pkt_meta *p, const struct syn_info *syn,
 	struct flow_val *v;
 	struct addr *m;
 	__u32 h;
-	long err;
 	int r;
 
 	if (!p || !syn || !svc || !cfg)
@@ -295,15 +296,6 @@ __noinline int ct_open(const struct pkt_meta *p, const struct syn_info *syn,
 
 	flow_set_keys(v, &p->key, skey);
 	v->dir = DIR_CLIENT;
-	err = bpf_map_update_elem(&half_open, &p->key, v, BPF_NOEXIST);
-	if (err) {
-		bpf_map_delete_elem(&half_open, skey);
-		if (err != -EEXIST)
-			return REASON_DROP_TABLE_FULL;
-		/* Another CPU opened this flow at the same moment: use it. */
-		return -1;
-	}
-	count(svc->vid, REASON_EVENT_HALF_OPEN, 0);
 	return -1;
 }
 

@@ -201,10 +201,10 @@ static __always_inline __u32 tcp_ack(struct xdp_md *ctx, const struct pkt_meta *
 }
 
 /* A packet of a half-open flow (flood.h), or FLOW_MISS when m's key has
- * none. Forwarded as any flow's (counted as fwd_new when it just opened
- * the flow); the packet that completes the flow promotes it first and
- * goes out through the flow tables. A global function, verified once. */
-__noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32 opened)
+ * none. Forwarded as any flow's; the packet that completes the flow
+ * promotes it first and goes out through the flow tables. A global
+ * function, verified once. */
+__noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m)
 {
 	struct config *cfg = settings_get();
 	struct ethhdr *eth;
@@ -230,9 +230,7 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 	if (!guard_flow_ok(ctx, eth, cfg, f))
 		return guard_flow_refuse(ctx, cfg, f, m->bytes);
 	reason = f->dir == DIR_SERVER ? REASON_FWD_SERVER : REASON_FWD_CLIENT;
-	if (opened)
-		reason = REASON_FWD_NEW;
-	else if (m->ttl > 1 && half_open_may_promote(m, f->dir)) {
+	if (m->ttl > 1 && half_open_may_promote(m, f->dir)) {
 		r = half_open_promote(m, tcp_ack(ctx, m));
 		if (r == -1) {
 			f = flow_lookup(&m->key);
@@ -247,7 +245,7 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 			return XDP_DROP;
 		}
 	}
-	if (!opened && !half_open_paired(m, f)) {
+	if (!half_open_paired(m, f)) {
 		/* Its other half is gone: a client's new SYN (or datagram)
 		 * opens the flow afresh, anything else is lost. */
 		if (f->dir == DIR_CLIENT &&
@@ -260,6 +258,36 @@ __noinline int half_open_hit(struct xdp_md *ctx, const struct pkt_meta *m, __u32
 		return XDP_DROP;
 	}
 	return flow_forward(ctx, m, f, reason);
+}
+
+/* The packet that opens a flow, whose client half ct_open left in the
+ * scratch space: forwarded from there (counted as fwd_new), then the
+ * half, with what forwarding recorded in it (the SYN's tracking, the next
+ * hop), goes into half_open. This saves looking up the entry just
+ * inserted; the packet leaves only after the program returns, so nothing
+ * answers it before the half is in place. Another CPU opening the same
+ * flow at the same moment wins: this packet is dropped (counted as
+ * drop_half_open_lost), and the client's retransmission finds that
+ * flow. A global function, verified once. */
+__noinline int half_open_first(struct xdp_md *ctx, const struct pkt_meta *m)
+{
+	struct scratch *sc = scratch_get();
+	struct flow_val *f;
+	long err;
+	int r;
+
+	if (!m || !sc)
+		return XDP_PASS;
+	f = &sc->val;
+	r = flow_forward(ctx, m, f, REASON_FWD_NEW);
+	err = bpf_map_update_elem(&half_open, &m->key, f, BPF_NOEXIST);
+	if (err) {
+		bpf_map_delete_elem(&half_open, &f->peer);
+		count(f->vid, err == -EEXIST ? REASON_DROP_HALF_OPEN_LOST : REASON_DROP_TABLE_FULL, m->bytes);
+		return XDP_DROP;
+	}
+	count(f->vid, REASON_EVENT_HALF_OPEN, 0);
+	return r;
 }
 
 /* A packet of an open flow. Inlined into the program: as a global
@@ -320,7 +348,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		__u16 port = bpf_ntohs(m->key.dport);
 
 		if (port >= cfg->snat_port_min && port <= cfg->snat_port_max) {
-			r = half_open_hit(ctx, m, 0);
+			r = half_open_hit(ctx, m);
 			if (r != FLOW_MISS)
 				return r;
 			/* A member's segment to a SNAT port that no flow owns
@@ -345,7 +373,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, REASON_DROP_FRAGMENT, bytes);
 		return XDP_DROP;
 	}
-	r = half_open_hit(ctx, m, 0);
+	r = half_open_hit(ctx, m);
 	if (r != FLOW_MISS)
 		return r;
 	r = second_chance(ctx, m, 0);
@@ -377,12 +405,7 @@ __noinline int fastl4_miss(struct xdp_md *ctx, const struct pkt_meta *m)
 		count(svc->vid, r, bytes);
 		return XDP_DROP;
 	}
-	r = half_open_hit(ctx, m, 1);
-	if (r == FLOW_MISS) {
-		count(svc->vid, REASON_DROP_HALF_OPEN_LOST, bytes);
-		return XDP_DROP;
-	}
-	return r;
+	return half_open_first(ctx, m);
 }
 
 SEC("xdp")
