@@ -150,14 +150,7 @@ func BenchmarkProgramEstablished(b *testing.B) {
 				b.ResetTimer()
 				d := c.run(b, b.N)
 				b.StopTimer()
-				ns := float64(d.Nanoseconds())
-				if n == 1 {
-					one = ns
-				}
-				b.ReportMetric(ns, "ns/packet")
-				if one > 0 {
-					b.ReportMetric(ns/one, "ratio") // to one flow, as BenchmarkLookupFloor's
-				}
+				reportPacket(b, d, n, &one)
 				b.ReportMetric(0, "ns/op")
 				check(b, b.N)
 			})
@@ -445,4 +438,18 @@ func BenchmarkProgramPassSingle(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
 	b.ReportMetric(0, "ns/op")
+}
+
+// reportPacket reports a working set's time per packet of n entries and,
+// once the one-entry figure of the same run is known (one), the ratio to
+// it (BenchmarkProgramEstablished, BenchmarkLookupFloor).
+func reportPacket(b *testing.B, d time.Duration, n int, one *float64) {
+	ns := float64(d.Nanoseconds())
+	if n == 1 {
+		*one = ns
+	}
+	b.ReportMetric(ns, "ns/packet")
+	if *one > 0 {
+		b.ReportMetric(ns / *one, "ratio")
+	}
 }

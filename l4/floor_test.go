@@ -58,14 +58,7 @@ func BenchmarkLookupFloor(b *testing.B) {
 				b.ResetTimer()
 				d := f.run(b, b.N)
 				b.StopTimer()
-				ns := float64(d.Nanoseconds())
-				if n == 1 {
-					one = ns
-				}
-				b.ReportMetric(ns, "ns/packet")
-				if one > 0 {
-					b.ReportMetric(ns/one, "ratio")
-				}
+				reportPacket(b, d, n, &one)
 				b.ReportMetric(0, "ns/op")
 			})
 		}
