@@ -12,15 +12,25 @@
 #include "parse.h"
 #include "guard.h"
 
-/* Re-inserts the other half of f when it is missing. p is a packet of
- * f's direction, so p->key is f's own key. */
+/* Re-inserts the other half of f when it is missing, for a half marked
+ * SEEN_REPAIR (where a pair may have been left short), and clears the
+ * mark once the other half is there. Unmarked halves are never looked
+ * up here: the established path pays one lookup per packet, and a half
+ * deleted behind the program's back (bpftool) is repaired by the
+ * reaper's exact walk (reap.h). p is a packet of f's direction, so
+ * p->key is f's own key. */
 static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
 {
 	struct scratch *sc;
 	struct flow_val *v;
+	long err;
 
-	if (f->half_open || flow_lookup(&f->peer))
+	if (f->half_open)
 		return;
+	if (flow_lookup(&f->peer)) {
+		f->seen &= ~SEEN_REPAIR;
+		return;
+	}
 	sc = scratch_get();
 	if (!sc)
 		return;
@@ -35,8 +45,12 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
-	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
+	err = flow_update(&f->peer, v, BPF_NOEXIST);
+	if (err == 0)
 		count(f->vid, REASON_EVENT_REPAIRED, 0);
+	/* A full table keeps the mark: the next packet tries again. */
+	if (err == 0 || err == -EEXIST)
+		f->seen &= ~SEEN_REPAIR;
 }
 
 /* The other half of f, from the table f is in (half_open or the flow
@@ -111,10 +125,10 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 	__u32 seq, ack, win;
 	__u8 fl, bits;
 
-	if ((__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS) {
+	if ((__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS)
 		f->last_ns = now;
+	if (f->seen & SEEN_REPAIR)
 		ct_repair(f, p->m, now);
-	}
 	if (p->m->key.proto != IPPROTO_TCP) {
 		if (!(f->seen & SEEN_ANY))
 			f->seen |= SEEN_ANY;

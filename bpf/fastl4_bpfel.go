@@ -118,6 +118,7 @@ const (
 	FastL4FlowSeenSEEN_FIN    FastL4FlowSeen = 8
 	FastL4FlowSeenSEEN_RST    FastL4FlowSeen = 16
 	FastL4FlowSeenSEEN_ANY    FastL4FlowSeen = 32
+	FastL4FlowSeenSEEN_REPAIR FastL4FlowSeen = 64
 )
 
 type FastL4FlowVal struct {

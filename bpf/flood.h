@@ -114,12 +114,18 @@ __noinline int half_open_promote(const struct pkt_meta *m, __u32 ack)
 		o = flow_lookup(&mine->peer);
 		if (!o || !flow_key_eq(&o->peer, &m->key))
 			return REASON_DROP_HALF_OPEN_LOST;
+		/* The other CPU takes its half back if its insert of this
+		 * one fails: this one, should it get in, checks its other
+		 * half on its next packet (ct_repair). */
+		mine->seen |= SEEN_REPAIR;
 	} else if (err) {
 		return REASON_DROP_TABLE_FULL;
 	}
 	err = flow_update(&m->key, mine, BPF_NOEXIST);
 	if (err && err != -EEXIST) {
-		flow_delete(&mine->peer);
+		/* Only the half this call inserted is taken back. */
+		if (!(mine->seen & SEEN_REPAIR))
+			flow_delete(&mine->peer);
 		return REASON_DROP_TABLE_FULL;
 	}
 	bpf_map_delete_elem(&half_open, &mine->peer);

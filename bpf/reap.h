@@ -23,9 +23,11 @@
  * pairs and the half-open table: the walk's cost is one visit per entry. A pair missing
  * a half is repaired (or reaped) once its present half has been idle that
  * long, or by an exact walk, which looks every other half up (every
- * reapExactEvery-th walk, l4/reap.go, and the control plane's explicit
- * passes); until then the program repairs it on its next packet
- * (ct_repair).
+ * reapExactEvery-th walk, l4/reap.go, the first walk after a start, and
+ * the control plane's explicit passes). The program repairs on a packet
+ * only the halves marked SEEN_REPAIR where it may have left a pair short
+ * itself (ct_repair); an exact walk is the net for the rest (a half
+ * deleted with bpftool, or by an older build's upgrade copy).
  *
  * A run writes at most budget reports; when a pair needing one finds the
  * budget spent, the run stops before deleting it and the control plane
@@ -269,7 +271,10 @@ static __always_inline void reap_count_member(const struct addr *a, __u8 family)
 }
 
 /* The missing half of the live pair whose present half is h (own key
- * self): l4/gc.go's repair, as ct_repair does on a packet. */
+ * self): l4/gc.go's repair, as ct_repair does on a packet of a marked
+ * half. h keeps its SEEN_REPAIR mark, if any: only its own direction's
+ * CPU writes its seen, and its next packet finds the other half and
+ * clears it. */
 static __always_inline void reap_repair(const struct flow_key *self, const struct flow_val *h,
 					struct reap_run *ctl)
 {

@@ -30,6 +30,9 @@ const (
 	seenSYNACK = uint8(bpf.FastL4FlowSeenSEEN_SYNACK)
 	seenACK    = uint8(bpf.FastL4FlowSeenSEEN_ACK)
 	seenAny    = uint8(bpf.FastL4FlowSeenSEEN_ANY)
+	// seenRepair is not a packet's: the program's mark on a half whose
+	// other half may be missing (bpf/common.h), local to this node.
+	seenRepair = uint8(bpf.FastL4FlowSeenSEEN_REPAIR)
 
 	closeFinClient = uint32(bpf.FastL4FlowCloseCLOSE_FIN_CLIENT)
 	closeFinServer = uint32(bpf.FastL4FlowCloseCLOSE_FIN_SERVER)

@@ -216,7 +216,7 @@ func encodeFlow(c, s *half, now uint64) []byte {
 		b = binary.BigEndian.AppendUint32(b, v.SeqNext)
 		b = binary.BigEndian.AppendUint16(b, v.Win)
 		b = binary.BigEndian.AppendUint16(b, v.SynWin)
-		b = append(b, v.Seen, v.Wscale)
+		b = append(b, v.Seen&^seenRepair, v.Wscale)
 	}
 	return b
 }
@@ -259,7 +259,7 @@ func decodeFlow(b []byte, now uint64, vidOf func(ck bpf.FastL4FlowKey) (uint8, b
 		v.SeqNext = binary.BigEndian.Uint32(b[20:])
 		v.Win = binary.BigEndian.Uint16(b[24:])
 		v.SynWin = binary.BigEndian.Uint16(b[26:])
-		v.Seen, v.Wscale = b[28], b[29]
+		v.Seen, v.Wscale = b[28]&^seenRepair, b[29]
 		b = b[mirrorHalfLen:]
 	}
 	setKeys(&c.val, ck, sk)
@@ -371,7 +371,7 @@ func openHalves(ev *bpf.FastL4FlowEvent) (c, s half) {
 		v.Dir, v.CreatedNs, v.LastNs, v.Closing, v.Mss = uint8(i), ev.CreatedNs, ev.TsNs, ev.Closing, ev.Mss
 		v.Bytes, v.Packets = ev.Bytes[i], uint32(ev.Packets[i])
 		v.Ack, v.SeqNext, v.Win, v.SynWin = ev.Ack[i], ev.SeqNext[i], ev.Win[i], ev.SynWin[i]
-		v.Seen, v.Wscale = ev.Seen[i], ev.Wscale[i]
+		v.Seen, v.Wscale = ev.Seen[i]&^seenRepair, ev.Wscale[i]
 	}
 	// The event comes as the client's ACK completes the handshake,
 	// before its tracking records that ACK.
