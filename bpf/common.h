@@ -189,9 +189,9 @@ enum flow_seen {
 	SEEN_RST = 1 << 4,
 	SEEN_ANY = 1 << 5, /* any packet (UDP, loose_init) */
 	/* Not a packet: the other half may be missing, look it up on this
-	 * direction's next packet (ct_repair). Set only in a value before it
-	 * is inserted, where a pair may be left short (half_open_promote),
-	 * and cleared by ct_repair, so this direction's CPU stays the only
+	 * direction's packets (ct_repair). Set only in a value before it is
+	 * inserted, where a pair may be left short (half_open_promote), and
+	 * cleared by ct_repair, so this direction's CPU stays the only
 	 * writer of a live entry's seen. Older builds ignore it. */
 	SEEN_REPAIR = 1 << 6,
 };

@@ -12,23 +12,26 @@
 #include "parse.h"
 #include "guard.h"
 
-/* Re-inserts the other half of f when it is missing, for a half marked
- * SEEN_REPAIR (where a pair may have been left short), and clears the
- * mark once the other half is there. Unmarked halves are never looked
+/* Re-inserts the other half of f when it is missing. Runs on every
+ * packet of a half marked SEEN_REPAIR (where the program may have left a
+ * pair short), and clears the mark when a packet due for its
+ * once-per-TS_GRANULARITY_NS work (due) finds the other half: the mark
+ * is set with last_ns at now, so it outlives the moment a racing CPU
+ * could still take the other half back. Unmarked halves are never looked
  * up here: the established path pays one lookup per packet, and a half
  * deleted behind the program's back (bpftool) is repaired by the
  * reaper's exact walk (reap.h). p is a packet of f's direction, so
  * p->key is f's own key. */
-static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now)
+static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta *p, __u64 now, int due)
 {
 	struct scratch *sc;
 	struct flow_val *v;
-	long err;
 
 	if (f->half_open)
 		return;
 	if (flow_lookup(&f->peer)) {
-		f->seen &= ~SEEN_REPAIR;
+		if (due)
+			f->seen &= ~SEEN_REPAIR;
 		return;
 	}
 	sc = scratch_get();
@@ -45,12 +48,8 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 	v->dir = f->dir == DIR_CLIENT ? DIR_SERVER : DIR_CLIENT;
 	/* Only an established connection gets this far without its pair. */
 	v->seen = SEEN_ANY | SEEN_ACK;
-	err = flow_update(&f->peer, v, BPF_NOEXIST);
-	if (err == 0)
+	if (flow_update(&f->peer, v, BPF_NOEXIST) == 0)
 		count(f->vid, REASON_EVENT_REPAIRED, 0);
-	/* A full table keeps the mark: the next packet tries again. */
-	if (err == 0 || err == -EEXIST)
-		f->seen &= ~SEEN_REPAIR;
 }
 
 /* The other half of f, from the table f is in (half_open or the flow
@@ -124,11 +123,13 @@ static __always_inline void ct_track(struct xdp_md *ctx, struct flow_val *f, con
 	struct tcphdr *th;
 	__u32 seq, ack, win;
 	__u8 fl, bits;
+	int due;
 
-	if ((__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS)
+	due = (__s64)(now - f->last_ns) >= (__s64)TS_GRANULARITY_NS;
+	if (due)
 		f->last_ns = now;
 	if (f->seen & SEEN_REPAIR)
-		ct_repair(f, p->m, now);
+		ct_repair(f, p->m, now, due);
 	if (p->m->key.proto != IPPROTO_TCP) {
 		if (!(f->seen & SEEN_ANY))
 			f->seen |= SEEN_ANY;

@@ -116,8 +116,10 @@ __noinline int half_open_promote(const struct pkt_meta *m, __u32 ack)
 			return REASON_DROP_HALF_OPEN_LOST;
 		/* The other CPU takes its half back if its insert of this
 		 * one fails: this one, should it get in, checks its other
-		 * half on its next packet (ct_repair). */
+		 * half on each packet until one a granularity later finds
+		 * it (ct_repair). */
 		mine->seen |= SEEN_REPAIR;
+		mine->last_ns = coarse_now();
 	} else if (err) {
 		return REASON_DROP_TABLE_FULL;
 	}

@@ -729,6 +729,9 @@ func TestPrivilegedProgramTableFull(t *testing.T) {
 	}
 }
 
+// A half deleted behind the program's back (bpftool, say) is not looked
+// for by the established path: its packets cost one table lookup, not
+// two. The reaper's exact walk puts it back.
 func TestPrivilegedProgramRepair(t *testing.T) {
 	e := progEnv(t, nil)
 	e.resolve()
@@ -737,7 +740,6 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 	vip := ap(vip4, 443)
 	member, snat := establish(t, e, client, vip)
 
-	// The program re-inserts a missing server half from the client side.
 	sk := flowKey(member, snat, protoTCP)
 	if err := e.fp.flows.Delete(sk); err != nil {
 		t.Fatal(err)
@@ -745,8 +747,26 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 	time.Sleep(150 * time.Millisecond) // past the last-seen granularity
 	repaired := e.delta("web", bpf.FastL4ReasonREASON_EVENT_REPAIRED)
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
-	if repaired() != 1 {
-		t.Error("missing server half not repaired by the program")
+	if _, ok := e.lookupFlow(member, snat, protoTCP); ok || repaired() != 0 {
+		t.Fatal("the established path looked up and re-inserted an unmarked half's other half")
+	}
+	// A walk skips the other half of a half seen within its idle
+	// timeout; the exact one (the first after a start, every 8th, and
+	// collect) looks it up and repairs it.
+	walk := func(exact bool) {
+		e.do(func() {
+			if err := e.fp.reapRun(monoNow(), true, true, true, exact); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	walk(false)
+	if _, ok := e.lookupFlow(member, snat, protoTCP); ok {
+		t.Fatal("an inexact walk repaired a live half's pair")
+	}
+	walk(true)
+	if _, ok := e.lookupFlow(member, snat, protoTCP); !ok {
+		t.Fatal("missing server half not repaired by the exact walk")
 	}
 	r := expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient)
 	if r.dst != client {
@@ -767,6 +787,67 @@ func TestPrivilegedProgramRepair(t *testing.T) {
 		t.Fatal("missing client half not repaired by the GC")
 	}
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+}
+
+// Two CPUs promote one pair (the client's ACK and its next segment):
+// the first inserts the server half, the second finds it and inserts the
+// client half, then the first, its own insert of the client half refused
+// by a full table, takes the server half back. The test plays the first
+// CPU. The client half is marked, so its next packet, at once, puts the
+// server half back; while the table stays full it keeps trying. The mark
+// goes once a packet a granularity (100 ms) later finds the pair whole.
+func TestPrivilegedProgramRepairRacedPromotion(t *testing.T) {
+	e := progEnv(t, func(o *Options) { o.MaxFlows = 2 })
+	e.resolve()
+	toMember, toClient := e.hops()
+	vip := ap(vip4, 443)
+	establish(t, e, ap(client4, 48100), vip) // 2 of the 4 entries
+	client := ap(client4, 48101)
+	p := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+	member, snat := p.dst, p.src
+	expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes(), toClient)
+	sk := flowKey(member, snat, protoTCP)
+	var sv bpf.FastL4FlowVal
+	if err := e.fp.flows.half.Lookup(&sk, &sv); err != nil {
+		t.Fatalf("server half not half-open: %v", err)
+	}
+	sv.HalfOpen = 0
+	if err := e.fp.flows.Update(sk, &sv, ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	if err := e.fp.flows.Delete(sk); err != nil {
+		t.Fatal(err)
+	}
+	// The table full again: the repair fails, the packet goes through.
+	fill := flowKey(ap(client4, 48102), vip, protoTCP)
+	fv := bpf.FastL4FlowVal{CreatedNs: monoNow(), LastNs: monoNow(), Vid: sv.Vid, Dir: dirClient, Seen: seenAny | seenACK}
+	setKeys(&fv, fill, fill)
+	if err := e.fp.flows.Update(fill, &fv, ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	repaired := e.delta("web", bpf.FastL4ReasonREASON_EVENT_REPAIRED)
+	data := frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes()
+	expectRedirect(t, e, data, toMember)
+	if c, _ := e.lookupFlow(client, vip, protoTCP); c.Seen&seenRepair == 0 || repaired() != 0 {
+		t.Fatalf("with the table full: client half seen %#x, %d repaired; want it still marked", c.Seen, repaired())
+	}
+	if err := e.fp.flows.Delete(fill); err != nil {
+		t.Fatal(err)
+	}
+	expectRedirect(t, e, data, toMember)
+	if repaired() != 1 {
+		t.Fatalf("missing server half not repaired by the client's next packet (%d)", repaired())
+	}
+	r := expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 102}.bytes(), toClient)
+	if r.dst != client {
+		t.Errorf("reply after repair goes to %s", r.dst)
+	}
+	time.Sleep(150 * time.Millisecond)
+	expectRedirect(t, e, data, toMember)
+	if c, _ := e.lookupFlow(client, vip, protoTCP); c.Seen&seenRepair != 0 || repaired() != 1 {
+		t.Errorf("client half seen %#x, %d repaired, after a granularity with its pair whole: want the mark gone", c.Seen, repaired())
+	}
 }
 
 func TestPrivilegedProgramNoNeighbour(t *testing.T) {
