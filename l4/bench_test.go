@@ -215,8 +215,10 @@ type cycle struct {
 	start int                 // the flow the next call starts at
 }
 
-// benchCycle fills the flow table with n client halves of family fam
-// forming a cycle in a random order, inserted in another.
+// benchCycle fills the flow table with n pairs of family fam: client
+// halves forming a cycle in a random order, inserted in another, each
+// with its other half (which the cycle never sends to), as in a real
+// table.
 func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 	member := ap(e.lab.Members4[0], 4443)
 	if fam == "ipv6" {
@@ -225,17 +227,17 @@ func (e *env) benchCycle(b *testing.B, fam string, n int) *cycle {
 	keys, order := benchKeys(fam, n, member)
 	now := monoNow()
 	vid := uint8(e.fp.virtuals["web"].id)
-	vals := make([]bpf.FastL4FlowVal, n)
 	c := &cycle{e: e, keys: keys}
-	for j := range keys {
-		vals[j] = bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
-		setKeys(&vals[j], keys[j], c.peer(j))
-	}
-	for at := 0; at < n; at += 4096 {
-		for _, j := range order[at:min(at+4096, n)] {
-			if err := e.fp.flows.Update(keys[j], &vals[j], ebpf.UpdateNoExist); err != nil {
-				b.Fatalf("fill the flow table (%d flows): %v", at, err)
-			}
+	for at, j := range order {
+		v := bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: vid, Dir: dirClient, Seen: seenAny | seenACK}
+		setKeys(&v, keys[j], c.peer(j))
+		if err := e.fp.flows.Update(keys[j], &v, ebpf.UpdateNoExist); err != nil {
+			b.Fatalf("fill the flow table (%d flows): %v", at, err)
+		}
+		v.Dir = dirServer
+		setKeys(&v, c.peer(j), keys[j])
+		if err := e.fp.flows.Update(c.peer(j), &v, ebpf.UpdateNoExist); err != nil {
+			b.Fatalf("fill the flow table (%d flows): %v", at, err)
 		}
 	}
 	return c
@@ -297,10 +299,8 @@ func chainRun(n, size int, start *int, run func(at, k int) time.Duration) time.D
 	return total / time.Duration(max(n, 1))
 }
 
-// clear deletes the cycle's flows, and the other halves the program
-// re-inserted (ct_repair: a flow's first packet in TS_GRANULARITY_NS
-// finds its peer missing), so that they do not fill the next working
-// set's table.
+// clear deletes the cycle's flows, both halves, so that they do not
+// fill the next working set's table.
 func (c *cycle) clear(b *testing.B) {
 	peers := make([]bpf.FastL4FlowKey, len(c.keys))
 	for j, k := range c.keys {
