@@ -98,7 +98,7 @@ func (f *FastPath) stillIdle(ck, sk bpf.FastL4FlowKey, last uint64) bool {
 }
 
 // repair re-inserts the missing half of a live pair (the program does it
-// too, on the next packet of the present half's direction).
+// too, on the next packet of a half it marked, bpf/ct.h ct_repair).
 func (f *FastPath) repairByScan(p *pair) {
 	h := p.any()
 	v := bpf.FastL4FlowVal{
