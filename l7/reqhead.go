@@ -31,11 +31,11 @@ func writeRequestHead(bw *bufio.Writer, req *http.Request) error {
 }
 
 // plainHost returns the Host line's value and the request target of a
-// request this file writes
-// as Request.Write would: no body, no trailers, no Connection: close, no
-// upgrade or 100-continue, a Host that needs no rewriting (ASCII, valid,
-// no IPv6 zone), an origin-form target without control bytes, a
-// User-Agent set by the caller, no hook of a client trace.
+// request this file writes as Request.Write would: no body, no
+// trailers, no Connection: close, no upgrade or 100-continue, a Host
+// that needs no rewriting (ASCII, valid, no IPv6 zone), an origin-form
+// target without control bytes, a User-Agent set by the caller, no hook
+// of a client trace.
 func plainHost(req *http.Request) (host, target string, ok bool) {
 	if (req.Body != nil && req.Body != http.NoBody) || req.ContentLength != 0 || req.Close ||
 		req.Trailer != nil || len(req.TransferEncoding) > 0 || req.Method == "" || req.Method == "CONNECT" ||

@@ -274,3 +274,19 @@ func randomHeadRequest(rnd *rand.Rand) *http.Request {
 	}
 	return r
 }
+
+// FuzzRequestHead: for any method, target, Host and fields, the head
+// written is Request.Write's.
+func FuzzRequestHead(f *testing.F) {
+	f.Add("GET", "/a%2Fb", "x=1", "owa.example.com", "Cookie", "a=1", "Mozilla/5.0")
+	f.Add("POST", "*", "", "[2001:db8::1]:443", "Bad Name", " v\r\n", "")
+	f.Fuzz(func(t *testing.T, method, path, query, host, key, value, ua string) {
+		r := outReq(method, "/", host, http.Header{key: {value, ""}, "User-Agent": {ua}})
+		r.URL.Path, r.URL.RawQuery = path, query
+		got, gotErr := headBytes(r, writeRequestHead)
+		want, wantErr := headBytes(r, func(bw *bufio.Writer, r *http.Request) error { return r.Write(bw) })
+		if (gotErr != nil) != (wantErr != nil) || got != want {
+			t.Fatalf("head %q (error %v), Request.Write's %q (error %v)", got, gotErr, want, wantErr)
+		}
+	})
+}
