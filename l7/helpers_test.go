@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/logs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -258,7 +259,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.members, e.tlsPort, e.plainPort = startMembers(t, o.members, e.internal, o.users)
 	e.proxy = New(Options{
 		Logger:    slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		AccessLog: slog.New(slog.NewJSONHandler(e.access, nil)),
+		AccessLog: slog.New(logs.NewJSONLines(e.access)),
 		Registry:  e.reg,
 		OnConn:    o.onConn,
 	})

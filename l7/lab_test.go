@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/fakefe"
+	"github.com/edgeproxy/edgeproxy/internal/logs"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -56,7 +57,7 @@ func TestPrivilegedL7Lab(t *testing.T) {
 	c1, k1, _ := public.issue(t, "webext.example.com", skypeHosts)
 	access := &syncBuffer{}
 	p := New(Options{
-		AccessLog:    slog.New(slog.NewJSONHandler(access, nil)),
+		AccessLog:    slog.New(logs.NewJSONLines(access)),
 		Registry:     prometheus.NewRegistry(),
 		ListenConfig: lab.Proxy.Listen,
 		Dial:         lab.Proxy.DialContext,

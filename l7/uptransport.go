@@ -470,7 +470,7 @@ func (u *upstream) exchange(req *http.Request, rec *reqRecord, info informer) (*
 func (u *upstream) writeHead(req *http.Request) error {
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(u.conn)
-	err := req.Write(bw)
+	err := writeRequestHead(bw, req)
 	if err == nil {
 		err = bw.Flush()
 	}

@@ -346,60 +346,58 @@ func (p *Proxy) logRequest(vh *vhost, x *exchange, start time.Time) {
 	if !p.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 24)
-	attrs = append(attrs,
-		slog.String("virtual", vh.name),
-		slog.String("client", remoteAddr(r).String()),
-	)
-	if vip, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		attrs = append(attrs, slog.String("vip", vip.String()))
-	}
-	if cs != nil && cs.tls {
-		attrs = append(attrs, slog.String("sni", cs.sni), slog.String("alpn", cs.alpn),
-			slog.String("tls_version", tls.VersionName(cs.tlsVersion)),
-			slog.String("tls_cipher", cipherName(cs.cipher)))
-	}
-	attrs = append(attrs,
-		slog.String("proto", r.Proto),
-		slog.String("host", r.Host),
-		slog.String("method", r.Method),
-		slog.String("path", truncate(r.URL.Path, 1024)),
-		slog.String("query", truncate(r.URL.RawQuery, 1024)),
-		slog.String("user_agent", truncate(r.UserAgent(), 512)),
-		slog.String("xff", truncate(strings.Join(x.xff, ", "), 512)),
-		slog.Int("status", status),
-		slog.Int64("bytes_in", rec.bodyRead()),
-		slog.Int64("bytes_out", rw.bytes),
-		slog.Float64("duration_ms", ms(dur)),
-	)
-	if siteName != "" {
-		attrs = append(attrs, slog.String("site", siteName))
-	}
-	if member != "" {
-		attrs = append(attrs, slog.String("upstream", member), slog.Bool("pinned", pinned))
-		if attempts > 1 {
-			attrs = append(attrs, slog.Int("attempts", attempts))
-		}
-		if !upStart.IsZero() {
-			if !reused {
-				attrs = append(attrs, slog.Float64("upstream_connect_ms", ms(connect)))
-			}
-			if !headersAt.IsZero() {
-				attrs = append(attrs, slog.Float64("upstream_header_ms", ms(headersAt.Sub(upStart))))
+	writeAccessLine(r.Context(), p.access, time.Now(), func(f accessFields) {
+		f.str("virtual", vh.name)
+		f.addr("client", remoteAddr(r))
+		if vip, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ap, ok := tcpAddrPort(vip); ok {
+				f.addr("vip", ap)
+			} else {
+				f.str("vip", vip.String())
 			}
 		}
-	}
-	if why != causeNone {
-		attrs = append(attrs, slog.String("termination", string(why)))
-	}
-	if cs != nil {
-		attrs = append(attrs, slog.Uint64("conn", cs.id))
-	}
-	// A record without a caller's PC: the access log has no source, and
-	// finding the PC costs a stack walk per request.
-	line := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
-	line.AddAttrs(attrs...)
-	p.access.Handler().Handle(r.Context(), line)
+		if cs != nil && cs.tls {
+			f.str("sni", cs.sni)
+			f.str("alpn", cs.alpn)
+			f.str("tls_version", tls.VersionName(cs.tlsVersion))
+			f.str("tls_cipher", cipherName(cs.cipher))
+		}
+		f.str("proto", r.Proto)
+		f.str("host", r.Host)
+		f.str("method", r.Method)
+		f.str("path", truncate(r.URL.Path, 1024))
+		f.str("query", truncate(r.URL.RawQuery, 1024))
+		f.str("user_agent", truncate(r.UserAgent(), 512))
+		f.str("xff", truncate(strings.Join(x.xff, ", "), 512))
+		f.int("status", int64(status))
+		f.int("bytes_in", rec.bodyRead())
+		f.int("bytes_out", rw.bytes)
+		f.float("duration_ms", ms(dur))
+		if siteName != "" {
+			f.str("site", siteName)
+		}
+		if member != "" {
+			f.str("upstream", member)
+			f.bool("pinned", pinned)
+			if attempts > 1 {
+				f.int("attempts", int64(attempts))
+			}
+			if !upStart.IsZero() {
+				if !reused {
+					f.float("upstream_connect_ms", ms(connect))
+				}
+				if !headersAt.IsZero() {
+					f.float("upstream_header_ms", ms(headersAt.Sub(upStart)))
+				}
+			}
+		}
+		if why != causeNone {
+			f.str("termination", string(why))
+		}
+		if cs != nil {
+			f.uint("conn", cs.id)
+		}
+	})
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

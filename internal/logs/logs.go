@@ -133,7 +133,7 @@ func (l *Logs) setDest(s *sink, dest, key string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		h := slog.Handler(slog.NewJSONHandler(f, nil))
+		h := slog.Handler(NewJSONLines(f))
 		s.cur.Store(&h)
 		s.closeFile()
 		s.file, s.path = f, dest
@@ -191,6 +191,18 @@ func (h *switchHandler) handler() slog.Handler {
 	return out
 }
 
+// JSONLineWriter is the writer of the handler cur points at now, when
+// it is a JSONLines and no attributes or groups were added; else nil.
+func (h *switchHandler) JSONLineWriter() io.Writer {
+	if len(h.wrap) > 0 {
+		return nil
+	}
+	if jl, ok := (*h.cur.Load()).(*JSONLines); ok {
+		return jl.JSONLineWriter()
+	}
+	return nil
+}
+
 func (h *switchHandler) Enabled(ctx context.Context, lv slog.Level) bool {
 	return (*h.cur.Load()).Enabled(ctx, lv)
 }
@@ -211,3 +223,22 @@ func (h *switchHandler) with(f func(slog.Handler) slog.Handler) slog.Handler {
 	wrap := append(append([]func(slog.Handler) slog.Handler(nil), h.wrap...), f)
 	return &switchHandler{cur: h.cur, wrap: wrap}
 }
+
+// JSONLines is slog's JSON handler on a writer that takes each line in
+// one Write (a File). A caller may write a line it encoded itself as
+// that handler encodes a record (time, level, msg, then the attributes,
+// no groups), in one Write: the access log's path without slog.Record.
+type JSONLines struct {
+	slog.Handler
+	w io.Writer
+}
+
+// NewJSONLines returns slog's JSON handler (no options) on w, which
+// must take concurrent Writes (lines are written outside the handler's
+// lock).
+func NewJSONLines(w io.Writer) *JSONLines {
+	return &JSONLines{Handler: slog.NewJSONHandler(w, nil), w: w}
+}
+
+// JSONLineWriter is where the lines go.
+func (j *JSONLines) JSONLineWriter() io.Writer { return j.w }

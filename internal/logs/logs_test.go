@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,5 +172,45 @@ func TestFastL4LogFileReopened(t *testing.T) {
 	if !strings.Contains(stderr.String(), `virtual=before`) || !strings.Contains(string(old), `"msg":"open","virtual":"sfb-web-l4"`) ||
 		!strings.Contains(string(cur), `"msg":"close"`) || strings.Contains(string(cur), `"open"`) || len(acc) != 0 {
 		t.Fatalf("stderr:\n%s\nrotated:\n%s\ncurrent:\n%s\naccess:\n%s", stderr.String(), old, cur, acc)
+	}
+}
+
+// TestAccessJSONLineWriter: only an access log going to a file takes
+// lines its caller encoded (as JSON, which the file's handler writes);
+// stderr (text), off, and a logger with attributes added do not, and a
+// reload that moves the log changes the answer.
+func TestAccessJSONLineWriter(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	l, err := New(&bytes.Buffer{}, "", "", config.Log{Access: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	lw := func(h slog.Handler) io.Writer {
+		x, ok := h.(interface{ JSONLineWriter() io.Writer })
+		if !ok {
+			t.Fatalf("%T does not tell its line writer", h)
+		}
+		return x.JSONLineWriter()
+	}
+	w := lw(l.Access.Handler())
+	if w == nil {
+		t.Fatal("an access log file takes no encoded lines")
+	}
+	w.Write([]byte("{\"msg\":\"direct\"}\n"))
+	if b, _ := os.ReadFile(path); string(b) != "{\"msg\":\"direct\"}\n" {
+		t.Fatalf("file holds %q", b)
+	}
+	if lw(l.Access.With("a", 1).Handler()) != nil {
+		t.Error("a logger with added attributes takes encoded lines (they would lose the attributes)")
+	}
+	for _, dest := range []string{"stderr", "off", ""} {
+		if err := l.Apply(config.Log{Access: dest}); err != nil {
+			t.Fatal(err)
+		}
+		if lw(l.Access.Handler()) != nil {
+			t.Errorf("access log %q takes encoded JSON lines", dest)
+		}
 	}
 }
