@@ -33,6 +33,10 @@ func init() {
 	}
 }
 
+// benchMaxFlows is max_flows for the program's benchmarks, and the size
+// BenchmarkNewFlowFloor's tables are made for.
+const benchMaxFlows = 1 << 16
+
 func benchEnv(b *testing.B) *env {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -43,7 +47,7 @@ func benchEnv(b *testing.B) *env {
 			fastl4("web6", "[2001:db8:1::10]:443", "fe6", 4443),
 			fastl4("weblog", "198.18.0.10:9443", "fe4", 4443, logged),
 			fastl4("weblog6", "[2001:db8:1::10]:9443", "fe6", 4443, logged))
-	}, func(o *Options) { o.MaxFlows = 1 << 16; o.Logger = slog.New(slog.DiscardHandler) })
+	}, func(o *Options) { o.MaxFlows = benchMaxFlows; o.Logger = slog.New(slog.DiscardHandler) })
 	e.resolve()
 	return e
 }
