@@ -153,8 +153,9 @@ static __always_inline int flow_forward(struct xdp_md *ctx, const struct pkt_met
 			return XDP_DROP;
 		}
 		/* flow_nexthop set last_ns to now; when ct_track is due to run
-		 * its once-per-granularity work (last-seen, repair of a missing
-		 * other half), give it back its turn: it sets last_ns to now. */
+		 * its once-per-granularity work (last-seen; for a half marked
+		 * SEEN_REPAIR, clearing the mark once its pair is whole), give it
+		 * back its turn: it sets last_ns to now. */
 		if ((__s64)(now - last) >= (__s64)TS_GRANULARITY_NS)
 			f->last_ns = last;
 		dev = &tx_devs[f->tx_slot & (MAX_TX_PORTS - 1)];
