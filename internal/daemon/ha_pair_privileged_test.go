@@ -460,6 +460,8 @@ func TestPrivilegedHAStandbyKeepsNewestFlows(t *testing.T) {
 		}
 		defer e.c.Close()
 		pings = append(pings, e.ping())
+		// The command the CLI sends, straight on the socket: starting the
+		// CLI in the namespace takes long enough for the reader's poll.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		var res daemon.HAStandbyResult
 		_, err = control.Call(ctx, filepath.Join(r.nodes[lo].dir, "control.sock"), daemon.CmdHAStandby, struct{}{}, &res)
