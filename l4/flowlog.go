@@ -219,18 +219,25 @@ func (f *FastPath) readEvents(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { rd.Close() })
 	defer stop()
 	defer rd.Close()
+	f.evFlush.attach(rd)
+	var pending []chan error // FlushEvents waiters, released at an empty ring
 	var rec ringbuf.Record
 	for {
+		pending = append(pending, f.evFlush.take()...)
 		// The program wakes the reader only once the ring fills up
 		// (bpf/events.h): poll it meanwhile.
 		rd.SetDeadline(time.Now().Add(eventPoll))
 		if err := rd.ReadInto(&rec); err != nil {
 			switch {
-			case errors.Is(err, os.ErrDeadlineExceeded):
+			case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+				release(pending, nil)
+				pending = nil
 				continue
 			case errors.Is(err, ringbuf.ErrClosed):
+				f.evFlush.detach(pending, ErrClosed)
 				return nil
 			}
+			f.evFlush.detach(pending, err)
 			return fmt.Errorf("read flow events ring: %w", err)
 		}
 		var ev bpf.FastL4FlowEvent

@@ -223,6 +223,7 @@ type FastPath struct {
 	limiter *logLimiter
 	flowLog flowLog
 	mirror  mirrorState
+	evFlush eventFlush
 	// scrapeErrs reports the maps the collector failed to read.
 	scrapeErrs *metric.ScrapeErrors
 }

@@ -94,7 +94,7 @@ func (d *Daemon) handle(ctx context.Context, cmd string, args json.RawMessage) (
 		if d.pair == nil {
 			return nil, errors.New("hand over the active role: this host is no pair node: its file has no ha section")
 		}
-		return d.pair.handOver(ctx)
+		return d.pair.handOver(ctx, d.flushMirror)
 	}
 	return nil, fmt.Errorf("unknown command %q: this daemon knows %s, %s, %s, %s and %s", cmd, CmdReload, CmdMember, CmdKillFlows, CmdDrain, CmdHAStandby)
 }

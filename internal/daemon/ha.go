@@ -168,6 +168,18 @@ func (p *pairNode) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// flushMirror sends the peer the flows opened since the mirror last
+// did, before a planned switchover; a failure leaves those flows to the
+// fallbacks of an unplanned one, and is logged.
+func (d *Daemon) flushMirror(ctx context.Context) {
+	if d.mirror == nil {
+		return
+	}
+	if err := d.mirror.flush(ctx); err != nil {
+		d.log.Warn("flow mirroring: the peer may lack the newest flows when it takes over", "err", err)
+	}
+}
+
 // CmdHAStandby hands the active role over to the peer (HAStandbyResult).
 const CmdHAStandby = "ha-standby"
 
@@ -178,12 +190,14 @@ type HAStandbyResult struct {
 	Released time.Duration `json:"released"`
 }
 
-// handOver is a planned switchover: the hold file makes keepalived give
-// up the active role at once (FAULT, the peer takes over); it stays
-// written while the peer takes the role and advertises, then is cleared
-// so that this node is a standby ready for the next failover. A node the
-// peer did not relieve (down, not ready) takes the role back and says so.
-func (p *pairNode) handOver(ctx context.Context) (*HAStandbyResult, error) {
+// handOver is a planned switchover: first (flush) the peer learns the
+// flows opened since the mirror last sent, then the hold file makes
+// keepalived give up the active role at once (FAULT, the peer takes
+// over); it stays written while the peer takes the role and advertises,
+// then is cleared so that this node is a standby ready for the next
+// failover. A node the peer did not relieve (down, not ready) takes the
+// role back and says so.
+func (p *pairNode) handOver(ctx context.Context, flush func(context.Context)) (*HAStandbyResult, error) {
 	if !p.handing.TryLock() {
 		return nil, errors.New("hand over the active role: a hand-over is under way already")
 	}
@@ -191,6 +205,7 @@ func (p *pairNode) handOver(ctx context.Context) (*HAStandbyResult, error) {
 	if st := p.state(); st.Role != string(ha.RoleActive) {
 		return nil, fmt.Errorf("hand over the active role: this node is %s, not active: nothing to hand over", st.Role)
 	}
+	flush(ctx)
 	start := time.Now()
 	if err := ha.SetHold(p.hold, true); err != nil {
 		return nil, fmt.Errorf("hand over the active role: %w", err)

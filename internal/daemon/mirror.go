@@ -348,3 +348,42 @@ func (m *flowMirror) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.descFlows, prometheus.GaugeValue, float64(m.wired.MirroredFlows()))
 	}
 }
+
+// flushLimit bounds how long a planned switchover waits for the mirror
+// to send the flows opened since the fast path last read its events.
+const flushLimit = time.Second
+
+// flush hands the flows opened since the fast path's last read of its
+// events to the link and waits until the link has sent everything
+// queued for the peer, for at most flushLimit: a planned switchover
+// calls it before giving up the role, so that the peer holds every
+// connection opened before it was asked (the reader otherwise reads the
+// events only every 0.2 s).
+func (m *flowMirror) flush(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, flushLimit)
+	defer cancel()
+	m.mu.Lock()
+	fp := m.wired
+	m.mu.Unlock()
+	if fp == nil {
+		return nil
+	}
+	if err := fp.FlushEvents(ctx); err != nil {
+		return fmt.Errorf("send new flows to the peer: %w", err)
+	}
+	for {
+		queued := 0
+		for _, p := range m.link.Stats().Peers {
+			if p.Addr == m.peer {
+				queued = p.Queued
+			}
+		}
+		if queued == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("send new flows to the peer: %d bytes still queued for %s after %s", queued, m.peer, flushLimit)
+		}
+		sleepCtx(ctx, 5*time.Millisecond)
+	}
+}
