@@ -1,0 +1,174 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hostileLogged is a request whose logged fields a client chooses: the
+// raw request target and User-Agent, and the path and query they are
+// logged as (before truncation).
+type hostileLogged struct {
+	name, target, ua string
+	path, query      string
+}
+
+func hostileLoggedRequests() []hostileLogged {
+	longPath := strings.Repeat("%E2%80%A8", 400) // 1200 bytes decoded: cut inside a rune
+	longUA := strings.Repeat("€", 200)           // 600 bytes: cut inside a rune
+	return []hostileLogged{
+		{"quote backslash", `/a%22b%5Cc/"x"`, `ua "quoted" \back\slash`, `/a"b\c/"x"`, ""},
+		{"line breaks", "/l%0Ainjected%0D%0A{%22time%22:%22x%22}", "ua", "/l\ninjected\r\n{\"time\":\"x\"}", ""},
+		{"control bytes", "/c%00%01%1F%7F%09", "a\tb", "/c\x00\x01\x1f\x7f\t", ""},
+		{"line separators", "/s%E2%80%A8%E2%80%A9", "ua \xe2\x80\xa8\xe2\x80\xa9", "/s\u2028\u2029", ""},
+		{"invalid UTF-8", "/u%FF%FE%C3", "ua \xff\xfe\xc3", "/u\xff\xfe\xc3", ""},
+		{"raw high bytes", "/r\xff\xc3\xbc?q=\xff\"\\", "ü€😀", "/r\xff\xc3\xbc", "q=\xff\"\\"},
+		{"query escapes", "/q?x=%0A%22&y=\"</script>", "<script>&amp;", "/q", "x=%0A%22&y=\"</script>"},
+		{"long", "/" + longPath, longUA, "/" + strings.Repeat("\u2028", 400), ""},
+		{"surrogate", "/%ED%A0%80", "\xed\xa0\x80", "/\xed\xa0\x80", ""},
+	}
+}
+
+// TestAccessLogHostileLinesMatchSlog: requests with hostile paths,
+// queries and User-Agents, over TLS, each get one access log line, which
+// decodes with encoding/json to the values the request carried and is
+// byte for byte the line slog's JSON handler writes for the same record:
+// nothing a client sends splits a line or adds a field.
+func TestAccessLogHostileLinesMatchSlog(t *testing.T) {
+	m := startRawMember(t, false)
+	e := rawEnv(t, m, func(s *Site) { s.Skype, s.WindowsAuth, s.StrictPaths = false, false, false })
+	cases := hostileLoggedRequests()
+	for i, c := range cases {
+		req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: webext.example.com\r\nUser-Agent: %s\r\nX-Case: %d\r\n\r\n", c.target, c.ua, i)
+		if _, _, err := e.dialTLS("webext.example.com").send(req); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+	}
+	lines := accessLines(t, e, len(cases))
+	for i, c := range cases {
+		fields, line := findLine(t, lines, "user_agent", truncate(c.ua, 512))
+		if fields == nil {
+			t.Errorf("%s: no line with its User-Agent", c.name)
+			continue
+		}
+		want := map[string]string{"path": truncate(c.path, 1024), "query": truncate(c.query, 1024), "user_agent": truncate(c.ua, 512)}
+		for k, v := range want {
+			if fields[k] != string([]rune(v)) {
+				t.Errorf("%s: %s logged as %q, want %q", c.name, k, fields[k], v)
+			}
+		}
+		if slogLine := slogAccessLine(t, line, want); slogLine != line {
+			t.Errorf("case %d %s: line differs from slog's:\ngot  %s\nwant %s", i, c.name, line, slogLine)
+		}
+	}
+}
+
+// accessLines waits for n access log lines and returns them; each must
+// end with a newline and decode as one JSON object.
+func accessLines(t *testing.T, e *env, n int) []string {
+	t.Helper()
+	var all string
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if all = e.access.String(); strings.Count(all, "\n") >= n {
+			break
+		}
+	}
+	if !strings.HasSuffix(all, "\n") {
+		t.Fatalf("access log does not end with a newline: %q", all)
+	}
+	lines := strings.Split(strings.TrimSuffix(all, "\n"), "\n")
+	if len(lines) != n {
+		t.Errorf("%d access log lines for %d requests", len(lines), n)
+	}
+	for _, l := range lines {
+		d := json.NewDecoder(strings.NewReader(l))
+		var v map[string]any
+		if err := d.Decode(&v); err != nil || d.More() {
+			t.Fatalf("access log line is not one JSON object (%v): %s", err, l)
+		}
+	}
+	return lines
+}
+
+// findLine returns the decoded string fields and the text of the first
+// line whose field key decodes to v (invalid UTF-8 bytes as U+FFFD).
+func findLine(t *testing.T, lines []string, key, v string) (map[string]string, string) {
+	for _, l := range lines {
+		var all map[string]any
+		json.Unmarshal([]byte(l), &all)
+		if all[key] != string([]rune(v)) {
+			continue
+		}
+		out := map[string]string{}
+		for k, x := range all {
+			if s, ok := x.(string); ok {
+				out[k] = s
+			}
+		}
+		return out, l
+	}
+	return nil, ""
+}
+
+// slogAccessLine is the line slog's JSON handler writes for the record
+// line holds: its time, then its fields in order, with the strings of
+// orig (raw values, invalid UTF-8 kept) in place of their decoded form.
+func slogAccessLine(t *testing.T, line string, orig map[string]string) string {
+	t.Helper()
+	d := json.NewDecoder(strings.NewReader(line))
+	d.UseNumber()
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("line does not open an object: %s", line)
+	}
+	var when time.Time
+	var attrs []slog.Attr
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("read key: %v: %s", err, line)
+		}
+		key := tok.(string)
+		val, err := d.Token()
+		if err != nil {
+			t.Fatalf("read %s: %v: %s", key, err, line)
+		}
+		switch v := val.(type) {
+		case string:
+			switch key {
+			case "time":
+				if when, err = time.Parse(time.RFC3339Nano, v); err != nil {
+					t.Fatalf("time %q: %v", v, err)
+				}
+			case "level", "msg":
+			default:
+				if o, ok := orig[key]; ok {
+					v = o
+				}
+				attrs = append(attrs, slog.String(key, v))
+			}
+		case bool:
+			attrs = append(attrs, slog.Bool(key, v))
+		case json.Number:
+			if strings.ContainsAny(string(v), ".eE") {
+				f, _ := v.Float64()
+				attrs = append(attrs, slog.Float64(key, f))
+			} else {
+				n, _ := v.Int64()
+				attrs = append(attrs, slog.Int64(key, n))
+			}
+		default:
+			t.Fatalf("field %s of unexpected type %T: %s", key, val, line)
+		}
+	}
+	var b bytes.Buffer
+	r := slog.NewRecord(when, slog.LevelInfo, "request", 0)
+	r.AddAttrs(attrs...)
+	slog.NewJSONHandler(&b, nil).Handle(context.Background(), r)
+	return strings.TrimSuffix(b.String(), "\n")
+}
