@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -171,4 +172,101 @@ func slogAccessLine(t *testing.T, line string, orig map[string]string) string {
 	r.AddAttrs(attrs...)
 	slog.NewJSONHandler(&b, nil).Handle(context.Background(), r)
 	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// TestPooledBuffersNoCrossTalk: concurrent clients on keep-alive
+// connections send requests whose path, query, User-Agent and fields
+// all carry the request's own mark, with heads of many sizes (some past
+// the field bound of the plain head writer, some past the write
+// buffer). Every head a member gets and every access log line carries
+// one request's mark only: no pooled buffer leaks one request's bytes
+// into another's head or line.
+func TestPooledBuffersNoCrossTalk(t *testing.T) {
+	m := startRawMember(t, false)
+	e := rawEnv(t, m, func(s *Site) { s.Skype, s.WindowsAuth, s.StrictPaths = false, false, false })
+	const clients, each = 6, 30
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for g := range clients {
+		rc := e.dialTLS("webext.example.com")
+		wg.Go(func() {
+			for i := range each {
+				mark := fmt.Sprintf("%d-%d", g, i)
+				res, body, err := rc.send(markedRequest(mark, (g*7+i*5)%(maxPlainHeaders+10), (g*977+i*1231)%40000))
+				if err != nil || res.StatusCode != 200 || body != "GET /m/"+mark+"?q="+mark+" HTTP/1.1" {
+					errs <- fmt.Errorf("request %s: %v %q", mark, err, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	_, lines := m.received()
+	m.mu.Lock()
+	heads := append([]string(nil), m.heads...)
+	m.mu.Unlock()
+	if len(heads) != clients*each || len(lines) != clients*each {
+		t.Errorf("the member got %d requests, want %d", len(heads), clients*each)
+	}
+	for _, h := range heads {
+		checkMarkedHead(t, h)
+	}
+	for _, l := range accessLines(t, e, clients*each) {
+		var v struct {
+			Path, Query string
+			UserAgent   string `json:"user_agent"`
+		}
+		json.Unmarshal([]byte(l), &v)
+		mark := strings.TrimPrefix(v.Path, "/m/")
+		if v.Query != "q="+mark || v.UserAgent != "ua-"+mark {
+			t.Errorf("access log line mixes requests: %s", l)
+		}
+	}
+}
+
+// checkMarkedHead checks that every line of a head a member got from
+// markedRequest carries the mark of its request line, and that it has
+// all its fields.
+func checkMarkedHead(t *testing.T, head string) {
+	t.Helper()
+	lines := strings.Split(head, "\r\n")
+	var g, i int
+	if _, err := fmt.Sscanf(lines[0], "GET /m/%d-%d?", &g, &i); err != nil {
+		t.Errorf("request line %q: %v", lines[0], err)
+		return
+	}
+	mark := fmt.Sprintf("%d-%d", g, i)
+	fields := 0
+	for _, l := range lines[1:] {
+		name, v, _ := strings.Cut(l, ": ")
+		numbered := len(name) == 5 && strings.HasPrefix(name, "X-F")
+		switch {
+		case name == "User-Agent" && v != "ua-"+mark,
+			name == "X-Pad" && !strings.HasSuffix(v, "p"+mark) && v != mark,
+			numbered && v != mark:
+			t.Errorf("request %s: field %.100q", mark, l)
+		case numbered:
+			fields++
+		}
+	}
+	if want := (g*7 + i*5) % (maxPlainHeaders + 10); fields != want {
+		t.Errorf("request %s: %d fields X-F, want %d", mark, fields, want)
+	}
+}
+
+// markedRequest is a GET whose target, User-Agent and fields carry mark,
+// with fields more fields and a pad of padLen bytes.
+func markedRequest(mark string, fields, padLen int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET /m/%s?q=%s HTTP/1.1\r\nHost: webext.example.com\r\nUser-Agent: ua-%s\r\nX-Pad: %s%s\r\n",
+		mark, mark, mark, strings.Repeat("p", padLen), mark)
+	for f := range fields {
+		fmt.Fprintf(&b, "X-F%02d: %s\r\n", f, mark)
+	}
+	b.WriteString("\r\n")
+	return b.String()
 }
