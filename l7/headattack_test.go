@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // hostileHead is a client request of bytes a net/http server may accept
@@ -263,4 +266,92 @@ func requestWriteForm(head string) (string, int64, bool, error) {
 	}
 	s := b.String()
 	return s[:strings.Index(s, "\r\n\r\n")+4], max(in.ContentLength, 0), chunked, nil
+}
+
+// sendH2 sends one request of the fields given as they are (pseudo
+// fields included, so that :method and :path go out byte for byte) on
+// stream id and returns the response status, or the RST_STREAM/GOAWAY
+// error code that ended the stream.
+func (h *h2Client) sendH2(id uint32, fields ...string) (string, http2.ErrCode) {
+	h.t.Helper()
+	h.buf.Reset()
+	for i := 0; i < len(fields); i += 2 {
+		h.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.buf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		h.t.Fatalf("write headers: %v", err)
+	}
+	for range 100 {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			h.t.Fatalf("stream %d: read frame: %v", id, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				h.fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			fs, err := h.dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				h.t.Fatalf("decode response headers: %v", err)
+			}
+			for _, hf := range fs {
+				if hf.Name == ":status" && f.StreamID == id {
+					return hf.Value, 0
+				}
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return "", f.ErrCode
+			}
+		case *http2.GoAwayFrame:
+			return "", f.ErrCode
+		}
+	}
+	h.t.Fatalf("stream %d: no response", id)
+	return "", 0
+}
+
+// HTTP/2 lets a :method and a :path carry bytes an HTTP/1.1 request line
+// cannot (net/http's server checks neither for a token or a space). A
+// method with a space ("GET /cscp/x" with :path /q) or a query with one
+// ("/q?a HTTP/1.0 b") would reach the member as a request line of more
+// than three parts, which a member splitting at the first spaces reads
+// as another target than the one the deny rules saw, or another version.
+// The proxy refuses them with 400, on sites with and without strict
+// paths, and the member gets none of them; the access log still gets a
+// line for each, as JSON.
+func TestH2RequestLineNotForgedToMember(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			m := startRawMember(t, false)
+			e := rawEnv(t, m, func(s *Site) {
+				s.Skype, s.WindowsAuth, s.StrictPaths = false, false, strict
+			})
+			h := e.dialH2(t, "webext.example.com")
+			id := uint32(1)
+			send := func(method, path string) string {
+				st, code := h.sendH2(id, ":method", method, ":scheme", "https", ":authority", "webext.example.com", ":path", path, "user-agent", "h2")
+				id += 2
+				if code != 0 {
+					return code.String()
+				}
+				return st
+			}
+			for _, c := range [][2]string{{"GET /cscp/x", "/q"}, {"GET\t/cscp/x", "/q"}, {`GET"x`, "/q"}, {"G\xffT", "/q"},
+				{"GET", "/q?a HTTP/1.0 b"}, {"GET", "/q?a\x0bb"}, {"", "/q"}} {
+				if st := send(c[0], c[1]); st != "400" && st != "PROTOCOL_ERROR" {
+					t.Errorf(":method %q :path %q: %s, want 400", c[0], c[1], st)
+				}
+			}
+			if st := send("get", "/ok?a=b"); st != "200" {
+				t.Errorf("a valid request: %s", st)
+			}
+			if _, lines := m.received(); len(lines) != 1 || lines[0] != "get /ok?a=b HTTP/1.1" {
+				t.Errorf("the member got %q, want only the valid request", lines)
+			}
+			accessLines(t, e, 6) // net/http refuses the empty method and the control byte itself
+		})
+	}
 }
