@@ -270,3 +270,48 @@ func markedRequest(mark string, fields, padLen int) string {
 	b.WriteString("\r\n")
 	return b.String()
 }
+
+// TestAccessLogHostileH2LinesMatchSlog: HTTP/2 lets a client put in the
+// logged method and Host bytes HTTP/1.1 cannot carry (quotes, backslash,
+// spaces, non-ASCII, U+2028); each request still gets one line, the
+// bytes slog's JSON handler writes.
+func TestAccessLogHostileH2LinesMatchSlog(t *testing.T) {
+	m := startRawMember(t, false)
+	e := rawEnv(t, m, func(s *Site) { s.Skype, s.WindowsAuth, s.StrictPaths = false, false, false })
+	h := e.dialH2(t, "webext.example.com")
+	cases := []struct{ method, host, path, ua string }{
+		{`GET"x\`, "webext.example.com", "/m", "h2-1"},
+		{"G\xffT\u2028", "webext.example.com", "/m", "h2-2"},
+		{"GET", "webext.example.com\",\"status\":1,\"x\":\"", "/h", "h2-3"},
+		{"GET", "webext.example.com\xff\xe2\x80\xa9 \\", "/h", "h2-4"},
+		{"GET", "webext.example.com", "/p%0a%22?q=\"\\\xff", "h2-5\" \\ \xe2\x80\xa8"},
+	}
+	for i, c := range cases {
+		st, code := h.sendH2(uint32(2*i+1), ":method", c.method, ":scheme", "https", ":authority", c.host, ":path", c.path, "user-agent", c.ua)
+		if code != 0 {
+			t.Fatalf("%q: stream ended with %v", c.ua, code)
+		}
+		t.Logf("%q %q %q: %s", c.method, c.host, c.path, st)
+	}
+	lines := accessLines(t, e, len(cases))
+	for _, c := range cases {
+		fields, line := findLine(t, lines, "user_agent", c.ua)
+		if fields == nil {
+			t.Errorf("%q: no line with its User-Agent", c.ua)
+			continue
+		}
+		path, query, _ := strings.Cut(c.path, "?")
+		if path == "/p%0a%22" {
+			path = "/p\n\""
+		}
+		orig := map[string]string{"method": c.method, "host": c.host, "path": path, "query": query, "user_agent": c.ua}
+		for k, v := range orig {
+			if fields[k] != string([]rune(v)) {
+				t.Errorf("%q: %s logged as %q, want %q", c.ua, k, fields[k], v)
+			}
+		}
+		if want := slogAccessLine(t, line, orig); want != line {
+			t.Errorf("%q: line differs from slog's:\ngot  %s\nwant %s", c.ua, line, want)
+		}
+	}
+}
