@@ -1,11 +1,14 @@
 package l7
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -312,6 +315,38 @@ func TestAccessLogHostileH2LinesMatchSlog(t *testing.T) {
 		}
 		if want := slogAccessLine(t, line, orig); want != line {
 			t.Errorf("%q: line differs from slog's:\ngot  %s\nwant %s", c.ua, line, want)
+		}
+	}
+}
+
+// TestAccessLogHostileSNILine: the SNI a client sends (any bytes the TLS
+// stack takes: quotes, backslash, non-ASCII, a line break) is logged as
+// slog's JSON handler writes it, on one line.
+func TestAccessLogHostileSNILine(t *testing.T) {
+	m := startRawMember(t, false)
+	e := rawEnv(t, m, nil)
+	snis := []string{`a"b\c`, "x\xff\xe2\x80\xa8", "webext.example.com\n{\"sni\":\"x\"}"}
+	for i, sni := range snis {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.httpsAddr,
+			&tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatalf("%q: %v", sni, err)
+		}
+		rc := &rawTLS{t: t, c: c, r: bufio.NewReader(c)}
+		if _, _, err := rc.send(fmt.Sprintf("GET / HTTP/1.1\r\nHost: webext.example.com\r\nUser-Agent: sni-%d\r\n\r\n", i)); err != nil {
+			t.Fatalf("%q: %v", sni, err)
+		}
+		c.Close()
+	}
+	lines := accessLines(t, e, len(snis))
+	for i, sni := range snis {
+		fields, line := findLine(t, lines, "user_agent", fmt.Sprintf("sni-%d", i))
+		if fields == nil || fields["sni"] != string([]rune(sni)) {
+			t.Errorf("%q: logged as %q", sni, fields["sni"])
+			continue
+		}
+		if want := slogAccessLine(t, line, map[string]string{"sni": sni}); want != line {
+			t.Errorf("%q: line differs from slog's:\ngot  %s\nwant %s", sni, line, want)
 		}
 	}
 }
