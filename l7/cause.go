@@ -12,7 +12,7 @@ const (
 	causeH2ConnAuth   cause = "http2_windows_auth" // NTLM/Negotiate over HTTP/2 (stream reset)
 	causeMethod       cause = "method"             // a refused method or one the site does not forward (405), not a token (400)
 	causeAsterisk     cause = "asterisk"           // OPTIONS * answered by the proxy, or another method with * (400)
-	causeUnknownHost  cause = "unknown_host"       // no site for the Host (404)
+	causeUnknownHost  cause = "unknown_host"       // no site for the Host (404), or a Host that is no valid field (400)
 	causeMisdirected  cause = "misdirected"        // Host of another site than the connection's SNI (421)
 	causeHeaderLimit  cause = "header_limit"       // request head over the site's limit (431)
 	causeBadPath      cause = "bad_path"           // target not in canonical form, control characters or a space (400)

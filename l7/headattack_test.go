@@ -355,3 +355,40 @@ func TestH2RequestLineNotForgedToMember(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP/2 :authority that is no valid Host field (a port with a space,
+// a quote, a tab or a non-ASCII byte; net/http's HTTP/1.1 server refuses
+// such a Host itself) still names a site, since only the name before the
+// colon routes; forwarded, Request.Write would send the member an empty
+// Host and the raw value in X-Forwarded-Host. The proxy refuses them
+// with 400; a valid :authority reaches the member as its Host.
+func TestH2InvalidAuthorityRefused(t *testing.T) {
+	m := startRawMember(t, false)
+	e := rawEnv(t, m, func(s *Site) { s.Skype, s.WindowsAuth, s.StrictPaths = false, false, false })
+	h := e.dialH2(t, "webext.example.com")
+	id := uint32(1)
+	send := func(authority string) string {
+		st, code := h.sendH2(id, ":method", "GET", ":scheme", "https", ":authority", authority, ":path", "/a", "user-agent", "h2")
+		id += 2
+		if code != 0 {
+			return code.String()
+		}
+		return st
+	}
+	for _, a := range []string{"webext.example.com:443 x", `webext.example.com:a"b`, "webext.example.com:\xff", "webext.example.com:443\t", "webext.example.com\xc3\xbc"} {
+		if st := send(a); st != "400" && st != "404" {
+			t.Errorf(":authority %q: %s, want 400", a, st)
+		}
+	}
+	for _, a := range []string{"webext.example.com:443", "Webext.Example.Com."} {
+		if st := send(a); st != "200" {
+			t.Errorf(":authority %q: %s, want 200", a, st)
+		}
+		if head := m.lastHead(); !strings.Contains(head, "\r\nHost: "+a+"\r\n") {
+			t.Errorf(":authority %q reached the member as\n%s", a, head)
+		}
+	}
+	if _, lines := m.received(); len(lines) != 2 {
+		t.Errorf("the member got %d requests, want the 2 valid ones", len(lines))
+	}
+}
