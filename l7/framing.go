@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // refusedMethods are never forwarded, whatever their case: TRACE and
@@ -43,11 +45,20 @@ func siteUpgrades(cs *Site) []string {
 }
 
 // checkRequestLine answers what must not be forwarded whatever the
-// site: the refused methods (405), and the asterisk form, which only
-// OPTIONS may use and which the proxy answers itself, as net/http would,
-// so that every request on a connection reaches the handler and pairs
-// with the framing guard's count of request heads.
+// site: a method that is not a token or a target with a space (400;
+// HTTP/2's :method and :path can carry them, and the member would read
+// a request line of more than three parts), the refused methods (405),
+// and the asterisk form, which only OPTIONS may use and which the proxy
+// answers itself, as net/http would, so that every request on a
+// connection reaches the handler and pairs with the framing guard's
+// count of request heads.
 func (vh *vhost) checkRequestLine(x *exchange) cause {
+	if !httpguts.ValidHeaderFieldName(x.r.Method) {
+		return x.refuse(http.StatusBadRequest, causeMethod, false)
+	}
+	if strings.IndexByte(x.r.RequestURI, ' ') >= 0 {
+		return x.refuse(http.StatusBadRequest, causeBadPath, false)
+	}
 	for _, m := range refusedMethods {
 		if strings.EqualFold(x.r.Method, m) {
 			x.rw.Header().Set("Allow", genericAllow)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // vhost is a compiled https/http virtual: immutable, swapped atomically
@@ -194,10 +196,15 @@ func (vh *vhost) checkFraming(x *exchange) cause {
 	return x.refuse(http.StatusBadRequest, causeSmuggling, true)
 }
 
-// checkHost finds the request's site: 404 for an unknown Host, 421 for
-// the Host of another site than the connection's SNI (HTTP/2
-// connection reuse, or a client that lies). Never 421 without SNI.
+// checkHost finds the request's site: 400 for a Host that is no valid
+// field (HTTP/2's :authority; Request.Write would send the member an
+// empty Host), 404 for an unknown Host, 421 for the Host of another
+// site than the connection's SNI (HTTP/2 connection reuse, or a client
+// that lies). Never 421 without SNI.
 func (vh *vhost) checkHost(x *exchange) cause {
+	if !httpguts.ValidHostHeader(x.r.Host) {
+		return x.refuse(http.StatusBadRequest, causeUnknownHost, false)
+	}
 	x.s = vh.hosts.lookup(x.r.Host)
 	if x.s == nil {
 		return x.refuse(http.StatusNotFound, causeUnknownHost, false)
