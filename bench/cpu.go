@@ -197,19 +197,19 @@ func sample(trees map[string][]int, exact map[string][]int) cpuSample {
 // delta is the CPU seconds a group consumed between a and b; processes
 // that appeared in between count from zero.
 func delta(a, b cpuSample, group string) float64 {
-	var sum float64
-	for _, p := range b.groups[group] {
-		sum += b.pids[p] - a.pids[p]
-	}
-	return max(sum, 0)
+	return sumDelta(a.pids, b.pids, b.groups[group])
 }
 
 // deltaSys is the system part of delta: the CPU seconds the kernel spent
 // on the group's behalf (system calls, and the network stack work they do).
 func deltaSys(a, b cpuSample, group string) float64 {
+	return sumDelta(a.sys, b.sys, b.groups[group])
+}
+
+func sumDelta(a, b map[int]float64, pids []int) float64 {
 	var sum float64
-	for _, p := range b.groups[group] {
-		sum += b.sys[p] - a.sys[p]
+	for _, p := range pids {
+		sum += b[p] - a[p]
 	}
 	return max(sum, 0)
 }
