@@ -105,6 +105,19 @@ func TestParseProcStat(t *testing.T) {
 	}
 }
 
+// The CPU table splits the proxy's time into user and system time; a
+// command name with spaces and parentheses must not shift the fields.
+func TestParseProcTimes(t *testing.T) {
+	in := []byte("4242 (nginx: worker (x) 1) S 4241 4241 4241 0 -1 4194368 100 0 0 0 250 75 3 4 20 0 1 0 1000 1000 100\n")
+	user, sys, ok := parseProcTimes(in)
+	if !ok || user != 2.50 || sys != 0.75 {
+		t.Errorf("parseProcTimes = %v %v %v, want 2.5 0.75 true", user, sys, ok)
+	}
+	if _, _, ok := parseProcTimes([]byte("4242 (x) S 1 2\n")); ok {
+		t.Error("parseProcTimes accepted a short line")
+	}
+}
+
 func TestParseCPUSet(t *testing.T) {
 	s, err := parseCPUSet("0,2-3")
 	if err != nil || s.Count() != 3 || !s.IsSet(0) || s.IsSet(1) || !s.IsSet(3) {

@@ -31,27 +31,36 @@ const (
 type cpuSample struct {
 	at      time.Time
 	pids    map[int]float64 // seconds of user+system time
+	sys     map[int]float64 // seconds of system time (in the kernel on the process's behalf)
 	groups  map[string][]int
 	softirq float64 // seconds, all CPUs, from /proc/stat
 	busy    float64 // seconds, all CPUs: everything but idle, iowait and steal
 }
 
-// procTimes reads utime+stime (all threads) of a process in seconds.
-func procTimes(pid int) (float64, bool) {
+// procTimes reads the user+system and the system time (all threads) of
+// a process in seconds.
+func procTimes(pid int) (total, sys float64, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
+	user, sys, ok := parseProcTimes(b)
+	return user + sys, sys, ok
+}
+
+// parseProcTimes returns utime and stime of a /proc/<pid>/stat line in
+// seconds.
+func parseProcTimes(b []byte) (user, sys float64, ok bool) {
 	f, ok := statFields(b)
 	if !ok || len(f) < 13 {
-		return 0, false
+		return 0, 0, false
 	}
 	ut, err1 := strconv.ParseFloat(f[11], 64)
 	st, err2 := strconv.ParseFloat(f[12], 64)
 	if err1 != nil || err2 != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	return (ut + st) / userHZ, true
+	return ut / userHZ, st / userHZ, true
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command
@@ -165,11 +174,11 @@ func parseProcStat(b []byte) (softirq, busy float64, err error) {
 // trees) or exact pids (threads).
 func sample(trees map[string][]int, exact map[string][]int) cpuSample {
 	all := listProcs()
-	s := cpuSample{at: time.Now(), pids: map[int]float64{}, groups: map[string][]int{}}
+	s := cpuSample{at: time.Now(), pids: map[int]float64{}, sys: map[int]float64{}, groups: map[string][]int{}}
 	add := func(g string, pids []int) {
 		for _, p := range pids {
-			if t, ok := procTimes(p); ok {
-				s.pids[p] = t
+			if t, sys, ok := procTimes(p); ok {
+				s.pids[p], s.sys[p] = t, sys
 				s.groups[g] = append(s.groups[g], p)
 			}
 		}
@@ -188,9 +197,19 @@ func sample(trees map[string][]int, exact map[string][]int) cpuSample {
 // delta is the CPU seconds a group consumed between a and b; processes
 // that appeared in between count from zero.
 func delta(a, b cpuSample, group string) float64 {
+	return sumDelta(a.pids, b.pids, b.groups[group])
+}
+
+// deltaSys is the system part of delta: the CPU seconds the kernel spent
+// on the group's behalf (system calls, and the network stack work they do).
+func deltaSys(a, b cpuSample, group string) float64 {
+	return sumDelta(a.sys, b.sys, b.groups[group])
+}
+
+func sumDelta(a, b map[int]float64, pids []int) float64 {
 	var sum float64
-	for _, p := range b.groups[group] {
-		sum += b.pids[p] - a.pids[p]
+	for _, p := range pids {
+		sum += b[p] - a[p]
 	}
 	return max(sum, 0)
 }

@@ -318,8 +318,8 @@ func (r *results) writeMetric(w func(string, ...any), ph *phase, sc *scenario, d
 
 func (r *results) writeCPU(w func(string, ...any)) {
 	w("## CPU use during each scenario (median, in cores)\n\n")
-	w("proxy process: the candidate's processes; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator, backend: their processes and the NAPI threads of c0 and b0 respectively (a measurement where these two used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side; so is one where the machine was 90%% busy, partly with other activity, while the proxy side had room); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
-	w("| scenario | candidate | proxy process | proxy NAPI | load generator | backend | softirq | workload | machine | valid |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	w("proxy process: the candidate's processes; of it system: their system time (`stime`: system calls and the kernel work they do, the veth transmit path of every write included), the rest is user time; proxy NAPI: receive work in the proxy namespace (threaded NAPI of ext0 and int0, where XDP and nftables run); load generator, backend: their processes and the NAPI threads of c0 and b0 respectively (a measurement where these two used 90%% of their CPUs while the proxy side had room is flagged invalid: it measured the client side; so is one where the machine was 90%% busy, partly with other activity, while the proxy side had room); softirq: `/proc/stat`, all CPUs; workload: every process and kernel thread of the trial (load generator, backend, proxy, all NAPI threads, ksoftirqd); machine: all CPU time on the machine, other users included.\n\n")
+	w("| scenario | candidate | proxy process | of it system | proxy NAPI | load generator | backend | softirq | workload | machine | valid |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, ph := range r.phases {
 		for _, sc := range ph.scenarios {
 			for _, c := range r.layerCands(ph.layer) {
@@ -328,7 +328,7 @@ func (r *results) writeCPU(w func(string, ...any)) {
 					continue
 				}
 				var cols []string
-				for _, k := range []string{"proc", "napi", "client", "backend", "softirq", "work", "busy"} {
+				for _, k := range []string{"proc", "procsys", "napi", "client", "backend", "softirq", "work", "busy"} {
 					s, _ := r.stat(pre+k, c.name)
 					cols = append(cols, fmtNum(s.median, 2))
 				}

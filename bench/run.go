@@ -503,6 +503,7 @@ func (e *env) measure(ctx context.Context, t *trial, in *installation, sc *scena
 	}
 	pre := "cpu." + sc.id + "."
 	oc.metrics[pre+"proc"] = proc / wall
+	oc.metrics[pre+"procsys"] = deltaSys(s0, s1, grpProxy) / wall
 	oc.metrics[pre+"napi"] = napi / wall
 	oc.metrics[pre+"softirq"] = (s1.softirq - s0.softirq) / wall
 	oc.metrics[pre+"client"] = client / wall
