@@ -1,0 +1,44 @@
+package l4
+
+import (
+	"testing"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+)
+
+// flows kill reads the tables, then deletes what it selected. Between
+// the two, the selected pair, reset, gave its SNAT tuple to a new
+// client's flow (snat_take): the delete must leave that flow's server
+// half alone. Deleted, the new connection's client half would forward
+// on while the member's answers were dropped, unmarked for the
+// program's repair, until the reaper's exact walk.
+func TestPrivilegedKillLeavesTheTupleItsNewFlow(t *testing.T) {
+	e := progEnv(t, snatPorts(40000, 40000),
+		fastl4("rst", "198.18.0.10:7445", "one4", 4445))
+	e.resolve()
+	toMember, _ := e.hops()
+	vip := ap(vip4, 7445)
+	old := ap(client4, 2001)
+	member, snat := establish(t, e, old, vip)
+	expectRedirect(t, e, frame{src: old, dst: vip, proto: protoTCP, flags: flagRST, seq: 101}.bytes(), toMember)
+
+	sel, err := e.fp.selectFlows(FlowFilter{Virtual: "rst", ClientPort: old.Port()})
+	if err != nil || len(sel.killed) != 1 {
+		t.Fatalf("selected %d flows (%v), want the reset one", len(sel.killed), err)
+	}
+	reused := e.delta("rst", bpf.FastL4ReasonREASON_EVENT_SNAT_REUSED)
+	client := ap(client4, 2002)
+	if m, s := establish(t, e, client, vip); m != member || s != snat || reused() != 1 {
+		t.Fatalf("new flow %s -> %s (%d reused), want the reset flow's tuple %s -> %s", s, m, reused(), snat, member)
+	}
+	e.do(func() { e.fp.endSelected(sel, EndKilled) })
+
+	ret, out := e.run(frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes())
+	if ret != xdpRedirect {
+		t.Fatalf("the member's answer to %s dropped (verdict %d) after flows kill of the flow that had its tuple before", client, ret)
+	}
+	if p, err := parseFrame(out); err != nil || p.dst != client {
+		t.Errorf("the member's answer goes to %v (%v), want %s", p.dst, err, client)
+	}
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+}
