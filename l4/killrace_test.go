@@ -42,3 +42,28 @@ func TestPrivilegedKillLeavesTheTupleItsNewFlow(t *testing.T) {
 	}
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
 }
+
+// The standby's side of the same race: the removal record of the
+// killed pair arrives after the record of the new flow that took its
+// SNAT tuple. It removes what is still the killed pair's, never the new
+// flow's half.
+func TestPrivilegedMirrorRemoveLeavesTheTupleItsNewFlow(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, _ := e.hops()
+	vip := ap(vip4, 443)
+	client := ap(client4, 2102)
+	member, snat := establish(t, e, client, vip)
+	killed := flowKey(ap(client4, 2101), vip, protoTCP)
+	if _, err := e.fp.InstallMirrored(encodeRemove(killed, flowKey(member, snat, protoTCP))); err != nil {
+		t.Fatal(err)
+	}
+	ret, out := e.run(frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes())
+	if ret != xdpRedirect {
+		t.Fatalf("the member's answer to %s dropped (verdict %d) after the removal record of another flow that had its tuple", client, ret)
+	}
+	if p, err := parseFrame(out); err != nil || p.dst != client {
+		t.Errorf("the member's answer goes to %v (%v), want %s", p.dst, err, client)
+	}
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+}

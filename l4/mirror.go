@@ -88,19 +88,19 @@ func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var dead []bpf.FastL4FlowKey
-	n := 0
+	var dead [][2]bpf.FastL4FlowKey
 	for _, p := range pairs {
 		h := p.any()
 		ck, sk := p.keys()
 		if _, ok := keep[ck]; ok || h.val.Vid >= maxVirtuals || kn[h.val.Vid].flags&svcMirror == 0 {
 			continue
 		}
-		dead = append(dead, ck, sk)
-		n++
+		dead = append(dead, [2]bpf.FastL4FlowKey{ck, sk})
 	}
-	f.flows.deleteKeys(dead)
-	return n, nil
+	if err := f.flows.deletePairs(dead); err != nil {
+		return len(dead), fmt.Errorf("prune mirrored flows: %w", err)
+	}
+	return len(dead), nil
 }
 
 // SetMirrorSink sets the function that receives the records of the
@@ -297,7 +297,11 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 		if err != nil || len(rest) != 0 {
 			return false, errBadRecord
 		}
-		f.flows.deleteKeys([]bpf.FastL4FlowKey{ck, sk})
+		// Records from the kill, the GC and the event reader may come
+		// out of order: a key that a newer flow holds stays its own.
+		if err := f.flows.deletePairs([][2]bpf.FastL4FlowKey{{ck, sk}}); err != nil {
+			return false, fmt.Errorf("remove mirrored flow: %w", err)
+		}
 		return false, nil
 	case mirrorFlow:
 		c, s, err := decodeFlow(rec[1:], monoNow(), f.vidOf)
