@@ -67,3 +67,32 @@ func TestPrivilegedMirrorRemoveLeavesTheTupleItsNewFlow(t *testing.T) {
 	}
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
 }
+
+// A standby gets a GC pass's record of a flow after the record of a
+// younger flow that took its SNAT tuple (the records of the GC pass and
+// of the program's events go out from two readers). The stale record
+// leaves the younger flow as it is: installed, it would send the
+// member's answers to the gone client.
+func TestPrivilegedMirrorStaleRecordLeavesTheYoungerFlow(t *testing.T) {
+	e := progEnv(t, nil, fastl4("mirrored", "198.18.0.10:9443", "fe4", 4443, mirrored))
+	e.resolve()
+	vip := ap(vip4, 9443)
+	client := ap(client4, 2202)
+	member, snat := establish(t, e, client, vip)
+	now := monoNow()
+	ck, sk := flowKey(ap(client4, 2201), vip, protoTCP), flowKey(member, snat, protoTCP)
+	old := func(self, peer bpf.FastL4FlowKey, dir uint8) *half {
+		h := &half{key: self, val: bpf.FastL4FlowVal{CreatedNs: now - 10e9, LastNs: now - 1e9, Dir: dir, Seen: seenAny | seenACK}}
+		setKeys(&h.val, self, peer)
+		return h
+	}
+	e.fp.SetPassive(true)
+	defer e.fp.SetPassive(false)
+	e.fp.InstallMirrored(encodeFlow(old(ck, sk, dirClient), old(sk, ck, dirServer), now))
+
+	ret, out := e.run(frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes())
+	p, err := parseFrame(out)
+	if ret != xdpRedirect || err != nil || p.dst != client {
+		t.Fatalf("the member's answer to %s: verdict %d, to %v (%v), after a stale record of an older flow with its tuple", client, ret, p.dst, err)
+	}
+}

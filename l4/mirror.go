@@ -269,6 +269,24 @@ func decodeFlow(b []byte, now uint64, vidOf func(ck bpf.FastL4FlowKey) (uint8, b
 
 var errUnknownVirtual = errors.New("mirror record of a virtual this node does not have")
 
+// errStaleRecord: records from the peer's GC pass, its event reader and
+// its flows kill come in no set order; one read before its flow ended
+// may come after the record of a younger flow that took a key of it.
+var errStaleRecord = errors.New("mirror record of a flow older than the one holding its key")
+
+// heldByYounger tells whether k holds the half of another pair (its peer
+// is not peer) opened after created: a stale record must not take it,
+// which would leave that pair short or its answers sent to a gone client.
+func (f *FastPath) heldByYounger(k, peer bpf.FastL4FlowKey, created uint64) bool {
+	var v bpf.FastL4FlowVal
+	if f.flows.Lookup(k, &v) != nil {
+		return false
+	}
+	got := v.Peer
+	got.Pad, peer.Pad = 0, 0
+	return got != peer && v.CreatedNs > created
+}
+
 // vidOf finds this node's virtual of a client key (its VIP, port and
 // protocol): virtual ids are the node's own.
 func (f *FastPath) vidOf(ck bpf.FastL4FlowKey) (uint8, bool) {
@@ -307,6 +325,9 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 		c, s, err := decodeFlow(rec[1:], monoNow(), f.vidOf)
 		if err != nil {
 			return false, err
+		}
+		if f.heldByYounger(s.key, c.key, s.val.CreatedNs) || f.heldByYounger(c.key, s.key, c.val.CreatedNs) {
+			return false, errStaleRecord
 		}
 		if err := f.flows.Update(s.key, &s.val, ebpf.UpdateAny); err != nil {
 			return false, fmt.Errorf("install mirrored flow: %w", err)
