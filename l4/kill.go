@@ -58,7 +58,7 @@ type flowSelection struct {
 	killed   []Flow
 	resets   []reapedFlow
 	dead     [][2]bpf.FastL4FlowKey
-	deadHalf []bpf.FastL4FlowKey
+	deadHalf [][2]bpf.FastL4FlowKey
 }
 
 // selectFlows reads the tables and picks the flows q selects.
@@ -78,15 +78,10 @@ func (f *FastPath) selectFlows(q FlowFilter) (*flowSelection, error) {
 			continue
 		}
 		ck, sk := p.keys()
-		switch {
-		case !id.half:
+		if id.half {
+			sel.deadHalf = append(sel.deadHalf, [2]bpf.FastL4FlowKey{ck, sk})
+		} else {
 			sel.dead = append(sel.dead, [2]bpf.FastL4FlowKey{ck, sk})
-		case p.c != nil && p.s != nil:
-			sel.deadHalf = append(sel.deadHalf, ck, sk)
-		case p.c != nil:
-			sel.deadHalf = append(sel.deadHalf, ck)
-		default:
-			sel.deadHalf = append(sel.deadHalf, sk)
 		}
 		sel.killed = append(sel.killed, fl)
 		sel.resets = append(sel.resets, reapedFlow{p: p, state: fl.State, k: k, half: id.half})
@@ -98,10 +93,11 @@ func (f *FastPath) selectFlows(q FlowFilter) (*flowSelection, error) {
 // another flow took since the read stays its own: deletePairs), logs
 // their close records and resets them.
 func (f *FastPath) endSelected(sel *flowSelection, end string) {
-	if err := f.flows.deletePairs(sel.dead); err != nil {
-		f.log.Warn("end flows", "err", err)
+	for i, dead := range [][][2]bpf.FastL4FlowKey{sel.dead, sel.deadHalf} {
+		if err := f.flows.deletePairs(dead, i == 1); err != nil {
+			f.log.Warn("end flows", "err", err)
+		}
 	}
-	f.flows.deleteHalfOpen(sel.deadHalf)
 	f.logClosed(sel.resets, end)
 	f.mirrorClosed(sel.resets)
 	for _, r := range sel.resets {

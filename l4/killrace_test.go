@@ -96,3 +96,34 @@ func TestPrivilegedMirrorStaleRecordLeavesTheYoungerFlow(t *testing.T) {
 		t.Fatalf("the member's answer to %s: verdict %d, to %v (%v), after a stale record of an older flow with its tuple", client, ret, p.dst, err)
 	}
 }
+
+// The same for a handshake: between the read and the delete, the
+// selected half-open flow's SNAT tuple was reclaimed for a new client's
+// SYN (snat_alloc). The delete leaves the new flow's server half, so the
+// member's SYN-ACK reaches the new client.
+func TestPrivilegedKillLeavesTheReclaimedTuple(t *testing.T) {
+	e := progEnv(t, snatPorts(40000, 40000), fastl4("one", "198.18.0.10:7443", "one4", 4443))
+	e.resolve()
+	toMember, _ := e.hops()
+	vip := ap(vip4, 7443)
+	old := ap(client4, 3001)
+	expectRedirect(t, e, frame{src: old, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+	sel, err := e.fp.selectFlows(FlowFilter{Virtual: "one", ClientPort: old.Port()})
+	if err != nil || len(sel.killed) != 1 {
+		t.Fatalf("selected %d flows (%v), want the handshake", len(sel.killed), err)
+	}
+	reclaimed := e.delta("one", bpf.FastL4ReasonREASON_EVENT_SNAT_RECLAIMED)
+	client := ap(client4, 3002)
+	p := expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+	if reclaimed() != 1 {
+		t.Fatalf("%d SNAT tuples reclaimed, want the handshake's", reclaimed())
+	}
+	e.do(func() { e.fp.endSelected(sel, EndKilled) })
+
+	synAck := frame{src: p.dst, dst: p.src, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes()
+	ret, out := e.run(synAck)
+	q, err := parseFrame(out)
+	if ret != xdpRedirect || err != nil || q.dst != client {
+		t.Fatalf("the member's SYN-ACK to %s: verdict %d, to %v (%v), after flows kill of the handshake whose tuple it took", client, ret, q.dst, err)
+	}
+}

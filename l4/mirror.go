@@ -97,7 +97,7 @@ func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
 		}
 		dead = append(dead, [2]bpf.FastL4FlowKey{ck, sk})
 	}
-	if err := f.flows.deletePairs(dead); err != nil {
+	if err := f.flows.deletePairs(dead, false); err != nil {
 		return len(dead), fmt.Errorf("prune mirrored flows: %w", err)
 	}
 	return len(dead), nil
@@ -317,7 +317,7 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 		}
 		// Records from the kill, the GC and the event reader may come
 		// out of order: a key that a newer flow holds stays its own.
-		if err := f.flows.deletePairs([][2]bpf.FastL4FlowKey{{ck, sk}}); err != nil {
+		if err := f.flows.deletePairs([][2]bpf.FastL4FlowKey{{ck, sk}}, false); err != nil {
 			return false, fmt.Errorf("remove mirrored flow: %w", err)
 		}
 		return false, nil

@@ -104,18 +104,23 @@ func (t flowTable) deleteKeys(keys []bpf.FastL4FlowKey) {
 }
 
 // deletePairs deletes the pairs named by their two keys (client side,
-// server side), as read some time before: a key is deleted only while its
-// entry still points at the pair's other key. A key whose pair ended
-// since, and that another flow took meanwhile (a client's port reused,
-// a closed pair's SNAT tuple given to a new flow), is put back as it
-// was: deleting it would leave that live pair without a half, which no
-// packet repairs (bpf/ct.h, ct_repair) and the reaper's exact walk only
-// minutes later. It returns the first error putting a half back.
-func (t flowTable) deletePairs(pairs [][2]bpf.FastL4FlowKey) error {
+// server side), as read some time before, from the flow tables or (half)
+// the half-open table: a key is deleted only while its entry still
+// points at the pair's other key. A key whose pair ended since, and that
+// another flow took meanwhile (a client's port reused, a closed pair's
+// SNAT tuple given to a new flow, a half-open one's reclaimed), is put
+// back as it was: deleting it would leave that live pair without a
+// half, which no packet repairs (bpf/ct.h, ct_repair) and the reaper's
+// exact walk only minutes later. It returns the first error putting a
+// half back.
+func (t flowTable) deletePairs(pairs [][2]bpf.FastL4FlowKey, half bool) error {
+	if half && t.half == nil {
+		return nil
+	}
 	var first error
 	for _, p := range pairs {
 		for i, k := range p {
-			if err := t.deleteHalf(k, p[1-i]); err != nil && first == nil {
+			if err := t.deleteHalf(k, p[1-i], half); err != nil && first == nil {
 				first = err
 			}
 		}
@@ -125,13 +130,16 @@ func (t flowTable) deletePairs(pairs [][2]bpf.FastL4FlowKey) error {
 
 // deleteHalf deletes the entry under k if its peer is peer, else leaves
 // it (deleted and put back: one syscall for the common case).
-func (t flowTable) deleteHalf(k, peer bpf.FastL4FlowKey) error {
+func (t flowTable) deleteHalf(k, peer bpf.FastL4FlowKey, half bool) error {
 	var v bpf.FastL4FlowVal
 	var err error
-	if k.Family == 4 {
+	switch {
+	case half:
+		err = t.half.LookupAndDelete(&k, &v)
+	case k.Family == 4:
 		k4 := key4(&k)
 		err = t.table4(k.Proto).LookupAndDelete(&k4, &v)
-	} else {
+	default:
 		err = t.v6.LookupAndDelete(&k, &v)
 	}
 	got := v.Peer
@@ -139,7 +147,12 @@ func (t flowTable) deleteHalf(k, peer bpf.FastL4FlowKey) error {
 	if err != nil || got == peer {
 		return nil
 	}
-	if err := t.Update(k, &v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+	if half {
+		err = t.half.Update(&k, &v, ebpf.UpdateNoExist)
+	} else {
+		err = t.Update(k, &v, ebpf.UpdateNoExist)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("put back the half of another flow: %w", err)
 	}
 	return nil
