@@ -2,6 +2,7 @@ package l4
 
 import (
 	"testing"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 )
@@ -126,4 +127,40 @@ func TestPrivilegedKillLeavesTheReclaimedTuple(t *testing.T) {
 	if ret != xdpRedirect || err != nil || q.dst != client {
 		t.Fatalf("the member's SYN-ACK to %s: verdict %d, to %v (%v), after flows kill of the handshake whose tuple it took", client, ret, q.dst, err)
 	}
+}
+
+// A re-created NIC drops every cached next hop in one pass over the
+// tables (followNICs). A connection that restarted on its client port
+// while the pass read and wrote must keep its new state: written back,
+// the read one (reset) would have the reaper end the live connection at
+// its close timeout.
+func TestPrivilegedNICMoveKeepsARestartedFlow(t *testing.T) {
+	e := progEnv(t, nil, fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) {
+		v.CloseTimeout = time.Second
+		v.ResetOnTimeout = false
+	}))
+	e.resolve()
+	toMember, _ := e.hops()
+	vip := ap(vip4, 9443)
+	client := ap(client4, 46100)
+	establish(t, e, client, vip)
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagRST, seq: 101}.bytes(), toMember)
+	var read []half
+	if err := e.fp.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) { read = append(read, half{k, *v}) }); err != nil {
+		t.Fatal(err)
+	}
+	establish(t, e, client, vip) // a new SYN on the reset connection
+	if err := e.fp.dropNextHops(read); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.flowState(client); st != StateEstablished {
+		t.Errorf("the restarted connection is %q after the next hops were dropped, want established", st)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the close timeout, not the idle one
+	e.do(func() {
+		if err := e.fp.collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
 }
