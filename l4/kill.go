@@ -44,6 +44,25 @@ func (f *FastPath) EndFlows(q FlowFilter, end string) ([]Flow, error) {
 		return nil, ErrClosed
 	}
 	defer f.life.RUnlock()
+	sel, err := f.selectFlows(q)
+	if err != nil {
+		return nil, err
+	}
+	f.endSelected(sel, end)
+	return sel.killed, nil
+}
+
+// flowSelection is what EndFlows read and ends: the pairs by their keys
+// (dead: established, deadHalf: half-open entries).
+type flowSelection struct {
+	killed   []Flow
+	resets   []reapedFlow
+	dead     [][2]bpf.FastL4FlowKey
+	deadHalf [][2]bpf.FastL4FlowKey
+}
+
+// selectFlows reads the tables and picks the flows q selects.
+func (f *FastPath) selectFlows(q FlowFilter) (*flowSelection, error) {
 	f.mu.Lock()
 	kn := f.knobs
 	f.mu.Unlock()
@@ -52,34 +71,36 @@ func (f *FastPath) EndFlows(q FlowFilter, end string) ([]Flow, error) {
 		return nil, err
 	}
 	now := monoNow()
-	var dead, deadHalf []bpf.FastL4FlowKey
-	var killed []Flow
-	var resets []reapedFlow
+	sel := &flowSelection{}
 	for id, p := range pairs {
 		fl, k := flowOf(p, kn, now)
 		if !q.Match(fl) {
 			continue
 		}
 		ck, sk := p.keys()
-		keys := &dead
 		if id.half {
-			keys = &deadHalf
+			sel.deadHalf = append(sel.deadHalf, [2]bpf.FastL4FlowKey{ck, sk})
+		} else {
+			sel.dead = append(sel.dead, [2]bpf.FastL4FlowKey{ck, sk})
 		}
-		if p.c != nil {
-			*keys = append(*keys, ck)
-		}
-		if p.s != nil {
-			*keys = append(*keys, sk)
-		}
-		killed = append(killed, fl)
-		resets = append(resets, reapedFlow{p: p, state: fl.State, k: k, half: id.half})
+		sel.killed = append(sel.killed, fl)
+		sel.resets = append(sel.resets, reapedFlow{p: p, state: fl.State, k: k, half: id.half})
 	}
-	f.flows.deleteKeys(dead)
-	f.flows.deleteHalfOpen(deadHalf)
-	f.logClosed(resets, end)
-	f.mirrorClosed(resets)
-	for _, r := range resets {
+	return sel, nil
+}
+
+// endSelected removes the selected pairs, as they still are (a key
+// another flow took since the read stays its own: deletePairs), logs
+// their close records and resets them.
+func (f *FastPath) endSelected(sel *flowSelection, end string) {
+	for i, dead := range [][][2]bpf.FastL4FlowKey{sel.dead, sel.deadHalf} {
+		if err := f.flows.deletePairs(dead, i == 1); err != nil {
+			f.log.Warn("end flows", "err", err)
+		}
+	}
+	f.logClosed(sel.resets, end)
+	f.mirrorClosed(sel.resets)
+	for _, r := range sel.resets {
 		f.resetFlow(r)
 	}
-	return killed, nil
 }

@@ -88,19 +88,19 @@ func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var dead []bpf.FastL4FlowKey
-	n := 0
+	var dead [][2]bpf.FastL4FlowKey
 	for _, p := range pairs {
 		h := p.any()
 		ck, sk := p.keys()
 		if _, ok := keep[ck]; ok || h.val.Vid >= maxVirtuals || kn[h.val.Vid].flags&svcMirror == 0 {
 			continue
 		}
-		dead = append(dead, ck, sk)
-		n++
+		dead = append(dead, [2]bpf.FastL4FlowKey{ck, sk})
 	}
-	f.flows.deleteKeys(dead)
-	return n, nil
+	if err := f.flows.deletePairs(dead, false); err != nil {
+		return len(dead), fmt.Errorf("prune mirrored flows: %w", err)
+	}
+	return len(dead), nil
 }
 
 // SetMirrorSink sets the function that receives the records of the
@@ -269,6 +269,24 @@ func decodeFlow(b []byte, now uint64, vidOf func(ck bpf.FastL4FlowKey) (uint8, b
 
 var errUnknownVirtual = errors.New("mirror record of a virtual this node does not have")
 
+// errStaleRecord: records from the peer's GC pass, its event reader and
+// its flows kill come in no set order; one read before its flow ended
+// may come after the record of a younger flow that took a key of it.
+var errStaleRecord = errors.New("mirror record of a flow older than the one holding its key")
+
+// heldByYounger tells whether k holds the half of another pair (its peer
+// is not peer) opened after created: a stale record must not take it,
+// which would leave that pair short or its answers sent to a gone client.
+func (f *FastPath) heldByYounger(k, peer bpf.FastL4FlowKey, created uint64) bool {
+	var v bpf.FastL4FlowVal
+	if f.flows.Lookup(k, &v) != nil {
+		return false
+	}
+	got := v.Peer
+	got.Pad, peer.Pad = 0, 0
+	return got != peer && v.CreatedNs > created
+}
+
 // vidOf finds this node's virtual of a client key (its VIP, port and
 // protocol): virtual ids are the node's own.
 func (f *FastPath) vidOf(ck bpf.FastL4FlowKey) (uint8, bool) {
@@ -297,12 +315,19 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 		if err != nil || len(rest) != 0 {
 			return false, errBadRecord
 		}
-		f.flows.deleteKeys([]bpf.FastL4FlowKey{ck, sk})
+		// Records from the kill, the GC and the event reader may come
+		// out of order: a key that a newer flow holds stays its own.
+		if err := f.flows.deletePairs([][2]bpf.FastL4FlowKey{{ck, sk}}, false); err != nil {
+			return false, fmt.Errorf("remove mirrored flow: %w", err)
+		}
 		return false, nil
 	case mirrorFlow:
 		c, s, err := decodeFlow(rec[1:], monoNow(), f.vidOf)
 		if err != nil {
 			return false, err
+		}
+		if f.heldByYounger(s.key, c.key, s.val.CreatedNs) || f.heldByYounger(c.key, s.key, c.val.CreatedNs) {
+			return false, errStaleRecord
 		}
 		if err := f.flows.Update(s.key, &s.val, ebpf.UpdateAny); err != nil {
 			return false, fmt.Errorf("install mirrored flow: %w", err)

@@ -101,29 +101,49 @@ func (f *FastPath) followNICs(before [2]nic) error {
 	if before == f.nics || before == ([2]nic{}) {
 		return nil
 	}
-	type entry struct {
-		key bpf.FastL4FlowKey
-		val bpf.FastL4FlowVal
-	}
-	var moved []entry
+	var moved []half
 	err := f.flows.each(func(k bpf.FastL4FlowKey, v *bpf.FastL4FlowVal) {
-		v.TxSlot = 0
-		moved = append(moved, entry{k, *v})
+		moved = append(moved, half{k, *v})
 	})
 	if err != nil {
 		return fmt.Errorf("move flows to the re-created NIC: %w", err)
 	}
-	for i := range moved {
-		e := &moved[i]
-		if e.val.HalfOpen != 0 {
-			err = f.flows.half.Update(&e.key, &e.val, ebpf.UpdateExist)
-		} else {
-			err = f.flows.Update(e.key, &e.val, ebpf.UpdateExist)
-		}
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("move flows to the re-created NIC: %w", err)
-		}
+	if err := f.dropNextHops(moved); err != nil {
+		return fmt.Errorf("move flows to the re-created NIC: %w", err)
 	}
 	f.log.Info("moved the flows to the NICs as they are now", "flows", len(moved), "external_ifindex", f.nics[0].ifindex, "internal_ifindex", f.nics[1].ifindex)
+	return nil
+}
+
+// dropNextHops clears the cached next hop of the halves read, each
+// entry read again just before it is written: the pass takes seconds
+// at a million flows, and a snapshot written back would put an ended
+// pair's state (its closing bits, sequence numbers, other key) into the
+// key's new flow. A key that holds another flow (created since, or
+// another peer) is left as it is: its next hop is resolved on the new
+// NIC already.
+func (f *FastPath) dropNextHops(read []half) error {
+	for i := range read {
+		h := &read[i]
+		var cur bpf.FastL4FlowVal
+		var err error
+		if h.val.HalfOpen != 0 {
+			err = f.flows.half.Lookup(&h.key, &cur)
+		} else {
+			err = f.flows.Lookup(h.key, &cur)
+		}
+		if err != nil || cur.CreatedNs != h.val.CreatedNs || cur.Peer != h.val.Peer || cur.TxSlot == 0 {
+			continue
+		}
+		cur.TxSlot = 0
+		if h.val.HalfOpen != 0 {
+			err = f.flows.half.Update(&h.key, &cur, ebpf.UpdateExist)
+		} else {
+			err = f.flows.Update(h.key, &cur, ebpf.UpdateExist)
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
 	return nil
 }

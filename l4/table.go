@@ -103,6 +103,61 @@ func (t flowTable) deleteKeys(keys []bpf.FastL4FlowKey) {
 	batchDelete(t.v6, k6s)
 }
 
+// deletePairs deletes the pairs named by their two keys (client side,
+// server side), as read some time before, from the flow tables or (half)
+// the half-open table: a key is deleted only while its entry still
+// points at the pair's other key. A key whose pair ended since, and that
+// another flow took meanwhile (a client's port reused, a closed pair's
+// SNAT tuple given to a new flow, a half-open one's reclaimed), is put
+// back as it was: deleting it would leave that live pair without a
+// half, which no packet repairs (bpf/ct.h, ct_repair) and the reaper's
+// exact walk only minutes later. It returns the first error putting a
+// half back.
+func (t flowTable) deletePairs(pairs [][2]bpf.FastL4FlowKey, half bool) error {
+	if half && t.half == nil {
+		return nil
+	}
+	var first error
+	for _, p := range pairs {
+		for i, k := range p {
+			if err := t.deleteHalf(k, p[1-i], half); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// deleteHalf deletes the entry under k if its peer is peer, else leaves
+// it (deleted and put back: one syscall for the common case).
+func (t flowTable) deleteHalf(k, peer bpf.FastL4FlowKey, half bool) error {
+	var v bpf.FastL4FlowVal
+	var err error
+	switch {
+	case half:
+		err = t.half.LookupAndDelete(&k, &v)
+	case k.Family == 4:
+		k4 := key4(&k)
+		err = t.table4(k.Proto).LookupAndDelete(&k4, &v)
+	default:
+		err = t.v6.LookupAndDelete(&k, &v)
+	}
+	got := v.Peer
+	got.Pad, peer.Pad = 0, 0
+	if err != nil || got == peer {
+		return nil
+	}
+	if half {
+		err = t.half.Update(&k, &v, ebpf.UpdateNoExist)
+	} else {
+		err = t.Update(k, &v, ebpf.UpdateNoExist)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("put back the half of another flow: %w", err)
+	}
+	return nil
+}
+
 func batchDelete[K any](m *ebpf.Map, keys []K) {
 	const batch = 4096
 	for len(keys) > 0 {
