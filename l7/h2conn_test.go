@@ -51,8 +51,16 @@ func (e *env) dialH2(t *testing.T, host string) *h2Client {
 // RST_STREAM/GOAWAY error code that ended the stream.
 func (h *h2Client) get(id uint32, host, path string, hdr ...string) (status string, code http2.ErrCode) {
 	h.t.Helper()
+	return h.sendH2(id, append([]string{":method", "GET", ":scheme", "https", ":authority", host, ":path", path}, hdr...)...)
+}
+
+// sendH2 sends one request of the fields given as they are (pseudo
+// fields included, so that :method and :path go out byte for byte) on
+// stream id and returns the response status, or the RST_STREAM/GOAWAY
+// error code that ended the stream.
+func (h *h2Client) sendH2(id uint32, fields ...string) (status string, code http2.ErrCode) {
+	h.t.Helper()
 	h.buf.Reset()
-	fields := append([]string{":method", "GET", ":scheme", "https", ":authority", host, ":path", path}, hdr...)
 	for i := 0; i < len(fields); i += 2 {
 		h.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}

@@ -10,9 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // hostileHead is a client request of bytes a net/http server may accept
@@ -266,51 +263,6 @@ func requestWriteForm(head string) (string, int64, bool, error) {
 	}
 	s := b.String()
 	return s[:strings.Index(s, "\r\n\r\n")+4], max(in.ContentLength, 0), chunked, nil
-}
-
-// sendH2 sends one request of the fields given as they are (pseudo
-// fields included, so that :method and :path go out byte for byte) on
-// stream id and returns the response status, or the RST_STREAM/GOAWAY
-// error code that ended the stream.
-func (h *h2Client) sendH2(id uint32, fields ...string) (string, http2.ErrCode) {
-	h.t.Helper()
-	h.buf.Reset()
-	for i := 0; i < len(fields); i += 2 {
-		h.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.buf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-		h.t.Fatalf("write headers: %v", err)
-	}
-	for range 100 {
-		f, err := h.fr.ReadFrame()
-		if err != nil {
-			h.t.Fatalf("stream %d: read frame: %v", id, err)
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				h.fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
-			fs, err := h.dec.DecodeFull(f.HeaderBlockFragment())
-			if err != nil {
-				h.t.Fatalf("decode response headers: %v", err)
-			}
-			for _, hf := range fs {
-				if hf.Name == ":status" && f.StreamID == id {
-					return hf.Value, 0
-				}
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return "", f.ErrCode
-			}
-		case *http2.GoAwayFrame:
-			return "", f.ErrCode
-		}
-	}
-	h.t.Fatalf("stream %d: no response", id)
-	return "", 0
 }
 
 // HTTP/2 lets a :method and a :path carry bytes an HTTP/1.1 request line
