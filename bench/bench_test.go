@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary stand in for the harness's own binary
@@ -517,6 +518,22 @@ func TestXDPQuickSkip(t *testing.T) {
 		}
 		if matched != skip {
 			t.Errorf("%s: skipped %v, want %v", name, matched, skip)
+		}
+	}
+}
+
+func TestParseNAPIPrio(t *testing.T) {
+	a, err := parseNAPIPrio("50")
+	if err != nil || a.Policy != unix.SCHED_FIFO || a.Priority != 50 {
+		t.Errorf("parseNAPIPrio(50) = %+v, %v", a, err)
+	}
+	a, err = parseNAPIPrio("other")
+	if err != nil || a.Policy != unix.SCHED_NORMAL || a.Priority != 0 {
+		t.Errorf("parseNAPIPrio(other) = %+v, %v", a, err)
+	}
+	for _, bad := range []string{"", "0", "100", "fifo", "-1"} {
+		if _, err := parseNAPIPrio(bad); err == nil || !strings.Contains(err.Error(), "-napi-prio") {
+			t.Errorf("parseNAPIPrio(%q) = %v, want an error naming -napi-prio", bad, err)
 		}
 	}
 }

@@ -148,10 +148,11 @@ func (t *trial) tune(ctx context.Context) error {
 		// Receive work preempts processes, as softirq does; at the default
 		// priority the NAPI thread waits behind the load generators, the
 		// peer's ring overflows and XDP_REDIRECT (which has no qdisc to
-		// push back) drops.
+		// push back) drops. -napi-prio other leaves them at SCHED_OTHER.
 		for _, p := range t.napi[d.dev] {
-			if err := unix.SchedSetAttr(p, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 50}, 0); err != nil {
-				return fmt.Errorf("raise NAPI thread %d of %s to SCHED_FIFO: %w", p, d.dev, err)
+			attr := t.env.napiSched
+			if err := unix.SchedSetAttr(p, &attr, 0); err != nil {
+				return fmt.Errorf("set scheduling of NAPI thread %d of %s: %w", p, d.dev, err)
 			}
 		}
 	}
@@ -286,6 +287,28 @@ func scanSockets(r io.Reader, proto string, addr netip.Addr, port uint16) (bool,
 func procNetIPv4(a netip.Addr) string {
 	b := a.As4()
 	return fmt.Sprintf("%02X%02X%02X%02X", b[3], b[2], b[1], b[0])
+}
+
+// parseNAPIPrio parses -napi-prio: a SCHED_FIFO priority, or "other".
+func parseNAPIPrio(s string) (unix.SchedAttr, error) {
+	a := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+	if s == "other" {
+		return a, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 99 {
+		return a, fmt.Errorf("check flags: -napi-prio %q: use a SCHED_FIFO priority 1 to 99, or other", s)
+	}
+	a.Policy, a.Priority = unix.SCHED_FIFO, uint32(n)
+	return a, nil
+}
+
+// napiSchedName describes the NAPI threads' scheduling for the report.
+func napiSchedName(a unix.SchedAttr) string {
+	if a.Policy == unix.SCHED_FIFO {
+		return fmt.Sprintf("SCHED_FIFO priority %d", a.Priority)
+	}
+	return "SCHED_OTHER (nice 0)"
 }
 
 // parseCPUSet parses a CPU list such as "0", "1-3" or "0,2".

@@ -31,6 +31,7 @@ type options struct {
 	Verbose                            bool
 	IdleConns                          int
 	NoThreadedNAPI                     bool
+	NAPIPrio                           string // "50" (SCHED_FIFO 50) when empty
 	Log                                *slog.Logger
 }
 
@@ -58,8 +59,9 @@ type env struct {
 	reps           int
 	connConc       int
 	idleConns      int
-	idleNote       string // why idleConns is lower than asked
-	files          int    // the descriptor limit the harness runs with
+	napiSched      unix.SchedAttr // policy and priority of the NAPI threads
+	idleNote       string         // why idleConns is lower than asked
+	files          int            // the descriptor limit the harness runs with
 	webConc        int
 	hsConc         int
 	tlsSeen        atomic.Value
@@ -209,6 +211,9 @@ func newEnv(o options) (*env, error) {
 		return nil, fmt.Errorf("check flags: -d %s and -reps %d: use 1s to 10m and 1 to 50 repetitions", e.dur, e.reps)
 	}
 	var err error
+	if e.napiSched, err = parseNAPIPrio(cmp.Or(o.NAPIPrio, "50")); err != nil {
+		return nil, err
+	}
 	if e.self, err = os.Executable(); err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
