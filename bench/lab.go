@@ -148,9 +148,13 @@ func (t *trial) tune(ctx context.Context) error {
 		// Receive work preempts processes, as softirq does; at the default
 		// priority the NAPI thread waits behind the load generators, the
 		// peer's ring overflows and XDP_REDIRECT (which has no qdisc to
-		// push back) drops. -napi-prio other leaves them at SCHED_OTHER.
+		// push back) drops. -napi-prio sets the proxy namespace's threads
+		// (they share the proxy's CPU and preempt only the proxy) apart.
 		for _, p := range t.napi[d.dev] {
-			attr := t.env.napiSched
+			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 50}
+			if d.ns == l.Proxy {
+				attr = t.env.napiSched
+			}
 			if err := unix.SchedSetAttr(p, &attr, 0); err != nil {
 				return fmt.Errorf("set scheduling of NAPI thread %d of %s: %w", p, d.dev, err)
 			}
@@ -303,12 +307,21 @@ func parseNAPIPrio(s string) (unix.SchedAttr, error) {
 	return a, nil
 }
 
-// napiSchedName describes the NAPI threads' scheduling for the report.
+// napiSchedName describes the proxy NAPI threads' scheduling for the report.
 func napiSchedName(a unix.SchedAttr) string {
 	if a.Policy == unix.SCHED_FIFO {
 		return fmt.Sprintf("SCHED_FIFO priority %d", a.Priority)
 	}
 	return "SCHED_OTHER (nice 0)"
+}
+
+// proxyNAPINote names the proxy NAPI threads' scheduling when -napi-prio
+// moved it from the default.
+func proxyNAPINote(a unix.SchedAttr) string {
+	if a.Policy == unix.SCHED_FIFO && a.Priority == 50 {
+		return ""
+	}
+	return " (those of the proxy namespace at " + napiSchedName(a) + ", -napi-prio)"
 }
 
 // parseCPUSet parses a CPU list such as "0", "1-3" or "0,2".

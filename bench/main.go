@@ -50,7 +50,7 @@ func mainErr() error {
 	fs.StringVar(&o.ClientCPUs, "client-cpus", "", "CPU list for the load generators (default: the last CPU)")
 	fs.StringVar(&o.BackendCPUs, "backend-cpus", "", "CPU list for the backend servers (default: the last CPU)")
 	fs.BoolVar(&o.NoThreadedNAPI, "no-threaded-napi", false, "leave GRO and NAPI of the veth ends as the lab sets them (receive work then runs in softirq on the sender's CPU and the proxy's share cannot be told apart)")
-	fs.StringVar(&o.NAPIPrio, "napi-prio", "50", "scheduling of the threaded NAPI threads: a SCHED_FIFO priority 1-99, or \"other\" for SCHED_OTHER (then receive work competes with processes as a user thread would)")
+	fs.StringVar(&o.NAPIPrio, "napi-prio", "50", "scheduling of the proxy namespace's NAPI threads (ext0, int0; those of the load generators and backend stay at SCHED_FIFO 50): a SCHED_FIFO priority 1-99, or \"other\" for SCHED_OTHER (receive work then waits its turn instead of preempting the proxy)")
 	fs.BoolVar(&o.Verbose, "v", false, "log every step")
 	readme := fs.Bool("readme", false, "measure nothing: regenerate README.md's performance table from -out's latest.md")
 	if err := fs.Parse(os.Args[1:]); err != nil {
