@@ -531,9 +531,24 @@ func TestParseNAPIPrio(t *testing.T) {
 	if err != nil || a.Policy != unix.SCHED_NORMAL || a.Priority != 0 {
 		t.Errorf("parseNAPIPrio(other) = %+v, %v", a, err)
 	}
+	if n := proxyNAPINote(mustNAPIPrio(t, "50")); n != "" {
+		t.Errorf("report note for the default = %q, want none", n)
+	}
+	if n := proxyNAPINote(mustNAPIPrio(t, "other")); !strings.Contains(n, "SCHED_OTHER") {
+		t.Errorf("report note for other = %q, want SCHED_OTHER named", n)
+	}
 	for _, bad := range []string{"", "0", "100", "fifo", "-1"} {
 		if _, err := parseNAPIPrio(bad); err == nil || !strings.Contains(err.Error(), "-napi-prio") {
 			t.Errorf("parseNAPIPrio(%q) = %v, want an error naming -napi-prio", bad, err)
 		}
 	}
+}
+
+func mustNAPIPrio(t *testing.T, s string) unix.SchedAttr {
+	t.Helper()
+	a, err := parseNAPIPrio(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -312,7 +312,7 @@ func napiSchedName(a unix.SchedAttr) string {
 	if a.Policy == unix.SCHED_FIFO {
 		return fmt.Sprintf("SCHED_FIFO priority %d", a.Priority)
 	}
-	return "SCHED_OTHER (nice 0)"
+	return "SCHED_OTHER"
 }
 
 // proxyNAPINote names the proxy NAPI threads' scheduling when -napi-prio
@@ -321,7 +321,7 @@ func proxyNAPINote(a unix.SchedAttr) string {
 	if a.Policy == unix.SCHED_FIFO && a.Priority == 50 {
 		return ""
 	}
-	return " (those of the proxy namespace at " + napiSchedName(a) + ", -napi-prio)"
+	return "; the proxy namespace's at " + napiSchedName(a) + " by -napi-prio"
 }
 
 // parseCPUSet parses a CPU list such as "0", "1-3" or "0,2".

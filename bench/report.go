@@ -392,7 +392,7 @@ func (r *results) writeXDP(w func(string, ...any)) {
 func (r *results) writeCommands(w func(string, ...any)) {
 	e := r.env
 	w("## Commands\n\n")
-	w("Every trial builds the namespace lab of `internal/lab` (client `c0` 198.18.0.1 — proxy `ext0` 198.18.0.2, VIP 198.18.0.10; proxy `int0` 198.19.0.2 — backend `b0` 198.19.0.1, members 198.19.1.11 and .12), turns on GRO, threaded NAPI (SCHED_FIFO 50, the proxy's ext0/int0 at %s; pinned) and a `pfifo_fast` qdisc on the four veth ends, sets `net.ipv4.tcp_tw_reuse=1` in the client and proxy namespaces and `ip_local_port_range=1024 65535` in the client's, starts the backend, installs one candidate, waits until traffic passes, measures, and tears everything down.\n\n", napiSchedName(e.napiSched))
+	w("Every trial builds the namespace lab of `internal/lab` (client `c0` 198.18.0.1 — proxy `ext0` 198.18.0.2, VIP 198.18.0.10; proxy `int0` 198.19.0.2 — backend `b0` 198.19.0.1, members 198.19.1.11 and .12), turns on GRO, threaded NAPI (SCHED_FIFO 50%s, pinned) and a `pfifo_fast` qdisc on the four veth ends, sets `net.ipv4.tcp_tw_reuse=1` in the client and proxy namespaces and `ip_local_port_range=1024 65535` in the client's, starts the backend, installs one candidate, waits until traffic passes, measures, and tears everything down.\n\n", proxyNAPINote(e.napiSched))
 	pin := ""
 	if e.cpus.backend != "" {
 		pin = "taskset -c " + e.cpus.backend + " "
