@@ -35,6 +35,8 @@ type mapMigration struct {
 	old      *ebpf.Map
 	key, val *conversion
 	reset    bool // the new map starts empty (the counters)
+	// flow, for a flow table, tells one flow from another under a key.
+	flow *flowIdentity
 	// reasons, for the counters, places each by its reason's name.
 	reasons *reasonMap
 }
@@ -186,6 +188,7 @@ func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to u
 		if mm.key, err = newConversion(key, ms.Key, info.KeySize, ms.KeySize); err == nil {
 			mm.val, err = newHookedConversion(val, ms.Value, info.ValueSize, ms.ValueSize, hook)
 		}
+		mm.flow = flowIdentityOf(ms.Value)
 	}
 	if err != nil {
 		old.Close()
@@ -233,6 +236,7 @@ func (f *FastPath) migrate(mg *migration) error {
 	if err := fail("copy"); err != nil {
 		return fmt.Errorf("migrate pinned maps: %w: the old program keeps serving", err)
 	}
+	swapped := monoNow() // the new program's flows are created from here on
 	swap, err := swapLinks(f.opts.PinPath, f.objs.EdgeproxyFastl4)
 	if err == nil {
 		if err = fail("swap"); err != nil {
@@ -244,7 +248,13 @@ func (f *FastPath) migrate(mg *migration) error {
 	}
 	late := 0
 	for _, mm := range mg.maps {
-		n, err := mm.copy(f.mapNamed(mm.name), true)
+		var n int
+		var err error
+		if mm.flow != nil {
+			n, err = mm.syncFlows(f.mapNamed(mm.name), swapped)
+		} else {
+			n, err = mm.copy(f.mapNamed(mm.name), true)
+		}
 		if err != nil {
 			f.log.Warn("copy the flows opened during the migration", "map", mm.name, "err", err)
 		}
@@ -278,7 +288,8 @@ func (f *FastPath) migrate(mg *migration) error {
 // copy copies the old map's entries into m, converted. The second pass
 // (late) only adds the keys m lacks: entries the old program created
 // while the first ran; the new program owns the others by then. Arrays
-// have nothing to add in that pass.
+// have nothing to add in that pass. The flow tables' late pass is
+// syncFlows.
 func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 	hash := mm.old.Type() == ebpf.Hash || mm.old.Type() == ebpf.LRUHash || mm.old.Type() == ebpf.PerCPUHash || mm.old.Type() == ebpf.LRUCPUHash
 	if (late && !hash) || mm.reset {
@@ -512,4 +523,102 @@ func removeStaged(pinPath string) {
 	for _, p := range staged {
 		_ = os.Remove(p)
 	}
+}
+
+// flowIdentity locates, in a flow table's value (struct flow_val), what
+// tells one flow from another under the same key: its creation time and
+// its peer's key.
+type flowIdentity struct {
+	created, peer, peerSize uint32
+}
+
+// flowIdentityOf is the identity of a flow value of type t; nil for a
+// table of other values.
+func flowIdentityOf(t btf.Type) *flowIdentity {
+	s, ok := btf.UnderlyingType(t).(*btf.Struct)
+	if !ok || s.Name != "flow_val" {
+		return nil
+	}
+	id, found := &flowIdentity{}, 0
+	for _, m := range s.Members {
+		n, err := btf.Sizeof(m.Type)
+		switch {
+		case err != nil:
+		case m.Name == "created_ns" && n == 8:
+			id.created, found = m.Offset.Bytes(), found+1
+		case m.Name == "peer":
+			id.peer, id.peerSize, found = m.Offset.Bytes(), uint32(n), found+1
+		}
+	}
+	if found != 2 {
+		return nil
+	}
+	return id
+}
+
+func (id *flowIdentity) createdNs(v []byte) uint64 {
+	return binary.NativeEndian.Uint64(v[id.created:])
+}
+
+// same tells whether two values are of one flow.
+func (id *flowIdentity) same(a, b []byte) bool {
+	p := func(v []byte) []byte { return v[id.peer : id.peer+id.peerSize] }
+	return id.createdNs(a) == id.createdNs(b) && slices.Equal(p(a), p(b))
+}
+
+// syncFlows is the late pass of a flow table: it makes m hold the old
+// table's flows, the ones the old program opened, re-opened or ended
+// while the first pass ran. A key m lacks is added; one holding another,
+// older flow is overwritten; one the old table no longer has is deleted.
+// The flows of the new program, which serves since swapped (its creation
+// times are not earlier), are left as they are.
+func (mm *mapMigration) syncFlows(m *ebpf.Map, swapped uint64) (int, error) {
+	seen := make(map[string]bool)
+	n := 0
+	var k, v, cur []byte
+	it := mm.old.Iterate()
+	for it.Next(&k, &v) {
+		val, err := mm.val.convert(v)
+		if err != nil {
+			return n, fmt.Errorf("convert entry: %w", err)
+		}
+		nk := mm.key.apply(k)
+		seen[string(nk)] = true
+		err = m.Update(nk, val, ebpf.UpdateNoExist)
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			if err = m.Lookup(nk, &cur); err == nil {
+				if mm.flow.same(cur, val) || mm.flow.createdNs(cur) > mm.flow.createdNs(val) {
+					continue
+				}
+				err = m.Update(nk, val, ebpf.UpdateExist)
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue // the new program ended it
+			}
+		}
+		if err != nil {
+			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read entries: %w", err)
+	}
+	var gone [][]byte
+	it = m.Iterate()
+	for it.Next(&k, &cur) {
+		if !seen[string(k)] && mm.flow.createdNs(cur) < swapped {
+			gone = append(gone, slices.Clone(k))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read entries: %w", err)
+	}
+	for _, k := range gone {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("delete an ended flow: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }

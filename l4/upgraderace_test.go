@@ -1,0 +1,111 @@
+package l4
+
+import (
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+	"github.com/edgeproxy/edgeproxy/internal/testnet"
+)
+
+// runWith runs prog on a frame as e.run does, from the proxy namespace
+// (the NICs looked up before).
+func (e *env) runWith(t *testing.T, prog *ebpf.Program, in []byte) (uint32, parsed) {
+	t.Helper()
+	nic := e.ingressOf(in)
+	in = e.toNIC(in, nic)
+	buf := make([]byte, len(in)+256)
+	opts := ebpf.RunOptions{Data: in, DataOut: buf, Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(e.nic(nic).ifindex)}}
+	ret, err := prog.Run(&opts)
+	if err != nil {
+		t.Errorf("run program: %v", err)
+	}
+	p, _ := parseFrame(opts.DataOut)
+	return ret, p
+}
+
+// An upgrade to a build of another flow layout copies the tables, then
+// swaps the program, then copies again what the old program did
+// meanwhile. A reset connection opened anew on its client port, and one
+// that ended, after the first copy, are as the old program left them once
+// the new one serves: the new connection is not reaped at the close
+// timeout of the reset one, the ended one forwards no more.
+func TestPrivilegedUpgradeLatePassFollowsTheOldTables(t *testing.T) {
+	objB := buildVariant(t, "-DFLOW_VAL_TEST_PAD")
+	e := progEnv(t, nil, fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) {
+		v.CloseTimeout = time.Second
+		v.ResetOnTimeout = false
+	}))
+	e.resolve()
+	e.nic(testnet.ExtIf)
+	e.nic(testnet.IntIf)
+	vip := ap(vip4, 9443)
+	reopened, ended := ap(client4, 46300), ap(client4, 46301)
+	establish(t, e, reopened, vip)
+	endedMember, endedSnat := establish(t, e, ended, vip)
+	toMember, _ := e.hops()
+	expectRedirect(t, e, frame{src: reopened, dst: vip, proto: protoTCP, flags: flagRST, seq: 101}.bytes(), toMember)
+	old, err := e.fp.objs.EdgeproxyFastl4.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+
+	var member, snat netip.AddrPort
+	migrateFault = func(step string) error {
+		if step != "copy" {
+			return nil
+		}
+		// Between the copies the old program serves on: a new handshake
+		// on the reset connection's client port.
+		ret, p := e.runWith(t, old, frame{src: reopened, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes())
+		member, snat = p.dst, p.src
+		ret2, _ := e.runWith(t, old, frame{src: member, dst: snat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes())
+		ret3, _ := e.runWith(t, old, frame{src: reopened, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes())
+		if ret != xdpRedirect || ret2 != xdpRedirect || ret3 != xdpRedirect {
+			t.Errorf("the old program's new handshake: verdicts %d %d %d, want redirects", ret, ret2, ret3)
+		}
+		// The other connection ends (flows kill, the reaper).
+		tcp, err := ebpf.LoadPinnedMap(filepath.Join(e.opts.PinPath, bpf.FastL4MapFlows4Tcp), nil)
+		if err != nil {
+			return err
+		}
+		defer tcp.Close()
+		for _, k := range []bpf.FastL4FlowKey{flowKey(ended, vip, protoTCP), flowKey(endedMember, endedSnat, protoTCP)} {
+			if err := tcp.Delete(key4(&k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	t.Cleanup(func() { migrateFault = nil })
+	e.fp.Close()
+	useBuild(t, objB)
+	e.open()
+	migrateFault = nil
+	if !member.IsValid() {
+		t.Fatal("the upgrade to the test build copied no flow table")
+	}
+
+	time.Sleep(1500 * time.Millisecond) // past the reset connection's close timeout
+	e.do(func() {
+		if err := e.fp.collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ret, out := e.run(frame{src: reopened, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes())
+	if p, err := parseFrame(out); ret != xdpRedirect || err != nil || p.src != snat || p.dst != member {
+		t.Errorf("after the upgrade the new connection of %s: verdict %d, %v -> %v (%v), want forwarded %s -> %s", reopened, ret, p.src, p.dst, err, snat, member)
+	}
+	ret, out = e.run(frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes())
+	if p, err := parseFrame(out); ret != xdpRedirect || err != nil || p.dst != reopened {
+		t.Errorf("after the upgrade the member's answer to %s: verdict %d, to %v (%v)", reopened, ret, p.dst, err)
+	}
+	if ret, _ := e.run(frame{src: ended, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes()); ret == xdpRedirect {
+		t.Errorf("after the upgrade the connection of %s, ended before the swap, forwards again", ended)
+	}
+}
