@@ -164,3 +164,40 @@ func TestPrivilegedNICMoveKeepsARestartedFlow(t *testing.T) {
 	})
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
 }
+
+// A half whose other half's key holds another pair's half (a pair broken
+// behind the program's back, its peer key taken since) is judged alone by
+// the reaper's walk: expired, it goes, and the pair whose half sits under
+// its peer key stays whole. Judged with that half, the two went, and the
+// member's answers of that live connection were dropped.
+func TestPrivilegedReapLeavesThePairUnderABrokenPeerKey(t *testing.T) {
+	e := progEnv(t, nil, fastl4("quiet", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) { v.ResetOnTimeout = false }))
+	e.resolve()
+	_, toClient := e.hops()
+	vip := ap(vip4, 9443)
+	client := ap(client4, 46400)
+	member, snat := establish(t, e, client, vip)
+	sk := flowKey(member, snat, protoTCP)
+	// The member has been silent for an hour; its client speaks.
+	var sv bpf.FastL4FlowVal
+	if err := e.fp.flows.Lookup(sk, &sv); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := monoNow() - uint64(time.Hour)
+	sv.LastNs = hourAgo
+	if err := e.fp.flows.Update(sk, &sv, 0); err != nil {
+		t.Fatal(err)
+	}
+	broken := flowKey(ap(client4, 46401), vip, protoTCP)
+	bv := bpf.FastL4FlowVal{CreatedNs: hourAgo, LastNs: hourAgo, Vid: sv.Vid, Dir: dirClient, Seen: seenAny | seenACK}
+	setKeys(&bv, broken, sk)
+	if err := e.fp.flows.Update(broken, &bv, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	e.pass(t, func() error { return e.fp.reapRun(monoNow(), true, true, true, false) })
+	if _, ok := e.lookupFlow(ap(client4, 46401), vip, protoTCP); ok {
+		t.Errorf("the expired broken half is left after the walk")
+	}
+	expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient)
+}
