@@ -201,3 +201,35 @@ func TestPrivilegedReapLeavesThePairUnderABrokenPeerKey(t *testing.T) {
 	}
 	expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient)
 }
+
+// The end of a full copy prunes the mirrored flows neither the copy nor
+// a live record installed. A live record installed as the prune reads
+// the tables is the peer's: its flow stays.
+func TestPrivilegedMirrorCopyEndKeepsALiveRecord(t *testing.T) {
+	e := progEnv(t, nil, fastl4("mirrored", "198.18.0.10:9443", "fe4", 4443, mirrored))
+	e.resolve()
+	vip, client := ap(vip4, 9443), ap(client4, 2301)
+	member, snat := ap(e.lab.Members4[0], 4443), ap(snat4, 40100)
+	ck, sk := flowKey(client, vip, protoTCP), flowKey(member, snat, protoTCP)
+	now := monoNow()
+	live := func(self, peer bpf.FastL4FlowKey, dir uint8) *half {
+		h := &half{key: self, val: bpf.FastL4FlowVal{CreatedNs: now - 10e9, LastNs: now, Dir: dir, Seen: seenAny | seenACK}}
+		setKeys(&h.val, self, peer)
+		return h
+	}
+	e.fp.SetPassive(true)
+	defer e.fp.SetPassive(false)
+	e.fp.BeginMirrorCopy()
+	mirrorPruneRead = func() {
+		if _, err := e.fp.InstallMirrored(encodeFlow(live(ck, sk, dirClient), live(sk, ck, dirServer), now)); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { mirrorPruneRead = nil }()
+	if n, err := e.fp.EndMirrorCopy(true); err != nil || n != 0 {
+		t.Errorf("the end of the copy pruned %d flows (%v), want none", n, err)
+	}
+	if _, ok := e.lookupFlow(client, vip, protoTCP); !ok {
+		t.Errorf("the flow of %s, installed by a live record as the copy ended, is pruned", client)
+	}
+}
