@@ -233,3 +233,48 @@ func TestPrivilegedMirrorCopyEndKeepsALiveRecord(t *testing.T) {
 		t.Errorf("the flow of %s, installed by a live record as the copy ended, is pruned", client)
 	}
 }
+
+// A half marked for repair whose other half's key holds another pair's
+// half keeps its mark: once that pair ends, its next packet repairs its
+// own pair. Cleared, the member's answers were dropped until an exact
+// walk.
+func TestPrivilegedRepairMarkOutlivesAnotherPairsHalf(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	vip, client := ap(vip4, 443), ap(client4, 48100)
+	member, snat := establish(t, e, client, vip)
+	ck, sk := flowKey(client, vip, protoTCP), flowKey(member, snat, protoTCP)
+	var cv bpf.FastL4FlowVal
+	if err := e.fp.flows.Lookup(ck, &cv); err != nil {
+		t.Fatal(err)
+	}
+	now := monoNow()
+	cv.Seen |= seenRepair
+	cv.LastNs = now - uint64(time.Second)
+	if err := e.fp.flows.Update(ck, &cv, 0); err != nil {
+		t.Fatal(err)
+	}
+	other := flowKey(ap(client4, 48101), vip, protoTCP)
+	for _, h := range [][2]bpf.FastL4FlowKey{{other, sk}, {sk, other}} {
+		v := bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: cv.Vid, Dir: dirClient, Seen: seenAny | seenACK}
+		if h[0] == sk {
+			v.Dir = dirServer
+		}
+		setKeys(&v, h[0], h[1])
+		if err := e.fp.flows.Update(h[0], &v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	for _, k := range []bpf.FastL4FlowKey{other, sk} {
+		if err := e.fp.flows.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(150 * time.Millisecond) // past the last-seen granularity
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	if p := expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient); p.dst != client {
+		t.Errorf("the member's answer goes to %s, want %s", p.dst, client)
+	}
+}
