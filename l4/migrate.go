@@ -35,8 +35,11 @@ type mapMigration struct {
 	old      *ebpf.Map
 	key, val *conversion
 	reset    bool // the new map starts empty (the counters)
-	// flow, for a flow table, tells one flow from another under a key.
-	flow *flowIdentity
+	// flow, for a flow table, tells one flow from another under a key;
+	// copied holds the creation time of each flow the first pass wrote,
+	// by new key.
+	flow   *flowIdentity
+	copied map[string]uint64
 	// reasons, for the counters, places each by its reason's name.
 	reasons *reasonMap
 }
@@ -236,7 +239,6 @@ func (f *FastPath) migrate(mg *migration) error {
 	if err := fail("copy"); err != nil {
 		return fmt.Errorf("migrate pinned maps: %w: the old program keeps serving", err)
 	}
-	swapped := monoNow() // the new program's flows are created from here on
 	swap, err := swapLinks(f.opts.PinPath, f.objs.EdgeproxyFastl4)
 	if err == nil {
 		if err = fail("swap"); err != nil {
@@ -251,7 +253,7 @@ func (f *FastPath) migrate(mg *migration) error {
 		var n int
 		var err error
 		if mm.flow != nil {
-			n, err = mm.syncFlows(f.mapNamed(mm.name), swapped)
+			n, err = mm.syncFlows(f.mapNamed(mm.name))
 		} else {
 			n, err = mm.copy(f.mapNamed(mm.name), true)
 		}
@@ -347,6 +349,12 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 		}
 		if err != nil {
 			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		if b, ok := val.([]byte); ok && mm.flow != nil {
+			if mm.copied == nil {
+				mm.copied = make(map[string]uint64)
+			}
+			mm.copied[string(nk)] = mm.flow.createdNs(b)
 		}
 		n++
 	}
@@ -568,11 +576,14 @@ func (id *flowIdentity) same(a, b []byte) bool {
 
 // syncFlows is the late pass of a flow table: it makes m hold the old
 // table's flows, the ones the old program opened, re-opened or ended
-// while the first pass ran. A key m lacks is added; one holding another,
-// older flow is overwritten; one the old table no longer has is deleted.
-// The flows of the new program, which serves since swapped (its creation
-// times are not earlier), are left as they are.
-func (mm *mapMigration) syncFlows(m *ebpf.Map, swapped uint64) (int, error) {
+// after the first pass. A flow the first pass copied is the new
+// program's (gone from m: it promoted or ended it). A key m lacks is
+// added; where m still holds the
+// flow the first pass wrote, another flow under the key overwrites it,
+// and the key goes if the old table no longer has it. What the new
+// program wrote since the swap (a flow it opened, promoted or re-opened)
+// is left as it is.
+func (mm *mapMigration) syncFlows(m *ebpf.Map) (int, error) {
 	seen := make(map[string]bool)
 	n := 0
 	var k, v, cur []byte
@@ -584,10 +595,13 @@ func (mm *mapMigration) syncFlows(m *ebpf.Map, swapped uint64) (int, error) {
 		}
 		nk := mm.key.apply(k)
 		seen[string(nk)] = true
+		if created, ok := mm.copied[string(nk)]; ok && created == mm.flow.createdNs(val) {
+			continue // copied, the new program's since
+		}
 		err = m.Update(nk, val, ebpf.UpdateNoExist)
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			if err = m.Lookup(nk, &cur); err == nil {
-				if mm.flow.same(cur, val) || mm.flow.createdNs(cur) > mm.flow.createdNs(val) {
+				if mm.flow.same(cur, val) || !mm.firstCopy(nk, cur) {
 					continue
 				}
 				err = m.Update(nk, val, ebpf.UpdateExist)
@@ -607,7 +621,7 @@ func (mm *mapMigration) syncFlows(m *ebpf.Map, swapped uint64) (int, error) {
 	var gone [][]byte
 	it = m.Iterate()
 	for it.Next(&k, &cur) {
-		if !seen[string(k)] && mm.flow.createdNs(cur) < swapped {
+		if !seen[string(k)] && mm.firstCopy(k, cur) {
 			gone = append(gone, slices.Clone(k))
 		}
 	}
@@ -621,4 +635,10 @@ func (mm *mapMigration) syncFlows(m *ebpf.Map, swapped uint64) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// firstCopy tells whether v under key k is the flow the first pass wrote.
+func (mm *mapMigration) firstCopy(k, v []byte) bool {
+	created, ok := mm.copied[string(k)]
+	return ok && created == mm.flow.createdNs(v)
 }

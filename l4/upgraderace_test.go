@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 	"github.com/edgeproxy/edgeproxy/internal/testnet"
@@ -33,7 +34,8 @@ func (e *env) runWith(t *testing.T, prog *ebpf.Program, in []byte) (uint32, pars
 // meanwhile. A reset connection opened anew on its client port, and one
 // that ended, after the first copy, are as the old program left them once
 // the new one serves: the new connection is not reaped at the close
-// timeout of the reset one, the ended one forwards no more.
+// timeout of the reset one, the ended one forwards no more. A handshake
+// the old program began and the new one completed stays completed.
 func TestPrivilegedUpgradeLatePassFollowsTheOldTables(t *testing.T) {
 	objB := buildVariant(t, "-DFLOW_VAL_TEST_PAD")
 	e := progEnv(t, nil, fastl4("short", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) {
@@ -44,10 +46,10 @@ func TestPrivilegedUpgradeLatePassFollowsTheOldTables(t *testing.T) {
 	e.nic(testnet.ExtIf)
 	e.nic(testnet.IntIf)
 	vip := ap(vip4, 9443)
-	reopened, ended := ap(client4, 46300), ap(client4, 46301)
+	reopened, ended, promoted := ap(client4, 46300), ap(client4, 46301), ap(client4, 46302)
 	establish(t, e, reopened, vip)
 	endedMember, endedSnat := establish(t, e, ended, vip)
-	toMember, _ := e.hops()
+	toMember, toClient := e.hops()
 	expectRedirect(t, e, frame{src: reopened, dst: vip, proto: protoTCP, flags: flagRST, seq: 101}.bytes(), toMember)
 	old, err := e.fp.objs.EdgeproxyFastl4.Clone()
 	if err != nil {
@@ -55,8 +57,22 @@ func TestPrivilegedUpgradeLatePassFollowsTheOldTables(t *testing.T) {
 	}
 	defer old.Close()
 
+	// A handshake the old program begins and the new one ends.
+	p := expectRedirect(t, e, frame{src: promoted, dst: vip, proto: protoTCP, flags: flagSYN, seq: 100}.bytes(), toMember)
+	pMember, pSnat := p.dst, p.src
+	expectRedirect(t, e, frame{src: pMember, dst: pSnat, proto: protoTCP, flags: flagSYN | flagACK, seq: 900, ack: 101}.bytes(), toClient)
+
 	var member, snat netip.AddrPort
 	migrateFault = func(step string) error {
+		if step == "swap" {
+			// The new program serves: it completes the handshake the
+			// old one began, moving it out of the half-open table.
+			ret, _ := e.runWith(t, e.linkedProgram(t), frame{src: promoted, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes())
+			if ret != xdpRedirect {
+				t.Errorf("the new program's end of the handshake of %s: verdict %d", promoted, ret)
+			}
+			return nil
+		}
 		if step != "copy" {
 			return nil
 		}
@@ -108,4 +124,36 @@ func TestPrivilegedUpgradeLatePassFollowsTheOldTables(t *testing.T) {
 	if ret, _ := e.run(frame{src: ended, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes()); ret == xdpRedirect {
 		t.Errorf("after the upgrade the connection of %s, ended before the swap, forwards again", ended)
 	}
+	if p := expectRedirect(t, e, frame{src: pMember, dst: pSnat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient); p.dst != promoted {
+		t.Errorf("the member's answer to %s, whose handshake ended under the new program, goes to %s", promoted, p.dst)
+	}
+	half, err := ebpf.LoadPinnedMap(filepath.Join(e.opts.PinPath, bpf.FastL4MapHalfOpen), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	var v []byte
+	if k := flowKey(promoted, vip, protoTCP); half.Lookup(&k, &v) == nil {
+		t.Errorf("the handshake of %s, promoted by the new program, is back in the half-open table", promoted)
+	}
+}
+
+// linkedProgram is the program the pinned link of the external NIC runs.
+func (e *env) linkedProgram(t *testing.T) *ebpf.Program {
+	t.Helper()
+	l, err := link.LoadPinnedLink(filepath.Join(e.opts.PinPath, "link_"+testnet.ExtIf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }
