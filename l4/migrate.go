@@ -576,15 +576,13 @@ func (id *flowIdentity) same(a, b []byte) bool {
 
 // syncFlows is the late pass of a flow table: it makes m hold the old
 // table's flows, the ones the old program opened, re-opened or ended
-// after the first pass. A flow the first pass copied is the new
-// program's (gone from m: it promoted or ended it). A key m lacks is
-// added; where m still holds the
-// flow the first pass wrote, another flow under the key overwrites it,
-// and the key goes if the old table no longer has it. What the new
-// program wrote since the swap (a flow it opened, promoted or re-opened)
-// is left as it is.
+// after the first pass. A key m lacks is added, unless the first pass
+// copied that flow (the new program promoted or ended it since). Where m
+// still holds the flow the first pass wrote, another flow under the key
+// in the old table overwrites it, and the key goes when the old table no
+// longer has it. What the new program wrote since the swap (a flow it
+// opened, promoted or re-opened) is left as it is.
 func (mm *mapMigration) syncFlows(m *ebpf.Map) (int, error) {
-	seen := make(map[string]bool)
 	n := 0
 	var k, v, cur []byte
 	it := mm.old.Iterate()
@@ -594,14 +592,15 @@ func (mm *mapMigration) syncFlows(m *ebpf.Map) (int, error) {
 			return n, fmt.Errorf("convert entry: %w", err)
 		}
 		nk := mm.key.apply(k)
-		seen[string(nk)] = true
-		if created, ok := mm.copied[string(nk)]; ok && created == mm.flow.createdNs(val) {
-			continue // copied, the new program's since
+		created, copied := mm.copied[string(nk)]
+		delete(mm.copied, string(nk)) // left: the copies whose keys are gone
+		if copied && created == mm.flow.createdNs(val) {
+			continue
 		}
 		err = m.Update(nk, val, ebpf.UpdateNoExist)
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			if err = m.Lookup(nk, &cur); err == nil {
-				if mm.flow.same(cur, val) || !mm.firstCopy(nk, cur) {
+				if !copied || mm.flow.createdNs(cur) != created || mm.flow.same(cur, val) {
 					continue
 				}
 				err = m.Update(nk, val, ebpf.UpdateExist)
@@ -618,27 +617,15 @@ func (mm *mapMigration) syncFlows(m *ebpf.Map) (int, error) {
 	if err := it.Err(); err != nil {
 		return n, fmt.Errorf("read entries: %w", err)
 	}
-	var gone [][]byte
-	it = m.Iterate()
-	for it.Next(&k, &cur) {
-		if !seen[string(k)] && mm.firstCopy(k, cur) {
-			gone = append(gone, slices.Clone(k))
+	for key, created := range mm.copied {
+		err := m.Lookup([]byte(key), &cur)
+		if err == nil && mm.flow.createdNs(cur) == created {
+			err = m.Delete([]byte(key))
+			n++
 		}
-	}
-	if err := it.Err(); err != nil {
-		return n, fmt.Errorf("read entries: %w", err)
-	}
-	for _, k := range gone {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return n, fmt.Errorf("delete an ended flow: %w", err)
 		}
-		n++
 	}
 	return n, nil
-}
-
-// firstCopy tells whether v under key k is the flow the first pass wrote.
-func (mm *mapMigration) firstCopy(k, v []byte) bool {
-	created, ok := mm.copied[string(k)]
-	return ok && created == mm.flow.createdNs(v)
 }
