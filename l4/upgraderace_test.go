@@ -18,14 +18,11 @@ import (
 func (e *env) runWith(t *testing.T, prog *ebpf.Program, in []byte) (uint32, parsed) {
 	t.Helper()
 	nic := e.ingressOf(in)
-	in = e.toNIC(in, nic)
-	buf := make([]byte, len(in)+256)
-	opts := ebpf.RunOptions{Data: in, DataOut: buf, Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(e.nic(nic).ifindex)}}
-	ret, err := prog.Run(&opts)
+	ret, out, err := runProgram(prog, e.toNIC(in, nic), e.nic(nic).ifindex)
 	if err != nil {
 		t.Errorf("run program: %v", err)
 	}
-	p, _ := parseFrame(opts.DataOut)
+	p, _ := parseFrame(out)
 	return ret, p
 }
 
