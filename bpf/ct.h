@@ -29,8 +29,11 @@ static __always_inline void ct_repair(struct flow_val *f, const struct pkt_meta 
 
 	if (f->half_open)
 		return;
-	if (flow_lookup(&f->peer)) {
-		if (due)
+	v = flow_lookup(&f->peer);
+	if (v) {
+		/* The mark goes once the other half is found pointing back;
+		 * another pair's half under the key leaves it. */
+		if (due && flow_key_eq(&v->peer, &p->key))
 			f->seen &= ~SEEN_REPAIR;
 		return;
 	}

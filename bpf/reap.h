@@ -410,6 +410,10 @@ static __always_inline long reap_visit(void *map, const void *peer_key, const st
 		}
 	}
 	o = bpf_map_lookup_elem(map, peer_key);
+	/* Under the peer key, another pair's half (this pair broken, the key
+	 * taken since): v is judged alone, the other pair left whole. */
+	if (o && !flow_key_eq(&o->peer, self))
+		o = NULL;
 	if (v->dir == DIR_SERVER) {
 		if (o)
 			return 0; /* judged on its client half */
@@ -504,6 +508,8 @@ static long reap_watched(void *map, struct flow_key *key, __u32 *val, __u32 *idx
 	}
 	pk = h->peer;
 	o = flow_lookup(&pk);
+	if (o && !flow_key_eq(&o->peer, &k))
+		o = NULL; /* another pair's: h is judged alone */
 	if (h->dir == DIR_CLIENT)
 		r = reap_judge(ctl, &k, h, &pk, o, 0, &deadline, &st);
 	else

@@ -253,13 +253,19 @@ func (e *env) runOn(in []byte, nic string) (uint32, []byte) {
 // runHere runs the program on a frame arriving on the device ifindex; the
 // caller is in the proxy namespace.
 func (e *env) runHere(in []byte, ifindex int) (uint32, []byte) {
-	buf := make([]byte, len(in)+256)
-	opts := ebpf.RunOptions{Data: in, DataOut: buf, Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(ifindex)}}
-	r, err := e.fp.objs.EdgeproxyFastl4.Run(&opts)
+	r, out, err := runProgram(e.fp.objs.EdgeproxyFastl4, in, ifindex)
 	if err != nil {
 		e.t.Fatalf("run program: %v", err)
 	}
-	return r, opts.DataOut
+	return r, out
+}
+
+// runProgram runs prog on a frame arriving on the device ifindex.
+func runProgram(prog *ebpf.Program, in []byte, ifindex int) (uint32, []byte, error) {
+	buf := make([]byte, len(in)+256)
+	opts := ebpf.RunOptions{Data: in, DataOut: buf, Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: uint32(ifindex)}}
+	r, err := prog.Run(&opts)
+	return r, opts.DataOut, err
 }
 
 // ifindex is the index of a NIC of the proxy namespace.

@@ -164,3 +164,117 @@ func TestPrivilegedNICMoveKeepsARestartedFlow(t *testing.T) {
 	})
 	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
 }
+
+// A half whose other half's key holds another pair's half (a pair broken
+// behind the program's back, its peer key taken since) is judged alone by
+// the reaper's walk: expired, it goes, and the pair whose half sits under
+// its peer key stays whole. Judged with that half, the two went, and the
+// member's answers of that live connection were dropped.
+func TestPrivilegedReapLeavesThePairUnderABrokenPeerKey(t *testing.T) {
+	e := progEnv(t, nil, fastl4("quiet", "198.18.0.10:9443", "fe4", 4443, func(v *Virtual) { v.ResetOnTimeout = false }))
+	e.resolve()
+	_, toClient := e.hops()
+	vip := ap(vip4, 9443)
+	client := ap(client4, 46400)
+	member, snat := establish(t, e, client, vip)
+	sk := flowKey(member, snat, protoTCP)
+	// The member has been silent for an hour; its client speaks.
+	var sv bpf.FastL4FlowVal
+	if err := e.fp.flows.Lookup(sk, &sv); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := monoNow() - uint64(time.Hour)
+	sv.LastNs = hourAgo
+	if err := e.fp.flows.Update(sk, &sv, 0); err != nil {
+		t.Fatal(err)
+	}
+	broken := flowKey(ap(client4, 46401), vip, protoTCP)
+	bv := bpf.FastL4FlowVal{CreatedNs: hourAgo, LastNs: hourAgo, Vid: sv.Vid, Dir: dirClient, Seen: seenAny | seenACK}
+	setKeys(&bv, broken, sk)
+	if err := e.fp.flows.Update(broken, &bv, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	e.pass(t, func() error { return e.fp.reapRun(monoNow(), true, true, true, false) })
+	if _, ok := e.lookupFlow(ap(client4, 46401), vip, protoTCP); ok {
+		t.Errorf("the expired broken half is left after the walk")
+	}
+	expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient)
+}
+
+// The end of a full copy prunes the mirrored flows neither the copy nor
+// a live record installed. A live record installed as the prune reads
+// the tables is the peer's: its flow stays.
+func TestPrivilegedMirrorCopyEndKeepsALiveRecord(t *testing.T) {
+	e := progEnv(t, nil, fastl4("mirrored", "198.18.0.10:9443", "fe4", 4443, mirrored))
+	e.resolve()
+	vip, client := ap(vip4, 9443), ap(client4, 2301)
+	member, snat := ap(e.lab.Members4[0], 4443), ap(snat4, 40100)
+	ck, sk := flowKey(client, vip, protoTCP), flowKey(member, snat, protoTCP)
+	now := monoNow()
+	live := func(self, peer bpf.FastL4FlowKey, dir uint8) *half {
+		h := &half{key: self, val: bpf.FastL4FlowVal{CreatedNs: now - 10e9, LastNs: now, Dir: dir, Seen: seenAny | seenACK}}
+		setKeys(&h.val, self, peer)
+		return h
+	}
+	e.fp.SetPassive(true)
+	defer e.fp.SetPassive(false)
+	e.fp.BeginMirrorCopy()
+	mirrorPruneRead = func() {
+		if _, err := e.fp.InstallMirrored(encodeFlow(live(ck, sk, dirClient), live(sk, ck, dirServer), now)); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { mirrorPruneRead = nil }()
+	if n, err := e.fp.EndMirrorCopy(true); err != nil || n != 0 {
+		t.Errorf("the end of the copy pruned %d flows (%v), want none", n, err)
+	}
+	if _, ok := e.lookupFlow(client, vip, protoTCP); !ok {
+		t.Errorf("the flow of %s, installed by a live record as the copy ended, is pruned", client)
+	}
+}
+
+// A half marked for repair whose other half's key holds another pair's
+// half keeps its mark: once that pair ends, its next packet repairs its
+// own pair. Cleared, the member's answers were dropped until an exact
+// walk.
+func TestPrivilegedRepairMarkOutlivesAnotherPairsHalf(t *testing.T) {
+	e := progEnv(t, nil)
+	e.resolve()
+	toMember, toClient := e.hops()
+	vip, client := ap(vip4, 443), ap(client4, 48100)
+	member, snat := establish(t, e, client, vip)
+	ck, sk := flowKey(client, vip, protoTCP), flowKey(member, snat, protoTCP)
+	var cv bpf.FastL4FlowVal
+	if err := e.fp.flows.Lookup(ck, &cv); err != nil {
+		t.Fatal(err)
+	}
+	now := monoNow()
+	cv.Seen |= seenRepair
+	cv.LastNs = now - uint64(time.Second)
+	if err := e.fp.flows.Update(ck, &cv, 0); err != nil {
+		t.Fatal(err)
+	}
+	other := flowKey(ap(client4, 48101), vip, protoTCP)
+	for _, h := range [][2]bpf.FastL4FlowKey{{other, sk}, {sk, other}} {
+		v := bpf.FastL4FlowVal{CreatedNs: now, LastNs: now, Vid: cv.Vid, Dir: dirClient, Seen: seenAny | seenACK}
+		if h[0] == sk {
+			v.Dir = dirServer
+		}
+		setKeys(&v, h[0], h[1])
+		if err := e.fp.flows.Update(h[0], &v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	for _, k := range []bpf.FastL4FlowKey{other, sk} {
+		if err := e.fp.flows.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(150 * time.Millisecond) // past the last-seen granularity
+	expectRedirect(t, e, frame{src: client, dst: vip, proto: protoTCP, flags: flagACK, seq: 101, ack: 901}.bytes(), toMember)
+	if p := expectRedirect(t, e, frame{src: member, dst: snat, proto: protoTCP, flags: flagACK, seq: 901, ack: 101}.bytes(), toClient); p.dst != client {
+		t.Errorf("the member's answer goes to %s, want %s", p.dst, client)
+	}
+}

@@ -35,6 +35,11 @@ type mapMigration struct {
 	old      *ebpf.Map
 	key, val *conversion
 	reset    bool // the new map starts empty (the counters)
+	// flow, for a flow table, tells one flow from another under a key;
+	// copied holds the creation time of each flow the first pass wrote,
+	// by new key.
+	flow   *flowIdentity
+	copied map[string]uint64
 	// reasons, for the counters, places each by its reason's name.
 	reasons *reasonMap
 }
@@ -186,6 +191,7 @@ func planMapMigration(spec *ebpf.CollectionSpec, name, pin string, version, to u
 		if mm.key, err = newConversion(key, ms.Key, info.KeySize, ms.KeySize); err == nil {
 			mm.val, err = newHookedConversion(val, ms.Value, info.ValueSize, ms.ValueSize, hook)
 		}
+		mm.flow = flowIdentityOf(ms.Value)
 	}
 	if err != nil {
 		old.Close()
@@ -244,7 +250,13 @@ func (f *FastPath) migrate(mg *migration) error {
 	}
 	late := 0
 	for _, mm := range mg.maps {
-		n, err := mm.copy(f.mapNamed(mm.name), true)
+		var n int
+		var err error
+		if mm.flow != nil {
+			n, err = mm.syncFlows(f.mapNamed(mm.name))
+		} else {
+			n, err = mm.copy(f.mapNamed(mm.name), true)
+		}
 		if err != nil {
 			f.log.Warn("copy the flows opened during the migration", "map", mm.name, "err", err)
 		}
@@ -278,7 +290,8 @@ func (f *FastPath) migrate(mg *migration) error {
 // copy copies the old map's entries into m, converted. The second pass
 // (late) only adds the keys m lacks: entries the old program created
 // while the first ran; the new program owns the others by then. Arrays
-// have nothing to add in that pass.
+// have nothing to add in that pass. The flow tables' late pass is
+// syncFlows.
 func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 	hash := mm.old.Type() == ebpf.Hash || mm.old.Type() == ebpf.LRUHash || mm.old.Type() == ebpf.PerCPUHash || mm.old.Type() == ebpf.LRUCPUHash
 	if (late && !hash) || mm.reset {
@@ -336,6 +349,12 @@ func (mm *mapMigration) copy(m *ebpf.Map, late bool) (int, error) {
 		}
 		if err != nil {
 			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		if b, ok := val.([]byte); ok && mm.flow != nil {
+			if mm.copied == nil {
+				mm.copied = make(map[string]uint64)
+			}
+			mm.copied[string(nk)] = mm.flow.createdNs(b)
 		}
 		n++
 	}
@@ -512,4 +531,101 @@ func removeStaged(pinPath string) {
 	for _, p := range staged {
 		_ = os.Remove(p)
 	}
+}
+
+// flowIdentity locates, in a flow table's value (struct flow_val), what
+// tells one flow from another under the same key: its creation time and
+// its peer's key.
+type flowIdentity struct {
+	created, peer, peerSize uint32
+}
+
+// flowIdentityOf is the identity of a flow value of type t; nil for a
+// table of other values.
+func flowIdentityOf(t btf.Type) *flowIdentity {
+	s, ok := btf.UnderlyingType(t).(*btf.Struct)
+	if !ok || s.Name != "flow_val" {
+		return nil
+	}
+	id, found := &flowIdentity{}, 0
+	for _, m := range s.Members {
+		n, err := btf.Sizeof(m.Type)
+		switch {
+		case err != nil:
+		case m.Name == "created_ns" && n == 8:
+			id.created, found = m.Offset.Bytes(), found+1
+		case m.Name == "peer":
+			id.peer, id.peerSize, found = m.Offset.Bytes(), uint32(n), found+1
+		}
+	}
+	if found != 2 {
+		return nil
+	}
+	return id
+}
+
+func (id *flowIdentity) createdNs(v []byte) uint64 {
+	return binary.NativeEndian.Uint64(v[id.created:])
+}
+
+// same tells whether two values are of one flow.
+func (id *flowIdentity) same(a, b []byte) bool {
+	p := func(v []byte) []byte { return v[id.peer : id.peer+id.peerSize] }
+	return id.createdNs(a) == id.createdNs(b) && slices.Equal(p(a), p(b))
+}
+
+// syncFlows is the late pass of a flow table: it makes m hold the old
+// table's flows, the ones the old program opened, re-opened or ended
+// after the first pass. A key m lacks is added, unless the first pass
+// copied that flow (the new program promoted or ended it since). Where m
+// still holds the flow the first pass wrote, another flow under the key
+// in the old table overwrites it, and the key goes when the old table no
+// longer has it. What the new program wrote since the swap (a flow it
+// opened, promoted or re-opened) is left as it is.
+func (mm *mapMigration) syncFlows(m *ebpf.Map) (int, error) {
+	n := 0
+	var k, v, cur []byte
+	it := mm.old.Iterate()
+	for it.Next(&k, &v) {
+		val, err := mm.val.convert(v)
+		if err != nil {
+			return n, fmt.Errorf("convert entry: %w", err)
+		}
+		nk := mm.key.apply(k)
+		created, copied := mm.copied[string(nk)]
+		delete(mm.copied, string(nk)) // left: the copies whose keys are gone
+		if copied && created == mm.flow.createdNs(val) {
+			continue
+		}
+		err = m.Update(nk, val, ebpf.UpdateNoExist)
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			if err = m.Lookup(nk, &cur); err == nil {
+				if !copied || mm.flow.createdNs(cur) != created || mm.flow.same(cur, val) {
+					continue
+				}
+				err = m.Update(nk, val, ebpf.UpdateExist)
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue // the new program ended it
+			}
+		}
+		if err != nil {
+			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read entries: %w", err)
+	}
+	for key, created := range mm.copied {
+		err := m.Lookup([]byte(key), &cur)
+		if err == nil && mm.flow.createdNs(cur) == created {
+			err = m.Delete([]byte(key))
+			n++
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("delete an ended flow: %w", err)
+		}
+	}
+	return n, nil
 }

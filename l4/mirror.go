@@ -51,31 +51,50 @@ type mirrorState struct {
 	mark    uint64 // monoNow of the previous refresh pass
 	flows   int    // pairs of mirrored virtuals at the last GC pass
 	// copied are the client keys of the flows installed since a full
-	// copy began (nil: none under way).
+	// copy began (nil: none under way), under copyMu: a flow record is
+	// noted before it is installed, and the prune at the copy's end
+	// holds copyMu from its choice to its deletes, so a record applied
+	// meanwhile is either kept or installed after them.
+	copyMu sync.Mutex
 	copied map[bpf.FastL4FlowKey]struct{}
 }
 
 // BeginMirrorCopy notes that a full copy from the peer begins: the flows
 // installed from now on are kept by EndMirrorCopy.
 func (f *FastPath) BeginMirrorCopy() {
-	f.mirror.mu.Lock()
-	defer f.mirror.mu.Unlock()
+	f.mirror.copyMu.Lock()
+	defer f.mirror.copyMu.Unlock()
 	f.mirror.copied = map[bpf.FastL4FlowKey]struct{}{}
 }
+
+// mirrorPruneRead, when set, runs as EndMirrorCopy begins to read the
+// tables: what a record installed then does is tested with it.
+var mirrorPruneRead func()
 
 // EndMirrorCopy ends a full copy. With prune, the flows of mirrored
 // virtuals that neither the copy nor a live record installed meanwhile
 // are removed: the peer no longer has them (this node kept them in its
 // pins while it was away). It returns how many were removed.
 func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
-	f.mirror.mu.Lock()
-	keep := f.mirror.copied
-	f.mirror.copied = nil
-	f.mirror.mu.Unlock()
-	if !prune || keep == nil {
+	f.mirror.copyMu.Lock()
+	under := f.mirror.copied != nil
+	if !prune {
+		f.mirror.copied = nil
+	}
+	f.mirror.copyMu.Unlock()
+	if !prune || !under {
 		return 0, nil
 	}
+	return f.pruneMirrored()
+}
+
+// pruneMirrored removes the flows of mirrored virtuals that a full copy
+// did not install (f.mirror.copied), and ends the copy.
+func (f *FastPath) pruneMirrored() (int, error) {
 	if !f.acquire() {
+		f.mirror.copyMu.Lock()
+		f.mirror.copied = nil
+		f.mirror.copyMu.Unlock()
 		return 0, ErrClosed
 	}
 	defer f.life.RUnlock()
@@ -84,7 +103,14 @@ func (f *FastPath) EndMirrorCopy(prune bool) (int, error) {
 	f.mu.Unlock()
 	t := f.flows
 	t.half = nil
+	if mirrorPruneRead != nil {
+		mirrorPruneRead()
+	}
 	pairs, err := t.readPairs()
+	f.mirror.copyMu.Lock()
+	defer f.mirror.copyMu.Unlock()
+	keep := f.mirror.copied
+	f.mirror.copied = nil
 	if err != nil {
 		return 0, err
 	}
@@ -329,6 +355,11 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 		if f.heldByYounger(s.key, c.key, s.val.CreatedNs) || f.heldByYounger(c.key, s.key, c.val.CreatedNs) {
 			return false, errStaleRecord
 		}
+		f.mirror.copyMu.Lock()
+		if f.mirror.copied != nil {
+			f.mirror.copied[c.key] = struct{}{}
+		}
+		f.mirror.copyMu.Unlock()
 		if err := f.flows.Update(s.key, &s.val, ebpf.UpdateAny); err != nil {
 			return false, fmt.Errorf("install mirrored flow: %w", err)
 		}
@@ -336,11 +367,6 @@ func (f *FastPath) InstallMirrored(rec []byte) (installed bool, err error) {
 			f.flows.Delete(s.key)
 			return false, fmt.Errorf("install mirrored flow: %w", err)
 		}
-		f.mirror.mu.Lock()
-		if f.mirror.copied != nil {
-			f.mirror.copied[c.key] = struct{}{}
-		}
-		f.mirror.mu.Unlock()
 		return true, nil
 	}
 	return false, errBadRecord
